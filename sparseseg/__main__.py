@@ -1,0 +1,3 @@
+from sparseseg.cli import main
+
+main()

@@ -1,0 +1,142 @@
+"""One configuration object for training and inference, with documented defaults.
+
+Fields left at None are chosen for the device by `Config.resolved` (CPU runs need a smaller
+network and shorter training than GPU runs). A resolved config is saved as JSON beside
+the weights of a model folder.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field, fields, replace
+
+from sparseseg.errors import InputError
+
+#: Defaults that depend on the device: (cpu, cuda).
+DEVICE_DEFAULTS = {
+    "base": (16, 32),
+    "batch_size": (2, 4),
+    "iterations": (600, 2000),
+    "time_budget": (300.0, 120.0),
+}
+
+
+@dataclass(frozen=True)
+class Config:
+    """How sparseseg trains and predicts.
+
+    Attributes
+    ----------
+    base : int or None
+        Channels of the first convolution (the paper: 32). Default 16 on CPU, 32 on CUDA.
+    depth : int
+        Resolution steps (poolings) of the U-Net (the paper: 3).
+    patch : tuple of 3 int or None
+        Training patch (z, y, x). Default: chosen from the annotated planes and voxel size.
+    batch_size : int or None
+        Patches per training step. Default 2 on CPU, 4 on CUDA.
+    iterations : int or None
+        Largest number of training steps. Default 600 on CPU, 2000 on CUDA.
+    time_budget : float or None
+        Largest training time in seconds. Default 300 on CPU, 120 on CUDA.
+    lr : float
+        Adam learning rate at the start; it decays polynomially to 0 over the run.
+    class_power : float
+        Class balancing: class weight = annotated frequency ** -class_power (0: equal weights).
+    dice : float
+        Weight of a soft-Dice term on annotated voxels added to the cross-entropy (0: off).
+    augment : bool
+        Flips, rotations, scaling, gray values and elastic deformation while training.
+    overlap : float
+        Overlap of the sliding windows at inference, as a fraction of the patch.
+    tta : bool
+        Average predictions over flips at inference (8x slower).
+    spacing : tuple of 3 float or None
+        Voxel size (z, y, x); decides along which axes the network pools.
+    seed : int or None
+        Random seed; the same seed repeats a CPU run exactly. None: a fresh random run.
+    device : str
+        'auto' (CUDA when available), 'cpu' or 'cuda'.
+    unlabeled : int
+        Value of unannotated voxels in a sparse label volume.
+    """
+
+    base: int | None = None
+    depth: int = 3
+    patch: tuple[int, int, int] | None = None
+    batch_size: int | None = None
+    iterations: int | None = None
+    time_budget: float | None = None
+    lr: float = 3e-3
+    class_power: float = 0.5
+    dice: float = 0.0
+    augment: bool = True
+    overlap: float = 0.5
+    tta: bool = False
+    spacing: tuple[float, float, float] | None = None
+    seed: int | None = None
+    device: str = "auto"
+    unlabeled: int = 255
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        checks = [
+            (self.base is None or self.base >= 1, "base", "must be >= 1"),
+            (0 <= self.depth <= 6, "depth", "must lie in 0..6"),
+            (self.patch is None or (len(self.patch) == 3 and min(self.patch) >= 1), "patch", "must be three sizes >= 1"),
+            (self.batch_size is None or self.batch_size >= 1, "batch_size", "must be >= 1"),
+            (self.iterations is None or self.iterations >= 0, "iterations", "must be >= 0"),
+            (self.time_budget is None or self.time_budget >= 0, "time_budget", "must be >= 0"),
+            (self.lr > 0, "lr", "must be > 0"),
+            (self.class_power >= 0, "class_power", "must be >= 0"),
+            (self.dice >= 0, "dice", "must be >= 0"),
+            (0 <= self.overlap < 1, "overlap", "must lie in [0, 1)"),
+            (self.spacing is None or (len(self.spacing) == 3 and min(self.spacing) > 0), "spacing", "must be three numbers > 0"),
+            (self.device in ("auto", "cpu", "cuda"), "device", "must be auto, cpu or cuda"),
+            (0 <= self.unlabeled <= 65535, "unlabeled", "must lie in 0..65535"),
+        ]
+        for ok, name, rule in checks:
+            if not ok:
+                raise InputError(f"{name}={getattr(self, name)!r}: {rule}")
+
+    def resolved(self, cuda: bool) -> "Config":
+        """A copy with the device-dependent defaults filled in."""
+        values = {k: v[int(cuda)] for k, v in DEVICE_DEFAULTS.items() if getattr(self, k) is None}
+        return replace(self, **values)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Config":
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        for name in ("patch", "spacing"):
+            if values.get(name) is not None:
+                values[name] = tuple(values[name])
+        return cls(**values)
+
+
+def parse_duration(text: str | None) -> float | None:
+    """'90' -> 90.0 s, '5m' -> 300.0, '1h30m' -> 5400.0, '2.5m' -> 150.0; None stays None."""
+    if text is None:
+        return None
+    text = str(text).strip().lower()
+    parts = re.fullmatch(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s?)?", text)
+    if not text or parts is None or not any(parts.groups()):
+        raise InputError(f"time budget {text!r}: expected seconds or a duration such as 90, 90s, 5m, 1h30m")
+    hours, minutes, seconds = (float(g) if g else 0.0 for g in parts.groups())
+    return hours * 3600 + minutes * 60 + seconds
+
+
+def parse_triple(text: str | None, name: str, kind=float) -> tuple | None:
+    """'50,4,4' -> (50.0, 4.0, 4.0) for --spacing (or ints for --patch); None stays None."""
+    if text is None:
+        return None
+    try:
+        values = tuple(kind(v) for v in str(text).replace("x", ",").split(","))
+    except ValueError:
+        raise InputError(f"--{name} {text!r}: expected three numbers z,y,x (e.g. 50,4,4)") from None
+    if len(values) != 3 or min(values) <= 0:
+        raise InputError(f"--{name} {text!r}: expected three numbers z,y,x greater than 0")
+    return values

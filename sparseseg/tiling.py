@@ -1,0 +1,59 @@
+"""Sliding-window tiling and Gaussian blending weights, as small pure functions (numpy only)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def tile_starts(size: int, patch: int, overlap: float) -> list[int]:
+    """Start offsets of patches of length ``patch`` that cover ``0..size`` with about ``overlap`` overlap.
+
+    The first patch starts at 0 and the last ends at ``size``; the others are spread evenly.
+    """
+    if patch < 1 or size < patch:
+        raise ValueError(f"need 1 <= patch <= size, got patch={patch}, size={size}")
+    if not 0 <= overlap < 1:
+        raise ValueError(f"overlap must lie in [0, 1), got {overlap}")
+    if size == patch:
+        return [0]
+    step = max(1, int(patch * (1 - overlap)))
+    n = int(np.ceil((size - patch) / step)) + 1
+    return [int(round(v)) for v in np.linspace(0, size - patch, n)]
+
+
+def tile_slices(shape: Sequence[int], patch: Sequence[int], overlap: float = 0.5) -> list[tuple[slice, ...]]:
+    """All patch windows (as tuples of slices) that tile a volume of ``shape``."""
+    if len(shape) != len(patch):
+        raise ValueError(f"shape {tuple(shape)} and patch {tuple(patch)} differ in length")
+    starts = [tile_starts(s, p, overlap) for s, p in zip(shape, patch)]
+    grid = np.meshgrid(*starts, indexing="ij")
+    return [tuple(slice(int(o), int(o) + p) for o, p in zip(origin, patch)) for origin in zip(*(g.ravel() for g in grid))]
+
+
+def gaussian_weight(patch: Sequence[int], sigma_scale: float = 0.125, floor: float = 1e-3) -> np.ndarray:
+    """Blending weight of a patch: a Gaussian centred on it, sigma = ``sigma_scale`` * patch size per axis.
+
+    Predictions near a patch's centre see more context than those at its border, so they
+    weigh more where windows overlap. Scaled to a maximum of 1 and kept above ``floor``.
+    """
+    if sigma_scale <= 0:
+        raise ValueError(f"sigma_scale must be > 0, got {sigma_scale}")
+    axes = []
+    for p in patch:
+        x = np.arange(p) - (p - 1) / 2
+        axes.append(np.exp(-0.5 * (x / (sigma_scale * p)) ** 2))
+    weight = axes[0][:, None, None] * axes[1][None, :, None] * axes[2][None, None, :]
+    weight /= weight.max()
+    return np.maximum(weight, floor).astype(np.float32)
+
+
+def padded_shape(shape: Sequence[int], patch: Sequence[int], multiple: Sequence[int]) -> tuple[int, ...]:
+    """Smallest shape >= ``shape`` and >= ``patch`` whose axes are multiples of ``multiple``."""
+    return tuple(int(np.ceil(max(s, p) / m) * m) for s, p, m in zip(shape, patch, multiple))
+
+
+def fit_patch(patch: Sequence[int], shape: Sequence[int], multiple: Sequence[int]) -> tuple[int, ...]:
+    """Shrink ``patch`` to the volume where it is larger, keeping each axis a multiple of ``multiple``."""
+    return tuple(max(m, min(p, int(np.ceil(s / m) * m)) // m * m) for p, s, m in zip(patch, shape, multiple))

@@ -1,0 +1,176 @@
+"""Training a 3D U-Net on one sparsely annotated volume.
+
+Patches are drawn around annotated voxels (each class equally often), augmented on the
+training device, and scored with a softmax cross-entropy weighted per voxel: weight 0 on
+unlabeled voxels, so only annotated voxels teach the network. The learning rate decays
+polynomially over the run, which ends after a number of steps or a time budget, whichever
+comes first; Ctrl-C ends it early and keeps the model trained so far.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from sparseseg import augment
+
+
+@dataclass(frozen=True)
+class TrainData:
+    """A normalised image with its class targets and per-voxel weights.
+
+    image : (C, Z, Y, X) float32; target : (Z, Y, X) int, class index 0..K-1;
+    weight : (Z, Y, X) float32, 0 where nothing was annotated.
+    """
+
+    image: np.ndarray
+    target: np.ndarray
+    weight: np.ndarray
+
+
+@dataclass
+class TrainLog:
+    iterations: int = 0
+    seconds: float = 0.0
+    losses: list[float] = field(default_factory=list)
+    stopped_by: str = "iterations"  # 'iterations', 'time' or 'interrupt'
+
+    @property
+    def final_loss(self) -> float:
+        tail = self.losses[-20:]
+        return float(np.mean(tail)) if tail else float("nan")
+
+
+def weighted_loss(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, dice: float = 0.0) -> torch.Tensor:
+    """Weighted softmax cross-entropy, plus ``dice`` times a soft-Dice loss on voxels with weight > 0.
+
+    The cross-entropy is ``sum(w * ce) / sum(w)``; voxels with ``w = 0`` add nothing and get
+    no gradient.
+    """
+    logits = logits.float()
+    ce = F.cross_entropy(logits, target, reduction="none")
+    loss = (ce * weight).sum() / weight.sum().clamp_min(1e-8)
+    if dice:
+        labelled = (weight > 0).unsqueeze(1).float()
+        probs = torch.softmax(logits, dim=1) * labelled
+        onehot = F.one_hot(target, logits.shape[1]).movedim(-1, 1).float() * labelled
+        dims = (0, 2, 3, 4)
+        intersection = (probs * onehot).sum(dims)
+        denominator = probs.sum(dims) + onehot.sum(dims)
+        present = onehot.sum(dims) > 0
+        soft_dice = (2 * intersection + 1e-5) / (denominator + 1e-5)
+        loss = loss + dice * (1 - soft_dice[present].mean())
+    return loss
+
+
+class PatchSampler:
+    """Draws crops around annotated voxels, each annotated class equally often.
+
+    The arrays are padded once so that every crop fits; padding has weight 0.
+    """
+
+    def __init__(self, data: TrainData, crop: tuple[int, int, int], device: torch.device, rng: np.random.Generator):
+        shape = data.target.shape
+        pads = [(c // 2, c // 2 + 1) for c in crop]
+        self.crop = crop
+        self.rng = rng
+        self.image = torch.from_numpy(np.pad(data.image, [(0, 0)] + pads)).to(device)
+        self.target = torch.from_numpy(np.pad(data.target.astype(np.int64), pads)).to(device)
+        self.weight = torch.from_numpy(np.pad(data.weight, pads)).to(device)
+        labelled = data.weight > 0
+        self.centres = [np.flatnonzero(labelled & (data.target == k)) for k in np.unique(data.target[labelled])]
+        self.shape = shape
+
+    def sample(self, batch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        images, targets, weights = [], [], []
+        for _ in range(batch):
+            pool = self.centres[self.rng.integers(len(self.centres))]
+            centre = np.unravel_index(pool[self.rng.integers(len(pool))], self.shape)
+            jitter = [self.rng.integers(-(c // 4), c // 4 + 1) for c in self.crop]
+            # In padded coordinates the crop starting at `centre + jitter` is centred on `centre + jitter`.
+            start = [int(np.clip(v + j, 0, s - 1)) for v, j, s in zip(centre, jitter, self.shape)]
+            window = tuple(slice(s, s + c) for s, c in zip(start, self.crop))
+            images.append(self.image[(slice(None),) + window])
+            targets.append(self.target[window])
+            weights.append(self.weight[window])
+        return torch.stack(images), torch.stack(targets), torch.stack(weights)
+
+
+def poly_lr(base: float, progress: float, power: float = 0.9) -> float:
+    """Learning rate after ``progress`` (0..1) of the run."""
+    return base * (1 - min(max(progress, 0.0), 1.0)) ** power
+
+
+Progress = Callable[[int, float, float], None]
+
+
+def train(
+    model: torch.nn.Module,
+    data: TrainData,
+    *,
+    patch: tuple[int, int, int],
+    batch_size: int,
+    iterations: int,
+    time_budget: float,
+    lr: float,
+    device: torch.device,
+    seed: int,
+    dice: float = 0.0,
+    params: augment.AugmentParams | None = augment.AugmentParams(),
+    anisotropy: tuple[float, float, float] = (1.0, 1.0, 1.0),
+    progress: Progress | None = None,
+) -> TrainLog:
+    """Train ``model`` in place on ``data``; return what happened.
+
+    ``progress(iteration, loss, elapsed_seconds)`` is called after each step. The run ends
+    after ``iterations`` steps or ``time_budget`` seconds, or at Ctrl-C (KeyboardInterrupt),
+    which is caught: the model keeps what it learnt so far and ``stopped_by`` says 'interrupt'.
+    """
+    rng = np.random.default_rng(seed)
+    generator = torch.Generator(device=device)
+    generator.manual_seed(seed)
+    crop = patch if params is None else tuple(p + 2 * m for p, m in zip(patch, augment.margin(patch, params)))
+    sampler = PatchSampler(data, crop, device, rng)
+    model.to(device, memory_format=torch.channels_last_3d).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    amp = device.type == "cuda"
+    log = TrainLog()
+    start = time.perf_counter()
+    try:
+        while True:
+            elapsed = time.perf_counter() - start
+            if log.iterations >= iterations:
+                log.stopped_by = "iterations"
+                break
+            if elapsed >= time_budget:
+                log.stopped_by = "time"
+                break
+            progress_fraction = max(log.iterations / max(iterations, 1), elapsed / time_budget if time_budget else 1.0)
+            for group in optimizer.param_groups:
+                group["lr"] = poly_lr(lr, progress_fraction)
+            image, target, weight = augment.apply(*sampler.sample(batch_size), patch, params, generator, anisotropy)
+            image = image.contiguous(memory_format=torch.channels_last_3d)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                logits = model(image)
+            loss = weighted_loss(logits, target, weight, dice)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                raise FloatingPointError(f"training diverged at step {log.iterations} (loss {value}); lower --lr")
+            log.iterations += 1
+            log.losses.append(value)
+            if progress:
+                progress(log.iterations, value, time.perf_counter() - start)
+    except KeyboardInterrupt:
+        log.stopped_by = "interrupt"
+    log.seconds = time.perf_counter() - start
+    model.eval()
+    return log
