@@ -1,8 +1,9 @@
 """The `sparseseg` command line: thin commands over `sparseseg.pipeline`.
 
 Each command parses its options, builds a `Config`, calls one library function and prints
-a summary. Results go to stdout; progress and messages go to stderr. Exit codes: 0 ok,
-2 bad input (a one-line message naming the file and the problem), 1 internal error.
+a summary. Results go to stdout (with --json: one JSON object); progress and messages go
+to stderr. Exit codes: 0 ok, 2 bad input (a one-line message naming the file and the
+problem), 1 internal error, 130 interrupted.
 """
 
 from __future__ import annotations
@@ -12,14 +13,13 @@ import json
 import logging
 import os
 import re
-import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from sparseseg import __version__
@@ -35,10 +35,10 @@ app = typer.Typer(
 )
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
-log = logging.getLogger("sparseseg")
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERNAL = 1
+EXIT_INTERRUPTED = 130
 
 
 def handle_errors(command):
@@ -52,8 +52,8 @@ def handle_errors(command):
             err.print(f"error: {exc}", style="red", markup=False, soft_wrap=True)
             raise typer.Exit(EXIT_BAD_INPUT) from None
         except KeyboardInterrupt:
-            err.print("interrupted", style="red")
-            raise typer.Exit(130) from None
+            err.print("interrupted: nothing written", style="red")
+            raise typer.Exit(EXIT_INTERRUPTED) from None
         except typer.Exit:
             raise
         except Exception as exc:
@@ -74,26 +74,27 @@ def _setup_logging(quiet: bool) -> None:
 
 
 class TrainingProgress:
-    """A rich progress bar on stderr: iteration, loss, time left of the budget."""
+    """A rich progress bar on stderr showing step, loss, elapsed time and the time budget."""
 
-    def __init__(self, iterations: int | None, quiet: bool):
-        self.iterations = iterations
+    def __init__(self, config: Config, quiet: bool, label: str = "training"):
+        from sparseseg.pipeline import resolve_device
+
+        shown = config.resolved(resolve_device(config.device).type == "cuda")
+        self.budget = shown.time_budget
         self.bar = Progress(
-            TextColumn("training"),
+            TextColumn(label),
             BarColumn(),
             TextColumn("step {task.completed}/{task.total}"),
             TextColumn("loss {task.fields[loss]:.4f}"),
             TimeElapsedColumn(),
-            TimeRemainingColumn(),
+            TextColumn("of {task.fields[budget]}"),
             console=err,
             disable=quiet,
-            transient=False,
         )
-        self.task = None
+        self.task = self.bar.add_task(label, total=shown.iterations, loss=float("nan"), budget=f"{self.budget:.0f}s budget")
 
     def __enter__(self):
         self.bar.__enter__()
-        self.task = self.bar.add_task("training", total=self.iterations, loss=float("nan"))
         return self
 
     def __exit__(self, *exc):
@@ -101,6 +102,51 @@ class TrainingProgress:
 
     def __call__(self, iteration: int, loss: float, elapsed: float) -> None:
         self.bar.update(self.task, completed=iteration, loss=loss)
+
+
+def _summary(summary: dict, as_json: bool, quiet: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps(summary))
+    elif not quiet:
+        table = Table(show_header=False, box=None)
+        for key, value in summary.items():
+            table.add_row(key, ", ".join(map(str, value)) if isinstance(value, list) else str(value))
+        out.print(table)
+
+
+def _fmt(value: float) -> str:
+    return "n/a" if value != value else f"{value:.4f}"
+
+
+# Options shared by several commands.
+Volumes = Annotated[list[Path], typer.Argument(help="Raw volume(s): 3D TIFF (ZYX), 4D TIFF with channels, or NIfTI. Several files = channels.", show_default=False)]
+Output = Annotated[Path, typer.Option("--output", "-o", help="Dense segmentation to write (.tif, .tiff, .nii, .nii.gz).", show_default=False)]
+Unlabeled = Annotated[int, typer.Option(help="Value of voxels nobody annotated.")]
+Planes = Annotated[Optional[list[str]], typer.Option(help="Annotated planes, e.g. z=12,40 y=64 (everything else is unlabeled).", show_default=False)]
+Spacing = Annotated[Optional[str], typer.Option(help="Voxel size z,y,x, e.g. 50,4,4 [default: from the file].", show_default=False)]
+Iterations = Annotated[Optional[int], typer.Option(help="Most training steps [default: 600 CPU, 2000 CUDA].", show_default=False)]
+TimeBudget = Annotated[Optional[str], typer.Option(help="Most training time: seconds or e.g. 5m [default: 5m CPU, 2m CUDA].", show_default=False)]
+Device = Annotated[str, typer.Option(help="auto (CUDA when available), cpu or cuda.")]
+Seed = Annotated[Optional[int], typer.Option(help="Random seed; the same seed repeats a CPU run exactly.", show_default=False)]
+Base = Annotated[Optional[int], typer.Option(help="Channels of the first layer (the paper: 32) [default: 16 CPU, 32 CUDA].", show_default=False)]
+Patch = Annotated[Optional[str], typer.Option(help="Training patch z,y,x [default: chosen from the annotation].", show_default=False)]
+BatchSize = Annotated[Optional[int], typer.Option(help="Patches per step [default: 2 CPU, 4 CUDA].", show_default=False)]
+Lr = Annotated[float, typer.Option(help="Initial learning rate (decays to 0).")]
+Dice = Annotated[float, typer.Option(help="Weight of a soft-Dice term added to the cross-entropy.")]
+Augment = Annotated[bool, typer.Option(help="Augment while training.")]
+Tta = Annotated[bool, typer.Option(help="Average predictions over flips (8x slower inference).")]
+Probabilities = Annotated[Optional[Path], typer.Option(help="Also write class probabilities (uint8 0..255, one channel per class).", show_default=False)]
+Preview = Annotated[Optional[Path], typer.Option(help="Also write a PNG: three planes with the segmentation overlaid.", show_default=False)]
+Overwrite = Annotated[bool, typer.Option(help="Replace existing output files.")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or messages.")]
+AsJson = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
+Init = Annotated[Optional[Path], typer.Option(help="Warm start: begin from this saved model folder.", show_default=False)]
+
+
+def _training_config(*, spacing, time_budget, patch, **values) -> Config:
+    values.update(spacing=parse_triple(spacing, "spacing"), time_budget=parse_duration(time_budget),
+                  patch=parse_triple(patch, "patch", int))
+    return Config(**{k: v for k, v in values.items() if v is not None})
 
 
 PLANE_ARG = re.compile(r"^[zyxZYX]=[\d,]+$")
@@ -112,11 +158,21 @@ def _split_planes(volumes: list[Path], planes: list[str] | None) -> tuple[list[P
     if extra and not planes:
         raise InputError(f"{extra[0]}: looks like a plane, but no --planes option was given")
     kept = [v for v in volumes if not PLANE_ARG.match(str(v))]
-    return kept, (planes or []) + extra if (planes or extra) else None
+    return kept, ((planes or []) + extra) or None
 
 
-def _config(**kwargs) -> Config:
-    return Config(**{k: v for k, v in kwargs.items() if v is not None})
+def _train_summary(model, train_log) -> dict:
+    return {
+        "classes": model.classes.tolist(),
+        "device": train_log.device,
+        "iterations": train_log.iterations,
+        "stopped_by": train_log.stopped_by,
+        "final_loss": round(train_log.final_loss, 5),
+        "seconds_train": round(train_log.seconds, 2),
+        "patch": list(model.config.patch),
+        "parameters": model.parameters,
+        "seed": model.config.seed,
+    }
 
 
 @app.command(
@@ -124,77 +180,272 @@ def _config(**kwargs) -> Config:
         "Examples:\n\n"
         "  sparseseg densify volume.tif --slices labels.tif -o seg.tif\n\n"
         "  sparseseg densify flair.nii.gz t1c.nii.gz --slices sparse.nii.gz -o seg.nii.gz --time-budget 5m\n\n"
-        "  sparseseg densify em.tif --slices painted.tif --planes z=3,15,27 --spacing 50,4,4 -o seg.tif"
+        "  sparseseg densify em.tif --slices painted.tif --planes z=3,15,27 --spacing 50,4,4 -o seg.tif\n\n"
+        "  sparseseg densify vol.tif --slices more.tif -o seg2.tif --init model1 --save-model model2"
     )
 )
 @handle_errors
 def densify(
-    volumes: Annotated[list[Path], typer.Argument(help="Raw volume(s): 3D TIFF (ZYX), 4D TIFF with channels, or NIfTI. Several files = channels.")],
-    slices: Annotated[Path, typer.Option("--slices", "-s", help="Sparse labels: class ids 0..K-1 on annotated voxels, --unlabeled elsewhere.")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Dense segmentation to write (.tif, .tiff, .nii, .nii.gz).")],
-    unlabeled: Annotated[int, typer.Option(help="Value of voxels nobody annotated.")] = 255,
-    planes: Annotated[Optional[list[str]], typer.Option(help="Annotated planes, e.g. z=12,40 y=64 (everything else is unlabeled).")] = None,
-    spacing: Annotated[Optional[str], typer.Option(help="Voxel size z,y,x (default: from the file).")] = None,
-    iterations: Annotated[Optional[int], typer.Option(help="Most training steps [default: 600 CPU, 2000 CUDA].")] = None,
-    time_budget: Annotated[Optional[str], typer.Option(help="Most training time: seconds or e.g. 5m [default: 5m CPU, 2m CUDA].")] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
-    seed: Annotated[Optional[int], typer.Option(help="Random seed; repeats a CPU run exactly.")] = None,
-    base: Annotated[Optional[int], typer.Option(help="Channels of the first layer [default: 16 CPU, 32 CUDA].")] = None,
-    patch: Annotated[Optional[str], typer.Option(help="Training patch z,y,x [default: from the annotation].")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(help="Patches per step [default: 2 CPU, 4 CUDA].")] = None,
-    lr: Annotated[float, typer.Option(help="Initial learning rate.")] = Config.lr,
-    dice: Annotated[float, typer.Option(help="Weight of a soft-Dice term added to the cross-entropy.")] = Config.dice,
-    augment: Annotated[bool, typer.Option(help="Augment while training.")] = True,
-    tta: Annotated[bool, typer.Option(help="Average predictions over flips (8x slower inference).")] = False,
-    weights_out: Annotated[Optional[Path], typer.Option(help="Also write the per-voxel weight map.")] = None,
-    probabilities: Annotated[Optional[Path], typer.Option(help="Also write class probabilities (uint8, 0..255, channels first).")] = None,
-    overwrite: Annotated[bool, typer.Option(help="Replace existing output files.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or messages.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout.")] = False,
+    volumes: Volumes,
+    slices: Annotated[Path, typer.Option("--slices", "-s", help="Sparse labels: class ids on annotated voxels, --unlabeled elsewhere.", show_default=False)],
+    output: Output,
+    unlabeled: Unlabeled = 255,
+    planes: Planes = None,
+    spacing: Spacing = None,
+    iterations: Iterations = None,
+    time_budget: TimeBudget = None,
+    device: Device = "auto",
+    seed: Seed = None,
+    base: Base = None,
+    patch: Patch = None,
+    batch_size: BatchSize = None,
+    lr: Lr = Config.lr,
+    dice: Dice = Config.dice,
+    augment: Augment = True,
+    tta: Tta = False,
+    weights_out: Annotated[Optional[Path], typer.Option(help="Also write the per-voxel loss weight map (0 = unlabeled).", show_default=False)] = None,
+    probabilities: Probabilities = None,
+    preview: Preview = None,
+    save_model: Annotated[Optional[Path], typer.Option(help="Also save the trained model in this folder.", show_default=False)] = None,
+    init: Init = None,
+    partial: Annotated[bool, typer.Option(help="On Ctrl-C, still segment with the model trained so far.")] = True,
+    overwrite: Overwrite = False,
+    quiet: Quiet = False,
+    as_json: AsJson = False,
 ) -> None:
     """Train a 3D U-Net on a few annotated planes and segment the whole volume."""
     from sparseseg import pipeline
 
     _setup_logging(quiet)
     volumes, planes = _split_planes(volumes, planes)
-    config = _config(
-        unlabeled=unlabeled, spacing=parse_triple(spacing, "spacing"), iterations=iterations,
-        time_budget=parse_duration(time_budget), device=device, seed=seed, base=base,
-        patch=parse_triple(patch, "patch", int), batch_size=batch_size, lr=lr, dice=dice, augment=augment, tta=tta,
+    config = _training_config(
+        unlabeled=unlabeled, spacing=spacing, iterations=iterations, time_budget=time_budget, device=device,
+        seed=seed, base=base, patch=patch, batch_size=batch_size, lr=lr, dice=dice, augment=augment, tta=tta,
     )
-    shown = config.resolved(pipeline.resolve_device(config.device).type == "cuda")
-    with TrainingProgress(shown.iterations, quiet or as_json) as progress:
-        done = pipeline.densify(
+    with TrainingProgress(config, quiet or as_json) as progress:
+        report = pipeline.densify(
             volumes, slices, output, config, planes=planes, weights_out=weights_out,
-            probabilities_out=probabilities, overwrite=overwrite, progress=progress,
+            outputs=pipeline.Outputs(probabilities, preview, overwrite), save_model_to=save_model, init=init,
+            partial=partial, progress=progress,
         )
-    result = done.result
-    summary = {
-        "output": [str(p) for p in done.written],
-        "annotation": done.how,
-        "classes": result.classes.tolist(),
-        "device": result.device,
-        "iterations": result.train_log.iterations,
-        "stopped_by": result.train_log.stopped_by,
-        "final_loss": result.train_log.final_loss,
-        "seconds_train": round(result.seconds_train, 2),
-        "seconds_infer": round(result.seconds_infer, 2),
-        "patch": list(result.patch),
-        "parameters": result.parameters,
-        "seed": result.config.seed,
-    }
+    summary = {"output": [str(p) for p in report.written], "annotation": report.how}
+    summary.update(_train_summary(report.model, report.train_log))
+    summary["seconds_infer"] = round(report.segmentation.seconds, 2)
+    _summary(summary, as_json, quiet)
+
+
+@app.command(
+    epilog=(
+        "Examples:\n\n"
+        "  sparseseg train --pair a.tif:a_sparse.tif --pair b.tif:b_sparse.tif -o kidney_model\n\n"
+        "  sparseseg train --pair flair1.nii.gz,t1c1.nii.gz:sparse1.nii.gz -o brats_model --time-budget 20m"
+    )
+)
+@handle_errors
+def train(
+    pair: Annotated[list[str], typer.Option(help="VOLUME[,VOLUME...]:LABELS, one per sparsely annotated volume (repeat).", show_default=False)],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Model folder to write.", show_default=False)],
+    unlabeled: Unlabeled = 255,
+    spacing: Spacing = None,
+    iterations: Iterations = None,
+    time_budget: TimeBudget = None,
+    device: Device = "auto",
+    seed: Seed = None,
+    base: Base = None,
+    patch: Patch = None,
+    batch_size: BatchSize = None,
+    lr: Lr = Config.lr,
+    dice: Dice = Config.dice,
+    augment: Augment = True,
+    init: Init = None,
+    overwrite: Overwrite = False,
+    quiet: Quiet = False,
+    as_json: AsJson = False,
+) -> None:
+    """Train one model on several sparsely annotated volumes and save it as a model folder."""
+    from sparseseg import pipeline
+
+    _setup_logging(quiet)
+    config = _training_config(
+        unlabeled=unlabeled, spacing=spacing, iterations=iterations, time_budget=time_budget, device=device,
+        seed=seed, base=base, patch=patch, batch_size=batch_size, lr=lr, dice=dice, augment=augment,
+    )
+    with TrainingProgress(config, quiet or as_json) as progress:
+        model, train_log, folder = pipeline.train_files(pair, output, config, overwrite=overwrite, init=init, progress=progress)
+    _summary({"model": str(folder), **_train_summary(model, train_log)}, as_json, quiet)
+
+
+@app.command(
+    epilog=(
+        "Examples:\n\n"
+        "  sparseseg predict kidney_model new_volume.tif -o new_seg.tif --preview new_seg.png\n\n"
+        "  sparseseg predict brats_model flair.nii.gz t1c.nii.gz -o seg.nii.gz --json"
+    )
+)
+@handle_errors
+def predict(
+    model: Annotated[Path, typer.Argument(help="Model folder (from densify --save-model or train).", show_default=False)],
+    volumes: Volumes,
+    output: Output,
+    device: Annotated[Optional[str], typer.Option(help="auto, cpu or cuda [default: auto].", show_default=False)] = None,
+    tta: Annotated[Optional[bool], typer.Option(help="Average predictions over flips (8x slower).", show_default=False)] = None,
+    probabilities: Probabilities = None,
+    preview: Preview = None,
+    overwrite: Overwrite = False,
+    quiet: Quiet = False,
+    as_json: AsJson = False,
+) -> None:
+    """Apply a saved model to a new volume (the fully automatic setting)."""
+    from sparseseg import pipeline
+
+    _setup_logging(quiet)
+    if device is not None:
+        Config(device=device)  # validates the name
+    trained, segmentation, written = pipeline.predict(
+        model, volumes, output, outputs=pipeline.Outputs(probabilities, preview, overwrite), device=device, tta=tta
+    )
+    summary = {"output": [str(p) for p in written], "classes": trained.classes.tolist(),
+               "seconds_infer": round(segmentation.seconds, 2), "window": list(segmentation.window)}
+    _summary(summary, as_json, quiet)
+
+
+@app.command(
+    epilog=(
+        "Examples:\n\n"
+        "  sparseseg densify vol.tif --slices sparse.tif -o seg.tif --save-model m --probabilities p.tif\n\n"
+        "  sparseseg suggest vol.tif --probabilities p.tif --slices sparse.tif --top 3\n\n"
+        "  sparseseg suggest vol.tif --model m --slices sparse.tif --json"
+    )
+)
+@handle_errors
+def suggest(
+    volumes: Volumes,
+    model: Annotated[Optional[Path], typer.Option(help="Model folder to predict with.", show_default=False)] = None,
+    probabilities: Annotated[Optional[Path], typer.Option(help="Probabilities from densify/predict --probabilities (no prediction needed).", show_default=False)] = None,
+    slices: Annotated[Optional[Path], typer.Option("--slices", "-s", help="Sparse labels: their annotated planes are not suggested.", show_default=False)] = None,
+    unlabeled: Unlabeled = 255,
+    top: Annotated[int, typer.Option(help="How many planes to suggest.")] = 5,
+    device: Annotated[Optional[str], typer.Option(help="auto, cpu or cuda [default: auto].", show_default=False)] = None,
+    as_json: AsJson = False,
+) -> None:
+    """Suggest which planes to annotate next: the ones where the model is least sure."""
+    from sparseseg import pipeline
+
+    suggestions = pipeline.suggest(volumes, model=model, probabilities=probabilities, slices=slices,
+                                   unlabeled=unlabeled, top=top, device=device)
     if as_json:
-        typer.echo(json.dumps(summary))
+        typer.echo(json.dumps({"suggestions": [vars(s) for s in suggestions]}))
         return
-    if not quiet:
-        table = Table(show_header=False, box=None)
-        for key, value in summary.items():
-            table.add_row(key, ", ".join(map(str, value)) if isinstance(value, list) else str(value))
-        out.print(table)
+    table = Table(title="planes to annotate next (most uncertain first)")
+    for column in ("rank", "axis", "plane", "uncertainty"):
+        table.add_column(column, justify="right")
+    for rank, s in enumerate(suggestions, 1):
+        table.add_row(str(rank), s.axis, str(s.index), f"{s.uncertainty:.4f}")
+    out.print(table)
+    if suggestions:
+        best = suggestions[0]
+        err.print(f"annotate e.g. {best.axis}={best.index}, then densify again with --init to start from your model")
 
 
-def _fmt(value: float) -> str:
-    return "n/a" if value != value else f"{value:.4f}"
+@app.command(
+    name="preview",
+    epilog=(
+        "Examples:\n\n"
+        "  sparseseg preview volume.tif sparse.tif -o sparse.png\n\n"
+        "  sparseseg preview volume.tif seg.tif -o seg.png --centre 12,64,64"
+    ),
+)
+@handle_errors
+def preview_(
+    volume: Annotated[Path, typer.Argument(help="Raw volume.", show_default=False)],
+    labels: Annotated[Optional[Path], typer.Argument(help="Labels to overlay (sparse or dense).", show_default=False)] = None,
+    output: Annotated[Path, typer.Option("--output", "-o", help="PNG to write.", show_default=False)] = Path("preview.png"),
+    centre: Annotated[Optional[str], typer.Option(help="Plane indices z,y,x to show [default: the centre].", show_default=False)] = None,
+    planes: Planes = None,
+    unlabeled: Unlabeled = 255,
+    overwrite: Overwrite = False,
+) -> None:
+    """Write a PNG of three orthogonal planes with labels as a coloured overlay; annotated planes are marked."""
+    from sparseseg import pipeline
+
+    where = None
+    if centre is not None:
+        try:
+            where = tuple(int(v) for v in centre.split(","))
+        except ValueError:
+            raise InputError(f"--centre {centre!r}: expected three plane indices z,y,x") from None
+        if len(where) != 3:
+            raise InputError(f"--centre {centre!r}: expected three plane indices z,y,x")
+    path = pipeline.preview([volume], labels, output, centre=where, planes=planes, unlabeled=unlabeled, overwrite=overwrite)
+    out.print(f"wrote {path}")
+
+
+@app.command(
+    epilog=(
+        "Examples:\n\n"
+        "  sparseseg sweep volume.tif --gt truth.tif --planes 1,2,4 -o sweep_report\n\n"
+        "  sparseseg sweep em.tif --gt truth.tif --planes 1,3,6 --axes z --spacing 50,4,4 --time-budget 3m"
+    )
+)
+@handle_errors
+def sweep(
+    volumes: Volumes,
+    gt: Annotated[Path, typer.Option("--gt", help="Dense ground truth of the same shape.", show_default=False)],
+    planes: Annotated[str, typer.Option(help="Numbers of evenly spaced annotated planes per axis to try.")] = "1,2,4",
+    axes: Annotated[str, typer.Option(help="Axes whose planes are annotated: zyx, z, ...")] = "zyx",
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Report folder: sweep.csv, sweep.json, sweep.png.", show_default=False)] = None,
+    unlabeled: Unlabeled = 255,
+    spacing: Spacing = None,
+    iterations: Iterations = None,
+    time_budget: TimeBudget = None,
+    device: Device = "auto",
+    seed: Seed = None,
+    base: Base = None,
+    patch: Patch = None,
+    batch_size: BatchSize = None,
+    lr: Lr = Config.lr,
+    dice: Dice = Config.dice,
+    augment: Augment = True,
+    overwrite: Overwrite = False,
+    quiet: Quiet = False,
+    as_json: AsJson = False,
+) -> None:
+    """How many planes are worth annotating: simulate k annotated planes per axis, densify, score the rest."""
+    from sparseseg import pipeline
+
+    _setup_logging(quiet)
+    try:
+        ks = [int(v) for v in planes.split(",")]
+    except ValueError:
+        raise InputError(f"--planes {planes!r}: expected plane counts such as 1,2,4") from None
+    config = _training_config(
+        unlabeled=unlabeled, spacing=spacing, iterations=iterations, time_budget=time_budget, device=device,
+        seed=seed, base=base, patch=patch, batch_size=batch_size, lr=lr, dice=dice, augment=augment,
+    )
+    bars = []
+
+    def progress_for(k: int):
+        bars.append(TrainingProgress(config, quiet or as_json, label=f"k={k}"))
+        return bars[-1].__enter__()
+
+    try:
+        rows, written = pipeline.sweep(volumes, gt, ks, axes.lower(), config, report=output, overwrite=overwrite,
+                                       progress_for=progress_for)
+    finally:
+        for bar in bars:
+            bar.__exit__(None, None, None)
+    header, body = pipeline.sweep_table(rows)
+    if as_json:
+        typer.echo(json.dumps({"rows": [dict(zip(header, line)) for line in body], "written": [str(p) for p in written]}))
+        return
+    table = Table(title="IoU on unannotated voxels against annotated planes per axis")
+    for column in header:
+        table.add_column(column.replace("_", " "), justify="right")
+    for line in body:
+        table.add_row(str(line[0]), f"{line[1]:.2%}", f"{line[2]:.0f}", *(_fmt(v) for v in line[3:]))
+    out.print(table)
+    for path in written:
+        err.print(f"wrote {path}")
 
 
 @app.command(
@@ -207,11 +458,11 @@ def _fmt(value: float) -> str:
 )
 @handle_errors
 def eval_(
-    prediction: Annotated[Path, typer.Argument(help="Segmentation to score.")],
-    gt: Annotated[Path, typer.Option("--gt", help="Dense ground truth of the same shape.")],
-    ignore: Annotated[Optional[Path], typer.Option(help="Sparse label file: score only voxels NOT annotated in it.")] = None,
+    prediction: Annotated[Path, typer.Argument(help="Segmentation to score.", show_default=False)],
+    gt: Annotated[Path, typer.Option("--gt", help="Dense ground truth of the same shape.", show_default=False)],
+    ignore: Annotated[Optional[Path], typer.Option(help="Sparse label file: score only voxels NOT annotated in it.", show_default=False)] = None,
     unlabeled: Annotated[int, typer.Option(help="Value of unannotated voxels in --ignore.")] = 255,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a table.")] = False,
+    as_json: AsJson = False,
 ) -> None:
     """Per-class IoU, Dice, precision and recall of a segmentation against ground truth."""
     from sparseseg import pipeline
@@ -220,7 +471,7 @@ def eval_(
     if as_json:
         typer.echo(json.dumps(scores.as_dict()))
         return
-    table = Table(title=f"{prediction} vs {gt}" + (" (unannotated voxels)" if ignore else ""))
+    table = Table(title=f"{prediction} vs {gt}" + (" (unannotated voxels only)" if ignore else ""))
     for column in ("class", "IoU", "Dice", "precision", "recall", "voxels"):
         table.add_column(column, justify="right")
     for c in scores.classes:
@@ -237,9 +488,12 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _main(
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")] = False,
 ) -> None:
-    """Dense 3D segmentation from a few annotated planes (3D U-Net, Cicek et al. 2016)."""
+    """Dense 3D segmentation from a few annotated planes (3D U-Net, Cicek et al. 2016).
+
+    Exit codes: 0 ok, 1 internal error, 2 bad input, 130 interrupted.
+    """
 
 
 def main() -> None:

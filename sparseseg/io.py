@@ -273,3 +273,48 @@ def read_json(path: str | os.PathLike) -> Any:
         raise InputError(f"{path}: no such file") from exc
     except (OSError, ValueError) as exc:
         raise InputError(f"{path}: cannot read JSON ({exc})") from exc
+
+
+MODEL_CONFIG = "config.json"
+MODEL_WEIGHTS = "weights.pt"
+
+
+def check_model_folder(folder: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Check before any work that a model folder can be written: its parent exists, it holds no model yet."""
+    folder = Path(folder)
+    if not folder.parent.is_dir():
+        raise InputError(f"{folder}: folder {folder.parent} does not exist")
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"{folder}: exists and is not a folder")
+    if (folder / MODEL_CONFIG).exists() and not overwrite:
+        raise InputError(f"{folder}: holds a model already (use --overwrite to replace it)")
+    return folder
+
+
+def write_model(folder: str | os.PathLike, meta: dict, state_dict: dict, overwrite: bool = False) -> Path:
+    """Write a model folder: ``config.json`` (``meta``) and ``weights.pt`` (a plain tensor state dict)."""
+    import torch
+
+    folder = check_model_folder(folder, overwrite)
+    folder.mkdir(exist_ok=True)
+    _atomic(folder / MODEL_WEIGHTS, lambda tmp: torch.save(state_dict, tmp))
+    write_json(folder / MODEL_CONFIG, meta, overwrite=True)
+    return folder
+
+
+def read_model(folder: str | os.PathLike) -> tuple[dict, dict]:
+    """Read a model folder. The weights are loaded with ``weights_only=True``: opening them runs no code."""
+    import torch
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(f"{folder}: no such model folder")
+    meta = read_json(folder / MODEL_CONFIG)
+    weights = folder / MODEL_WEIGHTS
+    if not weights.is_file():
+        raise InputError(f"{weights}: no such file")
+    try:
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise InputError(f"{weights}: cannot read weights ({exc})") from exc
+    return meta, state

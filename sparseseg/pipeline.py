@@ -1,7 +1,8 @@
-"""The jobs sparseseg does, from arrays and from files: densify and evaluate.
+"""The jobs sparseseg does, from arrays and from files.
 
 The CLI calls one function here per command; these call the pieces (io, labels, model,
-train, infer, metrics). Bad input raises `InputError` before any long work starts.
+train, infer, metrics, suggest, preview). Bad input raises `InputError` before any long
+work starts, and files are written only at the end, atomically.
 """
 
 from __future__ import annotations
@@ -10,17 +11,24 @@ import logging
 import os
 import secrets
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from sparseseg import augment, io
+from sparseseg import __version__, augment, io
 from sparseseg.config import Config
 from sparseseg.errors import InputError
-from sparseseg.labels import Annotation, annotated_mask, class_weights, read_annotation, weight_map
+from sparseseg.labels import (
+    Annotation,
+    annotated_mask,
+    class_weights,
+    parse_planes,
+    read_annotation,
+    weight_map,
+)
 from sparseseg.metrics import Scores, score
 from sparseseg.model import UNet3D, count_parameters, pooling_kernels
 from sparseseg.preprocess import anisotropy, default_patch, inference_patch, normalise
@@ -28,27 +36,31 @@ from sparseseg.train import Progress, TrainData, TrainLog, train
 
 log = logging.getLogger("sparseseg")
 
+NORMALISATION = "per-channel z-score after clipping to the 0.5-99.5 percentiles"
+
 
 @dataclass
-class DensifyResult:
-    """What `densify_arrays` made, and how.
+class Model:
+    """A trained network with what is needed to apply it: its classes and its (resolved) config."""
 
-    labels : (Z, Y, X) dense segmentation with the annotated class values.
-    probabilities : (K, Z, Y, X) float32 class probabilities; row k is class ``classes[k]``.
-    """
+    network: UNet3D
+    classes: np.ndarray
+    config: Config
+    in_channels: int
+
+    @property
+    def parameters(self) -> int:
+        return count_parameters(self.network)
+
+
+@dataclass
+class Segmentation:
+    """labels: (Z, Y, X) with the class values; probabilities: (K, Z, Y, X) float32, row k = class ``classes[k]``."""
 
     labels: np.ndarray
     probabilities: np.ndarray
-    classes: np.ndarray
-    model: UNet3D
-    config: Config
-    train_log: TrainLog
-    patch: tuple[int, int, int]
-    inference_patch: tuple[int, int, int]
-    device: str
-    parameters: int
-    seconds_train: float
-    seconds_infer: float
+    seconds: float
+    window: tuple[int, int, int]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -65,93 +77,189 @@ def labels_dtype(classes: Sequence[int]) -> np.dtype:
     return np.dtype(np.uint8) if max(classes) <= 255 else np.dtype(np.uint16)
 
 
-def densify_arrays(
-    image: np.ndarray,
-    annotation: Annotation,
+def _out_of_memory(exc: Exception) -> InputError:
+    return InputError("out of GPU memory: lower --patch or --batch-size (or use --device cpu)")
+
+
+def fit(
+    images: Sequence[np.ndarray],
+    annotations: Sequence[Annotation],
     config: Config,
     progress: Progress | None = None,
-) -> DensifyResult:
-    """Train a 3D U-Net on one sparsely annotated image and segment all of it.
+    init: Model | None = None,
+) -> tuple[Model, TrainLog]:
+    """Train a 3D U-Net on one or more sparsely annotated images.
 
     Parameters
     ----------
-    image : ndarray, (C, Z, Y, X)
-        The raw image; it is normalised per channel here.
-    annotation : Annotation
-        The sparse annotation (see `sparseseg.labels.read_annotation`).
+    images : sequence of ndarray, (C, Z, Y, X)
+        Raw images with the same channels; each is normalised here.
+    annotations : sequence of Annotation
+        One per image.
     config : Config
         Settings; device-dependent defaults are filled in here.
     progress : callable, optional
-        Called as ``progress(iteration, loss, elapsed_seconds)`` after each training step.
+        Called as ``progress(iteration, loss, elapsed_seconds)`` after each step.
+    init : Model, optional
+        Start from this model (a warm start) instead of random weights; its classes,
+        network shape and spacing are kept.
     """
-    if image.ndim != 4 or image.shape[1:] != annotation.target.shape:
-        raise InputError(f"image shape {image.shape[1:]} differs from label shape {annotation.target.shape}")
+    if len(images) != len(annotations) or not images:
+        raise InputError(f"need one annotation per image, got {len(images)} images and {len(annotations)} annotations")
+    channels = images[0].shape[0]
+    for image, annotation in zip(images, annotations):
+        if image.ndim != 4 or image.shape[1:] != annotation.target.shape:
+            raise InputError(f"image shape {image.shape[1:]} differs from label shape {annotation.target.shape}")
+        if image.shape[0] != channels:
+            raise InputError(f"all images need the same number of channels, got {channels} and {image.shape[0]}")
     device = resolve_device(config.device)
     config = config.resolved(device.type == "cuda")
     seed = config.seed if config.seed is not None else secrets.randbits(31)
     torch.manual_seed(seed)
-    shape = annotation.target.shape
-    pools = pooling_kernels(config.spacing, config.depth)
-    model = UNet3D(image.shape[0], annotation.n_classes, config.base, pools)
-    multiple = model.size_multiple
-    patch = config.patch or default_patch(shape, annotation.planes, config.spacing, multiple)
+    found = np.unique(np.concatenate([a.classes for a in annotations]))
+    if init is not None:
+        if init.in_channels != channels:
+            raise InputError(f"--init model takes {init.in_channels} channel(s), the volume has {channels}")
+        missing = np.setdiff1d(found, init.classes)
+        if missing.size:
+            raise InputError(f"--init model knows classes {init.classes.tolist()}, the labels also hold {missing.tolist()}")
+        classes, network = init.classes, init.network
+        config = replace(config, base=init.config.base, depth=init.config.depth, spacing=init.config.spacing)
+    else:
+        classes = found
+        network = UNet3D(channels, len(classes), config.base, pooling_kernels(config.spacing, config.depth))
+    multiple = network.size_multiple
+    smallest = tuple(min(a.target.shape[i] for a in annotations) for i in range(3))
+    patch = config.patch or default_patch(smallest, annotations[0].planes, config.spacing, multiple)
     if any(p % m for p, m in zip(patch, multiple)):
-        raise InputError(f"patch {patch}: each axis must be a multiple of {multiple} for this network")
-    data = TrainData(normalise(image), annotation.target, weight_map(annotation, class_weights(annotation, config.class_power)))
-    params = augment.AugmentParams() if config.augment else None
-    log.info("training on %s: patch %s, %d parameters, seed %d", device, patch, count_parameters(model), seed)
+        raise InputError(f"--patch {','.join(map(str, patch))}: each axis must be a multiple of {multiple} for this network")
+    data = []
+    for image, annotation in zip(images, annotations):
+        remapped = Annotation(classes, np.searchsorted(classes, annotation.classes[annotation.target]), annotation.mask, annotation.planes)
+        data.append(TrainData(normalise(image), remapped.target, weight_map(remapped, class_weights(remapped, config.class_power))))
+    log.info("training on %s: patch %s, %d parameters, seed %d", device, patch, count_parameters(network), seed)
     try:
         train_log = train(
-            model,
-            data,
-            patch=patch,
-            batch_size=config.batch_size,
-            iterations=config.iterations,
-            time_budget=config.time_budget,
-            lr=config.lr,
-            device=device,
-            seed=seed,
-            dice=config.dice,
-            params=params,
-            anisotropy=anisotropy(config.spacing),
+            network, data, patch=patch, batch_size=config.batch_size, iterations=config.iterations,
+            time_budget=config.time_budget, lr=config.lr, device=device, seed=seed, dice=config.dice,
+            params=augment.AugmentParams() if config.augment else None, anisotropy=anisotropy(config.spacing),
             progress=progress,
         )
-        start = time.perf_counter()
-        window = inference_patch(patch, shape, multiple)
-        probabilities = _predict(model, data.image, window, device, config)
     except torch.OutOfMemoryError as exc:
-        raise InputError("out of GPU memory: lower --patch or --batch-size (or use --device cpu)") from exc
-    seconds_infer = time.perf_counter() - start
-    labels = annotation.classes[np.argmax(probabilities, axis=0)].astype(labels_dtype(annotation.classes))
-    return DensifyResult(
-        labels=labels,
-        probabilities=probabilities,
-        classes=annotation.classes,
-        model=model,
-        config=config.__class__(**{**config.to_dict(), "seed": seed, "patch": patch}),
-        train_log=train_log,
-        patch=patch,
-        inference_patch=window,
-        device=str(device),
-        parameters=count_parameters(model),
-        seconds_train=train_log.seconds,
-        seconds_infer=seconds_infer,
-    )
+        raise _out_of_memory(exc) from exc
+    model = Model(network, classes, replace(config, seed=seed, patch=tuple(patch)), channels)
+    return model, train_log
 
 
-def _predict(model, image, window, device, config) -> np.ndarray:
+def segment(model: Model, image: np.ndarray, device: str | None = None, tta: bool | None = None) -> Segmentation:
+    """Apply a model to a raw (C, Z, Y, X) image with the sliding window."""
     from sparseseg.infer import predict_probabilities
 
-    return predict_probabilities(model, image, window, device, config.overlap, batch_size=1, tta=config.tta)
+    if image.ndim != 4 or image.shape[0] != model.in_channels:
+        raise InputError(f"the model takes {model.in_channels} channel(s), the volume has {image.shape[0]}")
+    config = model.config
+    torch_device = resolve_device(device or config.device)
+    window = inference_patch(config.patch, image.shape[1:], model.network.size_multiple)
+    start = time.perf_counter()
+    try:
+        probabilities = predict_probabilities(
+            model.network, normalise(image), window, torch_device, config.overlap, tta=config.tta if tta is None else tta
+        )
+    except torch.OutOfMemoryError as exc:
+        raise _out_of_memory(exc) from exc
+    labels = model.classes[np.argmax(probabilities, axis=0)].astype(labels_dtype(model.classes))
+    return Segmentation(labels, probabilities, time.perf_counter() - start, window)
+
+
+def densify_arrays(image: np.ndarray, annotation: Annotation, config: Config, progress: Progress | None = None,
+                   init: Model | None = None) -> tuple[Model, TrainLog, Segmentation]:
+    """Train on one sparsely annotated (C, Z, Y, X) image and segment all of it."""
+    model, train_log = fit([image], [annotation], config, progress, init)
+    return model, train_log, segment(model, image)
+
+
+def save_model(folder: str | os.PathLike, model: Model, overwrite: bool = False) -> Path:
+    """Write a model folder: config.json (network, classes, channels, normalisation, spacing, version) and weights.pt."""
+    meta = {
+        "sparseseg_version": __version__,
+        "in_channels": model.in_channels,
+        "classes": model.classes.tolist(),
+        "pools": [list(p) for p in model.network.pools],
+        "normalisation": NORMALISATION,
+        "config": model.config.to_dict(),
+    }
+    state = {k: v.detach().cpu() for k, v in model.network.state_dict().items()}
+    return io.write_model(folder, meta, state, overwrite)
+
+
+def load_model(folder: str | os.PathLike) -> Model:
+    """Read a model folder written by `save_model`."""
+    meta, state = io.read_model(folder)
+    try:
+        config = Config.from_dict(meta["config"])
+        classes = np.asarray(meta["classes"], dtype=np.int64)
+        network = UNet3D(int(meta["in_channels"]), len(classes), config.base, [tuple(p) for p in meta["pools"]])
+        network.load_state_dict(state)
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise InputError(f"{folder}: not a sparseseg model folder ({type(exc).__name__}: {exc})") from exc
+    return Model(network.eval(), classes, config, int(meta["in_channels"]))
 
 
 @dataclass
-class DensifyFiles:
-    """Result of `densify`: the arrays, what the annotation was taken to be, and the files written."""
+class Outputs:
+    """Where the optional extra outputs of densify and predict go."""
 
-    result: DensifyResult
+    probabilities: str | os.PathLike | None = None
+    preview: str | os.PathLike | None = None
+    overwrite: bool = False
+
+    def check(self, *volume_outputs) -> None:
+        paths = [Path(p) for p in (*volume_outputs, self.probabilities) if p is not None]
+        for path in paths:
+            io.check_output(path, self.overwrite)
+        if self.preview is not None:
+            io.check_output(self.preview, self.overwrite, suffixes=(".png",))
+        if len(set(paths)) != len(paths):
+            raise InputError("output paths must differ from each other")
+
+    def write(self, image: io.Volume, segmentation: Segmentation, planes: dict | None) -> list[Path]:
+        written = []
+        if self.probabilities is not None:
+            scaled = np.round(segmentation.probabilities * 255).astype(np.uint8)
+            written.append(io.write_volume(self.probabilities, scaled, reference=image, overwrite=self.overwrite))
+        if self.preview is not None:
+            from sparseseg.preview import render_preview
+
+            picture = render_preview(image.data, segmentation.labels, planes=planes, spacing=image.spacing)
+            written.append(io.write_png(self.preview, picture, overwrite=self.overwrite))
+        return written
+
+
+@dataclass
+class DensifyReport:
+    """What `densify` did: how the annotation was read, the model, the training log, the files written."""
+
     how: str
+    model: Model
+    train_log: TrainLog
+    segmentation: Segmentation
     written: list[Path]
+
+
+def _with_spacing(config: Config, image: io.Volume) -> Config:
+    if config.spacing is None and image.spacing is not None:
+        return replace(config, spacing=image.spacing)
+    return config
+
+
+def _read_pair(volumes, labels, config: Config, planes: list[str] | None) -> tuple[io.Volume, Annotation, str]:
+    image = io.read_image(volumes)
+    sparse = io.read_labels(labels)
+    if sparse.data.shape != image.data.shape[1:]:
+        raise InputError(f"{sparse.path}: shape {sparse.data.shape} differs from the volume's {image.data.shape[1:]}")
+    plane_dict = parse_planes(planes, sparse.data.shape) if planes else None
+    annotation, how = read_annotation(sparse.data, config.unlabeled, plane_dict, name=str(sparse.path))
+    return image, annotation, how
 
 
 def densify(
@@ -162,40 +270,164 @@ def densify(
     *,
     planes: list[str] | None = None,
     weights_out: str | os.PathLike | None = None,
-    probabilities_out: str | os.PathLike | None = None,
-    overwrite: bool = False,
+    outputs: Outputs = Outputs(),
+    save_model_to: str | os.PathLike | None = None,
+    init: str | os.PathLike | None = None,
+    partial: bool = True,
     progress: Progress | None = None,
-) -> DensifyFiles:
-    """Densify from files: read, check, train, predict and write the dense segmentation.
+) -> DensifyReport:
+    """Densify from files: read, check, train, segment and write.
 
-    All inputs and output paths are checked before training starts; nothing is written
-    unless the whole run succeeds, and each file is written atomically.
+    Every input and output path is checked before training starts. Ctrl-C during training
+    ends it early and the segmentation is made with the model trained so far; with
+    ``partial=False`` nothing is written then and KeyboardInterrupt is raised.
     """
-    from sparseseg.labels import parse_planes
-
-    outputs = [Path(p) for p in (out, weights_out, probabilities_out) if p is not None]
-    for path in outputs:
-        io.check_output(path, overwrite)
-    if len(set(outputs)) != len(outputs):
-        raise InputError("output paths must differ from each other")
-    image = io.read_image(volumes)
-    sparse = io.read_labels(labels)
-    if sparse.data.shape != image.data.shape[1:]:
-        raise InputError(f"{sparse.path}: shape {sparse.data.shape} differs from the volume's {image.data.shape[1:]}")
-    plane_dict = parse_planes(planes, sparse.data.shape) if planes else None
-    annotation, how = read_annotation(sparse.data, config.unlabeled, plane_dict, name=str(sparse.path))
-    if config.spacing is None and image.spacing is not None:
-        config = config.__class__(**{**config.to_dict(), "spacing": image.spacing})
-    log.info("%s: %s", sparse.path, how)
-    result = densify_arrays(image.data, annotation, config, progress)
-    written = [io.write_volume(out, result.labels, reference=image, overwrite=overwrite)]
+    outputs.check(out, weights_out)
+    if save_model_to is not None:
+        io.check_model_folder(save_model_to, outputs.overwrite)
+    start_model = load_model(init) if init is not None else None
+    image, annotation, how = _read_pair(volumes, labels, config, planes)
+    log.info("%s: %s", labels, how)
+    model, train_log = fit([image.data], [annotation], _with_spacing(config, image), progress, start_model)
+    if train_log.stopped_by == "interrupt":
+        if not partial:
+            raise KeyboardInterrupt
+        log.warning("training interrupted after %d steps: segmenting with the model so far", train_log.iterations)
+    segmentation = segment(model, image.data)
+    written = [io.write_volume(out, segmentation.labels, reference=image, overwrite=outputs.overwrite)]
     if weights_out is not None:
-        weights = weight_map(annotation, class_weights(annotation, result.config.class_power))
-        written.append(io.write_volume(weights_out, weights, reference=image, overwrite=overwrite))
-    if probabilities_out is not None:
-        scaled = np.round(result.probabilities * 255).astype(np.uint8)
-        written.append(io.write_volume(probabilities_out, scaled, reference=image, overwrite=overwrite))
-    return DensifyFiles(result, how, written)
+        remapped = Annotation(model.classes, np.searchsorted(model.classes, annotation.classes[annotation.target]),
+                              annotation.mask, annotation.planes)
+        weights = weight_map(remapped, class_weights(remapped, model.config.class_power))
+        written.append(io.write_volume(weights_out, weights, reference=image, overwrite=outputs.overwrite))
+    written += outputs.write(image, segmentation, annotation.planes)
+    if save_model_to is not None:
+        written.append(save_model(save_model_to, model, outputs.overwrite))
+    return DensifyReport(how, model, train_log, segmentation, written)
+
+
+def parse_pair(pair: str) -> tuple[list[str], str]:
+    """'flair.tif,t1c.tif:labels.tif' -> (['flair.tif', 't1c.tif'], 'labels.tif')."""
+    volumes, sep, labels = pair.rpartition(":")
+    if not sep or not volumes or not labels:
+        raise InputError(f"--pair {pair!r}: expected VOLUME[,VOLUME...]:LABELS")
+    return volumes.split(","), labels
+
+
+def train_files(
+    pairs: Sequence[str],
+    folder: str | os.PathLike,
+    config: Config = Config(),
+    *,
+    overwrite: bool = False,
+    init: str | os.PathLike | None = None,
+    progress: Progress | None = None,
+) -> tuple[Model, TrainLog, Path]:
+    """Train one model on several sparsely annotated volumes and save it as a model folder."""
+    io.check_model_folder(folder, overwrite)
+    if not pairs:
+        raise InputError("give at least one --pair VOLUME:LABELS")
+    start_model = load_model(init) if init is not None else None
+    images, annotations = [], []
+    for pair in pairs:
+        volumes, labels = parse_pair(pair)
+        image, annotation, how = _read_pair(volumes, labels, config, None)
+        log.info("%s: %s", labels, how)
+        config = _with_spacing(config, image)
+        images.append(image.data)
+        annotations.append(annotation)
+    model, train_log = fit(images, annotations, config, progress, start_model)
+    if train_log.stopped_by == "interrupt":
+        log.warning("training interrupted after %d steps: saving the model so far", train_log.iterations)
+    return model, train_log, save_model(folder, model, overwrite)
+
+
+def predict(
+    folder: str | os.PathLike,
+    volumes: Sequence[str | os.PathLike],
+    out: str | os.PathLike,
+    *,
+    outputs: Outputs = Outputs(),
+    device: str | None = None,
+    tta: bool | None = None,
+) -> tuple[Model, Segmentation, list[Path]]:
+    """Apply a saved model to a new volume (the fully automatic setting) and write the segmentation."""
+    outputs.check(out)
+    model = load_model(folder)
+    image = io.read_image(volumes)
+    if image.data.shape[0] != model.in_channels:
+        raise InputError(f"{image.path}: the model {folder} takes {model.in_channels} channel(s), got {image.data.shape[0]}")
+    segmentation = segment(model, image.data, device, tta)
+    written = [io.write_volume(out, segmentation.labels, reference=image, overwrite=outputs.overwrite)]
+    return model, segmentation, written + outputs.write(image, segmentation, None)
+
+
+def suggest(
+    volumes: Sequence[str | os.PathLike],
+    *,
+    model: str | os.PathLike | None = None,
+    probabilities: str | os.PathLike | None = None,
+    slices: str | os.PathLike | None = None,
+    unlabeled: int = 255,
+    top: int = 5,
+    device: str | None = None,
+):
+    """Rank the planes not yet annotated by the model's uncertainty (mean predictive entropy)."""
+    from sparseseg.suggest import plane_uncertainty, rank_planes
+
+    if model is None and probabilities is None:
+        raise InputError("give --model DIR (to predict) or --probabilities P.tif (from densify --probabilities)")
+    if top < 1:
+        raise InputError(f"--top {top}: must be at least 1")
+    image = io.read_image(volumes)
+    shape = image.data.shape[1:]
+    if probabilities is not None:
+        volume = io.read_volume(probabilities)
+        if volume.data.ndim != 4 or volume.data.shape[1:] != shape:
+            raise InputError(f"{volume.path}: expected (classes, {', '.join(map(str, shape))}) probabilities, got {volume.data.shape}")
+        scale = 255.0 if volume.data.dtype == np.uint8 else 1.0
+        probs = volume.data.astype(np.float32) / scale
+    else:
+        probs = segment(load_model(model), image.data, device).probabilities
+    annotated = None
+    if slices is not None:
+        sparse = io.read_labels(slices)
+        if sparse.data.shape != shape:
+            raise InputError(f"{sparse.path}: shape {sparse.data.shape} differs from the volume's {shape}")
+        _, annotated, _ = annotated_mask(sparse.data, unlabeled, name=str(sparse.path))
+    return rank_planes(plane_uncertainty(probs), annotated, top)
+
+
+def preview(
+    volumes: Sequence[str | os.PathLike],
+    labels: str | os.PathLike | None,
+    out: str | os.PathLike,
+    *,
+    centre: tuple[int, int, int] | None = None,
+    planes: list[str] | None = None,
+    unlabeled: int = 255,
+    overwrite: bool = False,
+) -> Path:
+    """Three orthogonal planes through a volume with its labels overlaid, written as PNG."""
+    from sparseseg.preview import render_preview
+
+    io.check_output(out, overwrite, suffixes=(".png",))
+    image = io.read_image(volumes)
+    data = plane_dict = None
+    if labels is not None:
+        label_volume = io.read_labels(labels)
+        data = label_volume.data
+        if data.shape != image.data.shape[1:]:
+            raise InputError(f"{label_volume.path}: shape {data.shape} differs from the volume's {image.data.shape[1:]}")
+        if planes:
+            plane_dict = parse_planes(planes, data.shape)
+        elif np.any(data == unlabeled):
+            _, plane_dict, _ = annotated_mask(data, unlabeled, name=str(label_volume.path))
+    try:
+        picture = render_preview(image.data, data, planes=plane_dict, centre=centre, spacing=image.spacing, unlabeled=unlabeled)
+    except ValueError as exc:
+        raise InputError(f"{out}: {exc}") from exc
+    return io.write_png(out, picture, overwrite)
 
 
 def evaluate(
@@ -223,3 +455,105 @@ def evaluate(
         if not mask.any():
             raise InputError(f"{sparse.path}: every voxel is annotated, nothing is left to score")
     return score(prediction.data, truth.data, mask)
+
+
+@dataclass
+class SweepRow:
+    k: int
+    planes: dict[str, list[int]]
+    annotated_fraction: float
+    scores: Scores
+    seconds: float
+
+
+def sweep_arrays(
+    image: np.ndarray,
+    truth: np.ndarray,
+    ks: Sequence[int],
+    axes: str,
+    config: Config,
+    progress_for: Callable[[int], Progress | None] = lambda k: None,
+) -> list[SweepRow]:
+    """Simulate a user who annotates k evenly spaced planes per axis, densify, and score the rest, for each k."""
+    from sparseseg.synthetic import sparsify
+
+    rows = []
+    for k in ks:
+        sparse, planes = sparsify(truth, k, axes, unlabeled=config.unlabeled)
+        annotation, _ = read_annotation(sparse, config.unlabeled, name=f"k={k}")
+        start = time.perf_counter()
+        _, _, segmentation = densify_arrays(image, annotation, config, progress_for(k))
+        scores = score(segmentation.labels, truth, ~annotation.mask)
+        rows.append(SweepRow(k, planes, float(annotation.mask.mean()), scores, time.perf_counter() - start))
+    return rows
+
+
+def sweep(
+    volumes: Sequence[str | os.PathLike],
+    gt: str | os.PathLike,
+    ks: Sequence[int],
+    axes: str = "zyx",
+    config: Config = Config(),
+    *,
+    report: str | os.PathLike | None = None,
+    overwrite: bool = False,
+    progress_for: Callable[[int], Progress | None] = lambda k: None,
+) -> tuple[list[SweepRow], list[Path]]:
+    """`sweep_arrays` from files; with ``report`` (a folder), write sweep.csv, sweep.json and sweep.png there."""
+    from sparseseg.labels import check_class_ids
+
+    if not ks or min(ks) < 1:
+        raise InputError(f"--planes {','.join(map(str, ks))}: give plane counts of at least 1, e.g. 1,2,4")
+    if not axes or set(axes) - set("zyx") or len(set(axes)) != len(axes):
+        raise InputError(f"--axes {axes!r}: use letters from z, y, x, e.g. zyx or z")
+    names = ("sweep.csv", "sweep.json", "sweep.png")
+    if report is not None:
+        report = Path(report)
+        if not report.parent.is_dir():
+            raise InputError(f"{report}: folder {report.parent} does not exist")
+        report.mkdir(exist_ok=True)
+        for name in names:
+            io.check_output(report / name, overwrite, suffixes=(Path(name).suffix,))
+    image = io.read_image(volumes)
+    truth = io.read_labels(gt)
+    check_class_ids(truth.data, str(truth.path))
+    if truth.data.shape != image.data.shape[1:]:
+        raise InputError(f"{truth.path}: shape {truth.data.shape} differs from the volume's {image.data.shape[1:]}")
+    for k in ks:
+        for a in axes:
+            if k > image.data.shape[1 + "zyx".index(a)]:
+                raise InputError(f"--planes {k}: the volume has only {image.data.shape[1 + 'zyx'.index(a)]} planes along {a}")
+    rows = sweep_arrays(image.data, truth.data, ks, axes, _with_spacing(config, image), progress_for)
+    written = [] if report is None else _write_sweep_report(report, rows, overwrite)
+    return rows, written
+
+
+def sweep_table(rows: Sequence[SweepRow]) -> tuple[list[str], list[list]]:
+    """Header and rows of the sweep report: k, annotated fraction, seconds, mean foreground IoU, IoU per class."""
+    labels = sorted({c.label for row in rows for c in row.scores.classes})
+    header = ["planes_per_axis", "annotated_fraction", "seconds", "mean_fg_iou"] + [f"iou_{v}" for v in labels]
+    body = []
+    for row in rows:
+        per_class = {c.label: c.iou for c in row.scores.classes}
+        body.append([row.k, row.annotated_fraction, row.seconds, row.scores.mean("iou")] + [per_class.get(v, float("nan")) for v in labels])
+    return header, body
+
+
+def _write_sweep_report(folder: Path, rows: Sequence[SweepRow], overwrite: bool) -> list[Path]:
+    from sparseseg.plot import line_chart
+
+    header, body = sweep_table(rows)
+    csv = "\n".join(",".join(map(str, line)) for line in [header] + body) + "\n"
+    data = [{"planes_per_axis": r.k, "planes": r.planes, "annotated_fraction": r.annotated_fraction,
+             "seconds": r.seconds, "scores": r.scores.as_dict()} for r in rows]
+    ks = [r.k for r in rows]
+    series = {"mean foreground": (ks, [r.scores.mean("iou") for r in rows])}
+    for i, name in enumerate(header[4:]):
+        if name != "iou_0":
+            series[f"class {name[4:]}"] = (ks, [line[4 + i] for line in body])
+    picture = line_chart(series, title="IoU on unannotated voxels", xlabel="annotated planes per axis", ylabel="IoU")
+    return [
+        io.write_text(folder / "sweep.csv", csv, overwrite, suffixes=(".csv",)),
+        io.write_json(folder / "sweep.json", data, overwrite),
+        io.write_png(folder / "sweep.png", picture, overwrite),
+    ]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -40,6 +40,7 @@ class TrainLog:
     seconds: float = 0.0
     losses: list[float] = field(default_factory=list)
     stopped_by: str = "iterations"  # 'iterations', 'time' or 'interrupt'
+    device: str = "cpu"
 
     @property
     def final_loss(self) -> float:
@@ -69,37 +70,42 @@ def weighted_loss(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tens
     return loss
 
 
-class PatchSampler:
-    """Draws crops around annotated voxels, each annotated class equally often.
+class VolumeCrops:
+    """Crops of one volume around its annotated voxels, each annotated class equally often.
 
     The arrays are padded once so that every crop fits; padding has weight 0.
     """
 
-    def __init__(self, data: TrainData, crop: tuple[int, int, int], device: torch.device, rng: np.random.Generator):
-        shape = data.target.shape
+    def __init__(self, data: TrainData, crop: tuple[int, int, int], device: torch.device):
         pads = [(c // 2, c // 2 + 1) for c in crop]
         self.crop = crop
-        self.rng = rng
+        self.shape = data.target.shape
         self.image = torch.from_numpy(np.pad(data.image, [(0, 0)] + pads)).to(device)
         self.target = torch.from_numpy(np.pad(data.target.astype(np.int64), pads)).to(device)
         self.weight = torch.from_numpy(np.pad(data.weight, pads)).to(device)
         labelled = data.weight > 0
         self.centres = [np.flatnonzero(labelled & (data.target == k)) for k in np.unique(data.target[labelled])]
-        self.shape = shape
+
+    def crop_at(self, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        pool = self.centres[rng.integers(len(self.centres))]
+        centre = np.unravel_index(pool[rng.integers(len(pool))], self.shape)
+        jitter = [rng.integers(-(c // 4), c // 4 + 1) for c in self.crop]
+        # In padded coordinates the crop starting at `centre + jitter` is centred on `centre + jitter`.
+        start = [int(np.clip(v + j, 0, s - 1)) for v, j, s in zip(centre, jitter, self.shape)]
+        window = tuple(slice(s, s + c) for s, c in zip(start, self.crop))
+        return self.image[(slice(None),) + window], self.target[window], self.weight[window]
+
+
+class PatchSampler:
+    """Batches of crops from one or more volumes, each volume equally often."""
+
+    def __init__(self, data: Sequence[TrainData], crop: tuple[int, int, int], device: torch.device, rng: np.random.Generator):
+        self.volumes = [VolumeCrops(d, crop, device) for d in data]
+        self.rng = rng
 
     def sample(self, batch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        images, targets, weights = [], [], []
-        for _ in range(batch):
-            pool = self.centres[self.rng.integers(len(self.centres))]
-            centre = np.unravel_index(pool[self.rng.integers(len(pool))], self.shape)
-            jitter = [self.rng.integers(-(c // 4), c // 4 + 1) for c in self.crop]
-            # In padded coordinates the crop starting at `centre + jitter` is centred on `centre + jitter`.
-            start = [int(np.clip(v + j, 0, s - 1)) for v, j, s in zip(centre, jitter, self.shape)]
-            window = tuple(slice(s, s + c) for s, c in zip(start, self.crop))
-            images.append(self.image[(slice(None),) + window])
-            targets.append(self.target[window])
-            weights.append(self.weight[window])
-        return torch.stack(images), torch.stack(targets), torch.stack(weights)
+        crops = [self.volumes[self.rng.integers(len(self.volumes))].crop_at(self.rng) for _ in range(batch)]
+        return tuple(torch.stack(parts) for parts in zip(*crops))
 
 
 def poly_lr(base: float, progress: float, power: float = 0.9) -> float:
@@ -112,7 +118,7 @@ Progress = Callable[[int, float, float], None]
 
 def train(
     model: torch.nn.Module,
-    data: TrainData,
+    data: TrainData | Sequence[TrainData],
     *,
     patch: tuple[int, int, int],
     batch_size: int,
@@ -126,7 +132,7 @@ def train(
     anisotropy: tuple[float, float, float] = (1.0, 1.0, 1.0),
     progress: Progress | None = None,
 ) -> TrainLog:
-    """Train ``model`` in place on ``data``; return what happened.
+    """Train ``model`` in place on ``data`` (one volume or several); return what happened.
 
     ``progress(iteration, loss, elapsed_seconds)`` is called after each step. The run ends
     after ``iterations`` steps or ``time_budget`` seconds, or at Ctrl-C (KeyboardInterrupt),
@@ -136,11 +142,11 @@ def train(
     generator = torch.Generator(device=device)
     generator.manual_seed(seed)
     crop = patch if params is None else tuple(p + 2 * m for p, m in zip(patch, augment.margin(patch, params)))
-    sampler = PatchSampler(data, crop, device, rng)
+    sampler = PatchSampler([data] if isinstance(data, TrainData) else data, crop, device, rng)
     model.to(device, memory_format=torch.channels_last_3d).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     amp = device.type == "cuda"
-    log = TrainLog()
+    log = TrainLog(device=str(device))
     start = time.perf_counter()
     try:
         while True:

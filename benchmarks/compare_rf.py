@@ -1,0 +1,189 @@
+"""sparseseg vs the random-forest baseline, side by side on the real volumes in ../shared/data.
+
+usage: python benchmarks/compare_rf.py [--cases brats,isbi,vnc] [--time-budget 10m] [--out bench_out]
+                                       [--extra "--opt val"] [--quick]
+
+For each case: simulate a sparse annotation once (../shared/bench/sparse_sim.py), run
+../shared/bench/rf_baseline.py and `sparseseg densify` on it as child processes (wall time and
+peak RSS of each child), score both with ../shared/bench/score.py on the unannotated voxels and
+cross-check with `sparseseg eval --json`. Prints one table and writes results.json / results.csv
+into --out. The shared scripts are the yardstick: they are called from their place, never copied.
+"""
+import argparse, csv, json, math, os, shlex, shutil, subprocess, sys, time
+from pathlib import Path
+
+import numpy as np, tifffile
+from rich.console import Console
+from rich.table import Table
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT.parent / "shared" / "bench"
+DATA = ROOT.parent / "shared" / "data"
+BRATS = DATA / "brats2013_deepmedic" / "crop_pat0005_96x128x128"
+VNC, ISBI = DATA / "drosophila_vnc_sstem", DATA / "isbi2012_em"
+
+# crop: z0:z1,y0:y1,x0:x1 (None = whole file); quick_crop: tiny crop for --quick.
+# vnc 512:768,128:384 holds all 5 classes, synapse included, on the annotated z planes
+# ([:, :256, :256] has no synapse voxel on them, so no method could learn that class).
+CASES = {
+    "brats": dict(raws=[BRATS / "raw_flair.tif", BRATS / "raw_t1c.tif"], gt=BRATS / "label.tif",
+                  k=2, axes=None, spacing=None, crop=None, quick_crop="32:64,32:96,32:96"),
+    "isbi": dict(raws=[ISBI / "raw.tif"], gt=ISBI / "label.tif", k=3, axes="0",
+                 spacing="50,4,4", crop=None, quick_crop=":,:96,:96"),
+    "vnc": dict(raws=[VNC / "raw.tif"], gt=VNC / "label.tif", k=3, axes="0",
+                spacing="50,4.6,4.6", crop=":,512:768,128:384", quick_crop=":,912:1008,0:96"),
+}
+console = Console()
+
+
+def sparseseg_cmd():
+    exe = Path(sys.executable).parent / "sparseseg"
+    return [str(exe)] if exe.exists() else [shutil.which("sparseseg") or "sparseseg"]
+
+
+def crop_slices(spec):
+    return tuple(slice(*[int(v) if v else None for v in part.split(":")]) for part in spec.split(","))
+
+
+def prepare(name, case, quick, out):
+    """Write the (cropped) volumes and the sparse labels into out/name; return their paths."""
+    d = out / name
+    d.mkdir(parents=True, exist_ok=True)
+    spec = case["quick_crop"] if quick else case["crop"]
+    raws, gt = case["raws"], case["gt"]
+    if spec:
+        sl = crop_slices(spec)
+        raws = [d / f"raw{i}.tif" for i in range(len(case["raws"]))]
+        for src, dst in zip(case["raws"], raws):
+            tifffile.imwrite(dst, np.ascontiguousarray(tifffile.imread(src)[sl]))
+        gt = d / "gt.tif"
+        tifffile.imwrite(gt, np.ascontiguousarray(tifffile.imread(case["gt"])[sl]))
+    sparse = d / "sparse.tif"
+    cmd = [sys.executable, str(BENCH / "sparse_sim.py"), str(gt), str(sparse), str(case["k"])]
+    cmd += [case["axes"]] if case["axes"] else []
+    info = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip()
+    shape = tifffile.imread(gt).shape
+    console.print(f"[bold]{name}[/] shape {shape}, planes {info}")
+    return d, [str(p) for p in raws], str(gt), str(sparse)
+
+
+def run_measured(cmd, log):
+    """Run cmd as a child; return (returncode, wall seconds, peak RSS MB of the child and its children)."""
+    t = time.perf_counter()
+    with open(log, "w") as f:
+        f.write(shlex.join(cmd) + "\n")
+        f.flush()
+        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)  # we reaped it: tell Popen
+    return proc.returncode, time.perf_counter() - t, usage.ru_maxrss / 1024  # Linux: KB
+
+
+def score(pred, gt, sparse):
+    """score.py prints '{"1": iou, ...} mean_fg_iou X'; return ({class: iou}, mean)."""
+    cmd = [sys.executable, str(BENCH / "score.py"), pred, gt, sparse]
+    text = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip()
+    table, mean = text.rsplit(" mean_fg_iou ", 1)
+    return {int(c): v for c, v in json.loads(table).items()}, float(mean)
+
+
+def eval_check(pred, gt, sparse):
+    cmd = sparseseg_cmd() + ["eval", pred, "--gt", gt, "--ignore", sparse, "--json"]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        return float("nan")
+    return float(json.loads(proc.stdout)["mean_foreground"]["iou"])
+
+
+def run_case(name, case, args):
+    d, raws, gt, sparse = prepare(name, case, args.quick, args.out)
+    budget = "20s" if args.quick else args.time_budget
+    dense = [str(d / "pred_sparseseg.tif")]
+    methods = {
+        "rf": [sys.executable, str(BENCH / "rf_baseline.py"), ",".join(raws), sparse, str(d / "pred_rf.tif")],
+        "sparseseg": sparseseg_cmd() + ["densify", *raws, "--slices", sparse, "-o", *dense, "--unlabeled", "255",
+                                        "--time-budget", budget, "--quiet", "--overwrite"]
+        + (["--spacing", case["spacing"]] if case["spacing"] else [])
+        + (["--iterations", "20"] if args.quick else []) + shlex.split(args.extra),
+    }
+    rows = []
+    for method, cmd in methods.items():
+        pred = str(d / f"pred_{method}.tif")
+        if os.path.exists(pred):
+            os.remove(pred)
+        console.print(f"  running {method} ...")
+        rc, seconds, peak_mb = run_measured(cmd, d / f"{method}.log")
+        row = dict(case=name, method=method, seconds=round(seconds, 1), peak_mb=round(peak_mb),
+                   mean_fg_iou=float("nan"), eval_mean_fg_iou=float("nan"), iou={}, ok=False)
+        if rc == 0 and os.path.exists(pred):
+            row["iou"], row["mean_fg_iou"] = score(pred, gt, sparse)
+            row["eval_mean_fg_iou"] = eval_check(pred, gt, sparse)
+            row["ok"] = True
+        else:
+            console.print(f"  [red]{method} failed (exit {rc}), see {d / (method + '.log')}[/]")
+        rows.append(row)
+    return rows
+
+
+def fmt(v):
+    return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3f}"
+
+
+def print_table(rows):
+    table = Table(title="sparseseg vs random forest (IoU on unannotated voxels)")
+    for col in ("case", "method", "mean fg IoU", "per-class IoU", "eval check", "time (s)", "peak MB"):
+        table.add_column(col, justify="left" if col in ("case", "method", "per-class IoU") else "right")
+    for r in rows:
+        same = abs(r["mean_fg_iou"] - r["eval_mean_fg_iou"]) < 1e-4
+        check = fmt(r["eval_mean_fg_iou"]) + ("" if same or not r["ok"] else " [yellow](differs)[/]")
+        per_class = " ".join(f"{c}:{fmt(v)}" for c, v in sorted(r["iou"].items())) or "failed"
+        table.add_row(r["case"], r["method"], fmt(r["mean_fg_iou"]), per_class, check,
+                      f"{r['seconds']:.1f}", str(r["peak_mb"]))
+    console.print(table)
+
+
+def ratios(rows):
+    out = {}
+    for case in dict.fromkeys(r["case"] for r in rows):
+        m = {r["method"]: r["mean_fg_iou"] for r in rows if r["case"] == case}
+        rf, ss = m.get("rf", float("nan")), m.get("sparseseg", float("nan"))
+        out[case] = dict(ratio=ss / max(rf, 1e-9), delta=ss - rf)
+        console.print(f"{case}: ratio mean_fg_iou sparseseg/rf = {fmt(out[case]['ratio'])}  "
+                      f"delta = {out[case]['delta']:+.3f}")
+    return out
+
+
+def write_results(rows, case_ratios, out, args):
+    with open(out / "results.json", "w") as f:
+        json.dump(dict(args=vars(args) | {"out": str(out)}, rows=rows, ratios=case_ratios), f, indent=2)
+    classes = sorted({c for r in rows for c in r["iou"]})
+    fields = ["case", "method", "mean_fg_iou", "eval_mean_fg_iou"] + [f"iou_{c}" for c in classes] + [
+        "seconds", "peak_mb", "ok"]
+    with open(out / "results.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: v for k, v in r.items() if k != "iou"} | {f"iou_{c}": v for c, v in r["iou"].items()})
+    console.print(f"results written to {out / 'results.json'} and {out / 'results.csv'}")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--cases", default="brats,isbi,vnc", help="comma-separated, from: " + ",".join(CASES))
+    ap.add_argument("--time-budget", default="10m", help="sparseseg --time-budget per case (default 10m)")
+    ap.add_argument("--out", type=Path, default=Path("bench_out"))
+    ap.add_argument("--extra", default="", help='extra sparseseg densify options, e.g. "--dice 0.5"')
+    ap.add_argument("--quick", action="store_true", help="tiny crops, 20 s / 20 iterations: a smoke test")
+    args = ap.parse_args()
+    names = [c.strip() for c in args.cases.split(",") if c.strip()]
+    unknown = [n for n in names if n not in CASES]
+    if unknown:
+        ap.error(f"unknown case(s) {unknown}; choose from {list(CASES)}")
+    args.out.mkdir(parents=True, exist_ok=True)
+    rows = [row for name in names for row in run_case(name, CASES[name], args)]
+    print_table(rows)
+    write_results(rows, ratios(rows), args.out, args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,61 @@
+"""Which plane to annotate next: rank unannotated planes by the model's uncertainty (numpy only)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+AXES = "zyx"
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    axis: str
+    index: int
+    uncertainty: float  # mean normalised predictive entropy over the plane, 0..1
+
+
+def entropy(probabilities: np.ndarray) -> np.ndarray:
+    """Predictive entropy per voxel of (K, Z, Y, X) probabilities, divided by log K (so 0..1)."""
+    if probabilities.ndim != 4 or probabilities.shape[0] < 2:
+        raise ValueError(f"expected (K, Z, Y, X) probabilities with K >= 2, got shape {probabilities.shape}")
+    p = np.clip(probabilities.astype(np.float32), 1e-7, 1.0)
+    return -(p * np.log(p)).sum(axis=0) / np.log(probabilities.shape[0])
+
+
+def plane_uncertainty(probabilities: np.ndarray) -> dict[str, np.ndarray]:
+    """Mean normalised entropy of every plane, per axis."""
+    h = entropy(probabilities)
+    return {a: h.mean(axis=tuple(j for j in range(3) if j != i)) for i, a in enumerate(AXES)}
+
+
+def rank_planes(
+    uncertainty: dict[str, np.ndarray],
+    annotated: dict[str, list[int]] | None = None,
+    top: int = 5,
+    min_distance: int | None = None,
+) -> list[Suggestion]:
+    """The ``top`` most uncertain planes that are not annotated.
+
+    A plane closer than ``min_distance`` to an annotated or an already suggested plane of the
+    same axis is skipped, so suggestions spread out (default: 1/20 of the axis length, at least 2).
+    """
+    if top < 1:
+        raise ValueError(f"top must be >= 1, got {top}")
+    annotated = annotated or {}
+    taken = {a: list(annotated.get(a, [])) for a in AXES}
+    candidates = sorted(
+        ((float(u), a, i) for a in AXES for i, u in enumerate(uncertainty[a])),
+        key=lambda c: -c[0],
+    )
+    chosen: list[Suggestion] = []
+    for value, axis, index in candidates:
+        distance = min_distance if min_distance is not None else max(2, len(uncertainty[axis]) // 20)
+        if any(abs(index - t) < distance for t in taken[axis]) or index in taken[axis]:
+            continue
+        chosen.append(Suggestion(axis, index, value))
+        taken[axis].append(index)
+        if len(chosen) == top:
+            break
+    return chosen
