@@ -125,18 +125,25 @@ def run_case(name, case, args):
     return rows
 
 
-def fmt(v):
-    return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3f}"
+def isnan(v):
+    return v is None or (isinstance(v, float) and math.isnan(v))
+
+
+def fmt(v, short=False):
+    return "n/a" if isnan(v) else (f"{v:.3f}".lstrip("0") if short else f"{v:.3f}")
 
 
 def print_table(rows):
-    table = Table(title="sparseseg vs random forest (IoU on unannotated voxels)")
-    for col in ("case", "method", "mean fg IoU", "per-class IoU", "eval check", "time (s)", "peak MB"):
-        table.add_column(col, justify="left" if col in ("case", "method", "per-class IoU") else "right")
+    table = Table(title="sparseseg vs random forest (IoU on unannotated voxels)",
+                  caption="eval: mean fg IoU by `sparseseg eval --json`, yellow where it differs from score.py")
+    for col in ("case", "method", "mean fg IoU", "IoU per class", "eval", "time (s)", "peak MB"):
+        table.add_column(col, justify="left" if col in ("case", "method", "IoU per class") else "right",
+                         no_wrap=col in ("case", "method"))
     for r in rows:
         same = abs(r["mean_fg_iou"] - r["eval_mean_fg_iou"]) < 1e-4
-        check = fmt(r["eval_mean_fg_iou"]) + ("" if same or not r["ok"] else " [yellow](differs)[/]")
-        per_class = " ".join(f"{c}:{fmt(v)}" for c, v in sorted(r["iou"].items())) or "failed"
+        check = fmt(r["eval_mean_fg_iou"])
+        check = check if same or not r["ok"] else f"[yellow]{check}[/]"
+        per_class = " ".join(f"{c}:{fmt(v, True)}" for c, v in sorted(r["iou"].items())) or "failed"
         table.add_row(r["case"], r["method"], fmt(r["mean_fg_iou"]), per_class, check,
                       f"{r['seconds']:.1f}", str(r["peak_mb"]))
     console.print(table)
@@ -153,9 +160,19 @@ def ratios(rows):
     return out
 
 
+def no_nan(x):
+    """NaN -> None, so that results.json is strict JSON."""
+    if isinstance(x, dict):
+        return {k: no_nan(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [no_nan(v) for v in x]
+    return None if isinstance(x, float) and math.isnan(x) else x
+
+
 def write_results(rows, case_ratios, out, args):
     with open(out / "results.json", "w") as f:
-        json.dump(dict(args=vars(args) | {"out": str(out)}, rows=rows, ratios=case_ratios), f, indent=2)
+        result = dict(args=vars(args) | {"out": str(out)}, rows=rows, ratios=case_ratios)
+        json.dump(no_nan(result), f, indent=2, allow_nan=False)
     classes = sorted({c for r in rows for c in r["iou"]})
     fields = ["case", "method", "mean_fg_iou", "eval_mean_fg_iou"] + [f"iou_{c}" for c in classes] + [
         "seconds", "peak_mb", "ok"]

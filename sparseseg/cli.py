@@ -74,7 +74,11 @@ def _setup_logging(quiet: bool) -> None:
 
 
 class TrainingProgress:
-    """A rich progress bar on stderr showing step, loss, elapsed time and the time budget."""
+    """A rich progress bar on stderr showing step, loss, elapsed time and the time budget.
+
+    It appears at the first training step, so errors found while reading the input are
+    not preceded by an empty bar.
+    """
 
     def __init__(self, config: Config, quiet: bool, label: str = "training"):
         from sparseseg.pipeline import resolve_device
@@ -92,23 +96,47 @@ class TrainingProgress:
             disable=quiet,
         )
         self.task = self.bar.add_task(label, total=shown.iterations, loss=float("nan"), budget=f"{self.budget:.0f}s budget")
+        self.started = False
 
     def __enter__(self):
-        self.bar.__enter__()
         return self
 
     def __exit__(self, *exc):
-        return self.bar.__exit__(*exc)
+        if self.started:
+            self.bar.stop()
+            self.started = False
+        return False
 
     def __call__(self, iteration: int, loss: float, elapsed: float) -> None:
+        if not self.started:
+            self.bar.start()
+            self.started = True
         self.bar.update(self.task, completed=iteration, loss=loss)
+
+
+def _finite(value):
+    """NaN and infinities become None, so that --json output is strict JSON."""
+    if isinstance(value, float) and value != value or value in (float("inf"), float("-inf")):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _print_json(obj) -> None:
+    """One JSON object on stdout."""
+    typer.echo(json.dumps(_finite(obj), allow_nan=False))
 
 
 def _summary(summary: dict, as_json: bool, quiet: bool) -> None:
     if as_json:
-        typer.echo(json.dumps(summary))
+        _print_json(summary)
     elif not quiet:
         table = Table(show_header=False, box=None)
+        table.add_column(no_wrap=True)
+        table.add_column(overflow="fold")
         for key, value in summary.items():
             table.add_row(key, ", ".join(map(str, value)) if isinstance(value, list) else str(value))
         out.print(table)
@@ -334,7 +362,7 @@ def suggest(
     suggestions = pipeline.suggest(volumes, model=model, probabilities=probabilities, slices=slices,
                                    unlabeled=unlabeled, top=top, device=device)
     if as_json:
-        typer.echo(json.dumps({"suggestions": [vars(s) for s in suggestions]}))
+        _print_json({"suggestions": [vars(s) for s in suggestions]})
         return
     table = Table(title="planes to annotate next (most uncertain first)")
     for column in ("rank", "axis", "plane", "uncertainty"):
@@ -422,21 +450,16 @@ def sweep(
         unlabeled=unlabeled, spacing=spacing, iterations=iterations, time_budget=time_budget, device=device,
         seed=seed, base=base, patch=patch, batch_size=batch_size, lr=lr, dice=dice, augment=augment,
     )
-    bars = []
-
-    def progress_for(k: int):
-        bars.append(TrainingProgress(config, quiet or as_json, label=f"k={k}"))
-        return bars[-1].__enter__()
-
+    bars = {k: TrainingProgress(config, quiet or as_json, label=f"k={k}") for k in ks}
     try:
         rows, written = pipeline.sweep(volumes, gt, ks, axes.lower(), config, report=output, overwrite=overwrite,
-                                       progress_for=progress_for)
+                                       progress_for=bars.get)
     finally:
-        for bar in bars:
+        for bar in bars.values():
             bar.__exit__(None, None, None)
     header, body = pipeline.sweep_table(rows)
     if as_json:
-        typer.echo(json.dumps({"rows": [dict(zip(header, line)) for line in body], "written": [str(p) for p in written]}))
+        _print_json({"rows": [dict(zip(header, line)) for line in body], "written": [str(p) for p in written]})
         return
     table = Table(title="IoU on unannotated voxels against annotated planes per axis")
     for column in header:
@@ -469,7 +492,7 @@ def eval_(
 
     scores = pipeline.evaluate(prediction, gt, ignore, unlabeled)
     if as_json:
-        typer.echo(json.dumps(scores.as_dict()))
+        _print_json(scores.as_dict())
         return
     table = Table(title=f"{prediction} vs {gt}" + (" (unannotated voxels only)" if ignore else ""))
     for column in ("class", "IoU", "Dice", "precision", "recall", "voxels"):

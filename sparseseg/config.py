@@ -122,7 +122,9 @@ def parse_duration(text: str | None) -> float | None:
     if text is None:
         return None
     text = str(text).strip().lower()
-    parts = re.fullmatch(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s?)?", text)
+    if re.fullmatch(r"\d+(?:\.\d+)?", text):
+        return float(text)
+    parts = re.fullmatch(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?", text)
     if not text or parts is None or not any(parts.groups()):
         raise InputError(f"time budget {text!r}: expected seconds or a duration such as 90, 90s, 5m, 1h30m")
     hours, minutes, seconds = (float(g) if g else 0.0 for g in parts.groups())

@@ -198,6 +198,9 @@ def _atomic(path: Path, write) -> None:
     os.close(fd)
     try:
         write(Path(tmp))
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the mode a plain open() would
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -213,7 +216,7 @@ def write_volume(path: str | os.PathLike, data: np.ndarray, reference: Volume | 
     if suffix_of(path) in TIFF_SUFFIXES:
         _atomic(path, lambda tmp: _write_tiff(tmp, data, reference.spacing if reference else None))
     else:
-        _atomic(path, lambda tmp: _write_nifti(tmp, data, reference.nifti if reference else None))
+        _atomic(path, lambda tmp: _write_nifti(tmp, data, reference))
     return path
 
 
@@ -224,17 +227,19 @@ def _write_tiff(path: Path, data: np.ndarray, spacing) -> None:
     kwargs: dict[str, Any] = {"compression": "zlib", "metadata": {"axes": axes}}
     if spacing is not None:
         z, y, x = spacing
-        kwargs["resolution"] = (1.0 / y, 1.0 / x)
+        kwargs["resolution"] = (1.0 / x, 1.0 / y)  # tifffile: X, then Y
         kwargs["metadata"]["spacing"] = z
     tifffile.imwrite(path, data, **kwargs)
 
 
-def _write_nifti(path: Path, data: np.ndarray, like) -> None:
+def _write_nifti(path: Path, data: np.ndarray, reference: Volume | None) -> None:
     import nibabel as nib
 
     array = data.transpose(2, 1, 0) if data.ndim == 3 else data.transpose(3, 2, 1, 0)
+    like = reference.nifti if reference is not None else None
     if like is None:
-        image = nib.Nifti1Image(array, np.eye(4))
+        spacing = reference.spacing if reference is not None and reference.spacing else (1.0, 1.0, 1.0)
+        image = nib.Nifti1Image(array, np.diag([spacing[2], spacing[1], spacing[0], 1.0]))
     else:
         header = like.header.copy()
         header.set_data_dtype(array.dtype)

@@ -65,7 +65,7 @@ def parse_planes(specs: list[str] | None, shape: tuple[int, int, int]) -> dict[s
         for part in spec.split():
             axis, sep, values = part.partition("=")
             axis = axis.strip().lower()
-            if not sep or axis not in AXES or not values:
+            if not sep or axis not in tuple(AXES) or not values:
                 raise InputError(f"--planes {part!r}: expected AXIS=I,J,... with AXIS one of z, y, x (e.g. z=12,40)")
             size = shape[AXES.index(axis)]
             for value in values.split(","):
@@ -158,7 +158,10 @@ def annotated_mask(
         if any(planes.values()):
             how += " (" + _describe(planes) + ")"
     else:
-        planes = detect_planes(labels)
+        try:
+            planes = detect_planes(labels)
+        except InputError as exc:
+            raise InputError(f"{name}: {exc}") from None
         mask = planes_mask(planes, labels.shape)
         how = f"no voxel holds {unlabeled}; planes with labels found: " + _describe(planes)
     if not mask.any():

@@ -37,8 +37,8 @@ def blobs(shape=(32, 64, 64), n_blobs: int = 12, noise: float = 0.35, seed: int 
 
 def evenly_spaced(size: int, k: int) -> list[int]:
     """k plane indices spread evenly inside 0..size-1, away from the borders (as ../shared/bench/sparse_sim.py does)."""
-    if not 1 <= k <= size:
-        raise ValueError(f"need 1 <= k <= {size}, got k={k}")
+    if not 1 <= k < size:
+        raise ValueError(f"need 1 <= k < {size} (the axis length), got k={k}")
     return [min(size - 1, int(round((i + 1) * size / (k + 1)))) for i in range(k)]
 
 

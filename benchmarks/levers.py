@@ -1,0 +1,92 @@
+"""Measure one training lever at a time on a real volume (the figures in the README's benchmark section).
+
+    python benchmarks/levers.py brats base=8 patch=32,64,64 time_budget=300
+    python benchmarks/levers.py isbi --repeat 2 base=8 dice=1
+
+Each KEY=VALUE overrides a `sparseseg.config.Config` field. Prints the mean foreground IoU on
+the unannotated voxels (classes of the ground truth, as ../shared/bench/score.py counts
+them), the training steps and the seconds. Needs ../shared/data.
+"""
+
+import argparse
+import json
+import time
+from dataclasses import fields
+from pathlib import Path
+
+import numpy as np
+
+from sparseseg import io
+from sparseseg.config import Config
+from sparseseg.labels import read_annotation
+from sparseseg.pipeline import densify_arrays
+from sparseseg.synthetic import sparsify
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+CASES = {
+    # name: (raw files, label file, crop, planes per axis, axes, spacing)
+    "brats": (["brats2013_deepmedic/crop_pat0005_96x128x128/raw_flair.tif", "brats2013_deepmedic/crop_pat0005_96x128x128/raw_t1c.tif"],
+              "brats2013_deepmedic/crop_pat0005_96x128x128/label.tif", (slice(None),) * 3, 2, "zyx", None),
+    "isbi": (["isbi2012_em/raw.tif"], "isbi2012_em/label.tif", (slice(None),) * 3, 3, "z", (50.0, 4.0, 4.0)),
+    "vnc": (["drosophila_vnc_sstem/raw.tif"], "drosophila_vnc_sstem/label.tif",
+            (slice(None), slice(512, 768), slice(128, 384)), 3, "z", (50.0, 4.6, 4.6)),
+}
+
+
+def score_like_bench(pred: np.ndarray, gt: np.ndarray, held: np.ndarray) -> dict[int, float]:
+    result = {}
+    for c in np.unique(gt):
+        if c == 0:
+            continue
+        p, g = (pred == c) & held, (gt == c) & held
+        union = np.logical_or(p, g).sum()
+        result[int(c)] = float(np.logical_and(p, g).sum() / union) if union else float("nan")
+    return result
+
+
+def parse_value(name: str, text: str):
+    kinds = {f.name: f.type for f in fields(Config)}
+    if name not in kinds:
+        raise SystemExit(f"unknown Config field {name!r}")
+    if name in ("patch", "spacing"):
+        kind = int if name == "patch" else float
+        return tuple(kind(v) for v in text.split(","))
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("case", choices=sorted(CASES))
+    parser.add_argument("overrides", nargs="*", help="Config fields, KEY=VALUE")
+    parser.add_argument("--repeat", type=int, default=1, help="runs with seeds 0..N-1")
+    args = parser.parse_args()
+    raws, label, crop, k, axes, spacing = CASES[args.case]
+    image = io.read_image([DATA / r for r in raws]).data[(slice(None),) + crop]
+    gt = io.read_labels(DATA / label).data[crop]
+    sparse, _ = sparsify(gt, k, axes)
+    annotation, _ = read_annotation(sparse)
+    overrides = dict(o.split("=", 1) for o in args.overrides)
+    values = {"spacing": spacing, "device": "cpu", **{n: parse_value(n, v) for n, v in overrides.items()}}
+    for seed in range(args.repeat):
+        config = Config(**{**values, "seed": seed})
+        start = time.perf_counter()
+        model, log, seg = densify_arrays(image, annotation, config)
+        scores = score_like_bench(seg.labels, gt, ~annotation.mask)
+        print(json.dumps({
+            "case": args.case, "overrides": overrides, "seed": seed,
+            "mean_fg_iou": round(float(np.nanmean(list(scores.values()))), 4),
+            "iou": {c: round(v, 4) for c, v in scores.items()},
+            "steps": log.iterations, "train_s": round(log.seconds, 1), "total_s": round(time.perf_counter() - start, 1),
+            "patch": list(model.config.patch), "base": model.config.base,
+        }), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,427 @@
+"""Tests for the command line: happy paths on tiny files, and one clear line for each bad input.
+
+The installed click (vendored by typer) always captures stderr apart from stdout, so
+``result.stderr`` holds only what went to stderr.
+"""
+
+import json
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+from typer.testing import CliRunner
+
+from sparseseg import __version__, io
+from sparseseg.cli import app
+from sparseseg.metrics import score
+
+TRAIN = ["--iterations", "3", "--base", "4", "--patch", "8,16,16", "--seed", "0", "--device", "cpu"]
+
+
+def run(*args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def _assert_ok(result):
+    assert result.exit_code == 0, result.output
+
+
+# --- happy paths ----------------------------------------------------------------------
+
+
+def test_version():
+    result = run("--version")
+    _assert_ok(result)
+    assert __version__ in result.stdout
+
+
+def test_densify_json(files):
+    out = files.folder / "seg.tif"
+    result = run("densify", files.volume, "--slices", files.sparse, "-o", out, *TRAIN, "--json")
+    _assert_ok(result)
+    summary = json.loads(result.stdout)  # one JSON object and nothing else
+    assert isinstance(summary, dict)
+    assert summary["output"] == [str(out)]
+    assert summary["classes"] == [0, 1, 2]
+    assert summary["iterations"] == 3 and summary["stopped_by"] == "iterations"
+    assert summary["seed"] == 0 and summary["patch"] == [8, 16, 16] and summary["device"] == "cpu"
+    labels = io.read_labels(out).data
+    assert labels.shape == files.shape and labels.dtype == np.uint8
+    assert set(np.unique(labels)) <= {0, 1, 2}
+
+
+def test_densify_table_and_progress(files, monkeypatch):
+    monkeypatch.chdir(files.folder)  # relative paths, short enough for the table
+    result = run("densify", "volume.tif", "--slices", "sparse.tif", "-o", "seg.nii.gz", *TRAIN)
+    _assert_ok(result)
+    assert "seg.nii.gz" in result.stdout and "stopped_by" in result.stdout
+    assert "training" in result.stderr  # progress and messages go to stderr
+    assert io.read_labels(files.folder / "seg.nii.gz").data.shape == files.shape
+
+
+def test_densify_quiet_prints_nothing(files):
+    result = run("densify", files.volume, "--slices", files.sparse, "-o", files.folder / "seg.tif", *TRAIN, "-q")
+    _assert_ok(result)
+    assert result.stdout == "" and result.stderr == ""
+    assert (files.folder / "seg.tif").is_file()
+
+
+def test_densify_overwrite(files):
+    out = files.folder / "seg.tif"
+    out.write_bytes(b"old")
+    result = run("densify", files.volume, "--slices", files.sparse, "-o", out, *TRAIN, "--overwrite", "-q")
+    _assert_ok(result)
+    assert io.read_labels(out).data.shape == files.shape
+
+
+def test_densify_two_channels_and_extra_outputs(files):
+    second = files.folder / "second.tif"
+    tifffile.imwrite(second, -tifffile.imread(files.volume))
+    out, weights, prob, preview = (files.folder / n for n in ("seg.tif", "w.tif", "p.tif", "p.png"))
+    result = run(
+        "densify", files.volume, second, "--slices", files.sparse, "-o", out, *TRAIN, "--json",
+        "--weights-out", weights, "--probabilities", prob, "--preview", preview, "--save-model", files.folder / "model",
+    )
+    _assert_ok(result)
+    summary = json.loads(result.stdout)
+    assert set(summary["output"]) == {str(p) for p in (out, weights, prob, preview, files.folder / "model")}
+    assert io.read_volume(prob).data.shape == (3,) + files.shape
+    assert (files.folder / "model" / "weights.pt").is_file()
+
+
+def _painted(files):
+    """Labels painted (background 0) on the whole planes z=3 and y=12 only."""
+    truth = tifffile.imread(files.truth)
+    painted = np.zeros_like(truth)
+    painted[3] = truth[3]
+    painted[:, 12] = truth[:, 12]
+    path = files.folder / "painted.tif"
+    tifffile.imwrite(path, painted)
+    return path
+
+
+def test_densify_with_planes_as_the_shell_splits_them(files):
+    result = run(
+        "densify", files.volume, "--slices", _painted(files), "-o", files.folder / "seg.tif", *TRAIN, "--json",
+        "--planes", "z=3", "y=12",  # the shell hands `--planes z=3 y=12` over like this
+    )
+    _assert_ok(result)
+    assert "z=3 y=12" in json.loads(result.stdout)["annotation"]
+
+
+def test_eval(files):
+    truth = tifffile.imread(files.truth)
+    pred = truth.copy()
+    pred[:, :, :5] = 0
+    tifffile.imwrite(files.folder / "pred.tif", pred)
+    result = run("eval", files.folder / "pred.tif", "--gt", files.truth)
+    _assert_ok(result)
+    assert "IoU" in result.stdout and "mean fg" in result.stdout
+    result = run("eval", files.folder / "pred.tif", "--gt", files.truth, "--ignore", files.sparse, "--json")
+    _assert_ok(result)
+    data = json.loads(result.stdout)
+    sparse = tifffile.imread(files.sparse)
+    expected = score(pred, truth, sparse == 255)
+    assert data["voxels"] == int((sparse == 255).sum())
+    assert [c["label"] for c in data["classes"]] == [0, 1, 2]
+    for row, want in zip(data["classes"], expected.classes):
+        assert row["iou"] == pytest.approx(want.iou)
+    assert data["mean_foreground"]["iou"] == pytest.approx(expected.mean("iou"))
+
+
+def test_eval_json_is_strict_json(files):
+    truth = tifffile.imread(files.truth)
+    tifffile.imwrite(files.folder / "pred.tif", np.zeros_like(truth))  # classes 1, 2 never predicted
+    result = run("eval", files.folder / "pred.tif", "--gt", files.truth, "--json")
+    _assert_ok(result)
+
+    def refuse(constant):
+        raise ValueError(f"{constant} is not JSON")
+
+    json.loads(result.stdout, parse_constant=refuse)
+
+
+# --- bad input: exit code 2, one line naming the problem, nothing written -----------------
+
+
+def _write(files, name, data):
+    path = files.folder / name
+    tifffile.imwrite(path, data)
+    return path
+
+
+def _sparse(files):
+    return tifffile.imread(files.sparse)
+
+
+def _volume(files):
+    return tifffile.imread(files.volume)
+
+
+def _densify(files, volume=None, slices=None, out=None, *extra):
+    return ["densify", volume or files.volume, "--slices", slices or files.sparse, "-o", out or files.folder / "seg.tif",
+            *TRAIN, *extra]
+
+
+def _with_nan(files):
+    volume = _volume(files)
+    volume[2, 3, 4] = np.nan
+    return _densify(files, _write(files, "nan.tif", volume)), ["nan.tif", "NaN"]
+
+
+def _with_inf(files):
+    volume = _volume(files)
+    volume[2, 3, 4] = np.inf
+    return _densify(files, _write(files, "inf.tif", volume)), ["inf.tif", "Inf"]
+
+
+def _labels_case(name, make, needle):
+    def case(files):
+        return _densify(files, None, _write(files, name, make(files))), [name, needle]
+
+    return case
+
+
+def _no_annotation(files):
+    return np.full(files.shape, 255, np.uint8)
+
+
+def _one_class(files):
+    sparse = _sparse(files)
+    sparse[sparse != 255] = 0
+    return sparse
+
+
+def _non_integer(files):
+    sparse = _sparse(files).astype(np.float32)
+    sparse[sparse == 1] = 1.5
+    return sparse
+
+
+def _too_large(files):
+    sparse = _sparse(files).astype(np.uint32)
+    sparse[sparse == 2] = 70000
+    return sparse
+
+
+def _negative(files):
+    sparse = _sparse(files).astype(np.int16)
+    sparse[sparse == 2] = -2
+    return sparse
+
+
+def _ambiguous(files):
+    painted = np.zeros(files.shape, np.uint8)
+    painted[3, 5:8, 5:8] = 1
+    painted[2:4, 12, 5:8] = 2
+    return painted
+
+
+def _other_shape(files):
+    return _densify(files, None, _write(files, "small.tif", _sparse(files)[:, :, :-1])), ["small.tif", "differs"]
+
+
+def _channel_shapes(files):
+    other = _write(files, "other.tif", _volume(files)[:-1])
+    return ["densify", files.volume, other, "--slices", files.sparse, "-o", files.folder / "seg.tif", *TRAIN], [
+        "other.tif", "shape"]
+
+
+def _two_d(files):
+    return _densify(files, _write(files, "flat.tif", _volume(files)[0])), ["flat.tif", "3D"]
+
+
+def _missing_volume(files):
+    return _densify(files, files.folder / "missing.tif"), ["missing.tif", "no such file"]
+
+
+def _missing_labels(files):
+    return _densify(files, None, files.folder / "missing.nii.gz"), ["missing.nii.gz", "no such file"]
+
+
+def _unsupported_volume(files):
+    path = files.folder / "volume.png"
+    path.write_bytes(b"\x89PNG")
+    return _densify(files, path), ["volume.png", "unsupported"]
+
+
+def _corrupt_volume(files):
+    path = files.folder / "corrupt.tif"
+    path.write_bytes(b"II*\x00garbage")
+    return _densify(files, path), ["corrupt.tif", "cannot read"]
+
+
+def _unsupported_output(files):
+    return _densify(files, None, None, files.folder / "seg.png"), ["seg.png", "unsupported"]
+
+
+def _missing_folder(files):
+    return _densify(files, None, None, files.folder / "nowhere" / "seg.tif"), ["nowhere", "does not exist"]
+
+
+def _output_exists(files):
+    out = files.folder / "seg.tif"
+    out.write_bytes(b"old")
+    return _densify(files, None, None, out), ["seg.tif", "--overwrite"]
+
+
+def _same_outputs(files):
+    out = files.folder / "seg.tif"
+    return _densify(files, None, None, out, "--weights-out", out), ["differ"]
+
+
+def _cuda(files):
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA GPU is available here")
+    return _densify(files) + ["--device", "cuda"], ["--device cuda"]
+
+
+def _plane_out_of_range(files):
+    return _densify(files, None, None, None, "--planes", "z=99"), ["--planes", "z=99"]
+
+
+def _plane_two_axes(files):
+    return _densify(files, None, None, None, "--planes", "zy=3"), ["--planes", "zy=3"]
+
+
+def _plane_without_option(files):
+    return ["densify", files.volume, "y=12", "--slices", files.sparse, "-o", files.folder / "seg.tif", *TRAIN], [
+        "y=12", "--planes"]
+
+
+def _bad_time_budget(files):
+    return _densify(files, None, None, None, "--time-budget", "soon"), ["soon", "time budget"]
+
+
+def _bad_patch(files):
+    return _densify(files, None, None, None, "--patch", "8,16"), ["--patch", "8,16"]
+
+
+def _patch_not_multiple(files):
+    return _densify(files, None, None, None, "--patch", "6,16,16"), ["--patch", "multiple"]
+
+
+def _negative_iterations(files):
+    return _densify(files, None, None, None, "--iterations", "-1"), ["iterations"]
+
+
+def _bad_init(files):
+    return _densify(files, None, None, None, "--init", files.folder / "no_model"), ["no_model"]
+
+
+
+DENSIFY_BAD = [
+    pytest.param(_missing_volume, id="missing-volume"),
+    pytest.param(_missing_labels, id="missing-labels"),
+    pytest.param(_unsupported_volume, id="unsupported-suffix"),
+    pytest.param(_corrupt_volume, id="corrupt-file"),
+    pytest.param(_other_shape, id="labels-shape-differs"),
+    pytest.param(_channel_shapes, id="channel-shapes-differ"),
+    pytest.param(_two_d, id="2d-image"),
+    pytest.param(_labels_case("none.tif", _no_annotation, "no voxel is annotated"), id="no-annotated-voxel"),
+    pytest.param(_labels_case("one.tif", _one_class, "only class 0"), id="one-class"),
+    pytest.param(_labels_case("float.tif", _non_integer, "whole numbers"), id="non-integer-ids"),
+    pytest.param(_labels_case("large.tif", _too_large, "65535"), id="ids-above-65535"),
+    pytest.param(_labels_case("negative.tif", _negative, "65535"), id="negative-ids"),
+    pytest.param(_labels_case("ambiguous.tif", _ambiguous, "--planes"), id="ambiguous-painting"),
+    pytest.param(_with_nan, id="nan"),
+    pytest.param(_with_inf, id="inf"),
+    pytest.param(_unsupported_output, id="unsupported-output"),
+    pytest.param(_missing_folder, id="output-folder-missing"),
+    pytest.param(_output_exists, id="output-exists"),
+    pytest.param(_same_outputs, id="outputs-collide"),
+    pytest.param(_cuda, id="cuda-without-gpu"),
+    pytest.param(_plane_out_of_range, id="plane-out-of-range"),
+    pytest.param(_plane_two_axes, id="plane-axis-zy"),
+    pytest.param(_plane_without_option, id="plane-without-option"),
+    pytest.param(_bad_time_budget, id="bad-time-budget"),
+    pytest.param(_bad_patch, id="bad-patch"),
+    pytest.param(_patch_not_multiple, id="patch-not-multiple"),
+    pytest.param(_negative_iterations, id="negative-iterations"),
+    pytest.param(_bad_init, id="missing-init-model"),
+]
+
+
+def _assert_bad_input(result, needles):
+    assert result.exit_code == 2, result.output
+    assert result.stdout == ""
+    assert "Traceback" not in result.output
+    assert isinstance(result.exception, SystemExit)
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ")
+    for needle in needles:
+        assert needle in last, (needle, last)
+
+
+@pytest.mark.parametrize("case", DENSIFY_BAD)
+def test_densify_bad_input(files, case, listing):
+    args, needles = case(files)
+    before = listing(files.folder)
+    result = run(*args)
+    _assert_bad_input(result, needles)
+    assert listing(files.folder) == before  # nothing written, nothing replaced
+
+
+@pytest.mark.parametrize(
+    "case",
+    [_missing_labels, _other_shape, _labels_case("one.tif", _one_class, "only class 0")],
+    ids=["missing-labels", "labels-shape-differs", "one-class"],
+)
+def test_densify_bad_input_quiet_is_one_line(files, case):
+    args, _ = case(files)
+    result = run(*args, "--quiet")
+    assert result.exit_code == 2
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "case", [_missing_labels, _labels_case("one.tif", _one_class, "only class 0")], ids=["missing-labels", "one-class"]
+)
+def test_densify_bad_input_is_one_line(files, case):
+    args, _ = case(files)
+    result = run(*args)
+    assert result.exit_code == 2
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def _eval_missing(files):
+    return ["eval", files.folder / "missing.tif", "--gt", files.truth], ["missing.tif", "no such file"]
+
+
+def _eval_shapes(files):
+    small = _write(files, "small.tif", tifffile.imread(files.truth)[1:])
+    return ["eval", small, "--gt", files.truth], ["small.tif", "differs"]
+
+
+def _eval_ignore_shape(files):
+    small = _write(files, "small.tif", _sparse(files)[1:])
+    return ["eval", files.truth, "--gt", files.truth, "--ignore", small], ["small.tif", "differs"]
+
+
+def _eval_suffix(files):
+    return ["eval", files.truth, "--gt", files.folder / "truth.csv"], ["truth.csv", "unsupported"]
+
+
+def _eval_4d(files):
+    stack = _write(files, "stack.tif", np.stack([tifffile.imread(files.truth)] * 2))
+    return ["eval", stack, "--gt", files.truth], ["stack.tif", "3D"]
+
+
+@pytest.mark.parametrize(
+    "case",
+    [_eval_missing, _eval_shapes, _eval_ignore_shape, _eval_suffix, _eval_4d],
+    ids=["missing", "shapes-differ", "ignore-shape-differs", "unsupported-suffix", "4d-labels"],
+)
+def test_eval_bad_input(files, case, listing):
+    args, needles = case(files)
+    before = listing(files.folder)
+    result = run(*args)
+    _assert_bad_input(result, needles)
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert listing(files.folder) == before
+
+
+def test_no_arguments_shows_help():
+    result = run()
+    assert "densify" in result.output and "eval" in result.output

@@ -1,0 +1,69 @@
+"""Tests for sparseseg.preprocess: normalisation and patch shapes."""
+
+import numpy as np
+import pytest
+
+from sparseseg import preprocess
+
+
+def test_normalise_per_channel():
+    rng = np.random.default_rng(0)
+    image = np.stack([rng.normal(100, 10, (6, 8, 8)), rng.normal(-3, 0.1, (6, 8, 8))]).astype(np.float32)
+    out = preprocess.normalise(image)
+    assert out.shape == image.shape and out.dtype == np.float32
+    np.testing.assert_allclose(out.mean(axis=(1, 2, 3)), 0, atol=1e-5)
+    np.testing.assert_allclose(out.std(axis=(1, 2, 3)), 1, atol=1e-4)
+
+
+def test_normalise_is_robust_to_outliers():
+    rng = np.random.default_rng(0)
+    image = rng.normal(0, 1, (1, 10, 20, 20)).astype(np.float32)
+    spiked = image.copy()
+    spiked[0, 0, 0, 0] = 1e9
+    out, out_spiked = preprocess.normalise(image), preprocess.normalise(spiked)
+    assert np.abs(out_spiked).max() < 10
+    np.testing.assert_allclose(out_spiked.ravel()[1:], out.ravel()[1:], atol=0.05)
+
+
+def test_normalise_constant_channel_gives_zeros():
+    out = preprocess.normalise(np.full((1, 3, 4, 5), 7.0, dtype=np.float32))
+    assert np.all(out == 0)
+
+
+def test_normalise_needs_channels():
+    with pytest.raises(ValueError):
+        preprocess.normalise(np.zeros((3, 4, 5), dtype=np.float32))
+
+
+def test_anisotropy():
+    assert preprocess.anisotropy(None) == (1.0, 1.0, 1.0)
+    assert preprocess.anisotropy((50, 4, 4)) == (12.5, 1.0, 1.0)
+    assert preprocess.anisotropy((1, 2, 4)) == (1.0, 2.0, 4.0)
+
+
+def test_default_patch_is_thin_across_planes_of_one_axis():
+    patch = preprocess.default_patch((100, 200, 200), {"z": [10, 50], "y": [], "x": []}, None, (8, 8, 8))
+    assert patch == (16, 64, 64)
+    patch = preprocess.default_patch((100, 200, 200), {"z": [], "y": [], "x": [3]}, None, (8, 8, 8))
+    assert patch == (64, 64, 16)
+
+
+def test_default_patch_is_a_cube_for_planes_on_several_axes():
+    patch = preprocess.default_patch((100, 200, 200), {"z": [10], "y": [20], "x": []}, None, (8, 8, 8))
+    assert patch == (64, 64, 64)
+
+
+def test_default_patch_follows_spacing_and_volume():
+    # 50x4x4 nm: a physical cube 64 voxels of 4 nm wide is ~5 sections deep
+    patch = preprocess.default_patch((40, 500, 500), {}, (50, 4, 4), (1, 8, 8))
+    assert patch == (5, 64, 64)
+    # a volume smaller than the patch: the patch shrinks to it, rounded up to the multiple
+    patch = preprocess.default_patch((12, 24, 20), {}, None, (8, 8, 8))
+    assert patch == (16, 24, 24)
+    for p, m in zip(preprocess.default_patch((30, 70, 90), {"z": [1]}, (3, 1, 1), (2, 8, 8)), (2, 8, 8)):
+        assert p % m == 0
+
+
+def test_inference_patch():
+    assert preprocess.inference_patch((16, 64, 64), (100, 300, 300), (8, 8, 8)) == (32, 128, 128)
+    assert preprocess.inference_patch((16, 64, 64), (20, 100, 300), (8, 8, 8)) == (24, 104, 128)

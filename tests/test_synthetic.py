@@ -1,0 +1,61 @@
+"""Tests for sparseseg.synthetic, which the other tests rely on."""
+
+import numpy as np
+import pytest
+
+from sparseseg import synthetic
+
+
+def test_blobs_are_deterministic_and_labelled():
+    image, labels = synthetic.blobs((8, 16, 16), seed=3)
+    image2, labels2 = synthetic.blobs((8, 16, 16), seed=3)
+    assert image.dtype == np.float32 and labels.dtype == np.uint8
+    assert image.shape == labels.shape == (8, 16, 16)
+    np.testing.assert_array_equal(image, image2)
+    np.testing.assert_array_equal(labels, labels2)
+    assert not np.array_equal(synthetic.blobs((8, 16, 16), seed=4)[1], labels)
+    assert set(np.unique(labels)) <= {0, 1, 2}
+
+
+def test_blob_classes_differ_in_brightness():
+    image, labels = synthetic.blobs((24, 48, 48), seed=1)
+    means = [image[labels == k].mean() for k in (0, 1, 2)]
+    assert means[1] > means[0] > means[2]
+
+
+@pytest.mark.parametrize(
+    "size, k",
+    [
+        (10, 1),
+        (10, 3),
+        (10, 9),
+        (100, 7),
+    ],
+)
+def test_evenly_spaced(size, k):
+    planes = synthetic.evenly_spaced(size, k)
+    assert len(planes) == len(set(planes)) == k
+    assert planes == sorted(planes)
+    assert all(0 <= p < size for p in planes)
+
+
+@pytest.mark.parametrize("size, k", [(10, 0), (3, 4), (5, 5)])
+def test_evenly_spaced_rejects(size, k):
+    with pytest.raises(ValueError):
+        synthetic.evenly_spaced(size, k)
+
+
+def test_sparsify_keeps_whole_planes(blobs_small):
+    labels = blobs_small[1]
+    sparse, planes = synthetic.sparsify(labels, 2, axes="zx")
+    assert planes["y"] == [] and len(planes["z"]) == len(planes["x"]) == 2
+    kept = np.zeros(labels.shape, dtype=bool)
+    kept[planes["z"]] = True
+    kept[:, :, planes["x"]] = True
+    np.testing.assert_array_equal(sparse[kept], labels[kept])
+    assert np.all(sparse[~kept] == 255)
+
+
+def test_sparsify_widens_dtype_for_a_large_unlabeled_value(blobs_small):
+    sparse, _ = synthetic.sparsify(blobs_small[1], 1, unlabeled=1000)
+    assert sparse.dtype == np.uint16 and (sparse == 1000).any()
