@@ -52,7 +52,7 @@ def handle_errors(command):
             err.print(f"error: {exc}", style="red", markup=False, soft_wrap=True)
             raise typer.Exit(EXIT_BAD_INPUT) from None
         except KeyboardInterrupt:
-            err.print("interrupted: nothing written", style="red")
+            err.print("interrupted (no output is left half-written)", style="red")
             raise typer.Exit(EXIT_INTERRUPTED) from None
         except typer.Exit:
             raise

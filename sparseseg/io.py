@@ -321,5 +321,5 @@ def read_model(folder: str | os.PathLike) -> tuple[dict, dict]:
     try:
         state = torch.load(weights, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise InputError(f"{weights}: cannot read weights ({exc})") from exc
+        raise InputError(f"{weights}: cannot read weights, not a file written by sparseseg ({type(exc).__name__})") from exc
     return meta, state

@@ -201,7 +201,8 @@ def load_model(folder: str | os.PathLike) -> Model:
         network = UNet3D(int(meta["in_channels"]), len(classes), config.base, [tuple(p) for p in meta["pools"]])
         network.load_state_dict(state)
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-        raise InputError(f"{folder}: not a sparseseg model folder ({type(exc).__name__}: {exc})") from exc
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise InputError(f"{folder}: not a sparseseg model folder ({type(exc).__name__}: {first[:200]})") from exc
     return Model(network.eval(), classes, config, int(meta["in_channels"]))
 
 
@@ -332,6 +333,8 @@ def train_files(
     for pair in pairs:
         volumes, labels = parse_pair(pair)
         image, annotation, how = _read_pair(volumes, labels, config, None)
+        if images and image.data.shape[0] != images[0].shape[0]:
+            raise InputError(f"--pair {pair}: {image.data.shape[0]} channels, the first pair has {images[0].shape[0]}")
         log.info("%s: %s", labels, how)
         config = _with_spacing(config, image)
         images.append(image.data)
@@ -385,8 +388,12 @@ def suggest(
         volume = io.read_volume(probabilities)
         if volume.data.ndim != 4 or volume.data.shape[1:] != shape:
             raise InputError(f"{volume.path}: expected (classes, {', '.join(map(str, shape))}) probabilities, got {volume.data.shape}")
+        if volume.data.shape[0] < 2:
+            raise InputError(f"{volume.path}: expected one channel per class (at least 2), got {volume.data.shape[0]}")
         scale = 255.0 if volume.data.dtype == np.uint8 else 1.0
         probs = volume.data.astype(np.float32) / scale
+        if not np.isfinite(probs).all() or probs.min() < 0 or probs.max() > 1:
+            raise InputError(f"{volume.path}: probabilities must be finite (no NaN or Inf) and lie in 0..1 (or uint8 0..255)")
     else:
         probs = segment(load_model(model), image.data, device).probabilities
     annotated = None
@@ -511,9 +518,11 @@ def sweep(
         report = Path(report)
         if not report.parent.is_dir():
             raise InputError(f"{report}: folder {report.parent} does not exist")
-        report.mkdir(exist_ok=True)
+        if report.exists() and not report.is_dir():
+            raise InputError(f"{report}: exists and is not a folder")
         for name in names:
-            io.check_output(report / name, overwrite, suffixes=(Path(name).suffix,))
+            if (report / name).exists() and not overwrite:
+                raise InputError(f"{report / name}: exists already (use --overwrite to replace it)")
     image = io.read_image(volumes)
     truth = io.read_labels(gt)
     check_class_ids(truth.data, str(truth.path))
@@ -521,8 +530,11 @@ def sweep(
         raise InputError(f"{truth.path}: shape {truth.data.shape} differs from the volume's {image.data.shape[1:]}")
     for k in ks:
         for a in axes:
-            if k > image.data.shape[1 + "zyx".index(a)]:
-                raise InputError(f"--planes {k}: the volume has only {image.data.shape[1 + 'zyx'.index(a)]} planes along {a}")
+            size = image.data.shape[1 + "zyx".index(a)]
+            if k >= size:
+                raise InputError(f"--planes {k}: the volume has {size} planes along {a}; give fewer than {size}")
+    if report is not None:
+        report.mkdir(exist_ok=True)
     rows = sweep_arrays(image.data, truth.data, ks, axes, _with_spacing(config, image), progress_for)
     written = [] if report is None else _write_sweep_report(report, rows, overwrite)
     return rows, written

@@ -21,7 +21,7 @@ def entropy(probabilities: np.ndarray) -> np.ndarray:
     if probabilities.ndim != 4 or probabilities.shape[0] < 2:
         raise ValueError(f"expected (K, Z, Y, X) probabilities with K >= 2, got shape {probabilities.shape}")
     p = np.clip(probabilities.astype(np.float32), 1e-7, 1.0)
-    return -(p * np.log(p)).sum(axis=0) / np.log(probabilities.shape[0])
+    return np.clip(-(p * np.log(p)).sum(axis=0) / np.log(probabilities.shape[0]), 0.0, 1.0)
 
 
 def plane_uncertainty(probabilities: np.ndarray) -> dict[str, np.ndarray]:
@@ -43,6 +43,11 @@ def rank_planes(
     """
     if top < 1:
         raise ValueError(f"top must be >= 1, got {top}")
+    if set(uncertainty) != set(AXES):
+        raise ValueError(f"uncertainty needs the axes z, y, x, got {sorted(uncertainty)}")
+    for axis, values in uncertainty.items():
+        if not np.all(np.isfinite(values)):
+            raise ValueError(f"uncertainty along {axis} holds non-finite values")
     annotated = annotated or {}
     taken = {a: list(annotated.get(a, [])) for a in AXES}
     candidates = sorted(

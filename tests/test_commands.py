@@ -1,0 +1,764 @@
+"""Tests for the train, predict, suggest, preview and sweep commands, model folders, warm starts and Ctrl-C.
+
+Every training here is tiny (a few steps of a 4-channel-wide U-Net on a 12x24x24 volume). Torch
+runs on one thread while these tests run: on a busy 2-core machine two threads that wait for each
+other make a step 100x slower.
+"""
+
+import json
+import os
+import pickle
+import shutil
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from sparseseg import __version__, cli, io, pipeline, synthetic
+from sparseseg import labels as L
+from sparseseg.suggest import plane_uncertainty, rank_planes
+
+TRAIN = ["--iterations", "3", "--base", "4", "--patch", "8,16,16", "--seed", "0", "--device", "cpu", "--batch-size", "1"]
+CLASSES = [0, 10, 200]  # the class values of the `trained` model
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_torch_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def run(*args):
+    return CliRunner().invoke(cli.app, [str(a) for a in args])
+
+
+def _refuse_constant(constant):
+    raise ValueError(f"{constant} is not strict JSON")
+
+
+def _one_json(result) -> dict:
+    """The command succeeded and printed exactly one line of strict JSON (an object) on stdout, nothing else."""
+    assert result.exit_code == 0, result.output
+    assert result.stdout.endswith("\n") and result.stdout.count("\n") == 1, result.stdout
+    data = json.loads(result.stdout, parse_constant=_refuse_constant)
+    assert isinstance(data, dict)
+    return data
+
+
+def _bad_input(result, *needles) -> str:
+    """Exit 2, nothing on stdout; stderr ends with one line 'error: ...' holding every needle (log lines may precede it)."""
+    assert result.exit_code == 2, result.output
+    assert result.stdout == ""
+    assert "Traceback" not in result.output
+    lines = result.stderr.strip().splitlines()
+    assert lines and lines[-1].startswith("error: "), result.stderr
+    assert sum(line.startswith("error: ") for line in lines) == 1, result.stderr
+    for needle in needles:
+        assert str(needle) in lines[-1], (needle, lines[-1])
+    return lines[-1]
+
+
+def _stop_at(step):
+    """A progress callback that presses Ctrl-C after ``step`` training steps; ``.calls`` counts its calls."""
+
+    def progress(iteration, loss, elapsed):
+        progress.calls += 1
+        if iteration >= step:
+            raise KeyboardInterrupt
+
+    progress.calls = 0
+    return progress
+
+
+def _relabel(labels):
+    """Class ids 0, 1, 2 -> 0, 10, 200; everything else (255 = unlabeled) unchanged."""
+    lut = np.arange(256, dtype=np.uint8)
+    lut[1], lut[2] = 10, 200
+    return lut[labels]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, blobs_small, sparse_small):
+    """One model trained through `densify --save-model` (classes 0, 10, 200, spacing 2,1,1), read-only for the tests."""
+    folder = tmp_path_factory.mktemp("trained")
+    image, truth = blobs_small
+    sparse, planes = sparse_small
+    t = SimpleNamespace(folder=folder, volume=folder / "volume.tif", sparse=folder / "sparse.tif",
+                        truth=folder / "truth.tif", seg=folder / "seg.tif", prob=folder / "prob.tif",
+                        model=folder / "model", planes=planes, shape=image.shape, image=image)
+    tifffile.imwrite(t.volume, image)
+    tifffile.imwrite(t.sparse, _relabel(sparse))
+    tifffile.imwrite(t.truth, _relabel(truth))
+    t.result = run("densify", t.volume, "--slices", t.sparse, "-o", t.seg, "--probabilities", t.prob,
+                   "--save-model", t.model, "--spacing", "2,1,1", *TRAIN, "--json")
+    assert t.result.exit_code == 0, t.result.output
+    return t
+
+
+# --- model folders -------------------------------------------------------------------------
+
+
+def test_densify_save_model_json(trained):
+    summary = _one_json(trained.result)
+    assert summary["output"] == [str(p) for p in (trained.seg, trained.prob, trained.model)]
+    assert summary["classes"] == CLASSES and summary["iterations"] == 3
+    assert "training on cpu" in trained.result.stderr  # the log goes to stderr, not stdout
+    seg = io.read_labels(trained.seg).data
+    assert seg.shape == trained.shape and seg.dtype == np.uint8
+    assert set(np.unique(seg)) <= set(CLASSES)
+
+
+def test_model_folder_holds_config_and_weights(trained):
+    assert sorted(p.name for p in trained.model.iterdir()) == ["config.json", "weights.pt"]
+    meta = json.loads((trained.model / "config.json").read_text(), parse_constant=_refuse_constant)
+    assert meta["sparseseg_version"] == __version__
+    assert meta["in_channels"] == 1
+    assert meta["classes"] == CLASSES
+    assert meta["pools"] == [[1, 2, 2], [2, 2, 2], [2, 2, 2]]  # z is twice as coarse: no pooling along it first
+    assert isinstance(meta["normalisation"], str) and "percentile" in meta["normalisation"]
+    config = meta["config"]
+    assert config["spacing"] == [2.0, 1.0, 1.0]
+    assert config["base"] == 4 and config["patch"] == [8, 16, 16] and config["seed"] == 0
+    assert config["iterations"] == 3 and config["device"] == "cpu"
+
+
+def test_weights_are_a_plain_tensor_state_dict(trained):
+    state = torch.load(trained.model / "weights.pt", map_location="cpu", weights_only=True)
+    assert isinstance(state, dict) and state
+    assert all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items())
+    model = pipeline.load_model(trained.model)
+    expected = model.network.state_dict()
+    assert state.keys() == expected.keys()
+    for name, tensor in state.items():
+        torch.testing.assert_close(tensor, expected[name], rtol=0, atol=0)
+
+
+def test_load_model_round_trip_predicts_the_same(trained):
+    model = pipeline.load_model(trained.model)
+    np.testing.assert_array_equal(model.classes, CLASSES)
+    assert model.in_channels == 1 and model.config.spacing == (2.0, 1.0, 1.0) and model.config.patch == (8, 16, 16)
+    assert not model.network.training
+    segmentation = pipeline.segment(model, trained.image[None])
+    np.testing.assert_array_equal(segmentation.labels, io.read_labels(trained.seg).data)
+    scaled = np.round(segmentation.probabilities * 255).astype(np.uint8)
+    np.testing.assert_array_equal(scaled, io.read_volume(trained.prob).data)
+
+
+def test_densify_refuses_an_existing_model_folder(trained, tmp_path, listing):
+    model = tmp_path / "model"
+    shutil.copytree(trained.model, model)
+    before = listing(tmp_path)
+    result = run("densify", trained.volume, "--slices", trained.sparse, "-o", tmp_path / "seg.tif",
+                 "--save-model", model, *TRAIN)
+    _bad_input(result, "model", "--overwrite")
+    assert listing(tmp_path) == before
+
+
+def test_densify_overwrites_a_model_folder_with_overwrite(trained, tmp_path):
+    model = tmp_path / "model"
+    shutil.copytree(trained.model, model)
+    (model / "config.json").write_text(json.dumps({**json.loads((model / "config.json").read_text()), "marker": 1}))
+    result = run("densify", trained.volume, "--slices", trained.sparse, "-o", tmp_path / "seg.tif",
+                 "--save-model", model, *TRAIN, "--iterations", "1", "--overwrite", "-q")
+    assert result.exit_code == 0, result.output
+    assert "marker" not in json.loads((model / "config.json").read_text())
+    assert pipeline.load_model(model).in_channels == 1
+
+
+class _RunsCode:
+    """Unpickling this creates ``marker``: a weights file that would run code when opened."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def _no_folder(folder, trained):
+    return folder / "missing", ["missing", "no such model folder"]
+
+
+def _empty_folder(folder, trained):
+    (folder / "empty").mkdir()
+    return folder / "empty", ["empty", "config.json", "no such file"]
+
+
+def _a_file(folder, trained):
+    (folder / "file.txt").write_text("x")
+    return folder / "file.txt", ["file.txt", "no such model folder"]
+
+
+def _broken_json(folder, trained):
+    shutil.copytree(trained.model, folder / "m")
+    (folder / "m" / "config.json").write_text("{not json")
+    return folder / "m", ["config.json", "JSON"]
+
+
+def _no_weights(folder, trained):
+    shutil.copytree(trained.model, folder / "m")
+    (folder / "m" / "weights.pt").unlink()
+    return folder / "m", ["weights.pt", "no such file"]
+
+
+def _garbage_weights(folder, trained):
+    shutil.copytree(trained.model, folder / "m")
+    (folder / "m" / "weights.pt").write_bytes(b"not a torch file")
+    return folder / "m", ["weights.pt", "cannot read weights"]
+
+
+def _code_in_weights(folder, trained):
+    shutil.copytree(trained.model, folder / "m")
+    torch.save({"w": _RunsCode(folder / "ran")}, folder / "m" / "weights.pt")
+    return folder / "m", ["weights.pt", "cannot read weights"]
+
+
+def _missing_key(folder, trained):
+    shutil.copytree(trained.model, folder / "m")
+    meta = json.loads((folder / "m" / "config.json").read_text())
+    del meta["classes"]
+    (folder / "m" / "config.json").write_text(json.dumps(meta))
+    return folder / "m", ["not a sparseseg model folder", "classes"]
+
+
+def _weights_of_another_shape(folder, trained):
+    shutil.copytree(trained.model, folder / "m")
+    meta = json.loads((folder / "m" / "config.json").read_text())
+    meta["in_channels"] = 2
+    (folder / "m" / "config.json").write_text(json.dumps(meta))
+    return folder / "m", ["not a sparseseg model folder"]
+
+
+NOT_A_MODEL = [
+    pytest.param(_no_folder, id="missing"),
+    pytest.param(_empty_folder, id="empty-folder"),
+    pytest.param(_a_file, id="a-file"),
+    pytest.param(_broken_json, id="broken-config"),
+    pytest.param(_no_weights, id="no-weights"),
+    pytest.param(_garbage_weights, id="garbage-weights"),
+    pytest.param(_code_in_weights, id="weights-that-run-code"),
+    pytest.param(_missing_key, id="config-without-classes"),
+    pytest.param(_weights_of_another_shape, id="weights-do-not-fit"),
+]
+
+
+@pytest.mark.parametrize("case", NOT_A_MODEL)
+def test_predict_refuses_what_is_not_a_model(case, trained, tmp_path, listing):
+    folder, needles = case(tmp_path, trained)
+    before = listing(tmp_path)
+    result = run("predict", folder, trained.volume, "-o", tmp_path / "out.tif")
+    assert result.exit_code == 2, result.output
+    assert result.stdout == "" and "Traceback" not in result.output
+    assert result.stderr.startswith("error: ")
+    for needle in needles:
+        assert needle in result.stderr, (needle, result.stderr)
+    assert listing(tmp_path) == before  # nothing written, and no code ran
+    assert not (tmp_path / "ran").exists()
+
+
+@pytest.mark.parametrize(
+    "case",
+    [pytest.param(p.values[0], id=p.id) for p in NOT_A_MODEL],
+)
+def test_not_a_model_message_is_one_line(case, trained, tmp_path):
+    folder, needles = case(tmp_path, trained)
+    _bad_input(run("predict", folder, trained.volume, "-o", tmp_path / "out.tif"), *needles)
+
+
+# --- train ---------------------------------------------------------------------------------
+
+
+def test_train_two_volumes(files, tmp_path):
+    image, truth = synthetic.blobs((16, 32, 32), seed=3)
+    sparse, _ = synthetic.sparsify(truth, 2)
+    tifffile.imwrite(tmp_path / "v2.tif", image)
+    tifffile.imwrite(tmp_path / "s2.tif", sparse)
+    folder = tmp_path / "model"
+    second = f"{tmp_path / 'v2.tif'}:{tmp_path / 's2.tif'}"
+    result = run("train", "--pair", f"{files.volume}:{files.sparse}", "--pair", second, "-o", folder, *TRAIN, "--json")
+    summary = _one_json(result)
+    assert summary["model"] == str(folder)
+    assert summary["classes"] == [0, 1, 2] and summary["iterations"] == 3 and summary["stopped_by"] == "iterations"
+    assert "sparse.tif" in result.stderr and "s2.tif" in result.stderr  # both label files were read
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "weights.pt"]
+    model = pipeline.load_model(folder)
+    assert model.in_channels == 1 and model.classes.tolist() == [0, 1, 2]
+    again = run("train", "--pair", f"{files.volume}:{files.sparse}", "-o", folder, *TRAIN)
+    _bad_input(again, "model", "--overwrite")
+
+
+def test_train_two_channels_then_predict_needs_two_channels(files, tmp_path, listing):
+    second = tmp_path / "second.tif"
+    tifffile.imwrite(second, -tifffile.imread(files.volume))
+    folder = tmp_path / "model"
+    result = run("train", "--pair", f"{files.volume},{second}:{files.sparse}", "-o", folder, *TRAIN, "-q")
+    assert result.exit_code == 0, result.output
+    meta = json.loads((folder / "config.json").read_text())
+    assert meta["in_channels"] == 2
+    before = listing(tmp_path)
+    one = run("predict", folder, files.volume, "-o", tmp_path / "seg.tif")
+    line = _bad_input(one, "channel", "2")
+    assert "volume.tif" in line or str(folder) in line
+    assert listing(tmp_path) == before
+    two = run("predict", folder, files.volume, second, "-o", tmp_path / "seg.tif", "-q")
+    assert two.exit_code == 0, two.output
+    assert io.read_labels(tmp_path / "seg.tif").data.shape == files.shape
+
+
+@pytest.mark.parametrize("pair", ["{v}", "{v}:", ":{s}", "{v}{s}"], ids=["no-colon", "no-labels", "no-volume", "no-colon-2"])
+def test_train_refuses_bad_pair_syntax(files, pair, listing):
+    pair = pair.format(v=files.volume.name, s=files.sparse.name)
+    before = listing(files.folder)
+    result = run("train", "--pair", pair, "-o", files.folder / "model", *TRAIN)
+    _bad_input(result, "--pair", "VOLUME")
+    assert listing(files.folder) == before
+
+
+def test_train_refuses_pairs_with_different_channel_counts(files, listing):
+    second = files.folder / "second.tif"
+    tifffile.imwrite(second, tifffile.imread(files.volume))
+    before = listing(files.folder)
+    result = run("train", "--pair", f"{files.volume}:{files.sparse}", "--pair", f"{files.volume},{second}:{files.sparse}",
+                 "-o", files.folder / "model", *TRAIN)
+    _bad_input(result, "channels", "the first pair has 1")
+    assert listing(files.folder) == before
+
+
+def test_train_needs_a_pair(files):
+    result = run("train", "-o", files.folder / "model", *TRAIN)
+    assert result.exit_code == 2 and "--pair" in result.output
+    assert not (files.folder / "model").exists()
+
+
+# --- predict -------------------------------------------------------------------------------
+
+
+def test_predict_writes_segmentation_probabilities_and_preview(trained, tmp_path):
+    out, prob, png = tmp_path / "seg.tif", tmp_path / "p.tif", tmp_path / "seg.png"
+    result = run("predict", trained.model, trained.volume, "-o", out, "--probabilities", prob, "--preview", png, "--json")
+    summary = _one_json(result)
+    assert summary["output"] == [str(out), str(prob), str(png)]
+    assert summary["classes"] == CLASSES and len(summary["window"]) == 3
+    seg = io.read_labels(out).data
+    assert seg.shape == trained.shape and seg.dtype == np.uint8
+    assert set(np.unique(seg)) <= set(CLASSES)
+    np.testing.assert_array_equal(seg, io.read_labels(trained.seg).data)  # the model that densify used
+    probabilities = io.read_volume(prob).data
+    assert probabilities.shape == (3,) + trained.shape and probabilities.dtype == np.uint8
+    np.testing.assert_array_equal(probabilities, io.read_volume(trained.prob).data)
+    with Image.open(png) as picture:
+        assert picture.format == "PNG" and picture.mode == "RGB" and min(picture.size) > 16
+
+
+def test_predict_uint16_class_values(files, tmp_path):
+    truth = np.array([0, 7, 1000], np.uint16)[tifffile.imread(files.truth)]
+    sparse, _ = synthetic.sparsify(truth, 2)
+    tifffile.imwrite(tmp_path / "s16.tif", sparse)
+    folder = tmp_path / "model"
+    assert run("train", "--pair", f"{files.volume}:{tmp_path / 's16.tif'}", "-o", folder, *TRAIN, "-q").exit_code == 0
+    summary = _one_json(run("predict", folder, files.volume, "-o", tmp_path / "seg.nii.gz", "--json"))
+    assert summary["classes"] == [0, 7, 1000]
+    seg = io.read_labels(tmp_path / "seg.nii.gz").data
+    assert seg.shape == files.shape and seg.dtype == np.uint16 and set(np.unique(seg)) <= {0, 7, 1000}
+
+
+def test_predict_refuses_an_existing_output(trained, tmp_path):
+    out = tmp_path / "seg.tif"
+    out.write_bytes(b"old")
+    _bad_input(run("predict", trained.model, trained.volume, "-o", out), "seg.tif", "--overwrite")
+    assert out.read_bytes() == b"old"
+    png = tmp_path / "p.png"
+    png.write_bytes(b"old")
+    _bad_input(run("predict", trained.model, trained.volume, "-o", tmp_path / "new.tif", "--preview", png), "p.png")
+    assert not (tmp_path / "new.tif").exists()
+
+
+def test_predict_refuses_a_bad_device(trained, tmp_path):
+    _bad_input(run("predict", trained.model, trained.volume, "-o", tmp_path / "seg.tif", "--device", "tpu"), "device")
+
+
+# --- warm start ----------------------------------------------------------------------------
+
+
+def test_warm_start_with_zero_iterations_predicts_like_the_saved_model(trained, tmp_path, listing):
+    before = listing(trained.model)
+    out = tmp_path / "seg.tif"
+    result = run("densify", trained.volume, "--slices", trained.sparse, "-o", out, "--init", trained.model,
+                 "--iterations", "0", "--patch", "8,16,16", "--device", "cpu", "--seed", "0", "--json")
+    summary = _one_json(result)  # final_loss is NaN after 0 steps: it must come out as null
+    assert summary["iterations"] == 0 and summary["final_loss"] is None
+    assert summary["classes"] == CLASSES
+    assert summary["parameters"] == pipeline.load_model(trained.model).parameters  # --base came from the model
+    np.testing.assert_array_equal(io.read_labels(out).data, io.read_labels(trained.seg).data)
+    assert listing(trained.model) == before
+
+
+def test_warm_start_starts_from_the_saved_weights(trained, monkeypatch):
+    """The network handed to training is the saved one (same weights), not a fresh one."""
+    seen = {}
+
+    def fake_train(network, data, **kwargs):
+        seen["state"] = {k: v.clone() for k, v in network.state_dict().items()}
+        return pipeline.TrainLog(iterations=0)
+
+    monkeypatch.setattr(pipeline, "train", fake_train)
+    init = pipeline.load_model(trained.model)
+    annotation, _ = L.read_annotation(io.read_labels(trained.sparse).data)
+    model, _ = pipeline.fit([trained.image[None]], [annotation], pipeline.Config(device="cpu", seed=1), init=init)
+    saved = torch.load(trained.model / "weights.pt", weights_only=True)
+    for name, tensor in saved.items():
+        torch.testing.assert_close(seen["state"][name], tensor, rtol=0, atol=0)
+    assert model.config.base == 4 and model.config.spacing == (2.0, 1.0, 1.0)
+
+
+def test_warm_start_keeps_the_model_classes(trained, tmp_path):
+    """Labels holding a subset of the model's classes: the new model still knows all of them."""
+    sparse = io.read_labels(trained.sparse).data.copy()
+    sparse[sparse == 200] = 255
+    tifffile.imwrite(tmp_path / "fewer.tif", sparse)
+    result = run("densify", trained.volume, "--slices", tmp_path / "fewer.tif", "-o", tmp_path / "seg.tif",
+                 "--init", trained.model, "--save-model", tmp_path / "m2", *TRAIN, "--iterations", "2", "--json")
+    summary = _one_json(result)
+    assert summary["classes"] == CLASSES and summary["iterations"] == 2
+    assert json.loads((tmp_path / "m2" / "config.json").read_text())["classes"] == CLASSES
+
+
+def test_warm_start_refuses_an_unknown_class(trained, tmp_path, listing):
+    sparse = io.read_labels(trained.sparse).data.copy()
+    sparse[sparse == 10] = 7
+    tifffile.imwrite(tmp_path / "other.tif", sparse)
+    before = listing(tmp_path)
+    result = run("densify", trained.volume, "--slices", tmp_path / "other.tif", "-o", tmp_path / "seg.tif",
+                 "--init", trained.model, *TRAIN)
+    _bad_input(result, "--init", "[7]")
+    assert listing(tmp_path) == before
+
+
+def test_warm_start_refuses_another_channel_count(trained, tmp_path, listing):
+    before = listing(tmp_path)
+    result = run("densify", trained.volume, trained.volume, "--slices", trained.sparse, "-o", tmp_path / "seg.tif",
+                 "--init", trained.model, *TRAIN)
+    _bad_input(result, "--init", "channel")
+    assert listing(tmp_path) == before
+
+
+# --- suggest -------------------------------------------------------------------------------
+
+
+def _probabilities(shape):
+    """Confident everywhere, uniform (most uncertain) on z=4 (annotated), z=5 (next to it) and y=12 (free)."""
+    probs = np.empty((3,) + shape, np.float32)
+    probs[0], probs[1], probs[2] = 0.9, 0.05, 0.05
+    for where in [np.s_[:, 4], np.s_[:, 5], np.s_[:, :, 12]]:
+        probs[where] = 1 / 3
+    return np.round(probs * 255).astype(np.uint8)
+
+
+def _check_suggestions(suggestions, planes, top):
+    assert len(suggestions) == top
+    values = [s["uncertainty"] for s in suggestions]
+    assert values == sorted(values, reverse=True) and all(0 <= v <= 1 + 1e-6 for v in values)
+    for i, s in enumerate(suggestions):
+        assert set(s) == {"axis", "index", "uncertainty"}
+        assert s["index"] not in planes[s["axis"]]  # never an annotated plane
+        for t in planes[s["axis"]] + [o["index"] for o in suggestions[:i] if o["axis"] == s["axis"]]:
+            assert abs(s["index"] - t) >= 2  # default distance on these short axes
+
+
+def test_suggest_from_probabilities_json(files, listing):
+    prob = files.folder / "p.tif"
+    io.write_volume(prob, _probabilities(files.shape))
+    before = listing(files.folder)
+    result = run("suggest", files.volume, "--probabilities", prob, "--slices", files.sparse, "--top", "3", "--json")
+    data = _one_json(result)
+    assert list(data) == ["suggestions"]
+    _check_suggestions(data["suggestions"], files.planes, 3)
+    best = data["suggestions"][0]
+    assert (best["axis"], best["index"]) == ("y", 12)  # z=4 is annotated, z=5 is next to it
+    assert best["uncertainty"] == pytest.approx(1, abs=1e-4)
+    assert result.stderr == ""
+    assert listing(files.folder) == before
+
+
+def test_suggest_without_slices_suggests_annotated_planes_too(files):
+    prob = files.folder / "p.tif"
+    io.write_volume(prob, _probabilities(files.shape))
+    data = _one_json(run("suggest", files.volume, "--probabilities", prob, "--top", "2", "--json"))
+    assert {(s["axis"], s["index"]) for s in data["suggestions"]} == {("z", 4), ("y", 12)}  # equally uncertain
+
+
+def test_suggest_table(files):
+    prob = files.folder / "p.tif"
+    io.write_volume(prob, _probabilities(files.shape))
+    result = run("suggest", files.volume, "--probabilities", prob, "--slices", files.sparse, "--top", "3")
+    assert result.exit_code == 0, result.output
+    assert "uncertainty" in result.stdout and "12" in result.stdout
+    assert "y=12" in result.stderr and "--init" in result.stderr  # the hint goes to stderr
+
+
+def test_suggest_with_a_model(trained):
+    result = run("suggest", trained.volume, "--model", trained.model, "--slices", trained.sparse, "--top", "3",
+                 "--device", "cpu", "--json")
+    data = _one_json(result)
+    _check_suggestions(data["suggestions"], trained.planes, 3)
+    model = pipeline.load_model(trained.model)
+    expected = rank_planes(plane_uncertainty(pipeline.segment(model, trained.image[None]).probabilities), trained.planes, 3)
+    assert [(s["axis"], s["index"]) for s in data["suggestions"]] == [(s.axis, s.index) for s in expected]
+    for got, want in zip(data["suggestions"], expected):
+        assert got["uncertainty"] == pytest.approx(want.uncertainty, rel=1e-6)
+
+
+def test_suggest_needs_a_model_or_probabilities(files):
+    _bad_input(run("suggest", files.volume, "--slices", files.sparse), "--model", "--probabilities")
+
+
+def test_suggest_refuses_top_zero(files):
+    prob = files.folder / "p.tif"
+    io.write_volume(prob, _probabilities(files.shape))
+    _bad_input(run("suggest", files.volume, "--probabilities", prob, "--top", "0"), "--top")
+
+
+def test_suggest_refuses_probabilities_of_another_shape(files):
+    prob = files.folder / "p.tif"
+    io.write_volume(prob, _probabilities(files.shape)[:, :-1])
+    _bad_input(run("suggest", files.volume, "--probabilities", prob), "p.tif", "probabilities")
+    _bad_input(run("suggest", files.volume, "--probabilities", files.truth), "truth.tif", "probabilities")
+
+
+def test_suggest_refuses_slices_of_another_shape(files):
+    prob = files.folder / "p.tif"
+    io.write_volume(prob, _probabilities(files.shape))
+    tifffile.imwrite(files.folder / "small.tif", tifffile.imread(files.sparse)[1:])
+    _bad_input(run("suggest", files.volume, "--probabilities", prob, "--slices", files.folder / "small.tif"),
+               "small.tif", "differs")
+
+
+def test_suggest_refuses_one_channel_probabilities(files):
+    prob = files.folder / "p.tif"
+    io.write_volume(prob, _probabilities(files.shape)[:1])
+    _bad_input(run("suggest", files.volume, "--probabilities", prob), "p.tif")
+
+
+def test_suggest_refuses_probabilities_with_nan(files):
+    prob = files.folder / "p.tif"
+    probs = _probabilities(files.shape).astype(np.float32) / 255
+    probs[:, 0, 0, 0] = np.nan
+    io.write_volume(prob, probs)
+    _bad_input(run("suggest", files.volume, "--probabilities", prob, "--json"), "p.tif", "NaN")
+
+
+# --- preview -------------------------------------------------------------------------------
+
+
+def test_preview_writes_a_png(files):
+    out = files.folder / "x.png"
+    result = run("preview", files.volume, files.sparse, "-o", out)
+    assert result.exit_code == 0, result.output
+    assert str(out) in result.stdout
+    with Image.open(out) as picture:
+        assert picture.format == "PNG" and picture.mode == "RGB"
+        default = np.asarray(picture)
+    moved = files.folder / "moved.png"
+    assert run("preview", files.volume, files.sparse, "-o", moved, "--centre", "4,8,8").exit_code == 0
+    with Image.open(moved) as picture:
+        assert not np.array_equal(np.asarray(picture), default)
+    assert run("preview", files.volume, "-o", files.folder / "plain.png").exit_code == 0  # labels are optional
+    assert (files.folder / "plain.png").is_file()
+
+
+@pytest.mark.parametrize(
+    "centre, needle",
+    [("12,0,0", "centre"), ("0,0,24", "centre"), ("-1,0,0", "centre"), ("1,2", "--centre"), ("a,b,c", "--centre"),
+     ("1,2,3,4", "--centre"), ("", "--centre")],
+    ids=["z-too-large", "x-too-large", "negative", "two-values", "not-numbers", "four-values", "empty"],
+)
+def test_preview_refuses_a_bad_centre(files, centre, needle, listing):
+    before = listing(files.folder)
+    _bad_input(run("preview", files.volume, files.sparse, "-o", files.folder / "x.png", "--centre", centre), needle)
+    assert listing(files.folder) == before
+
+
+def test_preview_refuses_an_existing_png(files):
+    out = files.folder / "x.png"
+    out.write_bytes(b"old")
+    _bad_input(run("preview", files.volume, files.sparse, "-o", out), "x.png", "--overwrite")
+    assert out.read_bytes() == b"old"
+    assert run("preview", files.volume, files.sparse, "-o", out, "--overwrite").exit_code == 0
+    with Image.open(out) as picture:
+        assert picture.format == "PNG"
+
+
+def test_preview_refuses_other_outputs_and_shapes(files, listing):
+    before = listing(files.folder)
+    _bad_input(run("preview", files.volume, files.sparse, "-o", files.folder / "x.tif"), "x.tif", "unsupported")
+    tifffile.imwrite(files.folder / "small.tif", tifffile.imread(files.sparse)[1:])
+    before["small.tif"] = (files.folder / "small.tif").read_bytes()
+    _bad_input(run("preview", files.volume, files.folder / "small.tif", "-o", files.folder / "x.png"), "small.tif")
+    assert listing(files.folder) == before
+
+
+# --- sweep ---------------------------------------------------------------------------------
+
+
+def test_sweep_writes_a_report(files):
+    report = files.folder / "report"
+    result = run("sweep", files.volume, "--gt", files.truth, "--planes", "1,2", "--axes", "z", "-o", report,
+                 *TRAIN, "--iterations", "2", "--json")
+    data = _one_json(result)
+    assert [row["planes_per_axis"] for row in data["rows"]] == [1, 2]
+    assert data["written"] == [str(report / n) for n in ("sweep.csv", "sweep.json", "sweep.png")]
+    assert "training on cpu" in result.stderr
+    lines = (report / "sweep.csv").read_text().splitlines()
+    assert len(lines) == 3
+    assert lines[0].split(",")[:4] == ["planes_per_axis", "annotated_fraction", "seconds", "mean_fg_iou"]
+    assert [line.split(",")[0] for line in lines[1:]] == ["1", "2"]
+    rows = json.loads((report / "sweep.json").read_text())
+    assert [r["planes"] for r in rows] == [{"z": [6], "y": [], "x": []}, {"z": [4, 8], "y": [], "x": []}]
+    assert [r["annotated_fraction"] for r in rows] == pytest.approx([1 / 12, 2 / 12])
+    with Image.open(report / "sweep.png") as picture:
+        assert picture.format == "PNG" and picture.size == (720, 480)
+
+
+def test_sweep_refuses_existing_report_files(files, listing):
+    report = files.folder / "report"
+    report.mkdir()
+    (report / "sweep.png").write_bytes(b"old")
+    before = listing(files.folder)
+    result = run("sweep", files.volume, "--gt", files.truth, "--planes", "1", "--axes", "z", "-o", report, *TRAIN)
+    _bad_input(result, "sweep", "--overwrite")
+    assert listing(files.folder) == before
+
+
+@pytest.mark.parametrize(
+    "option, value, needle",
+    [("--planes", "0", "--planes"), ("--planes", "a", "--planes"), ("--planes", "1,,2", "--planes"),
+     ("--planes", "-1", "--planes"), ("--axes", "q", "--axes"), ("--axes", "zz", "--axes"), ("--axes", "", "--axes")],
+    ids=["planes-0", "planes-a", "planes-empty-item", "planes-negative", "axes-q", "axes-zz", "axes-empty"],
+)
+def test_sweep_refuses_bad_planes_and_axes(files, option, value, needle, listing):
+    args = {"--planes": "1", "--axes": "z", option: value}
+    before = listing(files.folder)
+    result = run("sweep", files.volume, "--gt", files.truth, *(x for kv in args.items() for x in kv),
+                 "-o", files.folder / "report", *TRAIN)
+    _bad_input(result, needle)
+    assert listing(files.folder) == before
+
+
+def test_sweep_refuses_more_planes_than_the_axis_has(files):
+    result = run("sweep", files.volume, "--gt", files.truth, "--planes", "1,13", "--axes", "z", *TRAIN)
+    _bad_input(result, "--planes 13", "12 planes")
+
+
+def test_sweep_bad_plane_count_writes_nothing(files, listing):
+    before = listing(files.folder)
+    result = run("sweep", files.volume, "--gt", files.truth, "--planes", "13", "--axes", "z", "-o",
+                 files.folder / "report", *TRAIN)
+    assert result.exit_code == 2
+    assert listing(files.folder) == before
+
+
+def test_sweep_refuses_a_report_path_that_is_a_file(files):
+    (files.folder / "report").write_text("x")
+    result = run("sweep", files.volume, "--gt", files.truth, "--planes", "1", "--axes", "z", "-o",
+                 files.folder / "report", *TRAIN)
+    _bad_input(result, "report")
+
+
+def test_sweep_refuses_as_many_planes_as_the_axis_has(files):
+    result = run("sweep", files.volume, "--gt", files.truth, "--planes", "12", "--axes", "z", *TRAIN)
+    _bad_input(result, "--planes 12")
+
+
+# --- Ctrl-C --------------------------------------------------------------------------------
+
+
+def test_interrupt_with_partial_writes_the_segmentation(files, tiny_config):
+    out = files.folder / "seg.tif"
+    progress = _stop_at(2)
+    report = pipeline.densify([files.volume], files.sparse, out, tiny_config(iterations=5), progress=progress)
+    assert report.train_log.stopped_by == "interrupt"
+    assert report.train_log.iterations == 2 and progress.calls == 2
+    assert report.written == [out]
+    np.testing.assert_array_equal(io.read_labels(out).data, report.segmentation.labels)
+
+
+def test_interrupt_without_partial_writes_nothing(files, tiny_config, listing):
+    before = listing(files.folder)
+    out = files.folder / "seg.tif"
+    progress = _stop_at(2)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.densify(
+            [files.volume], files.sparse, out, tiny_config(iterations=5), weights_out=files.folder / "w.tif",
+            outputs=pipeline.Outputs(probabilities=files.folder / "p.tif", preview=files.folder / "p.png"),
+            save_model_to=files.folder / "model", partial=False, progress=progress,
+        )
+    assert progress.calls == 2
+    assert listing(files.folder) == before  # no output, no model folder, no temporary file
+    assert not [name for name in os.listdir(files.folder) if name.startswith(".")]
+
+
+@pytest.fixture
+def ctrl_c_at_step_2(monkeypatch):
+    """Makes the command's progress bar press Ctrl-C after the second training step."""
+    real = cli.TrainingProgress.__call__
+
+    def call(self, iteration, loss, elapsed):
+        real(self, iteration, loss, elapsed)
+        if iteration >= 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli.TrainingProgress, "__call__", call)
+
+
+def test_cli_interrupt_without_partial_exits_130(files, ctrl_c_at_step_2, listing):
+    before = listing(files.folder)
+    result = run("densify", files.volume, "--slices", files.sparse, "-o", files.folder / "seg.tif", *TRAIN,
+                 "--iterations", "5", "--save-model", files.folder / "model", "--no-partial", "--json")
+    assert result.exit_code == 130, result.output
+    assert result.stdout == ""
+    assert "interrupted" in result.stderr and "Traceback" not in result.output
+    assert listing(files.folder) == before
+
+
+def test_cli_interrupt_with_partial_segments_with_the_model_so_far(files, ctrl_c_at_step_2):
+    out = files.folder / "seg.tif"
+    result = run("densify", files.volume, "--slices", files.sparse, "-o", out, *TRAIN, "--iterations", "5", "--json")
+    summary = _one_json(result)
+    assert summary["stopped_by"] == "interrupt" and summary["iterations"] == 2
+    assert "interrupted" in result.stderr
+    assert io.read_labels(out).data.shape == files.shape
+
+
+def test_cli_train_interrupted_saves_the_model_so_far(files, ctrl_c_at_step_2):
+    folder = files.folder / "model"
+    summary = _one_json(run("train", "--pair", f"{files.volume}:{files.sparse}", "-o", folder, *TRAIN,
+                            "--iterations", "5", "--json"))
+    assert summary["stopped_by"] == "interrupt" and summary["iterations"] == 2
+    assert pipeline.load_model(folder).classes.tolist() == [0, 1, 2]
+
+
+# --- --json for pipelines ------------------------------------------------------------------
+
+
+def test_eval_json_on_a_prediction(trained):
+    data = _one_json(run("eval", trained.seg, "--gt", trained.truth, "--ignore", trained.sparse, "--json"))
+    assert [c["label"] for c in data["classes"]] == CLASSES
+
+
+def test_json_output_is_never_interleaved_with_progress(trained, tmp_path):
+    """Even without --quiet, a --json run's stdout is the JSON line alone; the bar and log are on stderr."""
+    result = run("predict", trained.model, trained.volume, "-o", tmp_path / "seg.tif", "--json")
+    summary = _one_json(result)
+    assert "seconds_infer" in summary and result.stderr == ""
+
+
+def test_pickle_marker_class_would_run_code(tmp_path):
+    """Guard for the weights-that-run-code case above: plain pickle really would create the marker."""
+    pickle.loads(pickle.dumps(_RunsCode(tmp_path / "ran"))).close()
+    assert (tmp_path / "ran").exists()
