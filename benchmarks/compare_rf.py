@@ -102,7 +102,8 @@ def run_case(name, case, args):
     methods = {
         "rf": [sys.executable, str(BENCH / "rf_baseline.py"), ",".join(raws), sparse, str(d / "pred_rf.tif")],
         "sparseseg": sparseseg_cmd() + ["densify", *raws, "--slices", sparse, "-o", *dense, "--unlabeled", "255",
-                                        "--time-budget", budget, "--quiet", "--overwrite"]
+                                        "--quiet", "--overwrite"]
+        + (["--time-budget", budget] if budget else [])
         + (["--spacing", case["spacing"]] if case["spacing"] else [])
         + (["--iterations", "20"] if args.quick else []) + shlex.split(args.extra),
     }
@@ -187,7 +188,7 @@ def write_results(rows, case_ratios, out, args):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--cases", default="brats,isbi,vnc", help="comma-separated, from: " + ",".join(CASES))
-    ap.add_argument("--time-budget", default="10m", help="sparseseg --time-budget per case (default 10m)")
+    ap.add_argument("--time-budget", default=None, help="sparseseg --time-budget per case (default: sparseseg's own default)")
     ap.add_argument("--out", type=Path, default=Path("bench_out"))
     ap.add_argument("--extra", default="", help='extra sparseseg densify options, e.g. "--dice 0.5"')
     ap.add_argument("--quick", action="store_true", help="tiny crops, 20 s / 20 iterations: a smoke test")

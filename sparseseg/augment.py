@@ -87,23 +87,28 @@ def sampling_grid(
     generator: torch.Generator,
     device,
     anisotropy: tuple[float, float, float] = (1.0, 1.0, 1.0),
+    normal: int = 0,
 ) -> torch.Tensor:
     """Random sampling grid (batch, Z, Y, X, 3) in ``grid_sample``'s normalised coordinates.
 
     The output patch of shape ``patch`` is taken from the centre of a crop of shape ``crop``.
     ``anisotropy`` is the voxel size relative to the finest axis: displacements along a
-    coarse axis are smaller in voxels by that factor.
+    coarse axis are smaller in voxels by that factor. Rotations turn about axis ``normal``
+    (0 = z: in the (y, x) plane), and only where the two axes of that plane have the same
+    voxel size; 90-degree turns also need the same patch size along both.
     """
     coords = torch.stack(
         torch.meshgrid(*(torch.arange(p, dtype=torch.float32, device=device) - (p - 1) / 2 for p in patch), indexing="ij")
     )  # (3, Z, Y, X), centred
     coords = coords.unsqueeze(0).expand(batch, -1, -1, -1, -1)
     matrix = torch.eye(3, device=device).repeat(batch, 1, 1)
-    angle = _uniform(batch, -1, 1, generator, device) * math.radians(params.rotate_deg)
-    if params.rot90 and patch[1] == patch[2]:
-        angle = angle + torch.randint(0, 4, (batch,), generator=generator, device=device) * (math.pi / 2)
-    cos, sin = torch.cos(angle), torch.sin(angle)
-    matrix[:, 1, 1], matrix[:, 1, 2], matrix[:, 2, 1], matrix[:, 2, 2] = cos, -sin, sin, cos
+    a, b = (i for i in range(3) if i != normal)
+    if anisotropy[a] == anisotropy[b]:
+        angle = _uniform(batch, -1, 1, generator, device) * math.radians(params.rotate_deg)
+        if params.rot90 and patch[a] == patch[b]:
+            angle = angle + torch.randint(0, 4, (batch,), generator=generator, device=device) * (math.pi / 2)
+        cos, sin = torch.cos(angle), torch.sin(angle)
+        matrix[:, a, a], matrix[:, a, b], matrix[:, b, a], matrix[:, b, b] = cos, -sin, sin, cos
     if params.scale:
         matrix = matrix * _uniform(batch, 1 - params.scale, 1 + params.scale, generator, device).view(batch, 1, 1)
     if params.flip:
@@ -126,6 +131,7 @@ def apply(
     params: AugmentParams | None,
     generator: torch.Generator,
     anisotropy: tuple[float, float, float] = (1.0, 1.0, 1.0),
+    normal: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Augment a batch of crops and cut the centre patch out of each.
 
@@ -136,6 +142,7 @@ def apply(
     weight : (B, *crop) float tensor, 0 on unlabeled voxels
     patch : shape of the output patches
     params : augmentation strengths, or None for a plain centre crop
+    normal : the axis to rotate about (see `sampling_grid`)
 
     Returns the image (B, C, *patch), target (B, *patch) and weight (B, *patch); voxels
     sampled from outside the crop get weight 0.
@@ -144,7 +151,7 @@ def apply(
     if params is None:
         index = (Ellipsis,) + tuple(slice((c - p) // 2, (c - p) // 2 + p) for c, p in zip(crop, patch))
         return image[index], target[index], weight[index]
-    grid = sampling_grid(image.shape[0], patch, crop, params, generator, image.device, anisotropy)
+    grid = sampling_grid(image.shape[0], patch, crop, params, generator, image.device, anisotropy, normal)
     image = F.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=False)
     labels = torch.stack([target.float(), weight], dim=1)
     labels = F.grid_sample(labels, grid, mode="nearest", padding_mode="zeros", align_corners=False)

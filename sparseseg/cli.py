@@ -152,12 +152,13 @@ Output = Annotated[Path, typer.Option("--output", "-o", help="Dense segmentation
 Unlabeled = Annotated[int, typer.Option(help="Value of voxels nobody annotated.")]
 Planes = Annotated[Optional[list[str]], typer.Option(help="Annotated planes, e.g. z=12,40 y=64 (everything else is unlabeled).", show_default=False)]
 Spacing = Annotated[Optional[str], typer.Option(help="Voxel size z,y,x, e.g. 50,4,4 [default: from the file].", show_default=False)]
-Iterations = Annotated[Optional[int], typer.Option(help="Most training steps [default: 600 CPU, 2000 CUDA].", show_default=False)]
+Iterations = Annotated[Optional[int], typer.Option(help="Most training steps [default: 10000 CPU, 2000 CUDA].", show_default=False)]
 TimeBudget = Annotated[Optional[str], typer.Option(help="Most training time: seconds or e.g. 5m [default: 5m CPU, 2m CUDA].", show_default=False)]
 Device = Annotated[str, typer.Option(help="auto (CUDA when available), cpu or cuda.")]
 Seed = Annotated[Optional[int], typer.Option(help="Random seed; the same seed repeats a CPU run exactly.", show_default=False)]
-Base = Annotated[Optional[int], typer.Option(help="Channels of the first layer (the paper: 32) [default: 16 CPU, 32 CUDA].", show_default=False)]
-Patch = Annotated[Optional[str], typer.Option(help="Training patch z,y,x [default: chosen from the annotation].", show_default=False)]
+Base = Annotated[Optional[int], typer.Option(help="Channels of the first layer (the paper: 32) [default: 8 CPU, 32 CUDA].", show_default=False)]
+Patch = Annotated[Optional[str], typer.Option(help="Largest training patch z,y,x [default: ~64 voxels of the finest axis per axis].", show_default=False)]
+Thin = Annotated[int, typer.Option(help="Patch depth across annotated planes (0: cube patches).")]
 BatchSize = Annotated[Optional[int], typer.Option(help="Patches per step [default: 2 CPU, 4 CUDA].", show_default=False)]
 Lr = Annotated[float, typer.Option(help="Initial learning rate (decays to 0).")]
 Dice = Annotated[float, typer.Option(help="Weight of a soft-Dice term added to the cross-entropy.")]
@@ -171,10 +172,10 @@ AsJson = Annotated[bool, typer.Option("--json", help="Print one JSON object on s
 Init = Annotated[Optional[Path], typer.Option(help="Warm start: begin from this saved model folder.", show_default=False)]
 
 
-def _training_config(*, spacing, time_budget, patch, **values) -> Config:
+def _training_config(*, spacing, time_budget, patch, thin, **values) -> Config:
     values.update(spacing=parse_triple(spacing, "spacing"), time_budget=parse_duration(time_budget),
                   patch=parse_triple(patch, "patch", int))
-    return Config(**{k: v for k, v in values.items() if v is not None})
+    return Config(thin=thin or None, **{k: v for k, v in values.items() if v is not None})
 
 
 PLANE_ARG = re.compile(r"^[zyxZYX]=[\d,]+$")
@@ -226,6 +227,7 @@ def densify(
     seed: Seed = None,
     base: Base = None,
     patch: Patch = None,
+    thin: Thin = Config.thin,
     batch_size: BatchSize = None,
     lr: Lr = Config.lr,
     dice: Dice = Config.dice,
@@ -248,7 +250,7 @@ def densify(
     volumes, planes = _split_planes(volumes, planes)
     config = _training_config(
         unlabeled=unlabeled, spacing=spacing, iterations=iterations, time_budget=time_budget, device=device,
-        seed=seed, base=base, patch=patch, batch_size=batch_size, lr=lr, dice=dice, augment=augment, tta=tta,
+        seed=seed, base=base, patch=patch, thin=thin, batch_size=batch_size, lr=lr, dice=dice, augment=augment, tta=tta,
     )
     with TrainingProgress(config, quiet or as_json) as progress:
         report = pipeline.densify(
@@ -281,6 +283,7 @@ def train(
     seed: Seed = None,
     base: Base = None,
     patch: Patch = None,
+    thin: Thin = Config.thin,
     batch_size: BatchSize = None,
     lr: Lr = Config.lr,
     dice: Dice = Config.dice,
@@ -296,7 +299,7 @@ def train(
     _setup_logging(quiet)
     config = _training_config(
         unlabeled=unlabeled, spacing=spacing, iterations=iterations, time_budget=time_budget, device=device,
-        seed=seed, base=base, patch=patch, batch_size=batch_size, lr=lr, dice=dice, augment=augment,
+        seed=seed, base=base, patch=patch, thin=thin, batch_size=batch_size, lr=lr, dice=dice, augment=augment,
     )
     with TrainingProgress(config, quiet or as_json) as progress:
         model, train_log, folder = pipeline.train_files(pair, output, config, overwrite=overwrite, init=init, progress=progress)
@@ -430,6 +433,7 @@ def sweep(
     seed: Seed = None,
     base: Base = None,
     patch: Patch = None,
+    thin: Thin = Config.thin,
     batch_size: BatchSize = None,
     lr: Lr = Config.lr,
     dice: Dice = Config.dice,
@@ -448,7 +452,7 @@ def sweep(
         raise InputError(f"--planes {planes!r}: expected plane counts such as 1,2,4") from None
     config = _training_config(
         unlabeled=unlabeled, spacing=spacing, iterations=iterations, time_budget=time_budget, device=device,
-        seed=seed, base=base, patch=patch, batch_size=batch_size, lr=lr, dice=dice, augment=augment,
+        seed=seed, base=base, patch=patch, thin=thin, batch_size=batch_size, lr=lr, dice=dice, augment=augment,
     )
     bars = {k: TrainingProgress(config, quiet or as_json, label=f"k={k}") for k in ks}
     try:

@@ -14,9 +14,9 @@ from sparseseg.errors import InputError
 
 #: Defaults that depend on the device: (cpu, cuda).
 DEVICE_DEFAULTS = {
-    "base": (16, 32),
+    "base": (8, 32),
     "batch_size": (2, 4),
-    "iterations": (600, 2000),
+    "iterations": (10000, 2000),
     "time_budget": (300.0, 120.0),
 }
 
@@ -28,15 +28,21 @@ class Config:
     Attributes
     ----------
     base : int or None
-        Channels of the first convolution (the paper: 32). Default 16 on CPU, 32 on CUDA.
+        Channels of the first convolution (the paper: 32). Default 8 on CPU, 32 on CUDA.
     depth : int
         Resolution steps (poolings) of the U-Net (the paper: 3).
     patch : tuple of 3 int or None
-        Training patch (z, y, x). Default: chosen from the annotated planes and voxel size.
+        Largest training patch (z, y, x). Default: about 64 voxels of the finest axis in
+        physical extent along each axis, no larger than the volume.
+    thin : int or None
+        Depth of the training patch across an annotated plane: each step trains on the planes
+        of one axis with patches only this deep across them, which costs a fraction of a cube
+        and carries the same labels. None: cube patches around any annotated voxel.
     batch_size : int or None
         Patches per training step. Default 2 on CPU, 4 on CUDA.
     iterations : int or None
-        Largest number of training steps. Default 600 on CPU, 2000 on CUDA.
+        Largest number of training steps. Default 10000 on CPU (the time budget ends a CPU
+        run first), 2000 on CUDA.
     time_budget : float or None
         Largest training time in seconds. Default 300 on CPU, 120 on CUDA.
     lr : float
@@ -64,6 +70,7 @@ class Config:
     base: int | None = None
     depth: int = 3
     patch: tuple[int, int, int] | None = None
+    thin: int | None = 16
     batch_size: int | None = None
     iterations: int | None = None
     time_budget: float | None = None
@@ -84,6 +91,7 @@ class Config:
             (self.base is None or self.base >= 1, "base", "must be >= 1"),
             (0 <= self.depth <= 6, "depth", "must lie in 0..6"),
             (self.patch is None or (len(self.patch) == 3 and min(self.patch) >= 1), "patch", "must be three sizes >= 1"),
+            (self.thin is None or self.thin >= 1, "thin", "must be >= 1"),
             (self.batch_size is None or self.batch_size >= 1, "batch_size", "must be >= 1"),
             (self.iterations is None or self.iterations >= 0, "iterations", "must be >= 0"),
             (self.time_budget is None or self.time_budget >= 0, "time_budget", "must be >= 0"),

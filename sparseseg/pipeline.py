@@ -130,18 +130,22 @@ def fit(
         network = UNet3D(channels, len(classes), config.base, pooling_kernels(config.spacing, config.depth))
     multiple = network.size_multiple
     smallest = tuple(min(a.target.shape[i] for a in annotations) for i in range(3))
-    patch = config.patch or default_patch(smallest, annotations[0].planes, config.spacing, multiple)
+    patch = config.patch or default_patch(smallest, config.spacing, multiple)
     if any(p % m for p, m in zip(patch, multiple)):
         raise InputError(f"--patch {','.join(map(str, patch))}: each axis must be a multiple of {multiple} for this network")
+    for axis, i in (("z", 0), ("y", 1), ("x", 2)):
+        if config.thin and any(a.planes.get(axis) for a in annotations) and min(patch[i], config.thin) % multiple[i]:
+            raise InputError(f"--thin {config.thin}: must be a multiple of {multiple[i]} along {axis} for this network")
     data = []
     for image, annotation in zip(images, annotations):
         remapped = Annotation(classes, np.searchsorted(classes, annotation.classes[annotation.target]), annotation.mask, annotation.planes)
-        data.append(TrainData(normalise(image), remapped.target, weight_map(remapped, class_weights(remapped, config.class_power))))
+        weights = weight_map(remapped, class_weights(remapped, config.class_power))
+        data.append(TrainData(normalise(image), remapped.target, weights, annotation.planes))
     log.info("training on %s: patch %s, %d parameters, seed %d", device, patch, count_parameters(network), seed)
     try:
         train_log = train(
             network, data, patch=patch, batch_size=config.batch_size, iterations=config.iterations,
-            time_budget=config.time_budget, lr=config.lr, device=device, seed=seed, dice=config.dice,
+            time_budget=config.time_budget, lr=config.lr, device=device, seed=seed, dice=config.dice, thin=config.thin,
             params=augment.AugmentParams() if config.augment else None, anisotropy=anisotropy(config.spacing),
             progress=progress,
         )

@@ -35,27 +35,19 @@ def anisotropy(spacing: Sequence[float] | None) -> tuple[float, float, float]:
 
 def default_patch(
     shape: Sequence[int],
-    planes: dict[str, list[int]],
     spacing: Sequence[float] | None,
     multiple: Sequence[int],
     size: int = 64,
-    thin: int = 16,
 ) -> tuple[int, int, int]:
-    """Training patch (z, y, x): about ``size`` voxels of the finest axis in physical extent per axis.
+    """Largest training patch (z, y, x): about ``size`` voxels of the finest axis in physical extent per axis.
 
-    When all annotated planes lie along one axis, the patch is only ``thin`` voxels deep
-    across them: most of a cube-shaped patch would carry no label. Each axis is a multiple
-    of ``multiple`` and no larger than the volume (rounded up to that multiple).
+    Each axis is a multiple of ``multiple`` and no larger than the volume (rounded up to
+    that multiple). Training makes it thin across annotated planes (`Config.thin`).
     """
     ratio = anisotropy(spacing)
-    patch = [max(1.0, size / r) for r in ratio]
-    axes_with_planes = [i for i, a in enumerate("zyx") if planes.get(a)]
-    if len(axes_with_planes) == 1:
-        axis = axes_with_planes[0]
-        patch[axis] = min(patch[axis], thin)
     out = []
-    for p, s, m in zip(patch, shape, multiple):
-        p = max(m, int(round(p / m)) * m)
+    for r, s, m in zip(ratio, shape, multiple):
+        p = max(m, int(round(max(1.0, size / r) / m)) * m)
         out.append(min(p, int(np.ceil(s / m)) * m))
     return tuple(out)
 

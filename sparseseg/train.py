@@ -26,12 +26,15 @@ class TrainData:
     """A normalised image with its class targets and per-voxel weights.
 
     image : (C, Z, Y, X) float32; target : (Z, Y, X) int, class index 0..K-1;
-    weight : (Z, Y, X) float32, 0 where nothing was annotated.
+    weight : (Z, Y, X) float32, 0 where nothing was annotated; planes : the annotated
+    planes per axis ({'z': [...], 'y': [...], 'x': [...]}), empty where the annotation is
+    not plane-wise.
     """
 
     image: np.ndarray
     target: np.ndarray
     weight: np.ndarray
+    planes: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -70,42 +73,86 @@ def weighted_loss(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tens
     return loss
 
 
+AXES = "zyx"
+
+
+def patch_shapes(patch: tuple[int, int, int], thin: int | None, planes_axes: Sequence[str]) -> dict[str | None, tuple[int, int, int]]:
+    """Training patch per annotated axis: ``patch``, made ``thin`` across that axis's planes.
+
+    Key None (cube patches around any annotated voxel) is used when ``thin`` is None or no
+    annotation is plane-wise.
+    """
+    if not thin or not planes_axes:
+        return {None: tuple(patch)}
+    shapes = {}
+    for axis in planes_axes:
+        i = AXES.index(axis)
+        shape = list(patch)
+        shape[i] = min(patch[i], thin)
+        shapes[axis] = tuple(shape)
+    return shapes
+
+
 class VolumeCrops:
     """Crops of one volume around its annotated voxels, each annotated class equally often.
 
-    The arrays are padded once so that every crop fits; padding has weight 0.
+    Centres are grouped by the axis of the annotated plane they lie on (key None: any
+    annotated voxel). The arrays are padded once so that every crop fits; padding has weight 0.
     """
 
-    def __init__(self, data: TrainData, crop: tuple[int, int, int], device: torch.device):
-        pads = [(c // 2, c // 2 + 1) for c in crop]
-        self.crop = crop
+    def __init__(self, data: TrainData, largest: tuple[int, int, int], device: torch.device, by_axis: bool):
+        self.pads = [c // 2 + 1 for c in largest]
+        pads = [(p, p) for p in self.pads]
         self.shape = data.target.shape
         self.image = torch.from_numpy(np.pad(data.image, [(0, 0)] + pads)).to(device)
         self.target = torch.from_numpy(np.pad(data.target.astype(np.int64), pads)).to(device)
         self.weight = torch.from_numpy(np.pad(data.weight, pads)).to(device)
         labelled = data.weight > 0
-        self.centres = [np.flatnonzero(labelled & (data.target == k)) for k in np.unique(data.target[labelled])]
+        regions = {None: labelled}
+        if by_axis:
+            from sparseseg.labels import planes_mask
 
-    def crop_at(self, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        pool = self.centres[rng.integers(len(self.centres))]
+            regions = {a: labelled & planes_mask({a: v}, self.shape) for a, v in data.planes.items() if v}
+        self.centres = {}
+        for axis, region in regions.items():
+            pools = [np.flatnonzero(region & (data.target == k)) for k in np.unique(data.target[region])]
+            if pools:
+                self.centres[axis] = pools
+
+    def crop_at(self, rng: np.random.Generator, axis: str | None, crop: tuple[int, int, int]):
+        pools = self.centres[axis]
+        pool = pools[rng.integers(len(pools))]
         centre = np.unravel_index(pool[rng.integers(len(pool))], self.shape)
-        jitter = [rng.integers(-(c // 4), c // 4 + 1) for c in self.crop]
-        # In padded coordinates the crop starting at `centre + jitter` is centred on `centre + jitter`.
-        start = [int(np.clip(v + j, 0, s - 1)) for v, j, s in zip(centre, jitter, self.shape)]
-        window = tuple(slice(s, s + c) for s, c in zip(start, self.crop))
+        jitter = [0 if a == axis else rng.integers(-(c // 4), c // 4 + 1) for a, c in zip(AXES, crop)]
+        start = [
+            int(np.clip(v + j + p - c // 2, 0, s + 2 * p - c))  # padded coordinates, centred on v + j
+            for v, j, p, c, s in zip(centre, jitter, self.pads, crop, self.shape)
+        ]
+        window = tuple(slice(s, s + c) for s, c in zip(start, crop))
         return self.image[(slice(None),) + window], self.target[window], self.weight[window]
 
 
 class PatchSampler:
-    """Batches of crops from one or more volumes, each volume equally often."""
+    """Batches of crops from one or more volumes; all crops of a batch share one shape.
 
-    def __init__(self, data: Sequence[TrainData], crop: tuple[int, int, int], device: torch.device, rng: np.random.Generator):
-        self.volumes = [VolumeCrops(d, crop, device) for d in data]
+    Each batch is drawn around the annotated planes of one axis (chosen at random), with the
+    crop shape for that axis; each volume that has planes along it is equally likely.
+    """
+
+    def __init__(self, data: Sequence[TrainData], crops: dict, device: torch.device, rng: np.random.Generator):
+        largest = tuple(max(c[i] for c in crops.values()) for i in range(3))
+        by_axis = None not in crops
+        self.volumes = [VolumeCrops(d, largest, device, by_axis) for d in data]
+        self.crops = crops
+        self.axes = [a for a in crops if any(a in v.centres for v in self.volumes)]
         self.rng = rng
 
-    def sample(self, batch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        crops = [self.volumes[self.rng.integers(len(self.volumes))].crop_at(self.rng) for _ in range(batch)]
-        return tuple(torch.stack(parts) for parts in zip(*crops))
+    def sample(self, batch: int):
+        """(axis, image, target, weight) for one batch."""
+        axis = self.axes[self.rng.integers(len(self.axes))]
+        volumes = [v for v in self.volumes if axis in v.centres]
+        crops = [volumes[self.rng.integers(len(volumes))].crop_at(self.rng, axis, self.crops[axis]) for _ in range(batch)]
+        return (axis, *(torch.stack(parts) for parts in zip(*crops)))
 
 
 def poly_lr(base: float, progress: float, power: float = 0.9) -> float:
@@ -128,12 +175,15 @@ def train(
     device: torch.device,
     seed: int,
     dice: float = 0.0,
+    thin: int | None = None,
     params: augment.AugmentParams | None = augment.AugmentParams(),
     anisotropy: tuple[float, float, float] = (1.0, 1.0, 1.0),
     progress: Progress | None = None,
 ) -> TrainLog:
     """Train ``model`` in place on ``data`` (one volume or several); return what happened.
 
+    ``patch`` is the largest patch; with ``thin``, each batch is drawn around the annotated
+    planes of one axis with a patch only ``thin`` voxels deep across them (see `patch_shapes`).
     ``progress(iteration, loss, elapsed_seconds)`` is called after each step. The run ends
     after ``iterations`` steps or ``time_budget`` seconds, or at Ctrl-C (KeyboardInterrupt),
     which is caught: the model keeps what it learnt so far and ``stopped_by`` says 'interrupt'.
@@ -141,8 +191,11 @@ def train(
     rng = np.random.default_rng(seed)
     generator = torch.Generator(device=device)
     generator.manual_seed(seed)
-    crop = patch if params is None else tuple(p + 2 * m for p, m in zip(patch, augment.margin(patch, params)))
-    sampler = PatchSampler([data] if isinstance(data, TrainData) else data, crop, device, rng)
+    data = [data] if isinstance(data, TrainData) else list(data)
+    axes = [a for a in AXES if any(d.planes.get(a) for d in data)]
+    shapes = patch_shapes(patch, thin, axes)
+    crops = {a: s if params is None else tuple(p + 2 * m for p, m in zip(s, augment.margin(s, params))) for a, s in shapes.items()}
+    sampler = PatchSampler(data, crops, device, rng)
     model.to(device, memory_format=torch.channels_last_3d).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     amp = device.type == "cuda"
@@ -160,7 +213,9 @@ def train(
             progress_fraction = max(log.iterations / max(iterations, 1), elapsed / time_budget if time_budget else 1.0)
             for group in optimizer.param_groups:
                 group["lr"] = poly_lr(lr, progress_fraction)
-            image, target, weight = augment.apply(*sampler.sample(batch_size), patch, params, generator, anisotropy)
+            axis, *batch = sampler.sample(batch_size)
+            normal = 0 if axis is None else AXES.index(axis)
+            image, target, weight = augment.apply(*batch, shapes[axis], params, generator, anisotropy, normal)
             image = image.contiguous(memory_format=torch.channels_last_3d)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                 logits = model(image)

@@ -110,7 +110,9 @@ def test_resolved_fills_device_defaults(cuda):
 
 def test_cpu_defaults_are_lighter_than_cuda():
     cpu, cuda = Config().resolved(False), Config().resolved(True)
-    assert cpu.base < cuda.base and cpu.batch_size <= cuda.batch_size and cpu.iterations < cuda.iterations
+    assert cpu.base < cuda.base and cpu.batch_size <= cuda.batch_size
+    # on a CPU the time budget ends a run: the step cap lies beyond what the budget allows
+    assert cpu.iterations > cuda.iterations
 
 
 def test_resolved_keeps_given_values():

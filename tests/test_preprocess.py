@@ -41,26 +41,14 @@ def test_anisotropy():
     assert preprocess.anisotropy((1, 2, 4)) == (1.0, 2.0, 4.0)
 
 
-def test_default_patch_is_thin_across_planes_of_one_axis():
-    patch = preprocess.default_patch((100, 200, 200), {"z": [10, 50], "y": [], "x": []}, None, (8, 8, 8))
-    assert patch == (16, 64, 64)
-    patch = preprocess.default_patch((100, 200, 200), {"z": [], "y": [], "x": [3]}, None, (8, 8, 8))
-    assert patch == (64, 64, 16)
-
-
-def test_default_patch_is_a_cube_for_planes_on_several_axes():
-    patch = preprocess.default_patch((100, 200, 200), {"z": [10], "y": [20], "x": []}, None, (8, 8, 8))
-    assert patch == (64, 64, 64)
-
-
 def test_default_patch_follows_spacing_and_volume():
     # 50x4x4 nm: a physical cube 64 voxels of 4 nm wide is ~5 sections deep
-    patch = preprocess.default_patch((40, 500, 500), {}, (50, 4, 4), (1, 8, 8))
+    patch = preprocess.default_patch((40, 500, 500), (50, 4, 4), (1, 8, 8))
     assert patch == (5, 64, 64)
     # a volume smaller than the patch: the patch shrinks to it, rounded up to the multiple
-    patch = preprocess.default_patch((12, 24, 20), {}, None, (8, 8, 8))
+    patch = preprocess.default_patch((12, 24, 20), None, (8, 8, 8))
     assert patch == (16, 24, 24)
-    for p, m in zip(preprocess.default_patch((30, 70, 90), {"z": [1]}, (3, 1, 1), (2, 8, 8)), (2, 8, 8)):
+    for p, m in zip(preprocess.default_patch((30, 70, 90), (3, 1, 1), (2, 8, 8)), (2, 8, 8)):
         assert p % m == 0
 
 

@@ -90,8 +90,9 @@ def data(blobs_small, sparse_small):
 
 def test_sampler_crops_hold_annotated_voxels_of_every_class(data):
     rng = np.random.default_rng(0)
-    sampler = PatchSampler([data], (8, 16, 16), CPU, rng)
-    image, target, weight = sampler.sample(64)
+    sampler = PatchSampler([data], {None: (8, 16, 16)}, CPU, rng)
+    axis, image, target, weight = sampler.sample(64)
+    assert axis is None
     assert image.shape == (64, 1, 8, 16, 16)
     assert target.shape == weight.shape == (64, 8, 16, 16)
     # every crop is centred near an annotated voxel, so it holds some
@@ -177,3 +178,35 @@ def test_several_volumes(data):
     flipped = TrainData(data.image[:, ::-1].copy(), data.target[::-1].copy(), data.weight[::-1].copy())
     _, log = _train([data, flipped], iterations=3)
     assert log.iterations == 3 and isinstance(log, TrainLog)
+
+
+def test_patch_shapes_are_thin_across_each_annotated_axis():
+    from sparseseg.train import patch_shapes
+
+    assert patch_shapes((32, 64, 64), 16, ["z", "x"]) == {"z": (16, 64, 64), "x": (32, 64, 16)}
+    assert patch_shapes((8, 64, 64), 16, ["z"]) == {"z": (8, 64, 64)}  # never deeper than the patch
+    assert patch_shapes((32, 64, 64), None, ["z"]) == {None: (32, 64, 64)}
+    assert patch_shapes((32, 64, 64), 16, []) == {None: (32, 64, 64)}
+
+
+def test_sampler_draws_batches_around_the_planes_of_one_axis():
+    from sparseseg.train import PatchSampler
+
+    shape = (20, 30, 40)
+    target = np.zeros(shape, dtype=np.int64)
+    target[:, :, 20:] = 1
+    weight = np.zeros(shape, dtype=np.float32)
+    weight[5] = 1  # z plane 5
+    weight[:, :, 7] = 1  # x plane 7
+    data = TrainData(np.zeros((1,) + shape, np.float32), target, weight, {"z": [5], "y": [], "x": [7]})
+    crops = {"z": (3, 8, 8), "x": (8, 8, 3)}
+    sampler = PatchSampler([data], crops, torch.device("cpu"), np.random.default_rng(0))
+    seen = set()
+    for _ in range(40):
+        axis, image, tgt, w = sampler.sample(3)
+        seen.add(axis)
+        assert image.shape[2:] == crops[axis] and w.shape[1:] == crops[axis]
+        middle = w[:, 1] if axis == "z" else w[:, :, :, 1]
+        # the annotated plane runs through the middle of each crop (its border may be padding)
+        assert bool((middle == 1).flatten(1).any(1).all())
+    assert seen == {"z", "x"}
