@@ -76,8 +76,9 @@ def _setup_logging(quiet: bool) -> None:
 class TrainingProgress:
     """A rich progress bar on stderr showing step, loss, elapsed time and the time budget.
 
-    It appears at the first training step, so errors found while reading the input are
-    not preceded by an empty bar.
+    The bar fills with whichever limit is nearer: the steps or the time budget. It appears
+    at the first training step, so errors found while reading the input are not preceded by
+    an empty bar.
     """
 
     def __init__(self, config: Config, quiet: bool, label: str = "training"):
@@ -85,17 +86,18 @@ class TrainingProgress:
 
         shown = config.resolved(resolve_device(config.device).type == "cuda")
         self.budget = shown.time_budget
+        self.iterations = shown.iterations
         self.bar = Progress(
             TextColumn(label),
             BarColumn(),
-            TextColumn("step {task.completed}/{task.total}"),
+            TextColumn("step {task.fields[step]}"),
             TextColumn("loss {task.fields[loss]:.4f}"),
             TimeElapsedColumn(),
-            TextColumn("of {task.fields[budget]}"),
+            TextColumn(f"of {self.budget:.0f} s / {self.iterations} steps"),
             console=err,
             disable=quiet,
         )
-        self.task = self.bar.add_task(label, total=shown.iterations, loss=float("nan"), budget=f"{self.budget:.0f}s budget")
+        self.task = self.bar.add_task(label, total=1.0, step=0, loss=float("nan"))
         self.started = False
 
     def __enter__(self):
@@ -111,7 +113,8 @@ class TrainingProgress:
         if not self.started:
             self.bar.start()
             self.started = True
-        self.bar.update(self.task, completed=iteration, loss=loss)
+        done = max(iteration / max(self.iterations, 1), elapsed / self.budget if self.budget else 1.0)
+        self.bar.update(self.task, completed=min(done, 1.0), step=iteration, loss=loss)
 
 
 def _finite(value):

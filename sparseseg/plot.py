@@ -10,8 +10,7 @@ from PIL import Image, ImageDraw, ImageFont
 _PALETTE = [(230, 159, 0), (86, 180, 233), (0, 158, 115), (0, 114, 178),
             (213, 94, 0), (204, 121, 167), (0, 0, 0)]
 _WHITE, _TEXT, _FRAME, _GRID = (255, 255, 255), (0, 0, 0), (90, 90, 90), (225, 225, 225)
-_MIN_SIZE = (200, 150)
-_PAD, _TICK, _R = 8, 4, 3  # margin, tick length and marker radius, in px
+_MIN_SIZE, _PAD, _TICK, _R = (200, 150), 8, 4, 3  # px: smallest chart, margin, tick, marker radius
 
 
 def _nice_step(span):
@@ -33,28 +32,25 @@ def line_chart(series, *, title="", xlabel="", ylabel="", ylim=(0.0, 1.0),
     Parameters
     ----------
     series : dict
-        ``{name: (xs, ys)}`` with equal-length, non-empty numeric sequences; xs
-        must be finite. Points are joined in order of x; a non-finite y (NaN)
-        is skipped and leaves a gap in the line. Each series gets its own
-        colour (Okabe-Ito palette, cycled after 7) and a legend entry.
+        ``{name: (xs, ys)}``, equal-length non-empty numeric sequences (xs finite),
+        joined in order of x; a NaN y is skipped and leaves a gap. Each series
+        gets an Okabe-Ito colour (cycled after 7) and a legend entry.
     title, xlabel, ylabel : str, optional
         Chart title and axis labels.
     ylim : (float, float) or None, optional
-        y range (default (0, 1)); values outside are clipped at the plot
-        border. None: the data range plus a little padding.
+        y range (values outside are clipped); None: the data range, padded.
     size : (int, int), optional
-        (width, height) in px, at least (200, 150); default (720, 480).
+        (width, height) in px, at least (200, 150).
 
     Returns
     -------
     chart : ndarray of uint8, shape (height, width, 3)
-        RGB picture: x ticks at the distinct x values, 5-6 round y ticks,
-        light grid, legend to the right of the plot area.
+        x ticks at the distinct x values, 5-6 round y ticks, legend right of the plot.
 
     Raises
     ------
     ValueError
-        If any argument has a wrong type, shape or value (named in the message).
+        If an argument has a wrong type, shape or value (named in the message).
     """
     if not isinstance(series, dict) or not series:
         raise ValueError(f"series must be a non-empty dict {{name: (xs, ys)}}, got {series!r}")
@@ -69,26 +65,22 @@ def line_chart(series, *, title="", xlabel="", ylabel="", ylim=(0.0, 1.0),
         if xs.ndim != 1 or ys.ndim != 1 or xs.dtype.kind not in "iuf" or ys.dtype.kind not in "iuf":
             raise ValueError(f"series {name!r} must hold 1-D numeric sequences, got {pair!r}")
         if len(xs) != len(ys) or len(xs) == 0:
-            raise ValueError(f"series {name!r} needs xs and ys of equal, non-zero length, "
-                             f"got {len(xs)} and {len(ys)}")
+            raise ValueError(f"series {name!r}: xs, ys need one length > 0, got {len(xs)}, {len(ys)}")
         if not np.all(np.isfinite(xs)):
             raise ValueError(f"series {name!r} has non-finite x values: {xs.tolist()!r}")
-        order = np.argsort(xs, kind="stable")
-        data.append((str(name), xs[order].astype(np.float64), ys[order].astype(np.float64)))
-    for what, text in (("title", title), ("xlabel", xlabel), ("ylabel", ylabel)):
-        if not isinstance(text, str):
-            raise ValueError(f"{what} must be a string, got {text!r}")
+        o = np.argsort(xs, kind="stable")
+        data.append((str(name), xs[o].astype(np.float64), ys[o].astype(np.float64)))
+    if not all(isinstance(t, str) for t in (title, xlabel, ylabel)):
+        raise ValueError(f"title, xlabel, ylabel must be strings, got {(title, xlabel, ylabel)!r}")
     if (not isinstance(size, (tuple, list)) or len(size) != 2
             or not all(isinstance(s, Integral) and not isinstance(s, bool) for s in size)
             or size[0] < _MIN_SIZE[0] or size[1] < _MIN_SIZE[1]):
         raise ValueError(f"size must be (width, height) integers >= {_MIN_SIZE}, got {size!r}")
     if ylim is not None and (
             not isinstance(ylim, (tuple, list)) or len(ylim) != 2
-            or not all(isinstance(v, Real) and not isinstance(v, bool) and math.isfinite(v)
-                       for v in ylim) or ylim[0] >= ylim[1]):
-        raise ValueError(f"ylim must be None or (low, high) finite numbers with low < high, "
-                         f"got {ylim!r}")
-
+            or not all(isinstance(v, Real) and not isinstance(v, bool) for v in ylim)
+            or not ylim[0] < ylim[1] or not math.isfinite(ylim[1] - ylim[0])):
+        raise ValueError(f"ylim must be None or finite (low, high), low < high, got {ylim!r}")
     if ylim is None:  # data range plus a little padding
         finite = np.concatenate([ys[np.isfinite(ys)] for _, _, ys in data])
         lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
@@ -96,24 +88,20 @@ def line_chart(series, *, title="", xlabel="", ylabel="", ylim=(0.0, 1.0),
         ylim = (lo - pad, hi + pad)
     lo, hi = float(ylim[0]), float(ylim[1])
     step = _nice_step(hi - lo)
-    yticks = [k * step for k in range(math.ceil(lo / step - 1e-9), math.floor(hi / step + 1e-9) + 1)]
+    yticks = [k * step for k in range(math.ceil(lo / step - 1e-9),
+                                      math.floor(hi / step + 1e-9) + 1)]
     xticks = np.unique(np.concatenate([xs for _, xs, _ in data]))
     xl, xh = float(xticks[0]), float(xticks[-1])
-    xl, xh = (xl - 1, xh + 1) if xh == xl else (xl - 0.05 * (xh - xl), xh + 0.05 * (xh - xl))
-
+    xpad = 0.05 * (xh - xl) if xh > xl else 1.0
+    xl, xh = xl - xpad, xh + xpad
     font = ImageFont.load_default()
     measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     text_w = lambda t: int(math.ceil(measure.textbbox((0, 0), t, font=font)[2]))  # noqa: E731
     line_h = int(math.ceil(measure.textbbox((0, 0), "Ag", font=font)[3])) + 4
-    width, height = int(size[0]), int(size[1])
-
+    width, height, swatch = int(size[0]), int(size[1]), 22
     ylabels = [_fmt(v, step) for v in yticks]
-    names = []
-    for name, _, _ in data:  # legend names, shortened to a third of the width
-        while name and text_w(name) > width // 3:
-            name = name[:-4] + "..." if len(name) > 4 else ""
-        names.append(name)
-    swatch = 22
+    names = [n if text_w(n) <= width // 3 else  # long legend names are cut to 1/3 of the width
+             n[:max(1, len(n) * (width // 3) // text_w(n) - 3)] + "..." for n, _, _ in data]
     legend_w = swatch + 6 + max(text_w(n) for n in names) + 2 * _PAD
     x0 = _PAD + (line_h if ylabel else 0) + max(text_w(t) for t in ylabels) + _TICK + 4
     y0 = _PAD + (line_h if title else line_h // 2)
@@ -122,23 +110,19 @@ def line_chart(series, *, title="", xlabel="", ylabel="", ylim=(0.0, 1.0),
     pw, ph, m = x1 - x0, y1 - y0, _R + 2  # plot area; m keeps markers off the frame
     px = lambda x: m + (x - xl) / (xh - xl) * (pw - 2 * m)  # noqa: E731
     py = lambda y: ph - 1 - m - (y - lo) / (hi - lo) * (ph - 1 - 2 * m)  # noqa: E731
-
     area = Image.new("RGB", (pw, ph), _WHITE)  # drawn apart so that lines are clipped to it
     draw = ImageDraw.Draw(area)
-    for x in xticks:
-        draw.line([(px(x), 0), (px(x), ph)], fill=_GRID)
-    for y in yticks:
-        draw.line([(0, py(y)), (pw, py(y))], fill=_GRID)
+    for line in ([[(px(x), 0), (px(x), ph)] for x in xticks]
+                 + [[(0, py(y)), (pw, py(y))] for y in yticks]):
+        draw.line(line, fill=_GRID)
     for k, (_, xs, ys) in enumerate(data):
         colour, ok = _PALETTE[k % len(_PALETTE)], np.isfinite(ys)
         pts = np.clip(np.stack([px(xs), py(np.where(ok, ys, lo))], axis=1), -1e4, 1e4)
         for i in range(len(xs) - 1):
             if ok[i] and ok[i + 1]:
                 draw.line([tuple(pts[i]), tuple(pts[i + 1])], fill=colour, width=2)
-        for (u, v), good in zip(pts, ok):
-            if good:
-                draw.ellipse([u - _R, v - _R, u + _R, v + _R], fill=colour)
-
+        for u, v in pts[ok]:
+            draw.ellipse([u - _R, v - _R, u + _R, v + _R], fill=colour)
     canvas = Image.new("RGB", (width, height), _WHITE)
     canvas.paste(area, (x0, y0))
     draw = ImageDraw.Draw(canvas)
@@ -146,30 +130,27 @@ def line_chart(series, *, title="", xlabel="", ylabel="", ylim=(0.0, 1.0),
     for y, label in zip(yticks, ylabels):
         v = y0 + py(y)
         draw.line([(x0 - 1 - _TICK, v), (x0 - 1, v)], fill=_FRAME)
-        draw.text((x0 - _TICK - 3 - text_w(label), v - line_h // 2 + 1), label, fill=_TEXT, font=font)
+        draw.text((x0 - _TICK - 3 - text_w(label), v - line_h // 2 + 1), label,
+                  fill=_TEXT, font=font)
     right = -math.inf
     for x in xticks:  # labels that would overlap their left neighbour are left out
-        u, label = x0 + px(x), _fmt(float(x), 1.0 if float(x).is_integer() else 1e-3)
+        u, label = x0 + px(x), f"{float(x):g}"
         draw.line([(u, y1), (u, y1 + _TICK)], fill=_FRAME)
         if u - text_w(label) / 2 >= right + 4:
             draw.text((u - text_w(label) / 2, y1 + _TICK + 2), label, fill=_TEXT, font=font)
             right = u + text_w(label) / 2
-    if xlabel:
-        draw.text(((x0 + x1 - text_w(xlabel)) / 2, y1 + _TICK + 2 + line_h), xlabel,
-                  fill=_TEXT, font=font)
-    if title:
-        draw.text((max(_PAD, (width - text_w(title)) // 2), _PAD), title, fill=_TEXT, font=font)
+    draw.text(((x0 + x1 - text_w(xlabel)) / 2, y1 + _TICK + 2 + line_h), xlabel,
+              fill=_TEXT, font=font)
+    draw.text((max(_PAD, (x0 + x1 - text_w(title)) // 2), _PAD), title, fill=_TEXT, font=font)
     if ylabel:
         label = Image.new("RGB", (text_w(ylabel), line_h), _WHITE)
         ImageDraw.Draw(label).text((0, 1), ylabel, fill=_TEXT, font=font)
-        label = label.rotate(90, expand=True)
-        canvas.paste(label, (_PAD, max(0, (y0 + y1 - label.height) // 2)))
-    lx, ly = x1 + _PAD, y0
-    draw.rectangle([lx, ly, lx + legend_w - 1, ly + line_h * len(names) + _PAD], outline=_GRID)
+        canvas.paste(label.rotate(90, expand=True), (_PAD, max(0, (y0 + y1 - label.width) // 2)))
+    lx, c = x1 + _PAD, x1 + 2 * _PAD + swatch / 2  # legend box left, swatch centre
+    draw.rectangle([lx, y0, lx + legend_w - 1, y0 + line_h * len(names) + _PAD], outline=_GRID)
     for k, name in enumerate(names):
-        colour, v = _PALETTE[k % len(_PALETTE)], ly + _PAD // 2 + k * line_h + line_h // 2
-        draw.line([(lx + _PAD, v), (lx + _PAD + swatch, v)], fill=colour, width=2)
-        c = lx + _PAD + swatch / 2
+        colour, v = _PALETTE[k % len(_PALETTE)], y0 + _PAD // 2 + k * line_h + line_h // 2
+        draw.line([(c - swatch / 2, v), (c + swatch / 2, v)], fill=colour, width=2)
         draw.ellipse([c - _R, v - _R, c + _R, v + _R], fill=colour)
-        draw.text((lx + _PAD + swatch + 6, v - line_h // 2 + 1), name, fill=_TEXT, font=font)
+        draw.text((c + swatch / 2 + 6, v - line_h // 2 + 1), name, fill=_TEXT, font=font)
     return np.asarray(canvas, dtype=np.uint8).copy()

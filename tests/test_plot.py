@@ -1,87 +1,130 @@
-"""Tests for sparseseg.plot.line_chart (numpy + Pillow, no files)."""
+"""Tests for sparseseg.plot.line_chart (synthetic series, no files)."""
 
 import numpy as np
 import pytest
 
 from sparseseg.plot import _PALETTE, line_chart
 
-WHITE = (255, 255, 255)
+NAN = float("nan")
 
 
-def _pixels_of(chart, colour):
-    """(rows, cols) of the pixels that have exactly ``colour``."""
-    return np.nonzero(np.all(chart == np.array(colour, np.uint8), axis=2))
+def _has(img, colour):
+    """Boolean (H, W) mask of the pixels that have exactly this RGB colour."""
+    return np.all(img == np.asarray(colour, dtype=np.uint8), axis=2)
 
 
-def test_line_chart_shape_dtype_and_background():
-    chart = line_chart({"a": ([1, 2, 4], [0.2, 0.5, 0.7])}, title="IoU", xlabel="planes", ylabel="IoU")
-    assert chart.shape == (480, 720, 3) and chart.dtype == np.uint8
-    assert tuple(chart[0, 0]) == WHITE and tuple(chart[-1, -1]) == WHITE
-    chart = line_chart({"a": ([1, 2], [0.2, 0.5])}, size=(300, 200))
-    assert chart.shape == (200, 300, 3)
+def _drawn(ys, xs=(1, 2, 4), **kw):
+    """Pixels of series colour 0 that the points ys add to a chart of the same series
+    with no points drawn (all NaN): the legend and axes cancel, the line and markers stay."""
+    base = line_chart({"s": (list(xs), [NAN] * len(xs))}, **kw)
+    return _has(line_chart({"s": (list(xs), list(ys))}, **kw), _PALETTE[0]) & ~_has(base, _PALETTE[0])
 
 
-def test_line_chart_draws_each_series_in_its_colour():
-    series = {f"s{k}": ([1, 2, 3], [0.1 * k, 0.1 * k + 0.1, 0.1 * k + 0.2]) for k in range(3)}
-    chart = line_chart(series)
-    for k in range(3):
-        assert _pixels_of(chart, _PALETTE[k])[0].size > 20, k
-    assert _pixels_of(chart, _PALETTE[3])[0].size == 0
+def _runs(idx):
+    """Split sorted indices into runs of consecutive values."""
+    return np.split(idx, np.flatnonzero(np.diff(idx) > 1) + 1)
 
 
-def test_line_chart_higher_values_are_drawn_higher():
-    chart = line_chart({"rising": ([1, 2, 3, 4], [0.0, 0.3, 0.6, 1.0])}, size=(400, 300))
-    rows, cols = _pixels_of(chart, _PALETTE[0])
-    legend = cols < 400 * 0.6  # the legend swatch sits on the right
-    rows, cols = rows[legend], cols[legend]
-    left, right = rows[cols < np.median(cols)], rows[cols >= np.median(cols)]
-    assert right.mean() < left.mean() - 50  # image rows grow downwards
+def test_shape_dtype_white_background():
+    out = line_chart({"a": ([1, 2, 4], [0.2, 0.5, 0.9])}, title="IoU", xlabel="planes",
+                     ylabel="IoU", size=(640, 400))
+    assert out.shape == (400, 640, 3) and out.dtype == np.uint8
+    assert tuple(out[0, 0]) == (255, 255, 255)
+    assert _has(out, (255, 255, 255)).mean() > 0.5
 
 
-def test_line_chart_nan_leaves_a_gap_and_unsorted_x_is_sorted():
-    with_nan = line_chart({"a": ([1, 2, 3], [0.2, np.nan, 0.8])}, size=(400, 300))
-    full = line_chart({"a": ([1, 2, 3], [0.2, 0.5, 0.8])}, size=(400, 300))
-    assert _pixels_of(with_nan, _PALETTE[0])[0].size < _pixels_of(full, _PALETTE[0])[0].size
-    shuffled = line_chart({"a": ([3, 1, 2], [0.8, 0.2, 0.5])}, size=(400, 300))
-    np.testing.assert_array_equal(shuffled, full)
+def test_series_colours_appear():
+    one = line_chart({"a": ([1, 2], [0.3, 0.6])})
+    assert _has(one, _PALETTE[0]).sum() > 20
+    assert not _has(one, _PALETTE[1]).any()
+    two = line_chart({"a": ([1, 2], [0.3, 0.6]), "b": ([1, 2], [0.5, 0.4])})
+    assert _has(two, _PALETTE[0]).sum() > 20 and _has(two, _PALETTE[1]).sum() > 20
+    legend_only = line_chart({"a": ([1, 2], [0.3, 0.6]), "b": ([1, 2], [NAN, NAN])})
+    assert (_has(two, _PALETTE[1]) & ~_has(legend_only, _PALETTE[1])).sum() > 20  # b's line
 
 
-def test_line_chart_is_deterministic_and_depends_on_the_data():
-    series = {"a": ([1, 2, 4], [0.2, 0.5, 0.7])}
-    np.testing.assert_array_equal(line_chart(series), line_chart(series))
-    assert not np.array_equal(line_chart(series), line_chart({"a": ([1, 2, 4], [0.7, 0.5, 0.2])}))
+def test_higher_value_is_drawn_higher():
+    low, high = _drawn([0.2], xs=[1]), _drawn([0.8], xs=[1])
+    assert low.any() and high.any()
+    assert np.flatnonzero(high.any(axis=1)).mean() < np.flatnonzero(low.any(axis=1)).mean()
 
 
-def test_line_chart_automatic_ylim_and_single_point():
-    chart = line_chart({"a": ([1, 2], [5.0, 7.0])}, ylim=None)
-    assert _pixels_of(chart, _PALETTE[0])[0].size > 0
-    chart = line_chart({"a": ([2], [0.5])})  # one x value only
-    assert chart.shape == (480, 720, 3)
-    chart = line_chart({"a": ([1, 2], [np.nan, np.nan])}, ylim=None)  # nothing finite to draw
-    assert chart.shape == (480, 720, 3)
+def test_increasing_series_rises_to_the_right():
+    mask = _drawn([0.1, 0.9], xs=[1, 2])
+    cols = np.flatnonzero(mask.any(axis=0))
+    left_rows = np.flatnonzero(mask[:, cols[0]])
+    right_rows = np.flatnonzero(mask[:, cols[-1]])
+    assert right_rows.mean() < left_rows.mean() - 50
 
 
-@pytest.mark.parametrize(
-    "kwargs",
-    [
-        dict(series={}),
-        dict(series=[([1], [1])]),
-        dict(series={"a": [1, 2, 3]}),
-        dict(series={"a": ([1, 2], [0.5])}),
-        dict(series={"a": ([], [])}),
-        dict(series={"a": ([1, np.nan], [0.1, 0.2])}),
-        dict(series={"a": (["x", "y"], [0.1, 0.2])}),
-        dict(series={"a": ([[1, 2]], [[0.1, 0.2]])}),
-        dict(series={"a": ([1], [1])}, title=3),
-        dict(series={"a": ([1], [1])}, size=(100, 100)),
-        dict(series={"a": ([1], [1])}, size=(True, 300)),
-        dict(series={"a": ([1], [1])}, ylim=(1.0, 0.0)),
-        dict(series={"a": ([1], [1])}, ylim=(0.0, np.inf)),
-    ],
-    ids=["empty", "not-dict", "not-pair", "unequal-lengths", "no-points", "nan-x", "text-x", "2d-x", "title-not-str",
-         "too-small", "bool-size", "ylim-reversed", "ylim-infinite"],
-)
-def test_line_chart_refuses_bad_input(kwargs):
-    series = kwargs.pop("series")
+def test_nan_leaves_a_gap():
+    full = _drawn([0.5, 0.5, 0.5])
+    gap = _drawn([0.5, NAN, 0.5])
+    assert len(_runs(np.flatnonzero(full.any(axis=0)))) == 1
+    assert len(_runs(np.flatnonzero(gap.any(axis=0)))) == 2  # two lone markers
+    assert gap.sum() < full.sum()
+
+
+def test_deterministic_and_unsorted_x_is_sorted():
+    rising = {"a": ([1, 2, 3], [0.2, 0.5, 0.8])}
+    np.testing.assert_array_equal(line_chart(rising), line_chart(rising))
+    np.testing.assert_array_equal(line_chart({"a": ([3, 1, 2], [0.8, 0.2, 0.5])}), line_chart(rising))
+    assert not np.array_equal(line_chart({"a": ([1, 2, 3], [0.8, 0.5, 0.2])}), line_chart(rising))
+
+
+def test_all_nan_and_ylim_none_do_not_crash():
+    out = line_chart({"a": ([1, 2], [NAN, NAN]), "b": ([2], [0.7])}, ylim=None)
+    assert out.shape == (480, 720, 3)
+    flat = line_chart({"a": ([1, 2, 4], [0.7, 0.7, 0.7])}, ylim=None)  # equal min and max
+    assert _has(flat, _PALETTE[0]).sum() > 20
+
+
+def test_ylim_none_uses_the_data_range():
+    # With ylim=(0, 1) the two points lie close together; fitted to the data they spread out.
+    fixed = _drawn([0.50, 0.52], xs=[1, 2])
+    fitted = _drawn([0.50, 0.52], xs=[1, 2], ylim=None)
+    span = lambda m: np.ptp(np.flatnonzero(m.any(axis=1)))  # noqa: E731
+    assert span(fitted) > 5 * span(fixed)
+
+
+def test_distinct_colours_for_many_series():
+    series = {f"s{k}": ([1, 2], [0.1 * k, 0.1 * k + 0.05]) for k in range(len(_PALETTE))}
+    out = line_chart(series)
+    for colour in _PALETTE:
+        assert _has(out, colour).sum() > 10
+
+
+@pytest.mark.parametrize("series", [
+    {},
+    [([1, 2], [0.1, 0.2])],
+    {"a": ([1, 2, 3], [0.1, 0.2])},
+    {"a": ([], [])},
+    {"a": (["1", "2"], [0.1, 0.2])},
+    {"a": ([1, 2], ["x", 0.2])},
+    {"a": ([1, None], [0.1, 0.2])},
+    {"a": ([1, 2], [[0.1], [0.2]])},
+    {"a": ([1, NAN], [0.1, 0.2])},
+    {"a": [1, 2]},
+])
+def test_bad_series_raise(series):
     with pytest.raises(ValueError):
-        line_chart(series, **kwargs)
+        line_chart(series)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"size": (720,)}, "size"),
+    ({"size": (0, 480)}, "size"),
+    ({"size": (720.0, 480)}, "size"),
+    ({"size": (True, 480)}, "size"),
+    ({"size": (100, 100)}, "size"),
+    ({"ylim": (1.0, 0.0)}, "ylim"),
+    ({"ylim": (0.5, 0.5)}, "ylim"),
+    ({"ylim": (0.0, NAN)}, "ylim"),
+    ({"ylim": (0.0, float("inf"))}, "ylim"),
+    ({"ylim": (0.0,)}, "ylim"),
+    ({"ylim": ("0", "1")}, "ylim"),
+    ({"title": 3}, "title"),
+])
+def test_bad_options_raise(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        line_chart({"a": ([1, 2], [0.1, 0.2])}, **kwargs)
