@@ -66,6 +66,7 @@ def main() -> None:
     parser.add_argument("--time-budget", type=float, default=300.0)
     parser.add_argument("--warm-fraction", type=float, default=1 / 3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--skip-even", action="store_true", help="only the first run and the suggested planes")
     args = parser.parse_args()
     image = io.read_image([DATA / "raw_flair.tif", DATA / "raw_t1c.tif"]).data
     truth = io.read_labels(DATA / "label.tif").data
@@ -82,9 +83,10 @@ def main() -> None:
     suggested = {a: sorted(v) for a, v in suggested.items()}
     # Score every run of step 2 on the same voxels: those annotated in neither new annotation.
     held = ~(planes_mask(even, truth.shape) | planes_mask(suggested, truth.shape))
-    run("+1 evenly spaced plane per axis, cold", image, truth, even, config, held=held)
-    run("+1 evenly spaced plane per axis, warm start", image, truth, even,
-        replace(config, time_budget=args.time_budget * args.warm_fraction), init=model, held=held)
+    if not args.skip_even:
+        run("+1 evenly spaced plane per axis, cold", image, truth, even, config, held=held)
+        run("+1 evenly spaced plane per axis, warm start", image, truth, even,
+            replace(config, time_budget=args.time_budget * args.warm_fraction), init=model, held=held)
     run("+1 suggested plane per axis, cold", image, truth, suggested, config, held=held)
 
 

@@ -469,8 +469,9 @@ def sweep(
         _print_json({"rows": [dict(zip(header, line)) for line in body], "written": [str(p) for p in written]})
         return
     table = Table(title="IoU on unannotated voxels against annotated planes per axis")
+    short = {"planes_per_axis": "planes", "annotated_fraction": "annotated", "seconds": "s", "mean_fg_iou": "mean fg"}
     for column in header:
-        table.add_column(column.replace("_", " "), justify="right")
+        table.add_column(short.get(column, column.replace("iou_", "class ")), justify="right", no_wrap=True)
     for line in body:
         table.add_row(str(line[0]), f"{line[1]:.2%}", f"{line[2]:.0f}", *(_fmt(v) for v in line[3:]))
     out.print(table)

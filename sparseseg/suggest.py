@@ -35,11 +35,15 @@ def rank_planes(
     annotated: dict[str, list[int]] | None = None,
     top: int = 5,
     min_distance: int | None = None,
+    border: int | None = None,
 ) -> list[Suggestion]:
     """The ``top`` most uncertain planes that are not annotated.
 
     A plane closer than ``min_distance`` to an annotated or an already suggested plane of the
-    same axis is skipped, so suggestions spread out (default: 1/20 of the axis length, at least 2).
+    same axis is skipped, so suggestions spread out (default: 1/20 of the axis length, at
+    least 2). So is a plane within ``border`` planes of the volume's faces (default: 1/8 of
+    the axis length): near the faces a network with padded convolutions is unsure because it
+    sees padding, which annotating there would not cure.
     """
     if top < 1:
         raise ValueError(f"top must be >= 1, got {top}")
@@ -56,7 +60,11 @@ def rank_planes(
     )
     chosen: list[Suggestion] = []
     for value, axis, index in candidates:
-        distance = min_distance if min_distance is not None else max(2, len(uncertainty[axis]) // 20)
+        size = len(uncertainty[axis])
+        distance = min_distance if min_distance is not None else max(2, size // 20)
+        margin = border if border is not None else size // 8
+        if index < margin or index >= size - margin:
+            continue
         if any(abs(index - t) < distance for t in taken[axis]) or index in taken[axis]:
             continue
         chosen.append(Suggestion(axis, index, value))

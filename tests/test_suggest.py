@@ -103,22 +103,22 @@ def test_plane_uncertainty_refuses_a_3d_array():
 
 def test_rank_planes_most_uncertain_first():
     u = _uncertainty(z=[0.1, 0.9, 0.2, 0.3, 0.05, 0.7], y=[0.5, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0], x=[0.0] * 8)
-    chosen = rank_planes(u, top=3, min_distance=1)
+    chosen = rank_planes(u, top=3, min_distance=1, border=0)
     assert chosen == [Suggestion("z", 1, 0.9), Suggestion("z", 5, 0.7), Suggestion("y", 0, 0.5)]
-    values = [s.uncertainty for s in rank_planes(u, top=10, min_distance=1)]
+    values = [s.uncertainty for s in rank_planes(u, top=10, min_distance=1, border=0)]
     assert values == sorted(values, reverse=True)
     assert all(isinstance(s.index, int) and isinstance(s.uncertainty, float) for s in chosen)
 
 
 def test_rank_planes_skips_annotated_planes():
     u = _uncertainty(z=[0.0, 0.9, 0.0, 0.8, 0.0, 0.0, 0.0, 0.1], y=[0.0] * 4, x=[0.85, 0.0, 0.0, 0.0])
-    chosen = rank_planes(u, {"z": [1], "x": [0]}, top=2, min_distance=1)
+    chosen = rank_planes(u, {"z": [1], "x": [0]}, top=2, min_distance=1, border=0)
     assert [(s.axis, s.index) for s in chosen] == [("z", 3), ("z", 7)]
 
 
 def test_rank_planes_annotated_plane_of_another_axis_is_not_skipped():
     u = _uncertainty(z=[0.0, 0.9, 0.0], y=[0.0, 0.95, 0.0], x=[0.0, 0.0, 0.0])
-    chosen = rank_planes(u, {"z": [1]}, top=1, min_distance=1)
+    chosen = rank_planes(u, {"z": [1]}, top=1, min_distance=1, border=0)
     assert [(s.axis, s.index) for s in chosen] == [("y", 1)]
 
 
@@ -127,14 +127,14 @@ def test_rank_planes_keeps_min_distance_from_annotated_planes():
     z[[10, 11, 12, 13, 15]] = [1.0, 0.9, 0.8, 0.7, 0.6]
     u = _uncertainty(z=z)
     # min_distance 3: 11 and 12 are closer than 3 to the annotated plane 10; 13 is 3 away.
-    chosen = rank_planes(u, {"z": [10]}, top=1, min_distance=3)
+    chosen = rank_planes(u, {"z": [10]}, top=1, min_distance=3, border=0)
     assert [(s.axis, s.index) for s in chosen] == [("z", 13)]
 
 
 def test_rank_planes_keeps_min_distance_between_suggestions():
     z = np.zeros(30)
     z[[5, 6, 7, 8, 20]] = [0.9, 0.85, 0.8, 0.75, 0.1]
-    chosen = rank_planes(_uncertainty(z=z), top=3, min_distance=3)
+    chosen = rank_planes(_uncertainty(z=z), top=3, min_distance=3, border=0)
     assert [s.index for s in chosen] == [5, 8, 20]
     for a in chosen:
         for b in chosen:
@@ -145,38 +145,38 @@ def test_rank_planes_default_min_distance():
     """Default: 1/20 of the axis length, at least 2."""
     short = np.zeros(12)
     short[[4, 5, 6]] = [0.9, 0.8, 0.7]
-    assert [s.index for s in rank_planes(_uncertainty(z=short), top=2)] == [4, 6]  # 2 apart: allowed
+    assert [s.index for s in rank_planes(_uncertainty(z=short), top=2, border=0)] == [4, 6]  # 2 apart: allowed
     long = np.zeros(100)
     long[[40, 44, 45, 50]] = [0.9, 0.8, 0.7, 0.6]
-    assert [s.index for s in rank_planes(_uncertainty(z=long), top=2)] == [40, 45]  # 100 // 20 = 5
+    assert [s.index for s in rank_planes(_uncertainty(z=long), top=2, border=0)] == [40, 45]  # 100 // 20 = 5
 
 
 @pytest.mark.parametrize("top", [1, 2, 4])
 def test_rank_planes_respects_top(top):
     u = _uncertainty(z=np.linspace(0, 1, 40), y=np.linspace(1, 0, 40), x=np.full(40, 0.5))
-    chosen = rank_planes(u, top=top)
+    chosen = rank_planes(u, top=top, border=0)
     assert len(chosen) == top
     assert chosen[0] in (Suggestion("z", 39, 1.0), Suggestion("y", 0, 1.0))
 
 
 def test_rank_planes_returns_fewer_when_no_plane_is_left():
     u = _uncertainty(z=[0.5, 0.4, 0.3, 0.2])
-    chosen = rank_planes(u, {"z": [0, 3]}, top=5, min_distance=1)
+    chosen = rank_planes(u, {"z": [0, 3]}, top=5, min_distance=1, border=0)
     assert [s.index for s in chosen] == [1, 2]
-    assert rank_planes(u, {"z": [0, 1, 2, 3]}, top=5) == []
+    assert rank_planes(u, {"z": [0, 1, 2, 3]}, top=5, border=0) == []
 
 
 @pytest.mark.parametrize("top", [0, -1])
 def test_rank_planes_refuses_top_below_one(top):
     with pytest.raises(ValueError, match="top"):
-        rank_planes(_uncertainty(z=[0.5, 0.4]), top=top)
+        rank_planes(_uncertainty(z=[0.5, 0.4]), top=top, border=0)
 
 
 def test_rank_planes_with_a_nan_uncertainty():
     """A NaN plane (e.g. from a probabilities file holding NaN) must be refused, or at least not spoil the order."""
     u = _uncertainty(z=[0.1, np.nan, 0.5, 0.2, 0.3, 0.9])
     try:
-        chosen = rank_planes(u, top=6, min_distance=1)
+        chosen = rank_planes(u, top=6, min_distance=1, border=0)
     except ValueError:
         return
     finite = [s.uncertainty for s in chosen if np.isfinite(s.uncertainty)]
@@ -185,4 +185,14 @@ def test_rank_planes_with_a_nan_uncertainty():
 
 def test_rank_planes_refuses_missing_axis():
     with pytest.raises(ValueError):
-        rank_planes({"z": np.zeros(5)}, top=1)
+        rank_planes({"z": np.zeros(5)}, top=1, border=0)
+
+
+def test_rank_planes_skips_planes_near_the_volume_faces():
+    values = np.linspace(0.1, 0.2, 40)
+    values[[0, 39]] = 1.0  # the faces: most uncertain, as padding makes them
+    values[3] = 0.9
+    u = {"z": values, "y": np.zeros(40), "x": np.zeros(40)}
+    assert [s.index for s in rank_planes(u, top=1)] == [34]  # default border 40 // 8 = 5
+    assert [s.index for s in rank_planes(u, top=2, border=0, min_distance=1)] == [0, 39]
+    assert [s.index for s in rank_planes(u, top=1, border=2)] == [3]
