@@ -81,6 +81,13 @@ def _out_of_memory(exc: Exception) -> InputError:
     return InputError("out of GPU memory: lower --patch or --batch-size (or use --device cpu)")
 
 
+def loss_weights(annotation: Annotation, classes: np.ndarray, class_power: float) -> tuple[np.ndarray, np.ndarray]:
+    """Class indices into ``classes`` (a superset of the annotated ones) and the per-voxel loss weights."""
+    target = np.searchsorted(classes, annotation.classes[annotation.target])
+    remapped = Annotation(classes, target, annotation.mask, annotation.planes)
+    return target, weight_map(remapped, class_weights(remapped, class_power))
+
+
 def fit(
     images: Sequence[np.ndarray],
     annotations: Sequence[Annotation],
@@ -138,9 +145,8 @@ def fit(
             raise InputError(f"--thin {config.thin}: must be a multiple of {multiple[i]} along {axis} for this network")
     data = []
     for image, annotation in zip(images, annotations):
-        remapped = Annotation(classes, np.searchsorted(classes, annotation.classes[annotation.target]), annotation.mask, annotation.planes)
-        weights = weight_map(remapped, class_weights(remapped, config.class_power))
-        data.append(TrainData(normalise(image), remapped.target, weights, annotation.planes))
+        target, weights = loss_weights(annotation, classes, config.class_power)
+        data.append(TrainData(normalise(image), target, weights, annotation.planes))
     log.info("training on %s: patch %s, %d parameters, seed %d", device, patch, count_parameters(network), seed)
     try:
         train_log = train(
@@ -301,9 +307,7 @@ def densify(
     segmentation = segment(model, image.data)
     written = [io.write_volume(out, segmentation.labels, reference=image, overwrite=outputs.overwrite)]
     if weights_out is not None:
-        remapped = Annotation(model.classes, np.searchsorted(model.classes, annotation.classes[annotation.target]),
-                              annotation.mask, annotation.planes)
-        weights = weight_map(remapped, class_weights(remapped, model.config.class_power))
+        _, weights = loss_weights(annotation, model.classes, model.config.class_power)
         written.append(io.write_volume(weights_out, weights, reference=image, overwrite=outputs.overwrite))
     written += outputs.write(image, segmentation, annotation.planes)
     if save_model_to is not None:

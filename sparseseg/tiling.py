@@ -47,13 +47,3 @@ def gaussian_weight(patch: Sequence[int], sigma_scale: float = 0.125, floor: flo
     weight = axes[0][:, None, None] * axes[1][None, :, None] * axes[2][None, None, :]
     weight /= weight.max()
     return np.maximum(weight, floor).astype(np.float32)
-
-
-def padded_shape(shape: Sequence[int], patch: Sequence[int], multiple: Sequence[int]) -> tuple[int, ...]:
-    """Smallest shape >= ``shape`` and >= ``patch`` whose axes are multiples of ``multiple``."""
-    return tuple(int(np.ceil(max(s, p) / m) * m) for s, p, m in zip(shape, patch, multiple))
-
-
-def fit_patch(patch: Sequence[int], shape: Sequence[int], multiple: Sequence[int]) -> tuple[int, ...]:
-    """Shrink ``patch`` to the volume where it is larger, keeping each axis a multiple of ``multiple``."""
-    return tuple(max(m, min(p, int(np.ceil(s / m) * m)) // m * m) for p, s, m in zip(patch, shape, multiple))

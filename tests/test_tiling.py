@@ -79,18 +79,3 @@ def test_gaussian_weight(patch):
 def test_gaussian_weight_rejects_bad_sigma():
     with pytest.raises(ValueError):
         tiling.gaussian_weight((4, 4, 4), sigma_scale=0)
-
-
-def test_padded_shape():
-    assert tiling.padded_shape((10, 20, 30), (16, 16, 16), (8, 8, 8)) == (16, 24, 32)
-    assert tiling.padded_shape((16, 16, 16), (8, 8, 8), (8, 8, 8)) == (16, 16, 16)
-    assert tiling.padded_shape((5, 9, 9), (1, 8, 8), (1, 8, 8)) == (5, 16, 16)
-
-
-def test_fit_patch():
-    # a patch larger than the volume shrinks to the volume, rounded up to the multiple
-    assert tiling.fit_patch((64, 64, 64), (20, 100, 33), (8, 8, 8)) == (24, 64, 40)
-    # never below one multiple
-    assert tiling.fit_patch((8, 8, 8), (1, 1, 1), (8, 8, 8)) == (8, 8, 8)
-    for p, m in zip(tiling.fit_patch((30, 50, 70), (17, 200, 3), (2, 8, 1)), (2, 8, 1)):
-        assert p % m == 0
