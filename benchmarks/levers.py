@@ -83,7 +83,9 @@ def main() -> None:
             "case": args.case, "overrides": overrides, "seed": seed,
             "mean_fg_iou": round(float(np.nanmean(list(scores.values()))), 4),
             "iou": {c: round(v, 4) for c, v in scores.items()},
-            "steps": log.iterations, "train_s": round(log.seconds, 1), "total_s": round(time.perf_counter() - start, 1),
+            "steps": log.iterations, "final_loss": round(log.final_loss, 4),
+            "predicted_fraction": {int(c): round(float((seg.labels == c).mean()), 4) for c in np.unique(gt) if c},
+            "true_fraction": {int(c): round(float((gt == c).mean()), 4) for c in np.unique(gt) if c}, "train_s": round(log.seconds, 1), "total_s": round(time.perf_counter() - start, 1),
             "patch": list(model.config.patch), "base": model.config.base,
         }), flush=True)
 

@@ -49,6 +49,10 @@ class AugmentParams:
     gray: float = 0.15
 
 
+#: Axes this many times coarser than the finest are augmented plane by plane (see `sampling_grid`).
+COARSE = 2.0
+
+
 def margin(patch: tuple[int, int, int], params: AugmentParams) -> tuple[int, int, int]:
     """Context to crop around a patch so that rotation, scaling and deformation rarely reach past it."""
     reach = params.scale + math.sin(math.radians(params.rotate_deg))
@@ -92,10 +96,13 @@ def sampling_grid(
     """Random sampling grid (batch, Z, Y, X, 3) in ``grid_sample``'s normalised coordinates.
 
     The output patch of shape ``patch`` is taken from the centre of a crop of shape ``crop``.
-    ``anisotropy`` is the voxel size relative to the finest axis: displacements along a
-    coarse axis are smaller in voxels by that factor. Rotations turn about axis ``normal``
-    (0 = z: in the (y, x) plane), and only where the two axes of that plane have the same
-    voxel size; 90-degree turns also need the same patch size along both.
+    ``anisotropy`` is the voxel size relative to the finest axis: displacements along an
+    axis are smaller in voxels by that factor, and an axis at least `COARSE` times coarser
+    than the finest (the sections of an EM stack) is neither scaled nor deformed, so every
+    output plane along it is one whole input section, as annotated, never a blend of two.
+    Rotations turn about axis ``normal`` (0 = z: in the (y, x) plane), and only where the
+    two axes of that plane have the same voxel size; 90-degree turns also need the same
+    patch size along both.
     """
     coords = torch.stack(
         torch.meshgrid(*(torch.arange(p, dtype=torch.float32, device=device) - (p - 1) / 2 for p in patch), indexing="ij")
@@ -109,14 +116,16 @@ def sampling_grid(
             angle = angle + torch.randint(0, 4, (batch,), generator=generator, device=device) * (math.pi / 2)
         cos, sin = torch.cos(angle), torch.sin(angle)
         matrix[:, a, a], matrix[:, a, b], matrix[:, b, a], matrix[:, b, b] = cos, -sin, sin, cos
+    fine = torch.tensor([float(r < COARSE) for r in anisotropy], device=device)  # 1: an axis that is scaled and deformed
     if params.scale:
-        matrix = matrix * _uniform(batch, 1 - params.scale, 1 + params.scale, generator, device).view(batch, 1, 1)
+        factor = _uniform(batch, 1 - params.scale, 1 + params.scale, generator, device).view(batch, 1)
+        matrix = matrix * (1 + (factor - 1) * fine).view(batch, 3, 1)
     if params.flip:
         signs = torch.randint(0, 2, (batch, 3), generator=generator, device=device) * 2 - 1
         matrix = matrix * signs.view(batch, 1, 3)
     coords = torch.einsum("bij,bjzyx->bizyx", matrix, coords)
     if params.deform_sigma:
-        sigma = [params.deform_sigma / a for a in anisotropy]
+        sigma = [params.deform_sigma / r if r < COARSE else 0.0 for r in anisotropy]
         coords = coords + deformation(batch, patch, sigma, params.deform_grid, generator, device)
     size = torch.tensor(crop, dtype=torch.float32, device=device).view(1, 3, 1, 1, 1)
     normalised = (coords + (size - 1) / 2 + 0.5) / size * 2 - 1  # align_corners=False convention

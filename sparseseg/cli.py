@@ -160,8 +160,8 @@ TimeBudget = Annotated[Optional[str], typer.Option(help="Most training time: sec
 Device = Annotated[str, typer.Option(help="auto (CUDA when available), cpu or cuda.")]
 Seed = Annotated[Optional[int], typer.Option(help="Random seed; the same seed repeats a CPU run exactly.", show_default=False)]
 Base = Annotated[Optional[int], typer.Option(help="Channels of the first layer (the paper: 32) [default: 8 CPU, 32 CUDA].", show_default=False)]
-Patch = Annotated[Optional[str], typer.Option(help="Largest training patch z,y,x [default: ~64 voxels of the finest axis per axis].", show_default=False)]
-Thin = Annotated[int, typer.Option(help="Patch depth across annotated planes (0: cube patches).")]
+Patch = Annotated[Optional[str], typer.Option(help="Largest training patch z,y,x [default: a physical cube of ~64^3 voxels].", show_default=False)]
+Thin = Annotated[int, typer.Option(help="Patch depth across annotated planes, in voxels of the finest axis (0: cube patches).")]
 BatchSize = Annotated[Optional[int], typer.Option(help="Patches per step [default: 2 CPU, 4 CUDA].", show_default=False)]
 Lr = Annotated[float, typer.Option(help="Initial learning rate (decays to 0).")]
 Dice = Annotated[float, typer.Option(help="Weight of a soft-Dice term added to the cross-entropy.")]
@@ -339,7 +339,7 @@ def predict(
         model, volumes, output, outputs=pipeline.Outputs(probabilities, preview, overwrite), device=device, tta=tta
     )
     summary = {"output": [str(p) for p in written], "classes": trained.classes.tolist(),
-               "seconds_infer": round(segmentation.seconds, 2), "window": list(segmentation.window)}
+               "seconds_infer": round(segmentation.seconds, 2), "windows": [list(w) for w in segmentation.windows]}
     _summary(summary, as_json, quiet)
 
 

@@ -32,12 +32,14 @@ class Config:
     depth : int
         Resolution steps (poolings) of the U-Net (the paper: 3).
     patch : tuple of 3 int or None
-        Largest training patch (z, y, x). Default: about 64 voxels of the finest axis in
-        physical extent along each axis, no larger than the volume.
+        Largest training patch (z, y, x). Default: a cube in physical space of about 64^3
+        voxels, no larger than the volume (64x64x64 when isotropic, 12x152x152 for a
+        50x4x4 nm EM stack).
     thin : int or None
-        Depth of the training patch across an annotated plane: each step trains on the planes
-        of one axis with patches only this deep across them, which costs a fraction of a cube
-        and carries the same labels. None: cube patches around any annotated voxel.
+        Depth of the training patch across an annotated plane, in voxels of the finest axis
+        (at least 3 voxels of the axis itself): each step trains on the planes of one axis
+        with patches only this deep across them, which costs a fraction of a cube and carries
+        the same labels. None: cube patches around any annotated voxel.
     batch_size : int or None
         Patches per training step. Default 2 on CPU, 4 on CUDA.
     iterations : int or None

@@ -12,7 +12,7 @@ import os
 import secrets
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +31,7 @@ from sparseseg.labels import (
 )
 from sparseseg.metrics import Scores, score
 from sparseseg.model import UNet3D, count_parameters, pooling_kernels
-from sparseseg.preprocess import anisotropy, default_patch, inference_patch, normalise
+from sparseseg.preprocess import anisotropy, default_patch, inference_windows, normalise, thin_depths
 from sparseseg.train import Progress, TrainData, TrainLog, train
 
 log = logging.getLogger("sparseseg")
@@ -47,6 +47,12 @@ class Model:
     classes: np.ndarray
     config: Config
     in_channels: int
+    shapes: dict = field(default_factory=dict)  # training patch per annotated axis ('z', 'y', 'x'; None: cubes)
+
+    @property
+    def windows(self) -> dict:
+        """Training patch shapes to match at inference (see `inference_windows`)."""
+        return self.shapes or {None: self.config.patch}
 
     @property
     def parameters(self) -> int:
@@ -55,12 +61,15 @@ class Model:
 
 @dataclass
 class Segmentation:
-    """labels: (Z, Y, X) with the class values; probabilities: (K, Z, Y, X) float32, row k = class ``classes[k]``."""
+    """labels: (Z, Y, X) with the class values; probabilities: (K, Z, Y, X) float32, row k = class ``classes[k]``.
+
+    windows: the sliding-window shapes, one pass each (see `inference_windows`).
+    """
 
     labels: np.ndarray
     probabilities: np.ndarray
     seconds: float
-    window: tuple[int, int, int]
+    windows: list[tuple[int, int, int]]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -140,24 +149,22 @@ def fit(
     patch = config.patch or default_patch(smallest, config.spacing, multiple)
     if any(p % m for p, m in zip(patch, multiple)):
         raise InputError(f"--patch {','.join(map(str, patch))}: each axis must be a multiple of {multiple} for this network")
-    for axis, i in (("z", 0), ("y", 1), ("x", 2)):
-        if config.thin and any(a.planes.get(axis) for a in annotations) and min(patch[i], config.thin) % multiple[i]:
-            raise InputError(f"--thin {config.thin}: must be a multiple of {multiple[i]} along {axis} for this network")
+    thin = thin_depths(config.thin, config.spacing, multiple, patch) if config.thin else None
     data = []
     for image, annotation in zip(images, annotations):
         target, weights = loss_weights(annotation, classes, config.class_power)
         data.append(TrainData(normalise(image), target, weights, annotation.planes))
-    log.info("training on %s: patch %s, %d parameters, seed %d", device, patch, count_parameters(network), seed)
+    log.info("training on %s: patch %s (thin %s), %d parameters, seed %d", device, patch, thin, count_parameters(network), seed)
     try:
         train_log = train(
             network, data, patch=patch, batch_size=config.batch_size, iterations=config.iterations,
-            time_budget=config.time_budget, lr=config.lr, device=device, seed=seed, dice=config.dice, thin=config.thin,
+            time_budget=config.time_budget, lr=config.lr, device=device, seed=seed, dice=config.dice, thin=thin,
             params=augment.AugmentParams() if config.augment else None, anisotropy=anisotropy(config.spacing),
             progress=progress,
         )
     except torch.OutOfMemoryError as exc:
         raise _out_of_memory(exc) from exc
-    model = Model(network, classes, replace(config, seed=seed, patch=tuple(patch)), channels)
+    model = Model(network, classes, replace(config, seed=seed, patch=tuple(patch)), channels, train_log.shapes)
     return model, train_log
 
 
@@ -169,16 +176,19 @@ def segment(model: Model, image: np.ndarray, device: str | None = None, tta: boo
         raise InputError(f"the model takes {model.in_channels} channel(s), the volume has {image.shape[0]}")
     config = model.config
     torch_device = resolve_device(device or config.device)
-    window = inference_patch(config.patch, image.shape[1:], model.network.size_multiple)
+    windows = inference_windows(model.windows, config.patch, image.shape[1:], model.network.size_multiple)
+    normalised = normalise(image)
     start = time.perf_counter()
+    probabilities = None
     try:
-        probabilities = predict_probabilities(
-            model.network, normalise(image), window, torch_device, config.overlap, tta=config.tta if tta is None else tta
-        )
+        for window in windows:  # one pass per training patch shape, averaged
+            p = predict_probabilities(model.network, normalised, window, torch_device, config.overlap, tta=config.tta if tta is None else tta)
+            probabilities = p if probabilities is None else np.add(probabilities, p, out=probabilities)
     except torch.OutOfMemoryError as exc:
         raise _out_of_memory(exc) from exc
+    probabilities /= len(windows)
     labels = model.classes[np.argmax(probabilities, axis=0)].astype(labels_dtype(model.classes))
-    return Segmentation(labels, probabilities, time.perf_counter() - start, window)
+    return Segmentation(labels, probabilities, time.perf_counter() - start, windows)
 
 
 def densify_arrays(image: np.ndarray, annotation: Annotation, config: Config, progress: Progress | None = None,
@@ -195,6 +205,7 @@ def save_model(folder: str | os.PathLike, model: Model, overwrite: bool = False)
         "in_channels": model.in_channels,
         "classes": model.classes.tolist(),
         "pools": [list(p) for p in model.network.pools],
+        "train_shapes": {axis or "cube": list(shape) for axis, shape in model.windows.items()},
         "normalisation": NORMALISATION,
         "config": model.config.to_dict(),
     }
@@ -210,10 +221,11 @@ def load_model(folder: str | os.PathLike) -> Model:
         classes = np.asarray(meta["classes"], dtype=np.int64)
         network = UNet3D(int(meta["in_channels"]), len(classes), config.base, [tuple(p) for p in meta["pools"]])
         network.load_state_dict(state)
+        shapes = {(None if k == "cube" else k): tuple(v) for k, v in meta.get("train_shapes", {}).items()}
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise InputError(f"{folder}: not a sparseseg model folder ({type(exc).__name__}: {first[:200]})") from exc
-    return Model(network.eval(), classes, config, int(meta["in_channels"]))
+    return Model(network.eval(), classes, config, int(meta["in_channels"]), shapes)
 
 
 @dataclass

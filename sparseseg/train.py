@@ -44,6 +44,7 @@ class TrainLog:
     losses: list[float] = field(default_factory=list)
     stopped_by: str = "iterations"  # 'iterations', 'time' or 'interrupt'
     device: str = "cpu"
+    shapes: dict = field(default_factory=dict)  # training patch per annotated axis (None: cube patches)
 
     @property
     def final_loss(self) -> float:
@@ -76,10 +77,13 @@ def weighted_loss(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tens
 AXES = "zyx"
 
 
-def patch_shapes(patch: tuple[int, int, int], thin: int | None, planes_axes: Sequence[str]) -> dict[str | None, tuple[int, int, int]]:
-    """Training patch per annotated axis: ``patch``, made ``thin`` across that axis's planes.
+def patch_shapes(
+    patch: tuple[int, int, int], thin: Sequence[int] | None, planes_axes: Sequence[str]
+) -> dict[str | None, tuple[int, int, int]]:
+    """Training patch per annotated axis: ``patch``, made ``thin[i]`` deep across the planes of axis i.
 
-    Key None (cube patches around any annotated voxel) is used when ``thin`` is None or no
+    ``thin`` holds a depth per axis (z, y, x), see `sparseseg.preprocess.thin_depths`. Key
+    None (cube patches around any annotated voxel) is used when ``thin`` is None or no
     annotation is plane-wise.
     """
     if not thin or not planes_axes:
@@ -88,7 +92,7 @@ def patch_shapes(patch: tuple[int, int, int], thin: int | None, planes_axes: Seq
     for axis in planes_axes:
         i = AXES.index(axis)
         shape = list(patch)
-        shape[i] = min(patch[i], thin)
+        shape[i] = min(patch[i], thin[i])
         shapes[axis] = tuple(shape)
     return shapes
 
@@ -175,15 +179,16 @@ def train(
     device: torch.device,
     seed: int,
     dice: float = 0.0,
-    thin: int | None = None,
+    thin: Sequence[int] | None = None,
     params: augment.AugmentParams | None = augment.AugmentParams(),
     anisotropy: tuple[float, float, float] = (1.0, 1.0, 1.0),
     progress: Progress | None = None,
 ) -> TrainLog:
     """Train ``model`` in place on ``data`` (one volume or several); return what happened.
 
-    ``patch`` is the largest patch; with ``thin``, each batch is drawn around the annotated
-    planes of one axis with a patch only ``thin`` voxels deep across them (see `patch_shapes`).
+    ``patch`` is the largest patch; with ``thin`` (a depth per axis), each batch is drawn
+    around the annotated planes of one axis with a patch only that deep across them (see
+    `patch_shapes`).
     ``progress(iteration, loss, elapsed_seconds)`` is called after each step. The run ends
     after ``iterations`` steps or ``time_budget`` seconds, or at Ctrl-C (KeyboardInterrupt),
     which is caught: the model keeps what it learnt so far and ``stopped_by`` says 'interrupt'.
@@ -199,7 +204,7 @@ def train(
     model.to(device, memory_format=torch.channels_last_3d).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     amp = device.type == "cuda"
-    log = TrainLog(device=str(device))
+    log = TrainLog(device=str(device), shapes=shapes)
     start = time.perf_counter()
     try:
         while True:

@@ -161,14 +161,27 @@ def test_anisotropy_shrinks_displacements_along_the_coarse_axis():
     generator = torch.Generator().manual_seed(0)
     identity = augment.sampling_grid(16, patch, crop, OFF, generator, "cpu")
     iso = augment.sampling_grid(16, patch, crop, params, torch.Generator().manual_seed(0), "cpu")
-    aniso = augment.sampling_grid(16, patch, crop, params, torch.Generator().manual_seed(0), "cpu", anisotropy=(10.0, 1.0, 1.0))
+    aniso = augment.sampling_grid(16, patch, crop, params, torch.Generator().manual_seed(0), "cpu", anisotropy=(1.5, 1.0, 1.0))
     # grid_sample order (x, y, z): z is the last coordinate; displacement in voxels = normalised * size / 2
     dz_iso = ((iso - identity)[..., 2] * crop[0] / 2).abs().mean()
     dz_aniso = ((aniso - identity)[..., 2] * crop[0] / 2).abs().mean()
     dx_iso = ((iso - identity)[..., 0] * crop[2] / 2).abs().mean()
     dx_aniso = ((aniso - identity)[..., 0] * crop[2] / 2).abs().mean()
-    torch.testing.assert_close(dz_aniso, dz_iso / 10, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(dz_aniso, dz_iso / 1.5, rtol=1e-4, atol=1e-6)
     torch.testing.assert_close(dx_aniso, dx_iso)
+
+
+def test_sections_of_a_coarse_axis_are_never_blended():
+    """Sections 12.5x thicker than the pixels: scaling and deformation act within each section only."""
+    crop, patch = (9, 40, 40), (3, 16, 16)
+    params = AugmentParams(rotate_deg=15.0, scale=0.3, deform_sigma=4.0, deform_grid=8)
+    grid = augment.sampling_grid(32, patch, crop, params, torch.Generator().manual_seed(0), "cpu", anisotropy=(12.5, 1.0, 1.0))
+    z = (grid[..., 2] + 1) * crop[0] / 2 - 0.5  # voxel coordinate along z in the crop
+    centre = (crop[0] - 1) / 2
+    torch.testing.assert_close(z[:, 1], torch.full_like(z[:, 1], centre))  # the annotated (centre) section stays whole
+    torch.testing.assert_close(z, z.round())  # every output plane is one input section
+    xy = (grid[..., :2] + 1) * torch.tensor([crop[2], crop[1]]) / 2 - 0.5
+    assert (xy - xy.round()).abs().mean() > 0.1  # within the sections things did move
 
 
 def test_margin_grows_with_strength():

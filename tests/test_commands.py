@@ -344,7 +344,9 @@ def test_predict_writes_segmentation_probabilities_and_preview(trained, tmp_path
     result = run("predict", trained.model, trained.volume, "-o", out, "--probabilities", prob, "--preview", png, "--json")
     summary = _one_json(result)
     assert summary["output"] == [str(out), str(prob), str(png)]
-    assert summary["classes"] == CLASSES and len(summary["window"]) == 3
+    # one sliding-window pass per annotated axis, each window as deep as the training patch across that axis
+    assert summary["classes"] == CLASSES and len(summary["windows"]) == sum(bool(v) for v in trained.planes.values())
+    assert all(len(w) == 3 for w in summary["windows"])
     seg = io.read_labels(out).data
     assert seg.shape == trained.shape and seg.dtype == np.uint8
     assert set(np.unique(seg)) <= set(CLASSES)

@@ -87,6 +87,7 @@ def test_saved_model_predicts_the_same(tmp_path, blobs_small, small_annotation, 
     loaded = pipeline.load_model(folder)
     np.testing.assert_array_equal(loaded.classes, model.classes)
     assert loaded.config == model.config and loaded.in_channels == 1
+    assert loaded.shapes == model.shapes and model.shapes  # the training patch shapes, matched at inference
     again = pipeline.segment(loaded, image)
     np.testing.assert_allclose(again.probabilities, segmentation.probabilities, atol=1e-6)
     with pytest.raises(InputError, match="--overwrite"):
