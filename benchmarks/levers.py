@@ -2,6 +2,7 @@
 
     python benchmarks/levers.py brats base=8 patch=32,64,64 time_budget=300
     python benchmarks/levers.py isbi --repeat 2 base=8 dice=1
+    python benchmarks/levers.py brats --planes 4 thin=64
 
 Each KEY=VALUE overrides a `sparseseg.config.Config` field. Prints the mean foreground IoU on
 the unannotated voxels (classes of the ground truth, as ../shared/bench/score.py counts
@@ -66,10 +67,12 @@ def main() -> None:
     parser.add_argument("case", choices=sorted(CASES))
     parser.add_argument("overrides", nargs="*", help="Config fields, KEY=VALUE")
     parser.add_argument("--repeat", type=int, default=1, help="runs with seeds 0..N-1")
+    parser.add_argument("--planes", type=int, help="annotated planes per axis (default: the case's)")
     args = parser.parse_args()
     raws, label, crop, k, axes, spacing = CASES[args.case]
     image = io.read_image([DATA / r for r in raws]).data[(slice(None),) + crop]
     gt = io.read_labels(DATA / label).data[crop]
+    k = args.planes or k
     sparse, _ = sparsify(gt, k, axes)
     annotation, _ = read_annotation(sparse)
     overrides = dict(o.split("=", 1) for o in args.overrides)
@@ -80,7 +83,7 @@ def main() -> None:
         model, log, seg = densify_arrays(image, annotation, config)
         scores = score_like_bench(seg.labels, gt, ~annotation.mask)
         print(json.dumps({
-            "case": args.case, "overrides": overrides, "seed": seed,
+            "case": args.case, "planes": k, "overrides": overrides, "seed": seed,
             "mean_fg_iou": round(float(np.nanmean(list(scores.values()))), 4),
             "iou": {c: round(v, 4) for c, v in scores.items()},
             "steps": log.iterations, "final_loss": round(log.final_loss, 4),

@@ -101,7 +101,11 @@ class VolumeCrops:
     """Crops of one volume around its annotated voxels, each annotated class equally often.
 
     Centres are grouped by the axis of the annotated plane they lie on (key None: any
-    annotated voxel). The arrays are padded once so that every crop fits; padding has weight 0.
+    annotated voxel). A crop drawn for an axis is weighted only on that axis's planes: a
+    patch thin across them is trained where it is later used to predict (in its middle), not
+    on the planes of other axes that cross it out to its thin faces, which are seen with
+    padding for context. The arrays are padded once so that every crop fits; padding has
+    weight 0.
     """
 
     def __init__(self, data: TrainData, largest: tuple[int, int, int], device: torch.device, by_axis: bool):
@@ -110,18 +114,18 @@ class VolumeCrops:
         self.shape = data.target.shape
         self.image = torch.from_numpy(np.pad(data.image, [(0, 0)] + pads)).to(device)
         self.target = torch.from_numpy(np.pad(data.target.astype(np.int64), pads)).to(device)
-        self.weight = torch.from_numpy(np.pad(data.weight, pads)).to(device)
         labelled = data.weight > 0
         regions = {None: labelled}
         if by_axis:
             from sparseseg.labels import planes_mask
 
             regions = {a: labelled & planes_mask({a: v}, self.shape) for a, v in data.planes.items() if v}
-        self.centres = {}
+        self.centres, self.weights = {}, {}
         for axis, region in regions.items():
             pools = [np.flatnonzero(region & (data.target == k)) for k in np.unique(data.target[region])]
             if pools:
                 self.centres[axis] = pools
+                self.weights[axis] = torch.from_numpy(np.pad(np.where(region, data.weight, 0).astype(np.float32), pads)).to(device)
 
     def crop_at(self, rng: np.random.Generator, axis: str | None, crop: tuple[int, int, int]):
         pools = self.centres[axis]
@@ -133,7 +137,7 @@ class VolumeCrops:
             for v, j, p, c, s in zip(centre, jitter, self.pads, crop, self.shape)
         ]
         window = tuple(slice(s, s + c) for s, c in zip(start, crop))
-        return self.image[(slice(None),) + window], self.target[window], self.weight[window]
+        return self.image[(slice(None),) + window], self.target[window], self.weights[axis][window]
 
 
 class PatchSampler:

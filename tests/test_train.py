@@ -209,4 +209,6 @@ def test_sampler_draws_batches_around_the_planes_of_one_axis():
         middle = w[:, 1] if axis == "z" else w[:, :, :, 1]
         # the annotated plane runs through the middle of each crop (its border may be padding)
         assert bool((middle == 1).flatten(1).any(1).all())
+        # and only that axis's plane is weighted: the crossing plane of the other axis is not
+        assert float(w.sum()) == float(middle.sum())
     assert seen == {"z", "x"}
