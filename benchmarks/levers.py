@@ -68,7 +68,7 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*", help="Config fields, KEY=VALUE")
     parser.add_argument("--repeat", type=int, default=1, help="runs with seeds 0..N-1")
     parser.add_argument("--planes", type=int, help="annotated planes per axis (default: the case's)")
-    args = parser.parse_args()
+    args = parser.parse_intermixed_args()
     raws, label, crop, k, axes, spacing = CASES[args.case]
     image = io.read_image([DATA / r for r in raws]).data[(slice(None),) + crop]
     gt = io.read_labels(DATA / label).data[crop]

@@ -165,6 +165,7 @@ Thin = Annotated[int, typer.Option(help="Patch depth across annotated planes, in
 BatchSize = Annotated[Optional[int], typer.Option(help="Patches per step [default: 2 CPU, 4 CUDA].", show_default=False)]
 Lr = Annotated[float, typer.Option(help="Initial learning rate (decays to 0).")]
 Dice = Annotated[float, typer.Option(help="Weight of a soft-Dice term added to the cross-entropy.")]
+ClassPower = Annotated[float, typer.Option(help="Class balancing: loss weight = annotated class frequency ** -power (0: equal).")]
 Augment = Annotated[bool, typer.Option(help="Augment while training.")]
 Tta = Annotated[bool, typer.Option(help="Average predictions over flips (8x slower inference).")]
 Probabilities = Annotated[Optional[Path], typer.Option(help="Also write class probabilities (uint8 0..255, one channel per class).", show_default=False)]
@@ -234,6 +235,7 @@ def densify(
     batch_size: BatchSize = None,
     lr: Lr = Config.lr,
     dice: Dice = Config.dice,
+    class_power: ClassPower = Config.class_power,
     augment: Augment = True,
     tta: Tta = False,
     weights_out: Annotated[Optional[Path], typer.Option(help="Also write the per-voxel loss weight map (0 = unlabeled).", show_default=False)] = None,
@@ -253,7 +255,7 @@ def densify(
     volumes, planes = _split_planes(volumes, planes)
     config = _training_config(
         unlabeled=unlabeled, spacing=spacing, iterations=iterations, time_budget=time_budget, device=device,
-        seed=seed, base=base, patch=patch, thin=thin, batch_size=batch_size, lr=lr, dice=dice, augment=augment, tta=tta,
+        seed=seed, base=base, patch=patch, thin=thin, batch_size=batch_size, lr=lr, dice=dice, class_power=class_power, augment=augment, tta=tta,
     )
     with TrainingProgress(config, quiet or as_json) as progress:
         report = pipeline.densify(
@@ -290,6 +292,7 @@ def train(
     batch_size: BatchSize = None,
     lr: Lr = Config.lr,
     dice: Dice = Config.dice,
+    class_power: ClassPower = Config.class_power,
     augment: Augment = True,
     init: Init = None,
     overwrite: Overwrite = False,
@@ -302,7 +305,7 @@ def train(
     _setup_logging(quiet)
     config = _training_config(
         unlabeled=unlabeled, spacing=spacing, iterations=iterations, time_budget=time_budget, device=device,
-        seed=seed, base=base, patch=patch, thin=thin, batch_size=batch_size, lr=lr, dice=dice, augment=augment,
+        seed=seed, base=base, patch=patch, thin=thin, batch_size=batch_size, lr=lr, dice=dice, class_power=class_power, augment=augment,
     )
     with TrainingProgress(config, quiet or as_json) as progress:
         model, train_log, folder = pipeline.train_files(pair, output, config, overwrite=overwrite, init=init, progress=progress)
@@ -440,6 +443,7 @@ def sweep(
     batch_size: BatchSize = None,
     lr: Lr = Config.lr,
     dice: Dice = Config.dice,
+    class_power: ClassPower = Config.class_power,
     augment: Augment = True,
     overwrite: Overwrite = False,
     quiet: Quiet = False,
@@ -455,7 +459,7 @@ def sweep(
         raise InputError(f"--planes {planes!r}: expected plane counts such as 1,2,4") from None
     config = _training_config(
         unlabeled=unlabeled, spacing=spacing, iterations=iterations, time_budget=time_budget, device=device,
-        seed=seed, base=base, patch=patch, thin=thin, batch_size=batch_size, lr=lr, dice=dice, augment=augment,
+        seed=seed, base=base, patch=patch, thin=thin, batch_size=batch_size, lr=lr, dice=dice, class_power=class_power, augment=augment,
     )
     bars = {k: TrainingProgress(config, quiet or as_json, label=f"k={k}") for k in ks}
     try:

@@ -306,6 +306,10 @@ def _negative_iterations(files):
     return _densify(files, None, None, None, "--iterations", "-1"), ["iterations"]
 
 
+def _negative_class_power(files):
+    return _densify(files, None, None, None, "--class-power", "-0.5"), ["class_power", "-0.5"]
+
+
 def _bad_init(files):
     return _densify(files, None, None, None, "--init", files.folder / "no_model"), ["no_model"]
 
@@ -339,6 +343,7 @@ DENSIFY_BAD = [
     pytest.param(_bad_patch, id="bad-patch"),
     pytest.param(_patch_not_multiple, id="patch-not-multiple"),
     pytest.param(_negative_iterations, id="negative-iterations"),
+    pytest.param(_negative_class_power, id="negative-class-power"),
     pytest.param(_bad_init, id="missing-init-model"),
 ]
 
