@@ -3,6 +3,7 @@
     python benchmarks/levers.py brats base=8 patch=32,64,64 time_budget=300
     python benchmarks/levers.py isbi --repeat 2 base=8 dice=1
     python benchmarks/levers.py brats --planes 4 thin=64
+    python benchmarks/levers.py brats --seed 1 --repeat 2 --tta --prior
 
 Each KEY=VALUE overrides a `sparseseg.config.Config` field. Prints the mean foreground IoU on
 the unannotated voxels (classes of the ground truth, as ../shared/bench/score.py counts
@@ -10,6 +11,7 @@ them), the training steps and the seconds. Needs ../shared/data.
 """
 
 import argparse
+import dataclasses
 import json
 import time
 from dataclasses import fields
@@ -19,8 +21,8 @@ import numpy as np
 
 from sparseseg import io
 from sparseseg.config import Config
-from sparseseg.labels import read_annotation
-from sparseseg.pipeline import densify_arrays
+from sparseseg.labels import correct_prior, read_annotation
+from sparseseg.pipeline import densify_arrays, segment
 from sparseseg.synthetic import sparsify
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -66,8 +68,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("case", choices=sorted(CASES))
     parser.add_argument("overrides", nargs="*", help="Config fields, KEY=VALUE")
-    parser.add_argument("--repeat", type=int, default=1, help="runs with seeds 0..N-1")
+    parser.add_argument("--repeat", type=int, default=1, help="runs with seeds SEED..SEED+N-1")
     parser.add_argument("--planes", type=int, help="annotated planes per axis (default: the case's)")
+    parser.add_argument("--seed", type=int, default=0, help="first seed (default 0)")
+    parser.add_argument("--prior", action="store_true", help="also score the same model with other strengths of the prior correction")
+    parser.add_argument("--tta", action="store_true", help="also score the same model with flip test-time augmentation")
     args = parser.parse_intermixed_args()
     raws, label, crop, k, axes, spacing = CASES[args.case]
     image = io.read_image([DATA / r for r in raws]).data[(slice(None),) + crop]
@@ -77,11 +82,24 @@ def main() -> None:
     annotation, _ = read_annotation(sparse)
     overrides = dict(o.split("=", 1) for o in args.overrides)
     values = {"spacing": spacing, "device": "cpu", **{n: parse_value(n, v) for n, v in overrides.items()}}
-    for seed in range(args.repeat):
+    for seed in range(args.seed, args.seed + args.repeat):
         config = Config(**{**values, "seed": seed})
         start = time.perf_counter()
         model, log, seg = densify_arrays(image, annotation, config)
         scores = score_like_bench(seg.labels, gt, ~annotation.mask)
+        extra = {}
+        if args.prior:  # the same model with other strengths of the prior correction
+            raw = segment(dataclasses.replace(model, config=dataclasses.replace(model.config, prior_correction=0.0)), image)
+            for strength in (0.0, 0.25, 0.5, 0.75, 1.0):
+                probabilities = correct_prior(raw.probabilities.copy(), model.class_weights, strength)
+                labels = model.classes[np.argmax(probabilities, axis=0)]
+                iou = score_like_bench(labels, gt, ~annotation.mask)
+                extra[f"prior_{strength}"] = round(float(np.nanmean(list(iou.values()))), 4)
+        if args.tta:
+            flipped = segment(model, image, tta=True)
+            tta_scores = score_like_bench(flipped.labels, gt, ~annotation.mask)
+            extra.update({"mean_fg_iou_tta": round(float(np.nanmean(list(tta_scores.values()))), 4),
+                     "iou_tta": {c: round(v, 4) for c, v in tta_scores.items()}, "tta_s": round(flipped.seconds, 1)})
         print(json.dumps({
             "case": args.case, "planes": k, "overrides": overrides, "seed": seed,
             "mean_fg_iou": round(float(np.nanmean(list(scores.values()))), 4),
@@ -89,7 +107,7 @@ def main() -> None:
             "steps": log.iterations, "final_loss": round(log.final_loss, 4),
             "predicted_fraction": {int(c): round(float((seg.labels == c).mean()), 4) for c in np.unique(gt) if c},
             "true_fraction": {int(c): round(float((gt == c).mean()), 4) for c in np.unique(gt) if c}, "train_s": round(log.seconds, 1), "total_s": round(time.perf_counter() - start, 1),
-            "patch": list(model.config.patch), "base": model.config.base,
+            "patch": list(model.config.patch), "base": model.config.base, "predict_s": round(seg.seconds, 1), **extra,
         }), flush=True)
 
 

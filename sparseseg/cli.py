@@ -166,6 +166,8 @@ BatchSize = Annotated[Optional[int], typer.Option(help="Patches per step [defaul
 Lr = Annotated[float, typer.Option(help="Initial learning rate (decays to 0).")]
 Dice = Annotated[float, typer.Option(help="Weight of a soft-Dice term added to the cross-entropy.")]
 ClassPower = Annotated[float, typer.Option(help="Class balancing: loss weight = annotated class frequency ** -power (0: equal).")]
+PriorCorrection = Annotated[float, typer.Option(
+    help="At prediction, divide class probabilities by class weight ** this (0..1), taking back that part of the balancing.")]
 Augment = Annotated[bool, typer.Option(help="Augment while training.")]
 Tta = Annotated[bool, typer.Option(help="Average predictions over flips (8x slower inference).")]
 Probabilities = Annotated[Optional[Path], typer.Option(help="Also write class probabilities (uint8 0..255, one channel per class).", show_default=False)]
@@ -236,6 +238,7 @@ def densify(
     lr: Lr = Config.lr,
     dice: Dice = Config.dice,
     class_power: ClassPower = Config.class_power,
+    prior_correction: PriorCorrection = Config.prior_correction,
     augment: Augment = True,
     tta: Tta = False,
     weights_out: Annotated[Optional[Path], typer.Option(help="Also write the per-voxel loss weight map (0 = unlabeled).", show_default=False)] = None,
@@ -255,7 +258,7 @@ def densify(
     volumes, planes = _split_planes(volumes, planes)
     config = _training_config(
         unlabeled=unlabeled, spacing=spacing, iterations=iterations, time_budget=time_budget, device=device,
-        seed=seed, base=base, patch=patch, thin=thin, batch_size=batch_size, lr=lr, dice=dice, class_power=class_power, augment=augment, tta=tta,
+        seed=seed, base=base, patch=patch, thin=thin, batch_size=batch_size, lr=lr, dice=dice, class_power=class_power, prior_correction=prior_correction, augment=augment, tta=tta,
     )
     with TrainingProgress(config, quiet or as_json) as progress:
         report = pipeline.densify(
@@ -293,6 +296,7 @@ def train(
     lr: Lr = Config.lr,
     dice: Dice = Config.dice,
     class_power: ClassPower = Config.class_power,
+    prior_correction: PriorCorrection = Config.prior_correction,
     augment: Augment = True,
     init: Init = None,
     overwrite: Overwrite = False,
@@ -305,7 +309,7 @@ def train(
     _setup_logging(quiet)
     config = _training_config(
         unlabeled=unlabeled, spacing=spacing, iterations=iterations, time_budget=time_budget, device=device,
-        seed=seed, base=base, patch=patch, thin=thin, batch_size=batch_size, lr=lr, dice=dice, class_power=class_power, augment=augment,
+        seed=seed, base=base, patch=patch, thin=thin, batch_size=batch_size, lr=lr, dice=dice, class_power=class_power, prior_correction=prior_correction, augment=augment,
     )
     with TrainingProgress(config, quiet or as_json) as progress:
         model, train_log, folder = pipeline.train_files(pair, output, config, overwrite=overwrite, init=init, progress=progress)
@@ -444,6 +448,7 @@ def sweep(
     lr: Lr = Config.lr,
     dice: Dice = Config.dice,
     class_power: ClassPower = Config.class_power,
+    prior_correction: PriorCorrection = Config.prior_correction,
     augment: Augment = True,
     overwrite: Overwrite = False,
     quiet: Quiet = False,
@@ -459,7 +464,7 @@ def sweep(
         raise InputError(f"--planes {planes!r}: expected plane counts such as 1,2,4") from None
     config = _training_config(
         unlabeled=unlabeled, spacing=spacing, iterations=iterations, time_budget=time_budget, device=device,
-        seed=seed, base=base, patch=patch, thin=thin, batch_size=batch_size, lr=lr, dice=dice, class_power=class_power, augment=augment,
+        seed=seed, base=base, patch=patch, thin=thin, batch_size=batch_size, lr=lr, dice=dice, class_power=class_power, prior_correction=prior_correction, augment=augment,
     )
     bars = {k: TrainingProgress(config, quiet or as_json, label=f"k={k}") for k in ks}
     try:

@@ -8,7 +8,7 @@ the weights of a model folder.
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 
 from sparseseg.errors import InputError
 
@@ -51,6 +51,11 @@ class Config:
         Adam learning rate at the start; it decays polynomially to 0 over the run.
     class_power : float
         Class balancing: class weight = annotated frequency ** -class_power (0: equal weights).
+    prior_correction : float
+        At prediction, class probabilities are divided by class weight ** prior_correction
+        and renormalised, which takes back that part of the balancing: a network trained
+        with class weights over-predicts the rare classes it was told to weigh more. 0: off;
+        1: predict as without class weights (rare classes then tend to vanish).
     dice : float
         Weight of a soft-Dice term on annotated voxels added to the cross-entropy (0: off).
     augment : bool
@@ -78,6 +83,7 @@ class Config:
     time_budget: float | None = None
     lr: float = 3e-3
     class_power: float = 0.5
+    prior_correction: float = 0.5
     dice: float = 0.0
     augment: bool = True
     overlap: float = 0.5
@@ -86,7 +92,6 @@ class Config:
     seed: int | None = None
     device: str = "auto"
     unlabeled: int = 255
-    extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
         checks = [
@@ -99,6 +104,7 @@ class Config:
             (self.time_budget is None or self.time_budget >= 0, "time_budget", "must be >= 0"),
             (self.lr > 0, "lr", "must be > 0"),
             (self.class_power >= 0, "class_power", "must be >= 0"),
+            (0 <= self.prior_correction <= 1, "prior_correction", "must lie in [0, 1]"),
             (self.dice >= 0, "dice", "must be >= 0"),
             (0 <= self.overlap < 1, "overlap", "must lie in [0, 1)"),
             (self.spacing is None or (len(self.spacing) == 3 and min(self.spacing) > 0), "spacing", "must be three numbers > 0"),

@@ -25,9 +25,11 @@ from sparseseg.labels import (
     Annotation,
     annotated_mask,
     class_weights,
+    correct_prior,
     parse_planes,
     read_annotation,
     weight_map,
+    weights_from_counts,
 )
 from sparseseg.metrics import Scores, score
 from sparseseg.model import UNet3D, count_parameters, pooling_kernels
@@ -48,6 +50,7 @@ class Model:
     config: Config
     in_channels: int
     shapes: dict = field(default_factory=dict)  # training patch per annotated axis ('z', 'y', 'x'; None: cubes)
+    class_weights: np.ndarray | None = None  # the loss's class weights, for `correct_prior` (None: not known)
 
     @property
     def windows(self) -> dict:
@@ -150,10 +153,11 @@ def fit(
     if any(p % m for p, m in zip(patch, multiple)):
         raise InputError(f"--patch {','.join(map(str, patch))}: each axis must be a multiple of {multiple} for this network")
     thin = thin_depths(config.thin, config.spacing, multiple, patch) if config.thin else None
-    data = []
+    data, counts = [], np.zeros(len(classes), dtype=np.int64)
     for image, annotation in zip(images, annotations):
         target, weights = loss_weights(annotation, classes, config.class_power)
         data.append(TrainData(normalise(image), target, weights, annotation.planes))
+        counts += np.bincount(target[annotation.mask], minlength=len(classes))
     log.info("training on %s: patch %s (thin %s), %d parameters, seed %d", device, patch, thin, count_parameters(network), seed)
     try:
         train_log = train(
@@ -164,7 +168,8 @@ def fit(
         )
     except torch.OutOfMemoryError as exc:
         raise _out_of_memory(exc) from exc
-    model = Model(network, classes, replace(config, seed=seed, patch=tuple(patch)), channels, train_log.shapes)
+    model = Model(network, classes, replace(config, seed=seed, patch=tuple(patch)), channels, train_log.shapes,
+                  weights_from_counts(counts, config.class_power))
     return model, train_log
 
 
@@ -187,6 +192,8 @@ def segment(model: Model, image: np.ndarray, device: str | None = None, tta: boo
     except torch.OutOfMemoryError as exc:
         raise _out_of_memory(exc) from exc
     probabilities /= len(windows)
+    if model.class_weights is not None:
+        correct_prior(probabilities, model.class_weights, config.prior_correction)
     labels = model.classes[np.argmax(probabilities, axis=0)].astype(labels_dtype(model.classes))
     return Segmentation(labels, probabilities, time.perf_counter() - start, windows)
 
@@ -204,6 +211,7 @@ def save_model(folder: str | os.PathLike, model: Model, overwrite: bool = False)
         "sparseseg_version": __version__,
         "in_channels": model.in_channels,
         "classes": model.classes.tolist(),
+        "class_weights": None if model.class_weights is None else model.class_weights.tolist(),
         "pools": [list(p) for p in model.network.pools],
         "train_shapes": {axis or "cube": list(shape) for axis, shape in model.windows.items()},
         "normalisation": NORMALISATION,
@@ -222,10 +230,12 @@ def load_model(folder: str | os.PathLike) -> Model:
         network = UNet3D(int(meta["in_channels"]), len(classes), config.base, [tuple(p) for p in meta["pools"]])
         network.load_state_dict(state)
         shapes = {(None if k == "cube" else k): tuple(v) for k, v in meta.get("train_shapes", {}).items()}
+        weights = meta.get("class_weights")
+        weights = None if weights is None else np.asarray(weights, dtype=np.float32).reshape(len(classes))
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise InputError(f"{folder}: not a sparseseg model folder ({type(exc).__name__}: {first[:200]})") from exc
-    return Model(network.eval(), classes, config, int(meta["in_channels"]), shapes)
+    return Model(network.eval(), classes, config, int(meta["in_channels"]), shapes, weights)
 
 
 @dataclass

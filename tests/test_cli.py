@@ -310,6 +310,10 @@ def _negative_class_power(files):
     return _densify(files, None, None, None, "--class-power", "-0.5"), ["class_power", "-0.5"]
 
 
+def _prior_correction_above_one(files):
+    return _densify(files, None, None, None, "--prior-correction", "1.5"), ["prior_correction", "1.5"]
+
+
 def _bad_init(files):
     return _densify(files, None, None, None, "--init", files.folder / "no_model"), ["no_model"]
 
@@ -344,6 +348,7 @@ DENSIFY_BAD = [
     pytest.param(_patch_not_multiple, id="patch-not-multiple"),
     pytest.param(_negative_iterations, id="negative-iterations"),
     pytest.param(_negative_class_power, id="negative-class-power"),
+    pytest.param(_prior_correction_above_one, id="prior-correction-above-one"),
     pytest.param(_bad_init, id="missing-init-model"),
 ]
 

@@ -326,3 +326,63 @@ def test_weight_map_rejects_wrong_number_of_weights(sparse_small):
     annotation, _ = L.read_annotation(sparse_small[0])
     with pytest.raises(ValueError, match="3 class weights"):
         L.weight_map(annotation, np.ones(2, dtype=np.float32))
+
+
+def test_weights_from_counts_match_class_weights():
+    counts = [450, 45, 5]
+    np.testing.assert_allclose(L.weights_from_counts(counts, 0.5), L.class_weights(_annotation_with_counts(counts), 0.5))
+
+
+def test_weights_from_counts_give_absent_classes_weight_zero():
+    assert L.weights_from_counts([10, 0, 30], 0.5)[1] == 0
+
+
+@pytest.mark.parametrize("counts", [[0, 0], [5, -1], [[1, 2]]], ids=["all-zero", "negative", "two-dimensional"])
+def test_weights_from_counts_reject(counts):
+    with pytest.raises(ValueError, match="counts"):
+        L.weights_from_counts(counts)
+
+
+def _probabilities():
+    rng = np.random.default_rng(0)
+    p = rng.random((3, 4, 5, 6)).astype(np.float32)
+    return p / p.sum(axis=0)
+
+
+def test_full_prior_correction_undoes_class_weighting():
+    unweighted = _probabilities()
+    weights = np.array([0.5, 2.0, 8.0], dtype=np.float32)
+    weighted = unweighted * weights.reshape(3, 1, 1, 1)
+    weighted /= weighted.sum(axis=0)
+    np.testing.assert_allclose(L.correct_prior(weighted, weights, 1.0), unweighted, rtol=1e-5)
+
+
+def test_prior_correction_moves_voxels_away_from_up_weighted_classes():
+    p = _probabilities()
+    weights = np.array([0.5, 1.0, 8.0], dtype=np.float32)
+    before = np.bincount(p.argmax(0).ravel(), minlength=3)
+    after = np.bincount(L.correct_prior(p.copy(), weights, 0.5).argmax(0).ravel(), minlength=3)
+    assert after[2] < before[2] and after[0] > before[0]
+
+
+def test_prior_correction_is_in_place_and_keeps_a_distribution():
+    p = _probabilities()
+    out = L.correct_prior(p, np.array([1.0, 2.0, 4.0]), 0.5)
+    assert out is p
+    np.testing.assert_allclose(p.sum(axis=0), 1.0, rtol=1e-6)
+
+
+def test_prior_correction_zero_strength_or_unannotated_class_changes_nothing():
+    p = _probabilities()
+    np.testing.assert_array_equal(L.correct_prior(p.copy(), np.array([1.0, 2.0, 4.0]), 0.0), p)
+    np.testing.assert_allclose(L.correct_prior(p.copy(), np.array([0.0, 0.0, 0.0]), 1.0), p, rtol=1e-6)
+
+
+@pytest.mark.parametrize("weights, strength, message", [
+    (np.ones(3), 1.5, "strength"),
+    (np.ones(3), -0.1, "strength"),
+    (np.ones(2), 0.5, "class weights"),
+], ids=["strength-above-one", "negative-strength", "wrong-number-of-weights"])
+def test_prior_correction_rejects(weights, strength, message):
+    with pytest.raises(ValueError, match=message):
+        L.correct_prior(_probabilities(), weights, strength)

@@ -1,5 +1,7 @@
 """Tests for sparseseg.pipeline: densify from arrays and files, models, evaluation; end-to-end quality."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import tifffile
@@ -80,6 +82,15 @@ def test_same_seed_same_segmentation(blobs_small, small_annotation, tiny_config)
     np.testing.assert_array_equal(runs[0].probabilities, runs[1].probabilities)
 
 
+def test_prior_correction_takes_back_the_class_weights(blobs_small, small_annotation, tiny_config):
+    image = blobs_small[0][None]
+    model, _, corrected = pipeline.densify_arrays(image, small_annotation, tiny_config())
+    assert model.config.prior_correction == 0.5 and model.class_weights.shape == model.classes.shape
+    raw = pipeline.segment(dataclasses.replace(model, config=dataclasses.replace(model.config, prior_correction=0.0)), image)
+    expected = raw.probabilities / np.sqrt(model.class_weights).reshape(-1, 1, 1, 1)
+    np.testing.assert_allclose(corrected.probabilities, expected / expected.sum(axis=0), atol=1e-6)
+
+
 def test_saved_model_predicts_the_same(tmp_path, blobs_small, small_annotation, tiny_config, listing):
     image = blobs_small[0][None]
     model, _, segmentation = pipeline.densify_arrays(image, small_annotation, tiny_config())
@@ -88,6 +99,7 @@ def test_saved_model_predicts_the_same(tmp_path, blobs_small, small_annotation, 
     np.testing.assert_array_equal(loaded.classes, model.classes)
     assert loaded.config == model.config and loaded.in_channels == 1
     assert loaded.shapes == model.shapes and model.shapes  # the training patch shapes, matched at inference
+    np.testing.assert_allclose(loaded.class_weights, model.class_weights)  # for the prior correction
     again = pipeline.segment(loaded, image)
     np.testing.assert_allclose(again.probabilities, segmentation.probabilities, atol=1e-6)
     with pytest.raises(InputError, match="--overwrite"):
