@@ -218,7 +218,7 @@ def class_weights(annotation: Annotation, power: float = 0.5) -> np.ndarray:
 
 
 def weights_from_counts(counts: np.ndarray, power: float = 0.5) -> np.ndarray:
-    """``counts ** -power`` as in `class_weights`, for annotated voxel counts per class (0 for absent classes)."""
+    """The weights of `class_weights` from annotated voxel counts per class: ``frequency ** -power``, mean 1 over annotated voxels; 0 for absent classes."""
     if power < 0:
         raise ValueError(f"power must be >= 0, got {power}")
     counts = np.asarray(counts, dtype=np.float64)
