@@ -158,7 +158,7 @@ Spacing = Annotated[Optional[str], typer.Option(help="Voxel size z,y,x, e.g. 50,
 Iterations = Annotated[Optional[int], typer.Option(help="Most training steps [default: 10000 CPU, 2000 CUDA].", show_default=False)]
 TimeBudget = Annotated[Optional[str], typer.Option(help="Most training time: seconds or e.g. 5m [default: 5m CPU, 2m CUDA].", show_default=False)]
 Device = Annotated[str, typer.Option(help="auto (CUDA when available), cpu or cuda.")]
-Seed = Annotated[Optional[int], typer.Option(help="Random seed; the same seed repeats a CPU run exactly.", show_default=False)]
+Seed = Annotated[Optional[int], typer.Option(help="Random seed; the same seed repeats a CPU run exactly when --iterations ends it.", show_default=False)]
 Base = Annotated[Optional[int], typer.Option(help="Channels of the first layer (the paper: 32) [default: 8 CPU, 32 CUDA].", show_default=False)]
 Patch = Annotated[Optional[str], typer.Option(help="Largest training patch z,y,x [default: a physical cube of ~64^3 voxels].", show_default=False)]
 Thin = Annotated[int, typer.Option(help="Patch depth across annotated planes, in voxels of the finest axis (0: cube patches).")]

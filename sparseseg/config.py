@@ -67,7 +67,8 @@ class Config:
     spacing : tuple of 3 float or None
         Voxel size (z, y, x); decides along which axes the network pools.
     seed : int or None
-        Random seed; the same seed repeats a CPU run exactly. None: a fresh random run.
+        Random seed; the same seed repeats a CPU run exactly when ``iterations`` ends it (a time
+        budget ends after as many steps as the clock allows). None: a fresh random run.
     device : str
         'auto' (CUDA when available), 'cpu' or 'cuda'.
     unlabeled : int
