@@ -47,6 +47,11 @@ def score_like_bench(pred: np.ndarray, gt: np.ndarray, held: np.ndarray) -> dict
     return result
 
 
+def mean_fg(scores: dict[int, float]) -> float:
+    """The mean foreground IoU of `score_like_bench`'s result, rounded for printing."""
+    return round(float(np.nanmean(list(scores.values()))), 4)
+
+
 def parse_value(name: str, text: str):
     kinds = {f.name: f.type for f in fields(Config)}
     if name not in kinds:
@@ -93,16 +98,15 @@ def main() -> None:
             for strength in (0.0, 0.25, 0.5, 0.75, 1.0):
                 probabilities = correct_prior(raw.probabilities.copy(), model.class_weights, strength)
                 labels = model.classes[np.argmax(probabilities, axis=0)]
-                iou = score_like_bench(labels, gt, ~annotation.mask)
-                extra[f"prior_{strength}"] = round(float(np.nanmean(list(iou.values()))), 4)
+                extra[f"prior_{strength}"] = mean_fg(score_like_bench(labels, gt, ~annotation.mask))
         if args.tta:
             flipped = segment(model, image, tta=True)
             tta_scores = score_like_bench(flipped.labels, gt, ~annotation.mask)
-            extra.update({"mean_fg_iou_tta": round(float(np.nanmean(list(tta_scores.values()))), 4),
+            extra.update({"mean_fg_iou_tta": mean_fg(tta_scores),
                      "iou_tta": {c: round(v, 4) for c, v in tta_scores.items()}, "tta_s": round(flipped.seconds, 1)})
         print(json.dumps({
             "case": args.case, "planes": k, "overrides": overrides, "seed": seed,
-            "mean_fg_iou": round(float(np.nanmean(list(scores.values()))), 4),
+            "mean_fg_iou": mean_fg(scores),
             "iou": {c: round(v, 4) for c, v in scores.items()},
             "steps": log.iterations, "final_loss": round(log.final_loss, 4),
             "predicted_fraction": {int(c): round(float((seg.labels == c).mean()), 4) for c in np.unique(gt) if c},
