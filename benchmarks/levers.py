@@ -21,7 +21,8 @@ import numpy as np
 
 from sparseseg import io
 from sparseseg.config import Config
-from sparseseg.labels import correct_prior, read_annotation
+from sparseseg.calibrate import correct_prior
+from sparseseg.labels import read_annotation
 from sparseseg.pipeline import densify_arrays, segment
 from sparseseg.synthetic import sparsify
 
@@ -76,7 +77,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1, help="runs with seeds SEED..SEED+N-1")
     parser.add_argument("--planes", type=int, help="annotated planes per axis (default: the case's)")
     parser.add_argument("--seed", type=int, default=0, help="first seed (default 0)")
-    parser.add_argument("--prior", action="store_true", help="also score the same model with other strengths of the prior correction")
+    parser.add_argument("--prior", action="store_true", help="also score the same model uncalibrated, with other strengths of the prior correction")
     parser.add_argument("--tta", action="store_true", help="also score the same model with flip test-time augmentation")
     args = parser.parse_intermixed_args()
     raws, label, crop, k, axes, spacing = CASES[args.case]
@@ -93,8 +94,9 @@ def main() -> None:
         model, log, seg = densify_arrays(image, annotation, config)
         scores = score_like_bench(seg.labels, gt, ~annotation.mask)
         extra = {}
-        if args.prior:  # the same model with other strengths of the prior correction
-            raw = segment(dataclasses.replace(model, config=dataclasses.replace(model.config, prior_correction=0.0)), image)
+        if args.prior:  # the same model, not calibrated, with other strengths of the prior correction
+            uncalibrated = dataclasses.replace(model, offsets=None, config=dataclasses.replace(model.config, prior_correction=0.0))
+            raw = segment(uncalibrated, image)
             for strength in (0.0, 0.25, 0.5, 0.75, 1.0):
                 probabilities = correct_prior(raw.probabilities.copy(), model.class_weights, strength)
                 labels = model.classes[np.argmax(probabilities, axis=0)]

@@ -154,21 +154,22 @@ Volumes = Annotated[list[Path], typer.Argument(help="Raw volume(s): 3D TIFF (ZYX
 Output = Annotated[Path, typer.Option("--output", "-o", help="Dense segmentation to write (.tif, .tiff, .nii, .nii.gz).", show_default=False)]
 Unlabeled = Annotated[int, typer.Option(help="Value of voxels nobody annotated.")]
 Planes = Annotated[Optional[list[str]], typer.Option(help="Annotated planes, e.g. z=12,40 y=64 (everything else is unlabeled).", show_default=False)]
-Spacing = Annotated[Optional[str], typer.Option(help="Voxel size z,y,x, e.g. 50,4,4 [default: from the file].", show_default=False)]
-Iterations = Annotated[Optional[int], typer.Option(help="Most training steps [default: 10000 CPU, 2000 CUDA].", show_default=False)]
-TimeBudget = Annotated[Optional[str], typer.Option(help="Most training time: seconds or e.g. 5m [default: 5m CPU, 2m CUDA].", show_default=False)]
+Spacing = Annotated[Optional[str], typer.Option(help="Voxel size z,y,x, e.g. 50,4,4 \\[default: from the file].", show_default=False)]
+Iterations = Annotated[Optional[int], typer.Option(help="Most training steps \\[default: 10000 CPU, 2000 CUDA].", show_default=False)]
+TimeBudget = Annotated[Optional[str], typer.Option(help="Most training time: seconds or e.g. 5m \\[default: 5m CPU, 2m CUDA].", show_default=False)]
 Device = Annotated[str, typer.Option(help="auto (CUDA when available), cpu or cuda.")]
 Seed = Annotated[Optional[int], typer.Option(help="Random seed; the same seed repeats a CPU run exactly when --iterations ends it.", show_default=False)]
-Base = Annotated[Optional[int], typer.Option(help="Channels of the first layer (the paper: 32) [default: 8 CPU, 32 CUDA].", show_default=False)]
-Patch = Annotated[Optional[str], typer.Option(help="Largest training patch z,y,x [default: a physical cube of ~64^3 voxels].", show_default=False)]
+Base = Annotated[Optional[int], typer.Option(help="Channels of the first layer (the paper: 32) \\[default: 8 CPU, 32 CUDA].", show_default=False)]
+Patch = Annotated[Optional[str], typer.Option(help="Largest training patch z,y,x \\[default: a physical cube of ~64^3 voxels].", show_default=False)]
 Thin = Annotated[int, typer.Option(help="Patch depth across annotated planes, in voxels of the finest axis (0: cube patches).")]
-BatchSize = Annotated[Optional[int], typer.Option(help="Patches per step [default: 2 CPU, 4 CUDA].", show_default=False)]
+BatchSize = Annotated[Optional[int], typer.Option(help="Patches per step \\[default: 2 CPU, 4 CUDA].", show_default=False)]
 Lr = Annotated[float, typer.Option(help="Initial learning rate (decays to 0).")]
 Dice = Annotated[float, typer.Option(help="Weight of a soft-Dice term added to the cross-entropy.")]
 ClassPower = Annotated[float, typer.Option(help="Class balancing: loss weight = annotated class frequency ** -power (0: equal).")]
 PriorCorrection = Annotated[float, typer.Option(
     help="At prediction, divide class probabilities by class weight ** this (0..1), taking back that part of the balancing.")]
-Augment = Annotated[bool, typer.Option(help="Augment while training.")]
+Augment = Annotated[Optional[bool], typer.Option("--augment/--no-augment", help="Augment while training \\[default: off on CPU, on on CUDA].", show_default=False)]
+Calibrate = Annotated[bool, typer.Option(help="After training, tune one offset per class so that the prediction fits the annotated voxels best.")]
 Tta = Annotated[bool, typer.Option(help="Average predictions over flips (8x slower inference).")]
 Probabilities = Annotated[Optional[Path], typer.Option(help="Also write class probabilities (uint8 0..255, one channel per class).", show_default=False)]
 Preview = Annotated[Optional[Path], typer.Option(help="Also write a PNG: three planes with the segmentation overlaid.", show_default=False)]
@@ -207,6 +208,7 @@ def _train_summary(model, train_log) -> dict:
         "patch": list(model.config.patch),
         "parameters": model.parameters,
         "seed": model.config.seed,
+        "class_offsets": None if model.offsets is None else [round(float(v), 3) for v in model.offsets],
     }
 
 
@@ -239,7 +241,8 @@ def densify(
     dice: Dice = Config.dice,
     class_power: ClassPower = Config.class_power,
     prior_correction: PriorCorrection = Config.prior_correction,
-    augment: Augment = True,
+    augment: Augment = None,
+    calibrate: Calibrate = True,
     tta: Tta = False,
     weights_out: Annotated[Optional[Path], typer.Option(help="Also write the per-voxel loss weight map (0 = unlabeled).", show_default=False)] = None,
     probabilities: Probabilities = None,
@@ -258,7 +261,7 @@ def densify(
     volumes, planes = _split_planes(volumes, planes)
     config = _training_config(
         unlabeled=unlabeled, spacing=spacing, iterations=iterations, time_budget=time_budget, device=device,
-        seed=seed, base=base, patch=patch, thin=thin, batch_size=batch_size, lr=lr, dice=dice, class_power=class_power, prior_correction=prior_correction, augment=augment, tta=tta,
+        seed=seed, base=base, patch=patch, thin=thin, batch_size=batch_size, lr=lr, dice=dice, class_power=class_power, prior_correction=prior_correction, calibrate=calibrate, augment=augment, tta=tta,
     )
     with TrainingProgress(config, quiet or as_json) as progress:
         report = pipeline.densify(
@@ -297,7 +300,8 @@ def train(
     dice: Dice = Config.dice,
     class_power: ClassPower = Config.class_power,
     prior_correction: PriorCorrection = Config.prior_correction,
-    augment: Augment = True,
+    augment: Augment = None,
+    calibrate: Calibrate = True,
     init: Init = None,
     overwrite: Overwrite = False,
     quiet: Quiet = False,
@@ -309,7 +313,7 @@ def train(
     _setup_logging(quiet)
     config = _training_config(
         unlabeled=unlabeled, spacing=spacing, iterations=iterations, time_budget=time_budget, device=device,
-        seed=seed, base=base, patch=patch, thin=thin, batch_size=batch_size, lr=lr, dice=dice, class_power=class_power, prior_correction=prior_correction, augment=augment,
+        seed=seed, base=base, patch=patch, thin=thin, batch_size=batch_size, lr=lr, dice=dice, class_power=class_power, prior_correction=prior_correction, calibrate=calibrate, augment=augment,
     )
     with TrainingProgress(config, quiet or as_json) as progress:
         model, train_log, folder = pipeline.train_files(pair, output, config, overwrite=overwrite, init=init, progress=progress)
@@ -328,7 +332,7 @@ def predict(
     model: Annotated[Path, typer.Argument(help="Model folder (from densify --save-model or train).", show_default=False)],
     volumes: Volumes,
     output: Output,
-    device: Annotated[Optional[str], typer.Option(help="auto, cpu or cuda [default: auto].", show_default=False)] = None,
+    device: Annotated[Optional[str], typer.Option(help="auto, cpu or cuda \\[default: auto].", show_default=False)] = None,
     tta: Annotated[Optional[bool], typer.Option(help="Average predictions over flips (8x slower).", show_default=False)] = None,
     probabilities: Probabilities = None,
     preview: Preview = None,
@@ -366,7 +370,7 @@ def suggest(
     slices: Annotated[Optional[Path], typer.Option("--slices", "-s", help="Sparse labels: their annotated planes are not suggested.", show_default=False)] = None,
     unlabeled: Unlabeled = 255,
     top: Annotated[int, typer.Option(help="How many planes to suggest.")] = 5,
-    device: Annotated[Optional[str], typer.Option(help="auto, cpu or cuda [default: auto].", show_default=False)] = None,
+    device: Annotated[Optional[str], typer.Option(help="auto, cpu or cuda \\[default: auto].", show_default=False)] = None,
     as_json: AsJson = False,
 ) -> None:
     """Suggest which planes to annotate next: the ones where the model is least sure."""
@@ -401,7 +405,7 @@ def preview_(
     volume: Annotated[Path, typer.Argument(help="Raw volume.", show_default=False)],
     labels: Annotated[Optional[Path], typer.Argument(help="Labels to overlay (sparse or dense).", show_default=False)] = None,
     output: Annotated[Path, typer.Option("--output", "-o", help="PNG to write.", show_default=False)] = Path("preview.png"),
-    centre: Annotated[Optional[str], typer.Option(help="Plane indices z,y,x to show [default: the centre].", show_default=False)] = None,
+    centre: Annotated[Optional[str], typer.Option(help="Plane indices z,y,x to show \\[default: the centre].", show_default=False)] = None,
     planes: Planes = None,
     unlabeled: Unlabeled = 255,
     overwrite: Overwrite = False,
@@ -449,7 +453,8 @@ def sweep(
     dice: Dice = Config.dice,
     class_power: ClassPower = Config.class_power,
     prior_correction: PriorCorrection = Config.prior_correction,
-    augment: Augment = True,
+    augment: Augment = None,
+    calibrate: Calibrate = True,
     overwrite: Overwrite = False,
     quiet: Quiet = False,
     as_json: AsJson = False,
@@ -464,7 +469,7 @@ def sweep(
         raise InputError(f"--planes {planes!r}: expected plane counts such as 1,2,4") from None
     config = _training_config(
         unlabeled=unlabeled, spacing=spacing, iterations=iterations, time_budget=time_budget, device=device,
-        seed=seed, base=base, patch=patch, thin=thin, batch_size=batch_size, lr=lr, dice=dice, class_power=class_power, prior_correction=prior_correction, augment=augment,
+        seed=seed, base=base, patch=patch, thin=thin, batch_size=batch_size, lr=lr, dice=dice, class_power=class_power, prior_correction=prior_correction, calibrate=calibrate, augment=augment,
     )
     bars = {k: TrainingProgress(config, quiet or as_json, label=f"k={k}") for k in ks}
     try:

@@ -229,37 +229,6 @@ def weights_from_counts(counts: np.ndarray, power: float = 0.5) -> np.ndarray:
     return (weights / (weights * freq).sum()).astype(np.float32)
 
 
-def correct_prior(probabilities: np.ndarray, weights: np.ndarray, strength: float = 0.5) -> np.ndarray:
-    """Take back part of the class balancing from predicted probabilities, in place.
-
-    A network trained with class weights ``w`` predicts about ``w_k * p_k`` (renormalised)
-    where an unweighted one predicts ``p_k``, so it over-predicts the up-weighted rare
-    classes. Dividing by ``w_k ** strength`` and renormalising undoes that in part
-    (``strength=1``: all of it; 0: nothing). Classes with weight 0 (not annotated) are left
-    as they are.
-
-    Parameters
-    ----------
-    probabilities : ndarray, (K, ...)
-        Class probabilities, class first; changed in place and returned.
-    weights : ndarray, (K,)
-        The class weights used in training (`class_weights`).
-    strength : float
-        Fraction of the balancing to undo, in [0, 1].
-    """
-    if not 0 <= strength <= 1:
-        raise ValueError(f"strength must lie in [0, 1], got {strength}")
-    weights = np.asarray(weights, dtype=np.float64)
-    if weights.shape != probabilities.shape[:1]:
-        raise ValueError(f"expected {probabilities.shape[0]} class weights, got {weights.shape}")
-    if strength == 0:
-        return probabilities
-    factors = np.where(weights > 0, np.maximum(weights, 1e-12) ** -strength, 1.0).astype(probabilities.dtype)
-    probabilities *= factors.reshape((-1,) + (1,) * (probabilities.ndim - 1))
-    probabilities /= np.maximum(probabilities.sum(axis=0, keepdims=True), np.finfo(probabilities.dtype).tiny)
-    return probabilities
-
-
 def weight_map(annotation: Annotation, weights: np.ndarray | None = None) -> np.ndarray:
     """Per-voxel loss weight: 0 on unlabeled voxels, the class weight of the annotated class elsewhere."""
     if weights is None:

@@ -19,13 +19,13 @@ import numpy as np
 import torch
 
 from sparseseg import __version__, augment, io
+from sparseseg.calibrate import apply_offsets, fit_offsets, prior_offsets
 from sparseseg.config import Config
 from sparseseg.errors import InputError
 from sparseseg.labels import (
     Annotation,
     annotated_mask,
     class_weights,
-    correct_prior,
     parse_planes,
     read_annotation,
     weight_map,
@@ -50,7 +50,17 @@ class Model:
     config: Config
     in_channels: int
     shapes: dict = field(default_factory=dict)  # training patch per annotated axis ('z', 'y', 'x'; None: cubes)
-    class_weights: np.ndarray | None = None  # the loss's class weights, for `correct_prior` (None: not known)
+    class_weights: np.ndarray | None = None  # the loss's class weights, for the prior correction (None: not known)
+    offsets: np.ndarray | None = None  # log-probability offset per class fitted by `calibrate` (None: not calibrated)
+
+    @property
+    def decision_offsets(self) -> np.ndarray:
+        """The offsets `segment` adds to the log-probabilities: fitted ones, else the prior correction, else 0."""
+        if self.offsets is not None:
+            return self.offsets
+        if self.class_weights is not None:
+            return prior_offsets(self.class_weights, self.config.prior_correction)
+        return np.zeros(len(self.classes))
 
     @property
     def windows(self) -> dict:
@@ -192,17 +202,40 @@ def segment(model: Model, image: np.ndarray, device: str | None = None, tta: boo
     except torch.OutOfMemoryError as exc:
         raise _out_of_memory(exc) from exc
     probabilities /= len(windows)
-    if model.class_weights is not None:
-        correct_prior(probabilities, model.class_weights, config.prior_correction)
-    labels = model.classes[np.argmax(probabilities, axis=0)].astype(labels_dtype(model.classes))
-    return Segmentation(labels, probabilities, time.perf_counter() - start, windows)
+    apply_offsets(probabilities, model.decision_offsets)
+    return Segmentation(_most_probable(model, probabilities), probabilities, time.perf_counter() - start, windows)
+
+
+def _most_probable(model: Model, probabilities: np.ndarray) -> np.ndarray:
+    return model.classes[np.argmax(probabilities, axis=0)].astype(labels_dtype(model.classes))
+
+
+def calibrate(model: Model, segmentations: Sequence[Segmentation], annotations: Sequence[Annotation]) -> tuple[Model, list[Segmentation]]:
+    """Tune the model's class offsets on the annotated voxels of its own segmentations (`fit_offsets`).
+
+    The segmentations, made by `segment` with ``model``, are updated in place and returned with
+    a model that carries the new offsets (unchanged when ``config.calibrate`` is off).
+    """
+    if not model.config.calibrate:
+        return model, list(segmentations)
+    probabilities = np.concatenate([s.probabilities[:, a.mask] for s, a in zip(segmentations, annotations)], axis=1)
+    target = np.concatenate([np.searchsorted(model.classes, a.classes[a.target[a.mask]]) for a in annotations])
+    fitted = fit_offsets(probabilities, target, foreground=model.classes != 0)
+    log.info("class offsets fitted on %d annotated voxels: %s", target.size, np.round(fitted, 2).tolist())
+    calibrated = replace(model, offsets=model.decision_offsets + fitted)
+    updated = []
+    for s in segmentations:
+        apply_offsets(s.probabilities, fitted)
+        updated.append(replace(s, labels=_most_probable(calibrated, s.probabilities)))
+    return calibrated, updated
 
 
 def densify_arrays(image: np.ndarray, annotation: Annotation, config: Config, progress: Progress | None = None,
                    init: Model | None = None) -> tuple[Model, TrainLog, Segmentation]:
-    """Train on one sparsely annotated (C, Z, Y, X) image and segment all of it."""
+    """Train on one sparsely annotated (C, Z, Y, X) image, calibrate on its annotation and segment all of it."""
     model, train_log = fit([image], [annotation], config, progress, init)
-    return model, train_log, segment(model, image)
+    model, (segmentation,) = calibrate(model, [segment(model, image)], [annotation])
+    return model, train_log, segmentation
 
 
 def save_model(folder: str | os.PathLike, model: Model, overwrite: bool = False) -> Path:
@@ -212,6 +245,7 @@ def save_model(folder: str | os.PathLike, model: Model, overwrite: bool = False)
         "in_channels": model.in_channels,
         "classes": model.classes.tolist(),
         "class_weights": None if model.class_weights is None else model.class_weights.tolist(),
+        "class_offsets": None if model.offsets is None else model.offsets.tolist(),
         "pools": [list(p) for p in model.network.pools],
         "train_shapes": {axis or "cube": list(shape) for axis, shape in model.windows.items()},
         "normalisation": NORMALISATION,
@@ -232,10 +266,12 @@ def load_model(folder: str | os.PathLike) -> Model:
         shapes = {(None if k == "cube" else k): tuple(v) for k, v in meta.get("train_shapes", {}).items()}
         weights = meta.get("class_weights")
         weights = None if weights is None else np.asarray(weights, dtype=np.float32).reshape(len(classes))
+        offsets = meta.get("class_offsets")
+        offsets = None if offsets is None else np.asarray(offsets, dtype=np.float64).reshape(len(classes))
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise InputError(f"{folder}: not a sparseseg model folder ({type(exc).__name__}: {first[:200]})") from exc
-    return Model(network.eval(), classes, config, int(meta["in_channels"]), shapes, weights)
+    return Model(network.eval(), classes, config, int(meta["in_channels"]), shapes, weights, offsets)
 
 
 @dataclass
@@ -326,7 +362,7 @@ def densify(
         if not partial:
             raise KeyboardInterrupt
         log.warning("training interrupted after %d steps: segmenting with the model so far", train_log.iterations)
-    segmentation = segment(model, image.data)
+    model, (segmentation,) = calibrate(model, [segment(model, image.data)], [annotation])
     written = [io.write_volume(out, segmentation.labels, reference=image, overwrite=outputs.overwrite)]
     if weights_out is not None:
         _, weights = loss_weights(annotation, model.classes, model.config.class_power)
@@ -372,6 +408,9 @@ def train_files(
     model, train_log = fit(images, annotations, config, progress, start_model)
     if train_log.stopped_by == "interrupt":
         log.warning("training interrupted after %d steps: saving the model so far", train_log.iterations)
+    if model.config.calibrate:
+        log.info("segmenting the %d training volume(s) to calibrate the class offsets", len(images))
+        model, _ = calibrate(model, [segment(model, image) for image in images], annotations)
     return model, train_log, save_model(folder, model, overwrite)
 
 

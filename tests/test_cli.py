@@ -46,6 +46,7 @@ def test_densify_json(files):
     assert summary["classes"] == [0, 1, 2]
     assert summary["iterations"] == 3 and summary["stopped_by"] == "iterations"
     assert summary["seed"] == 0 and summary["patch"] == [8, 16, 16] and summary["device"] == "cpu"
+    assert len(summary["class_offsets"]) == 3  # fitted on the annotated voxels
     labels = io.read_labels(out).data
     assert labels.shape == files.shape and labels.dtype == np.uint8
     assert set(np.unique(labels)) <= {0, 1, 2}
@@ -435,3 +436,11 @@ def test_eval_bad_input(files, case, listing):
 def test_no_arguments_shows_help():
     result = run()
     assert "densify" in result.output and "eval" in result.output
+
+
+def test_help_shows_device_dependent_defaults(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")  # one line per option
+    result = run("densify", "--help")
+    assert result.exit_code == 0
+    assert "[default: 8 CPU, 32 CUDA]" in result.output  # not eaten as rich markup
+    assert "[default: off on CPU, on on CUDA]" in result.output

@@ -125,7 +125,8 @@ def test_model_folder_holds_config_and_weights(trained):
     config = meta["config"]
     assert config["spacing"] == [2.0, 1.0, 1.0]
     assert config["base"] == 4 and config["patch"] == [8, 16, 16] and config["seed"] == 0
-    assert config["iterations"] == 3 and config["device"] == "cpu"
+    assert config["iterations"] == 3 and config["device"] == "cpu" and config["calibrate"] is True
+    assert len(meta["class_offsets"]) == len(CLASSES)  # fitted on the training volumes' annotated voxels
 
 
 def test_weights_are_a_plain_tensor_state_dict(trained):
@@ -289,6 +290,8 @@ def test_train_two_volumes(files, tmp_path):
     assert sorted(p.name for p in folder.iterdir()) == ["config.json", "weights.pt"]
     model = pipeline.load_model(folder)
     assert model.in_channels == 1 and model.classes.tolist() == [0, 1, 2]
+    assert model.offsets.shape == (3,)  # calibrated on the annotated voxels of both volumes
+    assert "calibrate" in result.stderr
     again = run("train", "--pair", f"{files.volume}:{files.sparse}", "-o", folder, *TRAIN)
     _bad_input(again, "model", "--overwrite")
 

@@ -7,7 +7,7 @@ import pytest
 import tifffile
 import torch
 
-from sparseseg import io, labels as L, pipeline, synthetic
+from sparseseg import calibrate as C, io, labels as L, pipeline, synthetic
 from sparseseg.config import Config
 from sparseseg.errors import InputError
 from sparseseg.metrics import score
@@ -84,11 +84,27 @@ def test_same_seed_same_segmentation(blobs_small, small_annotation, tiny_config)
 
 def test_prior_correction_takes_back_the_class_weights(blobs_small, small_annotation, tiny_config):
     image = blobs_small[0][None]
-    model, _, corrected = pipeline.densify_arrays(image, small_annotation, tiny_config())
+    model, _, corrected = pipeline.densify_arrays(image, small_annotation, tiny_config(calibrate=False))
     assert model.config.prior_correction == 0.5 and model.class_weights.shape == model.classes.shape
+    assert model.offsets is None
     raw = pipeline.segment(dataclasses.replace(model, config=dataclasses.replace(model.config, prior_correction=0.0)), image)
     expected = raw.probabilities / np.sqrt(model.class_weights).reshape(-1, 1, 1, 1)
     np.testing.assert_allclose(corrected.probabilities, expected / expected.sum(axis=0), atol=1e-6)
+
+
+def test_calibration_fits_the_annotated_voxels_on_top_of_the_prior_correction(blobs_small, small_annotation, tiny_config):
+    image, mask = blobs_small[0][None], small_annotation.mask
+    uncalibrated, _, before = pipeline.densify_arrays(image, small_annotation, tiny_config(calibrate=False))
+    model, _, after = pipeline.densify_arrays(image, small_annotation, tiny_config())
+    target = small_annotation.classes[small_annotation.target]
+    fit = [score(s.labels, target, mask).mean("iou") for s in (before, after)]
+    assert fit[1] >= fit[0]
+    fitted = model.offsets - uncalibrated.decision_offsets
+    expected = C.apply_offsets(before.probabilities.copy(), fitted)
+    np.testing.assert_allclose(after.probabilities, expected, atol=1e-6)
+    np.testing.assert_array_equal(after.labels, model.classes[after.probabilities.argmax(0)])
+    again = pipeline.segment(model, image)  # the offsets are part of the model
+    np.testing.assert_allclose(again.probabilities, after.probabilities, atol=1e-6)
 
 
 def test_saved_model_predicts_the_same(tmp_path, blobs_small, small_annotation, tiny_config, listing):
@@ -100,6 +116,7 @@ def test_saved_model_predicts_the_same(tmp_path, blobs_small, small_annotation, 
     assert loaded.config == model.config and loaded.in_channels == 1
     assert loaded.shapes == model.shapes and model.shapes  # the training patch shapes, matched at inference
     np.testing.assert_allclose(loaded.class_weights, model.class_weights)  # for the prior correction
+    np.testing.assert_allclose(loaded.offsets, model.offsets)  # fitted on the annotated voxels
     again = pipeline.segment(loaded, image)
     np.testing.assert_allclose(again.probabilities, segmentation.probabilities, atol=1e-6)
     with pytest.raises(InputError, match="--overwrite"):
