@@ -1,9 +1,19 @@
 """Tests for sparseseg.calibrate: the prior correction and the class offsets fitted on annotated voxels."""
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
 from sparseseg import calibrate as C
+
+
+@pytest.mark.parametrize("module", ["calibrate", "labels", "metrics", "tiling", "preprocess", "suggest", "preview", "plot", "synthetic"])
+def test_numpy_only_modules_import_without_torch(module):
+    code = f"import sys; sys.modules['torch'] = None; import sparseseg.{module}"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
 
 
 def _probabilities():
