@@ -210,31 +210,34 @@ def _most_probable(model: Model, probabilities: np.ndarray) -> np.ndarray:
     return model.classes[np.argmax(probabilities, axis=0)].astype(labels_dtype(model.classes))
 
 
-def calibrate(model: Model, segmentations: Sequence[Segmentation], annotations: Sequence[Annotation]) -> tuple[Model, list[Segmentation]]:
-    """Tune the model's class offsets on the annotated voxels of its own segmentations (`fit_offsets`).
+def calibrate(model: Model, annotated: Sequence[np.ndarray], annotations: Sequence[Annotation]) -> tuple[Model, np.ndarray]:
+    """Tune the model's class offsets on annotated voxels (`fit_offsets`).
 
-    The segmentations, made by `segment` with ``model``, are updated in place and returned with
-    a model that carries the new offsets (unchanged when ``config.calibrate`` is off).
+    ``annotated[i]`` holds the (K, N_i) probabilities that `segment` gave with ``model`` on
+    the annotated voxels of ``annotations[i]``. Returns the model with its new offsets and
+    the change to apply to those probabilities (zeros when ``config.calibrate`` is off).
     """
     if not model.config.calibrate:
-        return model, list(segmentations)
-    probabilities = np.concatenate([s.probabilities[:, a.mask] for s, a in zip(segmentations, annotations)], axis=1)
+        return model, np.zeros(len(model.classes))
     target = np.concatenate([np.searchsorted(model.classes, a.classes[a.target[a.mask]]) for a in annotations])
-    fitted = fit_offsets(probabilities, target, foreground=model.classes != 0)
+    fitted = fit_offsets(np.concatenate(annotated, axis=1), target, foreground=model.classes != 0)
     log.info("class offsets fitted on %d annotated voxels: %s", target.size, np.round(fitted, 2).tolist())
-    calibrated = replace(model, offsets=model.decision_offsets + fitted)
-    updated = []
-    for s in segmentations:
-        apply_offsets(s.probabilities, fitted)
-        updated.append(replace(s, labels=_most_probable(calibrated, s.probabilities)))
-    return calibrated, updated
+    return replace(model, offsets=model.decision_offsets + fitted), fitted
+
+
+def segment_calibrated(model: Model, image: np.ndarray, annotation: Annotation) -> tuple[Model, Segmentation]:
+    """`segment` the image the model was trained on, then `calibrate` on its annotation; the model and its segmentation."""
+    segmentation = segment(model, image)
+    model, fitted = calibrate(model, [segmentation.probabilities[:, annotation.mask]], [annotation])
+    apply_offsets(segmentation.probabilities, fitted)
+    return model, replace(segmentation, labels=_most_probable(model, segmentation.probabilities))
 
 
 def densify_arrays(image: np.ndarray, annotation: Annotation, config: Config, progress: Progress | None = None,
                    init: Model | None = None) -> tuple[Model, TrainLog, Segmentation]:
     """Train on one sparsely annotated (C, Z, Y, X) image, calibrate on its annotation and segment all of it."""
     model, train_log = fit([image], [annotation], config, progress, init)
-    model, (segmentation,) = calibrate(model, [segment(model, image)], [annotation])
+    model, segmentation = segment_calibrated(model, image, annotation)
     return model, train_log, segmentation
 
 
@@ -362,7 +365,7 @@ def densify(
         if not partial:
             raise KeyboardInterrupt
         log.warning("training interrupted after %d steps: segmenting with the model so far", train_log.iterations)
-    model, (segmentation,) = calibrate(model, [segment(model, image.data)], [annotation])
+    model, segmentation = segment_calibrated(model, image.data, annotation)
     written = [io.write_volume(out, segmentation.labels, reference=image, overwrite=outputs.overwrite)]
     if weights_out is not None:
         _, weights = loss_weights(annotation, model.classes, model.config.class_power)
@@ -410,7 +413,8 @@ def train_files(
         log.warning("training interrupted after %d steps: saving the model so far", train_log.iterations)
     if model.config.calibrate:
         log.info("segmenting the %d training volume(s) to calibrate the class offsets", len(images))
-        model, _ = calibrate(model, [segment(model, image) for image in images], annotations)
+        annotated = [segment(model, image).probabilities[:, a.mask] for image, a in zip(images, annotations)]
+        model, _ = calibrate(model, annotated, annotations)
     return model, train_log, save_model(folder, model, overwrite)
 
 
