@@ -1,13 +1,17 @@
 """sparseseg vs the random-forest baseline, side by side on the real volumes in ../shared/data.
 
-usage: python benchmarks/compare_rf.py [--cases brats,isbi,vnc] [--time-budget 10m] [--out bench_out]
-                                       [--extra "--opt val"] [--quick]
+usage: python benchmarks/compare_rf.py [--cases brats,isbi,vnc] [--methods rf,sparseseg] [--time-budget 10m]
+                                       [--out bench_out] [--extra "--opt val"] [--quick]
 
 For each case: simulate a sparse annotation once (../shared/bench/sparse_sim.py), run
 ../shared/bench/rf_baseline.py and `sparseseg densify` on it as child processes (wall time and
 peak RSS of each child), score both with ../shared/bench/score.py on the unannotated voxels and
 cross-check with `sparseseg eval --json`. Prints one table and writes results.json / results.csv
-into --out. The shared scripts are the yardstick: they are called from their place, never copied.
+into --out. The shared scripts are the yardstick: they are called from their place, never copied
+(SPARSESEG_SHARED names another place for the shared folder, e.g. on a machine without ../shared).
+
+The case brats256 (not in the default list) is the GPU target's volume: the whole BraTS case pat0005
+(FLAIR + T1c NIfTI, 240x240x155 voxels of 1 mm) padded with air to 256^3, 2 planes per axis.
 """
 import argparse, csv, json, math, os, shlex, shutil, subprocess, sys, time
 from pathlib import Path
@@ -17,9 +21,10 @@ from rich.console import Console
 from rich.table import Table
 
 ROOT = Path(__file__).resolve().parents[1]
-BENCH = ROOT.parent / "shared" / "bench"
-DATA = ROOT.parent / "shared" / "data"
+SHARED = Path(os.environ.get("SPARSESEG_SHARED", ROOT.parent / "shared"))
+BENCH, DATA = SHARED / "bench", SHARED / "data"
 BRATS = DATA / "brats2013_deepmedic" / "crop_pat0005_96x128x128"
+PAT5 = DATA / "brats2013_deepmedic" / "train" / "brats_2013_pat0005_1"
 VNC, ISBI = DATA / "drosophila_vnc_sstem", DATA / "isbi2012_em"
 
 # crop: z0:z1,y0:y1,x0:x1 (None = whole file); quick_crop: tiny crop for --quick.
@@ -32,6 +37,9 @@ CASES = {
                  spacing="50,4,4", crop=None, quick_crop=":,:96,:96"),
     "vnc": dict(raws=[VNC / "raw.tif"], gt=VNC / "label.tif", k=3, axes="0",
                 spacing="50,4.6,4.6", crop=":,512:768,128:384", quick_crop=":,912:1008,0:96"),
+    "brats256": dict(raws=[PAT5 / "Flair_subtrMeanDivStd.nii.gz", PAT5 / "T1c_subtrMeanDivStd.nii.gz"],
+                     gt=PAT5 / "OTMultiClass.nii.gz", k=2, axes=None, spacing=None, crop=None, pad=256,
+                     quick_crop="128:176,112:176,32:96"),
 }
 console = Console()
 
@@ -45,19 +53,31 @@ def crop_slices(spec):
     return tuple(slice(*[int(v) if v else None for v in part.split(":")]) for part in spec.split(","))
 
 
+def read_zyx(path, pad=None):
+    """A TIFF as it is, or a NIfTI (x, y, z) transposed to (z, y, x); padded to a pad^3 cube with its corner value."""
+    if not str(path).endswith((".nii", ".nii.gz")):
+        return tifffile.imread(path)
+    import nibabel  # sparseseg's own dependency
+    a = np.asanyarray(nibabel.load(path).dataobj).transpose(2, 1, 0)
+    if pad:
+        before = [(pad - n) // 2 for n in a.shape]
+        a = np.pad(a, [(b, pad - n - b) for b, n in zip(before, a.shape)], constant_values=a[0, 0, 0])
+    return a
+
+
 def prepare(name, case, quick, out):
-    """Write the (cropped) volumes and the sparse labels into out/name; return their paths."""
+    """Write the (cropped, padded) volumes and the sparse labels into out/name; return their paths."""
     d = out / name
     d.mkdir(parents=True, exist_ok=True)
     spec = case["quick_crop"] if quick else case["crop"]
     raws, gt = case["raws"], case["gt"]
-    if spec:
-        sl = crop_slices(spec)
+    if spec or case.get("pad"):
+        sl = crop_slices(spec) if spec else ()
         raws = [d / f"raw{i}.tif" for i in range(len(case["raws"]))]
         for src, dst in zip(case["raws"], raws):
-            tifffile.imwrite(dst, np.ascontiguousarray(tifffile.imread(src)[sl]))
+            tifffile.imwrite(dst, np.ascontiguousarray(read_zyx(src, case.get("pad"))[sl], dtype=np.float32))
         gt = d / "gt.tif"
-        tifffile.imwrite(gt, np.ascontiguousarray(tifffile.imread(case["gt"])[sl]))
+        tifffile.imwrite(gt, np.ascontiguousarray(read_zyx(case["gt"], case.get("pad"))[sl], dtype=np.uint8))
     sparse = d / "sparse.tif"
     cmd = [sys.executable, str(BENCH / "sparse_sim.py"), str(gt), str(sparse), str(case["k"])]
     cmd += [case["axes"]] if case["axes"] else []
@@ -87,6 +107,14 @@ def score(pred, gt, sparse):
     return {int(c): v for c, v in json.loads(table).items()}, float(mean)
 
 
+def train_figures(log):
+    """Device, training steps and seconds per step from the last line of `densify --json`'s log."""
+    summary = json.loads(Path(log).read_text().strip().splitlines()[-1])
+    steps, seconds = summary["iterations"], summary["seconds_train"]
+    return dict(device=summary["device"], iterations=steps, seconds_train=seconds,
+                ms_per_step=round(1000 * seconds / max(steps, 1), 1), seconds_infer=summary["seconds_infer"])
+
+
 def eval_check(pred, gt, sparse):
     cmd = sparseseg_cmd() + ["eval", pred, "--gt", gt, "--ignore", sparse, "--json"]
     proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -102,13 +130,14 @@ def run_case(name, case, args):
     methods = {
         "rf": [sys.executable, str(BENCH / "rf_baseline.py"), ",".join(raws), sparse, str(d / "pred_rf.tif")],
         "sparseseg": sparseseg_cmd() + ["densify", *raws, "--slices", sparse, "-o", *dense, "--unlabeled", "255",
-                                        "--quiet", "--overwrite"]
+                                        "--json", "--overwrite"]
         + (["--time-budget", budget] if budget else [])
         + (["--spacing", case["spacing"]] if case["spacing"] else [])
         + (["--iterations", "20"] if args.quick else []) + shlex.split(args.extra),
     }
     rows = []
-    for method, cmd in methods.items():
+    for method in args.methods:
+        cmd = methods[method]
         pred = str(d / f"pred_{method}.tif")
         if os.path.exists(pred):
             os.remove(pred)
@@ -120,6 +149,7 @@ def run_case(name, case, args):
             row["iou"], row["mean_fg_iou"] = score(pred, gt, sparse)
             row["eval_mean_fg_iou"] = eval_check(pred, gt, sparse)
             row["ok"] = True
+            row |= train_figures(d / f"{method}.log") if method == "sparseseg" else {}
         else:
             console.print(f"  [red]{method} failed (exit {rc}), see {d / (method + '.log')}[/]")
         rows.append(row)
@@ -137,7 +167,7 @@ def fmt(v, short=False):
 def print_table(rows):
     table = Table(title="sparseseg vs random forest (IoU on unannotated voxels)",
                   caption="eval: mean fg IoU by `sparseseg eval --json`, yellow where it differs from score.py")
-    for col in ("case", "method", "mean fg IoU", "IoU per class", "eval", "time (s)", "peak MB"):
+    for col in ("case", "method", "mean fg IoU", "IoU per class", "eval", "time (s)", "peak MB", "steps", "ms/step"):
         table.add_column(col, justify="left" if col in ("case", "method", "IoU per class") else "right",
                          no_wrap=col in ("case", "method"))
     for r in rows:
@@ -146,7 +176,7 @@ def print_table(rows):
         check = check if same or not r["ok"] else f"[yellow]{check}[/]"
         per_class = " ".join(f"{c}:{fmt(v, True)}" for c, v in sorted(r["iou"].items())) or "failed"
         table.add_row(r["case"], r["method"], fmt(r["mean_fg_iou"]), per_class, check,
-                      f"{r['seconds']:.1f}", str(r["peak_mb"]))
+                      f"{r['seconds']:.1f}", str(r["peak_mb"]), str(r.get("iterations", "")), str(r.get("ms_per_step", "")))
     console.print(table)
 
 
@@ -155,6 +185,8 @@ def ratios(rows):
     for case in dict.fromkeys(r["case"] for r in rows):
         m = {r["method"]: r["mean_fg_iou"] for r in rows if r["case"] == case}
         rf, ss = m.get("rf", float("nan")), m.get("sparseseg", float("nan"))
+        if isnan(rf) or isnan(ss):
+            continue
         out[case] = dict(ratio=ss / max(rf, 1e-9), delta=ss - rf)
         console.print(f"{case}: ratio mean_fg_iou sparseseg/rf = {fmt(out[case]['ratio'])}  "
                       f"delta = {out[case]['delta']:+.3f}")
@@ -176,7 +208,7 @@ def write_results(rows, case_ratios, out, args):
         json.dump(no_nan(result), f, indent=2, allow_nan=False)
     classes = sorted({c for r in rows for c in r["iou"]})
     fields = ["case", "method", "mean_fg_iou", "eval_mean_fg_iou"] + [f"iou_{c}" for c in classes] + [
-        "seconds", "peak_mb", "ok"]
+        "seconds", "peak_mb", "ok", "device", "iterations", "seconds_train", "ms_per_step", "seconds_infer"]
     with open(out / "results.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=fields)
         w.writeheader()
@@ -188,6 +220,7 @@ def write_results(rows, case_ratios, out, args):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--cases", default="brats,isbi,vnc", help="comma-separated, from: " + ",".join(CASES))
+    ap.add_argument("--methods", default="rf,sparseseg", help="comma-separated, from: rf,sparseseg")
     ap.add_argument("--time-budget", default=None, help="sparseseg --time-budget per case (default: sparseseg's own default)")
     ap.add_argument("--out", type=Path, default=Path("bench_out"))
     ap.add_argument("--extra", default="", help='extra sparseseg densify options, e.g. "--dice 0.5"')
@@ -197,6 +230,9 @@ def main():
     unknown = [n for n in names if n not in CASES]
     if unknown:
         ap.error(f"unknown case(s) {unknown}; choose from {list(CASES)}")
+    args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if not args.methods or set(args.methods) - {"rf", "sparseseg"}:
+        ap.error(f"--methods {args.methods}: choose from rf,sparseseg")
     args.out.mkdir(parents=True, exist_ok=True)
     rows = [row for name in names for row in run_case(name, CASES[name], args)]
     print_table(rows)
