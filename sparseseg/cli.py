@@ -168,7 +168,7 @@ Dice = Annotated[float, typer.Option(help="Weight of a soft-Dice term added to t
 ClassPower = Annotated[float, typer.Option(help="Class balancing: loss weight = annotated class frequency ** -power (0: equal).")]
 PriorCorrection = Annotated[float, typer.Option(
     help="At prediction, divide class probabilities by class weight ** this (0..1), taking back that part of the balancing.")]
-Augment = Annotated[Optional[bool], typer.Option("--augment/--no-augment", help="Augment while training \\[default: off on CPU, on on CUDA].", show_default=False)]
+Augment = Annotated[bool, typer.Option("--augment/--no-augment", help="Augment while training: flips, rotations, scaling, gray values, elastic deformation.")]
 Calibrate = Annotated[bool, typer.Option(help="After training, tune one offset per class so that the prediction fits the annotated voxels best.")]
 Tta = Annotated[bool, typer.Option(help="Average predictions over flips (8x slower inference).")]
 Probabilities = Annotated[Optional[Path], typer.Option(help="Also write class probabilities (uint8 0..255, one channel per class).", show_default=False)]
@@ -241,7 +241,7 @@ def densify(
     dice: Dice = Config.dice,
     class_power: ClassPower = Config.class_power,
     prior_correction: PriorCorrection = Config.prior_correction,
-    augment: Augment = None,
+    augment: Augment = False,
     calibrate: Calibrate = True,
     tta: Tta = False,
     weights_out: Annotated[Optional[Path], typer.Option(help="Also write the per-voxel loss weight map (0 = unlabeled).", show_default=False)] = None,
@@ -300,7 +300,7 @@ def train(
     dice: Dice = Config.dice,
     class_power: ClassPower = Config.class_power,
     prior_correction: PriorCorrection = Config.prior_correction,
-    augment: Augment = None,
+    augment: Augment = False,
     calibrate: Calibrate = True,
     init: Init = None,
     overwrite: Overwrite = False,
@@ -453,7 +453,7 @@ def sweep(
     dice: Dice = Config.dice,
     class_power: ClassPower = Config.class_power,
     prior_correction: PriorCorrection = Config.prior_correction,
-    augment: Augment = None,
+    augment: Augment = False,
     calibrate: Calibrate = True,
     overwrite: Overwrite = False,
     quiet: Quiet = False,

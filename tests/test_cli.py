@@ -443,4 +443,5 @@ def test_help_shows_device_dependent_defaults(monkeypatch):
     result = run("densify", "--help")
     assert result.exit_code == 0
     assert "[default: 8 CPU, 32 CUDA]" in result.output  # not eaten as rich markup
-    assert "[default: off on CPU, on on CUDA]" in result.output
+    assert "[default: 5m CPU, 2m CUDA]" in result.output
+    assert "[default: no-augment]" in result.output
