@@ -429,7 +429,8 @@ def preview_(
     epilog=(
         "Examples:\n\n"
         "  sparseseg sweep volume.tif --gt truth.tif --planes 1,2,4 -o sweep_report\n\n"
-        "  sparseseg sweep em.tif --gt truth.tif --planes 1,3,6 --axes z --spacing 50,4,4 --time-budget 3m"
+        "  sparseseg sweep em.tif --gt truth.tif --planes 1,3,6 --axes z --spacing 50,4,4 --time-budget 3m\n\n"
+        "  sparseseg sweep flair.tif t1c.tif --gt truth.tif --planes 1,2,4 --repeats 3 --seed 0 -o report"
     )
 )
 @handle_errors
@@ -438,6 +439,7 @@ def sweep(
     gt: Annotated[Path, typer.Option("--gt", help="Dense ground truth of the same shape.", show_default=False)],
     planes: Annotated[str, typer.Option(help="Numbers of evenly spaced annotated planes per axis to try.")] = "1,2,4",
     axes: Annotated[str, typer.Option(help="Axes whose planes are annotated: zyx, z, ...")] = "zyx",
+    repeats: Annotated[int, typer.Option(help="Training runs per plane count (seeds --seed, --seed + 1, ...); the report gives each run and their mean.")] = 1,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Report folder: sweep.csv, sweep.json, sweep.png.", show_default=False)] = None,
     unlabeled: Unlabeled = 255,
     spacing: Spacing = None,
@@ -471,24 +473,35 @@ def sweep(
         unlabeled=unlabeled, spacing=spacing, iterations=iterations, time_budget=time_budget, device=device,
         seed=seed, base=base, patch=patch, thin=thin, batch_size=batch_size, lr=lr, dice=dice, class_power=class_power, prior_correction=prior_correction, calibrate=calibrate, augment=augment,
     )
-    bars = {k: TrainingProgress(config, quiet or as_json, label=f"k={k}") for k in ks}
+    bars = {(k, r): TrainingProgress(config, quiet or as_json, label=f"k={k}" + (f" run {r + 1}" if repeats > 1 else ""))
+            for k in ks for r in range(max(repeats, 1))}
     try:
         rows, written = pipeline.sweep(volumes, gt, ks, axes.lower(), config, report=output, overwrite=overwrite,
-                                       progress_for=bars.get)
+                                       progress_for=lambda k, r: bars.get((k, r)), repeats=repeats)
     finally:
         for bar in bars.values():
             bar.__exit__(None, None, None)
     header, body = pipeline.sweep_table(rows)
+    mean_header, means = pipeline.sweep_means(rows)
     if as_json:
-        _print_json({"rows": [dict(zip(header, line)) for line in body], "written": [str(p) for p in written]})
+        _print_json({"rows": [dict(zip(header, line)) for line in body],
+                     "means": [dict(zip(mean_header, line)) for line in means], "written": [str(p) for p in written]})
         return
+    short = {"planes_per_axis": "planes", "annotated_fraction": "annotated", "seconds": "s", "mean_fg_iou": "mean fg",
+             "mean_fg_iou_min": "lowest", "mean_fg_iou_max": "highest"}
     table = Table(title="IoU on unannotated voxels against annotated planes per axis")
-    short = {"planes_per_axis": "planes", "annotated_fraction": "annotated", "seconds": "s", "mean_fg_iou": "mean fg"}
     for column in header:
         table.add_column(short.get(column, column.replace("iou_", "class ")), justify="right", no_wrap=True)
     for line in body:
-        table.add_row(str(line[0]), f"{line[1]:.2%}", f"{line[2]:.0f}", *(_fmt(v) for v in line[3:]))
+        table.add_row(str(line[0]), str(line[1]), f"{line[2]:.2%}", f"{line[3]:.0f}", *(_fmt(v) for v in line[4:]))
     out.print(table)
+    if repeats > 1:
+        table = Table(title=f"Mean over {repeats} runs per plane count")
+        for column in mean_header:
+            table.add_column(short.get(column, column.replace("iou_", "class ")), justify="right", no_wrap=True)
+        for line in means:
+            table.add_row(str(line[0]), str(line[1]), *(_fmt(v) for v in line[2:]))
+        out.print(table)
     for path in written:
         err.print(f"wrote {path}")
 

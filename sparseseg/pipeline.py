@@ -540,6 +540,7 @@ def evaluate(
 @dataclass
 class SweepRow:
     k: int
+    seed: int
     planes: dict[str, list[int]]
     annotated_fraction: float
     scores: Scores
@@ -552,19 +553,27 @@ def sweep_arrays(
     ks: Sequence[int],
     axes: str,
     config: Config,
-    progress_for: Callable[[int], Progress | None] = lambda k: None,
+    progress_for: Callable[[int, int], Progress | None] = lambda k, repeat: None,
+    repeats: int = 1,
 ) -> list[SweepRow]:
-    """Simulate a user who annotates k evenly spaced planes per axis, densify, and score the rest, for each k."""
+    """Simulate a user who annotates k evenly spaced planes per axis, densify, and score the rest, for each k.
+
+    Each k is trained ``repeats`` times, with seeds ``config.seed``, ``config.seed + 1``, ...
+    (drawn at random when ``config.seed`` is None), the same seeds for every k.
+    """
     from sparseseg.synthetic import sparsify
 
+    first = config.seed if config.seed is not None else secrets.randbits(30)
     rows = []
     for k in ks:
         sparse, planes = sparsify(truth, k, axes, unlabeled=config.unlabeled)
         annotation, _ = read_annotation(sparse, config.unlabeled, name=f"k={k}")
-        start = time.perf_counter()
-        _, _, segmentation = densify_arrays(image, annotation, config, progress_for(k))
-        scores = score(segmentation.labels, truth, ~annotation.mask)
-        rows.append(SweepRow(k, planes, float(annotation.mask.mean()), scores, time.perf_counter() - start))
+        for repeat in range(repeats):
+            start = time.perf_counter()
+            seed = first + repeat
+            _, _, segmentation = densify_arrays(image, annotation, replace(config, seed=seed), progress_for(k, repeat))
+            scores = score(segmentation.labels, truth, ~annotation.mask)
+            rows.append(SweepRow(k, seed, planes, float(annotation.mask.mean()), scores, time.perf_counter() - start))
     return rows
 
 
@@ -577,13 +586,16 @@ def sweep(
     *,
     report: str | os.PathLike | None = None,
     overwrite: bool = False,
-    progress_for: Callable[[int], Progress | None] = lambda k: None,
+    progress_for: Callable[[int, int], Progress | None] = lambda k, repeat: None,
+    repeats: int = 1,
 ) -> tuple[list[SweepRow], list[Path]]:
     """`sweep_arrays` from files; with ``report`` (a folder), write sweep.csv, sweep.json and sweep.png there."""
     from sparseseg.labels import check_class_ids
 
     if not ks or min(ks) < 1:
         raise InputError(f"--planes {','.join(map(str, ks))}: give plane counts of at least 1, e.g. 1,2,4")
+    if repeats < 1:
+        raise InputError(f"--repeats {repeats}: give at least 1 training run per plane count")
     if not axes or set(axes) - set("zyx") or len(set(axes)) != len(axes):
         raise InputError(f"--axes {axes!r}: use letters from z, y, x, e.g. zyx or z")
     names = ("sweep.csv", "sweep.json", "sweep.png")
@@ -608,20 +620,34 @@ def sweep(
                 raise InputError(f"--planes {k}: the volume has {size} planes along {a}; give fewer than {size}")
     if report is not None:
         report.mkdir(exist_ok=True)
-    rows = sweep_arrays(image.data, truth.data, ks, axes, _with_spacing(config, image), progress_for)
+    rows = sweep_arrays(image.data, truth.data, ks, axes, _with_spacing(config, image), progress_for, repeats)
     written = [] if report is None else _write_sweep_report(report, rows, overwrite)
     return rows, written
 
 
 def sweep_table(rows: Sequence[SweepRow]) -> tuple[list[str], list[list]]:
-    """Header and rows of the sweep report: k, annotated fraction, seconds, mean foreground IoU, IoU per class."""
+    """Header and rows of the sweep report, one per run: k, seed, annotated fraction, seconds, mean foreground IoU, IoU per class."""
     labels = sorted({c.label for row in rows for c in row.scores.classes})
-    header = ["planes_per_axis", "annotated_fraction", "seconds", "mean_fg_iou"] + [f"iou_{v}" for v in labels]
+    header = ["planes_per_axis", "seed", "annotated_fraction", "seconds", "mean_fg_iou"] + [f"iou_{v}" for v in labels]
     body = []
     for row in rows:
         per_class = {c.label: c.iou for c in row.scores.classes}
-        body.append([row.k, row.annotated_fraction, row.seconds, row.scores.mean("iou")] + [per_class.get(v, float("nan")) for v in labels])
+        body.append([row.k, row.seed, row.annotated_fraction, row.seconds, row.scores.mean("iou")]
+                    + [per_class.get(v, float("nan")) for v in labels])
     return header, body
+
+
+def sweep_means(rows: Sequence[SweepRow]) -> tuple[list[str], list[list]]:
+    """Per k, over its runs: k, runs, the mean of each IoU column of `sweep_table`, and the lowest and highest mean foreground IoU."""
+    header, body = sweep_table(rows)
+    iou = header[4:]
+    out = []
+    for k in dict.fromkeys(line[0] for line in body):
+        runs = np.array([line[4:] for line in body if line[0] == k], dtype=float)
+        with np.errstate(invalid="ignore"):
+            means = [float(np.nanmean(c)) if np.isfinite(c).any() else float("nan") for c in runs.T]
+        out.append([k, len(runs)] + means + [float(runs[:, 0].min()), float(runs[:, 0].max())])
+    return ["planes_per_axis", "runs"] + iou + ["mean_fg_iou_min", "mean_fg_iou_max"], out
 
 
 def _write_sweep_report(folder: Path, rows: Sequence[SweepRow], overwrite: bool) -> list[Path]:
@@ -629,14 +655,16 @@ def _write_sweep_report(folder: Path, rows: Sequence[SweepRow], overwrite: bool)
 
     header, body = sweep_table(rows)
     csv = "\n".join(",".join(map(str, line)) for line in [header] + body) + "\n"
-    data = [{"planes_per_axis": r.k, "planes": r.planes, "annotated_fraction": r.annotated_fraction,
+    data = [{"planes_per_axis": r.k, "seed": r.seed, "planes": r.planes, "annotated_fraction": r.annotated_fraction,
              "seconds": r.seconds, "scores": r.scores.as_dict()} for r in rows]
-    ks = [r.k for r in rows]
-    series = {"mean foreground": (ks, [r.scores.mean("iou") for r in rows])}
-    for i, name in enumerate(header[4:]):
+    names, means = sweep_means(rows)
+    ks = [line[0] for line in means]
+    series = {"mean foreground": (ks, [line[2] for line in means])}
+    for i, name in enumerate(names[3:-2], start=3):
         if name != "iou_0":
-            series[f"class {name[4:]}"] = (ks, [line[4 + i] for line in body])
-    picture = line_chart(series, title="IoU on unannotated voxels", xlabel="annotated planes per axis", ylabel="IoU")
+            series[f"class {name[4:]}"] = (ks, [line[i] for line in means])
+    runs = f", mean of {means[0][1]} runs" if means[0][1] > 1 else ""
+    picture = line_chart(series, title=f"IoU on unannotated voxels{runs}", xlabel="annotated planes per axis", ylabel="IoU")
     return [
         io.write_text(folder / "sweep.csv", csv, overwrite, suffixes=(".csv",)),
         io.write_json(folder / "sweep.json", data, overwrite),

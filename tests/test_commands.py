@@ -621,13 +621,27 @@ def test_sweep_writes_a_report(files):
     assert "training on cpu" in result.stderr
     lines = (report / "sweep.csv").read_text().splitlines()
     assert len(lines) == 3
-    assert lines[0].split(",")[:4] == ["planes_per_axis", "annotated_fraction", "seconds", "mean_fg_iou"]
-    assert [line.split(",")[0] for line in lines[1:]] == ["1", "2"]
+    assert lines[0].split(",")[:5] == ["planes_per_axis", "seed", "annotated_fraction", "seconds", "mean_fg_iou"]
+    assert [line.split(",")[:2] for line in lines[1:]] == [["1", "0"], ["2", "0"]]
     rows = json.loads((report / "sweep.json").read_text())
     assert [r["planes"] for r in rows] == [{"z": [6], "y": [], "x": []}, {"z": [4, 8], "y": [], "x": []}]
     assert [r["annotated_fraction"] for r in rows] == pytest.approx([1 / 12, 2 / 12])
     with Image.open(report / "sweep.png") as picture:
         assert picture.format == "PNG" and picture.size == (720, 480)
+
+
+def test_sweep_repeats_each_plane_count_with_successive_seeds(files):
+    result = run("sweep", files.volume, "--gt", files.truth, "--planes", "1,2", "--axes", "z", "--repeats", "2",
+                 *TRAIN, "--iterations", "1", "--seed", "5", "--json")
+    data = _one_json(result)
+    assert [(r["planes_per_axis"], r["seed"]) for r in data["rows"]] == [(1, 5), (1, 6), (2, 5), (2, 6)]
+    assert result.stderr.count("seed 5") == 2 and result.stderr.count("seed 6") == 2
+    means = data["means"]
+    assert [(m["planes_per_axis"], m["runs"]) for m in means] == [(1, 2), (2, 2)]
+    for m, pair in zip(means, (data["rows"][:2], data["rows"][2:])):
+        fg = [r["mean_fg_iou"] for r in pair]
+        assert m["mean_fg_iou"] == pytest.approx(sum(fg) / 2)
+        assert (m["mean_fg_iou_min"], m["mean_fg_iou_max"]) == (min(fg), max(fg))
 
 
 def test_sweep_refuses_existing_report_files(files, listing):
@@ -643,8 +657,9 @@ def test_sweep_refuses_existing_report_files(files, listing):
 @pytest.mark.parametrize(
     "option, value, needle",
     [("--planes", "0", "--planes"), ("--planes", "a", "--planes"), ("--planes", "1,,2", "--planes"),
-     ("--planes", "-1", "--planes"), ("--axes", "q", "--axes"), ("--axes", "zz", "--axes"), ("--axes", "", "--axes")],
-    ids=["planes-0", "planes-a", "planes-empty-item", "planes-negative", "axes-q", "axes-zz", "axes-empty"],
+     ("--planes", "-1", "--planes"), ("--axes", "q", "--axes"), ("--axes", "zz", "--axes"), ("--axes", "", "--axes"),
+     ("--repeats", "0", "--repeats")],
+    ids=["planes-0", "planes-a", "planes-empty-item", "planes-negative", "axes-q", "axes-zz", "axes-empty", "repeats-0"],
 )
 def test_sweep_refuses_bad_planes_and_axes(files, option, value, needle, listing):
     args = {"--planes": "1", "--axes": "z", option: value}

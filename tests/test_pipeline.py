@@ -242,3 +242,16 @@ def test_densify_brats_crop(shared_data):
     everything = actual.sum() / actual.size
     assert whole_tumour_iou >= 0.6
     assert whole_tumour_iou > everything + 0.2
+
+
+def test_sweep_draws_one_seed_for_all_plane_counts(blobs_small, tiny_config):
+    image, truth = blobs_small
+    config = dataclasses.replace(tiny_config(iterations=1), seed=None)
+    rows = pipeline.sweep_arrays(image[None], truth, [1, 2], "z", config, repeats=2)
+    assert [r.k for r in rows] == [1, 1, 2, 2]
+    first = rows[0].seed
+    assert [r.seed for r in rows] == [first, first + 1, first, first + 1]
+    header, means = pipeline.sweep_means(rows)
+    assert header[:3] == ["planes_per_axis", "runs", "mean_fg_iou"]
+    assert [m[:2] for m in means] == [[1, 2], [2, 2]]
+    assert means[0][2] == pytest.approx((rows[0].scores.mean("iou") + rows[1].scores.mean("iou")) / 2)
