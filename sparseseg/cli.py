@@ -425,6 +425,17 @@ def preview_(
     out.print(f"wrote {path}")
 
 
+def _sweep_table(title: str, header: list[str], lines: list[list[str]]) -> Table:
+    short = {"planes_per_axis": "planes", "annotated_fraction": "annotated", "seconds": "s", "mean_fg_iou": "mean fg",
+             "mean_fg_iou_min": "lowest", "mean_fg_iou_max": "highest"}
+    table = Table(title=title)
+    for column in header:
+        table.add_column(short.get(column, column.replace("iou_", "class ")), justify="right", no_wrap=True)
+    for line in lines:
+        table.add_row(*line)
+    return table
+
+
 @app.command(
     epilog=(
         "Examples:\n\n"
@@ -474,7 +485,7 @@ def sweep(
         seed=seed, base=base, patch=patch, thin=thin, batch_size=batch_size, lr=lr, dice=dice, class_power=class_power, prior_correction=prior_correction, calibrate=calibrate, augment=augment,
     )
     bars = {(k, r): TrainingProgress(config, quiet or as_json, label=f"k={k}" + (f" run {r + 1}" if repeats > 1 else ""))
-            for k in ks for r in range(max(repeats, 1))}
+            for k in ks for r in range(repeats)}
     try:
         rows, written = pipeline.sweep(volumes, gt, ks, axes.lower(), config, report=output, overwrite=overwrite,
                                        progress_for=lambda k, r: bars.get((k, r)), repeats=repeats)
@@ -487,21 +498,11 @@ def sweep(
         _print_json({"rows": [dict(zip(header, line)) for line in body],
                      "means": [dict(zip(mean_header, line)) for line in means], "written": [str(p) for p in written]})
         return
-    short = {"planes_per_axis": "planes", "annotated_fraction": "annotated", "seconds": "s", "mean_fg_iou": "mean fg",
-             "mean_fg_iou_min": "lowest", "mean_fg_iou_max": "highest"}
-    table = Table(title="IoU on unannotated voxels against annotated planes per axis")
-    for column in header:
-        table.add_column(short.get(column, column.replace("iou_", "class ")), justify="right", no_wrap=True)
-    for line in body:
-        table.add_row(str(line[0]), str(line[1]), f"{line[2]:.2%}", f"{line[3]:.0f}", *(_fmt(v) for v in line[4:]))
-    out.print(table)
+    runs = [[str(k), str(seed), f"{fraction:.2%}", f"{seconds:.0f}", *map(_fmt, iou)] for k, seed, fraction, seconds, *iou in body]
+    out.print(_sweep_table("IoU on unannotated voxels against annotated planes per axis", header, runs))
     if repeats > 1:
-        table = Table(title=f"Mean over {repeats} runs per plane count")
-        for column in mean_header:
-            table.add_column(short.get(column, column.replace("iou_", "class ")), justify="right", no_wrap=True)
-        for line in means:
-            table.add_row(str(line[0]), str(line[1]), *(_fmt(v) for v in line[2:]))
-        out.print(table)
+        means = [[str(k), str(n), *map(_fmt, iou)] for k, n, *iou in means]
+        out.print(_sweep_table(f"Mean over {repeats} runs per plane count", mean_header, means))
     for path in written:
         err.print(f"wrote {path}")
 
