@@ -644,8 +644,7 @@ def sweep_means(rows: Sequence[SweepRow]) -> tuple[list[str], list[list]]:
     out = []
     for k in dict.fromkeys(line[0] for line in body):
         runs = np.array([line[4:] for line in body if line[0] == k], dtype=float)
-        with np.errstate(invalid="ignore"):
-            means = [float(np.nanmean(c)) if np.isfinite(c).any() else float("nan") for c in runs.T]
+        means = [float(np.nanmean(c)) if np.isfinite(c).any() else float("nan") for c in runs.T]
         out.append([k, len(runs)] + means + [float(runs[:, 0].min()), float(runs[:, 0].max())])
     return ["planes_per_axis", "runs"] + iou + ["mean_fg_iou_min", "mean_fg_iou_max"], out
 
