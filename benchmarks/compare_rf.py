@@ -54,11 +54,12 @@ def crop_slices(spec):
 
 
 def read_zyx(path, pad=None):
-    """A TIFF as it is, or a NIfTI (x, y, z) transposed to (z, y, x); padded to a pad^3 cube with its corner value."""
-    if not str(path).endswith((".nii", ".nii.gz")):
-        return tifffile.imread(path)
-    import nibabel  # sparseseg's own dependency
-    a = np.asanyarray(nibabel.load(path).dataobj).transpose(2, 1, 0)
+    """A TIFF (z, y, x) or a NIfTI (x, y, z, transposed); with pad, padded to a pad^3 cube with its corner value."""
+    if str(path).endswith((".nii", ".nii.gz")):
+        import nibabel  # sparseseg's own dependency
+        a = np.asanyarray(nibabel.load(path).dataobj).transpose(2, 1, 0)
+    else:
+        a = tifffile.imread(path)
     if pad:
         before = [(pad - n) // 2 for n in a.shape]
         a = np.pad(a, [(b, pad - n - b) for b, n in zip(before, a.shape)], constant_values=a[0, 0, 0])
