@@ -71,6 +71,8 @@ def _setup_logging(quiet: bool) -> None:
     logger.handlers[:] = [RichHandler(console=err, show_time=False, show_path=False, markup=False)]
     logger.setLevel(logging.WARNING if quiet else logging.INFO)
     logger.propagate = False
+    if not out.is_terminal and "COLUMNS" not in os.environ:
+        out.width = 160  # into a file or pipe: whole tables, not cut to 80 columns with ellipses
 
 
 class TrainingProgress:
@@ -441,7 +443,8 @@ def _sweep_table(title: str, header: list[str], lines: list[list[str]]) -> Table
         "Examples:\n\n"
         "  sparseseg sweep volume.tif --gt truth.tif --planes 1,2,4 -o sweep_report\n\n"
         "  sparseseg sweep em.tif --gt truth.tif --planes 1,3,6 --axes z --spacing 50,4,4 --time-budget 3m\n\n"
-        "  sparseseg sweep flair.tif t1c.tif --gt truth.tif --planes 1,2,4 --repeats 3 --seed 0 -o report"
+        "  sparseseg sweep flair.tif t1c.tif --gt truth.tif --planes 1,2,4 --repeats 3 --seed 0 -o report\n\n"
+        "  sparseseg sweep flair.tif t1c.tif --gt truth.tif --planes 1,2,4 --repeats 3 --stagger -o report"
     )
 )
 @handle_errors
@@ -451,6 +454,7 @@ def sweep(
     planes: Annotated[str, typer.Option(help="Numbers of evenly spaced annotated planes per axis to try.")] = "1,2,4",
     axes: Annotated[str, typer.Option(help="Axes whose planes are annotated: zyx, z, ...")] = "zyx",
     repeats: Annotated[int, typer.Option(help="Training runs per plane count (seeds --seed, --seed + 1, ...); the report gives each run and their mean.")] = 1,
+    stagger: Annotated[bool, typer.Option("--stagger", help="Shift the planes by (run + 0.5) / repeats of their spacing in each run, so that the runs of every plane count annotate all parts of the volume equally often.")] = False,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Report folder: sweep.csv, sweep.json, sweep.png.", show_default=False)] = None,
     unlabeled: Unlabeled = 255,
     spacing: Spacing = None,
@@ -488,7 +492,7 @@ def sweep(
             for k in ks for r in range(repeats)}
     try:
         rows, written = pipeline.sweep(volumes, gt, ks, axes.lower(), config, report=output, overwrite=overwrite,
-                                       progress_for=lambda k, r: bars.get((k, r)), repeats=repeats)
+                                       progress_for=lambda k, r: bars.get((k, r)), repeats=repeats, stagger=stagger)
     finally:
         for bar in bars.values():
             bar.__exit__(None, None, None)

@@ -27,6 +27,7 @@ from sparseseg.labels import (
     annotated_mask,
     class_weights,
     parse_planes,
+    planes_mask,
     read_annotation,
     weight_map,
     weights_from_counts,
@@ -555,25 +556,38 @@ def sweep_arrays(
     config: Config,
     progress_for: Callable[[int, int], Progress | None] = lambda k, repeat: None,
     repeats: int = 1,
+    stagger: bool = False,
 ) -> list[SweepRow]:
     """Simulate a user who annotates k evenly spaced planes per axis, densify, and score the rest, for each k.
 
     Each k is trained ``repeats`` times, with seeds ``config.seed``, ``config.seed + 1``, ...
-    (drawn at random when ``config.seed`` is None), the same seeds for every k.
+    (drawn at random when ``config.seed`` is None), the same seeds for every k. The planes
+    are those of `sparseseg.synthetic.evenly_spaced`; with ``stagger``, run r of N places
+    them at offset (r + 0.5) / N of their spacing (the same offset for every k), so that
+    the N runs of each k together annotate every part of the volume equally often. Where
+    the planes hold one class only there is nothing to train on: that run is scored as
+    predicting this class everywhere.
     """
     from sparseseg.synthetic import sparsify
 
     first = config.seed if config.seed is not None else secrets.randbits(30)
     rows = []
     for k in ks:
-        sparse, planes = sparsify(truth, k, axes, unlabeled=config.unlabeled)
-        annotation, _ = read_annotation(sparse, config.unlabeled, name=f"k={k}")
         for repeat in range(repeats):
             start = time.perf_counter()
             seed = first + repeat
-            _, _, segmentation = densify_arrays(image, annotation, replace(config, seed=seed), progress_for(k, repeat))
-            scores = score(segmentation.labels, truth, ~annotation.mask)
-            rows.append(SweepRow(k, seed, planes, float(annotation.mask.mean()), scores, time.perf_counter() - start))
+            offset = (repeat + 0.5) / repeats if stagger else None
+            sparse, planes = sparsify(truth, k, axes, unlabeled=config.unlabeled, offset=offset)
+            annotated = planes_mask(planes, truth.shape)
+            seen = np.unique(truth[annotated])
+            if len(seen) == 1:
+                log.warning("k=%d, planes %s: only class %d is annotated; scored as %d everywhere", k, planes, seen[0], seen[0])
+                labels = np.full_like(truth, seen[0])
+            else:
+                annotation, _ = read_annotation(sparse, config.unlabeled, planes, name=f"k={k}")
+                labels = densify_arrays(image, annotation, replace(config, seed=seed), progress_for(k, repeat))[2].labels
+            scores = score(labels, truth, ~annotated)
+            rows.append(SweepRow(k, seed, planes, float(annotated.mean()), scores, time.perf_counter() - start))
     return rows
 
 
@@ -588,6 +602,7 @@ def sweep(
     overwrite: bool = False,
     progress_for: Callable[[int, int], Progress | None] = lambda k, repeat: None,
     repeats: int = 1,
+    stagger: bool = False,
 ) -> tuple[list[SweepRow], list[Path]]:
     """`sweep_arrays` from files; with ``report`` (a folder), write sweep.csv, sweep.json and sweep.png there."""
     from sparseseg.labels import check_class_ids
@@ -620,7 +635,7 @@ def sweep(
                 raise InputError(f"--planes {k}: the volume has {size} planes along {a}; give fewer than {size}")
     if report is not None:
         report.mkdir(exist_ok=True)
-    rows = sweep_arrays(image.data, truth.data, ks, axes, _with_spacing(config, image), progress_for, repeats)
+    rows = sweep_arrays(image.data, truth.data, ks, axes, _with_spacing(config, image), progress_for, repeats, stagger)
     written = [] if report is None else _write_sweep_report(report, rows, overwrite)
     return rows, written
 

@@ -35,16 +35,32 @@ def blobs(shape=(32, 64, 64), n_blobs: int = 12, noise: float = 0.35, seed: int 
     return image.astype(np.float32), labels
 
 
-def evenly_spaced(size: int, k: int) -> list[int]:
-    """k plane indices spread evenly inside 0..size-1, away from the borders (as ../shared/bench/sparse_sim.py does)."""
+def evenly_spaced(size: int, k: int, offset: float | None = None) -> list[int]:
+    """k plane indices spread evenly over an axis of ``size`` planes.
+
+    With ``offset`` None, the planes lie at (i + 1) * size / (k + 1), away from the borders
+    (as ../shared/bench/sparse_sim.py places them). With an ``offset`` in [0, 1), the axis is
+    cut into k equal slabs and plane i lies at (i + offset) * size / k, the same place in
+    every slab (systematic sampling with a given start): over offsets spread evenly in
+    [0, 1), each voxel is annotated equally often, whatever k.
+    """
     if not 1 <= k < size:
         raise ValueError(f"need 1 <= k < {size} (the axis length), got k={k}")
-    return [min(size - 1, int(round((i + 1) * size / (k + 1)))) for i in range(k)]
+    if offset is None:
+        return [min(size - 1, int(round((i + 1) * size / (k + 1)))) for i in range(k)]
+    if not 0 <= offset < 1:
+        raise ValueError(f"offset must lie in [0, 1), got {offset}")
+    return [int((i + offset) * size / k) for i in range(k)]
 
 
-def sparsify(labels: np.ndarray, k: int, axes: str = "zyx", unlabeled: int = 255) -> tuple[np.ndarray, dict[str, list[int]]]:
-    """Keep k evenly spaced, fully annotated planes per axis of a dense label volume; the rest becomes ``unlabeled``."""
-    planes = {a: (evenly_spaced(labels.shape["zyx".index(a)], k) if a in axes else []) for a in "zyx"}
+def sparsify(
+    labels: np.ndarray, k: int, axes: str = "zyx", unlabeled: int = 255, offset: float | None = None
+) -> tuple[np.ndarray, dict[str, list[int]]]:
+    """Keep k evenly spaced, fully annotated planes per axis of a dense label volume; the rest becomes ``unlabeled``.
+
+    ``offset`` places the planes as in `evenly_spaced`.
+    """
+    planes = {a: (evenly_spaced(labels.shape["zyx".index(a)], k, offset) if a in axes else []) for a in "zyx"}
     sparse = np.full(labels.shape, unlabeled, dtype=labels.dtype if unlabeled <= np.iinfo(labels.dtype).max else np.uint16)
     mask = planes_mask(planes, labels.shape)
     sparse[mask] = labels[mask]

@@ -644,6 +644,27 @@ def test_sweep_repeats_each_plane_count_with_successive_seeds(files):
         assert (m["mean_fg_iou_min"], m["mean_fg_iou_max"]) == (min(fg), max(fg))
 
 
+def test_sweep_stagger_shifts_the_planes_in_each_run(files):
+    report = files.folder / "report"
+    result = run("sweep", files.volume, "--gt", files.truth, "--planes", "1", "--axes", "z", "--repeats", "2",
+                 "--stagger", "-o", report, *TRAIN, "--iterations", "1", "--seed", "0")
+    assert result.exit_code == 0, result.stderr
+    rows = json.loads((report / "sweep.json").read_text())
+    assert [r["planes"]["z"] for r in rows] == [[3], [9]]  # offsets 0.25 and 0.75 of the 12 planes
+
+
+def test_sweep_tables_are_whole_in_a_pipe(files, monkeypatch):
+    monkeypatch.delenv("COLUMNS", raising=False)
+    truth = tifffile.imread(files.truth)
+    truth[..., truth.shape[2] // 2:] *= 2  # classes 0, 1, 2, 4: as many columns as BraTS, wider than 80
+    tifffile.imwrite(files.folder / "five.tif", truth)
+    result = run("sweep", files.volume, "--gt", files.folder / "five.tif", "--planes", "1", "--axes", "z",
+                 "--repeats", "2", *TRAIN, "--iterations", "1")
+    assert result.exit_code == 0, result.stderr
+    assert "lowest" in result.stdout and "highest" in result.stdout
+    assert "…" not in result.stdout
+
+
 def test_sweep_refuses_existing_report_files(files, listing):
     report = files.folder / "report"
     report.mkdir()

@@ -255,3 +255,24 @@ def test_sweep_draws_one_seed_for_all_plane_counts(blobs_small, tiny_config):
     assert header[:3] == ["planes_per_axis", "runs", "mean_fg_iou"]
     assert [m[:2] for m in means] == [[1, 2], [2, 2]]
     assert means[0][2] == pytest.approx((rows[0].scores.mean("iou") + rows[1].scores.mean("iou")) / 2)
+
+
+def test_sweep_stagger_shifts_the_planes_from_run_to_run(blobs_small, tiny_config):
+    image, truth = blobs_small
+    rows = pipeline.sweep_arrays(image[None], truth, [1, 2], "z", tiny_config(iterations=1), repeats=2, stagger=True)
+    size = truth.shape[0]
+    expected = [synthetic.evenly_spaced(size, k, offset) for k in (1, 2) for offset in (0.25, 0.75)]
+    assert [r.planes["z"] for r in rows] == expected
+    assert [r.annotated_fraction for r in rows] == pytest.approx([len(z) / size for z in expected])
+
+
+def test_sweep_scores_a_one_class_annotation_as_that_class_everywhere(tiny_config, caplog):
+    truth = np.zeros((8, 16, 16), dtype=np.uint8)
+    truth[:2, 4:12, 4:12] = 1  # away from the one plane a sweep annotates (z = 4)
+    image = truth.astype(np.float32)[None]
+    rows = pipeline.sweep_arrays(image, truth, [1], "z", tiny_config(iterations=1))
+    assert rows[0].planes["z"] == [4]
+    assert rows[0].scores.mean("iou") == 0.0
+    background = rows[0].scores.classes[0]
+    assert background.label == 0 and background.iou == pytest.approx(1 - 128 / (7 * 256))
+    assert "only class 0 is annotated" in caplog.text

@@ -45,6 +45,24 @@ def test_evenly_spaced_rejects(size, k):
         synthetic.evenly_spaced(size, k)
 
 
+def test_evenly_spaced_with_an_offset_puts_one_plane_in_each_slab():
+    assert synthetic.evenly_spaced(12, 2, 0.5) == [3, 9]
+    assert synthetic.evenly_spaced(12, 3, 0.0) == [0, 4, 8]
+    assert synthetic.evenly_spaced(96, 1, 5 / 6) == [80]
+
+
+def test_evenly_spread_offsets_annotate_every_plane_equally_often():
+    runs = 6
+    seen = [p for r in range(runs) for p in synthetic.evenly_spaced(12, 2, (r + 0.5) / runs)]
+    assert sorted(seen) == list(range(12))
+
+
+@pytest.mark.parametrize("offset", [-0.1, 1.0, 1.5])
+def test_evenly_spaced_rejects_an_offset_outside_0_1(offset):
+    with pytest.raises(ValueError, match=str(offset)):
+        synthetic.evenly_spaced(12, 2, offset)
+
+
 def test_sparsify_keeps_whole_planes(blobs_small):
     labels = blobs_small[1]
     sparse, planes = synthetic.sparsify(labels, 2, axes="zx")
@@ -54,6 +72,11 @@ def test_sparsify_keeps_whole_planes(blobs_small):
     kept[:, :, planes["x"]] = True
     np.testing.assert_array_equal(sparse[kept], labels[kept])
     assert np.all(sparse[~kept] == 255)
+
+
+def test_sparsify_places_planes_at_the_offset(blobs_small):
+    _, planes = synthetic.sparsify(blobs_small[1], 2, axes="z", offset=0.25)
+    assert planes == {"z": synthetic.evenly_spaced(blobs_small[1].shape[0], 2, 0.25), "y": [], "x": []}
 
 
 def test_sparsify_widens_dtype_for_a_large_unlabeled_value(blobs_small):
