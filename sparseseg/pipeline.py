@@ -546,6 +546,7 @@ class SweepRow:
     annotated_fraction: float
     scores: Scores
     seconds: float
+    offset: float | None = None  # where the planes lie in their spacing (`sparseseg.synthetic.evenly_spaced`)
 
 
 def sweep_arrays(
@@ -587,7 +588,7 @@ def sweep_arrays(
                 annotation, _ = read_annotation(sparse, config.unlabeled, planes, name=f"k={k}")
                 labels = densify_arrays(image, annotation, replace(config, seed=seed), progress_for(k, repeat))[2].labels
             scores = score(labels, truth, ~annotated)
-            rows.append(SweepRow(k, seed, planes, float(annotated.mean()), scores, time.perf_counter() - start))
+            rows.append(SweepRow(k, seed, planes, float(annotated.mean()), scores, time.perf_counter() - start, offset))
     return rows
 
 
@@ -669,8 +670,8 @@ def _write_sweep_report(folder: Path, rows: Sequence[SweepRow], overwrite: bool)
 
     header, body = sweep_table(rows)
     csv = "\n".join(",".join(map(str, line)) for line in [header] + body) + "\n"
-    data = [{"planes_per_axis": r.k, "seed": r.seed, "planes": r.planes, "annotated_fraction": r.annotated_fraction,
-             "seconds": r.seconds, "scores": r.scores.as_dict()} for r in rows]
+    data = [{"planes_per_axis": r.k, "seed": r.seed, "offset": r.offset, "planes": r.planes,
+             "annotated_fraction": r.annotated_fraction, "seconds": r.seconds, "scores": r.scores.as_dict()} for r in rows]
     names, means = sweep_means(rows)
     ks = [line[0] for line in means]
     series = {"mean foreground": (ks, [line[2] for line in means])}
@@ -678,6 +679,7 @@ def _write_sweep_report(folder: Path, rows: Sequence[SweepRow], overwrite: bool)
         if name != "iou_0":
             series[f"class {name[4:]}"] = (ks, [line[i] for line in means])
     runs = f", mean of {means[0][1]} runs" if means[0][1] > 1 else ""
+    runs += ", staggered planes" if rows[0].offset is not None else ""
     picture = line_chart(series, title=f"IoU on unannotated voxels{runs}", xlabel="annotated planes per axis", ylabel="IoU")
     return [
         io.write_text(folder / "sweep.csv", csv, overwrite, suffixes=(".csv",)),

@@ -625,6 +625,7 @@ def test_sweep_writes_a_report(files):
     assert [line.split(",")[:2] for line in lines[1:]] == [["1", "0"], ["2", "0"]]
     rows = json.loads((report / "sweep.json").read_text())
     assert [r["planes"] for r in rows] == [{"z": [6], "y": [], "x": []}, {"z": [4, 8], "y": [], "x": []}]
+    assert [r["offset"] for r in rows] == [None, None]
     assert [r["annotated_fraction"] for r in rows] == pytest.approx([1 / 12, 2 / 12])
     with Image.open(report / "sweep.png") as picture:
         assert picture.format == "PNG" and picture.size == (720, 480)
@@ -650,7 +651,8 @@ def test_sweep_stagger_shifts_the_planes_in_each_run(files):
                  "--stagger", "-o", report, *TRAIN, "--iterations", "1", "--seed", "0")
     assert result.exit_code == 0, result.stderr
     rows = json.loads((report / "sweep.json").read_text())
-    assert [r["planes"]["z"] for r in rows] == [[3], [9]]  # offsets 0.25 and 0.75 of the 12 planes
+    assert [r["offset"] for r in rows] == [0.25, 0.75]
+    assert [r["planes"]["z"] for r in rows] == [[3], [9]]  # at 0.25 and 0.75 of the 12 planes
 
 
 def test_sweep_tables_are_whole_in_a_pipe(files, monkeypatch):

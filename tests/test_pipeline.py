@@ -262,6 +262,7 @@ def test_sweep_stagger_shifts_the_planes_from_run_to_run(blobs_small, tiny_confi
     rows = pipeline.sweep_arrays(image[None], truth, [1, 2], "z", tiny_config(iterations=1), repeats=2, stagger=True)
     size = truth.shape[0]
     expected = [synthetic.evenly_spaced(size, k, offset) for k in (1, 2) for offset in (0.25, 0.75)]
+    assert [r.offset for r in rows] == [0.25, 0.75, 0.25, 0.75]
     assert [r.planes["z"] for r in rows] == expected
     assert [r.annotated_fraction for r in rows] == pytest.approx([len(z) / size for z in expected])
 
