@@ -66,7 +66,8 @@ def handle_errors(command):
     return wrapper
 
 
-def _setup_logging(quiet: bool) -> None:
+def _setup_output(quiet: bool) -> None:
+    """Log messages to stderr (warnings only when ``quiet``); tables on stdout whole when it is not a terminal."""
     logger = logging.getLogger("sparseseg")
     logger.handlers[:] = [RichHandler(console=err, show_time=False, show_path=False, markup=False)]
     logger.setLevel(logging.WARNING if quiet else logging.INFO)
@@ -259,7 +260,7 @@ def densify(
     """Train a 3D U-Net on a few annotated planes and segment the whole volume."""
     from sparseseg import pipeline
 
-    _setup_logging(quiet)
+    _setup_output(quiet)
     volumes, planes = _split_planes(volumes, planes)
     config = _training_config(
         unlabeled=unlabeled, spacing=spacing, iterations=iterations, time_budget=time_budget, device=device,
@@ -312,7 +313,7 @@ def train(
     """Train one model on several sparsely annotated volumes and save it as a model folder."""
     from sparseseg import pipeline
 
-    _setup_logging(quiet)
+    _setup_output(quiet)
     config = _training_config(
         unlabeled=unlabeled, spacing=spacing, iterations=iterations, time_budget=time_budget, device=device,
         seed=seed, base=base, patch=patch, thin=thin, batch_size=batch_size, lr=lr, dice=dice, class_power=class_power, prior_correction=prior_correction, calibrate=calibrate, augment=augment,
@@ -345,7 +346,7 @@ def predict(
     """Apply a saved model to a new volume (the fully automatic setting)."""
     from sparseseg import pipeline
 
-    _setup_logging(quiet)
+    _setup_output(quiet)
     if device is not None:
         Config(device=device)  # validates the name
     trained, segmentation, written = pipeline.predict(
@@ -479,7 +480,7 @@ def sweep(
     """How many planes are worth annotating: simulate k annotated planes per axis, densify, score the rest."""
     from sparseseg import pipeline
 
-    _setup_logging(quiet)
+    _setup_output(quiet)
     try:
         ks = [int(v) for v in planes.split(",")]
     except ValueError:
