@@ -23,7 +23,7 @@ from sparseseg import io
 from sparseseg.config import Config
 from sparseseg.calibrate import correct_prior
 from sparseseg.labels import read_annotation
-from sparseseg.pipeline import densify_arrays, segment
+from sparseseg.core import densify_arrays, segment
 from sparseseg.synthetic import sparsify
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"

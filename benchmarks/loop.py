@@ -24,7 +24,7 @@ import numpy as np
 from sparseseg import io
 from sparseseg.config import Config
 from sparseseg.labels import planes_mask, read_annotation
-from sparseseg.pipeline import densify_arrays
+from sparseseg.core import densify_arrays
 from sparseseg.suggest import plane_uncertainty, rank_planes
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "brats2013_deepmedic" / "crop_pat0005_96x128x128"

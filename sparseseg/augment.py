@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from sparseseg.planning import COARSE
+
 
 @dataclass(frozen=True)
 class AugmentParams:
@@ -47,10 +49,6 @@ class AugmentParams:
     deform_sigma: float = 4.0
     deform_grid: int = 32
     gray: float = 0.15
-
-
-#: Axes this many times coarser than the finest are augmented plane by plane (see `sampling_grid`).
-COARSE = 2.0
 
 
 def margin(patch: tuple[int, int, int], params: AugmentParams) -> tuple[int, int, int]:
@@ -97,7 +95,7 @@ def sampling_grid(
 
     The output patch of shape ``patch`` is taken from the centre of a crop of shape ``crop``.
     ``anisotropy`` is the voxel size relative to the finest axis: displacements along an
-    axis are smaller in voxels by that factor, and an axis at least `COARSE` times coarser
+    axis are smaller in voxels by that factor, and an axis at least `sparseseg.planning.COARSE` times coarser
     than the finest (the sections of an EM stack) is neither scaled nor deformed, so every
     output plane along it is one whole input section, as annotated, never a blend of two.
     Rotations turn about axis ``normal`` (0 = z: in the (y, x) plane), and only where the

@@ -7,10 +7,16 @@ the weights of a model folder.
 
 from __future__ import annotations
 
-import re
 from dataclasses import asdict, dataclass, fields, replace
 
 from sparseseg.errors import InputError
+
+#: Device names: 'auto' is CUDA when available, else the CPU.
+DEVICES = ("auto", "cpu", "cuda")
+#: Upper bounds that keep what a user can type from allocating memory without bound.
+MAX_BASE = 256
+MAX_BATCH = 64
+MAX_PATCH = 1024
 
 #: Defaults that depend on the device: (cpu, cuda).
 DEVICE_DEFAULTS = {
@@ -103,25 +109,26 @@ class Config:
 
     def __post_init__(self):
         checks = [
-            (self.base is None or self.base >= 1, "base", "must be >= 1"),
+            (self.base is None or 1 <= self.base <= MAX_BASE, "base", f"must lie in 1..{MAX_BASE}"),
             (0 <= self.depth <= 6, "depth", "must lie in 0..6"),
-            (self.patch is None or (len(self.patch) == 3 and min(self.patch) >= 1), "patch", "must be three sizes >= 1"),
+            (self.patch is None or (len(self.patch) == 3 and 1 <= min(self.patch) and max(self.patch) <= MAX_PATCH),
+             "patch", f"must be three sizes z,y,x in 1..{MAX_PATCH}"),
             (self.thin is None or self.thin >= 1, "thin", "must be >= 1"),
-            (self.batch_size is None or self.batch_size >= 1, "batch_size", "must be >= 1"),
+            (self.batch_size is None or 1 <= self.batch_size <= MAX_BATCH, "batch_size", f"must lie in 1..{MAX_BATCH}"),
             (self.iterations is None or self.iterations >= 0, "iterations", "must be >= 0"),
-            (self.time_budget is None or self.time_budget >= 0, "time_budget", "must be >= 0"),
-            (self.lr > 0, "lr", "must be > 0"),
+            (self.time_budget is None or self.time_budget >= 0, "time_budget", "must be >= 0 seconds"),
+            (0 < self.lr <= 1, "lr", "must lie in (0, 1]"),
             (self.class_power >= 0, "class_power", "must be >= 0"),
             (0 <= self.prior_correction <= 1, "prior_correction", "must lie in [0, 1]"),
             (self.dice >= 0, "dice", "must be >= 0"),
             (0 <= self.overlap < 1, "overlap", "must lie in [0, 1)"),
-            (self.spacing is None or (len(self.spacing) == 3 and min(self.spacing) > 0), "spacing", "must be three numbers > 0"),
-            (self.device in ("auto", "cpu", "cuda"), "device", "must be auto, cpu or cuda"),
+            (self.spacing is None or (len(self.spacing) == 3 and min(self.spacing) > 0), "spacing", "must be three numbers z,y,x > 0"),
+            (self.device in DEVICES, "device", "must be " + ", ".join(DEVICES)),
             (0 <= self.unlabeled <= 65535, "unlabeled", "must lie in 0..65535"),
         ]
         for ok, name, rule in checks:
             if not ok:
-                raise InputError(f"{name}={getattr(self, name)!r}: {rule}")
+                raise InputError(rule, param=name, value=getattr(self, name))
 
     def resolved(self, cuda: bool) -> "Config":
         """A copy with the device-dependent defaults filled in."""
@@ -133,36 +140,23 @@ class Config:
 
     @classmethod
     def from_dict(cls, data: dict) -> "Config":
-        known = {f.name for f in fields(cls)}
-        values = {k: v for k, v in data.items() if k in known}
+        """The config saved by `to_dict`; an unknown or missing field is an `InputError` naming it."""
+        if not isinstance(data, dict):
+            raise InputError(f"expected the config's fields, got {type(data).__name__}")
+        known = [f.name for f in fields(cls)]
+        unknown = sorted(set(data) - set(known))
+        missing = [name for name in known if name not in data]
+        if unknown or missing:
+            found = "; ".join(p for p in (f"unknown field(s) {unknown}" if unknown else "",
+                                          f"missing field(s) {missing}" if missing else "") if p)
+            raise InputError(f"config: {found}")
+        values = dict(data)
         for name in ("patch", "spacing"):
-            if values.get(name) is not None:
+            if values[name] is not None:
+                if not isinstance(values[name], (list, tuple)):
+                    raise InputError("must be three numbers z,y,x", param=name, value=values[name])
                 values[name] = tuple(values[name])
-        return cls(**values)
-
-
-def parse_duration(text: str | None) -> float | None:
-    """'90' -> 90.0 s, '5m' -> 300.0, '1h30m' -> 5400.0, '2.5m' -> 150.0; None stays None."""
-    if text is None:
-        return None
-    text = str(text).strip().lower()
-    if re.fullmatch(r"\d+(?:\.\d+)?", text):
-        return float(text)
-    parts = re.fullmatch(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?", text)
-    if not text or parts is None or not any(parts.groups()):
-        raise InputError(f"time budget {text!r}: expected seconds or a duration such as 90, 90s, 5m, 1h30m")
-    hours, minutes, seconds = (float(g) if g else 0.0 for g in parts.groups())
-    return hours * 3600 + minutes * 60 + seconds
-
-
-def parse_triple(text: str | None, name: str, kind=float) -> tuple | None:
-    """'50,4,4' -> (50.0, 4.0, 4.0) for --spacing (or ints for --patch); None stays None."""
-    if text is None:
-        return None
-    try:
-        values = tuple(kind(v) for v in str(text).replace("x", ",").split(","))
-    except ValueError:
-        raise InputError(f"--{name} {text!r}: expected three numbers z,y,x (e.g. 50,4,4)") from None
-    if len(values) != 3 or min(values) <= 0:
-        raise InputError(f"--{name} {text!r}: expected three numbers z,y,x greater than 0")
-    return values
+        try:
+            return cls(**values)
+        except TypeError as exc:  # e.g. a number where a list belongs: compared with None or an int
+            raise InputError(f"config: a field has the wrong type ({exc})") from None

@@ -21,8 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from sparseseg.errors import InputError
-
-AXES = "zyx"
+from sparseseg.planning import AXES
 #: Largest class id a label volume may hold (uint16 output).
 MAX_CLASS_ID = 65535
 

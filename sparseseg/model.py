@@ -8,7 +8,7 @@ ReLU. A 1x1x1 convolution gives the class scores. With ``base=32``, 3 input chan
 
 Deviation from the paper: convolutions are padded, so the output covers the whole input
 (the paper uses valid convolutions and an output smaller than its input). For anisotropic
-voxels a level may pool with (1, 2, 2) instead of (2, 2, 2): see `pooling_kernels`.
+voxels a level may pool with (1, 2, 2) instead of (2, 2, 2): see `sparseseg.planning.pooling_kernels`.
 """
 
 from __future__ import annotations
@@ -18,36 +18,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-Kernel = tuple[int, int, int]
-
-
-def pooling_kernels(spacing: Sequence[float] | None, depth: int, ratio: float = 2.0) -> list[Kernel]:
-    """Pooling kernel per level: do not pool along an axis that is already much coarser than the finest.
-
-    An axis is pooled at a level when its current voxel size is less than ``ratio`` times the
-    finest current voxel size (as nnU-Net plans it). Pooling doubles the voxel size of the
-    pooled axes, so a 4x4x50 nm EM stack pools only in y and x for its first levels.
-    """
-    if depth < 0:
-        raise ValueError(f"depth must be >= 0, got {depth}")
-    current = [1.0, 1.0, 1.0] if spacing is None else [float(s) for s in spacing]
-    if len(current) != 3 or min(current) <= 0:
-        raise ValueError(f"spacing must be three positive numbers (z, y, x), got {spacing}")
-    kernels = []
-    for _ in range(depth):
-        finest = min(current)
-        kernel = tuple(2 if s < ratio * finest else 1 for s in current)
-        kernels.append(kernel)
-        current = [s * k for s, k in zip(current, kernel)]
-    return kernels
-
-
-def size_multiple(kernels: Sequence[Kernel]) -> tuple[int, int, int]:
-    """Each axis of a network input must be a multiple of this (the product of the pooling kernels)."""
-    multiple = [1, 1, 1]
-    for kernel in kernels:
-        multiple = [m * k for m, k in zip(multiple, kernel)]
-    return tuple(multiple)
+from sparseseg.planning import Kernel, size_multiple
 
 
 class ConvBlock(nn.Sequential):
@@ -104,7 +75,7 @@ class UNet3D(nn.Module):
     base : int
         Channels of the first convolution (the paper: 32). Level i ends with ``base * 2**(i+1)``.
     pools : sequence of (int, int, int)
-        Pooling kernel of each step, e.g. from `pooling_kernels`. The paper: three times (2, 2, 2).
+        Pooling kernel of each step, e.g. from `sparseseg.planning.pooling_kernels`. The paper: three times (2, 2, 2).
     """
 
     def __init__(self, in_channels: int, n_classes: int, base: int = 32, pools: Sequence[Kernel] = ((2, 2, 2),) * 3):

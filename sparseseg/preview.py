@@ -5,11 +5,12 @@ from numbers import Integral, Real
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from sparseseg.planning import AXES
+
 # Okabe-Ito colours (colour-blind friendly) minus yellow/black; yellow marks annotated planes.
 _PALETTE = np.array([(230, 159, 0), (86, 180, 233), (0, 158, 115), (0, 114, 178),
                      (213, 94, 0), (204, 121, 167)], dtype=np.float64)
 _PLANE_COLOUR = (255, 255, 0)
-_AXES = ("z", "y", "x")
 _MAX_STRETCH = 4.0   # no axis grows beyond this factor
 _MAX_SIDE = 1800     # longest side of the three views together, in px
 _MIN_SIDE = 480      # small volumes are zoomed up (integer factor) towards this
@@ -110,13 +111,13 @@ def render_preview(image, labels=None, *, planes=None, centre=None, spacing=None
         centre = tuple(n // 2 for n in shape)
     elif np.ndim(centre) != 1 or len(centre) != 3:
         raise ValueError(f"centre must be (z, y, x), got {centre!r}")
-    centre = tuple(_index(c, n, f"centre[{a!r}]") for c, n, a in zip(centre, shape, _AXES))
-    annotated = {a: set() for a in _AXES}
+    centre = tuple(_index(c, n, f"centre[{a!r}]") for c, n, a in zip(centre, shape, AXES))
+    annotated = {a: set() for a in AXES}
     if planes is not None:
-        if not isinstance(planes, dict) or set(planes) - set(_AXES):
+        if not isinstance(planes, dict) or set(planes) - set(AXES):
             raise ValueError(f"planes must be a dict with keys among 'z', 'y', 'x', got {planes!r}")
         for a, idx in planes.items():
-            n = shape[_AXES.index(a)]
+            n = shape[AXES.index(a)]
             idx = list(idx) if isinstance(idx, (set, frozenset)) else np.ravel(idx).tolist()
             annotated[a] = {_index(i, n, f"plane {a}={i!r}") for i in idx}
     if spacing is None:
@@ -160,13 +161,13 @@ def render_preview(image, labels=None, *, planes=None, centre=None, spacing=None
         tile = tile.resize((size[c], size[r]), Image.Resampling.NEAREST)
         draw = ImageDraw.Draw(tile)
         for ax, across in ((r, True), (c, False)):  # annotated planes of the other two axes
-            for i in lines[_AXES[ax]]:
+            for i in lines[AXES[ax]]:
                 p = min(size[ax] - 1, int((i + 0.5) * scale[ax]))
                 draw.line([(0, p), (size[c] - 1, p)] if across else [(p, 0), (p, size[r] - 1)],
                           fill=_PLANE_COLOUR)
         tiles.append(tile)
-        mark = " (annotated)" if centre[axis] in annotated[_AXES[axis]] else ""
-        titles.append(f"{_AXES[axis]} = {centre[axis]}{mark}")
+        mark = " (annotated)" if centre[axis] in annotated[AXES[axis]] else ""
+        titles.append(f"{AXES[axis]} = {centre[axis]}{mark}")
 
     cols = [max(t.width, text_w(s)) for t, s in zip(tiles, titles)]
     width = sum(cols) + _PAD * (len(cols) + 1)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-AXES = "zyx"
+from sparseseg.planning import AXES
 
 
 @dataclass(frozen=True)

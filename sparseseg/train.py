@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from sparseseg import augment
+from sparseseg.planning import AXES, patch_shapes
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,7 @@ class TrainLog:
     stopped_by: str = "iterations"  # 'iterations', 'time' or 'interrupt'
     device: str = "cpu"
     shapes: dict = field(default_factory=dict)  # training patch per annotated axis (None: cube patches)
+    warnings: list[str] = field(default_factory=list)  # why the result may not be worth much (see `sparseseg.core.fit`)
 
     @property
     def final_loss(self) -> float:
@@ -72,29 +74,6 @@ def weighted_loss(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tens
         soft_dice = (2 * intersection + 1e-5) / (denominator + 1e-5)
         loss = loss + dice * (1 - soft_dice[present].mean())
     return loss
-
-
-AXES = "zyx"
-
-
-def patch_shapes(
-    patch: tuple[int, int, int], thin: Sequence[int] | None, planes_axes: Sequence[str]
-) -> dict[str | None, tuple[int, int, int]]:
-    """Training patch per annotated axis: ``patch``, made ``thin[i]`` deep across the planes of axis i.
-
-    ``thin`` holds a depth per axis (z, y, x), see `sparseseg.preprocess.thin_depths`. Key
-    None (cube patches around any annotated voxel) is used when ``thin`` is None or no
-    annotation is plane-wise.
-    """
-    if not thin or not planes_axes:
-        return {None: tuple(patch)}
-    shapes = {}
-    for axis in planes_axes:
-        i = AXES.index(axis)
-        shape = list(patch)
-        shape[i] = min(patch[i], thin[i])
-        shapes[axis] = tuple(shape)
-    return shapes
 
 
 class VolumeCrops:
@@ -192,7 +171,7 @@ def train(
 
     ``patch`` is the largest patch; with ``thin`` (a depth per axis), each batch is drawn
     around the annotated planes of one axis with a patch only that deep across them (see
-    `patch_shapes`).
+    `sparseseg.planning.patch_shapes`).
     ``progress(iteration, loss, elapsed_seconds)`` is called after each step. The run ends
     after ``iterations`` steps or ``time_budget`` seconds, or at Ctrl-C (KeyboardInterrupt),
     which is caught: the model keeps what it learnt so far and ``stopped_by`` says 'interrupt'.

@@ -292,7 +292,7 @@ def _plane_without_option(files):
 
 
 def _bad_time_budget(files):
-    return _densify(files, None, None, None, "--time-budget", "soon"), ["soon", "time budget"]
+    return _densify(files, None, None, None, "--time-budget", "soon"), ["soon", "--time-budget"]
 
 
 def _bad_patch(files):
@@ -308,11 +308,11 @@ def _negative_iterations(files):
 
 
 def _negative_class_power(files):
-    return _densify(files, None, None, None, "--class-power", "-0.5"), ["class_power", "-0.5"]
+    return _densify(files, None, None, None, "--class-power", "-0.5"), ["--class-power", "-0.5"]
 
 
 def _prior_correction_above_one(files):
-    return _densify(files, None, None, None, "--prior-correction", "1.5"), ["prior_correction", "1.5"]
+    return _densify(files, None, None, None, "--prior-correction", "1.5"), ["--prior-correction", "1.5"]
 
 
 def _bad_init(files):

@@ -18,8 +18,10 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from sparseseg import __version__, cli, io, pipeline, synthetic
+from sparseseg import __version__, cli, io, synthetic, core, modelfolder, workflows
 from sparseseg import labels as L
+from sparseseg.config import Config
+from sparseseg.train import TrainLog
 from sparseseg.suggest import plane_uncertainty, rank_planes
 
 TRAIN = ["--iterations", "3", "--base", "4", "--patch", "8,16,16", "--seed", "0", "--device", "cpu", "--batch-size", "1"]
@@ -42,9 +44,9 @@ def _refuse_constant(constant):
     raise ValueError(f"{constant} is not strict JSON")
 
 
-def _one_json(result) -> dict:
-    """The command succeeded and printed exactly one line of strict JSON (an object) on stdout, nothing else."""
-    assert result.exit_code == 0, result.output
+def _one_json(result, exit_code: int = 0) -> dict:
+    """The command ended with ``exit_code`` and printed exactly one line of strict JSON (an object) on stdout, nothing else."""
+    assert result.exit_code == exit_code, result.output
     assert result.stdout.endswith("\n") and result.stdout.count("\n") == 1, result.stdout
     data = json.loads(result.stdout, parse_constant=_refuse_constant)
     assert isinstance(data, dict)
@@ -133,7 +135,7 @@ def test_weights_are_a_plain_tensor_state_dict(trained):
     state = torch.load(trained.model / "weights.pt", map_location="cpu", weights_only=True)
     assert isinstance(state, dict) and state
     assert all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items())
-    model = pipeline.load_model(trained.model)
+    model = modelfolder.load_model(trained.model)
     expected = model.network.state_dict()
     assert state.keys() == expected.keys()
     for name, tensor in state.items():
@@ -141,11 +143,11 @@ def test_weights_are_a_plain_tensor_state_dict(trained):
 
 
 def test_load_model_round_trip_predicts_the_same(trained):
-    model = pipeline.load_model(trained.model)
+    model = modelfolder.load_model(trained.model)
     np.testing.assert_array_equal(model.classes, CLASSES)
     assert model.in_channels == 1 and model.config.spacing == (2.0, 1.0, 1.0) and model.config.patch == (8, 16, 16)
     assert not model.network.training
-    segmentation = pipeline.segment(model, trained.image[None])
+    segmentation = core.segment(model, trained.image[None])
     np.testing.assert_array_equal(segmentation.labels, io.read_labels(trained.seg).data)
     scaled = np.round(segmentation.probabilities * 255).astype(np.uint8)
     np.testing.assert_array_equal(scaled, io.read_volume(trained.prob).data)
@@ -169,7 +171,7 @@ def test_densify_overwrites_a_model_folder_with_overwrite(trained, tmp_path):
                  "--save-model", model, *TRAIN, "--iterations", "1", "--overwrite", "-q")
     assert result.exit_code == 0, result.output
     assert "marker" not in json.loads((model / "config.json").read_text())
-    assert pipeline.load_model(model).in_channels == 1
+    assert modelfolder.load_model(model).in_channels == 1
 
 
 class _RunsCode:
@@ -188,7 +190,7 @@ def _no_folder(folder, trained):
 
 def _empty_folder(folder, trained):
     (folder / "empty").mkdir()
-    return folder / "empty", ["empty", "config.json", "no such file"]
+    return folder / "empty", ["empty", "not a sparseseg model folder", "config.json"]
 
 
 def _a_file(folder, trained):
@@ -225,7 +227,7 @@ def _missing_key(folder, trained):
     meta = json.loads((folder / "m" / "config.json").read_text())
     del meta["classes"]
     (folder / "m" / "config.json").write_text(json.dumps(meta))
-    return folder / "m", ["not a sparseseg model folder", "classes"]
+    return folder / "m", ["config.json", "'classes'", "missing"]
 
 
 def _weights_of_another_shape(folder, trained):
@@ -233,7 +235,7 @@ def _weights_of_another_shape(folder, trained):
     meta = json.loads((folder / "m" / "config.json").read_text())
     meta["in_channels"] = 2
     (folder / "m" / "config.json").write_text(json.dumps(meta))
-    return folder / "m", ["not a sparseseg model folder"]
+    return folder / "m", ["weights.pt", "do not match config.json", "size mismatch"]
 
 
 NOT_A_MODEL = [
@@ -288,7 +290,7 @@ def test_train_two_volumes(files, tmp_path):
     assert summary["classes"] == [0, 1, 2] and summary["iterations"] == 3 and summary["stopped_by"] == "iterations"
     assert "sparse.tif" in result.stderr and "s2.tif" in result.stderr  # both label files were read
     assert sorted(p.name for p in folder.iterdir()) == ["config.json", "weights.pt"]
-    model = pipeline.load_model(folder)
+    model = modelfolder.load_model(folder)
     assert model.in_channels == 1 and model.classes.tolist() == [0, 1, 2]
     assert model.offsets.shape == (3,)  # calibrated on the annotated voxels of both volumes
     assert "calibrate" in result.stderr
@@ -329,7 +331,7 @@ def test_train_refuses_pairs_with_different_channel_counts(files, listing):
     before = listing(files.folder)
     result = run("train", "--pair", f"{files.volume}:{files.sparse}", "--pair", f"{files.volume},{second}:{files.sparse}",
                  "-o", files.folder / "model", *TRAIN)
-    _bad_input(result, "channels", "the first pair has 1")
+    _bad_input(result, "channels", "the first volume has 1")
     assert listing(files.folder) == before
 
 
@@ -399,7 +401,7 @@ def test_warm_start_with_zero_iterations_predicts_like_the_saved_model(trained, 
     summary = _one_json(result)  # final_loss is NaN after 0 steps: it must come out as null
     assert summary["iterations"] == 0 and summary["final_loss"] is None
     assert summary["classes"] == CLASSES
-    assert summary["parameters"] == pipeline.load_model(trained.model).parameters  # --base came from the model
+    assert summary["parameters"] == modelfolder.load_model(trained.model).parameters  # --base came from the model
     np.testing.assert_array_equal(io.read_labels(out).data, io.read_labels(trained.seg).data)
     assert listing(trained.model) == before
 
@@ -410,12 +412,12 @@ def test_warm_start_starts_from_the_saved_weights(trained, monkeypatch):
 
     def fake_train(network, data, **kwargs):
         seen["state"] = {k: v.clone() for k, v in network.state_dict().items()}
-        return pipeline.TrainLog(iterations=0)
+        return TrainLog(iterations=0)
 
-    monkeypatch.setattr(pipeline, "train", fake_train)
-    init = pipeline.load_model(trained.model)
+    monkeypatch.setattr(core, "train", fake_train)
+    init = modelfolder.load_model(trained.model)
     annotation, _ = L.read_annotation(io.read_labels(trained.sparse).data)
-    model, _ = pipeline.fit([trained.image[None]], [annotation], pipeline.Config(device="cpu", seed=1), init=init)
+    model, _ = core.fit([trained.image[None]], [annotation], Config(device="cpu", seed=1), init=init)
     saved = torch.load(trained.model / "weights.pt", weights_only=True)
     for name, tensor in saved.items():
         torch.testing.assert_close(seen["state"][name], tensor, rtol=0, atol=0)
@@ -512,15 +514,15 @@ def test_suggest_with_a_model(trained):
                  "--device", "cpu", "--json")
     data = _one_json(result)
     _check_suggestions(data["suggestions"], trained.planes, 3)
-    model = pipeline.load_model(trained.model)
-    expected = rank_planes(plane_uncertainty(pipeline.segment(model, trained.image[None]).probabilities), trained.planes, 3)
+    model = modelfolder.load_model(trained.model)
+    expected = rank_planes(plane_uncertainty(core.segment(model, trained.image[None]).probabilities), trained.planes, 3)
     assert [(s["axis"], s["index"]) for s in data["suggestions"]] == [(s.axis, s.index) for s in expected]
     for got, want in zip(data["suggestions"], expected):
         assert got["uncertainty"] == pytest.approx(want.uncertainty, rel=1e-6)
 
 
 def test_suggest_needs_a_model_or_probabilities(files):
-    _bad_input(run("suggest", files.volume, "--slices", files.sparse), "--model", "--probabilities")
+    _bad_input(run("suggest", files.volume, "--slices", files.sparse), "model folder", "probabilities")
 
 
 def test_suggest_refuses_top_zero(files):
@@ -724,7 +726,7 @@ def test_sweep_refuses_as_many_planes_as_the_axis_has(files):
 def test_interrupt_with_partial_writes_the_segmentation(files, tiny_config):
     out = files.folder / "seg.tif"
     progress = _stop_at(2)
-    report = pipeline.densify([files.volume], files.sparse, out, tiny_config(iterations=5), progress=progress)
+    report = workflows.densify([files.volume], files.sparse, out, tiny_config(iterations=5), progress=progress)
     assert report.train_log.stopped_by == "interrupt"
     assert report.train_log.iterations == 2 and progress.calls == 2
     assert report.written == [out]
@@ -736,9 +738,9 @@ def test_interrupt_without_partial_writes_nothing(files, tiny_config, listing):
     out = files.folder / "seg.tif"
     progress = _stop_at(2)
     with pytest.raises(KeyboardInterrupt):
-        pipeline.densify(
+        workflows.densify(
             [files.volume], files.sparse, out, tiny_config(iterations=5), weights_out=files.folder / "w.tif",
-            outputs=pipeline.Outputs(probabilities=files.folder / "p.tif", preview=files.folder / "p.png"),
+            outputs=workflows.Outputs(probabilities=files.folder / "p.tif", preview=files.folder / "p.png"),
             save_model_to=files.folder / "model", partial=False, progress=progress,
         )
     assert progress.calls == 2
@@ -772,8 +774,8 @@ def test_cli_interrupt_without_partial_exits_130(files, ctrl_c_at_step_2, listin
 def test_cli_interrupt_with_partial_segments_with_the_model_so_far(files, ctrl_c_at_step_2):
     out = files.folder / "seg.tif"
     result = run("densify", files.volume, "--slices", files.sparse, "-o", out, *TRAIN, "--iterations", "5", "--json")
-    summary = _one_json(result)
-    assert summary["stopped_by"] == "interrupt" and summary["iterations"] == 2
+    summary = _one_json(result, exit_code=130)
+    assert summary["stopped_by"] == "interrupt" and summary["iterations"] == 2 and summary["interrupted"] is True
     assert "interrupted" in result.stderr
     assert io.read_labels(out).data.shape == files.shape
 
@@ -781,9 +783,9 @@ def test_cli_interrupt_with_partial_segments_with_the_model_so_far(files, ctrl_c
 def test_cli_train_interrupted_saves_the_model_so_far(files, ctrl_c_at_step_2):
     folder = files.folder / "model"
     summary = _one_json(run("train", "--pair", f"{files.volume}:{files.sparse}", "-o", folder, *TRAIN,
-                            "--iterations", "5", "--json"))
-    assert summary["stopped_by"] == "interrupt" and summary["iterations"] == 2
-    assert pipeline.load_model(folder).classes.tolist() == [0, 1, 2]
+                            "--iterations", "5", "--json"), exit_code=130)
+    assert summary["stopped_by"] == "interrupt" and summary["iterations"] == 2 and summary["interrupted"] is True
+    assert modelfolder.load_model(folder).classes.tolist() == [0, 1, 2]
 
 
 # --- --json for pipelines ------------------------------------------------------------------

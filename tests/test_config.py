@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from sparseseg.config import DEVICE_DEFAULTS, Config, parse_duration, parse_triple
+from sparseseg.cli_options import parse_duration, parse_triple
+from sparseseg.config import DEVICE_DEFAULTS, Config
 from sparseseg.errors import InputError
 
 
@@ -35,7 +36,7 @@ def test_parse_duration_none():
 
 @pytest.mark.parametrize("text", ["", "  ", "abc", "m", "s", "h", "5x", "-5", "5 m", "1.2.3", "m5", "30m1h", "1,5m"])
 def test_parse_duration_rejects(text):
-    with pytest.raises(InputError, match="time budget"):
+    with pytest.raises(InputError, match="time_budget"):
         parse_duration(text)
 
 
@@ -64,7 +65,7 @@ def test_parse_triple_none():
      ("1.5,2,2", int), ("8,16,", int)],
 )
 def test_parse_triple_rejects(text, kind):
-    with pytest.raises(InputError, match="--patch"):
+    with pytest.raises(InputError, match="patch="):
         parse_triple(text, "patch", kind)
 
 
@@ -136,7 +137,12 @@ def test_dict_round_trip():
     assert Config.from_dict(json.loads(json.dumps(config.to_dict()))) == config
 
 
-def test_from_dict_ignores_unknown_keys_and_validates():
-    assert Config.from_dict({"base": 4, "from_the_future": 1}) == Config(base=4)
-    with pytest.raises(InputError):
-        Config.from_dict({"base": 0})
+def test_from_dict_round_trips_and_refuses_unknown_or_missing_fields():
+    config = Config(base=4, patch=(8, 16, 16), spacing=(2.0, 1.0, 1.0))
+    assert Config.from_dict(config.to_dict()) == config
+    with pytest.raises(InputError, match="from_the_future"):
+        Config.from_dict({**config.to_dict(), "from_the_future": 1})
+    with pytest.raises(InputError, match="'lr'"):
+        Config.from_dict({k: v for k, v in config.to_dict().items() if k != "lr"})
+    with pytest.raises(InputError, match="base=0"):
+        Config.from_dict({**config.to_dict(), "base": 0})

@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from sparseseg.model import UNet3D, count_parameters, pooling_kernels, size_multiple
+from sparseseg.model import UNet3D, count_parameters
+from sparseseg.planning import pooling_kernels
 
 
 def test_paper_parameter_count():
@@ -52,38 +53,7 @@ def test_output_covers_the_input(pools, shape):
     assert torch.isfinite(out).all()
 
 
-def test_pooling_kernels_isotropic():
-    assert pooling_kernels(None, 3) == [(2, 2, 2)] * 3
-    assert pooling_kernels((1.0, 1.0, 1.0), 2) == [(2, 2, 2)] * 2
-    assert pooling_kernels((0.3, 0.3, 0.3), 0) == []
-
-
-def test_pooling_kernels_anisotropic_em():
-    # 50 nm sections, 4 nm pixels: z stays coarser than 2x the in-plane size for 3 levels (4 -> 8 -> 16 -> 32 nm)
-    assert pooling_kernels((50, 4, 4), 3) == [(1, 2, 2)] * 3
-    # after 3 in-plane poolings y, x are 32 nm > 50 / 2, so z is pooled from the fourth level on
-    assert pooling_kernels((50, 4, 4), 5)[3:] == [(2, 2, 2), (2, 2, 2)]
-
-
-def test_pooling_kernels_catch_up():
-    # z twice as coarse: pooled only once y, x have caught up
-    assert pooling_kernels((2, 1, 1), 3) == [(1, 2, 2), (2, 2, 2), (2, 2, 2)]
-    # slightly coarse z (< ratio 2) is pooled from the start
-    assert pooling_kernels((1.5, 1, 1), 2) == [(2, 2, 2), (2, 2, 2)]
-    # coarse x works as well as coarse z
-    assert pooling_kernels((1, 1, 4), 2) == [(2, 2, 1), (2, 2, 1)]
-
-
-@pytest.mark.parametrize("spacing, depth", [((1, 1), 3), ((0, 1, 1), 3), ((-1, 1, 1), 3), ((1, 1, 1), -1)])
-def test_pooling_kernels_reject(spacing, depth):
-    with pytest.raises(ValueError):
-        pooling_kernels(spacing, depth)
-
-
-def test_size_multiple():
-    assert size_multiple([]) == (1, 1, 1)
-    assert size_multiple([(2, 2, 2)] * 3) == (8, 8, 8)
-    assert size_multiple([(1, 2, 2), (1, 2, 2), (2, 2, 2)]) == (2, 8, 8)
+def test_network_size_multiple_follows_its_pools():
     assert UNet3D(1, 2, 4, [(1, 2, 2), (2, 2, 1)]).size_multiple == (2, 4, 2)
 
 

@@ -7,27 +7,27 @@ import pytest
 import tifffile
 import torch
 
-from sparseseg import calibrate as C, io, labels as L, pipeline, synthetic
+from sparseseg import calibrate as C, io, labels as L, synthetic, core, modelfolder, sweep, workflows
 from sparseseg.config import Config
 from sparseseg.errors import InputError
 from sparseseg.metrics import score
 
 
 def test_resolve_device():
-    assert pipeline.resolve_device("cpu") == torch.device("cpu")
-    assert pipeline.resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert core.resolve_device("cpu") == torch.device("cpu")
+    assert core.resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA GPU is available here")
 def test_cuda_without_gpu_is_bad_input():
-    with pytest.raises(InputError, match="--device cuda"):
-        pipeline.resolve_device("cuda")
+    with pytest.raises(InputError, match="device=cuda"):
+        core.resolve_device("cuda")
 
 
 def test_labels_dtype():
-    assert pipeline.labels_dtype([0, 1, 255]) == np.uint8
-    assert pipeline.labels_dtype([0, 256]) == np.uint16
-    assert pipeline.labels_dtype([0, 65535]) == np.uint16
+    assert core.labels_dtype([0, 1, 255]) == np.uint8
+    assert core.labels_dtype([0, 256]) == np.uint16
+    assert core.labels_dtype([0, 65535]) == np.uint16
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +37,7 @@ def small_annotation(sparse_small):
 
 def test_densify_arrays_tiny(blobs_small, small_annotation, tiny_config):
     image = blobs_small[0][None]
-    model, log, segmentation = pipeline.densify_arrays(image, small_annotation, tiny_config())
+    model, log, segmentation = core.densify_arrays(image, small_annotation, tiny_config())
     assert log.iterations == 3 and log.stopped_by == "iterations"
     assert segmentation.labels.shape == image.shape[1:] and segmentation.labels.dtype == np.uint8
     assert set(np.unique(segmentation.labels)) <= {0, 1, 2}
@@ -56,46 +56,46 @@ def test_class_values_come_back(blobs_small, tiny_config):
         relabelled = np.array(values, dtype=np.uint16)[truth]
         sparse, _ = synthetic.sparsify(relabelled, 2, unlabeled=255)
         annotation, _ = L.read_annotation(sparse)
-        _, _, segmentation = pipeline.densify_arrays(image[None], annotation, tiny_config(iterations=1))
+        _, _, segmentation = core.densify_arrays(image[None], annotation, tiny_config(iterations=1))
         assert segmentation.labels.dtype == dtype
         assert set(np.unique(segmentation.labels)) <= set(values)
 
 
 def test_densify_arrays_refuses_shape_mismatch(blobs_small, small_annotation, tiny_config):
     with pytest.raises(InputError, match="shape"):
-        pipeline.densify_arrays(blobs_small[0][None, :, :, :-1], small_annotation, tiny_config())
+        core.densify_arrays(blobs_small[0][None, :, :, :-1], small_annotation, tiny_config())
 
 
 def test_densify_arrays_refuses_patch_not_multiple(blobs_small, small_annotation, tiny_config):
     with pytest.raises(InputError, match="multiple"):
-        pipeline.densify_arrays(blobs_small[0][None], small_annotation, tiny_config(patch=(6, 16, 16)))
+        core.densify_arrays(blobs_small[0][None], small_annotation, tiny_config(patch=(6, 16, 16)))
 
 
 def test_zero_time_budget_still_segments(blobs_small, small_annotation, tiny_config):
-    _, log, segmentation = pipeline.densify_arrays(blobs_small[0][None], small_annotation, tiny_config(time_budget=0.0))
+    _, log, segmentation = core.densify_arrays(blobs_small[0][None], small_annotation, tiny_config(time_budget=0.0))
     assert log.iterations == 0 and log.stopped_by == "time"
     assert segmentation.labels.shape == blobs_small[0].shape
 
 
 def test_same_seed_same_segmentation(blobs_small, small_annotation, tiny_config):
-    runs = [pipeline.densify_arrays(blobs_small[0][None], small_annotation, tiny_config())[2] for _ in range(2)]
+    runs = [core.densify_arrays(blobs_small[0][None], small_annotation, tiny_config())[2] for _ in range(2)]
     np.testing.assert_array_equal(runs[0].probabilities, runs[1].probabilities)
 
 
 def test_prior_correction_takes_back_the_class_weights(blobs_small, small_annotation, tiny_config):
     image = blobs_small[0][None]
-    model, _, corrected = pipeline.densify_arrays(image, small_annotation, tiny_config(calibrate=False))
+    model, _, corrected = core.densify_arrays(image, small_annotation, tiny_config(calibrate=False))
     assert model.config.prior_correction == 0.5 and model.class_weights.shape == model.classes.shape
     assert model.offsets is None
-    raw = pipeline.segment(dataclasses.replace(model, config=dataclasses.replace(model.config, prior_correction=0.0)), image)
+    raw = core.segment(dataclasses.replace(model, config=dataclasses.replace(model.config, prior_correction=0.0)), image)
     expected = raw.probabilities / np.sqrt(model.class_weights).reshape(-1, 1, 1, 1)
     np.testing.assert_allclose(corrected.probabilities, expected / expected.sum(axis=0), atol=1e-6)
 
 
 def test_calibration_fits_the_annotated_voxels_on_top_of_the_prior_correction(blobs_small, small_annotation, tiny_config):
     image, mask = blobs_small[0][None], small_annotation.mask
-    uncalibrated, _, before = pipeline.densify_arrays(image, small_annotation, tiny_config(calibrate=False))
-    model, _, after = pipeline.densify_arrays(image, small_annotation, tiny_config())
+    uncalibrated, _, before = core.densify_arrays(image, small_annotation, tiny_config(calibrate=False))
+    model, _, after = core.densify_arrays(image, small_annotation, tiny_config())
     target = small_annotation.classes[small_annotation.target]
     fit = [score(s.labels, target, mask).mean("iou") for s in (before, after)]
     assert fit[1] >= fit[0]
@@ -103,44 +103,44 @@ def test_calibration_fits_the_annotated_voxels_on_top_of_the_prior_correction(bl
     expected = C.apply_offsets(before.probabilities.copy(), fitted)
     np.testing.assert_allclose(after.probabilities, expected, atol=1e-6)
     np.testing.assert_array_equal(after.labels, model.classes[after.probabilities.argmax(0)])
-    again = pipeline.segment(model, image)  # the offsets are part of the model
+    again = core.segment(model, image)  # the offsets are part of the model
     np.testing.assert_allclose(again.probabilities, after.probabilities, atol=1e-6)
 
 
 def test_saved_model_predicts_the_same(tmp_path, blobs_small, small_annotation, tiny_config, listing):
     image = blobs_small[0][None]
-    model, _, segmentation = pipeline.densify_arrays(image, small_annotation, tiny_config())
-    folder = pipeline.save_model(tmp_path / "model", model)
-    loaded = pipeline.load_model(folder)
+    model, _, segmentation = core.densify_arrays(image, small_annotation, tiny_config())
+    folder = modelfolder.save_model(tmp_path / "model", model)
+    loaded = modelfolder.load_model(folder)
     np.testing.assert_array_equal(loaded.classes, model.classes)
     assert loaded.config == model.config and loaded.in_channels == 1
     assert loaded.shapes == model.shapes and model.shapes  # the training patch shapes, matched at inference
     np.testing.assert_allclose(loaded.class_weights, model.class_weights)  # for the prior correction
     np.testing.assert_allclose(loaded.offsets, model.offsets)  # fitted on the annotated voxels
-    again = pipeline.segment(loaded, image)
+    again = core.segment(loaded, image)
     np.testing.assert_allclose(again.probabilities, segmentation.probabilities, atol=1e-6)
     with pytest.raises(InputError, match="--overwrite"):
-        pipeline.save_model(tmp_path / "model", model)
+        modelfolder.save_model(tmp_path / "model", model)
     before = listing(tmp_path)
     with pytest.raises(InputError, match="channel"):
-        pipeline.segment(loaded, np.concatenate([image, image]))
+        core.segment(loaded, np.concatenate([image, image]))
     assert listing(tmp_path) == before
 
 
 def test_load_model_refuses_a_folder_without_model(tmp_path):
     with pytest.raises(InputError):
-        pipeline.load_model(tmp_path)
+        modelfolder.load_model(tmp_path)
     with pytest.raises(InputError, match="no such model folder"):
-        pipeline.load_model(tmp_path / "missing")
+        modelfolder.load_model(tmp_path / "missing")
 
 
 def test_densify_files(files, tiny_config, listing):
     out = files.folder / "seg.tif"
     weights = files.folder / "weights.tif"
     probabilities = files.folder / "prob.tif"
-    report = pipeline.densify(
+    report = workflows.densify(
         [files.volume], files.sparse, out, tiny_config(), weights_out=weights,
-        outputs=pipeline.Outputs(probabilities=probabilities),
+        outputs=workflows.Outputs(probabilities=probabilities),
     )
     assert report.written == [out, weights, probabilities]
     written = io.read_labels(out).data
@@ -159,9 +159,9 @@ def test_densify_files_checks_outputs_before_training(files, tiny_config, listin
     before = listing(files.folder)
     out = files.folder / "seg.tif"
     with pytest.raises(InputError, match="differ"):
-        pipeline.densify([files.volume], files.sparse, out, tiny_config(), weights_out=out)
+        workflows.densify([files.volume], files.sparse, out, tiny_config(), weights_out=out)
     with pytest.raises(InputError, match="does not exist"):
-        pipeline.densify([files.volume], files.sparse, out, tiny_config(), save_model_to=files.folder / "a" / "b")
+        workflows.densify([files.volume], files.sparse, out, tiny_config(), save_model_to=files.folder / "a" / "b")
     assert listing(files.folder) == before
 
 
@@ -171,9 +171,9 @@ def test_evaluate_files(files):
     pred = truth.copy()
     pred[pred == 2] = 1  # class 2 missed everywhere
     tifffile.imwrite(files.folder / "pred.tif", pred)
-    everywhere = pipeline.evaluate(files.folder / "pred.tif", files.truth)
+    everywhere = workflows.evaluate(files.folder / "pred.tif", files.truth)
     assert everywhere.voxels == truth.size
-    unannotated = pipeline.evaluate(files.folder / "pred.tif", files.truth, ignore=files.sparse)
+    unannotated = workflows.evaluate(files.folder / "pred.tif", files.truth, ignore=files.sparse)
     assert unannotated.voxels == int((sparse == 255).sum())
     expected = score(pred, truth, sparse == 255)
     np.testing.assert_equal(unannotated.as_dict(), expected.as_dict())  # NaN equals NaN here
@@ -183,11 +183,11 @@ def test_evaluate_files(files):
 def test_evaluate_refuses(files):
     tifffile.imwrite(files.folder / "small.tif", np.zeros((2, 3, 4), np.uint8))
     with pytest.raises(InputError, match="differs"):
-        pipeline.evaluate(files.folder / "small.tif", files.truth)
+        workflows.evaluate(files.folder / "small.tif", files.truth)
     with pytest.raises(InputError, match="differs"):
-        pipeline.evaluate(files.truth, files.truth, ignore=files.folder / "small.tif")
+        workflows.evaluate(files.truth, files.truth, ignore=files.folder / "small.tif")
     with pytest.raises(InputError, match="--unlabeled"):  # dense labels say nothing about what was annotated
-        pipeline.evaluate(files.truth, files.truth, ignore=files.truth)
+        workflows.evaluate(files.truth, files.truth, ignore=files.truth)
 
 
 # --- end to end ----------------------------------------------------------------------
@@ -202,7 +202,7 @@ def test_densify_fills_in_the_missing_planes():
     sparse, _ = synthetic.sparsify(truth, 2)
     annotation, _ = L.read_annotation(sparse)
     config = Config(iterations=150, time_budget=3600, base=8, batch_size=2, seed=0, device="cpu", patch=(16, 32, 32))
-    _, log, segmentation = pipeline.densify_arrays(image[None], annotation, config)
+    _, log, segmentation = core.densify_arrays(image[None], annotation, config)
     assert log.stopped_by == "iterations"
     assert np.mean(log.losses[-20:]) < 0.7 * np.mean(log.losses[:20])
     labels = segmentation.labels
@@ -231,7 +231,7 @@ def test_densify_brats_crop(shared_data):
     sparse, _ = synthetic.sparsify(truth, 2)
     annotation, _ = L.read_annotation(sparse)
     config = Config(iterations=150, time_budget=3600, base=8, batch_size=2, seed=0, device="cpu", patch=(16, 32, 32))
-    _, _, segmentation = pipeline.densify_arrays(image, annotation, config)
+    _, _, segmentation = core.densify_arrays(image, annotation, config)
     labels = segmentation.labels
     assert labels.shape == truth.shape and labels.dtype == np.uint8
     assert set(np.unique(labels)) <= set(annotation.classes.tolist())
@@ -247,11 +247,11 @@ def test_densify_brats_crop(shared_data):
 def test_sweep_draws_one_seed_for_all_plane_counts(blobs_small, tiny_config):
     image, truth = blobs_small
     config = dataclasses.replace(tiny_config(iterations=1), seed=None)
-    rows = pipeline.sweep_arrays(image[None], truth, [1, 2], "z", config, repeats=2)
+    rows = sweep.sweep_arrays(image[None], truth, [1, 2], "z", config, repeats=2)
     assert [r.k for r in rows] == [1, 1, 2, 2]
     first = rows[0].seed
     assert [r.seed for r in rows] == [first, first + 1, first, first + 1]
-    header, means = pipeline.sweep_means(rows)
+    header, means = sweep.sweep_means(rows)
     assert header[:3] == ["planes_per_axis", "runs", "mean_fg_iou"]
     assert [m[:2] for m in means] == [[1, 2], [2, 2]]
     assert means[0][2] == pytest.approx((rows[0].scores.mean("iou") + rows[1].scores.mean("iou")) / 2)
@@ -259,7 +259,7 @@ def test_sweep_draws_one_seed_for_all_plane_counts(blobs_small, tiny_config):
 
 def test_sweep_stagger_shifts_the_planes_from_run_to_run(blobs_small, tiny_config):
     image, truth = blobs_small
-    rows = pipeline.sweep_arrays(image[None], truth, [1, 2], "z", tiny_config(iterations=1), repeats=2, stagger=True)
+    rows = sweep.sweep_arrays(image[None], truth, [1, 2], "z", tiny_config(iterations=1), repeats=2, stagger=True)
     size = truth.shape[0]
     expected = [synthetic.evenly_spaced(size, k, offset) for k in (1, 2) for offset in (0.25, 0.75)]
     assert [r.offset for r in rows] == [0.25, 0.75, 0.25, 0.75]
@@ -271,7 +271,7 @@ def test_sweep_scores_a_one_class_annotation_as_that_class_everywhere(tiny_confi
     truth = np.zeros((8, 16, 16), dtype=np.uint8)
     truth[:2, 4:12, 4:12] = 1  # away from the one plane a sweep annotates (z = 4)
     image = truth.astype(np.float32)[None]
-    rows = pipeline.sweep_arrays(image, truth, [1], "z", tiny_config(iterations=1))
+    rows = sweep.sweep_arrays(image, truth, [1], "z", tiny_config(iterations=1))
     assert rows[0].planes["z"] == [4]
     assert rows[0].scores.mean("iou") == 0.0
     background = rows[0].scores.classes[0]

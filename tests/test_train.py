@@ -180,15 +180,6 @@ def test_several_volumes(data):
     assert log.iterations == 3 and isinstance(log, TrainLog)
 
 
-def test_patch_shapes_are_thin_across_each_annotated_axis():
-    from sparseseg.train import patch_shapes
-
-    assert patch_shapes((32, 64, 64), (16, 8, 4), ["z", "x"]) == {"z": (16, 64, 64), "x": (32, 64, 4)}
-    assert patch_shapes((8, 64, 64), (16, 16, 16), ["z"]) == {"z": (8, 64, 64)}  # never deeper than the patch
-    assert patch_shapes((32, 64, 64), None, ["z"]) == {None: (32, 64, 64)}
-    assert patch_shapes((32, 64, 64), (16, 16, 16), []) == {None: (32, 64, 64)}
-
-
 def test_sampler_draws_batches_around_the_planes_of_one_axis():
     from sparseseg.train import PatchSampler
 

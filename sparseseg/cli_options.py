@@ -1,0 +1,148 @@
+"""The command line's options, each declared once, and how they become a `Config`.
+
+Everyday options sit in the first help panel; the levers for experts in a panel of their
+own. Defaults come from `Config` (and `DEVICE_DEFAULTS` for those that depend on the
+device). `training_options` adds the training options to a command and hands it a
+`Config` built from them. `FLAGS` maps the library's parameter names to the flags a user
+types, so that error messages name the flag.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import re
+import typing
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from sparseseg.config import DEVICE_DEFAULTS, Config
+from sparseseg.errors import InputError
+
+EVERYDAY = "Everyday options"
+OUTPUTS = "Extra outputs"
+LEVERS = "Expert levers"
+
+#: Library parameter -> command-line flag, where the flag is not ``--`` + the name with dashes.
+FLAGS = {"ks": "--planes", "pairs": "--pair", "save_model_to": "--save-model"}
+
+
+def flag(param: str) -> str:
+    """The command-line flag of a library parameter: ``batch_size`` -> ``--batch-size``."""
+    return FLAGS.get(param, "--" + param.replace("_", "-"))
+
+
+def _by_device(name: str, unit: str = "") -> str:
+    cpu, cuda = DEVICE_DEFAULTS[name]
+    show = (lambda v: f"{v / 60:g}m") if unit == "min" else str
+    return f"\\[default: {show(cpu)} CPU, {show(cuda)} CUDA]"
+
+
+def parse_duration(text: str | None) -> float | None:
+    """'90' -> 90.0 s, '5m' -> 300.0, '1h30m' -> 5400.0, '2.5m' -> 150.0; None stays None."""
+    if text is None:
+        return None
+    text = str(text).strip().lower()
+    if re.fullmatch(r"\d+(?:\.\d+)?", text):
+        return float(text)
+    parts = re.fullmatch(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?", text)
+    if not text or parts is None or not any(parts.groups()):
+        raise InputError("expected seconds or a duration such as 90, 90s, 5m, 1h30m", param="time_budget", value=text)
+    hours, minutes, seconds = (float(g) if g else 0.0 for g in parts.groups())
+    return hours * 3600 + minutes * 60 + seconds
+
+
+def parse_triple(text: str | None, name: str, kind=float) -> tuple | None:
+    """'50,4,4' -> (50.0, 4.0, 4.0) for --spacing (or ints for --patch); None stays None."""
+    if text is None:
+        return None
+    try:
+        values = tuple(kind(v) for v in str(text).replace("x", ",").split(","))
+    except ValueError:
+        raise InputError("expected three numbers z,y,x (e.g. 50,4,4)", param=name, value=text) from None
+    if len(values) != 3 or min(values) <= 0:
+        raise InputError("expected three numbers z,y,x greater than 0", param=name, value=text)
+    return values
+
+
+# Options shared by several commands.
+Volumes = Annotated[list[Path], typer.Argument(help="Raw volume(s): 3D TIFF (ZYX), 4D TIFF with channels, or NIfTI. Several files = channels.", show_default=False)]
+Output = Annotated[Path, typer.Option("--output", "-o", help="Dense segmentation to write (.tif, .tiff, .nii, .nii.gz).", show_default=False, rich_help_panel=EVERYDAY)]
+Slices = Annotated[Path, typer.Option("--slices", "-s", help="Sparse labels: class ids on annotated voxels, --unlabeled elsewhere.", show_default=False, rich_help_panel=EVERYDAY)]
+Unlabeled = Annotated[int, typer.Option(help="Value of voxels nobody annotated.", rich_help_panel=EVERYDAY)]
+Planes = Annotated[Optional[list[str]], typer.Option(help="Annotated planes, e.g. z=12,40 y=64 (everything else is unlabeled).", show_default=False, rich_help_panel=EVERYDAY)]
+Device = Annotated[str, typer.Option(help="auto (CUDA when available), cpu or cuda.", rich_help_panel=EVERYDAY)]
+Probabilities = Annotated[Optional[Path], typer.Option(help="Also write class probabilities (uint8 0..255, one channel per class).", show_default=False, rich_help_panel=OUTPUTS)]
+Preview = Annotated[Optional[Path], typer.Option(help="Also write a PNG: three planes with the segmentation overlaid.", show_default=False, rich_help_panel=OUTPUTS)]
+Overwrite = Annotated[bool, typer.Option(help="Replace earlier outputs (never an input).", rich_help_panel=EVERYDAY)]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or messages.", rich_help_panel=EVERYDAY)]
+AsJson = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.", rich_help_panel=EVERYDAY)]
+Init = Annotated[Optional[Path], typer.Option(help="Warm start: begin from this saved model folder.", show_default=False, rich_help_panel=EVERYDAY)]
+Gt = Annotated[Path, typer.Option("--gt", help="Dense ground truth of the same shape.", show_default=False)]
+
+
+def _option(name, annotation, default, help, panel=LEVERS, show_default=True, flags=()):
+    """One training option as a keyword-only parameter, for `training_options`."""
+    info = typer.Option(*flags, help=help, show_default=show_default, rich_help_panel=panel)
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=Annotated[annotation, info])
+
+
+#: The training options of densify, train and sweep, declared once.
+TRAINING = [
+    _option("spacing", Optional[str], None, "Voxel size z,y,x, e.g. 50,4,4 \\[default: from the file].", EVERYDAY, False),
+    _option("time_budget", Optional[str], None, f"Most training time: seconds or e.g. 5m {_by_device('time_budget', 'min')}.", EVERYDAY, False),
+    _option("iterations", Optional[int], None, f"Most training steps {_by_device('iterations')}.", EVERYDAY, False),
+    _option("device", str, Config.device, "auto (CUDA when available), cpu or cuda.", EVERYDAY),
+    _option("seed", Optional[int], None, "Random seed; the same seed repeats a CPU run exactly when --iterations ends it.", EVERYDAY, False),
+    _option("base", Optional[int], None, f"Channels of the first layer (the paper: 32) {_by_device('base')}.", show_default=False),
+    _option("patch", Optional[str], None, "Largest training patch z,y,x \\[default: a physical cube of ~64^3 voxels].", show_default=False),
+    _option("thin", int, Config.thin, "Patch depth across annotated planes, in voxels of the finest axis (0: cube patches)."),
+    _option("batch_size", Optional[int], None, f"Patches per step {_by_device('batch_size')}.", show_default=False),
+    _option("lr", float, Config.lr, "Initial learning rate (decays to 0)."),
+    _option("dice", float, Config.dice, "Weight of a soft-Dice term added to the cross-entropy."),
+    _option("class_power", float, Config.class_power, "Class balancing: loss weight = annotated class frequency ** -power (0: equal)."),
+    _option("prior_correction", float, Config.prior_correction,
+            "At prediction, divide class probabilities by class weight ** this (0..1), taking back that part of the balancing."),
+    _option("augment", bool, Config.augment, "Augment while training: flips, rotations, scaling, gray values, elastic deformation.",
+            flags=("--augment/--no-augment",)),
+    _option("calibrate", bool, Config.calibrate, "After training, tune one offset per class so that the prediction fits the annotated voxels best."),
+]
+
+
+def training_config(unlabeled: int, *, spacing, time_budget, patch, thin, **values) -> Config:
+    """A `Config` from the training options as typed (None: the default)."""
+    values.update(spacing=parse_triple(spacing, "spacing"), time_budget=parse_duration(time_budget),
+                  patch=parse_triple(patch, "patch", int))
+    return Config(unlabeled=unlabeled, thin=thin or None, **{k: v for k, v in values.items() if v is not None})
+
+
+def training_options(*extra: inspect.Parameter):
+    """Add the `TRAINING` options (and ``extra`` ones) to a command; it receives them as ``config``.
+
+    The command declares ``config: Config`` and ``unlabeled``; the other options of
+    `TRAINING` and ``extra`` are parsed here (``extra`` ones end up in the config as well).
+    """
+
+    def decorate(command):
+        signature = inspect.signature(command)
+        hints = typing.get_type_hints(command, include_extras=True)  # the command's own annotations, resolved
+        own = [p.replace(annotation=hints[p.name]) for p in signature.parameters.values() if p.name != "config"]
+        names = [p.name for p in TRAINING + list(extra)]
+
+        @functools.wraps(command)
+        def wrapper(**kwargs):
+            values = {name: kwargs.pop(name) for name in names}
+            kwargs["config"] = training_config(kwargs["unlabeled"], **values)
+            return command(**kwargs)
+
+        wrapper.__signature__ = signature.replace(parameters=own + TRAINING + list(extra))
+        wrapper.__annotations__ = {p.name: p.annotation for p in wrapper.__signature__.parameters.values()}
+        return wrapper
+
+    return decorate
+
+
+#: Flip test-time augmentation, an extra training option of densify (saved in the model for predict).
+TTA = _option("tta", bool, Config.tta, "Average predictions over flips (8x slower inference).")

@@ -1,0 +1,294 @@
+"""Fit, segment and decide on arrays: the method itself, with no files involved.
+
+`fit` trains a 3D U-Net on sparsely annotated images; `network_probabilities` applies it
+with the sliding window; `decide` turns probabilities into labels (prior correction and
+fitted offsets, then argmax), the one decision path; `calibrate` fits the offsets on the
+annotated voxels. Errors name the library's parameters (``patch``, ``device``, ...).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import torch
+
+from sparseseg import augment
+from sparseseg.calibrate import apply_offsets, fit_offsets, prior_offsets
+from sparseseg.config import DEVICES, Config
+from sparseseg.errors import InputError
+from sparseseg.labels import Annotation, weight_map, weights_from_counts
+from sparseseg.model import UNet3D, count_parameters
+from sparseseg.planning import (
+    anisotropy, clip_patch, default_patch, inference_windows, pooling_kernels, size_multiple, thin_depths,
+)
+from sparseseg.preprocess import normalise
+from sparseseg.train import Progress, TrainData, TrainLog, train
+
+log = logging.getLogger("sparseseg")
+
+
+@dataclass
+class Model:
+    """A trained network with what is needed to apply it: its classes and its (resolved) config."""
+
+    network: UNet3D
+    classes: np.ndarray
+    config: Config
+    in_channels: int
+    shapes: dict = field(default_factory=dict)  # training patch per annotated axis ('z', 'y', 'x'; None: cubes)
+    class_weights: np.ndarray | None = None  # the loss's class weights, for the prior correction (None: not known)
+    offsets: np.ndarray | None = None  # log-probability offset per class fitted by `calibrate` (None: not calibrated)
+
+    @property
+    def decision_offsets(self) -> np.ndarray:
+        """The offsets `decide` adds to the log-probabilities: fitted ones, else the prior correction, else 0."""
+        if self.offsets is not None:
+            return self.offsets
+        if self.class_weights is not None:
+            return prior_offsets(self.class_weights, self.config.prior_correction)
+        return np.zeros(len(self.classes))
+
+    @property
+    def windows(self) -> dict:
+        """Training patch shapes to match at inference (see `inference_windows`)."""
+        return self.shapes or {None: self.config.patch}
+
+    @property
+    def parameters(self) -> int:
+        return count_parameters(self.network)
+
+
+@dataclass
+class Segmentation:
+    """labels: (Z, Y, X) with the class values; probabilities: (K, Z, Y, X) float32 after `decide`, row k = class ``classes[k]``.
+
+    windows: the sliding-window shapes, one pass each (see `inference_windows`).
+    """
+
+    labels: np.ndarray
+    probabilities: np.ndarray
+    seconds: float
+    windows: list[tuple[int, int, int]]
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' -> CUDA when available, else CPU; 'cuda' without a GPU, or an unknown name, is an `InputError`."""
+    if name not in DEVICES:
+        raise InputError("must be " + ", ".join(DEVICES), param="device", value=name)
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise InputError("no CUDA GPU is available here (use cpu or auto)", param="device", value=name)
+    return torch.device(name)
+
+
+def labels_dtype(classes: Sequence[int]) -> np.dtype:
+    """uint8 for class ids up to 255, uint16 above."""
+    return np.dtype(np.uint8) if max(classes) <= 255 else np.dtype(np.uint16)
+
+
+def _out_of_memory() -> InputError:
+    return InputError("out of GPU memory: lower patch or batch_size (or use the CPU)", param="device", value="cuda")
+
+
+def class_weights_of(annotations: Sequence[Annotation], classes: np.ndarray, class_power: float) -> np.ndarray:
+    """Class weights over all ``annotations`` for the network's ``classes``: the loss uses them and the model keeps them."""
+    counts = np.zeros(len(classes), dtype=np.int64)
+    for a in annotations:
+        counts += np.bincount(np.searchsorted(classes, a.classes[a.target[a.mask]]), minlength=len(classes))
+    return weights_from_counts(counts, class_power)
+
+
+def loss_weights(annotation: Annotation, classes: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Class indices into ``classes`` (a superset of the annotated ones) and the per-voxel loss weights."""
+    target = np.searchsorted(classes, annotation.classes[annotation.target])
+    return target, weight_map(Annotation(classes, target, annotation.mask, annotation.planes), weights)
+
+
+#: Rough bytes of activations and gradients per patch voxel and first-layer channel in a training step.
+TRAIN_BYTES_PER_VOXEL_CHANNEL = 64
+
+
+def check_memory(patch: Sequence[int], batch_size: int, base: int, device: torch.device) -> None:
+    """Refuse a training step that could not fit in the device's memory, before allocating anything."""
+    need = float(np.prod(patch)) * batch_size * base * TRAIN_BYTES_PER_VOXEL_CHANNEL
+    if device.type == "cuda":
+        have = torch.cuda.get_device_properties(device).total_memory
+    else:
+        have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if need > have:
+        raise InputError(f"a training step needs about {need / 2**30:.0f} GiB, more than the {have / 2**30:.0f} GiB "
+                         "here: lower patch, batch_size or base", param="patch", value=tuple(patch))
+
+
+def fit(
+    images: Sequence[np.ndarray],
+    annotations: Sequence[Annotation],
+    config: Config,
+    progress: Progress | None = None,
+    init: Model | None = None,
+) -> tuple[Model, TrainLog]:
+    """Train a 3D U-Net on one or more sparsely annotated images.
+
+    Parameters
+    ----------
+    images : sequence of ndarray, (C, Z, Y, X)
+        Raw images with the same channels; each is normalised here.
+    annotations : sequence of Annotation
+        One per image.
+    config : Config
+        Settings; device-dependent defaults are filled in here.
+    progress : callable, optional
+        Called as ``progress(iteration, loss, elapsed_seconds)`` after each step.
+    init : Model, optional
+        Start from this model (a warm start) instead of random weights; its classes,
+        network shape and spacing are kept.
+
+    Returns
+    -------
+    model : Model
+    train_log : TrainLog
+        Its ``warnings`` say when the result is not worth much (a constant volume, no step made).
+    """
+    if len(images) != len(annotations) or not images:
+        raise InputError(f"need one annotation per image, got {len(images)} images and {len(annotations)} annotations")
+    channels = images[0].shape[0]
+    for image, annotation in zip(images, annotations):
+        if image.ndim != 4 or image.shape[1:] != annotation.target.shape:
+            raise InputError(f"image shape {image.shape[1:]} differs from label shape {annotation.target.shape}")
+        if image.shape[0] != channels:
+            raise InputError(f"all images need the same number of channels, got {channels} and {image.shape[0]}")
+    device = resolve_device(config.device)
+    config = config.resolved(device.type == "cuda")
+    found = np.unique(np.concatenate([a.classes for a in annotations]))
+    if init is not None:
+        if init.in_channels != channels:
+            raise InputError(f"the model takes {init.in_channels} channel(s), the volume has {channels}", param="init", value="model")
+        missing = np.setdiff1d(found, init.classes)
+        if missing.size:
+            raise InputError(f"the model knows classes {init.classes.tolist()}, the labels also hold {missing.tolist()}",
+                             param="init", value="model")
+        config = replace(config, base=init.config.base, depth=init.config.depth, spacing=init.config.spacing)
+    pools = init.network.pools if init is not None else pooling_kernels(config.spacing, config.depth)
+    multiple = size_multiple(pools)
+    smallest = tuple(min(a.target.shape[i] for a in annotations) for i in range(3))
+    patch = config.patch or default_patch(smallest, config.spacing, multiple)
+    if any(p % m for p, m in zip(patch, multiple)):
+        raise InputError(f"each axis must be a multiple of {','.join(map(str, multiple))} for this network", param="patch", value=patch)
+    if clip_patch(patch, smallest, multiple) != tuple(patch):
+        log.warning("patch %s is larger than the volume %s: clipped to %s", patch, smallest, clip_patch(patch, smallest, multiple))
+        patch = clip_patch(patch, smallest, multiple)
+    check_memory(patch, config.batch_size, config.base, device)
+    warnings = [f"{name} is 0: training ends before its first step, so the segmentation comes from an untrained network"
+                for name in ("iterations", "time_budget") if getattr(config, name) == 0]
+    if any(np.ptp(image[c]) == 0 for image in images for c in range(channels)):
+        warnings.append("the volume is constant (a channel holds one value): the network has no intensity to learn from")
+    for text in warnings:
+        log.warning(text)
+    seed = config.seed if config.seed is not None else secrets.randbits(31)
+    torch.manual_seed(seed)
+    if init is not None:
+        classes, network = init.classes, init.network
+    else:
+        classes = found
+        network = UNet3D(channels, len(classes), config.base, pools)
+    thin = thin_depths(config.thin, config.spacing, multiple, patch) if config.thin else None
+    weights = class_weights_of(annotations, classes, config.class_power)
+    data = []
+    for image, annotation in zip(images, annotations):
+        target, voxel_weights = loss_weights(annotation, classes, weights)
+        data.append(TrainData(normalise(image), target, voxel_weights, annotation.planes))
+    log.info("training on %s: patch %s (thin %s), %d parameters, seed %d", device, patch, thin, count_parameters(network), seed)
+    try:
+        train_log = train(
+            network, data, patch=patch, batch_size=config.batch_size, iterations=config.iterations,
+            time_budget=config.time_budget, lr=config.lr, device=device, seed=seed, dice=config.dice, thin=thin,
+            params=augment.AugmentParams() if config.augment else None, anisotropy=anisotropy(config.spacing),
+            progress=progress,
+        )
+    except torch.OutOfMemoryError as exc:
+        raise _out_of_memory() from exc
+    train_log.warnings = warnings
+    model = Model(network, classes, replace(config, seed=seed, patch=tuple(patch)), channels, train_log.shapes, weights)
+    return model, train_log
+
+
+def network_probabilities(
+    model: Model, image: np.ndarray, device: str = "auto", tta: bool | None = None
+) -> tuple[np.ndarray, list[tuple[int, int, int]], float]:
+    """The network's class probabilities (K, Z, Y, X) for a raw (C, Z, Y, X) image, before `decide`.
+
+    Returns the probabilities, the sliding windows used (one pass each, averaged) and the seconds taken.
+    ``device`` is where to run ('auto' by default, whatever the model was trained on).
+    """
+    from sparseseg.infer import predict_probabilities
+
+    if image.ndim != 4 or image.shape[0] != model.in_channels:
+        raise InputError(f"the model takes {model.in_channels} channel(s), the volume has {image.shape[0]}")
+    torch_device = resolve_device(device)
+    windows = inference_windows(model.windows, model.config.patch, image.shape[1:], model.network.size_multiple)
+    normalised = normalise(image)
+    start = time.perf_counter()
+    probabilities = None
+    try:
+        for window in windows:
+            p = predict_probabilities(model.network, normalised, window, torch_device, model.config.overlap,
+                                      tta=model.config.tta if tta is None else tta)
+            probabilities = p if probabilities is None else np.add(probabilities, p, out=probabilities)
+    except torch.OutOfMemoryError as exc:
+        raise _out_of_memory() from exc
+    probabilities /= len(windows)
+    return probabilities, windows, time.perf_counter() - start
+
+
+def decide(model: Model, probabilities: np.ndarray) -> np.ndarray:
+    """The decision, in one place: apply the model's offsets to ``probabilities`` (in place), then the most probable class.
+
+    The offsets are the prior correction and the calibrated offsets (`Model.decision_offsets`).
+    Returns (Z, Y, X) labels holding the class values.
+    """
+    apply_offsets(probabilities, model.decision_offsets)
+    return model.classes[np.argmax(probabilities, axis=0)].astype(labels_dtype(model.classes))
+
+
+def segment(model: Model, image: np.ndarray, device: str = "auto", tta: bool | None = None) -> Segmentation:
+    """Apply a model to a raw (C, Z, Y, X) image with the sliding window, and `decide`."""
+    probabilities, windows, seconds = network_probabilities(model, image, device, tta)
+    return Segmentation(decide(model, probabilities), probabilities, seconds, windows)
+
+
+def calibrate(model: Model, annotated: Sequence[np.ndarray], annotations: Sequence[Annotation]) -> Model:
+    """Tune the model's class offsets on annotated voxels (`fit_offsets`).
+
+    ``annotated[i]`` holds the (K, N_i) probabilities of `network_probabilities` (before
+    `decide`) on the annotated voxels of ``annotations[i]``. Returns the model with its new
+    offsets, or unchanged when ``config.calibrate`` is off.
+    """
+    if not model.config.calibrate:
+        return model
+    target = np.concatenate([np.searchsorted(model.classes, a.classes[a.target[a.mask]]) for a in annotations])
+    decided = apply_offsets(np.concatenate(annotated, axis=1), model.decision_offsets)
+    fitted = fit_offsets(decided, target, foreground=model.classes != 0)
+    log.info("class offsets fitted on %d annotated voxels: %s", target.size, np.round(fitted, 2).tolist())
+    return replace(model, offsets=model.decision_offsets + fitted)
+
+
+def segment_calibrated(model: Model, image: np.ndarray, annotation: Annotation, device: str = "auto") -> tuple[Model, Segmentation]:
+    """Segment the image the model was trained on, calibrating it on its annotation first; the model and its segmentation."""
+    probabilities, windows, seconds = network_probabilities(model, image, device)
+    model = calibrate(model, [probabilities[:, annotation.mask]], [annotation])
+    return model, Segmentation(decide(model, probabilities), probabilities, seconds, windows)
+
+
+def densify_arrays(image: np.ndarray, annotation: Annotation, config: Config, progress: Progress | None = None,
+                   init: Model | None = None) -> tuple[Model, TrainLog, Segmentation]:
+    """Train on one sparsely annotated (C, Z, Y, X) image, calibrate on its annotation and segment all of it (on the training device)."""
+    model, train_log = fit([image], [annotation], config, progress, init)
+    model, segmentation = segment_calibrated(model, image, annotation, config.device)
+    return model, train_log, segmentation

@@ -1,0 +1,180 @@
+"""The model folder: ``config.json`` (what the network is and how to apply it) and ``weights.pt``.
+
+The format has a version (`FORMAT_VERSION`); a folder with an unknown version, or a field
+that is missing or wrong, is refused with a message naming the field. A folder is written
+whole into a hidden temporary folder beside its place and renamed into place, so a killed
+run never leaves a folder that looks like a model.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from sparseseg import __version__, io
+from sparseseg.config import Config
+from sparseseg.core import Model
+from sparseseg.errors import InputError
+from sparseseg.preprocess import NORMALISATION
+
+#: Version of the folder's layout and fields; raised whenever a field is added, removed or changes meaning.
+FORMAT_VERSION = 1
+CONFIG = "config.json"
+WEIGHTS = "weights.pt"
+FIELDS = ("format_version", "sparseseg_version", "in_channels", "classes", "class_weights", "class_offsets",
+          "pools", "train_shapes", "normalisation", "config")
+
+
+def is_model_folder(folder: str | os.PathLike) -> bool:
+    """True where ``folder`` holds a model folder's config file."""
+    return (Path(folder) / CONFIG).is_file()
+
+
+def check_model_folder(folder: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Check before any work that a model folder can be written at ``folder``.
+
+    Its parent must exist; ``folder`` itself must not exist, be an empty folder, or (with
+    ``overwrite``) hold a model. A file, or a folder holding anything else, is never replaced.
+    """
+    folder = Path(folder)
+    if not folder.parent.is_dir():
+        raise InputError(f"{folder}: folder {folder.parent} does not exist")
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"{folder}: exists and is not a folder")
+    if folder.is_dir() and any(folder.iterdir()):
+        if not is_model_folder(folder):
+            raise InputError(f"{folder}: holds files that are not a sparseseg model; give a new or empty folder")
+        if not overwrite:
+            raise InputError(f"{folder}: holds a model already (use --overwrite to replace it)")
+    return folder
+
+
+def save_model(folder: str | os.PathLike, model: Model, overwrite: bool = False) -> Path:
+    """Write a model folder (see the module's docstring), atomically: all of it or nothing."""
+    import torch
+
+    folder = check_model_folder(folder, overwrite)
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "sparseseg_version": __version__,
+        "in_channels": model.in_channels,
+        "classes": model.classes.tolist(),
+        "class_weights": None if model.class_weights is None else model.class_weights.tolist(),
+        "class_offsets": None if model.offsets is None else model.offsets.tolist(),
+        "pools": [list(p) for p in model.network.pools],
+        "train_shapes": {axis or "cube": list(shape) for axis, shape in model.windows.items()},
+        "normalisation": NORMALISATION,
+        "config": model.config.to_dict(),
+    }
+    state = {k: v.detach().cpu() for k, v in model.network.state_dict().items()}
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
+    old = None
+    try:
+        torch.save(state, tmp / WEIGHTS)
+        io.write_json(tmp / CONFIG, meta)
+        if folder.is_dir() and any(folder.iterdir()):
+            old = Path(tempfile.mkdtemp(prefix=f".{folder.name}.old-", dir=folder.parent))
+            os.replace(folder, old / "model")
+        elif folder.is_dir():
+            folder.rmdir()
+        tmp.chmod(0o777 & ~_umask())  # mkdtemp makes 0700; give the folder the mode a plain mkdir would
+        os.replace(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None and not folder.exists():
+            os.replace(old / "model", folder)  # put the previous model back
+        raise
+    finally:
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    return folder
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _field(meta: dict, name: str, check, rule: str):
+    value = meta[name]
+    try:
+        ok = check(value)
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise InputError(f"field {name!r} {rule}, found {value!r:.80}")
+    return value
+
+
+def _ints(n: int | None = None):
+    return lambda v: isinstance(v, list) and all(isinstance(i, int) and not isinstance(i, bool) for i in v) and (n is None or len(v) == n)
+
+
+def _numbers_or_none(n: int):
+    return lambda v: v is None or (isinstance(v, list) and len(v) == n and all(isinstance(x, (int, float)) for x in v))
+
+
+def load_model(folder: str | os.PathLike) -> Model:
+    """Read a model folder written by `save_model`; an `InputError` names what is missing or wrong."""
+    from sparseseg.model import UNet3D
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(f"{folder}: no such model folder")
+    if not (folder / CONFIG).is_file():
+        raise InputError(f"{folder}: not a sparseseg model folder (no {CONFIG})")
+    meta = io.read_json(folder / CONFIG)
+    where = f"{folder / CONFIG}"
+    if not isinstance(meta, dict):
+        raise InputError(f"{where}: not a sparseseg model config (expected an object of fields)")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise InputError(f"{where}: model format version {meta.get('format_version')!r}, this sparseseg reads version "
+                         f"{FORMAT_VERSION} (train the model again with this version)")
+    missing = [name for name in FIELDS if name not in meta]
+    if missing:
+        raise InputError(f"{where}: field(s) {missing} missing")
+    try:
+        channels = _field(meta, "in_channels", lambda v: isinstance(v, int) and v >= 1, "must be a channel count >= 1")
+        classes = _field(meta, "classes", lambda v: _ints()(v) and len(v) >= 2 and v == sorted(set(v)),
+                         "must list at least 2 distinct class ids in increasing order")
+        weights = _field(meta, "class_weights", _numbers_or_none(len(classes)), f"must be null or {len(classes)} numbers")
+        offsets = _field(meta, "class_offsets", _numbers_or_none(len(classes)), f"must be null or {len(classes)} numbers")
+        pools = _field(meta, "pools", lambda v: isinstance(v, list) and all(_ints(3)(p) for p in v),
+                       "must list one pooling kernel [z, y, x] per level")
+        shapes = _field(meta, "train_shapes", lambda v: isinstance(v, dict) and set(v) <= {"z", "y", "x", "cube"}
+                        and all(_ints(3)(s) for s in v.values()), "must map z, y, x or cube to a patch [z, y, x]")
+        config = Config.from_dict(meta["config"])
+    except InputError as exc:
+        raise InputError(f"{where}: {exc}") from None
+    if config.base is None or config.patch is None:
+        raise InputError(f"{where}: field 'config' holds no network width (base) or patch: not a trained model")
+    network = UNet3D(channels, len(classes), config.base, [tuple(p) for p in pools])
+    state = _read_weights(folder / WEIGHTS)
+    try:
+        network.load_state_dict(state)
+    except RuntimeError as exc:  # torch's first line is a header; the next says what does not fit
+        lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+        raise InputError(f"{folder / WEIGHTS}: weights do not match {CONFIG} ({' '.join(lines[1:2] or lines[:1])[:160]})") from None
+    return Model(
+        network.eval(), np.asarray(classes, dtype=np.int64), config, channels,
+        {(None if k == "cube" else k): tuple(v) for k, v in shapes.items()},
+        None if weights is None else np.asarray(weights, dtype=np.float32),
+        None if offsets is None else np.asarray(offsets, dtype=np.float64),
+    )
+
+
+def _read_weights(path: Path) -> dict:
+    """The state dict, loaded with ``weights_only=True``: opening it runs no code."""
+    import torch
+
+    if not path.is_file():
+        raise InputError(f"{path}: no such file")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise InputError(f"{path}: cannot read weights, not a file written by sparseseg ({type(exc).__name__})") from exc

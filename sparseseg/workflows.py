@@ -1,0 +1,305 @@
+"""The file commands: densify, train, predict, suggest, preview and eval, from paths to written files.
+
+Each reads its inputs through `sparseseg.io`, calls `sparseseg.core` and writes its outputs.
+Every path and option that can be checked without training is checked first (`check_paths`,
+`sparseseg.paths`): bad input raises `InputError` before any work, an input is never an
+output, and outputs are written only at the end, each atomically.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from sparseseg import io
+from sparseseg.config import Config
+from sparseseg.core import (
+    Model, Segmentation, calibrate, fit, loss_weights, network_probabilities, resolve_device, segment, segment_calibrated,
+)
+from sparseseg.errors import InputError
+from sparseseg.labels import Annotation, annotated_mask, check_class_ids, parse_planes, read_annotation
+from sparseseg.metrics import Scores, score
+from sparseseg.modelfolder import check_model_folder, load_model, save_model
+from sparseseg.paths import check_distinct
+from sparseseg.train import Progress, TrainLog
+
+log = logging.getLogger("sparseseg")
+
+PathLike = str | os.PathLike
+
+
+@dataclass
+class Outputs:
+    """Where the optional extra outputs of densify and predict go, and whether earlier outputs may be replaced."""
+
+    probabilities: PathLike | None = None
+    preview: PathLike | None = None
+    overwrite: bool = False
+
+    def check(self, inputs: Sequence[PathLike | None], volumes: Sequence[PathLike | None], folders: Sequence[PathLike | None] = ()) -> None:
+        """Check every output before any work: ``volumes`` are the command's own volume outputs."""
+        for path in [*volumes, self.probabilities]:
+            if path is not None:
+                io.check_output(path, self.overwrite)
+        if self.preview is not None:
+            io.check_output(self.preview, self.overwrite, suffixes=(".png",))
+        check_distinct(inputs, [*volumes, self.probabilities, self.preview], folders)
+
+    def write(self, image: io.Volume, segmentation: Segmentation, planes: dict | None) -> list[Path]:
+        written = []
+        if self.probabilities is not None:
+            scaled = np.round(segmentation.probabilities * 255).astype(np.uint8)
+            written.append(io.write_volume(self.probabilities, scaled, reference=image, overwrite=self.overwrite))
+        if self.preview is not None:
+            from sparseseg.preview import render_preview
+
+            picture = render_preview(image.data, segmentation.labels, planes=planes, spacing=image.spacing)
+            written.append(io.write_png(self.preview, picture, overwrite=self.overwrite))
+        return written
+
+
+@dataclass
+class DensifyReport:
+    """What `densify` did: how the annotation was read, the model, the training log, the files written."""
+
+    how: str
+    model: Model
+    train_log: TrainLog
+    segmentation: Segmentation
+    written: list[Path]
+
+    @property
+    def interrupted(self) -> bool:
+        return self.train_log.stopped_by == "interrupt"
+
+
+def with_spacing(config: Config, image: io.Volume) -> Config:
+    """``config`` with the file's voxel size where the config gives none."""
+    if config.spacing is None and image.spacing is not None:
+        return replace(config, spacing=image.spacing)
+    return config
+
+
+def same_shape(volume: io.Volume, shape: tuple[int, ...], what: str = "the volume's") -> None:
+    """Raise `InputError` unless ``volume`` (labels, a mask, ...) has ``shape``."""
+    if volume.data.shape[-3:] != tuple(shape) or volume.data.ndim < 3:
+        raise InputError(f"{volume.path}: shape {volume.data.shape} differs from {what} {tuple(shape)}")
+
+
+def read_pair(volumes: Sequence[PathLike], labels: PathLike, unlabeled: int,
+              planes: list[str] | None = None) -> tuple[io.Volume, Annotation, str]:
+    """Read an image and its sparse labels as an `Annotation`; also how its annotated voxels were found."""
+    image = io.read_image(volumes)
+    sparse = io.read_labels(labels)
+    same_shape(sparse, image.data.shape[1:])
+    plane_dict = parse_planes(planes, sparse.data.shape) if planes else None
+    annotation, how = read_annotation(sparse.data, unlabeled, plane_dict, name=str(sparse.path))
+    return image, annotation, how
+
+
+def densify(
+    volumes: Sequence[PathLike],
+    labels: PathLike,
+    out: PathLike,
+    config: Config = Config(),
+    *,
+    planes: list[str] | None = None,
+    weights_out: PathLike | None = None,
+    outputs: Outputs = Outputs(),
+    save_model_to: PathLike | None = None,
+    init: PathLike | None = None,
+    partial: bool = True,
+    progress: Progress | None = None,
+) -> DensifyReport:
+    """Densify from files: read, check, train, segment and write.
+
+    Every input and output path is checked before training starts. Ctrl-C during training
+    ends it early and the segmentation is made with the model trained so far (the report
+    says ``interrupted``); with ``partial=False`` nothing is written then and
+    KeyboardInterrupt is raised.
+    """
+    outputs.check([*volumes, labels, init], [out, weights_out], [save_model_to])
+    if save_model_to is not None:
+        check_model_folder(save_model_to, outputs.overwrite)
+    resolve_device(config.device)
+    start_model = load_model(init) if init is not None else None
+    image, annotation, how = read_pair(volumes, labels, config.unlabeled, planes)
+    log.info("%s: %s", labels, how)
+    model, train_log = fit([image.data], [annotation], with_spacing(config, image), progress, start_model)
+    if train_log.stopped_by == "interrupt":
+        if not partial:
+            raise KeyboardInterrupt
+        log.warning("training interrupted after %d steps: segmenting with the model so far", train_log.iterations)
+    model, segmentation = segment_calibrated(model, image.data, annotation, config.device)
+    written = [io.write_volume(out, segmentation.labels, reference=image, overwrite=outputs.overwrite)]
+    if weights_out is not None:
+        _, weights = loss_weights(annotation, model.classes, model.class_weights)
+        written.append(io.write_volume(weights_out, weights, reference=image, overwrite=outputs.overwrite))
+    written += outputs.write(image, segmentation, annotation.planes)
+    if save_model_to is not None:
+        written.append(save_model(save_model_to, model, outputs.overwrite))
+    return DensifyReport(how, model, train_log, segmentation, written)
+
+
+def train_files(
+    pairs: Sequence[tuple[Sequence[PathLike], PathLike]],
+    folder: PathLike,
+    config: Config = Config(),
+    *,
+    overwrite: bool = False,
+    init: PathLike | None = None,
+    progress: Progress | None = None,
+) -> tuple[Model, TrainLog, Path]:
+    """Train one model on several sparsely annotated volumes, given as (volumes, labels) pairs, and save it as a model folder."""
+    if not pairs:
+        raise InputError("give at least one pair of volume(s) and labels", param="pairs", value="none")
+    check_distinct([p for volumes, labels in pairs for p in (*volumes, labels)] + [init], [], [folder])
+    check_model_folder(folder, overwrite)
+    resolve_device(config.device)
+    start_model = load_model(init) if init is not None else None
+    images, annotations = [], []
+    for volumes, labels in pairs:
+        image, annotation, how = read_pair(volumes, labels, config.unlabeled)
+        if images and image.data.shape[0] != images[0].shape[0]:
+            raise InputError(f"{image.path}: {image.data.shape[0]} channels, the first volume has {images[0].shape[0]}")
+        log.info("%s: %s", labels, how)
+        config = with_spacing(config, image)
+        images.append(image.data)
+        annotations.append(annotation)
+    model, train_log = fit(images, annotations, config, progress, start_model)
+    if train_log.stopped_by == "interrupt":
+        log.warning("training interrupted after %d steps: saving the model so far", train_log.iterations)
+    if model.config.calibrate:
+        log.info("segmenting the %d training volume(s) to calibrate the class offsets", len(images))
+        annotated = [network_probabilities(model, image, model.config.device)[0][:, a.mask] for image, a in zip(images, annotations)]
+        model = calibrate(model, annotated, annotations)
+    return model, train_log, save_model(folder, model, overwrite)
+
+
+def predict(
+    folder: PathLike,
+    volumes: Sequence[PathLike],
+    out: PathLike,
+    *,
+    outputs: Outputs = Outputs(),
+    device: str = "auto",
+    tta: bool | None = None,
+) -> tuple[Model, Segmentation, list[Path]]:
+    """Apply a saved model to a new volume (the fully automatic setting) and write the segmentation.
+
+    ``device`` is where to predict ('auto': CUDA when available), whatever the model was trained on.
+    """
+    outputs.check([folder, *volumes], [out])
+    resolve_device(device)
+    model = load_model(folder)
+    image = io.read_image(volumes)
+    if image.data.shape[0] != model.in_channels:
+        raise InputError(f"{image.path}: the model {folder} takes {model.in_channels} channel(s), got {image.data.shape[0]}")
+    segmentation = segment(model, image.data, device, tta)
+    written = [io.write_volume(out, segmentation.labels, reference=image, overwrite=outputs.overwrite)]
+    return model, segmentation, written + outputs.write(image, segmentation, None)
+
+
+def suggest(
+    volumes: Sequence[PathLike],
+    *,
+    model: PathLike | None = None,
+    probabilities: PathLike | None = None,
+    slices: PathLike | None = None,
+    unlabeled: int = 255,
+    top: int = 5,
+    device: str = "auto",
+):
+    """Rank the planes not yet annotated by the model's uncertainty (mean predictive entropy)."""
+    from sparseseg.suggest import plane_uncertainty, rank_planes
+
+    if model is None and probabilities is None:
+        raise InputError("give a model folder (to predict) or probabilities (from densify's probabilities output)")
+    if top < 1:
+        raise InputError("must be at least 1", param="top", value=top)
+    resolve_device(device)
+    image = io.read_image(volumes)
+    shape = image.data.shape[1:]
+    if probabilities is not None:
+        probs = read_probabilities(probabilities, shape)
+    else:
+        probs = segment(load_model(model), image.data, device).probabilities
+    annotated = None
+    if slices is not None:
+        sparse = io.read_labels(slices)
+        same_shape(sparse, shape)
+        _, annotated, _ = annotated_mask(sparse.data, unlabeled, name=str(sparse.path))
+    return rank_planes(plane_uncertainty(probs), annotated, top)
+
+
+def read_probabilities(path: PathLike, shape: tuple[int, int, int]) -> np.ndarray:
+    """Class probabilities (K, Z, Y, X) float32 in 0..1 from a file (uint8 0..255 or float 0..1)."""
+    volume = io.read_volume(path)
+    if volume.data.ndim != 4 or volume.data.shape[1:] != shape:
+        raise InputError(f"{volume.path}: expected (classes, {', '.join(map(str, shape))}) probabilities, got {volume.data.shape}")
+    if volume.data.shape[0] < 2:
+        raise InputError(f"{volume.path}: expected one channel per class (at least 2), got {volume.data.shape[0]}")
+    scale = 255.0 if volume.data.dtype == np.uint8 else 1.0
+    probs = volume.data.astype(np.float32) / scale
+    if not np.isfinite(probs).all() or probs.min() < 0 or probs.max() > 1:
+        raise InputError(f"{volume.path}: probabilities must be finite (no NaN or Inf) and lie in 0..1 (or uint8 0..255)")
+    return probs
+
+
+def preview(
+    volumes: Sequence[PathLike],
+    labels: PathLike | None,
+    out: PathLike,
+    *,
+    centre: tuple[int, int, int] | None = None,
+    planes: list[str] | None = None,
+    unlabeled: int = 255,
+    overwrite: bool = False,
+) -> Path:
+    """Three orthogonal planes through a volume with its labels overlaid, written as PNG."""
+    from sparseseg.preview import render_preview
+
+    io.check_output(out, overwrite, suffixes=(".png",))
+    check_distinct([*volumes, labels], [out])
+    image = io.read_image(volumes)
+    data = plane_dict = None
+    if labels is not None:
+        label_volume = io.read_labels(labels)
+        data = label_volume.data
+        same_shape(label_volume, image.data.shape[1:])
+        if planes:
+            plane_dict = parse_planes(planes, data.shape)
+        elif np.any(data == unlabeled):
+            _, plane_dict, _ = annotated_mask(data, unlabeled, name=str(label_volume.path))
+    try:
+        picture = render_preview(image.data, data, planes=plane_dict, centre=centre, spacing=image.spacing, unlabeled=unlabeled)
+    except ValueError as exc:
+        raise InputError(f"{out}: {exc}") from exc
+    return io.write_png(out, picture, overwrite)
+
+
+def evaluate(pred: PathLike, gt: PathLike, ignore: PathLike | None = None, unlabeled: int = 255) -> Scores:
+    """Score a segmentation file against a ground-truth file.
+
+    Both must hold whole-number class ids. With ``ignore`` (a sparse label file), only the
+    voxels that were not annotated there are scored: how well the missing planes were filled in.
+    """
+    prediction = io.read_labels(pred)
+    truth = io.read_labels(gt)
+    for volume in (prediction, truth):
+        check_class_ids(volume.data, str(volume.path))
+    same_shape(prediction, truth.data.shape, f"{truth.path}")
+    mask = None
+    if ignore is not None:
+        sparse = io.read_labels(ignore)
+        same_shape(sparse, truth.data.shape, f"{truth.path}")
+        annotated, _, _ = annotated_mask(sparse.data, unlabeled, name=str(sparse.path))
+        mask = ~annotated
+        if not mask.any():
+            raise InputError(f"{sparse.path}: every voxel is annotated, nothing is left to score")
+    return score(prediction.data, truth.data, mask)

@@ -1,0 +1,94 @@
+"""Tests for sparseseg.planning: axes, pooling, patch and window shapes."""
+
+import numpy as np
+import pytest
+
+from sparseseg import planning
+
+
+def test_anisotropy():
+    assert planning.anisotropy(None) == (1.0, 1.0, 1.0)
+    assert planning.anisotropy((50, 4, 4)) == (12.5, 1.0, 1.0)
+    assert planning.anisotropy((1, 2, 4)) == (1.0, 2.0, 4.0)
+
+
+def test_default_patch_follows_spacing_and_volume():
+    # isotropic: a 64^3 cube
+    assert planning.default_patch((100, 300, 300), None, (8, 8, 8)) == (64, 64, 64)
+    # 50x4x4 nm: the same number of voxels as a cube in physical space, 12 sections of 152x152
+    patch = planning.default_patch((40, 500, 500), (50, 4, 4), (1, 8, 8))
+    assert patch == (12, 152, 152)
+    assert abs(np.prod(patch) / 64**3 - 1) < 0.1
+    # a volume smaller than the patch: the patch shrinks to it, rounded up to the multiple
+    patch = planning.default_patch((12, 24, 20), None, (8, 8, 8))
+    assert patch == (16, 24, 24)
+    for p, m in zip(planning.default_patch((30, 70, 90), (3, 1, 1), (2, 8, 8)), (2, 8, 8)):
+        assert p % m == 0
+
+
+def test_thin_depths_are_equal_in_physical_space():
+    assert planning.thin_depths(16, None, (8, 8, 8), (64, 64, 64)) == (16, 16, 16)
+    # 12.5x thicker sections: 16 pixels of 4 nm are 1.3 sections, raised to the plane and its neighbours
+    assert planning.thin_depths(16, (50, 4, 4), (1, 8, 8), (12, 152, 152)) == (3, 16, 16)
+    # 3x thicker sections pooled by 2: 16 / 3 = 5.3 -> the nearest multiple of 2
+    assert planning.thin_depths(16, (3, 1, 1), (2, 8, 8), (22, 64, 64)) == (6, 16, 16)
+    # rounded to the network's multiple, never deeper than the patch
+    assert planning.thin_depths(12, None, (8, 8, 8), (64, 64, 64)) == (16, 16, 16)
+    assert planning.thin_depths(32, None, (8, 8, 8), (64, 24, 64)) == (32, 24, 32)
+
+
+def test_inference_patch():
+    assert planning.inference_patch((16, 64, 64), (100, 300, 300), (8, 8, 8)) == (32, 128, 128)
+    assert planning.inference_patch((16, 64, 64), (20, 100, 300), (8, 8, 8)) == (24, 104, 128)
+
+
+def test_inference_windows_keep_the_training_depth_across_thin_axes():
+    # as deep as training across z; as many voxels as twice the 12x152x152 patch: 4x wider, within the volume
+    assert planning.inference_windows({"z": (3, 152, 152)}, (12, 152, 152), (30, 512, 512), (1, 8, 8)) == [(3, 512, 512)]
+    assert planning.inference_windows({"z": (3, 152, 152)}, (12, 152, 152), (30, 900, 900), (1, 8, 8)) == [(3, 608, 608)]
+    # one pass per annotated axis; z: the volume needs no more than 104
+    windows = planning.inference_windows({"z": (16, 64, 64), "x": (64, 64, 16)}, (64, 64, 64), (100, 300, 300), (8, 8, 8))
+    assert windows == [(16, 256, 256), (104, 256, 16)]
+    # cube patches: twice the patch, no larger than the volume needs
+    assert planning.inference_windows({None: (16, 64, 64)}, (16, 64, 64), (20, 100, 300), (8, 8, 8)) == [(24, 104, 128)]
+
+
+def test_pooling_kernels_isotropic():
+    assert planning.pooling_kernels(None, 3) == [(2, 2, 2)] * 3
+    assert planning.pooling_kernels((1.0, 1.0, 1.0), 2) == [(2, 2, 2)] * 2
+    assert planning.pooling_kernels((0.3, 0.3, 0.3), 0) == []
+
+
+def test_pooling_kernels_anisotropic_em():
+    # 50 nm sections, 4 nm pixels: z stays coarser than 2x the in-plane size for 3 levels (4 -> 8 -> 16 -> 32 nm)
+    assert planning.pooling_kernels((50, 4, 4), 3) == [(1, 2, 2)] * 3
+    # after 3 in-plane poolings y, x are 32 nm > 50 / 2, so z is pooled from the fourth level on
+    assert planning.pooling_kernels((50, 4, 4), 5)[3:] == [(2, 2, 2), (2, 2, 2)]
+
+
+def test_pooling_kernels_catch_up():
+    # z twice as coarse: pooled only once y, x have caught up
+    assert planning.pooling_kernels((2, 1, 1), 3) == [(1, 2, 2), (2, 2, 2), (2, 2, 2)]
+    # slightly coarse z (< ratio 2) is pooled from the start
+    assert planning.pooling_kernels((1.5, 1, 1), 2) == [(2, 2, 2), (2, 2, 2)]
+    # coarse x works as well as coarse z
+    assert planning.pooling_kernels((1, 1, 4), 2) == [(2, 2, 1), (2, 2, 1)]
+
+
+@pytest.mark.parametrize("spacing, depth", [((1, 1), 3), ((0, 1, 1), 3), ((-1, 1, 1), 3), ((1, 1, 1), -1)])
+def test_pooling_kernels_reject(spacing, depth):
+    with pytest.raises(ValueError):
+        planning.pooling_kernels(spacing, depth)
+
+
+def test_size_multiple():
+    assert planning.size_multiple([]) == (1, 1, 1)
+    assert planning.size_multiple([(2, 2, 2)] * 3) == (8, 8, 8)
+    assert planning.size_multiple([(1, 2, 2), (1, 2, 2), (2, 2, 2)]) == (2, 8, 8)
+
+
+def test_patch_shapes_are_thin_across_each_annotated_axis():
+    assert planning.patch_shapes((32, 64, 64), (16, 8, 4), ["z", "x"]) == {"z": (16, 64, 64), "x": (32, 64, 4)}
+    assert planning.patch_shapes((8, 64, 64), (16, 16, 16), ["z"]) == {"z": (8, 64, 64)}  # never deeper than the patch
+    assert planning.patch_shapes((32, 64, 64), None, ["z"]) == {None: (32, 64, 64)}
+    assert planning.patch_shapes((32, 64, 64), (16, 16, 16), []) == {None: (32, 64, 64)}
