@@ -275,8 +275,10 @@ def calibrate(model: Model, annotated: Sequence[np.ndarray], annotations: Sequen
     target = np.concatenate([np.searchsorted(model.classes, a.classes[a.target[a.mask]]) for a in annotations])
     decided = apply_offsets(np.concatenate(annotated, axis=1), model.decision_offsets)
     fitted = fit_offsets(decided, target, foreground=model.classes != 0)
-    log.info("class offsets fitted on %d annotated voxels: %s", target.size, np.round(fitted, 2).tolist())
-    return replace(model, offsets=model.decision_offsets + fitted)
+    offsets = model.decision_offsets + fitted
+    log.info("class offsets calibrated on %d annotated voxels: %s (prior correction %s, fitted change %s)", target.size,
+             np.round(offsets, 3).tolist(), np.round(model.decision_offsets, 3).tolist(), np.round(fitted, 2).tolist())
+    return replace(model, offsets=offsets)
 
 
 def segment_calibrated(model: Model, image: np.ndarray, annotation: Annotation, device: str = "auto") -> tuple[Model, Segmentation]:

@@ -8,9 +8,12 @@ the affine and header of the input they came from.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -58,9 +61,44 @@ def suffix_of(path: str | os.PathLike) -> str:
 def _existing(path: str | os.PathLike) -> Path:
     path = Path(path)
     suffix_of(path)
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder, not a file")
     if not path.is_file():
         raise InputError(f"{path}: no such file")
     return path
+
+
+@contextlib.contextmanager
+def _library_messages():
+    """Collect what tifffile, nibabel and others log or warn while reading, instead of printing it.
+
+    Yields a list that fills with the messages, so that they can be folded into sparseseg's
+    own one-line message.
+    """
+    messages: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record):
+            messages.append(record.getMessage().replace("\n", " "))
+
+    loggers = [logging.getLogger(name) for name in ("tifffile", "nibabel")]
+    saved = [(lg.handlers[:], lg.propagate) for lg in loggers]
+    for lg in loggers:
+        lg.handlers[:] = [Collect()]
+        lg.propagate = False
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            yield messages
+        messages.extend(str(w.message).replace("\n", " ") for w in caught)
+    finally:
+        for lg, (handlers, propagate) in zip(loggers, saved):
+            lg.handlers[:] = handlers
+            lg.propagate = propagate
+
+
+def _with(messages: list[str]) -> str:
+    return "; ".join(dict.fromkeys(m.strip()[:160] for m in messages if m.strip()))
 
 
 def read_volume(path: str | os.PathLike) -> Volume:
@@ -69,18 +107,25 @@ def read_volume(path: str | os.PathLike) -> Volume:
     Returns a `Volume` whose data is (Z, Y, X) or (C, Z, Y, X), in the file's dtype.
     """
     path = _existing(path)
-    try:
-        if suffix_of(path) in TIFF_SUFFIXES:
-            data, spacing = _read_tiff(path)
-            nifti = None
-        else:
-            data, spacing, nifti = _read_nifti(path)
-    except InputError:
-        raise
-    except Exception as exc:  # a corrupt or foreign file: say which, and why
-        raise InputError(f"{path}: cannot read ({exc})") from exc
+    with _library_messages() as messages:
+        try:
+            if suffix_of(path) in TIFF_SUFFIXES:
+                data, spacing = _read_tiff(path)
+                nifti = None
+            else:
+                data, spacing, nifti = _read_nifti(path)
+            failure = None
+        except InputError:
+            raise
+        except Exception as exc:  # a corrupt or foreign file: say which, and why
+            failure = exc
+    if failure is not None:
+        raise InputError(f"{path}: cannot read ({_with([str(failure)] + messages)})") from failure
     if data.ndim not in (3, 4) or min(data.shape) < 1:
-        raise InputError(f"{path}: expected a 3D volume (Z, Y, X), got an array of shape {data.shape}")
+        said = f" ({_with(messages)})" if messages else ""
+        raise InputError(f"{path}: expected a 3D volume (Z, Y, X), got an array of shape {data.shape}{said}")
+    if messages:  # the file was read, but its reader had doubts: say so, once, in sparseseg's words
+        logging.getLogger("sparseseg").warning("%s: read with warnings (%s)", path, _with(messages))
     return Volume(data, spacing, path, nifti)
 
 
@@ -183,6 +228,8 @@ def check_output(path: str | os.PathLike, overwrite: bool = False, suffixes: Seq
     path = Path(path)
     if not any(path.name.lower().endswith(s) for s in suffixes):
         raise InputError(f"{path}: unsupported output type (use one of {', '.join(suffixes)})")
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder; give a file name for the output")
     if not path.parent.is_dir():
         raise InputError(f"{path}: folder {path.parent} does not exist")
     if path.exists() and not overwrite:
@@ -194,7 +241,10 @@ def _atomic(path: Path, write) -> None:
     """Call ``write(tmp_path)`` on a temporary file beside ``path``, then rename it into place."""
     name = path.name
     suffix = next((s for s in SUFFIXES + (".png", ".json", ".pt", ".csv") if name.lower().endswith(s)), "")
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=suffix, dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=suffix, dir=path.parent)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot write ({exc.strerror or exc})") from exc
     os.close(fd)
     try:
         write(Path(tmp))
@@ -202,6 +252,9 @@ def _atomic(path: Path, write) -> None:
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the mode a plain open() would
         os.replace(tmp, path)
+    except OSError as exc:  # a full disk, a read-only folder: nothing is left behind, the earlier file is kept
+        Path(tmp).unlink(missing_ok=True)
+        raise InputError(f"{path}: cannot write ({exc.strerror or exc}); nothing was written there") from exc
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -152,6 +152,7 @@ def annotated_mask(
         how = "annotated planes given: " + _describe(planes)
     elif unlabeled is not None and np.any(labels == unlabeled):
         mask = labels != unlabeled
+        _check_unlabeled(labels, mask, unlabeled, name)
         planes = annotation_planes(mask)
         how = f"voxels not equal to {unlabeled} are annotated"
         if any(planes.values()):
@@ -166,6 +167,25 @@ def annotated_mask(
     if not mask.any():
         raise InputError(f"{name}: no voxel is annotated; " + HOW_TO_SAY)
     return mask, planes, how
+
+
+def _check_unlabeled(labels: np.ndarray, mask: np.ndarray, unlabeled: int, name: str) -> None:
+    """Refuse an unlabeled value that leaves another value looking like the unlabeled one.
+
+    A sparse annotation leaves most voxels unannotated. Where the voxels said to be annotated
+    are mostly one value that is also the largest one (the 255 of a file whose unlabeled
+    value is 255, read with another unlabeled value), that value is the real unlabeled value:
+    taking it as a class would segment everything as it.
+    """
+    values, counts = np.unique(labels[mask], return_counts=True)
+    if not len(values):
+        return
+    top = int(np.argmax(counts))
+    if len(values) >= 2 and top == len(values) - 1 and counts[top] > mask.size / 2:
+        raise InputError(
+            f"{name}: the unlabeled value is {unlabeled}, but {values[top]} fills {counts[top] / mask.size:.0%} of the "
+            f"volume as unannotated voxels do, so it cannot be a class; " + HOW_TO_SAY
+        )
 
 
 def read_annotation(

@@ -230,7 +230,7 @@ def test_read_labels_refuses_4d(tmp_path):
 
 def test_directory_is_not_a_file(tmp_path):
     (tmp_path / "folder.tif").mkdir()
-    with pytest.raises(InputError, match="no such file"):
+    with pytest.raises(InputError, match="is a folder, not a file"):
         io.read_volume(tmp_path / "folder.tif")
 
 
