@@ -1,4 +1,4 @@
-"""Measure one training lever at a time on a real volume (the figures in the README's benchmark section).
+"""Measure one training lever at a time on a real volume (figures in docs/benchmarks.md).
 
     python benchmarks/levers.py brats base=8 patch=32,64,64 time_budget=300
     python benchmarks/levers.py isbi --repeat 2 base=8 dice=1

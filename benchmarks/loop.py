@@ -25,6 +25,7 @@ from sparseseg import io
 from sparseseg.config import Config
 from sparseseg.labels import planes_mask, read_annotation
 from sparseseg.core import densify_arrays
+from sparseseg.metrics import score
 from sparseseg.suggest import plane_uncertainty, rank_planes
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "brats2013_deepmedic" / "crop_pat0005_96x128x128"
@@ -38,15 +39,7 @@ def annotate(truth: np.ndarray, planes: dict) -> np.ndarray:
 
 
 def mean_fg_iou(pred: np.ndarray, truth: np.ndarray, held: np.ndarray) -> float:
-    values = []
-    for c in np.unique(truth):
-        if c == 0:
-            continue
-        p, g = (pred == c) & held, (truth == c) & held
-        union = np.logical_or(p, g).sum()
-        if union:
-            values.append(np.logical_and(p, g).sum() / union)
-    return float(np.mean(values))
+    return score(pred, truth, held).mean("iou")
 
 
 def run(name, image, truth, planes, config, init=None, held=None):

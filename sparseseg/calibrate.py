@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from sparseseg.metrics import confusion_matrix, iou_per_class
+
 #: Offset changes tried per class and round by `fit_offsets` (log-probability units).
 STEPS = np.linspace(-1.0, 1.0, 9)
 
@@ -66,13 +68,11 @@ def correct_prior(probabilities: np.ndarray, weights: np.ndarray, strength: floa
 
 def mean_iou(pred: np.ndarray, target: np.ndarray, n_classes: int, foreground: np.ndarray | None = None) -> float:
     """Mean IoU over the ``foreground`` classes (all when None) present in ``pred`` or ``target``; NaN if none is."""
-    confusion = np.bincount(target * n_classes + pred, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
-    tp = np.diag(confusion).astype(np.float64)
-    union = confusion.sum(0) + confusion.sum(1) - tp
-    keep = union > 0
+    iou = iou_per_class(confusion_matrix(pred, target, n_classes))
+    keep = ~np.isnan(iou)
     if foreground is not None:
         keep &= foreground
-    return float(np.mean(tp[keep] / union[keep])) if keep.any() else float("nan")
+    return float(np.mean(iou[keep])) if keep.any() else float("nan")
 
 
 def fit_offsets(

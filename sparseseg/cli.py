@@ -20,8 +20,7 @@ from rich.table import Table
 
 from sparseseg import UNLABELED, __version__
 from sparseseg.cli_options import (
-    TTA, AsJson, Device, Gt, Init, Output, Overwrite, Planes, Preview, Probabilities, Quiet, Slices, Unlabeled, Volumes,
-    flag, training_options,
+    TTA, AsJson, Common, Device, Gt, Init, Output, Overwrite, Planes, Preview, Probabilities, Slices, Unlabeled, Volumes, add_options, flag,
 )
 from sparseseg.cli_output import (
     EXIT_INTERRUPTED, TrainingProgress, err, finish, fmt, out, print_json, setup_output, summary_table, sweep_table, train_summary,
@@ -82,23 +81,26 @@ def _split_planes(volumes: list[Path], planes: list[str] | None) -> tuple[list[P
     return kept, ((planes or []) + extra) or None
 
 
-def _examples(*lines: str) -> str:
-    return "Examples:\n\n" + "\n\n".join(f"  {line}" for line in lines)
+def command(name: str, *examples: str):
+    """Register command ``name`` with its examples in its help, its errors turned into exit codes by `handle_errors`."""
+    epilog = "Examples:\n\n" + "\n\n".join(f"  {line}" for line in examples)
+    return lambda function: app.command(name=name, epilog=epilog)(handle_errors(function))
 
 
-@app.command(epilog=_examples(
+@command(
+    "densify",
     "sparseseg densify volume.tif --slices labels.tif -o seg.tif",
     "sparseseg densify flair.nii.gz t1c.nii.gz --slices sparse.nii.gz -o seg.nii.gz --time-budget 5m",
     "sparseseg densify em.tif --slices painted.tif --planes z=3,15,27 --spacing 50,4,4 -o seg.tif",
     "sparseseg densify vol.tif --slices more.tif -o seg2.tif --init model1 --save-model model2",
-))
-@handle_errors
-@training_options(TTA)
+)
+@add_options(TTA, training=True)
 def densify(
     volumes: Volumes,
     slices: Slices,
     output: Output,
     config: Config,
+    common: Common,
     unlabeled: Unlabeled = UNLABELED,
     planes: Planes = None,
     weights_out: Annotated[Optional[Path], typer.Option(help="Also write the per-voxel loss weight map (0 = unlabeled).", show_default=False, rich_help_panel="Extra outputs")] = None,
@@ -107,25 +109,22 @@ def densify(
     save_model: Annotated[Optional[Path], typer.Option(help="Also save the trained model in this folder.", show_default=False, rich_help_panel="Extra outputs")] = None,
     init: Init = None,
     partial: Annotated[bool, typer.Option(help="On Ctrl-C, still segment with the model trained so far (exit code 130).")] = True,
-    overwrite: Overwrite = False,
-    quiet: Quiet = False,
-    as_json: AsJson = False,
 ) -> None:
     """Train a 3D U-Net on a few annotated planes and segment the whole volume."""
     from sparseseg import workflows
 
-    setup_output(quiet)
+    setup_output(common.quiet)
     volumes, planes = _split_planes(volumes, planes)
-    with TrainingProgress(config, quiet or as_json) as progress:
+    with TrainingProgress(config, common.silent) as progress:
         report = workflows.densify(
             volumes, slices, output, config, planes=planes, weights_out=weights_out,
-            outputs=workflows.Outputs(probabilities, preview, overwrite), save_model_to=save_model, init=init,
+            outputs=workflows.Outputs(probabilities, preview, common.overwrite), save_model_to=save_model, init=init,
             partial=partial, progress=progress,
         )
     summary = {"output": [str(p) for p in report.written], "annotation": report.how}
     summary.update(train_summary(report.model, report.train_log))
     summary["seconds_infer"] = round(report.segmentation.seconds, 2)
-    finish(summary, as_json, quiet)
+    finish(summary, common.as_json, common.quiet)
 
 
 def _parse_pair(pair: str) -> tuple[list[str], str]:
@@ -136,67 +135,64 @@ def _parse_pair(pair: str) -> tuple[list[str], str]:
     return volumes.split(","), labels
 
 
-@app.command(epilog=_examples(
+@command(
+    "train",
     "sparseseg train --pair a.tif:a_sparse.tif --pair b.tif:b_sparse.tif -o kidney_model",
     "sparseseg train --pair flair1.nii.gz,t1c1.nii.gz:sparse1.nii.gz -o brats_model --time-budget 20m",
-))
-@handle_errors
-@training_options()
+)
+@add_options(training=True)
 def train(
     pair: Annotated[list[str], typer.Option(help="VOLUME[,VOLUME...]:LABELS, one per sparsely annotated volume (repeat).", show_default=False, rich_help_panel="Everyday options")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Model folder to write.", show_default=False, rich_help_panel="Everyday options")],
     config: Config,
+    common: Common,
     unlabeled: Unlabeled = UNLABELED,
     init: Init = None,
-    overwrite: Overwrite = False,
-    quiet: Quiet = False,
-    as_json: AsJson = False,
 ) -> None:
     """Train one model on several sparsely annotated volumes and save it as a model folder."""
     from sparseseg import workflows
 
-    setup_output(quiet)
+    setup_output(common.quiet)
     pairs = [_parse_pair(p) for p in pair]
-    with TrainingProgress(config, quiet or as_json) as progress:
-        model, train_log, folder = workflows.train_files(pairs, output, config, overwrite=overwrite, init=init, progress=progress)
-    finish({"model": str(folder), **train_summary(model, train_log)}, as_json, quiet)
+    with TrainingProgress(config, common.silent) as progress:
+        model, train_log, folder = workflows.train_files(pairs, output, config, overwrite=common.overwrite, init=init, progress=progress)
+    finish({"model": str(folder), **train_summary(model, train_log)}, common.as_json, common.quiet)
 
 
-@app.command(epilog=_examples(
+@command(
+    "predict",
     "sparseseg predict kidney_model new_volume.tif -o new_seg.tif --preview new_seg.png",
     "sparseseg predict brats_model flair.nii.gz t1c.nii.gz -o seg.nii.gz --json",
-))
-@handle_errors
+)
+@add_options()
 def predict(
     model: Annotated[Path, typer.Argument(help="Model folder (from densify --save-model or train).", show_default=False)],
     volumes: Volumes,
     output: Output,
+    common: Common,
     device: Device = "auto",
     tta: Annotated[Optional[bool], typer.Option(help="Average predictions over flips (8x slower) \\[default: as trained].", show_default=False)] = None,
     probabilities: Probabilities = None,
     preview: Preview = None,
-    overwrite: Overwrite = False,
-    quiet: Quiet = False,
-    as_json: AsJson = False,
 ) -> None:
     """Apply a saved model to a new volume (the fully automatic setting)."""
     from sparseseg import workflows
 
-    setup_output(quiet)
+    setup_output(common.quiet)
     trained, segmentation, written = workflows.predict(
-        model, volumes, output, outputs=workflows.Outputs(probabilities, preview, overwrite), device=device, tta=tta
+        model, volumes, output, outputs=workflows.Outputs(probabilities, preview, common.overwrite), device=device, tta=tta
     )
     summary = {"output": [str(p) for p in written], "classes": trained.classes.tolist(),
                "seconds_infer": round(segmentation.seconds, 2), "windows": [list(w) for w in segmentation.windows]}
-    summary_table(summary, as_json, quiet)
+    summary_table(summary, common.as_json, common.quiet)
 
 
-@app.command(epilog=_examples(
+@command(
+    "suggest",
     "sparseseg densify vol.tif --slices sparse.tif -o seg.tif --save-model m --probabilities p.tif",
     "sparseseg suggest vol.tif --probabilities p.tif --slices sparse.tif --top 3",
     "sparseseg suggest vol.tif --model m --slices sparse.tif --json",
-))
-@handle_errors
+)
 def suggest(
     volumes: Volumes,
     model: Annotated[Optional[Path], typer.Option(help="Model folder to predict with.", show_default=False)] = None,
@@ -226,11 +222,11 @@ def suggest(
         err.print(f"annotate e.g. {best.axis}={best.index}, then densify again with --init to start from your model")
 
 
-@app.command(name="preview", epilog=_examples(
+@command(
+    "preview",
     "sparseseg preview volume.tif sparse.tif -o sparse.png",
     "sparseseg preview volume.tif seg.tif -o seg.png --centre 12,64,64",
-))
-@handle_errors
+)
 def preview_(
     volume: Annotated[Path, typer.Argument(help="Raw volume.", show_default=False)],
     labels: Annotated[Optional[Path], typer.Argument(help="Labels to overlay (sparse or dense).", show_default=False)] = None,
@@ -255,47 +251,45 @@ def preview_(
     out.print(f"wrote {path}")
 
 
-@app.command(epilog=_examples(
+@command(
+    "sweep",
     "sparseseg sweep volume.tif --gt truth.tif --planes 1,2,4 -o sweep_report",
     "sparseseg sweep em.tif --gt truth.tif --planes 1,3,6 --axes z --spacing 50,4,4 --time-budget 3m",
     "sparseseg sweep flair.tif t1c.tif --gt truth.tif --planes 1,2,4 --repeats 3 --seed 0 -o report",
     "sparseseg sweep flair.tif t1c.tif --gt truth.tif --planes 1,2,4 --repeats 3 --stagger -o report",
-))
-@handle_errors
-@training_options()
+)
+@add_options(training=True)
 def sweep(
     volumes: Volumes,
     gt: Gt,
     config: Config,
+    common: Common,
     planes: Annotated[str, typer.Option(help="Numbers of evenly spaced annotated planes per axis to try.")] = "1,2,4",
     axes: Annotated[str, typer.Option(help="Axes whose planes are annotated: zyx, z, ...")] = "zyx",
     repeats: Annotated[int, typer.Option(help="Training runs per plane count (seeds --seed, --seed + 1, ...); the report gives each run and their mean.")] = 1,
     stagger: Annotated[bool, typer.Option("--stagger", help="Shift the planes by (run + 0.5) / repeats of their spacing in each run, so that the runs of every plane count annotate all parts of the volume equally often.")] = False,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Report folder: sweep.csv, sweep.json, sweep.png.", show_default=False)] = None,
     unlabeled: Unlabeled = UNLABELED,
-    overwrite: Overwrite = False,
-    quiet: Quiet = False,
-    as_json: AsJson = False,
 ) -> None:
     """How many planes are worth annotating: simulate k annotated planes per axis, densify, score the rest."""
     from sparseseg import sweep as experiment
 
-    setup_output(quiet)
+    setup_output(common.quiet)
     try:
         ks = [int(v) for v in planes.split(",")]
     except ValueError:
         raise InputError("expected plane counts such as 1,2,4", param="ks", value=planes) from None
-    bars = {(k, r): TrainingProgress(config, quiet or as_json, label=f"k={k}" + (f" run {r + 1}" if repeats > 1 else ""))
+    bars = {(k, r): TrainingProgress(config, common.silent, label=f"k={k}" + (f" run {r + 1}" if repeats > 1 else ""))
             for k in ks for r in range(repeats)}
     try:
-        rows, written = experiment.sweep(volumes, gt, ks, axes.lower(), config, report=output, overwrite=overwrite,
+        rows, written = experiment.sweep(volumes, gt, ks, axes.lower(), config, report=output, overwrite=common.overwrite,
                                          progress_for=lambda k, r: bars.get((k, r)), repeats=repeats, stagger=stagger)
     finally:
         for bar in bars.values():
             bar.__exit__(None, None, None)
     header, body = experiment.sweep_table(rows)
     mean_header, means = experiment.sweep_means(rows)
-    if as_json:
+    if common.as_json:
         print_json({"rows": [dict(zip(header, line)) for line in body],
                      "means": [dict(zip(mean_header, line)) for line in means], "written": [str(p) for p in written]})
         return
@@ -308,11 +302,11 @@ def sweep(
         err.print(f"wrote {path}")
 
 
-@app.command(name="eval", epilog=_examples(
+@command(
+    "eval",
     "sparseseg eval seg.tif --gt truth.tif",
     "sparseseg eval seg.tif --gt truth.tif --ignore sparse.tif --json",
-))
-@handle_errors
+)
 def eval_(
     prediction: Annotated[Path, typer.Argument(help="Segmentation to score.", show_default=False)],
     gt: Gt,

@@ -13,6 +13,7 @@ import functools
 import inspect
 import re
 import typing
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -118,26 +119,48 @@ def training_config(unlabeled: int, *, spacing, time_budget, patch, thin, **valu
     return Config(unlabeled=unlabeled, thin=thin or None, **{k: v for k, v in values.items() if v is not None})
 
 
-def training_options(*extra: inspect.Parameter):
-    """Add the `TRAINING` options (and ``extra`` ones) to a command; it receives them as ``config``.
+@dataclass(frozen=True)
+class Common:
+    """The options every writing command takes: replace earlier outputs, be quiet, print JSON."""
 
-    The command declares ``config: Config`` and ``unlabeled``; the other options of
-    `TRAINING` and ``extra`` are parsed here (``extra`` ones end up in the config as well).
+    overwrite: bool = False
+    quiet: bool = False
+    as_json: bool = False
+
+    @property
+    def silent(self) -> bool:
+        """No progress bar: asked to be quiet, or stdout carries JSON."""
+        return self.quiet or self.as_json
+
+
+#: The options of `Common`, declared once.
+COMMON = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=False, annotation=alias)
+          for name, alias in (("overwrite", Overwrite), ("quiet", Quiet), ("as_json", AsJson))]
+
+
+def add_options(*extra: inspect.Parameter, training: bool = False):
+    """Add options to a command: `COMMON` (handed over as ``common``), ``extra``, and with ``training`` `TRAINING`.
+
+    A command that takes the training options declares ``config: Config`` and ``unlabeled``,
+    and receives a `Config` built from `TRAINING` and ``extra``; one that does not receives
+    ``extra`` as its own keyword arguments. Every command so decorated declares ``common: Common``.
     """
 
     def decorate(command):
         signature = inspect.signature(command)
         hints = typing.get_type_hints(command, include_extras=True)  # the command's own annotations, resolved
-        own = [p.replace(annotation=hints[p.name]) for p in signature.parameters.values() if p.name != "config"]
-        names = [p.name for p in TRAINING + list(extra)]
+        own = [p.replace(annotation=hints[p.name]) for p in signature.parameters.values() if p.name not in ("config", "common")]
+        added = (TRAINING if training else []) + list(extra) + COMMON
+        to_config = [p.name for p in TRAINING + list(extra)] if training else []
 
         @functools.wraps(command)
         def wrapper(**kwargs):
-            values = {name: kwargs.pop(name) for name in names}
-            kwargs["config"] = training_config(kwargs["unlabeled"], **values)
+            kwargs["common"] = Common(**{p.name: kwargs.pop(p.name) for p in COMMON})
+            if training:
+                kwargs["config"] = training_config(kwargs["unlabeled"], **{name: kwargs.pop(name) for name in to_config})
             return command(**kwargs)
 
-        wrapper.__signature__ = signature.replace(parameters=own + TRAINING + list(extra))
+        wrapper.__signature__ = signature.replace(parameters=own + added)
         wrapper.__annotations__ = {p.name: p.annotation for p in wrapper.__signature__.parameters.values()}
         return wrapper
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields, replace
 
+from sparseseg import UNLABELED
 from sparseseg.errors import InputError
 
 #: Device names: 'auto' is CUDA when available, else the CPU.
@@ -105,7 +106,7 @@ class Config:
     spacing: tuple[float, float, float] | None = None
     seed: int | None = None
     device: str = "auto"
-    unlabeled: int = 255
+    unlabeled: int = UNLABELED
 
     def __post_init__(self):
         checks = [

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from sparseseg import UNLABELED
 from sparseseg.errors import InputError
 from sparseseg.planning import AXES
 #: Largest class id a label volume may hold (uint16 output).
@@ -133,7 +134,7 @@ def check_class_ids(labels: np.ndarray, name: str = "labels") -> None:
 
 def annotated_mask(
     labels: np.ndarray,
-    unlabeled: int | None = 255,
+    unlabeled: int | None = UNLABELED,
     planes: dict[str, list[int]] | None = None,
     name: str = "labels",
 ) -> tuple[np.ndarray, dict[str, list[int]], str]:
@@ -190,7 +191,7 @@ def _check_unlabeled(labels: np.ndarray, mask: np.ndarray, unlabeled: int, name:
 
 def read_annotation(
     labels: np.ndarray,
-    unlabeled: int | None = 255,
+    unlabeled: int | None = UNLABELED,
     planes: dict[str, list[int]] | None = None,
     name: str = "labels",
 ) -> tuple[Annotation, str]:

@@ -46,6 +46,19 @@ def _ratio(num: float, den: float) -> float:
     return float(num / den) if den else float("nan")
 
 
+def confusion_matrix(pred: np.ndarray, target: np.ndarray, n_classes: int) -> np.ndarray:
+    """(n_classes, n_classes) counts: row = true class index, column = predicted class index (both 0..n_classes-1)."""
+    return np.bincount(target * n_classes + pred, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
+
+
+def iou_per_class(confusion: np.ndarray) -> np.ndarray:
+    """IoU of each class from a `confusion_matrix`; NaN where a class is neither true nor predicted."""
+    tp = np.diag(confusion).astype(np.float64)
+    union = confusion.sum(0) + confusion.sum(1) - tp
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(union > 0, tp / np.where(union > 0, union, 1), np.nan)
+
+
 def score(pred: np.ndarray, gt: np.ndarray, mask: np.ndarray | None = None) -> Scores:
     """Per-class IoU, Dice, precision and recall of ``pred`` against ``gt``.
 
@@ -70,8 +83,7 @@ def score(pred: np.ndarray, gt: np.ndarray, mask: np.ndarray | None = None) -> S
     labels = np.union1d(np.unique(pred), np.unique(gt))
     p = np.searchsorted(labels, pred)
     g = np.searchsorted(labels, gt)
-    k = len(labels)
-    confusion = np.bincount(g * k + p, minlength=k * k).reshape(k, k)
+    confusion = confusion_matrix(p, g, len(labels))
     tp = np.diag(confusion).astype(np.float64)
     fp = confusion.sum(axis=0) - tp
     fn = confusion.sum(axis=1) - tp

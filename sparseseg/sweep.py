@@ -91,7 +91,7 @@ def sweep(
     volumes: Sequence[str | os.PathLike],
     gt: str | os.PathLike,
     ks: Sequence[int],
-    axes: str = "zyx",
+    axes: str = AXES,
     config: Config = Config(),
     *,
     report: str | os.PathLike | None = None,

@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from sparseseg import UNLABELED
 from sparseseg.labels import planes_mask
+from sparseseg.planning import AXES
 
 
 def blobs(shape=(32, 64, 64), n_blobs: int = 12, noise: float = 0.35, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -54,13 +56,13 @@ def evenly_spaced(size: int, k: int, offset: float | None = None) -> list[int]:
 
 
 def sparsify(
-    labels: np.ndarray, k: int, axes: str = "zyx", unlabeled: int = 255, offset: float | None = None
+    labels: np.ndarray, k: int, axes: str = AXES, unlabeled: int = UNLABELED, offset: float | None = None
 ) -> tuple[np.ndarray, dict[str, list[int]]]:
     """Keep k evenly spaced, fully annotated planes per axis of a dense label volume; the rest becomes ``unlabeled``.
 
     ``offset`` places the planes as in `evenly_spaced`.
     """
-    planes = {a: (evenly_spaced(labels.shape["zyx".index(a)], k, offset) if a in axes else []) for a in "zyx"}
+    planes = {a: (evenly_spaced(labels.shape[AXES.index(a)], k, offset) if a in axes else []) for a in AXES}
     sparse = np.full(labels.shape, unlabeled, dtype=labels.dtype if unlabeled <= np.iinfo(labels.dtype).max else np.uint16)
     mask = planes_mask(planes, labels.shape)
     sparse[mask] = labels[mask]

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sparseseg import io
+from sparseseg import UNLABELED, io
 from sparseseg.config import Config
 from sparseseg.core import (
     Model, Segmentation, calibrate, fit, loss_weights, network_probabilities, resolve_device, segment, segment_calibrated,
@@ -211,7 +211,7 @@ def suggest(
     model: PathLike | None = None,
     probabilities: PathLike | None = None,
     slices: PathLike | None = None,
-    unlabeled: int = 255,
+    unlabeled: int = UNLABELED,
     top: int = 5,
     device: str = "auto",
 ):
@@ -258,7 +258,7 @@ def preview(
     *,
     centre: tuple[int, int, int] | None = None,
     planes: list[str] | None = None,
-    unlabeled: int = 255,
+    unlabeled: int = UNLABELED,
     overwrite: bool = False,
 ) -> Path:
     """Three orthogonal planes through a volume with its labels overlaid, written as PNG."""
@@ -283,7 +283,7 @@ def preview(
     return io.write_png(out, picture, overwrite)
 
 
-def evaluate(pred: PathLike, gt: PathLike, ignore: PathLike | None = None, unlabeled: int = 255) -> Scores:
+def evaluate(pred: PathLike, gt: PathLike, ignore: PathLike | None = None, unlabeled: int = UNLABELED) -> Scores:
     """Score a segmentation file against a ground-truth file.
 
     Both must hold whole-number class ids. With ``ignore`` (a sparse label file), only the

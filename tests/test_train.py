@@ -174,10 +174,15 @@ def test_divergence_is_reported(data):
         _train(broken, iterations=3)
 
 
-def test_several_volumes(data):
-    flipped = TrainData(data.image[:, ::-1].copy(), data.target[::-1].copy(), data.weight[::-1].copy())
-    _, log = _train([data, flipped], iterations=3)
-    assert log.iterations == 3 and isinstance(log, TrainLog)
+def test_several_volumes_are_all_drawn_from(data):
+    # two volumes told apart by their intensity: 10 everywhere in one, -10 in the other
+    first = TrainData(np.full_like(data.image, 10.0), data.target, data.weight)
+    second = TrainData(np.full_like(data.image, -10.0), data.target, data.weight)
+    sampler = PatchSampler([first, second], {None: (8, 16, 16)}, CPU, np.random.default_rng(0))
+    seen = {float(v) for _ in range(20) for v in torch.unique(sampler.sample(2)[1])} - {0.0}  # 0: padding
+    assert seen == {10.0, -10.0}
+    _, log = _train([first, second], iterations=3)
+    assert log.iterations == 3 and len(log.losses) == 3 and all(np.isfinite(log.losses))
 
 
 def test_sampler_draws_batches_around_the_planes_of_one_axis():

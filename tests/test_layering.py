@@ -1,0 +1,69 @@
+"""The package's layers: cli -> sweep -> workflows -> modelfolder -> core -> pieces; no import runs back up, and the numpy-only pieces import without torch."""
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "sparseseg"
+
+#: Each layer may import only from the layers after it.
+LAYERS = [
+    {"cli", "__main__"},
+    {"cli_options", "cli_output"},
+    {"sweep"},
+    {"workflows"},
+    {"modelfolder"},
+    {"core"},
+    {"train", "infer", "augment", "model", "suggest", "preview", "plot", "synthetic", "io", "paths", "calibrate"},
+    {"labels", "metrics", "tiling", "preprocess", "planning", "config"},
+    {"errors", "__init__"},
+]
+
+#: Modules that must import without torch installed.
+NUMPY_ONLY = ["calibrate", "config", "errors", "io", "labels", "metrics", "paths", "planning", "plot", "preprocess",
+              "preview", "suggest", "synthetic", "tiling"]
+
+
+def _imports(module: str) -> set[str]:
+    """The sparseseg modules that ``module`` imports, anywhere in its source."""
+    tree = ast.parse((PACKAGE / f"{module}.py").read_text())
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("sparseseg"):
+            parts = node.module.split(".")
+            if len(parts) > 1:
+                found.add(parts[1])
+            else:
+                found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.Import):
+            found.update(a.name.split(".")[1] for a in node.names if a.name.startswith("sparseseg."))
+    return found - {module}
+
+
+def test_every_module_has_a_layer():
+    modules = {p.stem for p in PACKAGE.glob("*.py")}
+    assert modules == set().union(*LAYERS)
+
+
+@pytest.mark.parametrize("level", range(len(LAYERS)))
+def test_no_import_runs_back_up(level):
+    allowed = set().union(*LAYERS[level:]) | {"UNLABELED", "__version__"}  # its own layer and those below
+    for module in LAYERS[level]:
+        wrong = _imports(module) - allowed
+        assert not wrong, f"sparseseg.{module} imports {sorted(wrong)} from a higher layer"
+
+
+@pytest.mark.parametrize("module", NUMPY_ONLY)
+def test_numpy_only_modules_import_without_torch(module):
+    code = f"import sys; sys.modules['torch'] = None; import sparseseg.{module}"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def test_every_module_says_its_job():
+    for path in PACKAGE.glob("*.py"):
+        doc = ast.get_docstring(ast.parse(path.read_text()))
+        assert path.stem == "__main__" or doc, f"{path.name} has no opening docstring"
