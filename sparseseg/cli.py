@@ -20,7 +20,7 @@ from rich.table import Table
 
 from sparseseg import UNLABELED, __version__
 from sparseseg.cli_options import (
-    TTA, AsJson, Common, Device, Gt, Init, Output, Overwrite, Planes, Preview, Probabilities, Slices, Unlabeled, Volumes, add_options, flag,
+    TTA, AsJson, Common, Device, Gt, Init, Output, Overwrite, Planes, Preview, Probabilities, Slices, Spacing, Unlabeled, Volumes, add_options, flag, parse_triple,
 )
 from sparseseg.cli_output import (
     EXIT_INTERRUPTED, TrainingProgress, err, finish, fmt, out, print_json, setup_output, summary_table, sweep_table, train_summary,
@@ -234,6 +234,7 @@ def preview_(
     centre: Annotated[Optional[str], typer.Option(help="Plane indices z,y,x to show \\[default: the centre].", show_default=False)] = None,
     planes: Planes = None,
     unlabeled: Unlabeled = UNLABELED,
+    spacing: Spacing = None,
     overwrite: Overwrite = False,
 ) -> None:
     """Write a PNG of three orthogonal planes with labels as a coloured overlay; annotated planes are marked."""
@@ -247,7 +248,8 @@ def preview_(
             raise InputError(f"--centre {centre!r}: expected three plane indices z,y,x") from None
         if len(where) != 3:
             raise InputError(f"--centre {centre!r}: expected three plane indices z,y,x")
-    path = workflows.preview([volume], labels, output, centre=where, planes=planes, unlabeled=unlabeled, overwrite=overwrite)
+    path = workflows.preview([volume], labels, output, centre=where, planes=planes, unlabeled=unlabeled, overwrite=overwrite,
+                            spacing=parse_triple(spacing, "spacing"))
     out.print(f"wrote {path}")
 
 

@@ -80,6 +80,7 @@ Preview = Annotated[Optional[Path], typer.Option(help="Also write a PNG: three p
 Overwrite = Annotated[bool, typer.Option(help="Replace earlier outputs (never an input).", rich_help_panel=EVERYDAY)]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or messages.", rich_help_panel=EVERYDAY)]
 AsJson = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.", rich_help_panel=EVERYDAY)]
+Spacing = Annotated[Optional[str], typer.Option(help="Voxel size z,y,x, e.g. 50,4,4 \\[default: from the file].", show_default=False, rich_help_panel=EVERYDAY)]
 Init = Annotated[Optional[Path], typer.Option(help="Warm start: begin from this saved model folder.", show_default=False, rich_help_panel=EVERYDAY)]
 Gt = Annotated[Path, typer.Option("--gt", help="Dense ground truth of the same shape.", show_default=False)]
 
@@ -92,7 +93,7 @@ def _option(name, annotation, default, help, panel=LEVERS, show_default=True, fl
 
 #: The training options of densify, train and sweep, declared once.
 TRAINING = [
-    _option("spacing", Optional[str], None, "Voxel size z,y,x, e.g. 50,4,4 \\[default: from the file].", EVERYDAY, False),
+    inspect.Parameter("spacing", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Spacing),
     _option("time_budget", Optional[str], None, f"Most training time: seconds or e.g. 5m {_by_device('time_budget', 'min')}.", EVERYDAY, False),
     _option("iterations", Optional[int], None, f"Most training steps {_by_device('iterations')}.", EVERYDAY, False),
     _option("device", str, Config.device, "auto (CUDA when available), cpu or cuda.", EVERYDAY),

@@ -136,6 +136,7 @@ def densify(
             raise KeyboardInterrupt
         log.warning("training interrupted after %d steps: segmenting with the model so far", train_log.iterations)
     model, segmentation = segment_calibrated(model, image.data, annotation, config.device)
+    image = replace(image, spacing=model.config.spacing)  # outputs carry the voxel size trained with (file or --spacing)
     written = [io.write_volume(out, segmentation.labels, reference=image, overwrite=outputs.overwrite)]
     if weights_out is not None:
         _, weights = loss_weights(annotation, model.classes, model.class_weights)
@@ -260,8 +261,12 @@ def preview(
     planes: list[str] | None = None,
     unlabeled: int = UNLABELED,
     overwrite: bool = False,
+    spacing: tuple[float, float, float] | None = None,
 ) -> Path:
-    """Three orthogonal planes through a volume with its labels overlaid, written as PNG."""
+    """Three orthogonal planes through a volume with its labels overlaid, written as PNG.
+
+    The planes are drawn to scale by ``spacing`` (z, y, x), else by the file's voxel size.
+    """
     from sparseseg.preview import render_preview
 
     io.check_output(out, overwrite, suffixes=(".png",))
@@ -277,7 +282,8 @@ def preview(
         elif np.any(data == unlabeled):
             _, plane_dict, _ = annotated_mask(data, unlabeled, name=str(label_volume.path))
     try:
-        picture = render_preview(image.data, data, planes=plane_dict, centre=centre, spacing=image.spacing, unlabeled=unlabeled)
+        picture = render_preview(image.data, data, planes=plane_dict, centre=centre, spacing=spacing or image.spacing,
+                                 unlabeled=unlabeled)
     except ValueError as exc:
         raise InputError(f"{out}: {exc}") from exc
     return io.write_png(out, picture, overwrite)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import tifffile
 import torch
+from PIL import Image
 
 from sparseseg import calibrate as C, io, labels as L, synthetic, core, modelfolder, sweep, workflows
 from sparseseg.config import Config
@@ -153,6 +154,22 @@ def test_densify_files(files, tiny_config, listing):
     assert np.abs(prob.astype(int).sum(0) - 255).max() <= 2
     assert "255" in report.how
     assert set(listing(files.folder)) == {"volume.tif", "sparse.tif", "truth.tif", "seg.tif", "weights.tif", "prob.tif"}
+
+
+def test_densify_outputs_carry_the_voxel_size_trained_with(files, tiny_config):
+    out, picture = files.folder / "seg.tif", files.folder / "seg.png"
+    assert io.read_volume(files.volume).spacing is None  # the input says nothing
+    workflows.densify([files.volume], files.sparse, out, tiny_config(spacing=(2.0, 1.0, 1.0)),
+                      outputs=workflows.Outputs(preview=picture))
+    assert io.read_volume(out).spacing == (2.0, 1.0, 1.0)
+    planes = [f"{a}={','.join(map(str, v))}" for a, v in files.planes.items() if v]
+    flat = workflows.preview([files.volume], out, files.folder / "flat.png", planes=planes)
+    to_scale = workflows.preview([files.volume], out, files.folder / "scaled.png", planes=planes, spacing=(2.0, 1.0, 1.0))
+    size = {}
+    for path in (picture, flat, to_scale):
+        with Image.open(path) as image:
+            size[path.name] = image.size
+    assert size["seg.png"] == size["scaled.png"] != size["flat.png"]  # z drawn twice as tall
 
 
 def test_densify_files_checks_outputs_before_training(files, tiny_config, listing):
