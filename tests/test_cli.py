@@ -1,7 +1,7 @@
 """Tests for the command line: happy paths on tiny files, and one clear line for each bad input.
 
 The installed click (vendored by typer) always captures stderr apart from stdout, so
-``result.stderr`` holds only what went to stderr.
+``result.stderr`` holds only what went to stderr. `run` and `bad_input` are fixtures of conftest.py.
 """
 
 import json
@@ -10,17 +10,11 @@ import numpy as np
 import pytest
 import tifffile
 import torch
-from typer.testing import CliRunner
 
 from sparseseg import __version__, io
-from sparseseg.cli import app
 from sparseseg.metrics import score
 
 TRAIN = ["--iterations", "3", "--base", "4", "--patch", "8,16,16", "--seed", "0", "--device", "cpu"]
-
-
-def run(*args):
-    return CliRunner().invoke(app, [str(a) for a in args])
 
 
 def _assert_ok(result):
@@ -30,13 +24,13 @@ def _assert_ok(result):
 # --- happy paths ----------------------------------------------------------------------
 
 
-def test_version():
+def test_version(run):
     result = run("--version")
     _assert_ok(result)
     assert __version__ in result.stdout
 
 
-def test_densify_json(files):
+def test_densify_json(files, run):
     out = files.folder / "seg.tif"
     result = run("densify", files.volume, "--slices", files.sparse, "-o", out, *TRAIN, "--json")
     _assert_ok(result)
@@ -52,7 +46,7 @@ def test_densify_json(files):
     assert set(np.unique(labels)) <= {0, 1, 2}
 
 
-def test_densify_table_and_progress(files, monkeypatch):
+def test_densify_table_and_progress(files, monkeypatch, run):
     monkeypatch.chdir(files.folder)  # relative paths, short enough for the table
     result = run("densify", "volume.tif", "--slices", "sparse.tif", "-o", "seg.nii.gz", *TRAIN)
     _assert_ok(result)
@@ -61,14 +55,14 @@ def test_densify_table_and_progress(files, monkeypatch):
     assert io.read_labels(files.folder / "seg.nii.gz").data.shape == files.shape
 
 
-def test_densify_quiet_prints_nothing(files):
+def test_densify_quiet_prints_nothing(files, run):
     result = run("densify", files.volume, "--slices", files.sparse, "-o", files.folder / "seg.tif", *TRAIN, "-q")
     _assert_ok(result)
     assert result.stdout == "" and result.stderr == ""
     assert (files.folder / "seg.tif").is_file()
 
 
-def test_densify_overwrite(files):
+def test_densify_overwrite(files, run):
     out = files.folder / "seg.tif"
     out.write_bytes(b"old")
     result = run("densify", files.volume, "--slices", files.sparse, "-o", out, *TRAIN, "--overwrite", "-q")
@@ -76,7 +70,7 @@ def test_densify_overwrite(files):
     assert io.read_labels(out).data.shape == files.shape
 
 
-def test_densify_two_channels_and_extra_outputs(files):
+def test_densify_two_channels_and_extra_outputs(files, run):
     second = files.folder / "second.tif"
     tifffile.imwrite(second, -tifffile.imread(files.volume))
     out, weights, prob, preview = (files.folder / n for n in ("seg.tif", "w.tif", "p.tif", "p.png"))
@@ -102,7 +96,7 @@ def _painted(files):
     return path
 
 
-def test_densify_with_planes_as_the_shell_splits_them(files):
+def test_densify_with_planes_as_the_shell_splits_them(files, run):
     result = run(
         "densify", files.volume, "--slices", _painted(files), "-o", files.folder / "seg.tif", *TRAIN, "--json",
         "--planes", "z=3", "y=12",  # the shell hands `--planes z=3 y=12` over like this
@@ -111,7 +105,7 @@ def test_densify_with_planes_as_the_shell_splits_them(files):
     assert "z=3 y=12" in json.loads(result.stdout)["annotation"]
 
 
-def test_eval(files):
+def test_eval(files, run):
     truth = tifffile.imread(files.truth)
     pred = truth.copy()
     pred[:, :, :5] = 0
@@ -131,16 +125,12 @@ def test_eval(files):
     assert data["mean_foreground"]["iou"] == pytest.approx(expected.mean("iou"))
 
 
-def test_eval_json_is_strict_json(files):
+def test_eval_json_is_strict_json(files, run, strict_json):
     truth = tifffile.imread(files.truth)
     tifffile.imwrite(files.folder / "pred.tif", np.zeros_like(truth))  # classes 1, 2 never predicted
     result = run("eval", files.folder / "pred.tif", "--gt", files.truth, "--json")
     _assert_ok(result)
-
-    def refuse(constant):
-        raise ValueError(f"{constant} is not JSON")
-
-    json.loads(result.stdout, parse_constant=refuse)
+    strict_json(result.stdout)
 
 
 # --- bad input: exit code 2, one line naming the problem, nothing written -----------------
@@ -354,23 +344,12 @@ DENSIFY_BAD = [
 ]
 
 
-def _assert_bad_input(result, needles):
-    assert result.exit_code == 2, result.output
-    assert result.stdout == ""
-    assert "Traceback" not in result.output
-    assert isinstance(result.exception, SystemExit)
-    last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: ")
-    for needle in needles:
-        assert needle in last, (needle, last)
-
-
 @pytest.mark.parametrize("case", DENSIFY_BAD)
-def test_densify_bad_input(files, case, listing):
+def test_densify_bad_input(files, case, listing, run, bad_input):
     args, needles = case(files)
     before = listing(files.folder)
     result = run(*args)
-    _assert_bad_input(result, needles)
+    bad_input(result, *needles)
     assert listing(files.folder) == before  # nothing written, nothing replaced
 
 
@@ -379,7 +358,7 @@ def test_densify_bad_input(files, case, listing):
     [_missing_labels, _other_shape, _labels_case("one.tif", _one_class, "only class 0")],
     ids=["missing-labels", "labels-shape-differs", "one-class"],
 )
-def test_densify_bad_input_quiet_is_one_line(files, case):
+def test_densify_bad_input_quiet_is_one_line(files, case, run):
     args, _ = case(files)
     result = run(*args, "--quiet")
     assert result.exit_code == 2
@@ -389,7 +368,7 @@ def test_densify_bad_input_quiet_is_one_line(files, case):
 @pytest.mark.parametrize(
     "case", [_missing_labels, _labels_case("one.tif", _one_class, "only class 0")], ids=["missing-labels", "one-class"]
 )
-def test_densify_bad_input_is_one_line(files, case):
+def test_densify_bad_input_is_one_line(files, case, run):
     args, _ = case(files)
     result = run(*args)
     assert result.exit_code == 2
@@ -424,21 +403,21 @@ def _eval_4d(files):
     [_eval_missing, _eval_shapes, _eval_ignore_shape, _eval_suffix, _eval_4d],
     ids=["missing", "shapes-differ", "ignore-shape-differs", "unsupported-suffix", "4d-labels"],
 )
-def test_eval_bad_input(files, case, listing):
+def test_eval_bad_input(files, case, listing, run, bad_input):
     args, needles = case(files)
     before = listing(files.folder)
     result = run(*args)
-    _assert_bad_input(result, needles)
+    bad_input(result, *needles)
     assert len(result.stderr.strip().splitlines()) == 1
     assert listing(files.folder) == before
 
 
-def test_no_arguments_shows_help():
+def test_no_arguments_shows_help(run):
     result = run()
     assert "densify" in result.output and "eval" in result.output
 
 
-def test_help_shows_device_dependent_defaults(monkeypatch):
+def test_help_shows_device_dependent_defaults(monkeypatch, run):
     monkeypatch.setenv("COLUMNS", "200")  # one line per option
     result = run("densify", "--help")
     assert result.exit_code == 0

@@ -9,14 +9,12 @@ import json
 import os
 import pickle
 import shutil
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import tifffile
 import torch
 from PIL import Image
-from typer.testing import CliRunner
 
 from sparseseg import __version__, cli, io, synthetic, core, modelfolder, workflows
 from sparseseg import labels as L
@@ -24,46 +22,7 @@ from sparseseg.config import Config
 from sparseseg.train import TrainLog
 from sparseseg.suggest import plane_uncertainty, rank_planes
 
-TRAIN = ["--iterations", "3", "--base", "4", "--patch", "8,16,16", "--seed", "0", "--device", "cpu", "--batch-size", "1"]
-CLASSES = [0, 10, 200]  # the class values of the `trained` model
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def run(*args):
-    return CliRunner().invoke(cli.app, [str(a) for a in args])
-
-
-def _refuse_constant(constant):
-    raise ValueError(f"{constant} is not strict JSON")
-
-
-def _one_json(result, exit_code: int = 0) -> dict:
-    """The command ended with ``exit_code`` and printed exactly one line of strict JSON (an object) on stdout, nothing else."""
-    assert result.exit_code == exit_code, result.output
-    assert result.stdout.endswith("\n") and result.stdout.count("\n") == 1, result.stdout
-    data = json.loads(result.stdout, parse_constant=_refuse_constant)
-    assert isinstance(data, dict)
-    return data
-
-
-def _bad_input(result, *needles) -> str:
-    """Exit 2, nothing on stdout; stderr ends with one line 'error: ...' holding every needle (log lines may precede it)."""
-    assert result.exit_code == 2, result.output
-    assert result.stdout == ""
-    assert "Traceback" not in result.output
-    lines = result.stderr.strip().splitlines()
-    assert lines and lines[-1].startswith("error: "), result.stderr
-    assert sum(line.startswith("error: ") for line in lines) == 1, result.stderr
-    for needle in needles:
-        assert str(needle) in lines[-1], (needle, lines[-1])
-    return lines[-1]
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _stop_at(step):
@@ -78,57 +37,32 @@ def _stop_at(step):
     return progress
 
 
-def _relabel(labels):
-    """Class ids 0, 1, 2 -> 0, 10, 200; everything else (255 = unlabeled) unchanged."""
-    lut = np.arange(256, dtype=np.uint8)
-    lut[1], lut[2] = 10, 200
-    return lut[labels]
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory, blobs_small, sparse_small):
-    """One model trained through `densify --save-model` (classes 0, 10, 200, spacing 2,1,1), read-only for the tests."""
-    folder = tmp_path_factory.mktemp("trained")
-    image, truth = blobs_small
-    sparse, planes = sparse_small
-    t = SimpleNamespace(folder=folder, volume=folder / "volume.tif", sparse=folder / "sparse.tif",
-                        truth=folder / "truth.tif", seg=folder / "seg.tif", prob=folder / "prob.tif",
-                        model=folder / "model", planes=planes, shape=image.shape, image=image)
-    tifffile.imwrite(t.volume, image)
-    tifffile.imwrite(t.sparse, _relabel(sparse))
-    tifffile.imwrite(t.truth, _relabel(truth))
-    t.result = run("densify", t.volume, "--slices", t.sparse, "-o", t.seg, "--probabilities", t.prob,
-                   "--save-model", t.model, "--spacing", "2,1,1", *TRAIN, "--json")
-    assert t.result.exit_code == 0, t.result.output
-    return t
-
-
 # --- model folders -------------------------------------------------------------------------
 
 
-def test_densify_save_model_json(trained):
-    summary = _one_json(trained.result)
+def test_densify_save_model_json(trained, one_json):
+    summary = one_json(trained.result)
     assert summary["output"] == [str(p) for p in (trained.seg, trained.prob, trained.model)]
-    assert summary["classes"] == CLASSES and summary["iterations"] == 3
+    assert summary["classes"] == trained.classes and summary["iterations"] == 3
     assert "training on cpu" in trained.result.stderr  # the log goes to stderr, not stdout
     seg = io.read_labels(trained.seg).data
     assert seg.shape == trained.shape and seg.dtype == np.uint8
-    assert set(np.unique(seg)) <= set(CLASSES)
+    assert set(np.unique(seg)) <= set(trained.classes)
 
 
-def test_model_folder_holds_config_and_weights(trained):
+def test_model_folder_holds_config_and_weights(trained, strict_json):
     assert sorted(p.name for p in trained.model.iterdir()) == ["config.json", "weights.pt"]
-    meta = json.loads((trained.model / "config.json").read_text(), parse_constant=_refuse_constant)
+    meta = strict_json((trained.model / "config.json").read_text())
     assert meta["sparseseg_version"] == __version__
     assert meta["in_channels"] == 1
-    assert meta["classes"] == CLASSES
+    assert meta["classes"] == trained.classes
     assert meta["pools"] == [[1, 2, 2], [2, 2, 2], [2, 2, 2]]  # z is twice as coarse: no pooling along it first
     assert isinstance(meta["normalisation"], str) and "percentile" in meta["normalisation"]
     config = meta["config"]
     assert config["spacing"] == [2.0, 1.0, 1.0]
     assert config["base"] == 4 and config["patch"] == [8, 16, 16] and config["seed"] == 0
     assert config["iterations"] == 3 and config["device"] == "cpu" and config["calibrate"] is True
-    assert len(meta["class_offsets"]) == len(CLASSES)  # fitted on the training volumes' annotated voxels
+    assert len(meta["class_offsets"]) == len(trained.classes)  # fitted on the training volumes' annotated voxels
 
 
 def test_weights_are_a_plain_tensor_state_dict(trained):
@@ -144,7 +78,7 @@ def test_weights_are_a_plain_tensor_state_dict(trained):
 
 def test_load_model_round_trip_predicts_the_same(trained):
     model = modelfolder.load_model(trained.model)
-    np.testing.assert_array_equal(model.classes, CLASSES)
+    np.testing.assert_array_equal(model.classes, trained.classes)
     assert model.in_channels == 1 and model.config.spacing == (2.0, 1.0, 1.0) and model.config.patch == (8, 16, 16)
     assert not model.network.training
     segmentation = core.segment(model, trained.image[None])
@@ -153,22 +87,22 @@ def test_load_model_round_trip_predicts_the_same(trained):
     np.testing.assert_array_equal(scaled, io.read_volume(trained.prob).data)
 
 
-def test_densify_refuses_an_existing_model_folder(trained, tmp_path, listing):
+def test_densify_refuses_an_existing_model_folder(trained, tmp_path, listing, run, bad_input, train_args):
     model = tmp_path / "model"
     shutil.copytree(trained.model, model)
     before = listing(tmp_path)
     result = run("densify", trained.volume, "--slices", trained.sparse, "-o", tmp_path / "seg.tif",
-                 "--save-model", model, *TRAIN)
-    _bad_input(result, "model", "--overwrite")
+                 "--save-model", model, *train_args)
+    bad_input(result, "model", "--overwrite")
     assert listing(tmp_path) == before
 
 
-def test_densify_overwrites_a_model_folder_with_overwrite(trained, tmp_path):
+def test_densify_overwrites_a_model_folder_with_overwrite(trained, tmp_path, run, train_args):
     model = tmp_path / "model"
     shutil.copytree(trained.model, model)
     (model / "config.json").write_text(json.dumps({**json.loads((model / "config.json").read_text()), "marker": 1}))
     result = run("densify", trained.volume, "--slices", trained.sparse, "-o", tmp_path / "seg.tif",
-                 "--save-model", model, *TRAIN, "--iterations", "1", "--overwrite", "-q")
+                 "--save-model", model, *train_args, "--iterations", "1", "--overwrite", "-q")
     assert result.exit_code == 0, result.output
     assert "marker" not in json.loads((model / "config.json").read_text())
     assert modelfolder.load_model(model).in_channels == 1
@@ -252,7 +186,7 @@ NOT_A_MODEL = [
 
 
 @pytest.mark.parametrize("case", NOT_A_MODEL)
-def test_predict_refuses_what_is_not_a_model(case, trained, tmp_path, listing):
+def test_predict_refuses_what_is_not_a_model(case, trained, tmp_path, listing, run):
     folder, needles = case(tmp_path, trained)
     before = listing(tmp_path)
     result = run("predict", folder, trained.volume, "-o", tmp_path / "out.tif")
@@ -269,23 +203,23 @@ def test_predict_refuses_what_is_not_a_model(case, trained, tmp_path, listing):
     "case",
     [pytest.param(p.values[0], id=p.id) for p in NOT_A_MODEL],
 )
-def test_not_a_model_message_is_one_line(case, trained, tmp_path):
+def test_not_a_model_message_is_one_line(case, trained, tmp_path, run, bad_input):
     folder, needles = case(tmp_path, trained)
-    _bad_input(run("predict", folder, trained.volume, "-o", tmp_path / "out.tif"), *needles)
+    bad_input(run("predict", folder, trained.volume, "-o", tmp_path / "out.tif"), *needles)
 
 
 # --- train ---------------------------------------------------------------------------------
 
 
-def test_train_two_volumes(files, tmp_path):
+def test_train_two_volumes(files, tmp_path, run, one_json, bad_input, train_args):
     image, truth = synthetic.blobs((16, 32, 32), seed=3)
     sparse, _ = synthetic.sparsify(truth, 2)
     tifffile.imwrite(tmp_path / "v2.tif", image)
     tifffile.imwrite(tmp_path / "s2.tif", sparse)
     folder = tmp_path / "model"
     second = f"{tmp_path / 'v2.tif'}:{tmp_path / 's2.tif'}"
-    result = run("train", "--pair", f"{files.volume}:{files.sparse}", "--pair", second, "-o", folder, *TRAIN, "--json")
-    summary = _one_json(result)
+    result = run("train", "--pair", f"{files.volume}:{files.sparse}", "--pair", second, "-o", folder, *train_args, "--json")
+    summary = one_json(result)
     assert summary["model"] == str(folder)
     assert summary["classes"] == [0, 1, 2] and summary["iterations"] == 3 and summary["stopped_by"] == "iterations"
     assert "sparse.tif" in result.stderr and "s2.tif" in result.stderr  # both label files were read
@@ -294,21 +228,21 @@ def test_train_two_volumes(files, tmp_path):
     assert model.in_channels == 1 and model.classes.tolist() == [0, 1, 2]
     assert model.offsets.shape == (3,)  # calibrated on the annotated voxels of both volumes
     assert "calibrate" in result.stderr
-    again = run("train", "--pair", f"{files.volume}:{files.sparse}", "-o", folder, *TRAIN)
-    _bad_input(again, "model", "--overwrite")
+    again = run("train", "--pair", f"{files.volume}:{files.sparse}", "-o", folder, *train_args)
+    bad_input(again, "model", "--overwrite")
 
 
-def test_train_two_channels_then_predict_needs_two_channels(files, tmp_path, listing):
+def test_train_two_channels_then_predict_needs_two_channels(files, tmp_path, listing, run, bad_input, train_args):
     second = tmp_path / "second.tif"
     tifffile.imwrite(second, -tifffile.imread(files.volume))
     folder = tmp_path / "model"
-    result = run("train", "--pair", f"{files.volume},{second}:{files.sparse}", "-o", folder, *TRAIN, "-q")
+    result = run("train", "--pair", f"{files.volume},{second}:{files.sparse}", "-o", folder, *train_args, "-q")
     assert result.exit_code == 0, result.output
     meta = json.loads((folder / "config.json").read_text())
     assert meta["in_channels"] == 2
     before = listing(tmp_path)
     one = run("predict", folder, files.volume, "-o", tmp_path / "seg.tif")
-    line = _bad_input(one, "channel", "2")
+    line = bad_input(one, "channel", "2")
     assert "volume.tif" in line or str(folder) in line
     assert listing(tmp_path) == before
     two = run("predict", folder, files.volume, second, "-o", tmp_path / "seg.tif", "-q")
@@ -317,26 +251,26 @@ def test_train_two_channels_then_predict_needs_two_channels(files, tmp_path, lis
 
 
 @pytest.mark.parametrize("pair", ["{v}", "{v}:", ":{s}", "{v}{s}"], ids=["no-colon", "no-labels", "no-volume", "no-colon-2"])
-def test_train_refuses_bad_pair_syntax(files, pair, listing):
+def test_train_refuses_bad_pair_syntax(files, pair, listing, run, bad_input, train_args):
     pair = pair.format(v=files.volume.name, s=files.sparse.name)
     before = listing(files.folder)
-    result = run("train", "--pair", pair, "-o", files.folder / "model", *TRAIN)
-    _bad_input(result, "--pair", "VOLUME")
+    result = run("train", "--pair", pair, "-o", files.folder / "model", *train_args)
+    bad_input(result, "--pair", "VOLUME")
     assert listing(files.folder) == before
 
 
-def test_train_refuses_pairs_with_different_channel_counts(files, listing):
+def test_train_refuses_pairs_with_different_channel_counts(files, listing, run, bad_input, train_args):
     second = files.folder / "second.tif"
     tifffile.imwrite(second, tifffile.imread(files.volume))
     before = listing(files.folder)
     result = run("train", "--pair", f"{files.volume}:{files.sparse}", "--pair", f"{files.volume},{second}:{files.sparse}",
-                 "-o", files.folder / "model", *TRAIN)
-    _bad_input(result, "channels", "the first volume has 1")
+                 "-o", files.folder / "model", *train_args)
+    bad_input(result, "channels", "the first volume has 1")
     assert listing(files.folder) == before
 
 
-def test_train_needs_a_pair(files):
-    result = run("train", "-o", files.folder / "model", *TRAIN)
+def test_train_needs_a_pair(files, run, train_args):
+    result = run("train", "-o", files.folder / "model", *train_args)
     assert result.exit_code == 2 and "--pair" in result.output
     assert not (files.folder / "model").exists()
 
@@ -344,17 +278,17 @@ def test_train_needs_a_pair(files):
 # --- predict -------------------------------------------------------------------------------
 
 
-def test_predict_writes_segmentation_probabilities_and_preview(trained, tmp_path):
+def test_predict_writes_segmentation_probabilities_and_preview(trained, tmp_path, run, one_json):
     out, prob, png = tmp_path / "seg.tif", tmp_path / "p.tif", tmp_path / "seg.png"
     result = run("predict", trained.model, trained.volume, "-o", out, "--probabilities", prob, "--preview", png, "--json")
-    summary = _one_json(result)
+    summary = one_json(result)
     assert summary["output"] == [str(out), str(prob), str(png)]
     # one sliding-window pass per annotated axis, each window as deep as the training patch across that axis
-    assert summary["classes"] == CLASSES and len(summary["windows"]) == sum(bool(v) for v in trained.planes.values())
+    assert summary["classes"] == trained.classes and len(summary["windows"]) == sum(bool(v) for v in trained.planes.values())
     assert all(len(w) == 3 for w in summary["windows"])
     seg = io.read_labels(out).data
     assert seg.shape == trained.shape and seg.dtype == np.uint8
-    assert set(np.unique(seg)) <= set(CLASSES)
+    assert set(np.unique(seg)) <= set(trained.classes)
     np.testing.assert_array_equal(seg, io.read_labels(trained.seg).data)  # the model that densify used
     probabilities = io.read_volume(prob).data
     assert probabilities.shape == (3,) + trained.shape and probabilities.dtype == np.uint8
@@ -363,44 +297,44 @@ def test_predict_writes_segmentation_probabilities_and_preview(trained, tmp_path
         assert picture.format == "PNG" and picture.mode == "RGB" and min(picture.size) > 16
 
 
-def test_predict_uint16_class_values(files, tmp_path):
+def test_predict_uint16_class_values(files, tmp_path, run, one_json, train_args):
     truth = np.array([0, 7, 1000], np.uint16)[tifffile.imread(files.truth)]
     sparse, _ = synthetic.sparsify(truth, 2)
     tifffile.imwrite(tmp_path / "s16.tif", sparse)
     folder = tmp_path / "model"
-    assert run("train", "--pair", f"{files.volume}:{tmp_path / 's16.tif'}", "-o", folder, *TRAIN, "-q").exit_code == 0
-    summary = _one_json(run("predict", folder, files.volume, "-o", tmp_path / "seg.nii.gz", "--json"))
+    assert run("train", "--pair", f"{files.volume}:{tmp_path / 's16.tif'}", "-o", folder, *train_args, "-q").exit_code == 0
+    summary = one_json(run("predict", folder, files.volume, "-o", tmp_path / "seg.nii.gz", "--json"))
     assert summary["classes"] == [0, 7, 1000]
     seg = io.read_labels(tmp_path / "seg.nii.gz").data
     assert seg.shape == files.shape and seg.dtype == np.uint16 and set(np.unique(seg)) <= {0, 7, 1000}
 
 
-def test_predict_refuses_an_existing_output(trained, tmp_path):
+def test_predict_refuses_an_existing_output(trained, tmp_path, run, bad_input):
     out = tmp_path / "seg.tif"
     out.write_bytes(b"old")
-    _bad_input(run("predict", trained.model, trained.volume, "-o", out), "seg.tif", "--overwrite")
+    bad_input(run("predict", trained.model, trained.volume, "-o", out), "seg.tif", "--overwrite")
     assert out.read_bytes() == b"old"
     png = tmp_path / "p.png"
     png.write_bytes(b"old")
-    _bad_input(run("predict", trained.model, trained.volume, "-o", tmp_path / "new.tif", "--preview", png), "p.png")
+    bad_input(run("predict", trained.model, trained.volume, "-o", tmp_path / "new.tif", "--preview", png), "p.png")
     assert not (tmp_path / "new.tif").exists()
 
 
-def test_predict_refuses_a_bad_device(trained, tmp_path):
-    _bad_input(run("predict", trained.model, trained.volume, "-o", tmp_path / "seg.tif", "--device", "tpu"), "device")
+def test_predict_refuses_a_bad_device(trained, tmp_path, run, bad_input):
+    bad_input(run("predict", trained.model, trained.volume, "-o", tmp_path / "seg.tif", "--device", "tpu"), "device")
 
 
 # --- warm start ----------------------------------------------------------------------------
 
 
-def test_warm_start_with_zero_iterations_predicts_like_the_saved_model(trained, tmp_path, listing):
+def test_warm_start_with_zero_iterations_predicts_like_the_saved_model(trained, tmp_path, listing, run, one_json):
     before = listing(trained.model)
     out = tmp_path / "seg.tif"
     result = run("densify", trained.volume, "--slices", trained.sparse, "-o", out, "--init", trained.model,
                  "--iterations", "0", "--patch", "8,16,16", "--device", "cpu", "--seed", "0", "--json")
-    summary = _one_json(result)  # final_loss is NaN after 0 steps: it must come out as null
+    summary = one_json(result)  # final_loss is NaN after 0 steps: it must come out as null
     assert summary["iterations"] == 0 and summary["final_loss"] is None
-    assert summary["classes"] == CLASSES
+    assert summary["classes"] == trained.classes
     assert summary["parameters"] == modelfolder.load_model(trained.model).parameters  # --base came from the model
     np.testing.assert_array_equal(io.read_labels(out).data, io.read_labels(trained.seg).data)
     assert listing(trained.model) == before
@@ -424,34 +358,34 @@ def test_warm_start_starts_from_the_saved_weights(trained, monkeypatch):
     assert model.config.base == 4 and model.config.spacing == (2.0, 1.0, 1.0)
 
 
-def test_warm_start_keeps_the_model_classes(trained, tmp_path):
+def test_warm_start_keeps_the_model_classes(trained, tmp_path, run, one_json, train_args):
     """Labels holding a subset of the model's classes: the new model still knows all of them."""
     sparse = io.read_labels(trained.sparse).data.copy()
     sparse[sparse == 200] = 255
     tifffile.imwrite(tmp_path / "fewer.tif", sparse)
     result = run("densify", trained.volume, "--slices", tmp_path / "fewer.tif", "-o", tmp_path / "seg.tif",
-                 "--init", trained.model, "--save-model", tmp_path / "m2", *TRAIN, "--iterations", "2", "--json")
-    summary = _one_json(result)
-    assert summary["classes"] == CLASSES and summary["iterations"] == 2
-    assert json.loads((tmp_path / "m2" / "config.json").read_text())["classes"] == CLASSES
+                 "--init", trained.model, "--save-model", tmp_path / "m2", *train_args, "--iterations", "2", "--json")
+    summary = one_json(result)
+    assert summary["classes"] == trained.classes and summary["iterations"] == 2
+    assert json.loads((tmp_path / "m2" / "config.json").read_text())["classes"] == trained.classes
 
 
-def test_warm_start_refuses_an_unknown_class(trained, tmp_path, listing):
+def test_warm_start_refuses_an_unknown_class(trained, tmp_path, listing, run, bad_input, train_args):
     sparse = io.read_labels(trained.sparse).data.copy()
     sparse[sparse == 10] = 7
     tifffile.imwrite(tmp_path / "other.tif", sparse)
     before = listing(tmp_path)
     result = run("densify", trained.volume, "--slices", tmp_path / "other.tif", "-o", tmp_path / "seg.tif",
-                 "--init", trained.model, *TRAIN)
-    _bad_input(result, "--init", "[7]")
+                 "--init", trained.model, *train_args)
+    bad_input(result, "--init", "[7]")
     assert listing(tmp_path) == before
 
 
-def test_warm_start_refuses_another_channel_count(trained, tmp_path, listing):
+def test_warm_start_refuses_another_channel_count(trained, tmp_path, listing, run, bad_input, train_args):
     before = listing(tmp_path)
     result = run("densify", trained.volume, trained.volume, "--slices", trained.sparse, "-o", tmp_path / "seg.tif",
-                 "--init", trained.model, *TRAIN)
-    _bad_input(result, "--init", "channel")
+                 "--init", trained.model, *train_args)
+    bad_input(result, "--init", "channel")
     assert listing(tmp_path) == before
 
 
@@ -478,12 +412,12 @@ def _check_suggestions(suggestions, planes, top):
             assert abs(s["index"] - t) >= 2  # default distance on these short axes
 
 
-def test_suggest_from_probabilities_json(files, listing):
+def test_suggest_from_probabilities_json(files, listing, run, one_json):
     prob = files.folder / "p.tif"
     io.write_volume(prob, _probabilities(files.shape))
     before = listing(files.folder)
     result = run("suggest", files.volume, "--probabilities", prob, "--slices", files.sparse, "--top", "3", "--json")
-    data = _one_json(result)
+    data = one_json(result)
     assert list(data) == ["suggestions"]
     _check_suggestions(data["suggestions"], files.planes, 3)
     best = data["suggestions"][0]
@@ -493,14 +427,14 @@ def test_suggest_from_probabilities_json(files, listing):
     assert listing(files.folder) == before
 
 
-def test_suggest_without_slices_suggests_annotated_planes_too(files):
+def test_suggest_without_slices_suggests_annotated_planes_too(files, run, one_json):
     prob = files.folder / "p.tif"
     io.write_volume(prob, _probabilities(files.shape))
-    data = _one_json(run("suggest", files.volume, "--probabilities", prob, "--top", "2", "--json"))
+    data = one_json(run("suggest", files.volume, "--probabilities", prob, "--top", "2", "--json"))
     assert {(s["axis"], s["index"]) for s in data["suggestions"]} == {("z", 4), ("y", 12)}  # equally uncertain
 
 
-def test_suggest_table(files):
+def test_suggest_table(files, run):
     prob = files.folder / "p.tif"
     io.write_volume(prob, _probabilities(files.shape))
     result = run("suggest", files.volume, "--probabilities", prob, "--slices", files.sparse, "--top", "3")
@@ -509,10 +443,10 @@ def test_suggest_table(files):
     assert "y=12" in result.stderr and "--init" in result.stderr  # the hint goes to stderr
 
 
-def test_suggest_with_a_model(trained):
+def test_suggest_with_a_model(trained, run, one_json):
     result = run("suggest", trained.volume, "--model", trained.model, "--slices", trained.sparse, "--top", "3",
                  "--device", "cpu", "--json")
-    data = _one_json(result)
+    data = one_json(result)
     _check_suggestions(data["suggestions"], trained.planes, 3)
     model = modelfolder.load_model(trained.model)
     expected = rank_planes(plane_uncertainty(core.segment(model, trained.image[None]).probabilities), trained.planes, 3)
@@ -521,49 +455,49 @@ def test_suggest_with_a_model(trained):
         assert got["uncertainty"] == pytest.approx(want.uncertainty, rel=1e-6)
 
 
-def test_suggest_needs_a_model_or_probabilities(files):
-    _bad_input(run("suggest", files.volume, "--slices", files.sparse), "model folder", "probabilities")
+def test_suggest_needs_a_model_or_probabilities(files, run, bad_input):
+    bad_input(run("suggest", files.volume, "--slices", files.sparse), "model folder", "probabilities")
 
 
-def test_suggest_refuses_top_zero(files):
+def test_suggest_refuses_top_zero(files, run, bad_input):
     prob = files.folder / "p.tif"
     io.write_volume(prob, _probabilities(files.shape))
-    _bad_input(run("suggest", files.volume, "--probabilities", prob, "--top", "0"), "--top")
+    bad_input(run("suggest", files.volume, "--probabilities", prob, "--top", "0"), "--top")
 
 
-def test_suggest_refuses_probabilities_of_another_shape(files):
+def test_suggest_refuses_probabilities_of_another_shape(files, run, bad_input):
     prob = files.folder / "p.tif"
     io.write_volume(prob, _probabilities(files.shape)[:, :-1])
-    _bad_input(run("suggest", files.volume, "--probabilities", prob), "p.tif", "probabilities")
-    _bad_input(run("suggest", files.volume, "--probabilities", files.truth), "truth.tif", "probabilities")
+    bad_input(run("suggest", files.volume, "--probabilities", prob), "p.tif", "probabilities")
+    bad_input(run("suggest", files.volume, "--probabilities", files.truth), "truth.tif", "probabilities")
 
 
-def test_suggest_refuses_slices_of_another_shape(files):
+def test_suggest_refuses_slices_of_another_shape(files, run, bad_input):
     prob = files.folder / "p.tif"
     io.write_volume(prob, _probabilities(files.shape))
     tifffile.imwrite(files.folder / "small.tif", tifffile.imread(files.sparse)[1:])
-    _bad_input(run("suggest", files.volume, "--probabilities", prob, "--slices", files.folder / "small.tif"),
+    bad_input(run("suggest", files.volume, "--probabilities", prob, "--slices", files.folder / "small.tif"),
                "small.tif", "differs")
 
 
-def test_suggest_refuses_one_channel_probabilities(files):
+def test_suggest_refuses_one_channel_probabilities(files, run, bad_input):
     prob = files.folder / "p.tif"
     io.write_volume(prob, _probabilities(files.shape)[:1])
-    _bad_input(run("suggest", files.volume, "--probabilities", prob), "p.tif")
+    bad_input(run("suggest", files.volume, "--probabilities", prob), "p.tif")
 
 
-def test_suggest_refuses_probabilities_with_nan(files):
+def test_suggest_refuses_probabilities_with_nan(files, run, bad_input):
     prob = files.folder / "p.tif"
     probs = _probabilities(files.shape).astype(np.float32) / 255
     probs[:, 0, 0, 0] = np.nan
     io.write_volume(prob, probs)
-    _bad_input(run("suggest", files.volume, "--probabilities", prob, "--json"), "p.tif", "NaN")
+    bad_input(run("suggest", files.volume, "--probabilities", prob, "--json"), "p.tif", "NaN")
 
 
 # --- preview -------------------------------------------------------------------------------
 
 
-def test_preview_writes_a_png(files):
+def test_preview_writes_a_png(files, run):
     out = files.folder / "x.png"
     result = run("preview", files.volume, files.sparse, "-o", out)
     assert result.exit_code == 0, result.output
@@ -585,39 +519,39 @@ def test_preview_writes_a_png(files):
      ("1,2,3,4", "--centre"), ("", "--centre")],
     ids=["z-too-large", "x-too-large", "negative", "two-values", "not-numbers", "four-values", "empty"],
 )
-def test_preview_refuses_a_bad_centre(files, centre, needle, listing):
+def test_preview_refuses_a_bad_centre(files, centre, needle, listing, run, bad_input):
     before = listing(files.folder)
-    _bad_input(run("preview", files.volume, files.sparse, "-o", files.folder / "x.png", "--centre", centre), needle)
+    bad_input(run("preview", files.volume, files.sparse, "-o", files.folder / "x.png", "--centre", centre), needle)
     assert listing(files.folder) == before
 
 
-def test_preview_refuses_an_existing_png(files):
+def test_preview_refuses_an_existing_png(files, run, bad_input):
     out = files.folder / "x.png"
     out.write_bytes(b"old")
-    _bad_input(run("preview", files.volume, files.sparse, "-o", out), "x.png", "--overwrite")
+    bad_input(run("preview", files.volume, files.sparse, "-o", out), "x.png", "--overwrite")
     assert out.read_bytes() == b"old"
     assert run("preview", files.volume, files.sparse, "-o", out, "--overwrite").exit_code == 0
     with Image.open(out) as picture:
         assert picture.format == "PNG"
 
 
-def test_preview_refuses_other_outputs_and_shapes(files, listing):
+def test_preview_refuses_other_outputs_and_shapes(files, listing, run, bad_input):
     before = listing(files.folder)
-    _bad_input(run("preview", files.volume, files.sparse, "-o", files.folder / "x.tif"), "x.tif", "unsupported")
+    bad_input(run("preview", files.volume, files.sparse, "-o", files.folder / "x.tif"), "x.tif", "unsupported")
     tifffile.imwrite(files.folder / "small.tif", tifffile.imread(files.sparse)[1:])
     before["small.tif"] = (files.folder / "small.tif").read_bytes()
-    _bad_input(run("preview", files.volume, files.folder / "small.tif", "-o", files.folder / "x.png"), "small.tif")
+    bad_input(run("preview", files.volume, files.folder / "small.tif", "-o", files.folder / "x.png"), "small.tif")
     assert listing(files.folder) == before
 
 
 # --- sweep ---------------------------------------------------------------------------------
 
 
-def test_sweep_writes_a_report(files):
+def test_sweep_writes_a_report(files, run, one_json, train_args):
     report = files.folder / "report"
     result = run("sweep", files.volume, "--gt", files.truth, "--planes", "1,2", "--axes", "z", "-o", report,
-                 *TRAIN, "--iterations", "2", "--json")
-    data = _one_json(result)
+                 *train_args, "--iterations", "2", "--json")
+    data = one_json(result)
     assert [row["planes_per_axis"] for row in data["rows"]] == [1, 2]
     assert data["written"] == [str(report / n) for n in ("sweep.csv", "sweep.json", "sweep.png")]
     assert "training on cpu" in result.stderr
@@ -633,10 +567,10 @@ def test_sweep_writes_a_report(files):
         assert picture.format == "PNG" and picture.size == (720, 480)
 
 
-def test_sweep_repeats_each_plane_count_with_successive_seeds(files):
+def test_sweep_repeats_each_plane_count_with_successive_seeds(files, run, one_json, train_args):
     result = run("sweep", files.volume, "--gt", files.truth, "--planes", "1,2", "--axes", "z", "--repeats", "2",
-                 *TRAIN, "--iterations", "1", "--seed", "5", "--json")
-    data = _one_json(result)
+                 *train_args, "--iterations", "1", "--seed", "5", "--json")
+    data = one_json(result)
     assert [(r["planes_per_axis"], r["seed"]) for r in data["rows"]] == [(1, 5), (1, 6), (2, 5), (2, 6)]
     assert result.stderr.count("seed 5") == 2 and result.stderr.count("seed 6") == 2
     means = data["means"]
@@ -647,35 +581,35 @@ def test_sweep_repeats_each_plane_count_with_successive_seeds(files):
         assert (m["mean_fg_iou_min"], m["mean_fg_iou_max"]) == (min(fg), max(fg))
 
 
-def test_sweep_stagger_shifts_the_planes_in_each_run(files):
+def test_sweep_stagger_shifts_the_planes_in_each_run(files, run, train_args):
     report = files.folder / "report"
     result = run("sweep", files.volume, "--gt", files.truth, "--planes", "1", "--axes", "z", "--repeats", "2",
-                 "--stagger", "-o", report, *TRAIN, "--iterations", "1", "--seed", "0")
+                 "--stagger", "-o", report, *train_args, "--iterations", "1", "--seed", "0")
     assert result.exit_code == 0, result.stderr
     rows = json.loads((report / "sweep.json").read_text())
     assert [r["offset"] for r in rows] == [0.25, 0.75]
     assert [r["planes"]["z"] for r in rows] == [[3], [9]]  # at 0.25 and 0.75 of the 12 planes
 
 
-def test_sweep_tables_are_whole_in_a_pipe(files, monkeypatch):
+def test_sweep_tables_are_whole_in_a_pipe(files, monkeypatch, run, train_args):
     monkeypatch.delenv("COLUMNS", raising=False)
     truth = tifffile.imread(files.truth)
     truth[..., truth.shape[2] // 2:] *= 2  # classes 0, 1, 2, 4: as many columns as BraTS, wider than 80
     tifffile.imwrite(files.folder / "five.tif", truth)
     result = run("sweep", files.volume, "--gt", files.folder / "five.tif", "--planes", "1", "--axes", "z",
-                 "--repeats", "2", *TRAIN, "--iterations", "1")
+                 "--repeats", "2", *train_args, "--iterations", "1")
     assert result.exit_code == 0, result.stderr
     assert "lowest" in result.stdout and "highest" in result.stdout
     assert "…" not in result.stdout
 
 
-def test_sweep_refuses_existing_report_files(files, listing):
+def test_sweep_refuses_existing_report_files(files, listing, run, bad_input, train_args):
     report = files.folder / "report"
     report.mkdir()
     (report / "sweep.png").write_bytes(b"old")
     before = listing(files.folder)
-    result = run("sweep", files.volume, "--gt", files.truth, "--planes", "1", "--axes", "z", "-o", report, *TRAIN)
-    _bad_input(result, "sweep", "--overwrite")
+    result = run("sweep", files.volume, "--gt", files.truth, "--planes", "1", "--axes", "z", "-o", report, *train_args)
+    bad_input(result, "sweep", "--overwrite")
     assert listing(files.folder) == before
 
 
@@ -686,38 +620,38 @@ def test_sweep_refuses_existing_report_files(files, listing):
      ("--repeats", "0", "--repeats")],
     ids=["planes-0", "planes-a", "planes-empty-item", "planes-negative", "axes-q", "axes-zz", "axes-empty", "repeats-0"],
 )
-def test_sweep_refuses_bad_planes_and_axes(files, option, value, needle, listing):
+def test_sweep_refuses_bad_planes_and_axes(files, option, value, needle, listing, run, bad_input, train_args):
     args = {"--planes": "1", "--axes": "z", option: value}
     before = listing(files.folder)
     result = run("sweep", files.volume, "--gt", files.truth, *(x for kv in args.items() for x in kv),
-                 "-o", files.folder / "report", *TRAIN)
-    _bad_input(result, needle)
+                 "-o", files.folder / "report", *train_args)
+    bad_input(result, needle)
     assert listing(files.folder) == before
 
 
-def test_sweep_refuses_more_planes_than_the_axis_has(files):
-    result = run("sweep", files.volume, "--gt", files.truth, "--planes", "1,13", "--axes", "z", *TRAIN)
-    _bad_input(result, "--planes 13", "12 planes")
+def test_sweep_refuses_more_planes_than_the_axis_has(files, run, bad_input, train_args):
+    result = run("sweep", files.volume, "--gt", files.truth, "--planes", "1,13", "--axes", "z", *train_args)
+    bad_input(result, "--planes 13", "12 planes")
 
 
-def test_sweep_bad_plane_count_writes_nothing(files, listing):
+def test_sweep_bad_plane_count_writes_nothing(files, listing, run, train_args):
     before = listing(files.folder)
     result = run("sweep", files.volume, "--gt", files.truth, "--planes", "13", "--axes", "z", "-o",
-                 files.folder / "report", *TRAIN)
+                 files.folder / "report", *train_args)
     assert result.exit_code == 2
     assert listing(files.folder) == before
 
 
-def test_sweep_refuses_a_report_path_that_is_a_file(files):
+def test_sweep_refuses_a_report_path_that_is_a_file(files, run, bad_input, train_args):
     (files.folder / "report").write_text("x")
     result = run("sweep", files.volume, "--gt", files.truth, "--planes", "1", "--axes", "z", "-o",
-                 files.folder / "report", *TRAIN)
-    _bad_input(result, "report")
+                 files.folder / "report", *train_args)
+    bad_input(result, "report")
 
 
-def test_sweep_refuses_as_many_planes_as_the_axis_has(files):
-    result = run("sweep", files.volume, "--gt", files.truth, "--planes", "12", "--axes", "z", *TRAIN)
-    _bad_input(result, "--planes 12")
+def test_sweep_refuses_as_many_planes_as_the_axis_has(files, run, bad_input, train_args):
+    result = run("sweep", files.volume, "--gt", files.truth, "--planes", "12", "--axes", "z", *train_args)
+    bad_input(result, "--planes 12")
 
 
 # --- Ctrl-C --------------------------------------------------------------------------------
@@ -761,9 +695,9 @@ def ctrl_c_at_step_2(monkeypatch):
     monkeypatch.setattr(cli.TrainingProgress, "__call__", call)
 
 
-def test_cli_interrupt_without_partial_exits_130(files, ctrl_c_at_step_2, listing):
+def test_cli_interrupt_without_partial_exits_130(files, ctrl_c_at_step_2, listing, run, train_args):
     before = listing(files.folder)
-    result = run("densify", files.volume, "--slices", files.sparse, "-o", files.folder / "seg.tif", *TRAIN,
+    result = run("densify", files.volume, "--slices", files.sparse, "-o", files.folder / "seg.tif", *train_args,
                  "--iterations", "5", "--save-model", files.folder / "model", "--no-partial", "--json")
     assert result.exit_code == 130, result.output
     assert result.stdout == ""
@@ -771,18 +705,18 @@ def test_cli_interrupt_without_partial_exits_130(files, ctrl_c_at_step_2, listin
     assert listing(files.folder) == before
 
 
-def test_cli_interrupt_with_partial_segments_with_the_model_so_far(files, ctrl_c_at_step_2):
+def test_cli_interrupt_with_partial_segments_with_the_model_so_far(files, ctrl_c_at_step_2, run, one_json, train_args):
     out = files.folder / "seg.tif"
-    result = run("densify", files.volume, "--slices", files.sparse, "-o", out, *TRAIN, "--iterations", "5", "--json")
-    summary = _one_json(result, exit_code=130)
+    result = run("densify", files.volume, "--slices", files.sparse, "-o", out, *train_args, "--iterations", "5", "--json")
+    summary = one_json(result, exit_code=130)
     assert summary["stopped_by"] == "interrupt" and summary["iterations"] == 2 and summary["interrupted"] is True
     assert "interrupted" in result.stderr
     assert io.read_labels(out).data.shape == files.shape
 
 
-def test_cli_train_interrupted_saves_the_model_so_far(files, ctrl_c_at_step_2):
+def test_cli_train_interrupted_saves_the_model_so_far(files, ctrl_c_at_step_2, run, one_json, train_args):
     folder = files.folder / "model"
-    summary = _one_json(run("train", "--pair", f"{files.volume}:{files.sparse}", "-o", folder, *TRAIN,
+    summary = one_json(run("train", "--pair", f"{files.volume}:{files.sparse}", "-o", folder, *train_args,
                             "--iterations", "5", "--json"), exit_code=130)
     assert summary["stopped_by"] == "interrupt" and summary["iterations"] == 2 and summary["interrupted"] is True
     assert modelfolder.load_model(folder).classes.tolist() == [0, 1, 2]
@@ -791,15 +725,15 @@ def test_cli_train_interrupted_saves_the_model_so_far(files, ctrl_c_at_step_2):
 # --- --json for pipelines ------------------------------------------------------------------
 
 
-def test_eval_json_on_a_prediction(trained):
-    data = _one_json(run("eval", trained.seg, "--gt", trained.truth, "--ignore", trained.sparse, "--json"))
-    assert [c["label"] for c in data["classes"]] == CLASSES
+def test_eval_json_on_a_prediction(trained, run, one_json):
+    data = one_json(run("eval", trained.seg, "--gt", trained.truth, "--ignore", trained.sparse, "--json"))
+    assert [c["label"] for c in data["classes"]] == trained.classes
 
 
-def test_json_output_is_never_interleaved_with_progress(trained, tmp_path):
+def test_json_output_is_never_interleaved_with_progress(trained, tmp_path, run, one_json):
     """Even without --quiet, a --json run's stdout is the JSON line alone; the bar and log are on stderr."""
     result = run("predict", trained.model, trained.volume, "-o", tmp_path / "seg.tif", "--json")
-    summary = _one_json(result)
+    summary = one_json(result)
     assert "seconds_infer" in summary and result.stderr == ""
 
 
