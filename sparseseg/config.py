@@ -7,6 +7,7 @@ the weights of a model folder.
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, fields, replace
 
 from sparseseg import UNLABELED
@@ -141,9 +142,9 @@ class Config:
 
     @classmethod
     def from_dict(cls, data: dict) -> "Config":
-        """The config saved by `to_dict`; an unknown or missing field is an `InputError` naming it."""
+        """The config saved by `to_dict`; an unknown, missing or mistyped field is an `InputError` naming it."""
         if not isinstance(data, dict):
-            raise InputError(f"expected the config's fields, got {type(data).__name__}")
+            raise InputError("config: expected an object of settings")
         known = [f.name for f in fields(cls)]
         unknown = sorted(set(data) - set(known))
         missing = [name for name in known if name not in data]
@@ -151,13 +152,37 @@ class Config:
             found = "; ".join(p for p in (f"unknown field(s) {unknown}" if unknown else "",
                                           f"missing field(s) {missing}" if missing else "") if p)
             raise InputError(f"config: {found}")
-        values = dict(data)
-        for name in ("patch", "spacing"):
-            if values[name] is not None:
-                if not isinstance(values[name], (list, tuple)):
-                    raise InputError("must be three numbers z,y,x", param=name, value=values[name])
-                values[name] = tuple(values[name])
-        try:
-            return cls(**values)
-        except TypeError as exc:  # e.g. a number where a list belongs: compared with None or an int
-            raise InputError(f"config: a field has the wrong type ({exc})") from None
+        values = {}
+        for f in fields(cls):
+            value = data[f.name]
+            if not _fits(value, str(f.type)):
+                raise InputError(f"config: field {f.name!r} must be {_KINDS_SAID[_kind(str(f.type))]}, "
+                                 f"found {json.dumps(value)[:40]}")
+            if isinstance(value, (list, tuple)):
+                value = tuple(value)
+            elif _kind(str(f.type)) == "int" and value is not None:
+                value = int(value)
+            values[f.name] = value
+        return cls(**values)
+
+
+def _kind(annotation: str) -> str:
+    return next(k for k in ("tuple", "bool", "int", "float", "str") if k in annotation)
+
+
+_KINDS_SAID = {"tuple": "three numbers z,y,x", "bool": "true or false", "int": "a whole number", "float": "a number",
+               "str": "a word"}
+
+
+def _fits(value, annotation: str) -> bool:
+    """Whether a JSON value fits a field annotated ``annotation`` (e.g. 'int | None')."""
+    if value is None:
+        return "None" in annotation
+    kind = _kind(annotation)
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    return {"tuple": isinstance(value, (list, tuple)) and len(value) == 3 and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in value),
+            "bool": isinstance(value, bool),
+            "int": number and float(value).is_integer(),
+            "float": number,
+            "str": isinstance(value, str)}[kind]

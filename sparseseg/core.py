@@ -25,7 +25,7 @@ from sparseseg.errors import InputError
 from sparseseg.labels import Annotation, weight_map, weights_from_counts
 from sparseseg.model import UNet3D, count_parameters
 from sparseseg.planning import (
-    anisotropy, clip_patch, default_patch, inference_windows, pooling_kernels, size_multiple, thin_depths,
+    anisotropy, inference_windows, pooling_kernels, size_multiple, thin_depths, training_patch,
 )
 from sparseseg.preprocess import normalise
 from sparseseg.train import Progress, TrainData, TrainLog, train
@@ -127,6 +127,15 @@ def check_memory(patch: Sequence[int], batch_size: int, base: int, device: torch
                          "here: lower patch, batch_size or base", param="patch", value=tuple(patch))
 
 
+def check_training(config: Config, shape: Sequence[int], init: Model | None = None) -> None:
+    """Check before reading anything more that ``config`` can train on a volume of ``shape`` (raises `InputError`)."""
+    config = config.resolved(resolve_device(config.device).type == "cuda")
+    if init is not None:
+        config = replace(config, depth=init.config.depth, spacing=init.config.spacing)
+    pools = init.network.pools if init is not None else pooling_kernels(config.spacing, config.depth)
+    training_patch(config.patch, shape, config.spacing, size_multiple(pools), config.batch_size)
+
+
 def fit(
     images: Sequence[np.ndarray],
     annotations: Sequence[Annotation],
@@ -178,12 +187,9 @@ def fit(
     pools = init.network.pools if init is not None else pooling_kernels(config.spacing, config.depth)
     multiple = size_multiple(pools)
     smallest = tuple(min(a.target.shape[i] for a in annotations) for i in range(3))
-    patch = config.patch or default_patch(smallest, config.spacing, multiple)
-    if any(p % m for p, m in zip(patch, multiple)):
-        raise InputError(f"each axis must be a multiple of {','.join(map(str, multiple))} for this network", param="patch", value=patch)
-    if clip_patch(patch, smallest, multiple) != tuple(patch):
-        log.warning("patch %s is larger than the volume %s: clipped to %s", patch, smallest, clip_patch(patch, smallest, multiple))
-        patch = clip_patch(patch, smallest, multiple)
+    patch, clipped = training_patch(config.patch, smallest, config.spacing, multiple, config.batch_size)
+    if clipped:
+        log.warning("patch %s is larger than the volume %s: clipped to %s", config.patch, smallest, patch)
     check_memory(patch, config.batch_size, config.base, device)
     warnings = [f"{name} is 0: training ends before its first step, so the segmentation comes from an untrained network"
                 for name in ("iterations", "time_budget") if getattr(config, name) == 0]

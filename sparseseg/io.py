@@ -277,7 +277,7 @@ def _write_tiff(path: Path, data: np.ndarray, spacing) -> None:
     import tifffile
 
     axes = "ZYX" if data.ndim == 3 else "CZYX"
-    kwargs: dict[str, Any] = {"compression": "zlib", "metadata": {"axes": axes}}
+    kwargs: dict[str, Any] = {"compression": "zlib", "metadata": {"axes": axes}, "photometric": "minisblack"}
     if spacing is not None:
         z, y, x = spacing
         kwargs["resolution"] = (1.0 / x, 1.0 / y)  # tifffile: X, then Y

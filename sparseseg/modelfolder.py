@@ -8,6 +8,7 @@ run never leaves a folder that looks like a model.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -83,10 +84,12 @@ def save_model(folder: str | os.PathLike, model: Model, overwrite: bool = False)
             folder.rmdir()
         tmp.chmod(0o777 & ~_umask())  # mkdtemp makes 0700; give the folder the mode a plain mkdir would
         os.replace(tmp, folder)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         if old is not None and not folder.exists():
             os.replace(old / "model", folder)  # put the previous model back
+        if isinstance(exc, OSError):  # a full disk, a read-only folder
+            raise InputError(f"{folder}: cannot write the model ({exc.strerror or exc}); nothing was changed there") from exc
         raise
     finally:
         if old is not None:
@@ -107,7 +110,7 @@ def _field(meta: dict, name: str, check, rule: str):
     except (TypeError, ValueError):
         ok = False
     if not ok:
-        raise InputError(f"field {name!r} {rule}, found {value!r:.80}")
+        raise InputError(f"field {name!r} {rule}, found {json.dumps(value)[:80]}")
     return value
 
 
@@ -132,9 +135,12 @@ def load_model(folder: str | os.PathLike) -> Model:
     where = f"{folder / CONFIG}"
     if not isinstance(meta, dict):
         raise InputError(f"{where}: not a sparseseg model config (expected an object of fields)")
-    if meta.get("format_version") != FORMAT_VERSION:
-        raise InputError(f"{where}: model format version {meta.get('format_version')!r}, this sparseseg reads version "
-                         f"{FORMAT_VERSION} (train the model again with this version)")
+    if "format_version" not in meta:
+        raise InputError(f"{where}: field 'format_version' missing: written by an older sparseseg, or not a model "
+                         f"(train the model again with this version)")
+    if meta["format_version"] != FORMAT_VERSION:
+        raise InputError(f"{where}: field 'format_version' is {json.dumps(meta['format_version'])[:40]}, this sparseseg reads "
+                         f"version {FORMAT_VERSION} (train the model again with this version)")
     missing = [name for name in FIELDS if name not in meta]
     if missing:
         raise InputError(f"{where}: field(s) {missing} missing")
@@ -148,6 +154,7 @@ def load_model(folder: str | os.PathLike) -> Model:
                        "must list one pooling kernel [z, y, x] per level")
         shapes = _field(meta, "train_shapes", lambda v: isinstance(v, dict) and set(v) <= {"z", "y", "x", "cube"}
                         and all(_ints(3)(s) for s in v.values()), "must map z, y, x or cube to a patch [z, y, x]")
+        _field(meta, "config", lambda v: isinstance(v, dict), "must be an object of training settings")
         config = Config.from_dict(meta["config"])
     except InputError as exc:
         raise InputError(f"{where}: {exc}") from None

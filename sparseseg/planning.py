@@ -11,6 +11,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from sparseseg.errors import InputError
+
 #: Axis names in array order: every volume is (Z, Y, X), or (C, Z, Y, X).
 AXES = "zyx"
 
@@ -83,6 +85,30 @@ def default_patch(
 def clip_patch(patch: Sequence[int], shape: Sequence[int], multiple: Sequence[int]) -> tuple[int, int, int]:
     """``patch`` no larger along any axis than ``shape`` needs (rounded up to ``multiple``)."""
     return tuple(min(int(p), int(np.ceil(s / m)) * m) for p, s, m in zip(patch, shape, multiple))
+
+
+def training_patch(
+    patch: Sequence[int] | None,
+    shape: Sequence[int],
+    spacing: Sequence[float] | None,
+    multiple: Sequence[int],
+    batch_size: int,
+) -> tuple[tuple[int, int, int], bool]:
+    """The training patch for a volume of ``shape``: ``patch`` (None: `default_patch`), checked and clipped.
+
+    Returns the patch and whether it was clipped to the volume. Raises `InputError` (naming
+    ``patch``) for an axis that is no multiple of ``multiple``, or for a patch so small that
+    the network's deepest level would see one voxel per batch, where batch norm cannot train.
+    """
+    patch = tuple(int(p) for p in patch) if patch else default_patch(shape, spacing, multiple)
+    if any(p % m for p, m in zip(patch, multiple)):
+        raise InputError(f"each axis must be a multiple of {','.join(map(str, multiple))} for this network",
+                         param="patch", value=patch)
+    clipped = clip_patch(patch, shape, multiple)
+    if batch_size * int(np.prod([p // m for p, m in zip(clipped, multiple)])) < 2:
+        raise InputError(f"too small for this network (one voxel at its deepest level, batch size {batch_size}): "
+                         f"make an axis at least {2 * max(multiple)} or the batch size at least 2", param="patch", value=clipped)
+    return clipped, clipped != patch
 
 
 def thin_depths(

@@ -19,7 +19,7 @@ import numpy as np
 from sparseseg import UNLABELED, io
 from sparseseg.config import Config
 from sparseseg.core import (
-    Model, Segmentation, calibrate, fit, loss_weights, network_probabilities, resolve_device, segment, segment_calibrated,
+    Model, Segmentation, calibrate, check_training, fit, loss_weights, network_probabilities, resolve_device, segment, segment_calibrated,
 )
 from sparseseg.errors import InputError
 from sparseseg.labels import Annotation, annotated_mask, check_class_ids, parse_planes, read_annotation
@@ -129,6 +129,7 @@ def densify(
     resolve_device(config.device)
     start_model = load_model(init) if init is not None else None
     image, annotation, how = read_pair(volumes, labels, config.unlabeled, planes)
+    check_training(with_spacing(config, image), image.data.shape[1:], start_model)
     log.info("%s: %s", labels, how)
     model, train_log = fit([image.data], [annotation], with_spacing(config, image), progress, start_model)
     if train_log.stopped_by == "interrupt":
@@ -168,8 +169,9 @@ def train_files(
         image, annotation, how = read_pair(volumes, labels, config.unlabeled)
         if images and image.data.shape[0] != images[0].shape[0]:
             raise InputError(f"{image.path}: {image.data.shape[0]} channels, the first volume has {images[0].shape[0]}")
-        log.info("%s: %s", labels, how)
         config = with_spacing(config, image)
+        check_training(config, image.data.shape[1:], start_model)
+        log.info("%s: %s", labels, how)
         images.append(image.data)
         annotations.append(annotation)
     model, train_log = fit(images, annotations, config, progress, start_model)

@@ -30,11 +30,6 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 INTERNALS = ("Traceback", "KeyError", "TypeError", "NoneType", "AttributeError", "IndexError", "internal error")
 
 
-def _NOT_YET(reason):
-    """A row the fixes for issue 13 do not pass yet; strict, so that it must be unmarked once they do."""
-    return pytest.mark.xfail(strict=True, reason="issue 13, not fixed yet: " + reason)
-
-
 @dataclass
 class Case:
     args: list
@@ -312,8 +307,7 @@ ROWS = [
     pytest.param(_option("--time-budget", "-5", needles=["--time-budget"]), id="time-budget-negative"),
     pytest.param(_option("--spacing", "0,1,1", needles=["--spacing"]), id="spacing-zero"),
     pytest.param(_option("--planes", "z=999", needles=["--planes", "z=999"]), id="planes-z-999"),
-    pytest.param(_option("--patch", "6,16,16", needles=["--patch", "6,16,16"]), id="patch-not-a-multiple",
-                 marks=_NOT_YET("checked after the labels are read: an INFO line about them comes first")),
+    pytest.param(_option("--patch", "6,16,16", needles=["--patch", "6,16,16"]), id="patch-not-a-multiple"),
     pytest.param(_option("--patch", "8,16", needles=["--patch"]), id="patch-two-values"),
     pytest.param(_option("--time-budget", "soon", needles=["--time-budget", "soon"]), id="time-budget-not-a-duration"),
     pytest.param(_option("--device", "tpu", needles=["--device", "tpu"]), id="densify-device-tpu"),
@@ -345,14 +339,11 @@ ROWS = [
     pytest.param(_config(_set(None, "classes"), "classes"), id="config-classes-null"),
     pytest.param(_config(_set(["a", "b"], "classes"), "classes"), id="config-classes-strings"),
     pytest.param(_config(_set("one", "in_channels"), "in_channels"), id="config-in-channels-string"),
-    pytest.param(_config(_set(99, "format_version"), "format_version"), id="config-unknown-format-version",
-                 marks=_NOT_YET("says 'model format version 99', not the field format_version")),
-    pytest.param(_config(_drop("format_version"), "format_version"), id="config-without-format-version",
-                 marks=_NOT_YET("says 'model format version None' (Python's None), not that the field is missing")),
+    pytest.param(_config(_set(99, "format_version"), "format_version"), id="config-unknown-format-version"),
+    pytest.param(_config(_drop("format_version"), "format_version"), id="config-without-format-version"),
     pytest.param(_config(_drop("config", "base"), "base"), id="config-missing-config-base"),
     pytest.param(_config(_set("big", "config", "patch"), "patch"), id="config-patch-string"),
-    pytest.param(_config(_set(None, "config"), "config"), id="config-config-null",
-                 marks=_NOT_YET("says 'got NoneType' (a Python type name) for null")),
+    pytest.param(_config(_set(None, "config"), "config"), id="config-config-null"),
     pytest.param(_config(lambda meta: "[1, 2]"), id="config-not-an-object"),
 ]
 

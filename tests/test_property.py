@@ -88,8 +88,6 @@ def _found(shape, patch, batch_size, iterations):
     return dict(shape=shape, classes=[0, 1], fill=255, annotated={"z": [0]}, planes=None, options=options, seed=0)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 13, not fixed yet: the two explicit examples (see the plain cases below) "
-                   "exit 1; remove this mark when they are fixed")
 @settings(max_examples=25, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(case=cases())
 @example(case=_found((3, 6, 6), "8,8,8", 2, 0))  # a 3-plane output written as one RGB page
@@ -126,10 +124,6 @@ def test_densify_succeeds_or_refuses_cleanly(case, run, bad_input, listing, stri
 # --- what Hypothesis found, kept as plain cases ------------------------------------------------
 
 
-_RGB = "issue 13, not fixed yet: sparseseg.io._write_tiff lets tifffile choose photometric RGB for 3 or 4 planes"
-
-
-@pytest.mark.xfail(strict=True, reason=_RGB)
 @pytest.mark.parametrize("planes", [3, 4])
 def test_a_volume_of_three_or_four_planes_is_written_as_planes_not_rgb(planes, files, run, train_args):
     """tifffile stores a (3 or 4, Y, X) array as one RGB(A) page unless told otherwise (with a DeprecationWarning)."""
@@ -146,8 +140,7 @@ def test_a_volume_of_three_or_four_planes_is_written_as_planes_not_rgb(planes, f
 
 
 @pytest.mark.parametrize("patch", [
-    pytest.param("8,8,8", marks=pytest.mark.xfail(strict=True, reason="issue 13, not fixed yet: BatchNorm on a "
-                                                                       "1x1x1 level with batch size 1 raises ValueError")),
+    "8,8,8",
     "16,8,8",
 ])
 def test_a_patch_whose_deepest_level_is_one_voxel_with_batch_size_1(patch, files, run, train_args, bad_input, listing):

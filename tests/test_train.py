@@ -9,7 +9,7 @@ from sparseseg import labels as L
 from sparseseg.augment import AugmentParams
 from sparseseg.model import UNet3D
 from sparseseg.preprocess import normalise
-from sparseseg.train import PatchSampler, TrainData, TrainLog, poly_lr, train, weighted_loss
+from sparseseg.train import PatchSampler, TrainData, poly_lr, train, weighted_loss
 
 CPU = torch.device("cpu")
 
