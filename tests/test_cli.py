@@ -5,6 +5,7 @@ The installed click (vendored by typer) always captures stderr apart from stdout
 """
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -424,3 +425,27 @@ def test_help_shows_device_dependent_defaults(monkeypatch, run):
     assert "[default: 8 CPU, 32 CUDA]" in result.output  # not eaten as rich markup
     assert "[default: 5m CPU, 2m CUDA]" in result.output
     assert "[default: no-augment]" in result.output
+
+
+@pytest.mark.parametrize("command", ["densify", "train", "predict", "suggest", "preview", "sweep", "eval"])
+def test_help_is_readable_at_80_columns(command, run, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
+    result = run(command, "--help")
+    assert result.exit_code == 0
+    lines = result.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    assert "Examples:" in result.stdout
+    # the everyday options have a panel of their own, before the expert levers
+    if command in ("densify", "train", "sweep"):
+        assert result.stdout.index("Everyday options") < result.stdout.index("Expert levers")
+
+
+def test_predict_runs_on_this_machine_whatever_device_the_model_was_trained_on(trained, tmp_path, run):
+    model = tmp_path / "cuda_model"
+    shutil.copytree(trained.model, model)
+    meta = json.loads((model / "config.json").read_text())
+    meta["config"]["device"] = "cuda"  # as saved by a run with --device cuda
+    (model / "config.json").write_text(json.dumps(meta))
+    result = run("predict", model, trained.volume, "-o", tmp_path / "seg.tif", "--json")
+    assert result.exit_code == 0, result.output
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "seg.tif"), tifffile.imread(trained.seg))
