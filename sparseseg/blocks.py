@@ -1,0 +1,129 @@
+"""One block path for every volume size: sources, sinks and the block plan (numpy only).
+
+A `Source` is a (C, Z, Y, X) volume that is read block by block; a `Sink` is an output
+written block by block, that becomes visible only when it is finished. A numpy array is a
+source too (`ArraySource`), and an array in memory a sink (`ArraySink`), which is what a
+small volume and the tests use. `plan_blocks` tiles a volume into blocks, `with_halo`
+widens one by the context a sliding window needs. Formats provide their own sources and
+sinks in `sparseseg.io`.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+Block = tuple[slice, slice, slice]
+
+
+class Source(Protocol):
+    """A (C, Z, Y, X) volume read block by block."""
+
+    shape: tuple[int, int, int, int]
+    spacing: tuple[float, float, float] | None
+
+    def read(self, zyx: Block) -> np.ndarray:
+        """The (C, z, y, x) float32 block at ``zyx``."""
+
+
+class Sink(Protocol):
+    """An output written block by block; nothing is visible under its name before `finish`."""
+
+    def write(self, zyx: Block, block: np.ndarray) -> None:
+        """Write a (Z, Y, X) block, or (C, Z, Y, X) for several channels, at ``zyx``."""
+
+    def finish(self):
+        """Make the output visible (atomically, where it is a file) and return where it is."""
+
+    def abort(self) -> None:
+        """Remove whatever was written: the output does not appear."""
+
+
+@dataclass
+class ArraySource:
+    """A numpy (C, Z, Y, X) array as a `Source`."""
+
+    data: np.ndarray
+    spacing: tuple[float, float, float] | None = None
+
+    def __post_init__(self):
+        if self.data.ndim != 4:
+            raise ValueError(f"expected a (C, Z, Y, X) array, got shape {self.data.shape}")
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        return tuple(self.data.shape)
+
+    def read(self, zyx: Block) -> np.ndarray:
+        return np.asarray(self.data[(slice(None),) + tuple(zyx)], dtype=np.float32)
+
+
+@dataclass
+class ArraySink:
+    """An array in memory as a `Sink`: ``sink.data`` holds what was written."""
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    data: np.ndarray = field(init=False)
+
+    def __post_init__(self):
+        self.data = np.zeros(self.shape, dtype=self.dtype)
+
+    def write(self, zyx: Block, block: np.ndarray) -> None:
+        lead = (slice(None),) * (self.data.ndim - 3)
+        self.data[lead + tuple(zyx)] = block
+
+    def finish(self) -> np.ndarray:
+        return self.data
+
+    def abort(self) -> None:
+        pass
+
+
+def plan_blocks(shape: Sequence[int], block: Sequence[int]) -> list[Block]:
+    """Tile a (Z, Y, X) volume into blocks of at most ``block``, in order (z slowest); the last ones may be smaller."""
+    if len(shape) != 3 or len(block) != 3 or min(block) < 1:
+        raise ValueError(f"need a 3D shape and a block of three sizes >= 1, got {tuple(shape)} and {tuple(block)}")
+    starts = [range(0, s, b) for s, b in zip(shape, block)]
+    return [tuple(slice(o, min(o + b, s)) for o, b, s in zip(origin, block, shape)) for origin in itertools.product(*starts)]
+
+
+def with_halo(zyx: Block, halo: Sequence[int], shape: Sequence[int]) -> tuple[Block, Block]:
+    """The block widened by ``halo`` voxels per axis (inside the volume), and where ``zyx`` lies in it."""
+    read = tuple(slice(max(0, s.start - h), min(n, s.stop + h)) for s, h, n in zip(zyx, halo, shape))
+    crop = tuple(slice(s.start - r.start, s.stop - r.start) for s, r in zip(zyx, read))
+    return read, crop
+
+
+def block_shape(shape: Sequence[int], window: Sequence[int], bytes_per_voxel: float, budget: float) -> tuple[int, int, int]:
+    """Blocks of about ``budget`` bytes: whole planes of the volume where they fit, else tiles of whole windows.
+
+    Each axis is a whole number of ``window`` lengths (or the whole axis), so that windows
+    tile a block as they tile the volume; z is cut first, then y, then x.
+    """
+    block = list(shape)
+    for axis in range(3):
+        voxels = budget / bytes_per_voxel
+        if np.prod(block) <= voxels:
+            break
+        rest = np.prod([b for i, b in enumerate(block) if i != axis])
+        fit = max(int(window[axis]), int(voxels // rest) // int(window[axis]) * int(window[axis]))
+        block[axis] = min(block[axis], fit)
+    return tuple(int(b) for b in block)
+
+
+def sample_planes(source: Source, voxels: int = 2**24) -> np.ndarray:
+    """Evenly spaced whole z-planes of ``source``, about ``voxels`` voxels per channel: all of it when it is no larger.
+
+    Returns (C, n, Y, X): what the intensity statistics are taken from (`sparseseg.preprocess.intensity_stats`).
+    """
+    _, z, y, x = source.shape
+    n = max(1, min(z, voxels // max(1, y * x)))
+    if n == z:
+        return source.read((slice(0, z), slice(0, y), slice(0, x)))
+    planes = np.unique(np.linspace(0, z - 1, n).round().astype(int))
+    return np.concatenate([source.read((slice(p, p + 1), slice(0, y), slice(0, x))) for p in planes], axis=1)
