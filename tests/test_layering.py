@@ -18,12 +18,12 @@ LAYERS = [
     {"modelfolder"},
     {"core"},
     {"train", "infer", "augment", "model", "suggest", "preview", "plot", "synthetic", "io", "paths", "calibrate"},
-    {"labels", "metrics", "tiling", "preprocess", "planning", "config"},
+    {"labels", "metrics", "tiling", "preprocess", "planning", "config", "blocks"},
     {"errors", "__init__"},
 ]
 
 #: Modules that must import without torch installed.
-NUMPY_ONLY = ["calibrate", "config", "errors", "io", "labels", "metrics", "paths", "planning", "plot", "preprocess",
+NUMPY_ONLY = ["blocks", "calibrate", "config", "errors", "io", "labels", "metrics", "paths", "planning", "plot", "preprocess",
               "preview", "suggest", "synthetic", "tiling"]
 
 
