@@ -19,15 +19,17 @@ import numpy as np
 import torch
 
 from sparseseg import augment
+from sparseseg.blocks import ArraySink, ArraySource, Sink, Source
 from sparseseg.calibrate import apply_offsets, fit_offsets, prior_offsets
 from sparseseg.config import DEVICES, Config
 from sparseseg.errors import InputError
 from sparseseg.labels import Annotation, weight_map, weights_from_counts
 from sparseseg.model import UNet3D, count_parameters
 from sparseseg.planning import (
-    anisotropy, inference_windows, pooling_kernels, size_multiple, thin_depths, training_patch,
+    anisotropy, pooling_kernels, size_multiple, thin_depths, training_patch,
 )
 from sparseseg.preprocess import normalise
+from sparseseg.streaming import BlockProgress, run_blocks
 from sparseseg.train import Progress, TrainData, TrainLog, train
 
 log = logging.getLogger("sparseseg")
@@ -225,6 +227,17 @@ def fit(
     return model, train_log
 
 
+def _check_channels(model: Model, channels: int) -> None:
+    if channels != model.in_channels:
+        raise InputError(f"the model takes {model.in_channels} channel(s), the volume has {channels}")
+
+
+def _run(model: Model, source: Source, write, device: str, tta: bool | None, progress: BlockProgress | None):
+    _check_channels(model, source.shape[0])
+    return run_blocks(model.network, source, model.windows, model.config.patch, write, device=resolve_device(device),
+                      overlap=model.config.overlap, tta=model.config.tta if tta is None else tta, progress=progress)
+
+
 def network_probabilities(
     model: Model, image: np.ndarray, device: str = "auto", tta: bool | None = None
 ) -> tuple[np.ndarray, list[tuple[int, int, int]], float]:
@@ -233,24 +246,48 @@ def network_probabilities(
     Returns the probabilities, the sliding windows used (one pass each, averaged) and the seconds taken.
     ``device`` is where to run ('auto' by default, whatever the model was trained on).
     """
-    from sparseseg.infer import predict_probabilities
-
-    if image.ndim != 4 or image.shape[0] != model.in_channels:
-        raise InputError(f"the model takes {model.in_channels} channel(s), the volume has {image.shape[0]}")
-    torch_device = resolve_device(device)
-    windows = inference_windows(model.windows, model.config.patch, image.shape[1:], model.network.size_multiple)
-    normalised = normalise(image)
+    if image.ndim != 4:
+        raise InputError(f"expected a (C, Z, Y, X) image, got shape {image.shape}")
+    _check_channels(model, image.shape[0])
     start = time.perf_counter()
-    probabilities = None
+    sink = ArraySink((len(model.classes),) + image.shape[1:], np.float32)
+    windows = _run(model, ArraySource(image), sink.write, device, tta, None)
+    return sink.finish(), windows, time.perf_counter() - start
+
+
+def segment_source(
+    model: Model,
+    source: Source,
+    labels: Sink,
+    probabilities: Sink | None = None,
+    *,
+    device: str = "auto",
+    tta: bool | None = None,
+    progress: BlockProgress | None = None,
+) -> tuple[list[tuple[int, int, int]], float]:
+    """Segment a volume of any size block by block: labels (and uint8 probabilities, 0..255) go to the sinks.
+
+    Memory stays at one block whatever the volume (`sparseseg.streaming`). The sinks are
+    finished at the end, or aborted if anything fails, so no output looks finished before it
+    is. Returns the sliding windows and the seconds taken.
+    """
+    start = time.perf_counter()
+
+    def write(zyx, p):
+        labels.write(zyx, decide(model, p))
+        if probabilities is not None:
+            probabilities.write(zyx, np.round(p * 255).astype(np.uint8))
+
+    sinks = [s for s in (labels, probabilities) if s is not None]
     try:
-        for window in windows:
-            p = predict_probabilities(model.network, normalised, window, torch_device, model.config.overlap,
-                                      tta=model.config.tta if tta is None else tta)
-            probabilities = p if probabilities is None else np.add(probabilities, p, out=probabilities)
-    except torch.OutOfMemoryError as exc:
-        raise _out_of_memory() from exc
-    probabilities /= len(windows)
-    return probabilities, windows, time.perf_counter() - start
+        windows = _run(model, source, write, device, tta, progress)
+        for sink in sinks:
+            sink.finish()
+    except BaseException:
+        for sink in sinks:
+            sink.abort()
+        raise
+    return windows, time.perf_counter() - start
 
 
 def decide(model: Model, probabilities: np.ndarray) -> np.ndarray:

@@ -8,6 +8,29 @@ import numpy as np
 NORMALISATION = "per-channel z-score after clipping to the 0.5-99.5 percentiles"
 
 
+def intensity_stats(image: np.ndarray, low: float = 0.5, high: float = 99.5) -> np.ndarray:
+    """Per channel of a (C, ...) sample: the [low, high] percentiles, and the mean and std after clipping to them.
+
+    Returns a (C, 4) array of (lo, hi, mean, std), what `normalise_with` needs.
+    """
+    stats = np.empty((image.shape[0], 4), dtype=np.float64)
+    for c, channel in enumerate(image):
+        lo, hi = np.percentile(channel, [low, high])
+        clipped = np.clip(channel, lo, hi)
+        stats[c] = lo, hi, clipped.mean(), clipped.std()
+    return stats
+
+
+def normalise_with(image: np.ndarray, stats: np.ndarray) -> np.ndarray:
+    """Normalise a (C, Z, Y, X) image (or a block of one) by `intensity_stats`: clip, subtract the mean, divide by the std."""
+    if image.ndim != 4 or stats.shape != (image.shape[0], 4):
+        raise ValueError(f"expected a (C, Z, Y, X) image and (C, 4) stats, got shapes {image.shape} and {stats.shape}")
+    out = np.empty(image.shape, dtype=np.float32)
+    for c, (channel, (lo, hi, mean, std)) in enumerate(zip(image, stats)):
+        out[c] = (np.clip(channel, lo, hi) - mean) / (std if std > 0 else 1.0)
+    return out
+
+
 def normalise(image: np.ndarray, low: float = 0.5, high: float = 99.5) -> np.ndarray:
     """Per-channel robust z-score: clip to the [low, high] percentiles, subtract the mean, divide by the std.
 
@@ -17,10 +40,4 @@ def normalise(image: np.ndarray, low: float = 0.5, high: float = 99.5) -> np.nda
     """
     if image.ndim != 4:
         raise ValueError(f"expected a (C, Z, Y, X) image, got shape {image.shape}")
-    out = np.empty(image.shape, dtype=np.float32)
-    for c, channel in enumerate(image):
-        lo, hi = np.percentile(channel, [low, high])
-        clipped = np.clip(channel, lo, hi)
-        std = clipped.std()
-        out[c] = (clipped - clipped.mean()) / (std if std > 0 else 1.0)
-    return out
+    return normalise_with(image, intensity_stats(image, low, high))

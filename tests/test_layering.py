@@ -17,7 +17,7 @@ LAYERS = [
     {"workflows"},
     {"modelfolder"},
     {"core"},
-    {"train", "infer", "augment", "model", "suggest", "preview", "plot", "synthetic", "io", "paths", "calibrate"},
+    {"streaming", "train", "infer", "augment", "model", "suggest", "preview", "plot", "synthetic", "io", "paths", "calibrate"},
     {"labels", "metrics", "tiling", "preprocess", "planning", "config", "blocks"},
     {"errors", "__init__"},
 ]
