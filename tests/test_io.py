@@ -49,6 +49,21 @@ def test_tiff_spacing_from_imagej_metadata(tmp_path):
     assert volume.spacing == pytest.approx((3.0, 0.5, 0.25))
 
 
+def test_tiff_unit_round_trip(tmp_path):
+    reference = io.Volume(np.zeros(SHAPE), (2.0, 0.5, 0.25), None, None, "nm")
+    path = io.write_volume(tmp_path / "a.tif", _ramp(), reference=reference)
+    with tifffile.TiffFile(path) as tif:
+        assert tif.imagej_metadata["unit"] == "nm"
+    assert io.read_volume(path).unit == "nm"
+    assert io.read_volume(io.write_volume(tmp_path / "b.tif", _ramp(), reference=_reference((2.0, 0.5, 0.25)))).unit == "um"
+
+
+def test_tiff_unit_from_imagej_metadata(tmp_path):
+    path = tmp_path / "imagej.tif"
+    tifffile.imwrite(path, _ramp(), imagej=True, resolution=(4.0, 2.0), metadata={"spacing": 3.0, "unit": "micron"})
+    assert io.read_volume(path).unit == "um"
+
+
 def test_tiff_without_calibration_has_no_spacing(tmp_path):
     path = tmp_path / "plain.tif"
     tifffile.imwrite(path, _ramp())
@@ -125,6 +140,15 @@ def test_nifti_round_trip_keeps_affine_zooms_and_axes(nifti_in, tmp_path, name):
     back = io.read_volume(out)
     np.testing.assert_array_equal(back.data, labels)
     assert back.spacing == pytest.approx(volume.spacing)
+
+
+def test_nifti_unit_from_its_header(nifti_in, tmp_path):
+    path, xyz, affine = nifti_in
+    image = nib.load(str(path))
+    image.header.set_xyzt_units(xyz="micron")
+    nib.save(image, str(tmp_path / "um.nii.gz"))
+    assert io.read_volume(tmp_path / "um.nii.gz").unit == "um"
+    assert io.read_volume(path).unit is None  # nibabel's default: unknown
 
 
 def test_nifti_written_without_reference(tmp_path):
