@@ -13,8 +13,8 @@ import numpy as np
 import torch
 
 from sparseseg.infer import predict_probabilities
-from sparseseg.model import UNet3D, pooling_kernels
-from sparseseg.preprocess import inference_patch
+from sparseseg.model import UNet3D
+from sparseseg.planning import inference_patch, pooling_kernels
 from sparseseg.tiling import tile_slices
 
 

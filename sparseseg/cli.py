@@ -23,7 +23,7 @@ from sparseseg.cli_options import (
     TTA, AsJson, Common, Device, Gt, Init, Output, Overwrite, Planes, Preview, Probabilities, Slices, Spacing, Unlabeled, Volumes, add_options, flag, parse_triple,
 )
 from sparseseg.cli_output import (
-    EXIT_INTERRUPTED, TrainingProgress, err, finish, fmt, out, print_json, setup_output, summary_table, sweep_table, train_summary,
+    EXIT_INTERRUPTED, BlockProgress, TrainingProgress, err, finish, fmt, out, print_json, setup_output, summary_table, sweep_table, train_summary,
 )
 from sparseseg.config import Config
 from sparseseg.errors import InputError
@@ -179,11 +179,11 @@ def predict(
     from sparseseg import workflows
 
     setup_output(common.quiet)
-    trained, segmentation, written = workflows.predict(
-        model, volumes, output, outputs=workflows.Outputs(probabilities, preview, common.overwrite), device=device, tta=tta
-    )
-    summary = {"output": [str(p) for p in written], "classes": trained.classes.tolist(),
-               "seconds_infer": round(segmentation.seconds, 2), "windows": [list(w) for w in segmentation.windows]}
+    with BlockProgress(common.silent) as progress:
+        report = workflows.predict(model, volumes, output, outputs=workflows.Outputs(probabilities, preview, common.overwrite),
+                                   device=device, tta=tta, progress=progress)
+    summary = {"output": [str(p) for p in report.written], "classes": report.model.classes.tolist(),
+               "seconds_infer": round(report.seconds, 2), "windows": [list(w) for w in report.windows]}
     summary_table(summary, common.as_json, common.quiet)
 
 

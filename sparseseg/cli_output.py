@@ -8,11 +8,12 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from sparseseg.config import Config
@@ -76,6 +77,34 @@ class TrainingProgress:
             self.started = True
         done = max(iteration / max(self.iterations, 1), elapsed / self.budget if self.budget else 1.0)
         self.bar.update(self.task, completed=min(done, 1.0), step=iteration, loss=loss)
+
+
+class BlockProgress:
+    """A rich progress bar on stderr over the blocks of a volume: voxels done, voxels per second, time left."""
+
+    def __init__(self, quiet: bool, label: str = "predicting"):
+        self.bar = Progress(TextColumn(label), BarColumn(), TextColumn("{task.fields[rate]}"), TimeElapsedColumn(),
+                            TextColumn("left"), TimeRemainingColumn(), console=err, disable=quiet)
+        self.task = self.bar.add_task(label, total=None, rate="")
+        self.started = time.perf_counter()
+        self.shown = False
+
+    def __enter__(self):
+        self.started = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        if self.shown:
+            self.bar.stop()
+        return False
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self.shown:  # shown from the first block on, so that an error in reading is not preceded by a bar
+            self.bar.start()
+            self.shown = True
+        rate = done / max(time.perf_counter() - self.started, 1e-9)
+        self.bar.update(self.task, completed=done, total=total, rate=f"{done / 1e6:.1f} of {total / 1e6:.1f} M voxels, "
+                        f"{rate / 1e3:.0f} k voxels/s")
 
 
 def _finite(value):

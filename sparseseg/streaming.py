@@ -22,7 +22,7 @@ from sparseseg.planning import inference_windows
 from sparseseg.preprocess import intensity_stats, normalise_with
 
 #: Memory for one block and its buffers, in bytes, unless the caller says otherwise.
-BLOCK_BUDGET = 512 * 2**20
+BLOCK_BUDGET = 256 * 2**20
 
 #: Called after each block as ``progress(voxels_done, voxels_total)``.
 BlockProgress = Callable[[int, int], None]

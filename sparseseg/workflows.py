@@ -19,13 +19,15 @@ import numpy as np
 from sparseseg import UNLABELED, io
 from sparseseg.config import Config
 from sparseseg.core import (
-    Model, Segmentation, calibrate, check_training, fit, loss_weights, network_probabilities, resolve_device, segment, segment_calibrated,
+    Model, Segmentation, calibrate, check_training, fit, labels_dtype, loss_weights, network_probabilities, resolve_device,
+    segment, segment_calibrated, segment_source,
 )
 from sparseseg.errors import InputError
 from sparseseg.labels import Annotation, annotated_mask, check_class_ids, parse_planes, read_annotation
 from sparseseg.metrics import Scores, score
 from sparseseg.modelfolder import check_model_folder, load_model, save_model
 from sparseseg.paths import check_distinct
+from sparseseg.streaming import BlockProgress
 from sparseseg.train import Progress, TrainLog
 
 log = logging.getLogger("sparseseg")
@@ -184,6 +186,16 @@ def train_files(
     return model, train_log, save_model(folder, model, overwrite)
 
 
+@dataclass
+class PredictReport:
+    """What `predict` did: the model, the sliding windows, the seconds of inference, the files written."""
+
+    model: Model
+    windows: list[tuple[int, int, int]]
+    seconds: float
+    written: list[Path]
+
+
 def predict(
     folder: PathLike,
     volumes: Sequence[PathLike],
@@ -192,20 +204,36 @@ def predict(
     outputs: Outputs = Outputs(),
     device: str = "auto",
     tta: bool | None = None,
-) -> tuple[Model, Segmentation, list[Path]]:
+    progress: BlockProgress | None = None,
+) -> PredictReport:
     """Apply a saved model to a new volume (the fully automatic setting) and write the segmentation.
 
-    ``device`` is where to predict ('auto': CUDA when available), whatever the model was trained on.
+    The volume is read and segmented block by block and the outputs are written as the blocks
+    come, so memory does not grow with the volume (only ``outputs.preview`` reads the volume
+    and the result whole). ``device`` is where to predict ('auto': CUDA when available),
+    whatever the model was trained on.
     """
     outputs.check([folder, *volumes], [out])
     resolve_device(device)
     model = load_model(folder)
-    image = io.read_image(volumes)
-    if image.data.shape[0] != model.in_channels:
-        raise InputError(f"{image.path}: the model {folder} takes {model.in_channels} channel(s), got {image.data.shape[0]}")
-    segmentation = segment(model, image.data, device, tta)
-    written = [io.write_volume(out, segmentation.labels, reference=image, overwrite=outputs.overwrite)]
-    return model, segmentation, written + outputs.write(image, segmentation, None)
+    source = io.open_source(volumes)
+    if source.shape[0] != model.in_channels:
+        raise InputError(f"{source.path}: the model {folder} takes {model.in_channels} channel(s), got {source.shape[0]}")
+    shape = source.shape[1:]
+    labels = io.create_sink(out, shape, labels_dtype(model.classes), reference=source, overwrite=outputs.overwrite)
+    probabilities = None
+    if outputs.probabilities is not None:
+        probabilities = io.create_sink(outputs.probabilities, (len(model.classes),) + shape, np.uint8, reference=source,
+                                       overwrite=outputs.overwrite)
+    windows, seconds = segment_source(model, source, labels, probabilities, device=device, tta=tta, progress=progress)
+    written = [Path(out)] + ([Path(outputs.probabilities)] if probabilities is not None else [])
+    if outputs.preview is not None:
+        from sparseseg.preview import render_preview
+
+        image = io.read_image(volumes)
+        picture = render_preview(image.data, io.read_labels(out).data, spacing=image.spacing)
+        written.append(io.write_png(outputs.preview, picture, overwrite=outputs.overwrite))
+    return PredictReport(model, windows, seconds, written)
 
 
 def suggest(
