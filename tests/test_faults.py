@@ -35,8 +35,8 @@ def _half_then_fail(path, *args, **kwargs):
 @pytest.fixture
 def full_disk(monkeypatch):
     """Every TIFF and NIfTI written through `sparseseg.io` fails halfway with "No space left on device"."""
-    monkeypatch.setattr(io, "_write_tiff", _half_then_fail)
-    monkeypatch.setattr(io, "_write_nifti", _half_then_fail)
+    monkeypatch.setattr(io.tiff, "_write_tiff", _half_then_fail)  # where write_volume and TiffSink look it up
+    monkeypatch.setattr(io.nifti, "_write_nifti", _half_then_fail)
 
 
 def _hidden(folder):

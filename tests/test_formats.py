@@ -13,6 +13,7 @@ import pickle
 import subprocess
 import sys
 import warnings
+from pathlib import Path
 
 import h5py
 import nibabel as nib
@@ -195,7 +196,7 @@ def test_hdf5_dataset_with_and_without_its_path(tmp_path, data):
     source = io.open_source(f"{path}:/volumes/raw")
     np.testing.assert_array_equal(_read_in_blocks(source)[0], data[0])
     assert source.spacing == SPACING and source.unit == "um"
-    assert source.path == io.Path(f"{path}:/volumes/raw")
+    assert source.path == Path(f"{path}:/volumes/raw")
     source.close()  # HDF5 will not open a file for writing while it is open for reading
     np.testing.assert_array_equal(io.read_volume(path).data, data[0])  # the file's only dataset
     with h5py.File(path, "a") as f:
@@ -275,7 +276,7 @@ def test_4d_tiff_is_a_zcyx_hyperstack(tmp_path, data):
 
 
 def test_large_tiff_is_bigtiff_and_keeps_its_voxel_size(tmp_path, data, monkeypatch):
-    monkeypatch.setattr(io, "BIGTIFF_BYTES", 1000)
+    monkeypatch.setattr(io.tiff, "BIGTIFF_BYTES", 1000)  # where _tiff_layout reads it
     for name in ["big.tif", "bigsink.tif"]:
         if name == "big.tif":
             path = io.write_volume(tmp_path / name, data[1], reference=_reference())

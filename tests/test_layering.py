@@ -27,11 +27,16 @@ NUMPY_ONLY = ["blocks", "calibrate", "config", "errors", "io", "labels", "metric
               "preview", "suggest", "synthetic", "tiling"]
 
 
+def _sources(module: str) -> list[Path]:
+    """The source files of a layer entry: ``module.py``, or every module of the package ``module/`` (such as io)."""
+    file = PACKAGE / f"{module}.py"
+    return [file] if file.is_file() else sorted((PACKAGE / module).glob("*.py"))
+
+
 def _imports(module: str) -> set[str]:
-    """The sparseseg modules that ``module`` imports, anywhere in its source."""
-    tree = ast.parse((PACKAGE / f"{module}.py").read_text())
+    """The sparseseg modules that ``module`` imports, anywhere in its source (a package's modules may import each other)."""
     found = set()
-    for node in ast.walk(tree):
+    for node in (node for path in _sources(module) for node in ast.walk(ast.parse(path.read_text()))):
         if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("sparseseg"):
             parts = node.module.split(".")
             if len(parts) > 1:
@@ -44,8 +49,10 @@ def _imports(module: str) -> set[str]:
 
 
 def test_every_module_has_a_layer():
-    modules = {p.stem for p in PACKAGE.glob("*.py")}
+    packages = {p.parent.name for p in PACKAGE.glob("*/__init__.py")}  # a subpackage is one entry (io)
+    modules = {p.stem for p in PACKAGE.glob("*.py")} | packages
     assert modules == set().union(*LAYERS)
+    assert all(_sources(module) for module in modules)
 
 
 @pytest.mark.parametrize("level", range(len(LAYERS)))
@@ -64,6 +71,8 @@ def test_numpy_only_modules_import_without_torch(module):
 
 
 def test_every_module_says_its_job():
-    for path in PACKAGE.glob("*.py"):
+    paths = [p for module in set().union(*LAYERS) for p in _sources(module)]
+    assert set(paths) == set(PACKAGE.rglob("*.py"))  # the modules of the io package too
+    for path in paths:
         doc = ast.get_docstring(ast.parse(path.read_text()))
-        assert path.stem == "__main__" or doc, f"{path.name} has no opening docstring"
+        assert path.stem == "__main__" or doc, f"{path.relative_to(PACKAGE)} has no opening docstring"
