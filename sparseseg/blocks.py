@@ -10,6 +10,7 @@ sinks in `sparseseg.io`.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -82,6 +83,20 @@ class ArraySink:
 
     def abort(self) -> None:
         pass
+
+
+@contextlib.contextmanager
+def all_or_nothing(*sinks: Sink | None):
+    """Finish every sink when the ``with`` block ends well; abort them all if it fails (None entries are skipped)."""
+    sinks = [s for s in sinks if s is not None]
+    try:
+        yield
+        for sink in sinks:
+            sink.finish()
+    except BaseException:
+        for sink in sinks:
+            sink.abort()
+        raise
 
 
 def plan_blocks(shape: Sequence[int], block: Sequence[int]) -> list[Block]:

@@ -163,6 +163,8 @@ def train(
     "predict",
     "sparseseg predict kidney_model new_volume.tif -o new_seg.tif --preview new_seg.png",
     "sparseseg predict brats_model flair.nii.gz t1c.nii.gz -o seg.nii.gz --json",
+    "sparseseg predict model stack.ome.zarr -o stack.ome.zarr/labels/seg --workers 4",
+    "sparseseg predict model stack.ome.zarr -o seg.zarr --scheduler tcp://10.0.0.5:8786",
 )
 @add_options()
 def predict(
@@ -174,6 +176,8 @@ def predict(
     tta: Annotated[Optional[bool], typer.Option(help="Average predictions over flips (8x slower) \\[default: as trained].", show_default=False)] = None,
     probabilities: Probabilities = None,
     preview: Preview = None,
+    workers: Annotated[Optional[int], typer.Option(help="Predict on a local dask cluster of this many worker processes (output: .zarr or .ome.zarr).", show_default=False, rich_help_panel="Large volumes")] = None,
+    scheduler: Annotated[Optional[str], typer.Option(help="Predict on the dask cluster at this address, e.g. tcp://10.0.0.5:8786.", show_default=False, rich_help_panel="Large volumes")] = None,
 ) -> None:
     """Apply a saved model to a new volume (the fully automatic setting)."""
     from sparseseg import workflows
@@ -181,7 +185,7 @@ def predict(
     setup_output(common.quiet)
     with BlockProgress(common.silent) as progress:
         report = workflows.predict(model, volumes, output, outputs=workflows.Outputs(probabilities, preview, common.overwrite),
-                                   device=device, tta=tta, progress=progress)
+                                   device=device, tta=tta, progress=progress, workers=workers, scheduler=scheduler)
     summary = {"output": [str(p) for p in report.written], "classes": report.model.classes.tolist(),
                "seconds_infer": round(report.seconds, 2), "windows": [list(w) for w in report.windows]}
     summary_table(summary, common.as_json, common.quiet)

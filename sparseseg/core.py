@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from sparseseg import augment
-from sparseseg.blocks import ArraySink, ArraySource, Sink, Source
+from sparseseg.blocks import ArraySink, ArraySource, Sink, Source, all_or_nothing
 from sparseseg.calibrate import apply_offsets, fit_offsets, prior_offsets
 from sparseseg.config import DEVICES, Config
 from sparseseg.errors import InputError
@@ -232,10 +232,21 @@ def _check_channels(model: Model, channels: int) -> None:
         raise InputError(f"the model takes {model.in_channels} channel(s), the volume has {channels}")
 
 
-def _run(model: Model, source: Source, write, device: str, tta: bool | None, progress: BlockProgress | None):
+def _run(model: Model, source: Source, write, device: str, tta: bool | None, progress: BlockProgress | None,
+         chunks=None):
     _check_channels(model, source.shape[0])
     return run_blocks(model.network, source, model.windows, model.config.patch, write, device=resolve_device(device),
-                      overlap=model.config.overlap, tta=model.config.tta if tta is None else tta, progress=progress)
+                      overlap=model.config.overlap, tta=model.config.tta if tta is None else tta, chunks=chunks,
+                      progress=progress)
+
+
+def write_decided(model: Model, labels: Sink, probabilities: Sink | None = None):
+    """``write(zyx, p)``: the labels `decide` gives for block probabilities ``p`` (and ``p`` as uint8 0..255) into the sinks."""
+    def write(zyx, p):
+        labels.write(zyx, decide(model, p))
+        if probabilities is not None:
+            probabilities.write(zyx, np.round(p * 255).astype(np.uint8))
+    return write
 
 
 def network_probabilities(
@@ -272,21 +283,9 @@ def segment_source(
     is. Returns the sliding windows and the seconds taken.
     """
     start = time.perf_counter()
-
-    def write(zyx, p):
-        labels.write(zyx, decide(model, p))
-        if probabilities is not None:
-            probabilities.write(zyx, np.round(p * 255).astype(np.uint8))
-
-    sinks = [s for s in (labels, probabilities) if s is not None]
-    try:
-        windows = _run(model, source, write, device, tta, progress)
-        for sink in sinks:
-            sink.finish()
-    except BaseException:
-        for sink in sinks:
-            sink.abort()
-        raise
+    with all_or_nothing(labels, probabilities):
+        windows = _run(model, source, write_decided(model, labels, probabilities), device, tta, progress,
+                       getattr(labels, "chunks", None))
     return windows, time.perf_counter() - start
 
 

@@ -11,6 +11,7 @@ did, so small volumes give the results they gave before blocks.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -28,6 +29,73 @@ BLOCK_BUDGET = 256 * 2**20
 BlockProgress = Callable[[int, int], None]
 
 
+@dataclass(frozen=True)
+class BlockPlan:
+    """How a volume is cut for the network: the blocks, their halo, the normalisation and the sliding windows.
+
+    Made once per volume (`plan_volume`), it is all a process needs, besides the network and
+    the source, to predict any one block (`block_probabilities`), so one process and many
+    workers predict the same blocks the same way.
+    """
+
+    blocks: list[Block]
+    halo: tuple[int, int, int]
+    stats: np.ndarray
+    shapes: dict
+    patch: tuple[int, int, int]
+    windows: list[tuple[int, int, int]]
+
+
+def plan_volume(
+    network: torch.nn.Module,
+    source: Source,
+    shapes: Mapping[str | None, Sequence[int]],
+    patch: Sequence[int],
+    budget: float | None = None,
+    chunks: Sequence[int] | None = None,
+) -> BlockPlan:
+    """The `BlockPlan` of ``source``: blocks of about ``budget`` bytes, whole ``chunks`` of the output where it has chunks.
+
+    ``shapes`` are the training patches per annotated axis and ``patch`` the largest one
+    (see `sparseseg.planning.inference_windows`); ``budget`` is `BLOCK_BUDGET` unless given. With ``chunks`` every block is a whole
+    number of chunks, so that blocks written at once by several workers never share a chunk.
+    """
+    shape = tuple(source.shape[1:])
+    windows = inference_windows(shapes, patch, shape, network.size_multiple)
+    largest = tuple(max(w[i] for w in windows) for i in range(3))
+    per_voxel = 4 * (source.shape[0] + 3 * network.head.out_channels + 1)  # input, probabilities, blend, weights
+    block = block_shape(shape, largest, per_voxel, BLOCK_BUDGET if budget is None else budget)
+    if chunks is not None:
+        block = tuple(min(s, max(c, b // c * c)) for b, c, s in zip(block, chunks, shape))
+    halo = tuple(0 if b >= s else w // 2 for b, s, w in zip(block, shape, largest))
+    return BlockPlan(plan_blocks(shape, block), halo, intensity_stats(sample_planes(source)), dict(shapes),
+                     tuple(patch), windows)
+
+
+def block_probabilities(
+    network: torch.nn.Module, source: Source, zyx: Block, plan: BlockPlan, *, device: torch.device,
+    overlap: float = 0.5, tta: bool = False,
+) -> np.ndarray:
+    """Class probabilities (K, z, y, x) of one block of the plan, before any decision."""
+    shape = tuple(source.shape[1:])
+    read, crop = with_halo(zyx, plan.halo, shape)
+    raw = source.read(read)
+    if not np.isfinite(raw).all():
+        raise InputError(f"the volume holds NaN or Inf values in block {_said(read)}")
+    image = normalise_with(raw, plan.stats)
+    del raw
+    probabilities = None
+    passes = inference_windows(plan.shapes, plan.patch, image.shape[1:], network.size_multiple)
+    try:
+        for window in passes:
+            p = predict_probabilities(network, image, window, device, overlap, tta=tta)
+            probabilities = p if probabilities is None else np.add(probabilities, p, out=probabilities)
+    except torch.OutOfMemoryError as exc:
+        raise InputError("out of GPU memory: lower patch or batch_size (or use the CPU)", param="device", value="cuda") from exc
+    probabilities /= len(passes)
+    return probabilities[(slice(None),) + crop]
+
+
 def run_blocks(
     network: torch.nn.Module,
     source: Source,
@@ -38,45 +106,27 @@ def run_blocks(
     device: torch.device,
     overlap: float = 0.5,
     tta: bool = False,
-    budget: float = BLOCK_BUDGET,
+    budget: float | None = None,
+    chunks: Sequence[int] | None = None,
     progress: BlockProgress | None = None,
 ) -> list[tuple[int, int, int]]:
     """Class probabilities (K, z, y, x) of every block of ``source``, before any decision, handed to ``write(zyx, p)``.
 
-    ``shapes`` are the training patches per annotated axis and ``patch`` the largest one
-    (see `sparseseg.planning.inference_windows`). Returns the windows of the largest block.
+    Returns the windows of the volume (see `plan_volume`).
     """
-    shape = tuple(source.shape[1:])
-    multiple = network.size_multiple
-    classes = network.head.out_channels
-    windows = inference_windows(shapes, patch, shape, multiple)
-    largest = tuple(max(w[i] for w in windows) for i in range(3))
-    per_voxel = 4 * (source.shape[0] + 3 * classes + 1)  # input, two probability buffers and the blend, the weights
-    block = block_shape(shape, largest, per_voxel, budget)
-    halo = tuple(0 if b >= s else w // 2 for b, s, w in zip(block, shape, largest))
-    stats = intensity_stats(sample_planes(source))
-    total, done = int(np.prod(shape)), 0
-    for zyx in plan_blocks(shape, block):
-        read, crop = with_halo(zyx, halo, shape)
-        raw = source.read(read)
-        if not np.isfinite(raw).all():
-            raise InputError(f"the volume holds NaN or Inf values in block {_said(read)}")
-        image = normalise_with(raw, stats)
-        del raw
-        probabilities = None
-        passes = inference_windows(shapes, patch, image.shape[1:], multiple)
-        try:
-            for window in passes:
-                p = predict_probabilities(network, image, window, device, overlap, tta=tta)
-                probabilities = p if probabilities is None else np.add(probabilities, p, out=probabilities)
-        except torch.OutOfMemoryError as exc:
-            raise InputError("out of GPU memory: lower patch or batch_size (or use the CPU)", param="device", value="cuda") from exc
-        probabilities /= len(passes)
-        write(zyx, probabilities[(slice(None),) + crop])
-        done += int(np.prod([s.stop - s.start for s in zyx]))
+    plan = plan_volume(network, source, shapes, patch, budget, chunks)
+    total, done = int(np.prod(source.shape[1:])), 0
+    for zyx in plan.blocks:
+        write(zyx, block_probabilities(network, source, zyx, plan, device=device, overlap=overlap, tta=tta))
+        done += voxels(zyx)
         if progress:
             progress(done, total)
-    return windows
+    return plan.windows
+
+
+def voxels(zyx: Block) -> int:
+    """Voxels in a block."""
+    return int(np.prod([s.stop - s.start for s in zyx]))
 
 
 def _said(zyx: Block) -> str:

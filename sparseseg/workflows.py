@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -205,6 +206,8 @@ def predict(
     device: str = "auto",
     tta: bool | None = None,
     progress: BlockProgress | None = None,
+    workers: int | None = None,
+    scheduler: str | None = None,
 ) -> PredictReport:
     """Apply a saved model to a new volume (the fully automatic setting) and write the segmentation.
 
@@ -225,7 +228,20 @@ def predict(
     if outputs.probabilities is not None:
         probabilities = io.create_sink(outputs.probabilities, (len(model.classes),) + shape, np.uint8, reference=source,
                                        overwrite=outputs.overwrite)
-    windows, seconds = segment_source(model, source, labels, probabilities, device=device, tta=tta, progress=progress)
+    if workers is None and scheduler is None:
+        windows, seconds = segment_source(model, source, labels, probabilities, device=device, tta=tta, progress=progress)
+    else:
+        from sparseseg import cluster
+
+        if labels.chunks is None:
+            labels.abort()
+            raise InputError("several workers need a chunked output that they can share: a .zarr or .ome.zarr path",
+                             param="out", value=str(out))
+        start = time.perf_counter()
+        with cluster.client(workers, scheduler) as dask_client:
+            windows = cluster.segment_on_cluster(folder, source, labels, probabilities, dask_client=dask_client,
+                                                 device=device, tta=tta, progress=progress)
+        seconds = time.perf_counter() - start
     written = [Path(out)] + ([Path(outputs.probabilities)] if probabilities is not None else [])
     if outputs.preview is not None:
         from sparseseg.preview import render_preview

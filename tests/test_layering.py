@@ -14,7 +14,7 @@ LAYERS = [
     {"cli", "__main__"},
     {"cli_options", "cli_output"},
     {"sweep"},
-    {"workflows"},
+    {"workflows", "cluster"},
     {"modelfolder"},
     {"core"},
     {"streaming", "train", "infer", "augment", "model", "suggest", "preview", "plot", "synthetic", "io", "paths", "calibrate"},

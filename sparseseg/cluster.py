@@ -1,0 +1,79 @@
+"""Predict past one machine: the blocks of a volume mapped over a dask.distributed cluster.
+
+The driver plans the blocks once (`sparseseg.streaming.plan_volume`, blocks aligned to the
+output's chunks); each worker loads the model folder once, predicts the blocks it is given
+with the same function a single process uses (`block_probabilities`), decides them and
+writes them into the shared chunked output (Zarr or OME-Zarr). Blocks never share a chunk,
+so no chunk is written twice; the driver finishes the output when every block is in.
+Needs the optional `distributed` extra.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from sparseseg.blocks import all_or_nothing
+from sparseseg.core import Model, resolve_device, write_decided
+from sparseseg.errors import InputError
+from sparseseg.modelfolder import load_model
+from sparseseg.streaming import BlockProgress, block_probabilities, plan_volume, voxels
+
+_MODELS: dict[str, Model] = {}  # per worker process: each model folder is loaded once
+
+
+def _model(folder: str) -> Model:
+    if folder not in _MODELS:
+        _MODELS[folder] = load_model(folder)
+    return _MODELS[folder]
+
+
+def _predict_block(folder, source, labels, probabilities, zyx, plan, device, tta) -> int:
+    """One block, on a worker: predict, decide, write; the voxels done."""
+    model = _model(folder)
+    p = block_probabilities(model.network, source, zyx, plan, device=resolve_device(device), overlap=model.config.overlap,
+                            tta=model.config.tta if tta is None else tta)
+    write_decided(model, labels, probabilities)(zyx, p)
+    return voxels(zyx)
+
+
+def client(workers: int | None = None, scheduler: str | None = None):
+    """A dask.distributed client: on ``scheduler`` (an address), else on a local cluster of ``workers`` processes."""
+    try:
+        from dask.distributed import Client, LocalCluster
+    except ImportError:
+        raise InputError('workers and scheduler need dask.distributed: pip install "sparseseg[distributed]"') from None
+    if scheduler is not None:
+        try:
+            return Client(scheduler, timeout="20s")
+        except (OSError, TimeoutError) as exc:
+            raise InputError(f"cannot reach the scheduler ({exc})", param="scheduler", value=scheduler) from None
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    return Client(LocalCluster(n_workers=workers, threads_per_worker=threads, processes=True, dashboard_address=":0"))
+
+
+def segment_on_cluster(folder, source, labels, probabilities=None, *, dask_client, device: str = "auto",
+                       tta: bool | None = None, progress: BlockProgress | None = None) -> list[tuple[int, int, int]]:
+    """Segment ``source`` with the model in ``folder`` block by block on ``dask_client``'s workers.
+
+    ``labels`` (and ``probabilities``) must be chunked sinks that workers can share (Zarr,
+    OME-Zarr). They are finished here when every block is written, and aborted if one fails.
+    Returns the sliding windows.
+    """
+    from dask.distributed import as_completed
+
+    if getattr(labels, "chunks", None) is None:
+        raise InputError("several workers need a chunked output that they can share: a .zarr or .ome.zarr path",
+                         param="out", value=str(getattr(labels, "path", "")))
+    model = load_model(folder)
+    plan = plan_volume(model.network, source, model.windows, model.config.patch, chunks=labels.chunks)
+    folder = str(Path(folder).resolve())
+    total, done = sum(voxels(b) for b in plan.blocks), 0
+    with all_or_nothing(labels, probabilities):
+        futures = [dask_client.submit(_predict_block, folder, source, labels, probabilities, zyx, plan, device, tta,
+                                      pure=False) for zyx in plan.blocks]
+        for future in as_completed(futures):
+            done += future.result()
+            if progress:
+                progress(done, total)
+    return plan.windows

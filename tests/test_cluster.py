@@ -1,0 +1,41 @@
+"""Tests for sparseseg.cluster: predict on a local dask.distributed cluster gives the single-process labels exactly."""
+
+import numpy as np
+import pytest
+import zarr
+
+from sparseseg import cluster, core, io, streaming, workflows
+from sparseseg.modelfolder import load_model
+
+pytest.importorskip("dask.distributed")
+
+
+@pytest.mark.filterwarnings("ignore::ResourceWarning", "ignore::pytest.PytestUnraisableExceptionWarning")
+def test_two_workers_give_the_single_process_labels(trained, tmp_path, monkeypatch):
+    monkeypatch.setattr(streaming, "BLOCK_BUDGET", 1.0)  # blocks as small as the output's chunks: 8 of them
+    source = io.open_source([trained.volume])
+    shape = source.shape[1:]
+    model = load_model(trained.model)
+    k = len(model.classes)
+    sinks = {}
+    for name in ("one", "two"):
+        sinks[name] = (io.create_sink(tmp_path / f"{name}.zarr", shape, np.uint8, chunks=(8, 16, 16)),
+                       io.create_sink(tmp_path / f"{name}_p.zarr", (k,) + shape, np.uint8, chunks=(8, 16, 16)))
+    core.segment_source(model, source, *sinks["one"])
+    with cluster.client(workers=2) as dask_client:
+        cluster.segment_on_cluster(trained.model, source, *sinks["two"], dask_client=dask_client)
+    assert len(streaming.plan_volume(model.network, source, model.windows, model.config.patch,
+                                     chunks=(8, 16, 16)).blocks) == 8
+    for name in ("", "_p"):
+        single = zarr.open(tmp_path / f"one{name}.zarr", mode="r")[...]
+        several = zarr.open(tmp_path / f"two{name}.zarr", mode="r")[...]
+        np.testing.assert_array_equal(several, single)
+    assert single.shape == (k,) + shape and single.std() > 1  # probabilities that vary: the equality means something
+
+
+def test_workers_need_a_chunked_output(trained, tmp_path, listing):
+    before = listing(tmp_path)
+    with pytest.raises(workflows.InputError, match="zarr"):
+        workflows.predict(trained.model, [trained.volume], tmp_path / "seg.tif", workers=1)
+    assert listing(tmp_path) == before
+
