@@ -52,6 +52,13 @@ def client(workers: int | None = None, scheduler: str | None = None):
     return Client(LocalCluster(n_workers=workers, threads_per_worker=threads, processes=True, dashboard_address=":0"))
 
 
+def check_shared(labels) -> None:
+    """Refuse an output that workers cannot write together: one without chunks (anything but Zarr or OME-Zarr)."""
+    if getattr(labels, "chunks", None) is None:
+        raise InputError("several workers need a chunked output that they can share: a .zarr or .ome.zarr path",
+                         param="out", value=str(getattr(labels, "path", "")))
+
+
 def segment_on_cluster(folder, source, labels, probabilities=None, *, dask_client, device: str = "auto",
                        tta: bool | None = None, progress: BlockProgress | None = None) -> list[tuple[int, int, int]]:
     """Segment ``source`` with the model in ``folder`` block by block on ``dask_client``'s workers.
@@ -62,9 +69,7 @@ def segment_on_cluster(folder, source, labels, probabilities=None, *, dask_clien
     """
     from dask.distributed import as_completed
 
-    if getattr(labels, "chunks", None) is None:
-        raise InputError("several workers need a chunked output that they can share: a .zarr or .ome.zarr path",
-                         param="out", value=str(getattr(labels, "path", "")))
+    check_shared(labels)
     model = load_model(folder)
     plan = plan_volume(model.network, source, model.windows, model.config.patch, chunks=labels.chunks)
     folder = str(Path(folder).resolve())

@@ -129,13 +129,23 @@ def check_memory(patch: Sequence[int], batch_size: int, base: int, device: torch
                          "here: lower patch, batch_size or base", param="patch", value=tuple(patch))
 
 
+def _plan(config: Config, shape: Sequence[int], init: Model | None, device: torch.device):
+    """The resolved config (a warm start's network kept), the pooling and the training patch for a volume of ``shape``.
+
+    Returns (config, pools, patch, clipped); raises `InputError` for a patch or a step that cannot work.
+    """
+    config = config.resolved(device.type == "cuda")
+    if init is not None:
+        config = replace(config, base=init.config.base, depth=init.config.depth, spacing=init.config.spacing)
+    pools = init.network.pools if init is not None else pooling_kernels(config.spacing, config.depth)
+    patch, clipped = training_patch(config.patch, shape, config.spacing, size_multiple(pools), config.batch_size)
+    check_memory(patch, config.batch_size, config.base, device)
+    return config, pools, patch, clipped
+
+
 def check_training(config: Config, shape: Sequence[int], init: Model | None = None) -> None:
     """Check before reading anything more that ``config`` can train on a volume of ``shape`` (raises `InputError`)."""
-    config = config.resolved(resolve_device(config.device).type == "cuda")
-    if init is not None:
-        config = replace(config, depth=init.config.depth, spacing=init.config.spacing)
-    pools = init.network.pools if init is not None else pooling_kernels(config.spacing, config.depth)
-    training_patch(config.patch, shape, config.spacing, size_multiple(pools), config.batch_size)
+    _plan(config, shape, init, resolve_device(config.device))
 
 
 def fit(
@@ -176,7 +186,6 @@ def fit(
         if image.shape[0] != channels:
             raise InputError(f"all images need the same number of channels, got {channels} and {image.shape[0]}")
     device = resolve_device(config.device)
-    config = config.resolved(device.type == "cuda")
     found = np.unique(np.concatenate([a.classes for a in annotations]))
     if init is not None:
         if init.in_channels != channels:
@@ -185,14 +194,12 @@ def fit(
         if missing.size:
             raise InputError(f"the model knows classes {init.classes.tolist()}, the labels also hold {missing.tolist()}",
                              param="init", value="model")
-        config = replace(config, base=init.config.base, depth=init.config.depth, spacing=init.config.spacing)
-    pools = init.network.pools if init is not None else pooling_kernels(config.spacing, config.depth)
-    multiple = size_multiple(pools)
     smallest = tuple(min(a.target.shape[i] for a in annotations) for i in range(3))
-    patch, clipped = training_patch(config.patch, smallest, config.spacing, multiple, config.batch_size)
+    asked = config.patch
+    config, pools, patch, clipped = _plan(config, smallest, init, device)
+    multiple = size_multiple(pools)
     if clipped:
-        log.warning("patch %s is larger than the volume %s: clipped to %s", config.patch, smallest, patch)
-    check_memory(patch, config.batch_size, config.base, device)
+        log.warning("patch %s is larger than the volume %s: clipped to %s", asked, smallest, patch)
     warnings = [f"{name} is 0: training ends before its first step, so the segmentation comes from an untrained network"
                 for name in ("iterations", "time_budget") if getattr(config, name) == 0]
     if any(np.ptp(image[c]) == 0 for image in images for c in range(channels)):

@@ -20,6 +20,7 @@ from sparseseg import __version__, io
 from sparseseg.config import Config
 from sparseseg.core import Model
 from sparseseg.errors import InputError
+from sparseseg.io.atomic import _file_mode
 from sparseseg.preprocess import NORMALISATION
 
 #: Version of the folder's layout and fields; raised whenever a field is added, removed or changes meaning.
@@ -82,7 +83,7 @@ def save_model(folder: str | os.PathLike, model: Model, overwrite: bool = False)
             os.replace(folder, old / "model")
         elif folder.is_dir():
             folder.rmdir()
-        tmp.chmod(0o777 & ~_umask())  # mkdtemp makes 0700; give the folder the mode a plain mkdir would
+        _file_mode(tmp)  # mkdtemp makes 0700; give the folder the mode a plain mkdir would
         os.replace(tmp, folder)
     except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -95,12 +96,6 @@ def save_model(folder: str | os.PathLike, model: Model, overwrite: bool = False)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     return folder
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _field(meta: dict, name: str, check, rule: str):

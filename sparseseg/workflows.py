@@ -233,10 +233,13 @@ def predict(
     else:
         from sparseseg import cluster
 
-        if labels.chunks is None:
-            labels.abort()
-            raise InputError("several workers need a chunked output that they can share: a .zarr or .ome.zarr path",
-                             param="out", value=str(out))
+        try:
+            cluster.check_shared(labels)  # before a cluster is started
+        except InputError:
+            for sink in (labels, probabilities):
+                if sink is not None:
+                    sink.abort()
+            raise
         start = time.perf_counter()
         with cluster.client(workers, scheduler) as dask_client:
             windows = cluster.segment_on_cluster(folder, source, labels, probabilities, dask_client=dask_client,
