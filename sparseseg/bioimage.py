@@ -130,8 +130,8 @@ def export_model(
     check_distinct([model_dir, *sample], [output])
     name = _name(name, Path(model_dir))
     authors = _authors(authors)
-    spec = _spec()
     model = load_model(model_dir)
+    spec = _spec()
     raw, spacing = _test_input(model, sample)
     with tempfile.TemporaryDirectory(prefix="sparseseg-export-") as tmp:
         folder = Path(tmp)

@@ -147,6 +147,33 @@ def _sweep_report_is_the_truth(c):
                  "--overwrite"], ["truth.tif"])
 
 
+def _export(c, *extra, out=None):
+    return ["export", c.trained().model, "-o", out or c.folder / "model.zip", *extra]
+
+
+def _export_out_exists(c):
+    (c.folder / "model.zip").write_bytes(b"an earlier package")
+    return Case(_export(c), ["model.zip", "exists", "--overwrite"])
+
+
+def _export_out_is_the_package_it_exports(c):
+    package = c.folder / "package.zip"
+    package.write_bytes(b"a package")
+    return Case(["export", package, "-o", package, "--overwrite"], ["package.zip", "input"])
+
+
+def _export_out_is_the_sample(c):
+    return Case(_export(c, "--sample", c.volume, "--overwrite", out=c.volume), ["volume.tif"])
+
+
+def _export_out_not_a_zip(c):
+    return Case(_export(c, out=c.folder / "model.tif"), ["model.tif", ".zip"])
+
+
+def _export_no_such_model(c):
+    return Case(["export", c.folder / "nomodel", "-o", c.folder / "model.zip"], ["nomodel", "no such model folder"])
+
+
 # --- options out of range: the flag the user typed, and the allowed range ------------------
 
 
@@ -296,10 +323,18 @@ ROWS = [
     pytest.param(_out_is_the_probabilities, id="out-is-the-probabilities"),
     pytest.param(_out_is_an_existing_folder, id="out-is-an-existing-folder"),
     pytest.param(_sweep_report_is_the_truth, id="sweep-report-is-the-truth"),
+    pytest.param(_export_out_exists, id="export-out-exists"),
+    pytest.param(_export_out_is_the_package_it_exports, id="export-out-is-its-input"),
+    pytest.param(_export_out_is_the_sample, id="export-out-is-the-sample"),
+    pytest.param(_export_no_such_model, id="export-no-such-model"),
+    pytest.param(_export_out_not_a_zip, id="export-out-not-a-zip"),
     # options out of range, found before any work
     pytest.param(_option("--patch", "2000,2000,2000", needles=["--patch", str(MAX_PATCH)]), id="patch-above-max"),
     pytest.param(_option("--base", "100000", needles=["--base", str(MAX_BASE)]), id="base-100000"),
     pytest.param(_option("--batch-size", "0", needles=["--batch-size", str(MAX_BATCH)]), id="batch-size-0"),
+    pytest.param(_option("--name", "x", needles=["--name x", "5 to 128"], command=_export), id="export-name-too-short"),
+    pytest.param(_option("--name", "a/b c", needles=["--name a/b c", "letters"], command=_export), id="export-name-slash"),
+    pytest.param(_option("--author", "a/b", needles=["--author a/b"], command=_export), id="export-author-slash"),
     pytest.param(_option("--batch-size", "1000", needles=["--batch-size", str(MAX_BATCH)]), id="batch-size-1000"),
     pytest.param(_option("--lr", "0", needles=["--lr"]), id="lr-0"),
     pytest.param(_option("--lr", "5", needles=["--lr"]), id="lr-5"),
