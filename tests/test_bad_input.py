@@ -170,6 +170,20 @@ def _export_out_not_a_zip(c):
     return Case(_export(c, out=c.folder / "model.tif"), ["model.tif", ".zip"])
 
 
+def _predict_with_a_zip_that_is_no_package(c):
+    import zipfile
+
+    with zipfile.ZipFile(c.folder / "other.zip", "w") as archive:
+        archive.writestr("rdf.yaml", "type: model\n")
+    return Case(["predict", c.folder / "other.zip", c.volume, "-o", c.folder / "seg.tif"],
+                ["other.zip", "config.json", "sparseseg export"])
+
+
+def _predict_with_a_broken_zip(c):
+    (c.folder / "broken.zip").write_bytes(b"not a zip at all")
+    return Case(["predict", c.folder / "broken.zip", c.volume, "-o", c.folder / "seg.tif"], ["broken.zip", "cannot read"])
+
+
 def _export_no_such_model(c):
     return Case(["export", c.folder / "nomodel", "-o", c.folder / "model.zip"], ["nomodel", "no such model folder"])
 
@@ -327,6 +341,8 @@ ROWS = [
     pytest.param(_export_out_is_the_package_it_exports, id="export-out-is-its-input"),
     pytest.param(_export_out_is_the_sample, id="export-out-is-the-sample"),
     pytest.param(_export_no_such_model, id="export-no-such-model"),
+    pytest.param(_predict_with_a_zip_that_is_no_package, id="predict-zip-not-a-package"),
+    pytest.param(_predict_with_a_broken_zip, id="predict-broken-zip"),
     pytest.param(_export_out_not_a_zip, id="export-out-not-a-zip"),
     # options out of range, found before any work
     pytest.param(_option("--patch", "2000,2000,2000", needles=["--patch", str(MAX_PATCH)]), id="patch-above-max"),
