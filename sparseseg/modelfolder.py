@@ -142,7 +142,7 @@ def load_model(folder: str | os.PathLike) -> Model:
     if folder.is_file() and folder.name.lower().endswith(".zip"):
         meta, stored = _read_package(folder)
     elif folder.is_file():
-        raise InputError(f"{folder}: not a model folder, nor a bioimage.io package (.zip) from sparseseg export")
+        raise InputError(f"{folder}: no such model folder, and not a bioimage.io package (.zip) from sparseseg export")
     elif not folder.is_dir():
         raise InputError(f"{folder}: no such model folder")
     elif not (folder / CONFIG).is_file():
