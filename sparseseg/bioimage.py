@@ -43,6 +43,7 @@ fetched: every file is local to the package, and the description names no URL.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import tempfile
@@ -132,7 +133,7 @@ def export_model(
     authors = _authors(authors)
     model = load_model(model_dir)
     spec = _spec()
-    raw, spacing = _test_input(model, sample)
+    raw, spacing = _test_input(model, sample), _spacing(model)
     with tempfile.TemporaryDirectory(prefix="sparseseg-export-") as tmp:
         folder = Path(tmp)
         _write_files(folder, model, raw, spacing)
@@ -168,12 +169,16 @@ def _authors(authors: Sequence[str]) -> list[str]:
     return [a.strip() for a in authors]
 
 
-def _test_input(model: Model, sample: Sequence[Path]) -> tuple[np.ndarray, tuple[float, float, float]]:
+def _spacing(model: Model) -> tuple[float, float, float]:
+    """The voxel size the model was trained with (1, 1, 1 where it knows none): the scale of the space axes."""
+    return tuple(float(s) for s in (model.config.spacing or (1.0, 1.0, 1.0)))
+
+
+def _test_input(model: Model, sample: Sequence[Path]) -> np.ndarray:
     """The raw (C, z, y, x) float32 test input: the centre of ``sample`` (or of a synthetic volume), one training
-    patch in size, cut to whole multiples of the network's pooling; and the voxel size the package gives."""
+    patch in size, cut to whole multiples of the network's pooling."""
     multiple = model.network.size_multiple
     patch = tuple(model.config.patch)
-    spacing = tuple(float(s) for s in (model.config.spacing or (1.0, 1.0, 1.0)))
     if sample:
         volume = io.read_image(sample)
         image = volume.data
@@ -193,7 +198,7 @@ def _test_input(model: Model, sample: Sequence[Path]) -> tuple[np.ndarray, tuple
     crop = image[(slice(None),) + tuple(slice(a, a + n) for a, n in zip(start, size))]
     if not np.isfinite(crop).all():
         raise InputError("the sample's centre holds NaN or Inf values", param="sample", value=sample[0])
-    return np.ascontiguousarray(crop, dtype=np.float32), spacing
+    return np.ascontiguousarray(crop, dtype=np.float32)
 
 
 def _probabilities(model: Model, raw: np.ndarray) -> np.ndarray:
@@ -210,8 +215,6 @@ def _probabilities(model: Model, raw: np.ndarray) -> np.ndarray:
 
 def _write_files(folder: Path, model: Model, raw: np.ndarray, spacing) -> None:
     """Every file the package holds but rdf.yaml, into ``folder``."""
-    import json
-
     import torch
 
     from sparseseg.preview import render_preview
@@ -227,9 +230,7 @@ def _write_files(folder: Path, model: Model, raw: np.ndarray, spacing) -> None:
     np.save(folder / TEST_INPUT, raw[None])
     np.save(folder / TEST_OUTPUT, probabilities)
     labels = model.classes[np.argmax(probabilities[0], axis=0)]
-    from PIL import Image
-
-    Image.fromarray(render_preview(raw, labels, spacing=spacing)).save(folder / COVER, format="PNG")
+    io.write_png(folder / COVER, render_preview(raw, labels, spacing=spacing))
     (folder / README).write_text(_readme(model, spacing))
 
 
