@@ -1,4 +1,4 @@
-"""The `sparseseg` command line: thin commands over `sparseseg.workflows` and `sparseseg.sweep`.
+"""The `sparseseg` command line: thin commands over `sparseseg.workflows`, `sparseseg.sweep` and `sparseseg.bioimage`.
 
 Each command parses its options (declared once, in `sparseseg.cli_options`), builds a
 `Config`, calls one library function and prints a summary. Results go to stdout (with
@@ -168,7 +168,7 @@ def train(
 )
 @add_options()
 def predict(
-    model: Annotated[Path, typer.Argument(help="Model folder (from densify --save-model or train).", show_default=False)],
+    model: Annotated[Path, typer.Argument(help="Model folder (from densify --save-model or train), or a package from export (.zip).", show_default=False)],
     volumes: Volumes,
     output: Output,
     common: Common,
@@ -189,6 +189,31 @@ def predict(
     summary = {"output": [str(p) for p in report.written], "classes": report.model.classes.tolist(),
                "seconds_infer": round(report.seconds, 2), "windows": [list(w) for w in report.windows]}
     summary_table(summary, common.as_json, common.quiet)
+
+
+@command(
+    "export",
+    "sparseseg export kidney_model -o kidney.zip --author \"Ada Lovelace\"",
+    "sparseseg export kidney_model -o kidney.zip --sample volume.tif --name \"Kidney 3D U-Net\" --license CC0-1.0",
+    "sparseseg predict kidney.zip new_volume.tif -o new_seg.tif",
+)
+@add_options()
+def export(
+    model: Annotated[Path, typer.Argument(help="Model folder (from densify --save-model or train).", show_default=False)],
+    output: Annotated[Path, typer.Option("--output", "-o", help="bioimage.io model package to write (.zip).", show_default=False, rich_help_panel="Everyday options")],
+    common: Common,
+    sample: Annotated[Optional[list[Path]], typer.Option(help="Volume (repeat: channels) to cut the test input and cover from \\[default: a synthetic volume].", show_default=False, rich_help_panel="Everyday options")] = None,
+    name: Annotated[Optional[str], typer.Option(help="Name on bioimage.io \\[default: sparseseg 3D U-Net and the folder's name].", show_default=False, rich_help_panel="Everyday options")] = None,
+    author: Annotated[Optional[list[str]], typer.Option(help="An author's name (repeat for several).", show_default=False, rich_help_panel="Everyday options")] = None,
+    license: Annotated[str, typer.Option(help="SPDX license identifier of the weights.", rich_help_panel="Everyday options")] = "CC-BY-4.0",
+) -> None:
+    """Write a model as a bioimage.io model package (format 0.5), checked by bioimageio.spec (the bioimage extra)."""
+    from sparseseg.bioimage import export_model
+
+    setup_output(common.quiet)
+    path = export_model(model, output, sample=sample, name=name, authors=author or [], license=license,
+                        overwrite=common.overwrite)
+    summary_table({"output": str(path)}, common.as_json, common.quiet)
 
 
 @command(

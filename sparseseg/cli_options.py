@@ -27,7 +27,7 @@ OUTPUTS = "Extra outputs"
 LEVERS = "Expert levers"
 
 #: Library parameter -> command-line flag, where the flag is not ``--`` + the name with dashes.
-FLAGS = {"ks": "--planes", "pairs": "--pair", "save_model_to": "--save-model"}
+FLAGS = {"ks": "--planes", "pairs": "--pair", "save_model_to": "--save-model", "authors": "--author"}
 
 
 def flag(param: str) -> str:

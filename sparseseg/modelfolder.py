@@ -4,14 +4,21 @@ The format has a version (`FORMAT_VERSION`); a folder with an unknown version, o
 that is missing or wrong, is refused with a message naming the field. A folder is written
 whole into a hidden temporary folder beside its place and renamed into place, so a killed
 run never leaves a folder that looks like a model.
+
+`load_model` also reads a bioimage.io package written by ``sparseseg export``
+(`sparseseg.bioimage`): a ``.zip`` holding the same two files beside its ``rdf.yaml``
+(unpacked, such a package is a model folder). Reading one needs only the standard library's
+zipfile, not bioimageio.
 """
 
 from __future__ import annotations
 
+import io as _bytes
 import json
 import os
 import shutil
 import tempfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -55,12 +62,9 @@ def check_model_folder(folder: str | os.PathLike, overwrite: bool = False) -> Pa
     return folder
 
 
-def save_model(folder: str | os.PathLike, model: Model, overwrite: bool = False) -> Path:
-    """Write a model folder (see the module's docstring), atomically: all of it or nothing."""
-    import torch
-
-    folder = check_model_folder(folder, overwrite)
-    meta = {
+def model_meta(model: Model) -> dict:
+    """The fields of ``config.json`` for ``model`` (see `FIELDS`)."""
+    return {
         "format_version": FORMAT_VERSION,
         "sparseseg_version": __version__,
         "in_channels": model.in_channels,
@@ -72,7 +76,19 @@ def save_model(folder: str | os.PathLike, model: Model, overwrite: bool = False)
         "normalisation": NORMALISATION,
         "config": model.config.to_dict(),
     }
-    state = {k: v.detach().cpu() for k, v in model.network.state_dict().items()}
+
+
+def model_state(model: Model) -> dict:
+    """The network's weights as a state dict on the CPU: what ``weights.pt`` holds."""
+    return {k: v.detach().cpu() for k, v in model.network.state_dict().items()}
+
+
+def save_model(folder: str | os.PathLike, model: Model, overwrite: bool = False) -> Path:
+    """Write a model folder (see the module's docstring), atomically: all of it or nothing."""
+    import torch
+
+    folder = check_model_folder(folder, overwrite)
+    meta, state = model_meta(model), model_state(model)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
     old = None
     try:
@@ -118,15 +134,21 @@ def _numbers_or_none(n: int):
 
 
 def load_model(folder: str | os.PathLike) -> Model:
-    """Read a model folder written by `save_model`; an `InputError` names what is missing or wrong."""
+    """Read a model folder written by `save_model`, or a package of ``sparseseg export`` (a .zip); an `InputError`
+    names what is missing or wrong."""
     from sparseseg.model import UNet3D
 
     folder = Path(folder)
-    if not folder.is_dir():
+    if folder.is_file() and folder.name.lower().endswith(".zip"):
+        meta, stored = _read_package(folder)
+    elif folder.is_file():
+        raise InputError(f"{folder}: no such model folder, and not a bioimage.io package (.zip) from sparseseg export")
+    elif not folder.is_dir():
         raise InputError(f"{folder}: no such model folder")
-    if not (folder / CONFIG).is_file():
+    elif not (folder / CONFIG).is_file():
         raise InputError(f"{folder}: not a sparseseg model folder (no {CONFIG})")
-    meta = io.read_json(folder / CONFIG)
+    else:
+        meta, stored = io.read_json(folder / CONFIG), folder / WEIGHTS
     where = f"{folder / CONFIG}"
     if not isinstance(meta, dict):
         raise InputError(f"{where}: not a sparseseg model config (expected an object of fields)")
@@ -156,7 +178,7 @@ def load_model(folder: str | os.PathLike) -> Model:
     if config.base is None or config.patch is None:
         raise InputError(f"{where}: field 'config' holds no network width (base) or patch: not a trained model")
     network = UNet3D(channels, len(classes), config.base, [tuple(p) for p in pools])
-    state = _read_weights(folder / WEIGHTS)
+    state = _read_weights(stored, folder / WEIGHTS)
     try:
         network.load_state_dict(state)
     except RuntimeError as exc:  # torch's first line is a header; the next says what does not fit
@@ -170,13 +192,31 @@ def load_model(folder: str | os.PathLike) -> Model:
     )
 
 
-def _read_weights(path: Path) -> dict:
-    """The state dict, loaded with ``weights_only=True``: opening it runs no code."""
+def _read_package(path: Path) -> tuple[dict, bytes]:
+    """The config and the weights (bytes) that a package of ``sparseseg export`` carries beside its rdf.yaml."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            missing = [name for name in (CONFIG, WEIGHTS) if name not in archive.namelist()]
+            if missing:
+                raise InputError(f"{path}: holds no {' and no '.join(missing)}: not a package written by sparseseg export")
+            config, weights = archive.read(CONFIG), archive.read(WEIGHTS)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise InputError(f"{path}: cannot read the package ({exc})") from exc
+    try:
+        return json.loads(config), weights
+    except ValueError as exc:
+        raise InputError(f"{path / CONFIG}: cannot read JSON ({exc})") from exc
+
+
+def _read_weights(source: Path | bytes, path: Path) -> dict:
+    """The state dict in the file ``source`` (or its bytes, read from ``path``), loaded with ``weights_only=True``:
+    opening it runs no code."""
     import torch
 
-    if not path.is_file():
+    if isinstance(source, Path) and not source.is_file():
         raise InputError(f"{path}: no such file")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(_bytes.BytesIO(source) if isinstance(source, bytes) else source, map_location="cpu",
+                          weights_only=True)
     except Exception as exc:
         raise InputError(f"{path}: cannot read weights, not a file written by sparseseg ({type(exc).__name__})") from exc

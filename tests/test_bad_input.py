@@ -147,6 +147,47 @@ def _sweep_report_is_the_truth(c):
                  "--overwrite"], ["truth.tif"])
 
 
+def _export(c, *extra, out=None):
+    return ["export", c.trained().model, "-o", out or c.folder / "model.zip", *extra]
+
+
+def _export_out_exists(c):
+    (c.folder / "model.zip").write_bytes(b"an earlier package")
+    return Case(_export(c), ["model.zip", "exists", "--overwrite"])
+
+
+def _export_out_is_the_package_it_exports(c):
+    package = c.folder / "package.zip"
+    package.write_bytes(b"a package")
+    return Case(["export", package, "-o", package, "--overwrite"], ["package.zip", "input"])
+
+
+def _export_out_is_the_sample(c):
+    return Case(_export(c, "--sample", c.volume, "--overwrite", out=c.volume), ["volume.tif"])
+
+
+def _export_out_not_a_zip(c):
+    return Case(_export(c, out=c.folder / "model.tif"), ["model.tif", ".zip"])
+
+
+def _predict_with_a_zip_that_is_no_package(c):
+    import zipfile
+
+    with zipfile.ZipFile(c.folder / "other.zip", "w") as archive:
+        archive.writestr("rdf.yaml", "type: model\n")
+    return Case(["predict", c.folder / "other.zip", c.volume, "-o", c.folder / "seg.tif"],
+                ["other.zip", "config.json", "sparseseg export"])
+
+
+def _predict_with_a_broken_zip(c):
+    (c.folder / "broken.zip").write_bytes(b"not a zip at all")
+    return Case(["predict", c.folder / "broken.zip", c.volume, "-o", c.folder / "seg.tif"], ["broken.zip", "cannot read"])
+
+
+def _export_no_such_model(c):
+    return Case(["export", c.folder / "nomodel", "-o", c.folder / "model.zip"], ["nomodel", "no such model folder"])
+
+
 # --- options out of range: the flag the user typed, and the allowed range ------------------
 
 
@@ -296,10 +337,20 @@ ROWS = [
     pytest.param(_out_is_the_probabilities, id="out-is-the-probabilities"),
     pytest.param(_out_is_an_existing_folder, id="out-is-an-existing-folder"),
     pytest.param(_sweep_report_is_the_truth, id="sweep-report-is-the-truth"),
+    pytest.param(_export_out_exists, id="export-out-exists"),
+    pytest.param(_export_out_is_the_package_it_exports, id="export-out-is-its-input"),
+    pytest.param(_export_out_is_the_sample, id="export-out-is-the-sample"),
+    pytest.param(_export_no_such_model, id="export-no-such-model"),
+    pytest.param(_predict_with_a_zip_that_is_no_package, id="predict-zip-not-a-package"),
+    pytest.param(_predict_with_a_broken_zip, id="predict-broken-zip"),
+    pytest.param(_export_out_not_a_zip, id="export-out-not-a-zip"),
     # options out of range, found before any work
     pytest.param(_option("--patch", "2000,2000,2000", needles=["--patch", str(MAX_PATCH)]), id="patch-above-max"),
     pytest.param(_option("--base", "100000", needles=["--base", str(MAX_BASE)]), id="base-100000"),
     pytest.param(_option("--batch-size", "0", needles=["--batch-size", str(MAX_BATCH)]), id="batch-size-0"),
+    pytest.param(_option("--name", "x", needles=["--name x", "5 to 128"], command=_export), id="export-name-too-short"),
+    pytest.param(_option("--name", "a/b c", needles=["--name a/b c", "letters"], command=_export), id="export-name-slash"),
+    pytest.param(_option("--author", "a/b", needles=["--author a/b"], command=_export), id="export-author-slash"),
     pytest.param(_option("--batch-size", "1000", needles=["--batch-size", str(MAX_BATCH)]), id="batch-size-1000"),
     pytest.param(_option("--lr", "0", needles=["--lr"]), id="lr-0"),
     pytest.param(_option("--lr", "5", needles=["--lr"]), id="lr-5"),

@@ -427,7 +427,7 @@ def test_help_shows_device_dependent_defaults(monkeypatch, run):
     assert "[default: no-augment]" in result.output
 
 
-@pytest.mark.parametrize("command", ["densify", "train", "predict", "suggest", "preview", "sweep", "eval"])
+@pytest.mark.parametrize("command", ["densify", "train", "predict", "export", "suggest", "preview", "sweep", "eval"])
 def test_help_is_readable_at_80_columns(command, run, monkeypatch):
     monkeypatch.setenv("COLUMNS", "80")
     result = run(command, "--help")

@@ -1,4 +1,4 @@
-"""The package's layers: cli -> sweep -> workflows -> modelfolder -> core -> pieces; no import runs back up, and the numpy-only pieces import without torch."""
+"""The package's layers: cli -> sweep -> workflows (and bioimage) -> modelfolder -> core -> pieces; no import runs back up, and the numpy-only pieces import without torch."""
 
 import ast
 import subprocess
@@ -14,7 +14,7 @@ LAYERS = [
     {"cli", "__main__"},
     {"cli_options", "cli_output"},
     {"sweep"},
-    {"workflows", "cluster"},
+    {"workflows", "cluster", "bioimage"},
     {"modelfolder"},
     {"core"},
     {"streaming", "train", "infer", "augment", "model", "suggest", "preview", "plot", "synthetic", "io", "paths", "calibrate"},

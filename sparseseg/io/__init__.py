@@ -29,7 +29,7 @@ This module is the package's public API; the work is done in its modules, one jo
 NGFF metadata), `base` (the block source and sink base classes), `atomic` (temporary files
 renamed into place), one module a format (`tiff`, `nifti`, `zarr_store`, `ome_zarr`, `hdf5`),
 `sources` (reading), `checks` (outputs checked before any work), `sinks` (writing volumes) and
-`small` (PNG, JSON and CSV files).
+`small` (PNG, JSON and CSV files, and any file written whole).
 """
 
 from sparseseg.io import atomic, nifti, tiff
@@ -42,7 +42,7 @@ from sparseseg.io.metadata import DEFAULT_UNIT
 from sparseseg.io.nifti import NiftiSink, NiftiSource
 from sparseseg.io.ome_zarr import NGFF_VERSION, PYRAMID_BLOCK_BYTES, OmeLabelsSink, OmeZarrSink
 from sparseseg.io.sinks import create_sink, write_volume
-from sparseseg.io.small import read_json, write_json, write_png, write_text
+from sparseseg.io.small import read_json, write_file, write_json, write_png, write_text
 from sparseseg.io.sources import ChannelStack, Volume, open_source, read_image, read_labels, read_volume
 from sparseseg.io.tiff import BIGTIFF_BYTES, IMAGEJ_DTYPES, TiffSink, TiffSource
 from sparseseg.io.zarr_store import OmeZarrSource, ZarrSink, ZarrSource
@@ -58,7 +58,7 @@ __all__ = [
     "write_volume", "create_sink", "FileSink", "TiffSink", "NiftiSink", "ZarrSink", "OmeZarrSink", "OmeLabelsSink",
     "Hdf5Sink", "NGFF_VERSION", "BIGTIFF_BYTES", "IMAGEJ_DTYPES", "PYRAMID_BLOCK_BYTES", "DEFAULT_UNIT",
     # small files
-    "write_png", "write_text", "write_json", "read_json",
+    "write_png", "write_text", "write_json", "write_file", "read_json",
 ]
 
 # Internals the tests reach as sparseseg.io.NAME. Their callers look them up in the module that defines them, so a

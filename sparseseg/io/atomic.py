@@ -26,7 +26,7 @@ def _file_mode(path) -> None:
 def _atomic(path: Path, write) -> None:
     """Call ``write(tmp_path)`` on a temporary file beside ``path``, then rename it into place."""
     name = path.name
-    suffix = next((s for s in SUFFIXES + (".png", ".json", ".pt", ".csv") if name.lower().endswith(s)), "")
+    suffix = next((s for s in SUFFIXES + (".png", ".json", ".pt", ".csv", ".zip") if name.lower().endswith(s)), "")
     tmp = _temp_file(path, suffix)
     with _undone_on_failure(lambda: tmp.unlink(missing_ok=True), path):
         write(tmp)

@@ -1,11 +1,11 @@
-"""Small files beside the volumes: PNG previews and JSON or CSV reports, written atomically, and JSON read."""
+"""Small files beside the volumes: PNG previews, JSON or CSV reports and other files (a model package), written atomically, and JSON read."""
 
 from __future__ import annotations
 
 import json
 import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -33,6 +33,14 @@ def write_text(path: str | os.PathLike, text: str, overwrite: bool = False, suff
 def write_json(path: str | os.PathLike, obj: Any, overwrite: bool = False) -> Path:
     """Write ``obj`` as indented JSON, atomically."""
     return write_text(path, json.dumps(obj, indent=2) + "\n", overwrite, suffixes=(".json",))
+
+
+def write_file(path: str | os.PathLike, write: Callable[[Path], None], overwrite: bool = False,
+               suffixes: Sequence[str] = (".zip",)) -> Path:
+    """Write a file by calling ``write(tmp)`` on a temporary file beside ``path`` (same suffix), atomically."""
+    path = check_output(path, overwrite, suffixes=suffixes)
+    _atomic(path, write)
+    return path
 
 
 def read_json(path: str | os.PathLike) -> Any:
