@@ -62,7 +62,7 @@ def loop(make_napari_viewer, qtbot, volume, tiny_config):
     viewer = make_napari_viewer()
     viewer.add_image(image, name="volume", scale=SCALE)
     painted = viewer.add_labels(np.zeros(SHAPE, dtype=np.uint8), name="painted", scale=SCALE)
-    widget = DensifyWidget(viewer, config=tiny_config(iterations=40, patch=(8, 16, 16)))
+    widget = DensifyWidget(viewer, config=tiny_config(iterations=20, patch=(8, 16, 16)))
     viewer.window.add_dock_widget(widget, name="sparseseg")
     for z in Z_PLANES:
         _paint_plane(viewer, painted, truth, "z", z)

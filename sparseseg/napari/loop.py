@@ -154,7 +154,13 @@ def annotation_of(labels: np.ndarray, planes: str = "", painted: dict[str, set[i
         chosen = {a: sorted(i for i in painted.get(a, ()) if _holds_labels(labels, a, i)) for a in AXES}
         if not any(chosen.values()):
             chosen = None
-    annotation, how = read_annotation(labels, unlabeled, chosen, name="labels layer")
+    try:
+        annotation, how = read_annotation(labels, unlabeled, chosen, name="labels layer")
+    except InputError as exc:
+        if chosen is not None:
+            raise
+        raise InputError(f"{exc}. Here: paint the planes in this viewer (2D view), or write them in the planes field "
+                         "(z=12,40 y=64)") from None
     if chosen is not None:
         said = " ".join(f"{a}={','.join(map(str, v))}" for a, v in chosen.items() if v)
         how = ("planes given: " if planes.strip() else "painted planes: ") + said
