@@ -191,3 +191,18 @@ def test_manifest_names_what_exists():
         module, _, attribute = command.python_name.partition(":")
         assert callable(getattr(__import__(module, fromlist=[attribute]), attribute)), command.python_name
     assert [w.display_name for w in manifest.contributions.widgets] == ["Densify"]
+
+
+def test_a_failure_in_the_worker_is_said(loop, qtbot, monkeypatch):
+    viewer, widget, painted, truth = loop
+    from sparseseg.errors import InputError
+    from sparseseg.napari import loop as library_calls
+
+    def fail(*args, **kwargs):
+        raise InputError("out of GPU memory: lower patch or batch_size (or use the CPU)")
+
+    monkeypatch.setattr(library_calls, "densify", fail)
+    qtbot.mouseClick(widget.densify_button, Qt.LeftButton)
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=WAIT_MS)
+    assert widget.status.text() == "error: out of GPU memory: lower patch or batch_size (or use the CPU)"
+    assert layers.SEGMENTATION not in viewer.layers and widget.densify_button.isEnabled()

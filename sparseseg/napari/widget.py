@@ -210,7 +210,7 @@ class DensifyWidget(QWidget):
             return
         self._say(f"training: {how}")
         self.worker = create_worker(loop.densify, image, annotation, config, self.progress,
-                                    self.model if warm else None, _start_thread=False)
+                                    self.model if warm else None, _start_thread=False, _ignore_errors=True)
         self.worker.returned.connect(self._finished)
         self.worker.errored.connect(self._failed)
         self.worker.finished.connect(self._stopped)
@@ -247,7 +247,12 @@ class DensifyWidget(QWidget):
                   + " Suggest shows where to paint next.")
 
     def _failed(self, exc: Exception) -> None:
+        """Say a bad input in the status line; anything else goes to napari's notifications too, as a bug."""
         self._say(f"error: {exc}")
+        if not isinstance(exc, InputError):
+            from napari.utils.notifications import show_error
+
+            show_error(f"sparseseg: densify failed: {type(exc).__name__}: {exc}")
 
     def _stopped(self) -> None:
         self._timer.stop()
