@@ -4,7 +4,8 @@ Patches are drawn around annotated voxels (each class equally often), augmented 
 training device, and scored with a softmax cross-entropy weighted per voxel: weight 0 on
 unlabeled voxels, so only annotated voxels teach the network. The learning rate decays
 polynomially over the run, which ends after a number of steps or a time budget, whichever
-comes first; Ctrl-C ends it early and keeps the model trained so far.
+comes first; Ctrl-C, or a progress object that asks to stop (`Progress`), ends it early and
+keeps the model trained so far.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ class TrainLog:
     iterations: int = 0
     seconds: float = 0.0
     losses: list[float] = field(default_factory=list)
-    stopped_by: str = "iterations"  # 'iterations', 'time' or 'interrupt'
+    stopped_by: str = "iterations"  # 'iterations', 'time', 'interrupt' (Ctrl-C) or 'stop' (asked by the progress object)
     device: str = "cpu"
     shapes: dict = field(default_factory=dict)  # training patch per annotated axis (None: cube patches)
     warnings: list[str] = field(default_factory=list)  # why the result may not be worth much (see `sparseseg.core.fit`)
@@ -147,7 +148,14 @@ def poly_lr(base: float, progress: float, power: float = 0.9) -> float:
     return base * (1 - min(max(progress, 0.0), 1.0)) ** power
 
 
+#: ``progress(iteration, loss, elapsed_seconds)``, called after each step. An object whose ``stop_requested``
+#: attribute turns true (a Cancel button in a GUI) ends the run before its next step, as Ctrl-C does.
 Progress = Callable[[int, float, float], None]
+
+
+def stop_requested(progress: Progress | None) -> bool:
+    """Whether ``progress`` asks the run to end now (its ``stop_requested`` attribute is true)."""
+    return bool(getattr(progress, "stop_requested", False))
 
 
 def train(
@@ -175,6 +183,8 @@ def train(
     ``progress(iteration, loss, elapsed_seconds)`` is called after each step. The run ends
     after ``iterations`` steps or ``time_budget`` seconds, or at Ctrl-C (KeyboardInterrupt),
     which is caught: the model keeps what it learnt so far and ``stopped_by`` says 'interrupt'.
+    A ``progress`` object whose ``stop_requested`` is true ends it the same way before the next
+    step, with ``stopped_by`` 'stop' (see `Progress`).
     """
     rng = np.random.default_rng(seed)
     generator = torch.Generator(device=device)
@@ -197,6 +207,9 @@ def train(
                 break
             if elapsed >= time_budget:
                 log.stopped_by = "time"
+                break
+            if stop_requested(progress):
+                log.stopped_by = "stop"
                 break
             progress_fraction = max(log.iterations / max(iterations, 1), elapsed / time_budget if time_budget else 1.0)
             for group in optimizer.param_groups:

@@ -1,4 +1,5 @@
-"""The package's layers: cli -> sweep -> workflows (and bioimage) -> modelfolder -> core -> pieces; no import runs back up, and the numpy-only pieces import without torch."""
+"""The package's layers: napari plugin, cli -> sweep -> workflows (and bioimage) -> modelfolder -> core -> pieces; no
+import runs back up, the numpy-only pieces import without torch, and only the napari plugin touches napari or Qt."""
 
 import ast
 import subprocess
@@ -11,6 +12,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "sparseseg"
 
 #: Each layer may import only from the layers after it.
 LAYERS = [
+    {"napari"},
     {"cli", "__main__"},
     {"cli_options", "cli_output"},
     {"sweep"},
@@ -25,6 +27,10 @@ LAYERS = [
 #: Modules that must import without torch installed.
 NUMPY_ONLY = ["blocks", "calibrate", "config", "errors", "io", "labels", "metrics", "paths", "planning", "plot", "preprocess",
               "preview", "suggest", "synthetic", "tiling"]
+
+
+#: Top-level packages of the GUI: only sparseseg.napari imports them.
+GUI = ("napari", "qtpy", "PyQt5", "PyQt6", "PySide2", "PySide6", "magicgui", "superqt", "vispy", "npe2")
 
 
 def _sources(module: str) -> list[Path]:
@@ -76,3 +82,27 @@ def test_every_module_says_its_job():
     for path in paths:
         doc = ast.get_docstring(ast.parse(path.read_text()))
         assert path.stem == "__main__" or doc, f"{path.relative_to(PACKAGE)} has no opening docstring"
+
+
+def _external_imports(module: str) -> set[str]:
+    """The top-level packages outside sparseseg that ``module`` imports, anywhere in its source."""
+    found = set()
+    for node in (node for path in _sources(module) for node in ast.walk(ast.parse(path.read_text()))):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module.split(".")[0])
+        elif isinstance(node, ast.Import):
+            found.update(a.name.split(".")[0] for a in node.names)
+    return found - {"sparseseg"}
+
+
+@pytest.mark.parametrize("module", sorted(set().union(*LAYERS) - {"napari"}))
+def test_only_the_plugin_imports_the_gui(module):
+    assert not _external_imports(module) & set(GUI), f"sparseseg.{module} imports a GUI package"
+
+
+def test_the_command_line_loads_no_gui():
+    code = ("import sys, sparseseg.cli, sparseseg.workflows, sparseseg.napari, sparseseg.napari.loop, sparseseg.napari.files; "
+            f"print(sorted(m for m in sys.modules if m.split('.')[0] in {GUI!r}))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

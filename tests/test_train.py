@@ -157,6 +157,21 @@ def test_ctrl_c_keeps_the_model(data):
     assert not model.training
 
 
+def test_a_progress_object_can_stop_the_run(data):
+    class Cancel:
+        """Asks to stop after the second step, as a Cancel button does."""
+
+        stop_requested = False
+
+        def __call__(self, iteration, loss, elapsed):
+            self.stop_requested = iteration >= 2
+
+    model, log = _train(data, iterations=10, progress=Cancel())
+    assert log.stopped_by == "stop"
+    assert log.iterations == 2 and len(log.losses) == 2
+    assert not model.training
+
+
 @pytest.mark.parametrize("params", [None, AugmentParams()], ids=["plain", "augmented"])
 def test_same_seed_same_weights(data, params):
     a, log_a = _train(data, iterations=3, seed=0, params=params)
