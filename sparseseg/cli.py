@@ -9,9 +9,11 @@ interrupted (a partial result, if one was written, says so).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import re
+import signal
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -20,13 +22,13 @@ from rich.table import Table
 
 from sparseseg import UNLABELED, __version__
 from sparseseg.cli_options import (
-    TTA, AsJson, Common, Device, Gt, Init, Output, Overwrite, Planes, Preview, Probabilities, Slices, Spacing, Unlabeled, Volumes, add_options, flag, parse_triple,
+    TTA, AsJson, Common, Device, Gt, Init, Output, Overwrite, Planes, Preview, Probabilities, Scheduler, Slices, Spacing, Unlabeled, Volumes, Workers, add_options, flag, parse_triple,
 )
 from sparseseg.cli_output import (
     EXIT_INTERRUPTED, BlockProgress, TrainingProgress, err, finish, fmt, out, print_json, setup_output, summary_table, sweep_table, train_summary,
 )
 from sparseseg.config import Config
-from sparseseg.errors import InputError
+from sparseseg.errors import InputError, Interrupted
 
 app = typer.Typer(
     help="Dense 3D segmentation from a few annotated planes (3D U-Net, Cicek et al. 2016).",
@@ -54,6 +56,12 @@ def handle_errors(command):
         except InputError as exc:
             err.print(f"error: {message(exc)}", style="red", markup=False, soft_wrap=True)
             raise typer.Exit(EXIT_BAD_INPUT) from None
+        except Interrupted as exc:
+            of = f" of {exc.total}" if exc.total else ""
+            err.print(f"interrupted: {exc.done}{of} blocks are done and kept in {', '.join(exc.folders)}; run the same "
+                      "command again with --resume to finish (or delete that folder)", style="red", markup=False,
+                      soft_wrap=True)
+            raise typer.Exit(EXIT_INTERRUPTED) from None
         except KeyboardInterrupt:
             err.print("interrupted (no output is left half-written)", style="red")
             raise typer.Exit(EXIT_INTERRUPTED) from None
@@ -79,6 +87,23 @@ def _split_planes(volumes: list[Path], planes: list[str] | None) -> tuple[list[P
         raise InputError(f"{extra[0]}: looks like a plane, but no --planes option was given")
     kept = [v for v in volumes if not PLANE_ARG.match(str(v))]
     return kept, ((planes or []) + extra) or None
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt():
+    """SIGTERM (a batch system's stop) taken as Ctrl-C while the block: a resumable output is kept as on Ctrl-C."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        before = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread: leave SIGTERM as it is
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
 
 
 def command(name: str, *examples: str):
@@ -165,6 +190,7 @@ def train(
     "sparseseg predict brats_model flair.nii.gz t1c.nii.gz -o seg.nii.gz --json",
     "sparseseg predict model stack.ome.zarr -o stack.ome.zarr/labels/seg --workers 4",
     "sparseseg predict model stack.ome.zarr -o seg.zarr --scheduler tcp://10.0.0.5:8786",
+    "sparseseg predict model big.zarr -o seg.zarr --resume   # after Ctrl-C: go on where it stopped",
 )
 @add_options()
 def predict(
@@ -176,16 +202,18 @@ def predict(
     tta: Annotated[Optional[bool], typer.Option(help="Average predictions over flips (8x slower) \\[default: as trained].", show_default=False)] = None,
     probabilities: Probabilities = None,
     preview: Preview = None,
-    workers: Annotated[Optional[int], typer.Option(help="Predict on a local dask cluster of this many worker processes (output: .zarr or .ome.zarr).", show_default=False, rich_help_panel="Large volumes")] = None,
-    scheduler: Annotated[Optional[str], typer.Option(help="Predict on the dask cluster at this address, e.g. tcp://10.0.0.5:8786.", show_default=False, rich_help_panel="Large volumes")] = None,
+    workers: Workers = None,
+    scheduler: Scheduler = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Go on with the .zarr or .ome.zarr output that an interrupted run of the same command left: only the blocks it does not hold are predicted.", rich_help_panel="Large volumes")] = False,
 ) -> None:
     """Apply a saved model to a new volume (the fully automatic setting)."""
     from sparseseg import workflows
 
     setup_output(common.quiet)
-    with BlockProgress(common.silent) as progress:
+    with BlockProgress(common.silent) as progress, sigterm_as_interrupt():
         report = workflows.predict(model, volumes, output, outputs=workflows.Outputs(probabilities, preview, common.overwrite),
-                                   device=device, tta=tta, progress=progress, workers=workers, scheduler=scheduler)
+                                   device=device, tta=tta, progress=progress, workers=workers, scheduler=scheduler,
+                                   resume=resume)
     summary = {"output": [str(p) for p in report.written], "classes": report.model.classes.tolist(),
                "seconds_infer": round(report.seconds, 2), "windows": [list(w) for w in report.windows]}
     summary_table(summary, common.as_json, common.quiet)

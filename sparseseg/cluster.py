@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from sparseseg.blocks import all_or_nothing
+from sparseseg.blocks import all_or_nothing, blocks_to_write
 from sparseseg.core import Model, resolve_device, write_decided
 from sparseseg.errors import InputError
 from sparseseg.modelfolder import load_model
@@ -52,11 +52,12 @@ def client(workers: int | None = None, scheduler: str | None = None):
     return Client(LocalCluster(n_workers=workers, threads_per_worker=threads, processes=True, dashboard_address=":0"))
 
 
-def check_shared(labels) -> None:
-    """Refuse an output that workers cannot write together: one without chunks (anything but Zarr or OME-Zarr)."""
-    if getattr(labels, "chunks", None) is None:
-        raise InputError("several workers need a chunked output that they can share: a .zarr or .ome.zarr path",
-                         param="out", value=str(getattr(labels, "path", "")))
+def check_shared(labels, probabilities=None) -> None:
+    """Refuse an output that workers cannot write together: anything but Zarr or OME-Zarr (`sparseseg.io.partial.PartialSink`)."""
+    for param, sink in (("out", labels), ("probabilities", probabilities)):
+        if sink is not None and not getattr(sink, "shared", False):
+            raise InputError("several workers need a chunked output that they can share: a .zarr or .ome.zarr path",
+                             param=param, value=str(getattr(sink, "path", "")))
 
 
 def segment_on_cluster(folder, source, labels, probabilities=None, *, dask_client, device: str = "auto",
@@ -64,8 +65,9 @@ def segment_on_cluster(folder, source, labels, probabilities=None, *, dask_clien
     """Segment ``source`` with the model in ``folder`` block by block on ``dask_client``'s workers.
 
     ``labels`` (and ``probabilities``) must be chunked sinks that workers can share (Zarr,
-    OME-Zarr). They are finished here when every block is written, and aborted if one fails.
-    Returns the sliding windows.
+    OME-Zarr). They are finished here when every block is written, and aborted if one fails
+    (kept on Ctrl-C where they are resumable, as in `sparseseg.core.segment_source`; a resumed
+    output's blocks are not submitted again). Returns the sliding windows.
     """
     from dask.distributed import as_completed
 
@@ -73,10 +75,12 @@ def segment_on_cluster(folder, source, labels, probabilities=None, *, dask_clien
     model = load_model(folder)
     plan = plan_volume(model.network, source, model.windows, model.config.patch, chunks=labels.chunks)
     folder = str(Path(folder).resolve())
-    total, done = sum(voxels(b) for b in plan.blocks), 0
     with all_or_nothing(labels, probabilities):
+        todo = blocks_to_write(plan.blocks, plan.layout, labels, probabilities)  # a resumed output's are not submitted
+        total = sum(voxels(b) for b in plan.blocks)
+        done = total - sum(voxels(b) for b in todo)
         futures = [dask_client.submit(_predict_block, folder, source, labels, probabilities, zyx, plan, device, tta,
-                                      pure=False) for zyx in plan.blocks]
+                                      pure=False) for zyx in todo]
         for future in as_completed(futures):
             done += future.result()
             if progress:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sparseseg import UNLABELED, io
+from sparseseg import UNLABELED, __version__, io
 from sparseseg.config import Config
 from sparseseg.core import (
     Model, Segmentation, calibrate, check_training, fit, labels_dtype, loss_weights, network_probabilities, resolve_device,
@@ -26,7 +26,7 @@ from sparseseg.core import (
 from sparseseg.errors import InputError
 from sparseseg.labels import Annotation, annotated_mask, check_class_ids, parse_planes, read_annotation
 from sparseseg.metrics import Scores, score
-from sparseseg.modelfolder import check_model_folder, load_model, save_model
+from sparseseg.modelfolder import check_model_folder, load_model, model_digest, save_model
 from sparseseg.paths import check_distinct
 from sparseseg.streaming import BlockProgress
 from sparseseg.train import Progress, TrainLog
@@ -208,6 +208,7 @@ def predict(
     progress: BlockProgress | None = None,
     workers: int | None = None,
     scheduler: str | None = None,
+    resume: bool = False,
 ) -> PredictReport:
     """Apply a saved model to a new volume (the fully automatic setting) and write the segmentation.
 
@@ -215,36 +216,31 @@ def predict(
     come, so memory does not grow with the volume (only ``outputs.preview`` reads the volume
     and the result whole). ``device`` is where to predict ('auto': CUDA when available),
     whatever the model was trained on.
+
+    A Zarr or OME-Zarr output interrupted by Ctrl-C is kept, unfinished, in its hidden partial
+    folder (`sparseseg.errors.Interrupted` says where); the same call with ``resume`` takes it
+    up and writes only the blocks it does not hold whole. It is taken up only by a run of the
+    same model folder (its files' hash), volumes (paths, sizes, times), ``tta`` and sparseseg
+    version, and refused for other formats. ``outputs.overwrite`` still says whether the
+    finished output may replace an earlier one.
     """
+    if resume:
+        for path in (out, outputs.probabilities):
+            if path is not None:
+                io.check_resumable(path)
     outputs.check([folder, *volumes], [out])
     resolve_device(device)
     model = load_model(folder)
     source = io.open_source(volumes)
     if source.shape[0] != model.in_channels:
         raise InputError(f"{source.path}: the model {folder} takes {model.in_channels} channel(s), got {source.shape[0]}")
-    shape = source.shape[1:]
-    labels = io.create_sink(out, shape, labels_dtype(model.classes), reference=source, overwrite=outputs.overwrite)
-    probabilities = None
-    if outputs.probabilities is not None:
-        probabilities = io.create_sink(outputs.probabilities, (len(model.classes),) + shape, np.uint8, reference=source,
-                                       overwrite=outputs.overwrite)
-    if workers is None and scheduler is None:
+    key = run_key(folder, volumes, model.config.tta if tta is None else tta)
+    shared = workers is not None or scheduler is not None
+    labels, probabilities = block_sinks(out, outputs, model, source, key=key, resume=resume, shared=shared)
+    if not shared:
         windows, seconds = segment_source(model, source, labels, probabilities, device=device, tta=tta, progress=progress)
     else:
-        from sparseseg import cluster
-
-        try:
-            cluster.check_shared(labels)  # before a cluster is started
-        except InputError:
-            for sink in (labels, probabilities):
-                if sink is not None:
-                    sink.abort()
-            raise
-        start = time.perf_counter()
-        with cluster.client(workers, scheduler) as dask_client:
-            windows = cluster.segment_on_cluster(folder, source, labels, probabilities, dask_client=dask_client,
-                                                 device=device, tta=tta, progress=progress)
-        seconds = time.perf_counter() - start
+        windows, seconds = _on_cluster(folder, source, labels, probabilities, workers, scheduler, device, tta, progress)
     written = [Path(out)] + ([Path(outputs.probabilities)] if probabilities is not None else [])
     if outputs.preview is not None:
         from sparseseg.preview import render_preview
@@ -253,6 +249,59 @@ def predict(
         picture = render_preview(image.data, io.read_labels(out).data, spacing=image.spacing)
         written.append(io.write_png(outputs.preview, picture, overwrite=outputs.overwrite))
     return PredictReport(model, windows, seconds, written)
+
+
+def run_key(folder: PathLike, volumes: Sequence[PathLike], tta: bool) -> dict:
+    """The fingerprint of a block-by-block segmentation: what an output an interrupted run left must match to be resumed."""
+    return {"sparseseg": __version__, "model": model_digest(folder), "volumes": [io.stamp(v) for v in volumes],
+            "tta": bool(tta)}
+
+
+def block_sinks(out: PathLike, outputs: Outputs, model: Model, source, *, key: dict | None = None, resume: bool = False,
+                shared: bool = False):
+    """The labels sink (and the probabilities sink, chunked alike) of a block-by-block segmentation of ``source``.
+
+    ``shared``: several workers write them (a chunked output is needed). Where one cannot be
+    made, those made are let go (a resumed one left as it was) before the error goes on.
+    """
+    shape = source.shape[1:]
+    made = []
+    try:
+        labels = io.create_sink(out, shape, labels_dtype(model.classes), reference=source, overwrite=outputs.overwrite,
+                                key=key, resume=resume)
+        made.append(labels)
+        probabilities = None
+        if outputs.probabilities is not None:
+            probabilities = io.create_sink(outputs.probabilities, (len(model.classes),) + shape, np.uint8, reference=source,
+                                           overwrite=outputs.overwrite, chunks=labels.chunks, key=key, resume=resume)
+            made.append(probabilities)
+        if shared:
+            from sparseseg import cluster
+
+            cluster.check_shared(labels, probabilities)  # before a cluster is started
+    except BaseException:
+        for sink in made:
+            sink.release()
+        raise
+    return labels, probabilities
+
+
+def _on_cluster(folder, source, labels, probabilities, workers, scheduler, device, tta, progress):
+    """Segment on a dask cluster (`sparseseg.cluster`) with the model in ``folder``; the windows and the seconds."""
+    from sparseseg import cluster
+
+    start = time.perf_counter()
+    try:
+        dask_client = cluster.client(workers, scheduler)
+    except BaseException:
+        for sink in (labels, probabilities):
+            if sink is not None:
+                sink.release()
+        raise
+    with dask_client:
+        windows = cluster.segment_on_cluster(folder, source, labels, probabilities, dask_client=dask_client,
+                                             device=device, tta=tta, progress=progress)
+    return windows, time.perf_counter() - start
 
 
 def suggest(
