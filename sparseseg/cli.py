@@ -153,10 +153,18 @@ def densify(
 
 
 def _parse_pair(pair: str) -> tuple[list[str], str]:
-    """'flair.tif,t1c.tif:labels.tif' -> (['flair.tif', 't1c.tif'], 'labels.tif')."""
-    volumes, sep, labels = pair.rpartition(":")
-    if not sep or not volumes or not labels:
-        raise InputError("expected VOLUME[,VOLUME...]:LABELS", param="pairs", value=pair)
+    """'flair.tif,t1c.tif:labels.tif' -> (['flair.tif', 't1c.tif'], 'labels.tif').
+
+    The volumes and the labels are split at the last ':' that does not name a dataset inside an
+    HDF5 file (a ':' right after .h5 or .hdf5 and before a '/'): 'a.h5:/raw:b.h5:/labels' ->
+    (['a.h5:/raw'], 'b.h5:/labels').
+    """
+    cuts = [i for i, char in enumerate(pair) if char == ":"
+            and not (pair[:i].lower().endswith((".h5", ".hdf5")) and pair[i + 1:i + 2] == "/")]
+    volumes, labels = (pair[:cuts[-1]], pair[cuts[-1] + 1:]) if cuts else ("", "")
+    if not volumes or not labels or "" in volumes.split(","):
+        raise InputError("expected VOLUME[,VOLUME...]:LABELS (an HDF5 dataset as file.h5:/path)", param="pairs",
+                         value=pair)
     return volumes.split(","), labels
 
 
@@ -164,10 +172,11 @@ def _parse_pair(pair: str) -> tuple[list[str], str]:
     "train",
     "sparseseg train --pair a.tif:a_sparse.tif --pair b.tif:b_sparse.tif -o kidney_model",
     "sparseseg train --pair flair1.nii.gz,t1c1.nii.gz:sparse1.nii.gz -o brats_model --time-budget 20m",
+    "sparseseg train --pair em.h5:/raw:em.h5:/sparse -o em_model",
 )
 @add_options(training=True)
 def train(
-    pair: Annotated[list[str], typer.Option(help="VOLUME[,VOLUME...]:LABELS, one per sparsely annotated volume (repeat).", show_default=False, rich_help_panel="Everyday options")],
+    pair: Annotated[list[str], typer.Option(help="VOLUME[,VOLUME...]:LABELS, one per sparsely annotated volume (repeat); an HDF5 dataset as file.h5:/path, e.g. a.h5:/raw:a.h5:/labels.", show_default=False, rich_help_panel="Everyday options")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Model folder to write.", show_default=False, rich_help_panel="Everyday options")],
     config: Config,
     common: Common,
