@@ -118,6 +118,7 @@ def command(name: str, *examples: str):
     "sparseseg densify flair.nii.gz t1c.nii.gz --slices sparse.nii.gz -o seg.nii.gz --time-budget 5m",
     "sparseseg densify em.tif --slices painted.tif --planes z=3,15,27 --spacing 50,4,4 -o seg.tif",
     "sparseseg densify vol.tif --slices more.tif -o seg2.tif --init model1 --save-model model2",
+    "sparseseg densify big.tif --slices sparse.tif -o seg.zarr --workers 4   # the dense inference on 4 processes",
 )
 @add_options(TTA, training=True)
 def densify(
@@ -134,6 +135,8 @@ def densify(
     save_model: Annotated[Optional[Path], typer.Option(help="Also save the trained model in this folder.", show_default=False, rich_help_panel="Extra outputs")] = None,
     init: Init = None,
     partial: Annotated[bool, typer.Option(help="On Ctrl-C, still segment with the model trained so far (exit code 130).")] = True,
+    workers: Workers = None,
+    scheduler: Scheduler = None,
 ) -> None:
     """Train a 3D U-Net on a few annotated planes and segment the whole volume."""
     from sparseseg import workflows
@@ -144,7 +147,7 @@ def densify(
         report = workflows.densify(
             volumes, slices, output, config, planes=planes, weights_out=weights_out,
             outputs=workflows.Outputs(probabilities, preview, common.overwrite), save_model_to=save_model, init=init,
-            partial=partial, progress=progress,
+            partial=partial, progress=progress, workers=workers, scheduler=scheduler,
         )
     summary = {"output": [str(p) for p in report.written], "annotation": report.how}
     summary.update(train_summary(report.model, report.train_log))

@@ -37,12 +37,19 @@ def _predict_block(folder, source, labels, probabilities, zyx, plan, device, tta
     return voxels(zyx)
 
 
-def client(workers: int | None = None, scheduler: str | None = None):
-    """A dask.distributed client: on ``scheduler`` (an address), else on a local cluster of ``workers`` processes."""
+def need_dask() -> None:
+    """Refuse workers and scheduler where dask.distributed is not installed (before any work)."""
     try:
-        from dask.distributed import Client, LocalCluster
+        import dask.distributed  # noqa: F401
     except ImportError:
         raise InputError('workers and scheduler need dask.distributed: pip install "sparseseg[distributed]"') from None
+
+
+def client(workers: int | None = None, scheduler: str | None = None):
+    """A dask.distributed client: on ``scheduler`` (an address), else on a local cluster of ``workers`` processes."""
+    need_dask()
+    from dask.distributed import Client, LocalCluster
+
     if scheduler is not None:
         try:
             return Client(scheduler, timeout="20s")
@@ -86,3 +93,44 @@ def segment_on_cluster(folder, source, labels, probabilities=None, *, dask_clien
             if progress:
                 progress(done, total)
     return plan.windows
+
+
+def _probabilities_block(folder, source, store, zyx, plan, device, annotated):
+    """One block, on a worker: its probabilities into the float32 Zarr array at ``store``; those of the ``annotated`` voxels."""
+    import zarr
+
+    model = _model(folder)
+    p = block_probabilities(model.network, source, zyx, plan, device=resolve_device(device), overlap=model.config.overlap,
+                            tta=model.config.tta)
+    zarr.open_array(store, mode="r+")[(slice(None),) + tuple(zyx)] = p
+    return p[:, annotated] if annotated is not None else None
+
+
+def probabilities_on_cluster(folder, source, plan, store, *, dask_client, device: str = "auto", mask=None):
+    """The network's probabilities of every block of ``plan`` on ``dask_client``'s workers, before any decision.
+
+    Each worker writes its blocks into ``store``, a float32 (K, Z, Y, X) Zarr array whose
+    chunks are the plan's blocks (so no two workers write one chunk). With ``mask`` (Z, Y, X)
+    returns the probabilities (K, N) of its voxels in the order of ``probabilities[:, mask]``
+    (what `sparseseg.core.calibrate` takes), else None.
+    """
+    import numpy as np
+    from dask.distributed import as_completed
+
+    folder = str(Path(folder).resolve())
+    futures = {dask_client.submit(_probabilities_block, folder, source, str(store), zyx, plan, device,
+                                  None if mask is None else mask[zyx], pure=False): zyx for zyx in plan.blocks}
+    if mask is None:
+        for future in as_completed(futures):
+            future.result()
+        return None
+    flat = np.flatnonzero(mask)
+    annotated = None
+    for future in as_completed(futures):
+        piece, zyx = future.result(), futures[future]
+        if annotated is None:
+            annotated = np.empty((piece.shape[0], flat.size), dtype=piece.dtype)
+        local = np.nonzero(mask[zyx])
+        where = np.ravel_multi_index(tuple(i + s.start for i, s in zip(local, zyx)), mask.shape)
+        annotated[:, np.searchsorted(flat, where)] = piece
+    return annotated

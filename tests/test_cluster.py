@@ -39,3 +39,17 @@ def test_workers_need_a_chunked_output(trained, tmp_path, listing):
         workflows.predict(trained.model, [trained.volume], tmp_path / "seg.tif", workers=1)
     assert listing(tmp_path) == before
 
+
+
+@pytest.mark.filterwarnings("ignore::ResourceWarning", "ignore::pytest.PytestUnraisableExceptionWarning")
+def test_densify_on_two_workers_gives_the_single_process_labels(files, tiny_config, monkeypatch):
+    monkeypatch.setattr(streaming, "BLOCK_BUDGET", 1.0)  # several blocks, so that both workers have some
+    reports = {}
+    for name, workers in (("one", None), ("two", 2)):
+        outputs = workflows.Outputs(probabilities=files.folder / f"{name}_p.tif")
+        reports[name] = workflows.densify([files.volume], files.sparse, files.folder / f"{name}.zarr", tiny_config(),
+                                          outputs=outputs, workers=workers)
+    np.testing.assert_array_equal(zarr.open(files.folder / "two.zarr", mode="r")[...], reports["one"].segmentation.labels)
+    np.testing.assert_array_equal(io.read_volume(files.folder / "two_p.tif").data, io.read_volume(files.folder / "one_p.tif").data)
+    np.testing.assert_array_equal(reports["two"].model.offsets, reports["one"].model.offsets)  # calibrated alike
+    assert not [p for p in files.folder.iterdir() if p.name.startswith(".")]  # no temporary model or probabilities left
