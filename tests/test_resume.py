@@ -2,8 +2,10 @@
 writes only the others, to the result an uninterrupted run gives."""
 
 import json
+import logging
 import os
 import shutil
+import signal
 
 import numpy as np
 import pytest
@@ -147,7 +149,7 @@ def test_an_interrupt_before_the_first_block_keeps_nothing(trained, tmp_path, sm
     assert listing(tmp_path) == before
 
 
-def test_cli_says_how_to_resume_and_resume_finishes(trained, tmp_path, small_blocks, monkeypatch, run, one_json):
+def test_cli_says_how_to_resume_and_resume_finishes(trained, tmp_path, reference, monkeypatch, run, one_json):
     real = cli.BlockProgress.__call__
 
     def call(self, done, total):
@@ -164,4 +166,20 @@ def test_cli_says_how_to_resume_and_resume_finishes(trained, tmp_path, small_blo
     monkeypatch.setattr(cli.BlockProgress, "__call__", real)
     summary = one_json(run(*args, "--resume", "--json"))
     assert summary["output"] == [str(tmp_path / "seg.zarr")]
-    np.testing.assert_array_equal(_labels(tmp_path / "seg.zarr"), io.read_labels(trained.seg).data)
+    np.testing.assert_array_equal(_labels(tmp_path / "seg.zarr"), reference[0])
+
+
+def test_sigterm_is_taken_as_ctrl_c_while_predicting():
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt), cli.sigterm_as_interrupt():
+        os.kill(os.getpid(), signal.SIGTERM)
+    assert signal.getsignal(signal.SIGTERM) == before
+
+
+def test_a_run_without_resume_says_that_a_kept_output_is_there(trained, tmp_path, small_blocks, caplog, monkeypatch):
+    monkeypatch.setattr(logging.getLogger("sparseseg"), "handlers", [caplog.handler])  # the CLI's may stand there
+    with pytest.raises(Interrupted) as caught:
+        _predict(trained, tmp_path, "seg.zarr", trained.volume, progress=_stop_after(1))
+    _predict(trained, tmp_path, "seg.zarr", trained.volume)
+    assert "--resume would go on" in caplog.text
+    assert all(os.path.isdir(f) for f in caught.value.folders)  # left as it was

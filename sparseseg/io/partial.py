@@ -13,6 +13,7 @@ so a finished output holds neither.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 from sparseseg.blocks import block_name
@@ -93,6 +94,9 @@ class PartialSink(FileSink):
             self.key = _read_key(self.tmp)  # as recorded: what the run that began it noted too
             self.layout = self.key.pop("layout", None)
             return False
+        if self.key is not None and any(not _differ(self.key, _read_key(p) or {}) for p in partials(final)):
+            logging.getLogger("sparseseg").warning("%s: an interrupted run of the same inputs left an unfinished output "
+                                                   "beside it; --resume would go on from it (it is left as it is)", path)
         self.tmp = _temp_dir(final, path)
         return True
 
