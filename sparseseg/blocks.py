@@ -18,6 +18,8 @@ from typing import Protocol
 
 import numpy as np
 
+from sparseseg.errors import InputError, Interrupted
+
 Block = tuple[slice, slice, slice]
 
 
@@ -87,16 +89,79 @@ class ArraySink:
 
 @contextlib.contextmanager
 def all_or_nothing(*sinks: Sink | None):
-    """Finish every sink when the ``with`` block ends well; abort them all if it fails (None entries are skipped)."""
+    """Finish every sink when the ``with`` block ends well; abort them all if it fails (None entries are skipped).
+
+    Ctrl-C (KeyboardInterrupt) in the block is the exception: where every sink is resumable
+    (a `sparseseg.io.partial.PartialSink` given a key) and holds at least one block written
+    whole, they are all kept, unfinished, and `Interrupted` says where, so that the same run
+    with ``resume`` goes on from them.
+    """
     sinks = [s for s in sinks if s is not None]
     try:
         yield
+    except KeyboardInterrupt:
+        kept = _kept(sinks)
+        if kept is None:
+            _abort(sinks)
+            raise
+        raise kept from None
+    except BaseException:
+        _abort(sinks)
+        raise
+    try:
         for sink in sinks:
             sink.finish()
     except BaseException:
-        for sink in sinks:
-            sink.abort()
+        _abort(sinks)
         raise
+
+
+def _abort(sinks) -> None:
+    for sink in sinks:
+        sink.abort()
+
+
+def _kept(sinks) -> Interrupted | None:
+    """Keep every sink, where all can be resumed and hold a block in common; what to tell the user (None: nothing kept)."""
+    if not sinks or not all(getattr(s, "resumable", False) for s in sinks):
+        return None
+    done = set.intersection(*(s.marked() for s in sinks))
+    if not done:
+        return None
+    total = (sinks[0].layout or {}).get("blocks")
+    return Interrupted(len(done), total, [s.keep() for s in sinks])
+
+
+def blocks_to_write(blocks: Sequence[Block], layout: dict, *sinks: Sink | None) -> list[Block]:
+    """The blocks of a plan, in order, less those that resumed sinks hold whole already (all of them for other sinks).
+
+    ``layout`` (JSON-able) is the block plan: each sink records it before its first block,
+    and one taken up from an interrupted run must hold blocks of the same plan, else all are
+    let go, left as they were, and an `InputError` of parameter ``resume`` says so.
+    """
+    sinks = [s for s in sinks if s is not None]
+    if not sinks or not all(getattr(s, "resumable", False) for s in sinks):
+        return list(blocks)
+    if not all(s.check_layout(layout) for s in sinks):
+        for sink in sinks:
+            sink.release()
+        raise InputError("the interrupted run cut the volume into other blocks (another sparseseg or block size), "
+                         "so its output is not taken up; run without --resume", param="resume",
+                         value=str(getattr(sinks[0], "path", "")))
+    done = set.intersection(*(s.begin(layout) for s in sinks))
+    return [zyx for zyx in blocks if block_name(zyx) not in done]
+
+
+def mark_written(zyx: Block, *sinks: Sink | None) -> None:
+    """Mark block ``zyx`` written whole in every resumable sink, once its data is in all of them."""
+    for sink in sinks:
+        if getattr(sink, "mark", None) is not None:
+            sink.mark(zyx)
+
+
+def block_name(zyx: Block) -> str:
+    """A block's name: ``z0-8_y0-16_x16-32`` (what marks it written in a resumable sink)."""
+    return "_".join(f"{axis}{s.start}-{s.stop}" for axis, s in zip("zyx", zyx))
 
 
 def plan_blocks(shape: Sequence[int], block: Sequence[int]) -> list[Block]:

@@ -9,9 +9,11 @@ interrupted (a partial result, if one was written, says so).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import re
+import signal
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -20,13 +22,13 @@ from rich.table import Table
 
 from sparseseg import UNLABELED, __version__
 from sparseseg.cli_options import (
-    TTA, AsJson, Common, Device, Gt, Init, Output, Overwrite, Planes, Preview, Probabilities, Slices, Spacing, Unlabeled, Volumes, add_options, flag, parse_triple,
+    TTA, AsJson, Common, Device, Gt, Init, Output, Overwrite, Planes, Preview, Probabilities, Scheduler, Slices, Spacing, Unlabeled, Volumes, Workers, add_options, flag, parse_triple,
 )
 from sparseseg.cli_output import (
     EXIT_INTERRUPTED, BlockProgress, TrainingProgress, err, finish, fmt, out, print_json, setup_output, summary_table, sweep_table, train_summary,
 )
 from sparseseg.config import Config
-from sparseseg.errors import InputError
+from sparseseg.errors import InputError, Interrupted
 
 app = typer.Typer(
     help="Dense 3D segmentation from a few annotated planes (3D U-Net, Cicek et al. 2016).",
@@ -54,6 +56,12 @@ def handle_errors(command):
         except InputError as exc:
             err.print(f"error: {message(exc)}", style="red", markup=False, soft_wrap=True)
             raise typer.Exit(EXIT_BAD_INPUT) from None
+        except Interrupted as exc:
+            of = f" of {exc.total}" if exc.total else ""
+            err.print(f"interrupted: {exc.done}{of} blocks are done and kept in {', '.join(exc.folders)}; run the same "
+                      "command again with --resume to finish (or delete that folder)", style="red", markup=False,
+                      soft_wrap=True)
+            raise typer.Exit(EXIT_INTERRUPTED) from None
         except KeyboardInterrupt:
             err.print("interrupted (no output is left half-written)", style="red")
             raise typer.Exit(EXIT_INTERRUPTED) from None
@@ -81,6 +89,23 @@ def _split_planes(volumes: list[Path], planes: list[str] | None) -> tuple[list[P
     return kept, ((planes or []) + extra) or None
 
 
+@contextlib.contextmanager
+def sigterm_as_interrupt():
+    """SIGTERM (a batch system's stop) taken as Ctrl-C while the block: a resumable output is kept as on Ctrl-C."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        before = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread: leave SIGTERM as it is
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
 def command(name: str, *examples: str):
     """Register command ``name`` with its examples in its help, its errors turned into exit codes by `handle_errors`."""
     epilog = "Examples:\n\n" + "\n\n".join(f"  {line}" for line in examples)
@@ -93,6 +118,7 @@ def command(name: str, *examples: str):
     "sparseseg densify flair.nii.gz t1c.nii.gz --slices sparse.nii.gz -o seg.nii.gz --time-budget 5m",
     "sparseseg densify em.tif --slices painted.tif --planes z=3,15,27 --spacing 50,4,4 -o seg.tif",
     "sparseseg densify vol.tif --slices more.tif -o seg2.tif --init model1 --save-model model2",
+    "sparseseg densify big.tif --slices sparse.tif -o seg.zarr --workers 4   # the dense inference on 4 processes",
 )
 @add_options(TTA, training=True)
 def densify(
@@ -109,6 +135,8 @@ def densify(
     save_model: Annotated[Optional[Path], typer.Option(help="Also save the trained model in this folder.", show_default=False, rich_help_panel="Extra outputs")] = None,
     init: Init = None,
     partial: Annotated[bool, typer.Option(help="On Ctrl-C, still segment with the model trained so far (exit code 130).")] = True,
+    workers: Workers = None,
+    scheduler: Scheduler = None,
 ) -> None:
     """Train a 3D U-Net on a few annotated planes and segment the whole volume."""
     from sparseseg import workflows
@@ -119,7 +147,7 @@ def densify(
         report = workflows.densify(
             volumes, slices, output, config, planes=planes, weights_out=weights_out,
             outputs=workflows.Outputs(probabilities, preview, common.overwrite), save_model_to=save_model, init=init,
-            partial=partial, progress=progress,
+            partial=partial, progress=progress, workers=workers, scheduler=scheduler,
         )
     summary = {"output": [str(p) for p in report.written], "annotation": report.how}
     summary.update(train_summary(report.model, report.train_log))
@@ -128,10 +156,18 @@ def densify(
 
 
 def _parse_pair(pair: str) -> tuple[list[str], str]:
-    """'flair.tif,t1c.tif:labels.tif' -> (['flair.tif', 't1c.tif'], 'labels.tif')."""
-    volumes, sep, labels = pair.rpartition(":")
-    if not sep or not volumes or not labels:
-        raise InputError("expected VOLUME[,VOLUME...]:LABELS", param="pairs", value=pair)
+    """'flair.tif,t1c.tif:labels.tif' -> (['flair.tif', 't1c.tif'], 'labels.tif').
+
+    The volumes and the labels are split at the last ':' that does not name a dataset inside an
+    HDF5 file (a ':' right after .h5 or .hdf5 and before a '/'): 'a.h5:/raw:b.h5:/labels' ->
+    (['a.h5:/raw'], 'b.h5:/labels').
+    """
+    cuts = [i for i, char in enumerate(pair) if char == ":"
+            and not (pair[:i].lower().endswith((".h5", ".hdf5")) and pair[i + 1:i + 2] == "/")]
+    volumes, labels = (pair[:cuts[-1]], pair[cuts[-1] + 1:]) if cuts else ("", "")
+    if not volumes or not labels or "" in volumes.split(","):
+        raise InputError("expected VOLUME[,VOLUME...]:LABELS (an HDF5 dataset as file.h5:/path)", param="pairs",
+                         value=pair)
     return volumes.split(","), labels
 
 
@@ -139,10 +175,11 @@ def _parse_pair(pair: str) -> tuple[list[str], str]:
     "train",
     "sparseseg train --pair a.tif:a_sparse.tif --pair b.tif:b_sparse.tif -o kidney_model",
     "sparseseg train --pair flair1.nii.gz,t1c1.nii.gz:sparse1.nii.gz -o brats_model --time-budget 20m",
+    "sparseseg train --pair em.h5:/raw:em.h5:/sparse -o em_model",
 )
 @add_options(training=True)
 def train(
-    pair: Annotated[list[str], typer.Option(help="VOLUME[,VOLUME...]:LABELS, one per sparsely annotated volume (repeat).", show_default=False, rich_help_panel="Everyday options")],
+    pair: Annotated[list[str], typer.Option(help="VOLUME[,VOLUME...]:LABELS, one per sparsely annotated volume (repeat); an HDF5 dataset as file.h5:/path, e.g. a.h5:/raw:a.h5:/labels.", show_default=False, rich_help_panel="Everyday options")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Model folder to write.", show_default=False, rich_help_panel="Everyday options")],
     config: Config,
     common: Common,
@@ -165,6 +202,7 @@ def train(
     "sparseseg predict brats_model flair.nii.gz t1c.nii.gz -o seg.nii.gz --json",
     "sparseseg predict model stack.ome.zarr -o stack.ome.zarr/labels/seg --workers 4",
     "sparseseg predict model stack.ome.zarr -o seg.zarr --scheduler tcp://10.0.0.5:8786",
+    "sparseseg predict model big.zarr -o seg.zarr --resume   # after Ctrl-C: go on where it stopped",
 )
 @add_options()
 def predict(
@@ -176,16 +214,18 @@ def predict(
     tta: Annotated[Optional[bool], typer.Option(help="Average predictions over flips (8x slower) \\[default: as trained].", show_default=False)] = None,
     probabilities: Probabilities = None,
     preview: Preview = None,
-    workers: Annotated[Optional[int], typer.Option(help="Predict on a local dask cluster of this many worker processes (output: .zarr or .ome.zarr).", show_default=False, rich_help_panel="Large volumes")] = None,
-    scheduler: Annotated[Optional[str], typer.Option(help="Predict on the dask cluster at this address, e.g. tcp://10.0.0.5:8786.", show_default=False, rich_help_panel="Large volumes")] = None,
+    workers: Workers = None,
+    scheduler: Scheduler = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Go on with the .zarr or .ome.zarr output that an interrupted run of the same command left: only the blocks it does not hold are predicted.", rich_help_panel="Large volumes")] = False,
 ) -> None:
     """Apply a saved model to a new volume (the fully automatic setting)."""
     from sparseseg import workflows
 
     setup_output(common.quiet)
-    with BlockProgress(common.silent) as progress:
+    with BlockProgress(common.silent) as progress, sigterm_as_interrupt():
         report = workflows.predict(model, volumes, output, outputs=workflows.Outputs(probabilities, preview, common.overwrite),
-                                   device=device, tta=tta, progress=progress, workers=workers, scheduler=scheduler)
+                                   device=device, tta=tta, progress=progress, workers=workers, scheduler=scheduler,
+                                   resume=resume)
     summary = {"output": [str(p) for p in report.written], "classes": report.model.classes.tolist(),
                "seconds_infer": round(report.seconds, 2), "windows": [list(w) for w in report.windows]}
     summary_table(summary, common.as_json, common.quiet)

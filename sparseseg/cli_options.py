@@ -27,7 +27,7 @@ OUTPUTS = "Extra outputs"
 LEVERS = "Expert levers"
 
 #: Library parameter -> command-line flag, where the flag is not ``--`` + the name with dashes.
-FLAGS = {"ks": "--planes", "pairs": "--pair", "save_model_to": "--save-model", "authors": "--author"}
+FLAGS = {"ks": "--planes", "pairs": "--pair", "save_model_to": "--save-model", "authors": "--author", "out": "--output"}
 
 
 def flag(param: str) -> str:
@@ -82,6 +82,8 @@ Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or m
 AsJson = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.", rich_help_panel=EVERYDAY)]
 Spacing = Annotated[Optional[str], typer.Option(help="Voxel size z,y,x, e.g. 50,4,4 \\[default: from the file].", show_default=False, rich_help_panel=EVERYDAY)]
 Init = Annotated[Optional[Path], typer.Option(help="Warm start: begin from this saved model folder.", show_default=False, rich_help_panel=EVERYDAY)]
+Workers = Annotated[Optional[int], typer.Option(help="Segment on a local dask cluster of this many worker processes (predict: output .zarr or .ome.zarr).", show_default=False, rich_help_panel="Large volumes")]
+Scheduler = Annotated[Optional[str], typer.Option(help="Segment on the dask cluster at this address, e.g. tcp://10.0.0.5:8786.", show_default=False, rich_help_panel="Large volumes")]
 Gt = Annotated[Path, typer.Option("--gt", help="Dense ground truth of the same shape.", show_default=False)]
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from sparseseg.blocks import all_or_nothing
+from sparseseg.blocks import all_or_nothing, blocks_to_write
 from sparseseg.core import Model, resolve_device, write_decided
 from sparseseg.errors import InputError
 from sparseseg.modelfolder import load_model
@@ -37,12 +37,19 @@ def _predict_block(folder, source, labels, probabilities, zyx, plan, device, tta
     return voxels(zyx)
 
 
-def client(workers: int | None = None, scheduler: str | None = None):
-    """A dask.distributed client: on ``scheduler`` (an address), else on a local cluster of ``workers`` processes."""
+def need_dask() -> None:
+    """Refuse workers and scheduler where dask.distributed is not installed (before any work)."""
     try:
-        from dask.distributed import Client, LocalCluster
+        import dask.distributed  # noqa: F401
     except ImportError:
         raise InputError('workers and scheduler need dask.distributed: pip install "sparseseg[distributed]"') from None
+
+
+def client(workers: int | None = None, scheduler: str | None = None):
+    """A dask.distributed client: on ``scheduler`` (an address), else on a local cluster of ``workers`` processes."""
+    need_dask()
+    from dask.distributed import Client, LocalCluster
+
     if scheduler is not None:
         try:
             return Client(scheduler, timeout="20s")
@@ -52,11 +59,12 @@ def client(workers: int | None = None, scheduler: str | None = None):
     return Client(LocalCluster(n_workers=workers, threads_per_worker=threads, processes=True, dashboard_address=":0"))
 
 
-def check_shared(labels) -> None:
-    """Refuse an output that workers cannot write together: one without chunks (anything but Zarr or OME-Zarr)."""
-    if getattr(labels, "chunks", None) is None:
-        raise InputError("several workers need a chunked output that they can share: a .zarr or .ome.zarr path",
-                         param="out", value=str(getattr(labels, "path", "")))
+def check_shared(labels, probabilities=None) -> None:
+    """Refuse an output that workers cannot write together: anything but Zarr or OME-Zarr (`sparseseg.io.partial.PartialSink`)."""
+    for param, sink in (("out", labels), ("probabilities", probabilities)):
+        if sink is not None and not getattr(sink, "shared", False):
+            raise InputError("several workers need a chunked output that they can share: a .zarr or .ome.zarr path",
+                             param=param, value=str(getattr(sink, "path", "")))
 
 
 def segment_on_cluster(folder, source, labels, probabilities=None, *, dask_client, device: str = "auto",
@@ -64,8 +72,9 @@ def segment_on_cluster(folder, source, labels, probabilities=None, *, dask_clien
     """Segment ``source`` with the model in ``folder`` block by block on ``dask_client``'s workers.
 
     ``labels`` (and ``probabilities``) must be chunked sinks that workers can share (Zarr,
-    OME-Zarr). They are finished here when every block is written, and aborted if one fails.
-    Returns the sliding windows.
+    OME-Zarr). They are finished here when every block is written, and aborted if one fails
+    (kept on Ctrl-C where they are resumable, as in `sparseseg.core.segment_source`; a resumed
+    output's blocks are not submitted again). Returns the sliding windows.
     """
     from dask.distributed import as_completed
 
@@ -73,12 +82,55 @@ def segment_on_cluster(folder, source, labels, probabilities=None, *, dask_clien
     model = load_model(folder)
     plan = plan_volume(model.network, source, model.windows, model.config.patch, chunks=labels.chunks)
     folder = str(Path(folder).resolve())
-    total, done = sum(voxels(b) for b in plan.blocks), 0
     with all_or_nothing(labels, probabilities):
+        todo = blocks_to_write(plan.blocks, plan.layout, labels, probabilities)  # a resumed output's are not submitted
+        total = sum(voxels(b) for b in plan.blocks)
+        done = total - sum(voxels(b) for b in todo)
         futures = [dask_client.submit(_predict_block, folder, source, labels, probabilities, zyx, plan, device, tta,
-                                      pure=False) for zyx in plan.blocks]
+                                      pure=False) for zyx in todo]
         for future in as_completed(futures):
             done += future.result()
             if progress:
                 progress(done, total)
     return plan.windows
+
+
+def _probabilities_block(folder, source, store, zyx, plan, device, annotated):
+    """One block, on a worker: its probabilities into the float32 Zarr array at ``store``; those of the ``annotated`` voxels."""
+    import zarr
+
+    model = _model(folder)
+    p = block_probabilities(model.network, source, zyx, plan, device=resolve_device(device), overlap=model.config.overlap,
+                            tta=model.config.tta)
+    zarr.open_array(store, mode="r+")[(slice(None),) + tuple(zyx)] = p
+    return p[:, annotated] if annotated is not None else None
+
+
+def probabilities_on_cluster(folder, source, plan, store, *, dask_client, device: str = "auto", mask=None):
+    """The network's probabilities of every block of ``plan`` on ``dask_client``'s workers, before any decision.
+
+    Each worker writes its blocks into ``store``, a float32 (K, Z, Y, X) Zarr array whose
+    chunks are the plan's blocks (so no two workers write one chunk). With ``mask`` (Z, Y, X)
+    returns the probabilities (K, N) of its voxels in the order of ``probabilities[:, mask]``
+    (what `sparseseg.core.calibrate` takes), else None.
+    """
+    import numpy as np
+    from dask.distributed import as_completed
+
+    folder = str(Path(folder).resolve())
+    futures = {dask_client.submit(_probabilities_block, folder, source, str(store), zyx, plan, device,
+                                  None if mask is None else mask[zyx], pure=False): zyx for zyx in plan.blocks}
+    if mask is None:
+        for future in as_completed(futures):
+            future.result()
+        return None
+    flat = np.flatnonzero(mask)
+    annotated = None
+    for future in as_completed(futures):
+        piece, zyx = future.result(), futures[future]
+        if annotated is None:
+            annotated = np.empty((piece.shape[0], flat.size), dtype=piece.dtype)
+        local = np.nonzero(mask[zyx])
+        where = np.ravel_multi_index(tuple(i + s.start for i, s in zip(local, zyx)), mask.shape)
+        annotated[:, np.searchsorted(flat, where)] = piece
+    return annotated

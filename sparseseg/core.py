@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from sparseseg import augment
-from sparseseg.blocks import ArraySink, ArraySource, Sink, Source, all_or_nothing
+from sparseseg.blocks import ArraySink, ArraySource, Sink, Source, all_or_nothing, blocks_to_write, mark_written
 from sparseseg.calibrate import apply_offsets, fit_offsets, prior_offsets
 from sparseseg.config import DEVICES, Config
 from sparseseg.errors import InputError
@@ -240,19 +240,23 @@ def _check_channels(model: Model, channels: int) -> None:
 
 
 def _run(model: Model, source: Source, write, device: str, tta: bool | None, progress: BlockProgress | None,
-         chunks=None):
+         chunks=None, todo=None):
     _check_channels(model, source.shape[0])
     return run_blocks(model.network, source, model.windows, model.config.patch, write, device=resolve_device(device),
                       overlap=model.config.overlap, tta=model.config.tta if tta is None else tta, chunks=chunks,
-                      progress=progress)
+                      progress=progress, todo=todo)
 
 
 def write_decided(model: Model, labels: Sink, probabilities: Sink | None = None):
-    """``write(zyx, p)``: the labels `decide` gives for block probabilities ``p`` (and ``p`` as uint8 0..255) into the sinks."""
+    """``write(zyx, p)``: the labels `decide` gives for block probabilities ``p`` (and ``p`` as uint8 0..255) into the sinks.
+
+    Once both are written the block is marked written whole in them (where they are resumable outputs).
+    """
     def write(zyx, p):
         labels.write(zyx, decide(model, p))
         if probabilities is not None:
             probabilities.write(zyx, np.round(p * 255).astype(np.uint8))
+        mark_written(zyx, labels, probabilities)
     return write
 
 
@@ -287,12 +291,15 @@ def segment_source(
 
     Memory stays at one block whatever the volume (`sparseseg.streaming`). The sinks are
     finished at the end, or aborted if anything fails, so no output looks finished before it
-    is. Returns the sliding windows and the seconds taken.
+    is; resumable sinks (`sparseseg.blocks.all_or_nothing`) are kept on Ctrl-C, and those
+    taken up from an interrupted run get only the blocks they do not hold. Returns the
+    sliding windows and the seconds taken.
     """
     start = time.perf_counter()
     with all_or_nothing(labels, probabilities):
         windows = _run(model, source, write_decided(model, labels, probabilities), device, tta, progress,
-                       getattr(labels, "chunks", None))
+                       getattr(labels, "chunks", None),
+                       lambda plan: blocks_to_write(plan.blocks, plan.layout, labels, probabilities))
     return windows, time.perf_counter() - start
 
 

@@ -31,3 +31,15 @@ class InputError(ValueError):
     def named(self, name: str) -> str:
         """The message with ``param`` called ``name`` (e.g. a command-line flag)."""
         return f"{name} {shown(self.value)}: {self.rule}" if self.param else str(self)
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C (or SIGTERM) in a block-by-block run whose unfinished outputs were kept to be resumed.
+
+    ``done`` blocks of ``total`` (None: not known) are written whole in the hidden ``folders``;
+    the same run again with ``resume`` goes on from them.
+    """
+
+    def __init__(self, done: int, total: int | None, folders):
+        self.done, self.total, self.folders = done, total, [str(f) for f in folders]
+        super().__init__(f"{done} blocks kept in {', '.join(self.folders)}")

@@ -114,6 +114,19 @@ def save_model(folder: str | os.PathLike, model: Model, overwrite: bool = False)
     return folder
 
 
+def model_digest(folder: str | os.PathLike) -> str:
+    """A SHA-256 of a model folder's files (their names and contents): what says that two runs used the same model."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in sorted(p for p in Path(folder).iterdir() if p.is_file()):
+        digest.update(path.name.encode() + b"\0")
+        with open(path, "rb") as f:
+            for piece in iter(lambda: f.read(2**20), b""):
+                digest.update(piece)
+    return digest.hexdigest()
+
+
 def _field(meta: dict, name: str, check, rule: str):
     value = meta[name]
     try:

@@ -45,6 +45,13 @@ class BlockPlan:
     patch: tuple[int, int, int]
     windows: list[tuple[int, int, int]]
 
+    @property
+    def layout(self) -> dict:
+        """How the plan cuts the volume, as JSON: what a resumed output must have been cut by (`blocks_to_write`)."""
+        first = self.blocks[0]
+        return {"blocks": len(self.blocks), "block": [s.stop - s.start for s in first], "halo": list(self.halo),
+                "windows": [list(w) for w in self.windows]}
+
 
 def plan_volume(
     network: torch.nn.Module,
@@ -109,14 +116,19 @@ def run_blocks(
     budget: float | None = None,
     chunks: Sequence[int] | None = None,
     progress: BlockProgress | None = None,
+    todo: Callable[[BlockPlan], Sequence[Block]] | None = None,
 ) -> list[tuple[int, int, int]]:
     """Class probabilities (K, z, y, x) of every block of ``source``, before any decision, handed to ``write(zyx, p)``.
 
-    Returns the windows of the volume (see `plan_volume`).
+    ``todo(plan)``, where given, says which blocks of the plan are still to be written (those
+    of a resumed output are not: see `sparseseg.blocks.blocks_to_write`); the others count as
+    done. Returns the windows of the volume (see `plan_volume`).
     """
     plan = plan_volume(network, source, shapes, patch, budget, chunks)
-    total, done = int(np.prod(source.shape[1:])), 0
-    for zyx in plan.blocks:
+    blocks = plan.blocks if todo is None else todo(plan)
+    total = int(np.prod(source.shape[1:]))
+    done = total - sum(voxels(zyx) for zyx in blocks)
+    for zyx in blocks:
         write(zyx, block_probabilities(network, source, zyx, plan, device=device, overlap=overlap, tta=tta))
         done += voxels(zyx)
         if progress:

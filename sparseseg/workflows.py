@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sparseseg import UNLABELED, io
+from sparseseg import UNLABELED, __version__, io
 from sparseseg.config import Config
 from sparseseg.core import (
     Model, Segmentation, calibrate, check_training, fit, labels_dtype, loss_weights, network_probabilities, resolve_device,
@@ -26,7 +26,7 @@ from sparseseg.core import (
 from sparseseg.errors import InputError
 from sparseseg.labels import Annotation, annotated_mask, check_class_ids, parse_planes, read_annotation
 from sparseseg.metrics import Scores, score
-from sparseseg.modelfolder import check_model_folder, load_model, save_model
+from sparseseg.modelfolder import check_model_folder, load_model, model_digest, save_model
 from sparseseg.paths import check_distinct
 from sparseseg.streaming import BlockProgress
 from sparseseg.train import Progress, TrainLog
@@ -118,6 +118,8 @@ def densify(
     init: PathLike | None = None,
     partial: bool = True,
     progress: Progress | None = None,
+    workers: int | None = None,
+    scheduler: str | None = None,
 ) -> DensifyReport:
     """Densify from files: read, check, train, segment and write.
 
@@ -125,7 +127,16 @@ def densify(
     ends it early and the segmentation is made with the model trained so far (the report
     says ``interrupted``); with ``partial=False`` nothing is written then and
     KeyboardInterrupt is raised.
+
+    With ``workers`` (a local dask cluster) or ``scheduler`` (an existing one's address) the
+    training stays here and the dense inference after it goes over the cluster (see
+    `_segment_on_cluster`): the same labels, written block by block; the report's
+    segmentation then holds the labels read back and no probabilities.
     """
+    if workers is not None or scheduler is not None:
+        from sparseseg import cluster
+
+        cluster.need_dask()
     outputs.check([*volumes, labels, init], [out, weights_out], [save_model_to])
     if save_model_to is not None:
         check_model_folder(save_model_to, outputs.overwrite)
@@ -139,9 +150,16 @@ def densify(
         if not partial:
             raise KeyboardInterrupt
         log.warning("training interrupted after %d steps: segmenting with the model so far", train_log.iterations)
-    model, segmentation = segment_calibrated(model, image.data, annotation, config.device)
-    image = replace(image, spacing=model.config.spacing)  # outputs carry the voxel size trained with (file or --spacing)
-    written = [io.write_volume(out, segmentation.labels, reference=image, overwrite=outputs.overwrite)]
+    if workers is None and scheduler is None:
+        model, segmentation = segment_calibrated(model, image.data, annotation, config.device)
+        image = replace(image, spacing=model.config.spacing)  # outputs carry the voxel size trained with (file or --spacing)
+        written = [io.write_volume(out, segmentation.labels, reference=image, overwrite=outputs.overwrite)]
+    else:
+        image = replace(image, spacing=model.config.spacing)
+        model, segmentation = _segment_on_cluster(model, volumes, image, annotation, out, outputs, workers, scheduler,
+                                                  config.device)
+        written = [Path(out)] + ([Path(outputs.probabilities)] if outputs.probabilities is not None else [])
+        outputs = replace(outputs, probabilities=None)  # written already
     if weights_out is not None:
         _, weights = loss_weights(annotation, model.classes, model.class_weights)
         written.append(io.write_volume(weights_out, weights, reference=image, overwrite=outputs.overwrite))
@@ -149,6 +167,54 @@ def densify(
     if save_model_to is not None:
         written.append(save_model(save_model_to, model, outputs.overwrite))
     return DensifyReport(how, model, train_log, segmentation, written)
+
+
+def _segment_on_cluster(model: Model, volumes, image: io.Volume, annotation: Annotation, out, outputs: Outputs, workers,
+                        scheduler, device: str) -> tuple[Model, Segmentation]:
+    """Densify's dense inference over a dask cluster, to the labels (and probabilities) one process gives.
+
+    The trained model goes to a temporary model folder beside ``out``, which each worker loads
+    once; the workers write the network's probabilities of the blocks (the plan one process
+    uses) into a temporary float32 Zarr array beside ``out`` and return those of the annotated
+    voxels, on which the model is calibrated here; the blocks are then decided here, one at a
+    time, into the outputs. Both temporary folders are removed at the end, whatever happens.
+    """
+    import shutil
+    import tempfile
+
+    import zarr
+
+    from sparseseg import cluster
+    from sparseseg.blocks import ArraySource, all_or_nothing
+    from sparseseg.core import write_decided
+    from sparseseg.streaming import plan_volume
+
+    start = time.perf_counter()
+    final = io.locate(out).file
+    scratch = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".densify", dir=final.parent))
+    shape = image.data.shape[1:]
+    labels, probabilities = block_sinks(out, outputs, model, shape, image)
+    try:
+        with all_or_nothing(labels, probabilities):
+            save_model(scratch / "model", model)
+            plan = plan_volume(model.network, ArraySource(image.data), model.windows, model.config.patch)
+            block = tuple(s.stop - s.start for s in plan.blocks[0])
+            store = scratch / "probabilities.zarr"
+            zarr.create_array(store=str(store), shape=(len(model.classes),) + shape, chunks=(len(model.classes),) + block,
+                              dtype="float32", fill_value=0)
+            mask = annotation.mask if model.config.calibrate else None
+            with cluster.client(workers, scheduler) as dask_client:
+                annotated = cluster.probabilities_on_cluster(scratch / "model", io.open_source(volumes), plan, store,
+                                                             dask_client=dask_client, device=device, mask=mask)
+            if annotated is not None:
+                model = calibrate(model, [annotated], [annotation])
+            array, write = zarr.open_array(str(store), mode="r"), write_decided(model, labels, probabilities)
+            for zyx in plan.blocks:
+                write(zyx, np.asarray(array[(slice(None),) + zyx]))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    segmentation = Segmentation(io.read_labels(out).data, None, time.perf_counter() - start, plan.windows)
+    return model, segmentation
 
 
 def train_files(
@@ -208,6 +274,7 @@ def predict(
     progress: BlockProgress | None = None,
     workers: int | None = None,
     scheduler: str | None = None,
+    resume: bool = False,
 ) -> PredictReport:
     """Apply a saved model to a new volume (the fully automatic setting) and write the segmentation.
 
@@ -215,36 +282,32 @@ def predict(
     come, so memory does not grow with the volume (only ``outputs.preview`` reads the volume
     and the result whole). ``device`` is where to predict ('auto': CUDA when available),
     whatever the model was trained on.
+
+    A Zarr or OME-Zarr output interrupted by Ctrl-C is kept, unfinished, in its hidden partial
+    folder (`sparseseg.errors.Interrupted` says where); the same call with ``resume`` takes it
+    up and writes only the blocks it does not hold whole. It is taken up only by a run of the
+    same model folder (its files' hash), volumes (paths, sizes, times), ``tta`` and sparseseg
+    version, and refused for other formats. ``outputs.overwrite`` still says whether the
+    finished output may replace an earlier one.
     """
+    if resume:
+        for path in (out, outputs.probabilities):
+            if path is not None:
+                io.check_resumable(path)
     outputs.check([folder, *volumes], [out])
     resolve_device(device)
     model = load_model(folder)
     source = io.open_source(volumes)
     if source.shape[0] != model.in_channels:
         raise InputError(f"{source.path}: the model {folder} takes {model.in_channels} channel(s), got {source.shape[0]}")
-    shape = source.shape[1:]
-    labels = io.create_sink(out, shape, labels_dtype(model.classes), reference=source, overwrite=outputs.overwrite)
-    probabilities = None
-    if outputs.probabilities is not None:
-        probabilities = io.create_sink(outputs.probabilities, (len(model.classes),) + shape, np.uint8, reference=source,
-                                       overwrite=outputs.overwrite)
-    if workers is None and scheduler is None:
+    key = run_key(folder, volumes, model.config.tta if tta is None else tta)
+    shared = workers is not None or scheduler is not None
+    labels, probabilities = block_sinks(out, outputs, model, source.shape[1:], source, key=key, resume=resume,
+                                        shared=shared)
+    if not shared:
         windows, seconds = segment_source(model, source, labels, probabilities, device=device, tta=tta, progress=progress)
     else:
-        from sparseseg import cluster
-
-        try:
-            cluster.check_shared(labels)  # before a cluster is started
-        except InputError:
-            for sink in (labels, probabilities):
-                if sink is not None:
-                    sink.abort()
-            raise
-        start = time.perf_counter()
-        with cluster.client(workers, scheduler) as dask_client:
-            windows = cluster.segment_on_cluster(folder, source, labels, probabilities, dask_client=dask_client,
-                                                 device=device, tta=tta, progress=progress)
-        seconds = time.perf_counter() - start
+        windows, seconds = _on_cluster(folder, source, labels, probabilities, workers, scheduler, device, tta, progress)
     written = [Path(out)] + ([Path(outputs.probabilities)] if probabilities is not None else [])
     if outputs.preview is not None:
         from sparseseg.preview import render_preview
@@ -253,6 +316,60 @@ def predict(
         picture = render_preview(image.data, io.read_labels(out).data, spacing=image.spacing)
         written.append(io.write_png(outputs.preview, picture, overwrite=outputs.overwrite))
     return PredictReport(model, windows, seconds, written)
+
+
+def run_key(folder: PathLike, volumes: Sequence[PathLike], tta: bool) -> dict:
+    """The fingerprint of a block-by-block segmentation: what an output an interrupted run left must match to be resumed."""
+    return {"sparseseg": __version__, "model": model_digest(folder), "volumes": [io.stamp(v) for v in volumes],
+            "tta": bool(tta)}
+
+
+def block_sinks(out: PathLike, outputs: Outputs, model: Model, shape, reference, *, key: dict | None = None,
+                resume: bool = False, shared: bool = False):
+    """The labels sink (and the probabilities sink, chunked alike) of a block-by-block segmentation of a (Z, Y, X) ``shape``.
+
+    ``reference`` (the input) gives the voxel size; ``key`` and ``resume`` go to `io.create_sink`;
+    ``shared``: several workers write them (a chunked output is needed). Where one cannot be
+    made, those made are let go (a resumed one left as it was) before the error goes on.
+    """
+    made = []
+    try:
+        labels = io.create_sink(out, shape, labels_dtype(model.classes), reference=reference, overwrite=outputs.overwrite,
+                                key=key, resume=resume)
+        made.append(labels)
+        probabilities = None
+        if outputs.probabilities is not None:
+            probabilities = io.create_sink(outputs.probabilities, (len(model.classes),) + shape, np.uint8,
+                                           reference=reference, overwrite=outputs.overwrite, chunks=labels.chunks,
+                                           key=key, resume=resume)
+            made.append(probabilities)
+        if shared:
+            from sparseseg import cluster
+
+            cluster.check_shared(labels, probabilities)  # before a cluster is started
+    except BaseException:
+        for sink in made:
+            sink.release()
+        raise
+    return labels, probabilities
+
+
+def _on_cluster(folder, source, labels, probabilities, workers, scheduler, device, tta, progress):
+    """Segment on a dask cluster (`sparseseg.cluster`) with the model in ``folder``; the windows and the seconds."""
+    from sparseseg import cluster
+
+    start = time.perf_counter()
+    try:
+        dask_client = cluster.client(workers, scheduler)
+    except BaseException:
+        for sink in (labels, probabilities):
+            if sink is not None:
+                sink.release()
+        raise
+    with dask_client:
+        windows = cluster.segment_on_cluster(folder, source, labels, probabilities, dask_client=dask_client,
+                                             device=device, tta=tta, progress=progress)
+    return windows, time.perf_counter() - start
 
 
 def suggest(

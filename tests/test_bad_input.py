@@ -203,6 +203,20 @@ def _predict_device(c):
                 ["--device", "tpu"])
 
 
+def _predict_resume(out, probabilities=None):
+    def case(c):
+        extra = ["--probabilities", c.folder / probabilities] if probabilities else []
+        return Case(["predict", c.trained().model, c.volume, "-o", c.folder / out, "--resume", *extra],
+                    ["--resume", probabilities or out, "Zarr"])
+
+    return case
+
+
+def _predict_resume_nothing(c):
+    return Case(["predict", c.trained().model, c.volume, "-o", c.folder / "seg.zarr", "--resume"],
+                ["--resume", "seg.zarr", "nothing to resume"])
+
+
 def _suggest_device(c):
     return Case(["suggest", c.volume, "--model", c.trained().model, "--device", "tpu"], ["--device", "tpu"])
 
@@ -364,6 +378,10 @@ ROWS = [
     pytest.param(_option("--device", "tpu", needles=["--device", "tpu"]), id="densify-device-tpu"),
     pytest.param(_predict_device, id="predict-device-tpu"),
     pytest.param(_suggest_device, id="suggest-device-tpu"),
+    pytest.param(_predict_resume("seg.tif"), id="predict-resume-tiff"),
+    pytest.param(_predict_resume("seg.h5:/seg"), id="predict-resume-hdf5"),
+    pytest.param(_predict_resume("seg.zarr", "p.tif"), id="predict-resume-tiff-probabilities"),
+    pytest.param(_predict_resume_nothing, id="predict-resume-nothing-to-resume"),
     pytest.param(_option("--planes", "0", needles=["--planes"], command=_sweep), id="sweep-planes-0"),
     pytest.param(_option("--repeats", "0", needles=["--repeats"], command=_sweep), id="sweep-repeats-0"),
     pytest.param(_option("--base", "100000", needles=["--base", str(MAX_BASE)], command=_sweep), id="sweep-base-100000"),

@@ -39,3 +39,39 @@ def test_workers_need_a_chunked_output(trained, tmp_path, listing):
         workflows.predict(trained.model, [trained.volume], tmp_path / "seg.tif", workers=1)
     assert listing(tmp_path) == before
 
+
+
+@pytest.mark.filterwarnings("ignore::ResourceWarning", "ignore::pytest.PytestUnraisableExceptionWarning")
+def test_densify_on_two_workers_gives_the_single_process_labels(files, tiny_config, monkeypatch):
+    monkeypatch.setattr(streaming, "BLOCK_BUDGET", 1.0)  # several blocks, so that both workers have some
+    reports = {}
+    for name, workers in (("one", None), ("two", 2)):
+        outputs = workflows.Outputs(probabilities=files.folder / f"{name}_p.tif")
+        reports[name] = workflows.densify([files.volume], files.sparse, files.folder / f"{name}.zarr", tiny_config(),
+                                          outputs=outputs, workers=workers)
+    np.testing.assert_array_equal(zarr.open(files.folder / "two.zarr", mode="r")[...], reports["one"].segmentation.labels)
+    np.testing.assert_array_equal(io.read_volume(files.folder / "two_p.tif").data, io.read_volume(files.folder / "one_p.tif").data)
+    np.testing.assert_array_equal(reports["two"].model.offsets, reports["one"].model.offsets)  # calibrated alike
+    assert not [p for p in files.folder.iterdir() if p.name.startswith(".")]  # no temporary model or probabilities left
+
+
+@pytest.mark.filterwarnings("ignore::ResourceWarning", "ignore::pytest.PytestUnraisableExceptionWarning")
+def test_resume_on_workers_submits_only_the_blocks_not_done(trained, tmp_path, monkeypatch):
+    from sparseseg.errors import Interrupted
+    from sparseseg.io import zarr_store
+
+    monkeypatch.setattr(streaming, "BLOCK_BUDGET", 1.0)
+    monkeypatch.setattr(zarr_store, "_default_chunks", lambda shape: (8, 16, 16))  # 8 blocks
+
+    def stop(done, total):
+        raise KeyboardInterrupt
+
+    out = tmp_path / "seg.zarr"
+    with pytest.raises(Interrupted):
+        workflows.predict(trained.model, [trained.volume], out, device="cpu", progress=stop)
+    real, left = cluster.blocks_to_write, []
+    monkeypatch.setattr(cluster, "blocks_to_write", lambda *args: left.extend(real(*args)) or left)
+    workflows.predict(trained.model, [trained.volume], out, device="cpu", workers=2, resume=True)
+    assert len(left) == 7
+    workflows.predict(trained.model, [trained.volume], tmp_path / "ref.zarr", device="cpu")  # uninterrupted, same blocks
+    np.testing.assert_array_equal(zarr.open(out, mode="r")[...], zarr.open(tmp_path / "ref.zarr", mode="r")[...])

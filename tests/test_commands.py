@@ -259,6 +259,36 @@ def test_train_refuses_bad_pair_syntax(files, pair, listing, run, bad_input, tra
     assert listing(files.folder) == before
 
 
+@pytest.mark.parametrize("pair, volumes, labels", [
+    ("a.tif:b.tif", ["a.tif"], "b.tif"),
+    ("f.nii.gz,t.nii.gz:s.nii.gz", ["f.nii.gz", "t.nii.gz"], "s.nii.gz"),
+    ("a.h5:/raw:b.h5:/labels", ["a.h5:/raw"], "b.h5:/labels"),
+    ("a.h5:/raw,a.h5:/raw2:a.hdf5:/g/labels", ["a.h5:/raw", "a.h5:/raw2"], "a.hdf5:/g/labels"),
+    ("a.h5:b.tif", ["a.h5"], "b.tif"),  # an HDF5 file of one dataset, then labels
+    ("v.zarr/raw:a.H5:/labels", ["v.zarr/raw"], "a.H5:/labels"),
+])
+def test_pair_splits_volumes_from_labels_past_hdf5_datasets(pair, volumes, labels):
+    assert cli._parse_pair(pair) == (volumes, labels)
+
+
+@pytest.mark.parametrize("pair", ["a.h5:/raw", "a.tif,:b.tif", "a.h5:/raw:"])
+def test_pair_without_labels_is_refused(pair):
+    with pytest.raises(core.InputError, match="VOLUME"):
+        cli._parse_pair(pair)
+
+
+def test_train_on_hdf5_datasets(files, run, one_json, train_args):
+    import h5py
+
+    h5 = files.folder / "em.h5"
+    with h5py.File(h5, "w") as f:
+        f["raw"] = tifffile.imread(files.volume)
+        f["sparse"] = tifffile.imread(files.sparse)
+    summary = one_json(run("train", "--pair", f"{h5}:/raw:{h5}:/sparse", "-o", files.folder / "model", *train_args,
+                           "--json"))
+    assert summary["classes"] == [0, 1, 2]
+
+
 def test_train_refuses_pairs_with_different_channel_counts(files, listing, run, bad_input, train_args):
     second = files.folder / "second.tif"
     tifffile.imwrite(second, tifffile.imread(files.volume))

@@ -37,11 +37,11 @@ from sparseseg.io.base import FileSink, FileSource
 from sparseseg.io.checks import check_output
 from sparseseg.io.hdf5 import Hdf5Sink, Hdf5Source
 from sparseseg.io.locations import (FORMATS_EXTRA, HDF5_SUFFIXES, NIFTI_SUFFIXES, SUFFIXES, TIFF_SUFFIXES, ZARR_SUFFIXES,
-                                    Location, locate, suffix_of)
+                                    Location, locate, stamp, suffix_of)
 from sparseseg.io.metadata import DEFAULT_UNIT
 from sparseseg.io.nifti import NiftiSink, NiftiSource
 from sparseseg.io.ome_zarr import NGFF_VERSION, PYRAMID_BLOCK_BYTES, OmeLabelsSink, OmeZarrSink
-from sparseseg.io.sinks import create_sink, write_volume
+from sparseseg.io.sinks import check_resumable, create_sink, write_volume
 from sparseseg.io.small import read_json, write_file, write_json, write_png, write_text
 from sparseseg.io.sources import ChannelStack, Volume, open_source, read_image, read_labels, read_volume
 from sparseseg.io.tiff import BIGTIFF_BYTES, IMAGEJ_DTYPES, TiffSink, TiffSource
@@ -50,7 +50,7 @@ from sparseseg.io.zarr_store import OmeZarrSource, ZarrSink, ZarrSource
 __all__ = [
     # naming and checking
     "TIFF_SUFFIXES", "NIFTI_SUFFIXES", "ZARR_SUFFIXES", "HDF5_SUFFIXES", "SUFFIXES", "FORMATS_EXTRA", "Location", "locate",
-    "suffix_of", "check_output",
+    "suffix_of", "check_output", "check_resumable", "stamp",
     # reading
     "Volume", "read_volume", "read_image", "read_labels", "open_source", "FileSource", "ChannelStack", "TiffSource",
     "NiftiSource", "ZarrSource", "OmeZarrSource", "Hdf5Source",

@@ -173,6 +173,10 @@ class FileSink(_Opened):
             self.done = True
             self._cleanup()
 
+    def release(self) -> None:
+        """Let go of the sink before its first block (a setup that failed): what it made is removed."""
+        self.abort()
+
     def __enter__(self):
         return self
 

@@ -112,3 +112,14 @@ def _have(module: str, path, what: str) -> None:
     """Check that an optional library is installed, without importing it."""
     if not _installed(module):
         _need(module, path, what)
+
+
+def stamp(path: str | os.PathLike) -> list:
+    """What says that an input is the one an earlier run read: its absolute path, and the size and modification
+    time of its file (of a Zarr array or group: of its metadata files; chunks are not looked at, nor the folder,
+    which labels written into an OME-Zarr image change)."""
+    loc = locate(path)
+    place = loc.file.joinpath(*loc.parts) if loc.zarr else loc.file
+    files = [place / m for m in ("zarr.json", ".zarray", ".zattrs", ".zgroup") if (place / m).is_file()] if loc.zarr else [place]
+    stats = [os.stat(f) for f in files]
+    return [os.path.abspath(path)] + [[s.st_size, s.st_mtime_ns] for s in stats]

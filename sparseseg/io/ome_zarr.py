@@ -10,12 +10,13 @@ import numpy as np
 
 from sparseseg.blocks import block_shape, plan_blocks
 from sparseseg.errors import InputError
-from sparseseg.io.atomic import _into_place, _remove, _temp_dir, _undone_on_failure
-from sparseseg.io.base import FileSink, _default_chunks, _Reference
+from sparseseg.io.atomic import _into_place, _remove, _undone_on_failure
+from sparseseg.io.base import _default_chunks, _Reference
 from sparseseg.io.locations import Location, _need
 from sparseseg.io.metadata import _NGFF_UNITS, DEFAULT_UNIT, _named_axes
 from sparseseg.io.ngff import _ngff, _ngff_axis_names, _ngff_scale, _ngff_version, _zarr_format
-from sparseseg.io.zarr_store import _zarr_array
+from sparseseg.io.partial import PartialSink
+from sparseseg.io.zarr_store import _sink_key, _zarr_array
 
 #: The NGFF version of a new OME-Zarr image (labels take the version of their image).
 NGFF_VERSION = "0.4"
@@ -73,17 +74,18 @@ def _pyramid(shape_zyx, spacing, min_size: int = 64, max_levels: int = 8) -> lis
     return factors
 
 
-class OmeZarrSink(FileSink):
+class OmeZarrSink(PartialSink):
     """A new OME-Zarr image (``out.ome.zarr``): NGFF `NGFF_VERSION` (0.4, Zarr format 2, what most viewers read), axes
     (c,) z, y, x with the voxel size and unit in the coordinate transformations.
 
     Level 0 is written block by block into a temporary folder beside the target; `finish`
     builds the scale pyramid from it (every other voxel, never interpolated, block by block:
     see `_pyramid`), writes the metadata with ome-zarr's writer and renames the folder into
-    place. Pickles for worker processes, as `ZarrSink`.
+    place. Pickles for worker processes, and is kept and resumed, as `ZarrSink`.
     """
 
-    def __init__(self, loc: Location, shape, dtype, reference: _Reference, chunks=None, version: str = NGFF_VERSION):
+    def __init__(self, loc: Location, shape, dtype, reference: _Reference, chunks=None, version: str = NGFF_VERSION,
+                 key=None, resume=False):
         super().__init__(loc.path, shape, dtype)
         zarr = _need("zarr", loc.path, "writing OME-Zarr")
         _need("ome_zarr", loc.path, "writing OME-Zarr")
@@ -94,10 +96,11 @@ class OmeZarrSink(FileSink):
         self.level_chunks = (1,) * (len(self.shape) - len(chunks)) + chunks
         self.chunks = tuple(self.level_chunks[-3:])
         self.names = ["c", "z", "y", "x"][-len(self.shape):]
-        self.tmp = _temp_dir(self.final, loc.path)
-        with _undone_on_failure(lambda: _remove(self.tmp)):
-            group = zarr.open_group(str(self.tmp), mode="w", zarr_format=self.zarr_format)
-            _zarr_array(zarr, (group, "0"), self.shape, self.level_chunks, self.dtype, self.zarr_format, self.names)
+        if self._partial(self.final, loc.path, _sink_key(key, self), resume):
+            with _undone_on_failure(lambda: _remove(self.tmp)):
+                group = zarr.open_group(str(self.tmp), mode="w", zarr_format=self.zarr_format)
+                _zarr_array(zarr, (group, "0"), self.shape, self.level_chunks, self.dtype, self.zarr_format, self.names)
+                self._record()
 
     def _write(self, zyx, block):
         if self._handle is None:
@@ -128,6 +131,7 @@ class OmeZarrSink(FileSink):
         axes = [{"name": "c", "type": "channel"}] if len(self.shape) == 4 else []
         axes += [dict(name=a, type="space", **({"unit": unit} if unit else {})) for a in "zyx"]
         write_multiscales_metadata(group, datasets, fmt=_ngff_format(self.version), axes=axes, name=self.final.name)
+        self._unrecord()
         _into_place(self.tmp, self.final)
 
     def _cleanup(self):
@@ -135,7 +139,7 @@ class OmeZarrSink(FileSink):
         _remove(self.tmp)
 
 
-class OmeLabelsSink(FileSink):
+class OmeLabelsSink(PartialSink):
     """NGFF labels written into an existing OME-Zarr image: ``IMAGE.ome.zarr/labels/NAME``.
 
     The labels have the image's axes (a channel or time axis of one point), its levels and
@@ -145,10 +149,11 @@ class OmeLabelsSink(FileSink):
     to the ``labels`` list of IMAGE/labels, so that napari and other viewers open the labels
     over the image. The image's own arrays and metadata are never opened for writing: only
     IMAGE/labels is written, created where it is missing (and removed again on `abort` if it
-    was). Blocks go to a temporary group inside IMAGE/labels, renamed to NAME on `finish`.
+    was). Blocks go to a temporary group inside IMAGE/labels, renamed to NAME on `finish`;
+    it is kept and resumed as `ZarrSink`.
     """
 
-    def __init__(self, loc: Location, shape, dtype):
+    def __init__(self, loc: Location, shape, dtype, key=None, resume=False):
         super().__init__(loc.path, shape, dtype)
         zarr = _need("zarr", loc.path, "writing OME-Zarr labels")
         _need("ome_zarr", loc.path, "writing OME-Zarr labels")
@@ -206,15 +211,21 @@ class OmeLabelsSink(FileSink):
         try:
             if self.made_labels:
                 zarr.open_group(str(self.labels), mode="w-", zarr_format=self.zarr_format)
-            self.tmp = _temp_dir(self.labels / self.name, loc.path)
+            fresh = self._partial(self.labels / self.name, loc.path, _sink_key(key, self), resume)
         except BaseException:
             if self.made_labels:
                 _remove(self.labels)
             raise
+        if not fresh:
+            self.made_labels = bool(self.key.get("made_labels"))  # the run that began it made IMAGE/labels
+            return
+        if self.key is not None:
+            self.key["made_labels"] = self.made_labels
         with _undone_on_failure(self._cleanup):
             group = zarr.open_group(str(self.tmp), mode="w", zarr_format=self.zarr_format)
             shape, chunks = self.levels[0][:2]
             _zarr_array(zarr, (group, "0"), shape, chunks, self.dtype, self.zarr_format, list(names))
+            self._record()
 
     def _index(self, zyx) -> tuple:
         return _spatial_index(self.letters, zyx)
@@ -249,6 +260,7 @@ class OmeLabelsSink(FileSink):
             multiscales[0]["coordinateTransformations"] = self.overall
             add_metadata(group, {"multiscales": multiscales}, fmt=fmt)
         add_metadata(group, {"image-label": {"version": fmt.version, "source": {"image": "../../"}}}, fmt=fmt)
+        self._unrecord()
         _into_place(self.tmp, self.labels / self.name)
         labels = zarr.open_group(str(self.labels), mode="r+")
         listed = list(get_metadata(labels).get("labels", []))

@@ -8,6 +8,7 @@ from typing import Sequence
 
 import numpy as np
 
+from sparseseg.errors import InputError
 from sparseseg.io import nifti, tiff
 from sparseseg.io.atomic import _atomic
 from sparseseg.io.base import FileSink, _reference
@@ -22,7 +23,8 @@ from sparseseg.io.zarr_store import ZarrSink
 
 
 def create_sink(path: str | os.PathLike, shape: Sequence[int], dtype, *, spacing=None, reference=None,
-                overwrite: bool = False, chunks: Sequence[int] | None = None) -> FileSink:
+                overwrite: bool = False, chunks: Sequence[int] | None = None, key: dict | None = None,
+                resume: bool = False) -> FileSink:
     """An output of ``shape`` (Z, Y, X) or (C, Z, Y, X) to write block by block (a `sparseseg.blocks.Sink`).
 
     The format is ``path``'s (as `check_output` reads it, and checked as it does).
@@ -30,7 +32,14 @@ def create_sink(path: str | os.PathLike, shape: Sequence[int], dtype, *, spacing
     (a `Volume` or a source) gives its unit and, for NIfTI, the header and affine. ``chunks``
     (z, y, x) sets the chunks of a chunked output (Zarr, OME-Zarr, HDF5). See `TiffSink`,
     `NiftiSink`, `ZarrSink`, `OmeZarrSink`, `OmeLabelsSink`, `Hdf5Sink`.
+
+    ``key`` (a JSON-able fingerprint of what is computed from what) makes a Zarr-family output
+    one that an interrupted run can keep and a later one take up; ``resume`` takes up the one
+    left for the same key (`sparseseg.io.partial`; an `InputError` where there is none, or for
+    another format). Other formats ignore ``key``.
     """
+    if resume:
+        check_resumable(path)
     path = check_output(path, overwrite)
     shape = tuple(int(n) for n in shape)
     if len(shape) not in (3, 4) or min(shape) < 1:
@@ -44,11 +53,18 @@ def create_sink(path: str | os.PathLike, shape: Sequence[int], dtype, *, spacing
         return NiftiSink(path, shape, dtype, ref)
     if loc.zarr:
         if loc.labels_image() is not None:
-            return OmeLabelsSink(loc, shape, dtype)
+            return OmeLabelsSink(loc, shape, dtype, key=key, resume=resume)
         if loc.suffix == ".ome.zarr" and not loc.parts:
-            return OmeZarrSink(loc, shape, dtype, ref, chunks)
-        return ZarrSink(loc, shape, dtype, ref, chunks)
+            return OmeZarrSink(loc, shape, dtype, ref, chunks, key=key, resume=resume)
+        return ZarrSink(loc, shape, dtype, ref, chunks, key=key, resume=resume)
     return Hdf5Sink(loc, shape, dtype, ref, chunks)
+
+
+def check_resumable(path: str | os.PathLike) -> None:
+    """Refuse ``resume`` for an output that cannot be taken up again: anything but Zarr or OME-Zarr."""
+    if not locate(path).zarr:
+        raise InputError("only a Zarr or OME-Zarr output (.zarr, .ome.zarr) can be resumed", param="resume",
+                         value=str(path))
 
 
 def write_volume(path: str | os.PathLike, data: np.ndarray, reference: Volume | None = None, overwrite: bool = False) -> Path:

@@ -9,11 +9,12 @@ from pathlib import Path
 from typing import Any
 
 from sparseseg.errors import InputError
-from sparseseg.io.atomic import _into_place, _remove, _temp_dir, _undone_on_failure
-from sparseseg.io.base import FileSink, FileSource, _default_chunks, _Reference
+from sparseseg.io.atomic import _into_place, _remove, _undone_on_failure
+from sparseseg.io.base import FileSource, _default_chunks, _Reference
 from sparseseg.io.locations import Location, _need
 from sparseseg.io.metadata import DEFAULT_UNIT, _attrs_spacing, _file_axes, _named_axes, _unit
 from sparseseg.io.ngff import _ngff, _ngff_axis_names, _ngff_scale, _ngff_version, _zarr_format, _zarr_meta
+from sparseseg.io.partial import PartialSink
 
 
 class ZarrSource(FileSource):
@@ -109,15 +110,24 @@ def _zarr_array(zarr, store, shape, chunks, dtype, zarr_format: int, names: list
     return zarr.create_array(store=str(store), **kwargs)
 
 
-class ZarrSink(FileSink):
+def _sink_key(key: dict | None, sink) -> dict | None:
+    """The fingerprint of a run (``key``) with what the sink itself is: its shape, dtype and chunks."""
+    if key is None:
+        return None
+    return dict(key, shape=list(sink.shape), dtype=sink.dtype.str, chunks=list(sink.chunks))
+
+
+class ZarrSink(PartialSink):
     """A plain Zarr array: ``out.zarr`` (a new store, Zarr format 3) or ``store.zarr/name`` (in an existing group, its format).
 
     Chunked and compressed; blocks are written as they come into a temporary folder beside the
     target, renamed onto it on `finish`. Worker processes may write blocks of one sink (it
-    pickles): give them disjoint blocks aligned to ``chunks``.
+    pickles): give them disjoint blocks aligned to ``chunks``. With a ``key`` (the run's
+    fingerprint) the folder can be kept on an interrupt and taken up with ``resume``
+    (`sparseseg.io.partial`).
     """
 
-    def __init__(self, loc: Location, shape, dtype, reference: _Reference, chunks=None):
+    def __init__(self, loc: Location, shape, dtype, reference: _Reference, chunks=None, key=None, resume=False):
         super().__init__(loc.path, shape, dtype)
         zarr = _need("zarr", loc.path, "writing Zarr")
         self.final = loc.file.joinpath(*loc.parts)
@@ -129,9 +139,10 @@ class ZarrSink(FileSink):
         if reference.spacing is not None:
             attributes = {"spacing": list(reference.spacing), "unit": reference.unit or DEFAULT_UNIT}
         names = ["c", "z", "y", "x"][-len(self.shape):]
-        self.tmp = _temp_dir(self.final, loc.path)
-        with _undone_on_failure(lambda: _remove(self.tmp)):
-            _zarr_array(zarr, self.tmp, self.shape, chunks, self.dtype, zarr_format, names, attributes)
+        if self._partial(self.final, loc.path, _sink_key(key, self), resume):
+            with _undone_on_failure(lambda: _remove(self.tmp)):
+                _zarr_array(zarr, self.tmp, self.shape, chunks, self.dtype, zarr_format, names, attributes)
+                self._record()
 
     def _write(self, zyx, block):
         if self._handle is None:
@@ -142,6 +153,7 @@ class ZarrSink(FileSink):
 
     def _finish(self):
         self._handle = None
+        self._unrecord()
         _into_place(self.tmp, self.final)
 
     def _cleanup(self):
