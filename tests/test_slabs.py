@@ -81,22 +81,39 @@ def test_a_stack_holds_each_crop_as_the_volume_does(tmp_path, blobs_small, spars
         np.testing.assert_array_equal(annotation.target[:, at], whole.target[:, v])
 
 
-def _densify(files, out, tiny_config, **outputs):
-    config = tiny_config(iterations=6, batch_size=2, seed=3)
+def _densify(files, out, tiny_config, **overrides):
+    config = tiny_config(iterations=6, batch_size=2, seed=3, **overrides)
     return workflows.densify([files.volume], files.sparse, out, config, weights_out=out.with_name(out.stem + "_w.tif"),
-                             outputs=workflows.Outputs(probabilities=out.with_name(out.stem + "_p.tif"), **outputs))
+                             outputs=workflows.Outputs(probabilities=out.with_name(out.stem + "_p.tif")))
 
 
-@pytest.mark.parametrize("budget", [None, 24 * 24 * 6 * 16], ids=["one-block", "blocks"])
-def test_the_slab_path_gives_the_whole_paths_results(files, tiny_config, monkeypatch, one_torch_thread, budget):
-    if budget is not None:  # several blocks: calibration gathers the annotated voxels of each
+#: Planes near the faces and far apart, with thin crops: slabs apart, clipped by the volume.
+APART = {"z": [1, 12], "y": [3, 30], "x": [44]}
+
+
+@pytest.mark.parametrize("shape, planes, budget, overrides", [
+    ((12, 24, 24), None, None, {}),
+    ((20, 48, 48), None, 20 * 48 * 48 * 44 / 4, {"augment": True}),  # augmented crops: deeper slabs
+    ((20, 48, 48), APART, None, {"thin": 4}),
+], ids=["one-block", "eight-blocks", "slabs-apart"])
+def test_the_slab_path_gives_the_whole_paths_results(files, tiny_config, monkeypatch, one_torch_thread, shape, planes,
+                                                     budget, overrides):
+    if shape != files.shape:
+        image, truth = synthetic.blobs(shape, seed=1)
+        sparse = synthetic.sparsify(truth, 2)[0] if planes is None else np.where(L.planes_mask(planes, shape), truth, 255)
+        tifffile.imwrite(files.volume, image)
+        tifffile.imwrite(files.sparse, sparse.astype(np.uint8))
+    if budget is not None:  # blocks and their halos: calibration gathers the annotated voxels of each
         monkeypatch.setattr(streaming, "BLOCK_BUDGET", budget)
-    whole = _densify(files, files.folder / "whole.tif", tiny_config)
+    whole = _densify(files, files.folder / "whole.tif", tiny_config, **overrides)
     monkeypatch.setattr(bounded, "SLAB_THRESHOLD", 0)
-    read = []
-    monkeypatch.setattr(io, "read_image", lambda *a: read.append(a) or pytest.fail("the slab path read the volume whole"))
-    sliced = _densify(files, files.folder / "slabs.tif", tiny_config)
-    assert "slabs" in str(sliced.written[0]) and sliced.segmentation.labels is None and not read
+    monkeypatch.setattr(io, "read_image", lambda *a: pytest.fail("the slab path read the volume whole"))
+    stacks = []
+    monkeypatch.setattr(bounded, "read_stack", lambda *a: stacks.append(slabs.read_stack(*a)) or stacks[-1])
+    sliced = _densify(files, files.folder / "slabs.tif", tiny_config, **overrides)
+    assert sliced.segmentation.labels is None  # the slab path: written block by block, not held
+    if planes is not None:  # the slabs hold less than the volume
+        assert all(stack.size < np.prod(shape) for stack, _ in stacks), [stack.shape for stack, _ in stacks]
     np.testing.assert_array_equal(sliced.model.offsets, whole.model.offsets)
     np.testing.assert_array_equal(sliced.train_log.losses, whole.train_log.losses)
     for suffix in (".tif", "_w.tif", "_p.tif"):
