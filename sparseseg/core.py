@@ -23,14 +23,14 @@ from sparseseg.blocks import ArraySink, ArraySource, Sink, Source, all_or_nothin
 from sparseseg.calibrate import apply_offsets, fit_offsets, prior_offsets
 from sparseseg.config import DEVICES, Config
 from sparseseg.errors import InputError
-from sparseseg.labels import Annotation, weight_map, weights_from_counts
+from sparseseg.labels import Annotation, weight_map
 from sparseseg.model import UNet3D, count_parameters
 from sparseseg.planning import (
     anisotropy, pooling_kernels, size_multiple, thin_depths, training_patch,
 )
 from sparseseg.preprocess import normalise, normalise_with
 from sparseseg.streaming import BlockProgress, run_blocks
-from sparseseg.train import Progress, TrainData, TrainLog, WholeVolume, train
+from sparseseg.train import Progress, TrainData, TrainLog, WholeVolume, class_weights_of, train
 
 log = logging.getLogger("sparseseg")
 
@@ -97,21 +97,6 @@ def labels_dtype(classes: Sequence[int]) -> np.dtype:
 
 def _out_of_memory() -> InputError:
     return InputError("out of GPU memory: lower patch or batch_size (or use the CPU)", param="device", value="cuda")
-
-
-def class_weights_of(annotations: Sequence[Annotation], classes: np.ndarray, class_power: float,
-                     whole: WholeVolume | None = None) -> np.ndarray:
-    """Class weights over all ``annotations`` (or the class counts of the ``whole`` volume) for the network's ``classes``.
-
-    The loss uses them and the model keeps them.
-    """
-    counts = np.zeros(len(classes), dtype=np.int64)
-    if whole is not None:
-        counts[np.searchsorted(classes, whole.classes)] = whole.counts
-    else:
-        for a in annotations:
-            counts += np.bincount(np.searchsorted(classes, a.classes[a.target[a.mask]]), minlength=len(classes))
-    return weights_from_counts(counts, class_power)
 
 
 def loss_weights(annotation: Annotation, classes: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -17,8 +17,8 @@ from sparseseg import UNLABELED, bounded, io
 from sparseseg.errors import InputError
 from sparseseg.labels import annotated_mask, check_class_ids, parse_planes
 from sparseseg.metrics import Scores, score
-from sparseseg.modelfolder import load_model
 from sparseseg.core import resolve_device
+from sparseseg.modelfolder import load_model
 from sparseseg.paths import check_distinct
 from sparseseg.slabs import scan_labels
 

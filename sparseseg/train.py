@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from sparseseg import augment
+from sparseseg.labels import Annotation, weights_from_counts
 from sparseseg.planning import AXES, patch_shapes
 
 
@@ -51,6 +52,21 @@ class WholeVolume:
     stats: np.ndarray
     classes: np.ndarray
     counts: np.ndarray
+
+
+def class_weights_of(annotations: Sequence[Annotation], classes: np.ndarray, class_power: float,
+                     whole: WholeVolume | None = None) -> np.ndarray:
+    """Class weights over all ``annotations`` (or the class counts of the ``whole`` volume) for the network's ``classes``.
+
+    The loss uses them and the model keeps them.
+    """
+    counts = np.zeros(len(classes), dtype=np.int64)
+    if whole is not None:
+        counts[np.searchsorted(classes, whole.classes)] = whole.counts
+    else:
+        for a in annotations:
+            counts += np.bincount(np.searchsorted(classes, a.classes[a.target[a.mask]]), minlength=len(classes))
+    return weights_from_counts(counts, class_power)
 
 
 @dataclass

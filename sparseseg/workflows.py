@@ -1,6 +1,10 @@
 """The file commands: densify, train, predict, suggest, preview and eval, from paths to written files.
 
-Each reads its inputs through `sparseseg.io`, calls `sparseseg.core` and writes its outputs.
+Each reads its inputs through `sparseseg.io`, calls `sparseseg.core` and writes its outputs
+(suggest, preview and eval live in `sparseseg.review` and are served here too). `densify`
+of a volume larger than `sparseseg.bounded.SLAB_THRESHOLD` voxels reads only the slabs
+around the annotated planes and segments block by block (`sparseseg.bounded`), so its
+memory does not grow with the volume; a smaller one is read whole, as it always was.
 Every path and option that can be checked without training is checked first (`check_paths`,
 `sparseseg.paths`): bad input raises `InputError` before any work, an input is never an
 output, and outputs are written only at the end, each atomically.
@@ -78,7 +82,11 @@ class Outputs:
 
 @dataclass
 class DensifyReport:
-    """What `densify` did: how the annotation was read, the model, the training log, the files written."""
+    """What `densify` did: how the annotation was read, the model, the training log, the files written.
+
+    ``segmentation.labels`` and ``.probabilities`` are None where the volume was segmented
+    block by block into the files (`sparseseg.bounded`).
+    """
 
     how: str
     model: Model
@@ -125,7 +133,10 @@ def densify(
 ) -> DensifyReport:
     """Densify from files: read, check, train, segment and write.
 
-    Every input and output path is checked before training starts. Ctrl-C during training
+    A volume of more than `sparseseg.bounded.SLAB_THRESHOLD` voxels whose annotation holds
+    whole planes is trained on the slabs around them and segmented block by block into the
+    outputs (the report's segmentation then holds no arrays, only its seconds and windows);
+    only ``outputs.preview`` reads it whole. Every input and output path is checked before training starts. Ctrl-C during training
     ends it early and the segmentation is made with the model trained so far (the report
     says ``interrupted``); with ``partial=False`` nothing is written then and
     KeyboardInterrupt is raised.
