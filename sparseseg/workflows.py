@@ -146,9 +146,8 @@ def densify(
         check_model_folder(save_model_to, outputs.overwrite)
     resolve_device(config.device)
     start_model = load_model(init) if init is not None else None
-    source = io.open_source(volumes)
-    if np.prod(source.shape[1:]) > bounded.SLAB_THRESHOLD:
-        report = _densify_slabs(volumes, source, labels, out, config, planes, weights_out, outputs, save_model_to,
+    if _voxels(volumes) > bounded.SLAB_THRESHOLD:
+        report = _densify_slabs(volumes, io.open_source(volumes), labels, out, config, planes, weights_out, outputs, save_model_to,
                                 start_model, progress, partial)
         if report is not None:
             return report
@@ -167,6 +166,19 @@ def densify(
     if save_model_to is not None:
         written.append(save_model(save_model_to, model, outputs.overwrite))
     return DensifyReport(how, model, train_log, segmentation, written)
+
+
+def _voxels(volumes: Sequence[PathLike]) -> int:
+    """Voxels of the volume by its metadata; what the file's reader says on the way is said where it is read."""
+    logger = logging.getLogger("sparseseg")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        source = io.open_source(volumes)
+    finally:
+        logger.setLevel(level)
+    source.close()
+    return int(np.prod(source.shape[1:]))
 
 
 def _interrupted(train_log: TrainLog, partial: bool) -> None:

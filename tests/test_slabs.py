@@ -158,3 +158,26 @@ def test_blockwise_suggest_ranks_as_the_whole_volume_does(trained, monkeypatch):
     assert [(s.axis, s.index) for s in suggested] == [(s.axis, s.index) for s in rank_planes(whole, trained.planes, 5)]
     for axis in "zyx":  # blocks of other shapes shift the windows, so the probabilities are close, not equal
         assert np.abs(blockwise[axis] - whole[axis]).max() < 0.05
+
+
+def test_only_the_windows_over_needed_voxels_run_and_they_give_what_a_full_run_gives():
+    import torch
+
+    from sparseseg.infer import sliding_window
+
+    image = torch.from_numpy(np.random.default_rng(0).random((1, 12, 40, 40), dtype=np.float32))
+    calls = []
+
+    def fn(batch):
+        calls.append(len(batch))
+        return torch.cat([batch, 2 * batch], dim=1).sin()
+
+    full = sliding_window(image, fn, 2, (8, 16, 16))
+    every = len(calls)
+    needed = np.zeros((12, 40, 40), dtype=bool)
+    needed[3, 5:9, 30] = True
+    calls.clear()
+    part = sliding_window(image, fn, 2, (8, 16, 16), needed=needed)
+    assert 0 < len(calls) < every / 3
+    where = torch.from_numpy(needed)
+    assert torch.equal(part[:, where], full[:, where]) and torch.isfinite(part).all()
