@@ -30,7 +30,6 @@ from sparseseg import io
 from sparseseg.core import calibrate, decide
 from sparseseg.labels import read_annotation
 from sparseseg.modelfolder import load_model
-from sparseseg.planning import inference_windows
 from sparseseg.streaming import run_blocks
 from sparseseg.tiling import tile_slices
 

@@ -23,14 +23,14 @@ from sparseseg.blocks import ArraySink, ArraySource, Sink, Source, all_or_nothin
 from sparseseg.calibrate import apply_offsets, fit_offsets, prior_offsets
 from sparseseg.config import DEVICES, Config
 from sparseseg.errors import InputError
-from sparseseg.labels import Annotation, weight_map, weights_from_counts
+from sparseseg.labels import Annotation, weight_map
 from sparseseg.model import UNet3D, count_parameters
 from sparseseg.planning import (
     anisotropy, pooling_kernels, size_multiple, thin_depths, training_patch,
 )
-from sparseseg.preprocess import normalise
+from sparseseg.preprocess import normalise, normalise_with
 from sparseseg.streaming import BlockProgress, run_blocks
-from sparseseg.train import Progress, TrainData, TrainLog, train
+from sparseseg.train import Progress, TrainData, TrainLog, WholeVolume, class_weights_of, train
 
 log = logging.getLogger("sparseseg")
 
@@ -99,14 +99,6 @@ def _out_of_memory() -> InputError:
     return InputError("out of GPU memory: lower patch or batch_size (or use the CPU)", param="device", value="cuda")
 
 
-def class_weights_of(annotations: Sequence[Annotation], classes: np.ndarray, class_power: float) -> np.ndarray:
-    """Class weights over all ``annotations`` for the network's ``classes``: the loss uses them and the model keeps them."""
-    counts = np.zeros(len(classes), dtype=np.int64)
-    for a in annotations:
-        counts += np.bincount(np.searchsorted(classes, a.classes[a.target[a.mask]]), minlength=len(classes))
-    return weights_from_counts(counts, class_power)
-
-
 def loss_weights(annotation: Annotation, classes: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Class indices into ``classes`` (a superset of the annotated ones) and the per-voxel loss weights."""
     target = np.searchsorted(classes, annotation.classes[annotation.target])
@@ -129,7 +121,7 @@ def check_memory(patch: Sequence[int], batch_size: int, base: int, device: torch
                          "here: lower patch, batch_size or base", param="patch", value=tuple(patch))
 
 
-def _plan(config: Config, shape: Sequence[int], init: Model | None, device: torch.device):
+def plan_training(config: Config, shape: Sequence[int], init: Model | None, device: torch.device):
     """The resolved config (a warm start's network kept), the pooling and the training patch for a volume of ``shape``.
 
     Returns (config, pools, patch, clipped); raises `InputError` for a patch or a step that cannot work.
@@ -145,7 +137,7 @@ def _plan(config: Config, shape: Sequence[int], init: Model | None, device: torc
 
 def check_training(config: Config, shape: Sequence[int], init: Model | None = None) -> None:
     """Check before reading anything more that ``config`` can train on a volume of ``shape`` (raises `InputError`)."""
-    _plan(config, shape, init, resolve_device(config.device))
+    plan_training(config, shape, init, resolve_device(config.device))
 
 
 def fit(
@@ -154,6 +146,7 @@ def fit(
     config: Config,
     progress: Progress | None = None,
     init: Model | None = None,
+    whole: WholeVolume | None = None,
 ) -> tuple[Model, TrainLog]:
     """Train a 3D U-Net on one or more sparsely annotated images.
 
@@ -170,6 +163,10 @@ def fit(
     init : Model, optional
         Start from this model (a warm start) instead of random weights; its classes,
         network shape and spacing are kept.
+    whole : WholeVolume, optional
+        The images are slabs of one volume (`sparseseg.slabs.read_stack`): the patch is
+        planned for the whole volume, the images are normalised by its statistics and the
+        class weights come from its class counts.
 
     Returns
     -------
@@ -194,9 +191,9 @@ def fit(
         if missing.size:
             raise InputError(f"the model knows classes {init.classes.tolist()}, the labels also hold {missing.tolist()}",
                              param="init", value="model")
-    smallest = tuple(min(a.target.shape[i] for a in annotations) for i in range(3))
+    smallest = whole.shape if whole else tuple(min(a.target.shape[i] for a in annotations) for i in range(3))
     asked = config.patch
-    config, pools, patch, clipped = _plan(config, smallest, init, device)
+    config, pools, patch, clipped = plan_training(config, smallest, init, device)
     multiple = size_multiple(pools)
     if clipped:
         log.warning("patch %s is larger than the volume %s: clipped to %s", asked, smallest, patch)
@@ -214,11 +211,12 @@ def fit(
         classes = found
         network = UNet3D(channels, len(classes), config.base, pools)
     thin = thin_depths(config.thin, config.spacing, multiple, patch) if config.thin else None
-    weights = class_weights_of(annotations, classes, config.class_power)
+    weights = class_weights_of(annotations, classes, config.class_power, whole)
     data = []
     for image, annotation in zip(images, annotations):
         target, voxel_weights = loss_weights(annotation, classes, weights)
-        data.append(TrainData(normalise(image), target, voxel_weights, annotation.planes))
+        data.append(TrainData(normalise(image) if whole is None else normalise_with(image, whole.stats), target,
+                              voxel_weights, annotation.planes))
     log.info("training on %s: patch %s (thin %s), %d parameters, seed %d", device, patch, thin, count_parameters(network), seed)
     try:
         train_log = train(
@@ -239,8 +237,10 @@ def _check_channels(model: Model, channels: int) -> None:
         raise InputError(f"the model takes {model.in_channels} channel(s), the volume has {channels}")
 
 
-def _run(model: Model, source: Source, write, device: str, tta: bool | None, progress: BlockProgress | None,
-         chunks=None, todo=None):
+def run_model(model: Model, source: Source, write, device: str, tta: bool | None = None,
+              progress: BlockProgress | None = None, chunks=None, todo=None):
+    """The model's class probabilities, before `decide`, of every block of ``source`` (or of those ``todo(plan)`` keeps),
+    handed to ``write(zyx, p)``."""
     _check_channels(model, source.shape[0])
     return run_blocks(model.network, source, model.windows, model.config.patch, write, device=resolve_device(device),
                       overlap=model.config.overlap, tta=model.config.tta if tta is None else tta, chunks=chunks,
@@ -273,7 +273,7 @@ def network_probabilities(
     _check_channels(model, image.shape[0])
     start = time.perf_counter()
     sink = ArraySink((len(model.classes),) + image.shape[1:], np.float32)
-    windows = _run(model, ArraySource(image), sink.write, device, tta, None)
+    windows = run_model(model, ArraySource(image), sink.write, device, tta, None)
     return sink.finish(), windows, time.perf_counter() - start
 
 
@@ -297,9 +297,9 @@ def segment_source(
     """
     start = time.perf_counter()
     with all_or_nothing(labels, probabilities):
-        windows = _run(model, source, write_decided(model, labels, probabilities), device, tta, progress,
-                       getattr(labels, "chunks", None),
-                       lambda plan: blocks_to_write(plan.blocks, plan.layout, labels, probabilities))
+        windows = run_model(model, source, write_decided(model, labels, probabilities), device, tta, progress,
+                            getattr(labels, "chunks", None),
+                            lambda plan: blocks_to_write(plan.blocks, plan.layout, labels, probabilities))
     return windows, time.perf_counter() - start
 
 

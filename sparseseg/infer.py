@@ -18,6 +18,7 @@ def sliding_window(
     patch: Sequence[int],
     overlap: float = 0.5,
     batch_size: int = 1,
+    needed: np.ndarray | None = None,
 ) -> torch.Tensor:
     """Apply ``fn`` to overlapping patches of ``image`` and blend the outputs.
 
@@ -36,6 +37,9 @@ def sliding_window(
         Fraction of the window shared by neighbouring windows.
     batch_size : int
         Windows per call of ``fn``.
+    needed : ndarray of bool (Z, Y, X), optional
+        Run only the windows that hold a voxel marked here: those voxels get exactly what a
+        full run gives them (the same windows, in the same order); the others are not valid.
 
     Returns
     -------
@@ -52,6 +56,10 @@ def sliding_window(
     out = torch.zeros((out_channels,) + padded, dtype=torch.float32, device=device)
     norm = torch.zeros(padded, dtype=torch.float32, device=device)
     windows = tile_slices(padded, patch, overlap)
+    if needed is not None:
+        needed = np.pad(needed, [(0, p - s) for s, p in zip(shape, padded)])
+        windows = [w for w in windows if needed[w].any()]
+        norm += 1e-30  # voxels no window covers are not valid, but not NaN
     for start in range(0, len(windows), batch_size):
         chunk = windows[start : start + batch_size]
         batch = torch.stack([image[(slice(None),) + w] for w in chunk])
@@ -78,8 +86,9 @@ def predict_probabilities(
     overlap: float = 0.5,
     batch_size: int = 1,
     tta: bool = False,
+    needed: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Class probabilities (K, Z, Y, X), float32, of a normalised (C, Z, Y, X) image."""
+    """Class probabilities (K, Z, Y, X), float32, of a normalised (C, Z, Y, X) image (valid on ``needed``, see `sliding_window`)."""
     model = model.to(device, memory_format=torch.channels_last_3d).eval()
     n_classes = model.head.out_channels
     amp = device.type == "cuda"
@@ -95,5 +104,5 @@ def predict_probabilities(
 
     with torch.inference_mode():
         tensor = torch.from_numpy(image).to(device)
-        probabilities = sliding_window(tensor, fn, n_classes, patch, overlap, batch_size)
+        probabilities = sliding_window(tensor, fn, n_classes, patch, overlap, batch_size, needed)
     return probabilities.cpu().numpy()

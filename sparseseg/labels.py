@@ -99,11 +99,16 @@ def detect_planes(labels: np.ndarray) -> dict[str, list[int]]:
     for i, axis in enumerate(AXES):
         other = tuple(j for j in range(3) if j != i)
         occupied[axis] = np.flatnonzero(np.any(labels != 0, axis=other)).tolist()
+    return planes_from_occupied(occupied, labels.shape)
+
+
+def planes_from_occupied(occupied: dict[str, list[int]], shape: tuple[int, int, int]) -> dict[str, list[int]]:
+    """The annotated planes of `detect_planes` from the planes per axis that hold any non-zero voxel."""
     if not any(occupied.values()):
         raise InputError("labels hold no non-zero voxel, so no annotated plane can be found; " + HOW_TO_SAY)
-    candidates = [a for a in AXES if 0 < len(occupied[a]) <= labels.shape[AXES.index(a)] // 2]
+    candidates = [a for a in AXES if 0 < len(occupied[a]) <= shape[AXES.index(a)] // 2]
     if len(candidates) != 1:
-        found = ", ".join(f"{a}: {len(occupied[a])}/{labels.shape[AXES.index(a)]}" for a in AXES)
+        found = ", ".join(f"{a}: {len(occupied[a])}/{shape[AXES.index(a)]}" for a in AXES)
         raise InputError(f"cannot tell which planes are annotated (planes with labels per axis: {found}); " + HOW_TO_SAY)
     axis = candidates[0]
     return {a: (occupied[a] if a == axis else []) for a in AXES}
@@ -120,6 +125,13 @@ def annotation_planes(mask: np.ndarray) -> dict[str, list[int]]:
 
 def check_class_ids(labels: np.ndarray, name: str = "labels") -> None:
     """Raise `InputError` unless ``labels`` holds whole numbers in 0..65535."""
+    check_class_type(labels, name)
+    if labels.dtype != bool:
+        check_class_range(labels.min(), labels.max(), name)
+
+
+def check_class_type(labels: np.ndarray, name: str = "labels") -> None:
+    """Raise `InputError` unless ``labels`` (a whole volume or a block of one) holds whole numbers; see `check_class_ids`."""
     if labels.dtype == bool:
         return
     if not np.issubdtype(labels.dtype, np.number) or np.iscomplexobj(labels):
@@ -127,7 +139,10 @@ def check_class_ids(labels: np.ndarray, name: str = "labels") -> None:
     if np.issubdtype(labels.dtype, np.floating):
         if not np.isfinite(labels).all() or not np.array_equal(labels, np.round(labels)):
             raise InputError(f"{name}: class ids must be whole numbers, found non-integer values")
-    low, high = labels.min(), labels.max()
+
+
+def check_class_range(low, high, name: str = "labels") -> None:
+    """Raise `InputError` unless the smallest and largest value of a label volume lie in 0..65535."""
     if low < 0 or high > MAX_CLASS_ID:
         raise InputError(f"{name}: class ids must lie in 0..{MAX_CLASS_ID}, found values from {low} to {high}")
 
@@ -150,24 +165,32 @@ def annotated_mask(
         mask = planes_mask(planes, labels.shape)
         if unlabeled is not None:
             mask &= labels != unlabeled
-        how = "annotated planes given: " + _describe(planes)
+        how = describe_how("given", unlabeled, planes)
     elif unlabeled is not None and np.any(labels == unlabeled):
         mask = labels != unlabeled
         _check_unlabeled(labels, mask, unlabeled, name)
         planes = annotation_planes(mask)
-        how = f"voxels not equal to {unlabeled} are annotated"
-        if any(planes.values()):
-            how += " (" + _describe(planes) + ")"
+        how = describe_how("unlabeled", unlabeled, planes)
     else:
         try:
             planes = detect_planes(labels)
         except InputError as exc:
             raise InputError(f"{name}: {exc}") from None
         mask = planes_mask(planes, labels.shape)
-        how = f"no voxel holds {unlabeled}; planes with labels found: " + _describe(planes)
+        how = describe_how("detected", unlabeled, planes)
     if not mask.any():
         raise InputError(f"{name}: no voxel is annotated; " + HOW_TO_SAY)
     return mask, planes, how
+
+
+def describe_how(found: str, unlabeled: int | None, planes: dict[str, list[int]]) -> str:
+    """How the annotated voxels were ``found`` ('given' planes, an 'unlabeled' value, 'detected' planes), in words."""
+    if found == "given":
+        return "annotated planes given: " + _describe(planes)
+    if found == "unlabeled":
+        how = f"voxels not equal to {unlabeled} are annotated"
+        return how + (" (" + _describe(planes) + ")" if any(planes.values()) else "")
+    return f"no voxel holds {unlabeled}; planes with labels found: " + _describe(planes)
 
 
 def _check_unlabeled(labels: np.ndarray, mask: np.ndarray, unlabeled: int, name: str) -> None:
@@ -179,12 +202,17 @@ def _check_unlabeled(labels: np.ndarray, mask: np.ndarray, unlabeled: int, name:
     taking it as a class would segment everything as it.
     """
     values, counts = np.unique(labels[mask], return_counts=True)
+    check_unlabeled_counts(values, counts, mask.size, unlabeled, name)
+
+
+def check_unlabeled_counts(values: np.ndarray, counts: np.ndarray, size: int, unlabeled: int, name: str = "labels") -> None:
+    """The check of `_check_unlabeled` from the annotated ``values`` (sorted) and their ``counts`` in a volume of ``size`` voxels."""
     if not len(values):
         return
     top = int(np.argmax(counts))
-    if len(values) >= 2 and top == len(values) - 1 and counts[top] > mask.size / 2:
+    if len(values) >= 2 and top == len(values) - 1 and counts[top] > size / 2:
         raise InputError(
-            f"{name}: the unlabeled value is {unlabeled}, but {values[top]} fills {counts[top] / mask.size:.0%} of the "
+            f"{name}: the unlabeled value is {unlabeled}, but {values[top]} fills {counts[top] / size:.0%} of the "
             f"volume as unannotated voxels do, so it cannot be a class; " + HOW_TO_SAY
         )
 
@@ -217,11 +245,16 @@ def read_annotation(
     mask, planes, how = annotated_mask(labels, unlabeled, planes, name)
     values = labels[mask].astype(np.int64)
     classes = np.unique(values)
-    if len(classes) < 2:
-        raise InputError(f"{name}: only class {classes[0]} is annotated; annotate at least two classes (e.g. background 0 and 1)")
+    check_two_classes(classes, name)
     target = np.zeros(labels.shape, dtype=np.int64)
     target[mask] = np.searchsorted(classes, values)
     return Annotation(classes, target, mask, planes), how
+
+
+def check_two_classes(classes: np.ndarray, name: str = "labels") -> None:
+    """Raise `InputError` unless at least two classes (sorted ids) were annotated."""
+    if len(classes) < 2:
+        raise InputError(f"{name}: only class {classes[0]} is annotated; annotate at least two classes (e.g. background 0 and 1)")
 
 
 def _describe(planes: dict[str, list[int]]) -> str:

@@ -81,9 +81,13 @@ def plan_volume(
 
 def block_probabilities(
     network: torch.nn.Module, source: Source, zyx: Block, plan: BlockPlan, *, device: torch.device,
-    overlap: float = 0.5, tta: bool = False,
+    overlap: float = 0.5, tta: bool = False, needed: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Class probabilities (K, z, y, x) of one block of the plan, before any decision."""
+    """Class probabilities (K, z, y, x) of one block of the plan, before any decision.
+
+    With ``needed`` (bool, the block's shape) only the windows over its voxels are run: they
+    get what a full run gives them, the other voxels are not valid (see `sparseseg.infer.sliding_window`).
+    """
     shape = tuple(source.shape[1:])
     read, crop = with_halo(zyx, plan.halo, shape)
     raw = source.read(read)
@@ -91,11 +95,15 @@ def block_probabilities(
         raise InputError(f"the volume holds NaN or Inf values in block {_said(read)}")
     image = normalise_with(raw, plan.stats)
     del raw
+    if needed is not None:
+        widened = np.zeros(image.shape[1:], dtype=bool)
+        widened[crop] = needed
+        needed = widened
     probabilities = None
     passes = inference_windows(plan.shapes, plan.patch, image.shape[1:], network.size_multiple)
     try:
         for window in passes:
-            p = predict_probabilities(network, image, window, device, overlap, tta=tta)
+            p = predict_probabilities(network, image, window, device, overlap, tta=tta, needed=needed)
             probabilities = p if probabilities is None else np.add(probabilities, p, out=probabilities)
     except torch.OutOfMemoryError as exc:
         raise InputError("out of GPU memory: lower patch or batch_size (or use the CPU)", param="device", value="cuda") from exc

@@ -30,6 +30,28 @@ def plane_uncertainty(probabilities: np.ndarray) -> dict[str, np.ndarray]:
     return {a: h.mean(axis=tuple(j for j in range(3) if j != i)) for i, a in enumerate(AXES)}
 
 
+class PlaneEntropy:
+    """`plane_uncertainty` accumulated block by block, in memory that does not grow with the volume.
+
+    ``add(zyx, p)`` takes the (K, z, y, x) probabilities of one block; once every voxel of the
+    (Z, Y, X) ``shape`` was added exactly once, ``result()`` is what `plane_uncertainty`
+    gives for the whole volume (to float round-off: sums are kept in float64).
+    """
+
+    def __init__(self, shape):
+        self.shape = tuple(int(n) for n in shape)
+        self.sums = {a: np.zeros(n) for a, n in zip(AXES, self.shape)}
+
+    def add(self, zyx, probabilities: np.ndarray) -> None:
+        h = entropy(probabilities)
+        for i, (axis, s) in enumerate(zip(AXES, zyx)):
+            self.sums[axis][s] += h.sum(axis=tuple(j for j in range(3) if j != i), dtype=np.float64)
+
+    def result(self) -> dict[str, np.ndarray]:
+        size = float(np.prod(self.shape))
+        return {a: self.sums[a] / (size / n) for a, n in zip(AXES, self.shape)}
+
+
 def rank_planes(
     uncertainty: dict[str, np.ndarray],
     annotated: dict[str, list[int]] | None = None,

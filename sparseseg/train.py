@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from sparseseg import augment
+from sparseseg.labels import Annotation, weights_from_counts
 from sparseseg.planning import AXES, patch_shapes
 
 
@@ -37,6 +38,36 @@ class TrainData:
     target: np.ndarray
     weight: np.ndarray
     planes: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class WholeVolume:
+    """What `fit` needs of the whole volume when it is given only slabs of it (`sparseseg.slabs.read_stack`).
+
+    shape: the volume's (Z, Y, X), which the training patch is planned for; stats: the (C, 4)
+    normalisation statistics of `sparseseg.preprocess.intensity_stats` (those the block
+    inference takes); classes, counts: the annotated class ids and their voxels in the volume.
+    """
+
+    shape: tuple[int, int, int]
+    stats: np.ndarray
+    classes: np.ndarray
+    counts: np.ndarray
+
+
+def class_weights_of(annotations: Sequence[Annotation], classes: np.ndarray, class_power: float,
+                     whole: WholeVolume | None = None) -> np.ndarray:
+    """Class weights over all ``annotations`` (or the class counts of the ``whole`` volume) for the network's ``classes``.
+
+    The loss uses them and the model keeps them.
+    """
+    counts = np.zeros(len(classes), dtype=np.int64)
+    if whole is not None:
+        counts[np.searchsorted(classes, whole.classes)] = whole.counts
+    else:
+        for a in annotations:
+            counts += np.bincount(np.searchsorted(classes, a.classes[a.target[a.mask]]), minlength=len(classes))
+    return weights_from_counts(counts, class_power)
 
 
 @dataclass
@@ -143,6 +174,11 @@ class PatchSampler:
         return (axis, *(torch.stack(parts) for parts in zip(*crops)))
 
 
+def crop_shapes(shapes: dict, params: augment.AugmentParams | None) -> dict:
+    """The crop cut for each training patch shape: the patch and the margins its augmentation needs (``params``)."""
+    return {a: s if params is None else tuple(p + 2 * m for p, m in zip(s, augment.margin(s, params))) for a, s in shapes.items()}
+
+
 def poly_lr(base: float, progress: float, power: float = 0.9) -> float:
     """Learning rate after ``progress`` (0..1) of the run."""
     return base * (1 - min(max(progress, 0.0), 1.0)) ** power
@@ -192,7 +228,7 @@ def train(
     data = [data] if isinstance(data, TrainData) else list(data)
     axes = [a for a in AXES if any(d.planes.get(a) for d in data)]
     shapes = patch_shapes(patch, thin, axes)
-    crops = {a: s if params is None else tuple(p + 2 * m for p, m in zip(s, augment.margin(s, params))) for a, s in shapes.items()}
+    crops = crop_shapes(shapes, params)
     sampler = PatchSampler(data, crops, device, rng)
     model.to(device, memory_format=torch.channels_last_3d).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)

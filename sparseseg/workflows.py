@@ -1,6 +1,10 @@
 """The file commands: densify, train, predict, suggest, preview and eval, from paths to written files.
 
-Each reads its inputs through `sparseseg.io`, calls `sparseseg.core` and writes its outputs.
+Each reads its inputs through `sparseseg.io`, calls `sparseseg.core` and writes its outputs
+(suggest, preview and eval live in `sparseseg.review` and are served here too). `densify`
+of a volume larger than `sparseseg.bounded.SLAB_THRESHOLD` voxels reads only the slabs
+around the annotated planes and segments block by block (`sparseseg.bounded`), so its
+memory does not grow with the volume; a smaller one is read whole, as it always was.
 Every path and option that can be checked without training is checked first (`check_paths`,
 `sparseseg.paths`): bad input raises `InputError` before any work, an input is never an
 output, and outputs are written only at the end, each atomically.
@@ -17,17 +21,18 @@ from pathlib import Path
 
 import numpy as np
 
-from sparseseg import UNLABELED, __version__, io
+from sparseseg import __version__, bounded, io, review
 from sparseseg.config import Config
 from sparseseg.core import (
     Model, Segmentation, calibrate, check_training, fit, labels_dtype, loss_weights, network_probabilities, resolve_device,
-    segment, segment_calibrated, segment_source,
+    segment_calibrated, segment_source,
 )
 from sparseseg.errors import InputError
-from sparseseg.labels import Annotation, annotated_mask, check_class_ids, parse_planes, read_annotation
-from sparseseg.metrics import Scores, score
+from sparseseg.labels import Annotation, check_two_classes, parse_planes, read_annotation
 from sparseseg.modelfolder import check_model_folder, load_model, model_digest, save_model
 from sparseseg.paths import check_distinct
+from sparseseg.review import open_labels, same_shape
+from sparseseg.slabs import scan_labels, write_weights
 from sparseseg.streaming import BlockProgress
 from sparseseg.train import Progress, TrainLog
 
@@ -65,10 +70,23 @@ class Outputs:
             written.append(io.write_png(self.preview, picture, overwrite=self.overwrite))
         return written
 
+    def write_preview(self, volumes: Sequence[PathLike], labels: PathLike, planes: dict | None = None,
+                      spacing: tuple[float, float, float] | None = None) -> Path:
+        """The preview of a segmentation already written to ``labels``: reads the volume and the labels whole."""
+        from sparseseg.preview import render_preview
+
+        image = io.read_image(volumes)
+        picture = render_preview(image.data, io.read_labels(labels).data, planes=planes, spacing=spacing or image.spacing)
+        return io.write_png(self.preview, picture, overwrite=self.overwrite)
+
 
 @dataclass
 class DensifyReport:
-    """What `densify` did: how the annotation was read, the model, the training log, the files written."""
+    """What `densify` did: how the annotation was read, the model, the training log, the files written.
+
+    ``segmentation.labels`` and ``.probabilities`` are None where the volume was segmented
+    block by block into the files (`sparseseg.bounded`).
+    """
 
     how: str
     model: Model
@@ -86,12 +104,6 @@ def with_spacing(config: Config, image: io.Volume) -> Config:
     if config.spacing is None and image.spacing is not None:
         return replace(config, spacing=image.spacing)
     return config
-
-
-def same_shape(volume: io.Volume, shape: tuple[int, ...], what: str = "the volume's") -> None:
-    """Raise `InputError` unless ``volume`` (labels, a mask, ...) has ``shape``."""
-    if volume.data.shape[-3:] != tuple(shape) or volume.data.ndim < 3:
-        raise InputError(f"{volume.path}: shape {volume.data.shape} differs from {what} {tuple(shape)}")
 
 
 def read_pair(volumes: Sequence[PathLike], labels: PathLike, unlabeled: int,
@@ -123,7 +135,10 @@ def densify(
 ) -> DensifyReport:
     """Densify from files: read, check, train, segment and write.
 
-    Every input and output path is checked before training starts. Ctrl-C during training
+    A volume of more than `sparseseg.bounded.SLAB_THRESHOLD` voxels whose annotation holds
+    whole planes is trained on the slabs around them and segmented block by block into the
+    outputs (the report's segmentation then holds no arrays, only its seconds and windows);
+    only ``outputs.preview`` reads it whole. Every input and output path is checked before training starts. Ctrl-C during training
     ends it early and the segmentation is made with the model trained so far (the report
     says ``interrupted``); with ``partial=False`` nothing is written then and
     KeyboardInterrupt is raised.
@@ -142,14 +157,16 @@ def densify(
         check_model_folder(save_model_to, outputs.overwrite)
     resolve_device(config.device)
     start_model = load_model(init) if init is not None else None
+    if workers is None and scheduler is None and _voxels(volumes) > bounded.SLAB_THRESHOLD:
+        report = _densify_slabs(volumes, io.open_source(volumes), labels, out, config, planes, weights_out, outputs, save_model_to,
+                                start_model, progress, partial)
+        if report is not None:
+            return report
     image, annotation, how = read_pair(volumes, labels, config.unlabeled, planes)
     check_training(with_spacing(config, image), image.data.shape[1:], start_model)
     log.info("%s: %s", labels, how)
     model, train_log = fit([image.data], [annotation], with_spacing(config, image), progress, start_model)
-    if train_log.stopped_by == "interrupt":
-        if not partial:
-            raise KeyboardInterrupt
-        log.warning("training interrupted after %d steps: segmenting with the model so far", train_log.iterations)
+    _interrupted(train_log, partial)
     if workers is None and scheduler is None:
         model, segmentation = segment_calibrated(model, image.data, annotation, config.device)
         image = replace(image, spacing=model.config.spacing)  # outputs carry the voxel size trained with (file or --spacing)
@@ -215,6 +232,67 @@ def _segment_on_cluster(model: Model, volumes, image: io.Volume, annotation: Ann
         shutil.rmtree(scratch, ignore_errors=True)
     segmentation = Segmentation(io.read_labels(out).data, None, time.perf_counter() - start, plan.windows)
     return model, segmentation
+
+
+def _voxels(volumes: Sequence[PathLike]) -> int:
+    """Voxels of the volume by its metadata; what the file's reader says on the way is said where it is read."""
+    logger = logging.getLogger("sparseseg")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        source = io.open_source(volumes)
+    finally:
+        logger.setLevel(level)
+    source.close()
+    return int(np.prod(source.shape[1:]))
+
+
+def _interrupted(train_log: TrainLog, partial: bool) -> None:
+    if train_log.stopped_by == "interrupt":
+        if not partial:
+            raise KeyboardInterrupt
+        log.warning("training interrupted after %d steps: segmenting with the model so far", train_log.iterations)
+
+
+def _densify_slabs(volumes, source, labels, out, config, planes, weights_out, outputs, save_model_to, start_model, progress,
+                   partial):
+    """`densify` of a large volume in bounded memory (`sparseseg.bounded`); None where it needs the volume whole."""
+    shape = tuple(source.shape[1:])
+    sparse = open_labels(labels, shape)
+    plane_dict = parse_planes(planes, shape) if planes else None
+    scan = scan_labels(sparse, config.unlabeled, plane_dict, name=str(sparse.path))
+    check_two_classes(scan.classes, str(sparse.path))
+    config = with_spacing(config, source)
+    check_training(config, shape, start_model)
+    if not bounded.fits_slabs(config, scan, start_model):
+        log.warning("%s: the annotation holds no whole plane to train across, so the volume is read whole", labels)
+        return None
+    log.info("%s: %s; training on the slabs around the annotated planes", labels, scan.how)
+    model, train_log = bounded.fit_slabs(source, sparse, scan, config, progress, start_model)
+    _interrupted(train_log, partial)
+    sink = io.create_sink(out, shape, labels_dtype(model.classes), spacing=model.config.spacing, reference=source,
+                          overwrite=outputs.overwrite)
+    try:  # segment_source finishes the sinks, or aborts them
+        model = bounded.calibrate_slabs(model, source, sparse, scan, config.device, sink.chunks)
+        probabilities = None if outputs.probabilities is None else io.create_sink(
+            outputs.probabilities, (len(model.classes),) + shape, np.uint8, spacing=model.config.spacing,
+            reference=source, overwrite=outputs.overwrite)
+    except BaseException:
+        sink.abort()
+        raise
+    windows, seconds = segment_source(model, source, sink, probabilities, device=config.device)
+    written = [Path(out)]
+    if weights_out is not None:
+        with io.create_sink(weights_out, shape, np.float32, spacing=model.config.spacing, reference=source,
+                            overwrite=outputs.overwrite) as weights:
+            write_weights(sparse, scan, model.classes, model.class_weights, weights)
+            written.append(weights.finish())
+    written += [Path(outputs.probabilities)] if probabilities is not None else []
+    if outputs.preview is not None:
+        written.append(outputs.write_preview(volumes, out, scan.planes, model.config.spacing))
+    if save_model_to is not None:
+        written.append(save_model(save_model_to, model, outputs.overwrite))
+    return DensifyReport(scan.how, model, train_log, Segmentation(None, None, seconds, windows), written)
 
 
 def train_files(
@@ -310,11 +388,7 @@ def predict(
         windows, seconds = _on_cluster(folder, source, labels, probabilities, workers, scheduler, device, tta, progress)
     written = [Path(out)] + ([Path(outputs.probabilities)] if probabilities is not None else [])
     if outputs.preview is not None:
-        from sparseseg.preview import render_preview
-
-        image = io.read_image(volumes)
-        picture = render_preview(image.data, io.read_labels(out).data, spacing=image.spacing)
-        written.append(io.write_png(outputs.preview, picture, overwrite=outputs.overwrite))
+        written.append(outputs.write_preview(volumes, out))
     return PredictReport(model, windows, seconds, written)
 
 
@@ -372,106 +446,5 @@ def _on_cluster(folder, source, labels, probabilities, workers, scheduler, devic
     return windows, time.perf_counter() - start
 
 
-def suggest(
-    volumes: Sequence[PathLike],
-    *,
-    model: PathLike | None = None,
-    probabilities: PathLike | None = None,
-    slices: PathLike | None = None,
-    unlabeled: int = UNLABELED,
-    top: int = 5,
-    device: str = "auto",
-):
-    """Rank the planes not yet annotated by the model's uncertainty (mean predictive entropy)."""
-    from sparseseg.suggest import plane_uncertainty, rank_planes
-
-    if model is None and probabilities is None:
-        raise InputError("give a model folder (to predict) or probabilities (from densify's probabilities output)")
-    if top < 1:
-        raise InputError("must be at least 1", param="top", value=top)
-    resolve_device(device)
-    image = io.read_image(volumes)
-    shape = image.data.shape[1:]
-    if probabilities is not None:
-        probs = read_probabilities(probabilities, shape)
-    else:
-        probs = segment(load_model(model), image.data, device).probabilities
-    annotated = None
-    if slices is not None:
-        sparse = io.read_labels(slices)
-        same_shape(sparse, shape)
-        _, annotated, _ = annotated_mask(sparse.data, unlabeled, name=str(sparse.path))
-    return rank_planes(plane_uncertainty(probs), annotated, top)
-
-
-def read_probabilities(path: PathLike, shape: tuple[int, int, int]) -> np.ndarray:
-    """Class probabilities (K, Z, Y, X) float32 in 0..1 from a file (uint8 0..255 or float 0..1)."""
-    volume = io.read_volume(path)
-    if volume.data.ndim != 4 or volume.data.shape[1:] != shape:
-        raise InputError(f"{volume.path}: expected (classes, {', '.join(map(str, shape))}) probabilities, got {volume.data.shape}")
-    if volume.data.shape[0] < 2:
-        raise InputError(f"{volume.path}: expected one channel per class (at least 2), got {volume.data.shape[0]}")
-    scale = 255.0 if volume.data.dtype == np.uint8 else 1.0
-    probs = volume.data.astype(np.float32) / scale
-    if not np.isfinite(probs).all() or probs.min() < 0 or probs.max() > 1:
-        raise InputError(f"{volume.path}: probabilities must be finite (no NaN or Inf) and lie in 0..1 (or uint8 0..255)")
-    return probs
-
-
-def preview(
-    volumes: Sequence[PathLike],
-    labels: PathLike | None,
-    out: PathLike,
-    *,
-    centre: tuple[int, int, int] | None = None,
-    planes: list[str] | None = None,
-    unlabeled: int = UNLABELED,
-    overwrite: bool = False,
-    spacing: tuple[float, float, float] | None = None,
-) -> Path:
-    """Three orthogonal planes through a volume with its labels overlaid, written as PNG.
-
-    The planes are drawn to scale by ``spacing`` (z, y, x), else by the file's voxel size.
-    """
-    from sparseseg.preview import render_preview
-
-    io.check_output(out, overwrite, suffixes=(".png",))
-    check_distinct([*volumes, labels], [out])
-    image = io.read_image(volumes)
-    data = plane_dict = None
-    if labels is not None:
-        label_volume = io.read_labels(labels)
-        data = label_volume.data
-        same_shape(label_volume, image.data.shape[1:])
-        if planes:
-            plane_dict = parse_planes(planes, data.shape)
-        elif np.any(data == unlabeled):
-            _, plane_dict, _ = annotated_mask(data, unlabeled, name=str(label_volume.path))
-    try:
-        picture = render_preview(image.data, data, planes=plane_dict, centre=centre, spacing=spacing or image.spacing,
-                                 unlabeled=unlabeled)
-    except ValueError as exc:
-        raise InputError(f"{out}: {exc}") from exc
-    return io.write_png(out, picture, overwrite)
-
-
-def evaluate(pred: PathLike, gt: PathLike, ignore: PathLike | None = None, unlabeled: int = UNLABELED) -> Scores:
-    """Score a segmentation file against a ground-truth file.
-
-    Both must hold whole-number class ids. With ``ignore`` (a sparse label file), only the
-    voxels that were not annotated there are scored: how well the missing planes were filled in.
-    """
-    prediction = io.read_labels(pred)
-    truth = io.read_labels(gt)
-    for volume in (prediction, truth):
-        check_class_ids(volume.data, str(volume.path))
-    same_shape(prediction, truth.data.shape, f"{truth.path}")
-    mask = None
-    if ignore is not None:
-        sparse = io.read_labels(ignore)
-        same_shape(sparse, truth.data.shape, f"{truth.path}")
-        annotated, _, _ = annotated_mask(sparse.data, unlabeled, name=str(sparse.path))
-        mask = ~annotated
-        if not mask.any():
-            raise InputError(f"{sparse.path}: every voxel is annotated, nothing is left to score")
-    return score(prediction.data, truth.data, mask)
+#: The commands that look at volumes and segmentations, served here too (see `sparseseg.review`).
+suggest, preview, evaluate = review.suggest, review.preview, review.evaluate

@@ -17,16 +17,18 @@ LAYERS = [
     {"cli_options", "cli_output"},
     {"sweep"},
     {"workflows", "cluster", "bioimage"},
-    {"modelfolder"},
+    {"review"},
+    {"modelfolder", "bounded"},
     {"core"},
     {"streaming", "train", "infer", "augment", "model", "suggest", "preview", "plot", "synthetic", "io", "paths", "calibrate"},
+    {"slabs"},
     {"labels", "metrics", "tiling", "preprocess", "planning", "config", "blocks"},
     {"errors", "__init__"},
 ]
 
 #: Modules that must import without torch installed.
 NUMPY_ONLY = ["blocks", "calibrate", "config", "errors", "io", "labels", "metrics", "paths", "planning", "plot", "preprocess",
-              "preview", "suggest", "synthetic", "tiling"]
+              "preview", "slabs", "suggest", "synthetic", "tiling"]
 
 
 #: Top-level packages of the GUI: only sparseseg.napari imports them.

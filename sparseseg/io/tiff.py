@@ -40,12 +40,17 @@ class _PageStack:
         lead, plane = index[:-2], index[-2:]
         ranges = [range(*i.indices(n)) if isinstance(i, slice) else [i] for i, n in zip(lead, self.lead)]
         kept = [len(r) for r, i in zip(ranges, lead) if isinstance(i, slice)]
-        planes = [self.tif.asarray(key=int(np.ravel_multi_index(at, self.lead)), series=0)[plane]
-                  for at in itertools.product(*ranges)]
+        planes = [self._page(int(np.ravel_multi_index(at, self.lead)), plane) for at in itertools.product(*ranges)]
         size = np.zeros(self.shape[-2:], dtype=np.uint8)[plane].shape
         if not planes:
             return np.zeros(kept + list(size), dtype=self.dtype)
         return np.stack(planes).reshape(kept + list(planes[0].shape))
+
+    def _page(self, key: int, plane) -> np.ndarray:
+        """Part ``plane`` of one page, copied where it is less than the page, so that the page is let go."""
+        page = self.tif.asarray(key=key, series=0)
+        part = page[plane]
+        return part.copy() if part.size < page.size else part
 
     def close(self):
         tif = self.__dict__.pop("tif", None)
