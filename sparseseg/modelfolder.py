@@ -115,11 +115,14 @@ def save_model(folder: str | os.PathLike, model: Model, overwrite: bool = False)
 
 
 def model_digest(folder: str | os.PathLike) -> str:
-    """A SHA-256 of a model folder's files (their names and contents): what says that two runs used the same model."""
+    """A SHA-256 of a model folder's files (their names and contents), or of an exported package's .zip file: what says
+    that two runs used the same model."""
     import hashlib
 
     digest = hashlib.sha256()
-    for path in sorted(p for p in Path(folder).iterdir() if p.is_file()):
+    folder = Path(folder)
+    files = [folder] if folder.is_file() else sorted(p for p in folder.iterdir() if p.is_file())
+    for path in files:
         digest.update(path.name.encode() + b"\0")
         with open(path, "rb") as f:
             for piece in iter(lambda: f.read(2**20), b""):

@@ -77,7 +77,7 @@ def sweep_arrays(
             annotated = planes_mask(planes, truth.shape)
             seen = np.unique(truth[annotated])
             if len(seen) == 1:
-                log.warning("k=%d, planes %s: only class %d is annotated; scored as %d everywhere", k, planes, seen[0], seen[0])
+                log.warning("k=%s, planes %s: only class %s is annotated; scored as %s everywhere", k, planes, int(seen[0]), int(seen[0]))
                 labels = np.full_like(truth, seen[0])
             else:
                 annotation, _ = read_annotation(sparse, config.unlabeled, planes, name=f"k={k}")
