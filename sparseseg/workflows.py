@@ -167,12 +167,11 @@ def densify(
     log.info("%s: %s", labels, how)
     model, train_log = fit([image.data], [annotation], with_spacing(config, image), progress, start_model)
     _interrupted(train_log, partial)
+    image = replace(image, spacing=model.config.spacing)  # outputs carry the voxel size trained with (file or --spacing)
     if workers is None and scheduler is None:
         model, segmentation = segment_calibrated(model, image.data, annotation, config.device)
-        image = replace(image, spacing=model.config.spacing)  # outputs carry the voxel size trained with (file or --spacing)
         written = [io.write_volume(out, segmentation.labels, reference=image, overwrite=outputs.overwrite)]
     else:
-        image = replace(image, spacing=model.config.spacing)
         model, segmentation = _segment_on_cluster(model, volumes, image, annotation, out, outputs, workers, scheduler,
                                                   config.device)
         written = [Path(out)] + ([Path(outputs.probabilities)] if outputs.probabilities is not None else [])
@@ -270,15 +269,13 @@ def _densify_slabs(volumes, source, labels, out, config, planes, weights_out, ou
     log.info("%s: %s; training on the slabs around the annotated planes", labels, scan.how)
     model, train_log = bounded.fit_slabs(source, sparse, scan, config, progress, start_model)
     _interrupted(train_log, partial)
-    sink = io.create_sink(out, shape, labels_dtype(model.classes), spacing=model.config.spacing, reference=source,
-                          overwrite=outputs.overwrite)
+    sink, probabilities = block_sinks(out, outputs, model, shape, source, spacing=model.config.spacing)
     try:  # segment_source finishes the sinks, or aborts them
         model = bounded.calibrate_slabs(model, source, sparse, scan, config.device, sink.chunks)
-        probabilities = None if outputs.probabilities is None else io.create_sink(
-            outputs.probabilities, (len(model.classes),) + shape, np.uint8, spacing=model.config.spacing,
-            reference=source, overwrite=outputs.overwrite)
     except BaseException:
-        sink.abort()
+        for made in (sink, probabilities):
+            if made is not None:
+                made.abort()
         raise
     windows, seconds = segment_source(model, source, sink, probabilities, device=config.device)
     written = [Path(out)]
@@ -398,22 +395,22 @@ def run_key(folder: PathLike, volumes: Sequence[PathLike], tta: bool) -> dict:
             "tta": bool(tta)}
 
 
-def block_sinks(out: PathLike, outputs: Outputs, model: Model, shape, reference, *, key: dict | None = None,
+def block_sinks(out: PathLike, outputs: Outputs, model: Model, shape, reference, *, spacing=None, key: dict | None = None,
                 resume: bool = False, shared: bool = False):
     """The labels sink (and the probabilities sink, chunked alike) of a block-by-block segmentation of a (Z, Y, X) ``shape``.
 
-    ``reference`` (the input) gives the voxel size; ``key`` and ``resume`` go to `io.create_sink`;
+    ``spacing``, else ``reference`` (the input), gives the voxel size; ``key`` and ``resume`` go to `io.create_sink`;
     ``shared``: several workers write them (a chunked output is needed). Where one cannot be
     made, those made are let go (a resumed one left as it was) before the error goes on.
     """
     made = []
     try:
-        labels = io.create_sink(out, shape, labels_dtype(model.classes), reference=reference, overwrite=outputs.overwrite,
-                                key=key, resume=resume)
+        labels = io.create_sink(out, shape, labels_dtype(model.classes), spacing=spacing, reference=reference,
+                                overwrite=outputs.overwrite, key=key, resume=resume)
         made.append(labels)
         probabilities = None
         if outputs.probabilities is not None:
-            probabilities = io.create_sink(outputs.probabilities, (len(model.classes),) + shape, np.uint8,
+            probabilities = io.create_sink(outputs.probabilities, (len(model.classes),) + shape, np.uint8, spacing=spacing,
                                            reference=reference, overwrite=outputs.overwrite, chunks=labels.chunks,
                                            key=key, resume=resume)
             made.append(probabilities)
