@@ -46,6 +46,8 @@ class Model:
     shapes: dict = field(default_factory=dict)  # training patch per annotated axis ('z', 'y', 'x'; None: cubes)
     class_weights: np.ndarray | None = None  # the loss's class weights, for the prior correction (None: not known)
     offsets: np.ndarray | None = None  # log-probability offset per class fitted by `calibrate` (None: not calibrated)
+    forest: object | None = None  # a `sparseseg.forest.Forest` whose probabilities are blended in (None: the network alone)
+    blend: float = 1.0  # weight of the network's probabilities in the blend; 1 - blend is the forest's
 
     @property
     def decision_offsets(self) -> np.ndarray:
