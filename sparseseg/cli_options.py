@@ -112,6 +112,10 @@ TRAINING = [
     _option("augment", bool, Config.augment, "Augment while training: flips, rotations, scaling, gray values, elastic deformation.",
             flags=("--augment/--no-augment",)),
     _option("calibrate", bool, Config.calibrate, "After training, tune one offset per class so that the prediction fits the annotated voxels best."),
+    _option("holdout", bool, Config.holdout, "Hold out one annotated plane per axis (of those with 2+) to estimate the IoU "
+            "and choose the blend and offsets there; then train on all planes."),
+    _option("forest", bool, Config.forest, "Blend the network with a random forest on filter features (ilastik's pixel "
+            "classifier), weighted on the held-out planes."),
 ]
 
 

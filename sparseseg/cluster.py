@@ -33,7 +33,7 @@ def _predict_block(folder, source, labels, probabilities, zyx, plan, device, tta
     model = _model(folder)
     p = block_probabilities(model.network, source, zyx, plan, device=resolve_device(device), overlap=model.config.overlap,
                             tta=model.config.tta if tta is None else tta)
-    write_decided(model, labels, probabilities)(zyx, p)
+    write_decided(model, labels, probabilities, source)(zyx, p)
     return voxels(zyx)
 
 

@@ -20,6 +20,9 @@ MAX_BASE = 256
 MAX_BATCH = 64
 MAX_PATCH = 1024
 
+#: Fields added after the first model folders, with the value that means what those folders did.
+ADDED = {"forest": False, "holdout": False}
+
 #: Defaults that depend on the device: (cpu, cuda).
 DEVICE_DEFAULTS = {
     "base": (8, 32),
@@ -68,6 +71,15 @@ class Config:
         After training, tune one offset per class on the log-probabilities (on top of the
         prior correction) so that the most probable class fits the annotated voxels best
         (mean foreground IoU); the offsets are saved with the model and used by predict.
+    forest : bool
+        Blend the network with a random forest on filter features (`sparseseg.forest`, the
+        pixel classifier ilastik users know), with the network's weight chosen on held-out
+        planes (needs ``holdout``): where the forest reads the classes from intensity better,
+        it gets the larger weight, so that the result is not worse than the forest alone.
+    holdout : bool
+        Hold out one annotated plane per axis that has two or more, to estimate the IoU on
+        unannotated voxels and to choose the blend and the class offsets on voxels the network
+        did not train on; training then goes on with all planes (`sparseseg.ensemble`).
     dice : float
         Weight of a soft-Dice term on annotated voxels added to the cross-entropy (0: off).
     augment : bool
@@ -100,6 +112,8 @@ class Config:
     class_power: float = 0.5
     prior_correction: float = 0.5
     calibrate: bool = True
+    forest: bool = True
+    holdout: bool = True
     dice: float = 0.0
     augment: bool = False
     overlap: float = 0.5
@@ -146,6 +160,7 @@ class Config:
         if not isinstance(data, dict):
             raise InputError("config: expected an object of settings")
         known = [f.name for f in fields(cls)]
+        data = {**{k: v for k, v in ADDED.items() if k not in data}, **data}
         unknown = sorted(set(data) - set(known))
         missing = [name for name in known if name not in data]
         if unknown or missing:

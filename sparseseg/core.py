@@ -23,6 +23,7 @@ from sparseseg.blocks import ArraySink, ArraySource, Sink, Source, all_or_nothin
 from sparseseg.calibrate import apply_offsets, fit_offsets, prior_offsets
 from sparseseg.config import DEVICES, Config
 from sparseseg.errors import InputError
+from sparseseg.holdout import blend_probabilities
 from sparseseg.labels import Annotation, weight_map
 from sparseseg.model import UNet3D, count_parameters
 from sparseseg.planning import (
@@ -48,6 +49,7 @@ class Model:
     offsets: np.ndarray | None = None  # log-probability offset per class fitted by `calibrate` (None: not calibrated)
     forest: object | None = None  # a `sparseseg.forest.Forest` whose probabilities are blended in (None: the network alone)
     blend: float = 1.0  # weight of the network's probabilities in the blend; 1 - blend is the forest's
+    estimate: dict | None = None  # the IoU estimated on held-out planes (`sparseseg.holdout.Estimate.as_dict`), if made
 
     @property
     def decision_offsets(self) -> np.ndarray:
@@ -249,12 +251,41 @@ def run_model(model: Model, source: Source, write, device: str, tta: bool | None
                       progress=progress, todo=todo)
 
 
-def write_decided(model: Model, labels: Sink, probabilities: Sink | None = None):
+def prior_of(model: Model) -> np.ndarray:
+    """The log-offsets of the model's prior correction (0 where its class weights are not known)."""
+    if model.class_weights is None:
+        return np.zeros(len(model.classes))
+    return prior_offsets(model.class_weights, model.config.prior_correction)
+
+
+def forest_part(model: Model, image, region=None) -> np.ndarray | None:
+    """The model's forest's probabilities over ``region`` of ``image`` for the model's classes (None: no forest)."""
+    if model.forest is None or model.blend == 1:
+        return None
+    from sparseseg.forest import forest_probabilities
+
+    return forest_probabilities(model.forest, image, model.classes, region)
+
+
+def mixed(model: Model, network: np.ndarray, forest: np.ndarray | None) -> np.ndarray:
+    """What `decide` takes: the network's probabilities alone, or blended with the forest's (in place)."""
+    if model.forest is None or model.blend == 1:
+        return network
+    return blend_probabilities(network, forest, model.blend, prior_of(model))
+
+
+def write_decided(model: Model, labels: Sink, probabilities: Sink | None = None, source: Source | None = None):
     """``write(zyx, p)``: the labels `decide` gives for block probabilities ``p`` (and ``p`` as uint8 0..255) into the sinks.
 
-    Once both are written the block is marked written whole in them (where they are resumable outputs).
+    A model with a forest blends in the forest's probabilities of the block, read from
+    ``source`` (the raw volume; needed then). Once both sinks are written the block is marked
+    written whole in them (where they are resumable outputs).
     """
+    if model.forest is not None and model.blend < 1 and source is None:
+        raise InputError("the model blends in a forest, which needs the raw volume", param="source", value=None)
+
     def write(zyx, p):
+        p = mixed(model, p, forest_part(model, source, zyx))
         labels.write(zyx, decide(model, p))
         if probabilities is not None:
             probabilities.write(zyx, np.round(p * 255).astype(np.uint8))
@@ -299,7 +330,7 @@ def segment_source(
     """
     start = time.perf_counter()
     with all_or_nothing(labels, probabilities):
-        windows = run_model(model, source, write_decided(model, labels, probabilities), device, tta, progress,
+        windows = run_model(model, source, write_decided(model, labels, probabilities, source), device, tta, progress,
                             getattr(labels, "chunks", None),
                             lambda plan: blocks_to_write(plan.blocks, plan.layout, labels, probabilities))
     return windows, time.perf_counter() - start
@@ -316,8 +347,9 @@ def decide(model: Model, probabilities: np.ndarray) -> np.ndarray:
 
 
 def segment(model: Model, image: np.ndarray, device: str = "auto", tta: bool | None = None) -> Segmentation:
-    """Apply a model to a raw (C, Z, Y, X) image with the sliding window, and `decide`."""
+    """Apply a model to a raw (C, Z, Y, X) image with the sliding window (blended with its forest, if any), and `decide`."""
     probabilities, windows, seconds = network_probabilities(model, image, device, tta)
+    probabilities = mixed(model, probabilities, forest_part(model, image))
     return Segmentation(decide(model, probabilities), probabilities, seconds, windows)
 
 
@@ -344,11 +376,3 @@ def segment_calibrated(model: Model, image: np.ndarray, annotation: Annotation, 
     probabilities, windows, seconds = network_probabilities(model, image, device)
     model = calibrate(model, [probabilities[:, annotation.mask]], [annotation])
     return model, Segmentation(decide(model, probabilities), probabilities, seconds, windows)
-
-
-def densify_arrays(image: np.ndarray, annotation: Annotation, config: Config, progress: Progress | None = None,
-                   init: Model | None = None) -> tuple[Model, TrainLog, Segmentation]:
-    """Train on one sparsely annotated (C, Z, Y, X) image, calibrate on its annotation and segment all of it (on the training device)."""
-    model, train_log = fit([image], [annotation], config, progress, init)
-    model, segmentation = segment_calibrated(model, image, annotation, config.device)
-    return model, train_log, segmentation

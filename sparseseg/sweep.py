@@ -18,7 +18,7 @@ import numpy as np
 
 from sparseseg import io
 from sparseseg.config import Config
-from sparseseg.core import densify_arrays
+from sparseseg.ensemble import densify_arrays
 from sparseseg.errors import InputError
 from sparseseg.labels import check_class_ids, planes_mask, read_annotation
 from sparseseg.metrics import Scores, score

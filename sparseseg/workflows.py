@@ -25,8 +25,9 @@ from sparseseg import __version__, bounded, io, review
 from sparseseg.config import Config
 from sparseseg.core import (
     Model, Segmentation, calibrate, check_training, fit, labels_dtype, loss_weights, network_probabilities, resolve_device,
-    segment_calibrated, segment_source,
+    segment_source,
 )
+from sparseseg.ensemble import fit_estimated, segment_estimated
 from sparseseg.errors import InputError
 from sparseseg.labels import Annotation, check_two_classes, parse_planes, read_annotation
 from sparseseg.modelfolder import check_model_folder, load_model, model_digest, save_model
@@ -165,11 +166,12 @@ def densify(
     image, annotation, how = read_pair(volumes, labels, config.unlabeled, planes)
     check_training(with_spacing(config, image), image.data.shape[1:], start_model)
     log.info("%s: %s", labels, how)
-    model, train_log = fit([image.data], [annotation], with_spacing(config, image), progress, start_model)
+    estimated = fit_estimated(image.data, annotation, with_spacing(config, image), progress, start_model)
+    model, train_log = estimated.model, estimated.train_log
     _interrupted(train_log, partial)
     image = replace(image, spacing=model.config.spacing)  # outputs carry the voxel size trained with (file or --spacing)
     if workers is None and scheduler is None:
-        model, segmentation = segment_calibrated(model, image.data, annotation, config.device)
+        model, segmentation = segment_estimated(model, image.data, annotation, estimated.estimate, config.device)
         written = [io.write_volume(out, segmentation.labels, reference=image, overwrite=outputs.overwrite)]
     else:
         model, segmentation = _segment_on_cluster(model, volumes, image, annotation, out, outputs, workers, scheduler,
@@ -218,13 +220,14 @@ def _segment_on_cluster(model: Model, volumes, image: io.Volume, annotation: Ann
             store = scratch / "probabilities.zarr"
             zarr.create_array(store=str(store), shape=(len(model.classes),) + shape, chunks=(len(model.classes),) + block,
                               dtype="float32", fill_value=0)
-            mask = annotation.mask if model.config.calibrate else None
+            mask = annotation.mask if model.config.calibrate and model.estimate is None else None  # else: held-out offsets
             with cluster.client(workers, scheduler) as dask_client:
                 annotated = cluster.probabilities_on_cluster(scratch / "model", io.open_source(volumes), plan, store,
                                                              dask_client=dask_client, device=device, mask=mask)
             if annotated is not None:
                 model = calibrate(model, [annotated], [annotation])
-            array, write = zarr.open_array(str(store), mode="r"), write_decided(model, labels, probabilities)
+            array = zarr.open_array(str(store), mode="r")
+            write = write_decided(model, labels, probabilities, ArraySource(image.data))
             for zyx in plan.blocks:
                 write(zyx, np.asarray(array[(slice(None),) + zyx]))
     finally:

@@ -8,7 +8,7 @@ import tifffile
 import torch
 from PIL import Image
 
-from sparseseg import calibrate as C, io, labels as L, synthetic, core, modelfolder, sweep, workflows
+from sparseseg import calibrate as C, io, labels as L, synthetic, core, ensemble, modelfolder, sweep, workflows
 from sparseseg.config import Config
 from sparseseg.errors import InputError
 from sparseseg.metrics import score
@@ -38,7 +38,7 @@ def small_annotation(sparse_small):
 
 def test_densify_arrays_tiny(blobs_small, small_annotation, tiny_config):
     image = blobs_small[0][None]
-    model, log, segmentation = core.densify_arrays(image, small_annotation, tiny_config())
+    model, log, segmentation = ensemble.densify_arrays(image, small_annotation, tiny_config())
     assert log.iterations == 3 and log.stopped_by == "iterations"
     assert segmentation.labels.shape == image.shape[1:] and segmentation.labels.dtype == np.uint8
     assert set(np.unique(segmentation.labels)) <= {0, 1, 2}
@@ -57,35 +57,35 @@ def test_class_values_come_back(blobs_small, tiny_config):
         relabelled = np.array(values, dtype=np.uint16)[truth]
         sparse, _ = synthetic.sparsify(relabelled, 2, unlabeled=255)
         annotation, _ = L.read_annotation(sparse)
-        _, _, segmentation = core.densify_arrays(image[None], annotation, tiny_config(iterations=1))
+        _, _, segmentation = ensemble.densify_arrays(image[None], annotation, tiny_config(iterations=1))
         assert segmentation.labels.dtype == dtype
         assert set(np.unique(segmentation.labels)) <= set(values)
 
 
 def test_densify_arrays_refuses_shape_mismatch(blobs_small, small_annotation, tiny_config):
     with pytest.raises(InputError, match="shape"):
-        core.densify_arrays(blobs_small[0][None, :, :, :-1], small_annotation, tiny_config())
+        ensemble.densify_arrays(blobs_small[0][None, :, :, :-1], small_annotation, tiny_config())
 
 
 def test_densify_arrays_refuses_patch_not_multiple(blobs_small, small_annotation, tiny_config):
     with pytest.raises(InputError, match="multiple"):
-        core.densify_arrays(blobs_small[0][None], small_annotation, tiny_config(patch=(6, 16, 16)))
+        ensemble.densify_arrays(blobs_small[0][None], small_annotation, tiny_config(patch=(6, 16, 16)))
 
 
 def test_zero_time_budget_still_segments(blobs_small, small_annotation, tiny_config):
-    _, log, segmentation = core.densify_arrays(blobs_small[0][None], small_annotation, tiny_config(time_budget=0.0))
+    _, log, segmentation = ensemble.densify_arrays(blobs_small[0][None], small_annotation, tiny_config(time_budget=0.0))
     assert log.iterations == 0 and log.stopped_by == "time"
     assert segmentation.labels.shape == blobs_small[0].shape
 
 
 def test_same_seed_same_segmentation(blobs_small, small_annotation, tiny_config):
-    runs = [core.densify_arrays(blobs_small[0][None], small_annotation, tiny_config())[2] for _ in range(2)]
+    runs = [ensemble.densify_arrays(blobs_small[0][None], small_annotation, tiny_config())[2] for _ in range(2)]
     np.testing.assert_array_equal(runs[0].probabilities, runs[1].probabilities)
 
 
 def test_prior_correction_takes_back_the_class_weights(blobs_small, small_annotation, tiny_config):
     image = blobs_small[0][None]
-    model, _, corrected = core.densify_arrays(image, small_annotation, tiny_config(calibrate=False))
+    model, _, corrected = ensemble.densify_arrays(image, small_annotation, tiny_config(calibrate=False))
     assert model.config.prior_correction == 0.5 and model.class_weights.shape == model.classes.shape
     assert model.offsets is None
     raw = core.segment(dataclasses.replace(model, config=dataclasses.replace(model.config, prior_correction=0.0)), image)
@@ -95,8 +95,8 @@ def test_prior_correction_takes_back_the_class_weights(blobs_small, small_annota
 
 def test_calibration_fits_the_annotated_voxels_on_top_of_the_prior_correction(blobs_small, small_annotation, tiny_config):
     image, mask = blobs_small[0][None], small_annotation.mask
-    uncalibrated, _, before = core.densify_arrays(image, small_annotation, tiny_config(calibrate=False))
-    model, _, after = core.densify_arrays(image, small_annotation, tiny_config())
+    uncalibrated, _, before = ensemble.densify_arrays(image, small_annotation, tiny_config(calibrate=False))
+    model, _, after = ensemble.densify_arrays(image, small_annotation, tiny_config())
     target = small_annotation.classes[small_annotation.target]
     fit = [score(s.labels, target, mask).mean("iou") for s in (before, after)]
     assert fit[1] >= fit[0]
@@ -110,7 +110,7 @@ def test_calibration_fits_the_annotated_voxels_on_top_of_the_prior_correction(bl
 
 def test_saved_model_predicts_the_same(tmp_path, blobs_small, small_annotation, tiny_config, listing):
     image = blobs_small[0][None]
-    model, _, segmentation = core.densify_arrays(image, small_annotation, tiny_config())
+    model, _, segmentation = ensemble.densify_arrays(image, small_annotation, tiny_config())
     folder = modelfolder.save_model(tmp_path / "model", model)
     loaded = modelfolder.load_model(folder)
     np.testing.assert_array_equal(loaded.classes, model.classes)
@@ -219,7 +219,7 @@ def test_densify_fills_in_the_missing_planes():
     sparse, _ = synthetic.sparsify(truth, 2)
     annotation, _ = L.read_annotation(sparse)
     config = Config(iterations=150, time_budget=3600, base=8, batch_size=2, seed=0, device="cpu", patch=(16, 32, 32))
-    _, log, segmentation = core.densify_arrays(image[None], annotation, config)
+    _, log, segmentation = ensemble.densify_arrays(image[None], annotation, config)
     assert log.stopped_by == "iterations"
     assert np.mean(log.losses[-20:]) < 0.7 * np.mean(log.losses[:20])
     labels = segmentation.labels
@@ -248,7 +248,7 @@ def test_densify_brats_crop(shared_data):
     sparse, _ = synthetic.sparsify(truth, 2)
     annotation, _ = L.read_annotation(sparse)
     config = Config(iterations=150, time_budget=3600, base=8, batch_size=2, seed=0, device="cpu", patch=(16, 32, 32))
-    _, _, segmentation = core.densify_arrays(image, annotation, config)
+    _, _, segmentation = ensemble.densify_arrays(image, annotation, config)
     labels = segmentation.labels
     assert labels.shape == truth.shape and labels.dtype == np.uint8
     assert set(np.unique(labels)) <= set(annotation.classes.tolist())

@@ -187,8 +187,8 @@ def progress_for(config: Config) -> TrainingProgress:
 
 def densify(image: np.ndarray, annotation: Annotation, config: Config, progress: TrainingProgress | None = None,
             init=None) -> Result:
-    """Train (from ``init``, a model, when given), calibrate and segment: `sparseseg.core.densify_arrays`."""
-    from sparseseg.core import densify_arrays
+    """Train (from ``init``, a model, when given), calibrate and segment: `sparseseg.ensemble.densify_arrays`."""
+    from sparseseg.ensemble import densify_arrays
 
     model, train_log, segmentation = densify_arrays(image, annotation, config, progress, init)
     return Result(model, train_log, segmentation, annotation)

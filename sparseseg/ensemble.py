@@ -1,0 +1,200 @@
+"""Densify with held-out planes: the network blended with a pixel classifier, and an estimate of the result.
+
+`fit_estimated` is the method `densify` runs on a volume it reads whole:
+
+1. One annotated plane per axis that has two or more is held out (`sparseseg.holdout`).
+2. A random forest on filter features (`sparseseg.forest`, the ilastik-style pixel
+   classifier) and the network are trained on the other planes, the network for
+   `FIRST_PART` of the time budget.
+3. On the held-out planes, the network's weight against the forest and the class offsets
+   are chosen, and the mean foreground IoU they give is the estimate of the IoU on the
+   voxels nobody annotated.
+4. Then both are trained on all the planes: the forest anew, the network fine-tuned for the
+   rest of the budget (at a third of the learning rate, so that what was chosen on the
+   held-out planes still fits it).
+
+The estimate is therefore that of the network before its last part of training, on planes it
+had not seen; the final network has seen more, so the estimate errs on the low side.
+Ctrl-C in step 2 goes straight to step 3 with the network trained so far; Ctrl-C in step 4
+keeps the network fine-tuned so far.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import secrets
+import time
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from sparseseg.config import Config
+from sparseseg.core import (
+    Model, Segmentation, decide, fit, forest_part, mixed, network_probabilities, prior_of, resolve_device, segment_calibrated,
+)
+from sparseseg.holdout import Estimate, blend_probabilities, choose_blend, held_out_planes, plane_voxels, without_planes
+from sparseseg.labels import Annotation
+from sparseseg.train import Progress, TrainLog
+
+log = logging.getLogger("sparseseg")
+
+#: Share of the time budget (and of the steps) the network trains without the held-out planes.
+FIRST_PART = 0.6
+#: Learning rate of the fine-tuning on all planes, as a share of ``Config.lr``.
+FINE_TUNE_LR = 1 / 3
+
+
+class _Shifted:
+    """A progress callback that counts on from an earlier training phase (steps and seconds), asking to stop as it does."""
+
+    def __init__(self, progress: Progress | None, steps: int, seconds: float):
+        self.progress, self.steps, self.seconds = progress, steps, seconds
+
+    @property
+    def stop_requested(self) -> bool:
+        return bool(getattr(self.progress, "stop_requested", False))
+
+    def __call__(self, iteration: int, loss: float, elapsed: float) -> None:
+        if self.progress is not None:
+            self.progress(iteration + self.steps, loss, elapsed + self.seconds)
+
+
+def _held_out(model: Model, network: np.ndarray, forest, image, annotation: Annotation, held: dict):
+    """The probabilities (network prior-corrected; forest or None), classes and plane numbers of the held-out voxels."""
+    nets, forests, targets, planes, names = [], [], [], [], []
+    prior = prior_of(model)
+    for axis, indices in held.items():
+        for index in indices:
+            where, mask = plane_voxels(annotation, axis, index)
+            if not mask.any():
+                continue
+            p = network[(slice(None),) + where][:, mask].astype(np.float32)
+            nets.append(blend_probabilities(p, None, 1.0, prior))
+            if forest is not None:
+                from sparseseg.forest import forest_probabilities
+
+                region = tuple(slice(i, i + 1) if isinstance(i, int) else slice(None) for i in where)
+                f = forest_probabilities(forest, image, model.classes, region)
+                forests.append(f[(slice(None),) + where_in(region, where)][:, mask])
+            targets.append(annotation.target[where][mask])
+            planes.append(np.full(int(mask.sum()), len(names)))
+            names.append(f"{axis}={index}")
+    join = np.concatenate
+    return (join(nets, axis=1), join(forests, axis=1) if forests else None, join(targets), join(planes), names)
+
+
+def where_in(region: tuple, where: tuple) -> tuple:
+    """Index ``where`` (ints and full slices of the volume) re-expressed inside the array cut out by ``region``."""
+    return tuple(0 if isinstance(i, int) else slice(None) for i in where)
+
+
+@dataclass
+class Estimated:
+    """What `fit_estimated` returns: the model, the training log of both phases, and the estimate (None: none could be made)."""
+
+    model: Model
+    train_log: TrainLog
+    estimate: Estimate | None
+
+
+def _joined(first: TrainLog, second: TrainLog | None) -> TrainLog:
+    if second is None:
+        return first
+    stopped = first.stopped_by if first.stopped_by in ("interrupt", "stop") else second.stopped_by
+    return replace(second, iterations=first.iterations + second.iterations, seconds=first.seconds + second.seconds,
+                   losses=first.losses + second.losses, stopped_by=stopped, warnings=first.warnings + second.warnings)
+
+
+def fit_estimated(image: np.ndarray, annotation: Annotation, config: Config, progress: Progress | None = None,
+                  init: Model | None = None) -> Estimated:
+    """Train on a sparsely annotated (C, Z, Y, X) image with held-out planes (see the module's text).
+
+    Parameters
+    ----------
+    image : ndarray, (C, Z, Y, X)
+        The raw image.
+    annotation : Annotation
+        Its annotation. Without two annotated planes on any axis (or with ``config.holdout``
+        off) nothing is held out: the network is trained and calibrated on all the
+        annotation, as `sparseseg.core.fit` does, and no estimate is made.
+    config : Config
+        ``config.forest`` blends in the forest; ``config.holdout`` holds out planes.
+    progress : callable, optional
+        As for `sparseseg.core.fit`, counting on over both phases; an object with an
+        ``estimated(iou, spread)`` method is told the estimate when it is made.
+    init : Model, optional
+        A warm start, as for `sparseseg.core.fit`.
+    """
+    start = time.perf_counter()
+    device = resolve_device(config.device)
+    config = replace(config, seed=config.seed if config.seed is not None else secrets.randbits(31))
+    shown = config.resolved(device.type == "cuda")
+    held = held_out_planes(annotation.planes, np.random.default_rng(config.seed)) if config.holdout else {}
+    if not held:
+        if config.holdout:
+            log.warning("no estimate of the quality: it needs two annotated planes on an axis, to hold one out")
+        model, train_log = fit([image], [annotation], config, progress, init)
+        return Estimated(model, train_log, None)
+    kept = without_planes(annotation, held)
+    log.info("holding out planes %s to estimate the quality", ", ".join(f"{a}={v[0]}" for a, v in held.items()))
+    forest = None
+    if config.forest:
+        from sparseseg.forest import fit_forest
+
+        forest = fit_forest(image, kept, seed=config.seed)
+        log.info("forest on the other planes: %.1f s", time.perf_counter() - start)
+    first_budget = max(FIRST_PART * shown.time_budget - (time.perf_counter() - start), 0.0)
+    first_steps = math.ceil(FIRST_PART * shown.iterations)
+    model, first = fit([image], [kept], replace(config, time_budget=first_budget, iterations=first_steps), progress, init)
+    probabilities, _, _ = network_probabilities(model, image, config.device)
+    *voxels, names = _held_out(model, probabilities, forest, image, annotation, held)
+    estimate = replace(choose_blend(*voxels, model.classes != 0, names, fit=config.calibrate), planes=held)
+    del probabilities
+    log.info("estimated IoU %.3f +- %.3f on the held-out planes (network %.3f, forest %s), network weight %.1f",
+             estimate.iou, estimate.spread, estimate.network_iou,
+             "-" if np.isnan(estimate.forest_iou) else f"{estimate.forest_iou:.3f}", estimate.blend)
+    if hasattr(progress, "estimated"):
+        progress.estimated(estimate.iou, estimate.spread)
+    second = None
+    rest = max(shown.time_budget - (time.perf_counter() - start), 0.0)
+    if first.stopped_by not in ("interrupt", "stop") and rest > 0 and shown.iterations > first.iterations:
+        if estimate.blend < 1:
+            from sparseseg.forest import fit_forest
+
+            forest = fit_forest(image, annotation, seed=config.seed)
+        tune = replace(config, seed=(config.seed + 1) % 2**31, lr=config.lr * FINE_TUNE_LR, time_budget=rest, iterations=shown.iterations - first.iterations)
+        model, second = fit([image], [annotation], tune, _Shifted(progress, first.iterations, first.seconds), model)
+    train_log = _joined(first, second)
+    train_log.warnings += estimate.warnings
+    for text in estimate.warnings:
+        log.warning(text)
+    blend = estimate.blend if forest is not None else 1.0
+    offsets = estimate.offsets if blend < 1 else prior_of(model) + estimate.offsets
+    model = replace(model, config=replace(model.config, seed=config.seed, lr=config.lr, time_budget=shown.time_budget,
+                                          iterations=shown.iterations),
+                    forest=forest if blend < 1 else None, blend=blend, offsets=offsets, estimate=estimate.as_dict())
+    return Estimated(model, train_log, estimate)
+
+
+def segment_estimated(model: Model, image: np.ndarray, annotation: Annotation, estimate: Estimate | None,
+                      device: str = "auto") -> tuple[Model, Segmentation]:
+    """Segment the image `fit_estimated` trained on: with the offsets chosen on the held-out planes, or (no estimate)
+    calibrated on the annotation as `sparseseg.core.segment_calibrated` does."""
+    if estimate is None:
+        return segment_calibrated(model, image, annotation, device)
+    start = time.perf_counter()
+    network, windows, _ = network_probabilities(model, image, device)
+    probabilities = mixed(model, network, forest_part(model, image))
+    return model, Segmentation(decide(model, probabilities), probabilities, time.perf_counter() - start, windows)
+
+
+def densify_arrays(image: np.ndarray, annotation: Annotation, config: Config, progress: Progress | None = None,
+                   init: Model | None = None) -> tuple[Model, TrainLog, Segmentation]:
+    """Train on one sparsely annotated (C, Z, Y, X) image (`fit_estimated`) and segment all of it (on the training device).
+
+    The model's ``estimate`` holds the estimate, where one was made.
+    """
+    estimated = fit_estimated(image, annotation, config, progress, init)
+    model, segmentation = segment_estimated(estimated.model, image, annotation, estimated.estimate, config.device)
+    return model, estimated.train_log, segmentation
