@@ -1,4 +1,4 @@
-"""densify and suggest on a volume of any size, in memory that does not grow with the volume.
+"""densify, train and suggest on a volume of any size, in memory that does not grow with the volume.
 
 Training reads only the slabs around the annotated planes (`sparseseg.slabs.read_stack`) and
 a sample of whole planes for the normalisation statistics, the sample the block inference
@@ -32,9 +32,15 @@ from sparseseg.train import Progress, TrainLog, WholeVolume, crop_shapes
 SLAB_THRESHOLD = 2**23
 
 
-def training_crops(config: Config, scan: LabelScan, init: Model | None = None) -> dict:
-    """The crops `fit` cuts per annotated axis for the volume of ``scan`` (key None: cubes around any annotated voxel)."""
-    config, pools, patch, _ = plan_training(config, scan.shape, init, resolve_device(config.device))
+def training_crops(config: Config, scan: LabelScan, init: Model | None = None,
+                   shape: tuple[int, int, int] | None = None) -> dict:
+    """The crops `fit` cuts per annotated axis for the volume of ``scan`` (key None: cubes around any annotated voxel).
+
+    The patch is planned for ``shape`` (default: the scanned volume's); `fit` on several volumes
+    plans it for the smallest extent along each axis of them all.
+    """
+    config, pools, patch, _ = plan_training(config, scan.shape if shape is None else shape, init,
+                                            resolve_device(config.device))
     axes = [a for a in AXES if scan.planes.get(a)]
     thin = thin_depths(config.thin, config.spacing, size_multiple(pools), patch) if config.thin else None
     return crop_shapes(patch_shapes(patch, thin, axes), augment.AugmentParams() if config.augment else None)
@@ -49,15 +55,32 @@ def fits_slabs(config: Config, scan: LabelScan, init: Model | None = None) -> bo
     return None not in training_crops(config, scan, init)
 
 
-def fit_slabs(image: Source, labels: Source, scan: LabelScan, config: Config, progress: Progress | None = None,
-              init: Model | None = None) -> tuple[Model, TrainLog]:
-    """`sparseseg.core.fit` on the slabs of ``image`` around the annotated planes of ``scan``, one stack per axis.
+def read_slabs(image: Source, labels: Source, scan: LabelScan, config: Config, init: Model | None = None,
+               shape: tuple[int, int, int] | None = None) -> tuple[list[np.ndarray], list[Annotation], WholeVolume]:
+    """The stacks of slabs `fit` trains on for the volume of ``scan``, one per annotated axis, and its `WholeVolume`.
 
-    Each crop of training sees what it sees in the whole volume, the images are normalised
-    by the statistics of the block inference and the class weights come from all annotated
-    voxels; needs `fits_slabs`.
+    Parameters
+    ----------
+    image, labels : Source
+        The (C, Z, Y, X) volume and its (1, Z, Y, X) sparse labels.
+    scan : LabelScan
+        What `sparseseg.slabs.scan_labels` found in ``labels``; needs `fits_slabs`.
+    config, init
+        As `fit` gets them.
+    shape : (Z, Y, X), optional
+        What the training patch is planned for (see `training_crops`; default: the volume's).
+
+    Returns
+    -------
+    images : list of ndarray, (C, ...) float32
+        The raw stacks (`sparseseg.slabs.read_stack`).
+    annotations : list of Annotation
+        Their annotations.
+    whole : WholeVolume
+        The volume's shape, the normalisation statistics of the block inference and the
+        annotated voxels' class counts, for `fit`.
     """
-    crops = training_crops(config, scan, init)
+    crops = training_crops(config, scan, init, shape)
     if None in crops:
         raise ValueError("the annotation has no whole plane to train across: train on the whole volume")
     stats = intensity_stats(sample_planes(image))
@@ -66,18 +89,31 @@ def fit_slabs(image: Source, labels: Source, scan: LabelScan, config: Config, pr
         stack, annotation = read_stack(image, labels, scan, axis, crop[AXES.index(axis)])
         images.append(stack)
         annotations.append(annotation)
-    return fit(images, annotations, config, progress, init, WholeVolume(scan.shape, stats, scan.classes, scan.counts))
+    return images, annotations, WholeVolume(scan.shape, stats, scan.classes, scan.counts)
 
 
-def calibrate_slabs(model: Model, image: Source, labels: Source, scan: LabelScan, device: str = "auto",
-                    chunks=None) -> Model:
-    """`sparseseg.core.calibrate` on every annotated voxel, predicting only the windows over them.
+def fit_slabs(image: Source, labels: Source, scan: LabelScan, config: Config, progress: Progress | None = None,
+              init: Model | None = None) -> tuple[Model, TrainLog]:
+    """`sparseseg.core.fit` on the slabs of ``image`` around the annotated planes of ``scan``, one stack per axis.
+
+    Each crop of training sees what it sees in the whole volume, the images are normalised
+    by the statistics of the block inference and the class weights come from all annotated
+    voxels; needs `fits_slabs`.
+    """
+    images, annotations, whole = read_slabs(image, labels, scan, config, init)
+    return fit(images, annotations, config, progress, init, whole)
+
+
+def annotated_probabilities(model: Model, image: Source, labels: Source, scan: LabelScan, device: str = "auto",
+                            chunks=None) -> tuple[np.ndarray, Annotation]:
+    """The network's probabilities on every annotated voxel of ``scan``, predicting only the windows over them.
 
     The blocks are those `segment_source` cuts for an output of ``chunks``, so each annotated
-    voxel gets the probabilities the segmentation gives it. Returns the calibrated model.
+    voxel gets the probabilities the segmentation gives it. Returns the (K, N) probabilities,
+    before `sparseseg.core.decide`, of the N annotated voxels in the order of the whole
+    volume's mask, and their `Annotation` (a mask of N voxels, all annotated): what
+    `sparseseg.core.calibrate` takes.
     """
-    if not model.config.calibrate:
-        return model
     plan = plan_volume(model.network, image, model.windows, model.config.patch, None, chunks)
     where, probabilities, targets = [], [], []
     for zyx in plan.blocks:
@@ -93,8 +129,16 @@ def calibrate_slabs(model: Model, image: Source, labels: Source, scan: LabelScan
         where.append(np.ravel_multi_index([i + s.start for i, s in zip(local, zyx)], scan.shape))
     order = np.argsort(np.concatenate(where), kind="stable")  # the voxels in the order of the whole volume's mask
     target = np.concatenate(targets)[order]
-    annotated = Annotation(scan.classes, target, np.ones(target.shape, dtype=bool), {})
-    return calibrate(model, [np.concatenate(probabilities, axis=1)[:, order]], [annotated])
+    return np.concatenate(probabilities, axis=1)[:, order], Annotation(scan.classes, target, np.ones(target.shape, bool), {})
+
+
+def calibrate_slabs(model: Model, image: Source, labels: Source, scan: LabelScan, device: str = "auto",
+                    chunks=None) -> Model:
+    """`sparseseg.core.calibrate` on every annotated voxel (`annotated_probabilities`); returns the calibrated model."""
+    if not model.config.calibrate:
+        return model
+    probabilities, annotated = annotated_probabilities(model, image, labels, scan, device, chunks)
+    return calibrate(model, [probabilities], [annotated])
 
 
 def model_uncertainty(model: Model, image: Source, device: str = "auto") -> dict[str, np.ndarray]:

@@ -31,7 +31,7 @@ from sparseseg.planning import (
 )
 from sparseseg.preprocess import normalise, normalise_with
 from sparseseg.streaming import BlockProgress, run_blocks
-from sparseseg.train import Progress, TrainData, TrainLog, WholeVolume, class_weights_of, train
+from sparseseg.train import Progress, TrainData, TrainLog, WholeVolume, class_weights_of, per_image, train
 
 log = logging.getLogger("sparseseg")
 
@@ -150,7 +150,7 @@ def fit(
     config: Config,
     progress: Progress | None = None,
     init: Model | None = None,
-    whole: WholeVolume | None = None,
+    whole: WholeVolume | Sequence[WholeVolume | None] | None = None,
 ) -> tuple[Model, TrainLog]:
     """Train a 3D U-Net on one or more sparsely annotated images.
 
@@ -167,10 +167,11 @@ def fit(
     init : Model, optional
         Start from this model (a warm start) instead of random weights; its classes,
         network shape and spacing are kept.
-    whole : WholeVolume, optional
+    whole : WholeVolume or sequence of (WholeVolume or None), optional
         The images are slabs of one volume (`sparseseg.slabs.read_stack`): the patch is
         planned for the whole volume, the images are normalised by its statistics and the
-        class weights come from its class counts.
+        class weights come from its class counts. A sequence gives each image its own (the
+        slabs of one volume share one object; None: the image is a volume read whole).
 
     Returns
     -------
@@ -195,7 +196,8 @@ def fit(
         if missing.size:
             raise InputError(f"the model knows classes {init.classes.tolist()}, the labels also hold {missing.tolist()}",
                              param="init", value="model")
-    smallest = whole.shape if whole else tuple(min(a.target.shape[i] for a in annotations) for i in range(3))
+    wholes = per_image(whole, len(images))
+    smallest = tuple(min((a.target.shape if w is None else w.shape)[i] for a, w in zip(annotations, wholes)) for i in range(3))
     asked = config.patch
     config, pools, patch, clipped = plan_training(config, smallest, init, device)
     multiple = size_multiple(pools)
@@ -217,9 +219,9 @@ def fit(
     thin = thin_depths(config.thin, config.spacing, multiple, patch) if config.thin else None
     weights = class_weights_of(annotations, classes, config.class_power, whole)
     data = []
-    for image, annotation in zip(images, annotations):
+    for image, annotation, w in zip(images, annotations, wholes):
         target, voxel_weights = loss_weights(annotation, classes, weights)
-        data.append(TrainData(normalise(image) if whole is None else normalise_with(image, whole.stats), target,
+        data.append(TrainData(normalise(image) if w is None else normalise_with(image, w.stats), target,
                               voxel_weights, annotation.planes))
     log.info("training on %s: patch %s (thin %s), %d parameters, seed %d", device, patch, thin, count_parameters(network), seed)
     try:

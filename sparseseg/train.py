@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from sparseseg import augment
+from sparseseg.errors import InputError
 from sparseseg.labels import Annotation, weights_from_counts
 from sparseseg.planning import AXES, patch_shapes
 
@@ -55,18 +56,35 @@ class WholeVolume:
     counts: np.ndarray
 
 
-def class_weights_of(annotations: Sequence[Annotation], classes: np.ndarray, class_power: float,
-                     whole: WholeVolume | None = None) -> np.ndarray:
-    """Class weights over all ``annotations`` (or the class counts of the ``whole`` volume) for the network's ``classes``.
+def per_image(whole: WholeVolume | Sequence[WholeVolume | None] | None, n: int) -> list[WholeVolume | None]:
+    """`sparseseg.core.fit`'s ``whole`` as one entry per image (None: the image is a volume read whole).
 
-    The loss uses them and the model keeps them.
+    One `WholeVolume` is that of all ``n`` images (slabs of one volume); a sequence must hold one entry per image.
+    """
+    if whole is None or isinstance(whole, WholeVolume):
+        return [whole] * n
+    whole = list(whole)
+    if len(whole) != n:
+        raise InputError(f"need one whole-volume entry (or None) per image, got {len(whole)} for {n} images")
+    return whole
+
+
+def class_weights_of(annotations: Sequence[Annotation], classes: np.ndarray, class_power: float,
+                     whole: WholeVolume | Sequence[WholeVolume | None] | None = None) -> np.ndarray:
+    """Class weights over all ``annotations`` for the network's ``classes``; the loss uses them and the model keeps them.
+
+    Where ``whole`` (see `per_image`) gives an annotation a `WholeVolume`, that volume's class
+    counts stand for it, once per volume however many of its slabs are given (the same object);
+    the other annotations count their annotated voxels.
     """
     counts = np.zeros(len(classes), dtype=np.int64)
-    if whole is not None:
-        counts[np.searchsorted(classes, whole.classes)] = whole.counts
-    else:
-        for a in annotations:
+    counted: list[WholeVolume] = []
+    for a, volume in zip(annotations, per_image(whole, len(annotations))):
+        if volume is None:
             counts += np.bincount(np.searchsorted(classes, a.classes[a.target[a.mask]]), minlength=len(classes))
+        elif not any(volume is c for c in counted):
+            counted.append(volume)
+            counts[np.searchsorted(classes, volume.classes)] += volume.counts
     return weights_from_counts(counts, class_power)
 
 

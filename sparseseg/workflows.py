@@ -4,7 +4,8 @@ Each reads its inputs through `sparseseg.io`, calls `sparseseg.core` and writes 
 (suggest, preview and eval live in `sparseseg.review` and are served here too). `densify`
 of a volume larger than `sparseseg.bounded.SLAB_THRESHOLD` voxels reads only the slabs
 around the annotated planes and segments block by block (`sparseseg.bounded`), so its
-memory does not grow with the volume; a smaller one is read whole, as it always was.
+memory does not grow with the volume; `train` reads such a volume's slabs the same way. A
+smaller one is read whole, as it always was.
 Every path and option that can be checked without training is checked first (`check_paths`,
 `sparseseg.paths`): bad input raises `InputError` before any work, an input is never an
 output, and outputs are written only at the end, each atomically.
@@ -33,7 +34,8 @@ from sparseseg.labels import Annotation, check_two_classes, parse_planes, read_a
 from sparseseg.modelfolder import check_model_folder, load_model, model_digest, save_model
 from sparseseg.paths import check_distinct
 from sparseseg.review import open_labels, same_shape
-from sparseseg.slabs import scan_labels, write_weights
+from sparseseg.blocks import Source
+from sparseseg.slabs import LabelScan, scan_labels, write_weights
 from sparseseg.streaming import BlockProgress
 from sparseseg.train import Progress, TrainLog
 
@@ -295,6 +297,45 @@ def _densify_slabs(volumes, source, labels, out, config, planes, weights_out, ou
     return DensifyReport(scan.how, model, train_log, Segmentation(None, None, seconds, windows), written)
 
 
+@dataclass
+class _TrainingPair:
+    """One (volumes, labels) pair of `train_files`: read whole (``image``, ``annotation``), or opened and scanned for
+    training on its slabs (``source``, ``labels``, ``scan``; `sparseseg.bounded`)."""
+
+    path: Path
+    shape: tuple[int, int, int]
+    channels: int
+    spacing: tuple[float, float, float] | None
+    how: str
+    image: np.ndarray | None = None
+    annotation: Annotation | None = None
+    source: Source | None = None
+    labels: Source | None = None
+    scan: LabelScan | None = None
+
+
+def _whole_pair(volumes: Sequence[PathLike], labels: PathLike, unlabeled: int) -> _TrainingPair:
+    image, annotation, how = read_pair(volumes, labels, unlabeled)
+    return _TrainingPair(image.path, image.data.shape[1:], image.data.shape[0], image.spacing, how, image.data, annotation)
+
+
+def _slab_pair(volumes: Sequence[PathLike], labels: PathLike, config: Config, init: Model | None) -> _TrainingPair | None:
+    """A large volume's pair opened and its labels scanned (`sparseseg.slabs.scan_labels`); None where it needs the volume whole."""
+    source = io.open_source(volumes)
+    shape = tuple(source.shape[1:])
+    sparse = open_labels(labels, shape)
+    scan = scan_labels(sparse, config.unlabeled, name=str(sparse.path))
+    check_two_classes(scan.classes, str(sparse.path))
+    config = with_spacing(config, source)
+    check_training(config, shape, init)
+    if not bounded.fits_slabs(config, scan, init):
+        log.warning("%s: the annotation holds no whole plane to train across, so the volume is read whole", labels)
+        return None
+    return _TrainingPair(Path(source.path), shape, source.shape[0], source.spacing,
+                         f"{scan.how}; training on the slabs around the annotated planes", source=source, labels=sparse,
+                         scan=scan)
+
+
 def train_files(
     pairs: Sequence[tuple[Sequence[PathLike], PathLike]],
     folder: PathLike,
@@ -304,30 +345,63 @@ def train_files(
     init: PathLike | None = None,
     progress: Progress | None = None,
 ) -> tuple[Model, TrainLog, Path]:
-    """Train one model on several sparsely annotated volumes, given as (volumes, labels) pairs, and save it as a model folder."""
+    """Train one model on several sparsely annotated volumes, given as (volumes, labels) pairs, and save it as a model folder.
+
+    The pair of a volume of more than `sparseseg.bounded.SLAB_THRESHOLD` voxels whose annotation
+    holds whole planes is not read whole, as densify does not read it: its labels are read a few
+    planes at a time, training reads only the slabs around the annotated planes (normalised by
+    the statistics of the whole volume, its class counts in the class weights) and calibration
+    predicts only the windows over the annotated voxels, so the model is the one the whole
+    volume gives. Smaller volumes, and annotations with no whole plane, are read whole.
+    """
     if not pairs:
         raise InputError("give at least one pair of volume(s) and labels", param="pairs", value="none")
     check_distinct([p for volumes, labels in pairs for p in (*volumes, labels)] + [init], [], [folder])
     check_model_folder(folder, overwrite)
     resolve_device(config.device)
     start_model = load_model(init) if init is not None else None
-    images, annotations = [], []
+    opened: list[_TrainingPair] = []
     for volumes, labels in pairs:
-        image, annotation, how = read_pair(volumes, labels, config.unlabeled)
-        if images and image.data.shape[0] != images[0].shape[0]:
-            raise InputError(f"{image.path}: {image.data.shape[0]} channels, the first volume has {images[0].shape[0]}")
-        config = with_spacing(config, image)
-        check_training(config, image.data.shape[1:], start_model)
-        log.info("%s: %s", labels, how)
-        images.append(image.data)
-        annotations.append(annotation)
-    model, train_log = fit(images, annotations, config, progress, start_model)
+        pair = None
+        if _voxels(volumes) > bounded.SLAB_THRESHOLD:
+            pair = _slab_pair(volumes, labels, config, start_model)
+        if pair is None:
+            pair = _whole_pair(volumes, labels, config.unlabeled)
+        if opened and pair.channels != opened[0].channels:
+            raise InputError(f"{pair.path}: {pair.channels} channels, the first volume has {opened[0].channels}")
+        config = with_spacing(config, pair)
+        check_training(config, pair.shape, start_model)
+        log.info("%s: %s", labels, pair.how)
+        opened.append(pair)
+    smallest = tuple(min(p.shape[i] for p in opened) for i in range(3))  # what fit plans the patch for
+    images, annotations, wholes = [], [], []
+    for pair in opened:
+        if pair.scan is None:
+            images.append(pair.image)
+            annotations.append(pair.annotation)
+            wholes.append(None)
+        else:
+            stacks, stack_annotations, whole = bounded.read_slabs(pair.source, pair.labels, pair.scan, config, start_model,
+                                                                  smallest)
+            images += stacks
+            annotations += stack_annotations
+            wholes += [whole] * len(stacks)
+    model, train_log = fit(images, annotations, config, progress, start_model, wholes)
     if train_log.stopped_by == "interrupt":
         log.warning("training interrupted after %d steps: saving the model so far", train_log.iterations)
     if model.config.calibrate:
-        log.info("segmenting the %d training volume(s) to calibrate the class offsets", len(images))
-        annotated = [network_probabilities(model, image, model.config.device)[0][:, a.mask] for image, a in zip(images, annotations)]
-        model = calibrate(model, annotated, annotations)
+        log.info("segmenting the %d training volume(s) to calibrate the class offsets", len(opened))
+        annotated, annotated_masks = [], []
+        for pair in opened:
+            if pair.scan is None:
+                annotated.append(network_probabilities(model, pair.image, model.config.device)[0][:, pair.annotation.mask])
+                annotated_masks.append(pair.annotation)
+            else:
+                probabilities, annotation = bounded.annotated_probabilities(model, pair.source, pair.labels, pair.scan,
+                                                                            model.config.device)
+                annotated.append(probabilities)
+                annotated_masks.append(annotation)
+        model = calibrate(model, annotated, annotated_masks)
     return model, train_log, save_model(folder, model, overwrite)
 
 
