@@ -23,7 +23,6 @@ test: install
 	$(BIN)/python -m pytest -q
 
 bench: install
-	$(BIN)/pip install -q -e ".[test,bench]"
 	$(BIN)/python benchmarks/compare_rf.py
 
 clean:

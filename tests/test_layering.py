@@ -20,15 +20,16 @@ LAYERS = [
     {"review"},
     {"modelfolder", "bounded"},
     {"core"},
-    {"streaming", "train", "infer", "augment", "model", "suggest", "preview", "plot", "synthetic", "io", "paths", "calibrate"},
+    {"streaming", "train", "infer", "augment", "model", "suggest", "preview", "plot", "synthetic", "io", "paths", "calibrate",
+     "forest"},
     {"slabs"},
     {"labels", "metrics", "tiling", "preprocess", "planning", "config", "blocks"},
     {"errors", "__init__"},
 ]
 
 #: Modules that must import without torch installed.
-NUMPY_ONLY = ["blocks", "calibrate", "config", "errors", "io", "labels", "metrics", "paths", "planning", "plot", "preprocess",
-              "preview", "slabs", "suggest", "synthetic", "tiling"]
+NUMPY_ONLY = ["blocks", "calibrate", "config", "errors", "forest", "io", "labels", "metrics", "paths", "planning", "plot",
+              "preprocess", "preview", "slabs", "suggest", "synthetic", "tiling"]
 
 
 #: Top-level packages of the GUI: only sparseseg.napari imports them.

@@ -1,0 +1,366 @@
+"""A pixel classifier of the kind users already run: a random forest on multiscale filter features (no torch).
+
+This is the classifier of ilastik and of scikit-image's "trainable segmentation": each voxel
+is described by Gaussian-smoothed intensities, gradient magnitudes and Hessian eigenvalues
+of every channel at five scales (`SIGMAS`, `filter_features`), and a random forest learns
+the annotated voxels (`fit_forest`). Its probabilities (`forest_probabilities`) are what
+the network's are blended with (`sparseseg.core.Model.blend`), so that a segmentation is
+never much worse than this classifier's.
+
+Features are computed block by block, each block widened by `HALO` voxels of context
+(clipped at the volume's edge), so that memory stays bounded (`BLOCK_BYTES` of features at
+a time) whatever the volume's size. `HALO` is the reach of the filters at the largest
+scale, so blockwise features equal those of the whole volume exactly, and the result does
+not depend on how the volume is cut. Every block is normalised with the same statistics,
+those of the whole volume, taken when the forest is fitted and kept in it (`Forest.stats`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+from numbers import Integral
+
+import numpy as np
+from skimage.feature import multiscale_basic_features
+from sklearn.ensemble import RandomForestClassifier
+
+from sparseseg.blocks import ArraySource, Block, plan_blocks, sample_planes, with_halo
+from sparseseg.errors import InputError
+from sparseseg.labels import Annotation
+from sparseseg.preprocess import intensity_stats, normalise_with
+
+log = logging.getLogger("sparseseg")
+
+#: The Gaussian scales of the features: ``multiscale_basic_features(sigma_min=0.7, sigma_max=8, num_sigma=5)``'s.
+SIGMAS = (0.7, 1.28, 2.37, 4.35, 8.0)
+#: Features per channel and scale: the smoothed intensity, its gradient magnitude and the 3 Hessian eigenvalues.
+FEATURES_PER_SIGMA = 5
+#: Voxels of context around a block: the Gaussian's reach at the largest scale (scipy truncates at 4 sigma,
+#: int(4 * 8 + 0.5) = 32) and 2 more for the Hessian's two finite differences; with it, blockwise features equal
+#: the whole volume's exactly.
+HALO = 34
+#: Bytes of features computed at once (a block with its halo): about 2 M voxels at 50 features (2 channels).
+BLOCK_BYTES = 400 * 2**20
+#: Smallest block edge the planner cuts down to (a smaller block would be mostly halo).
+MIN_BLOCK = 16
+
+
+@dataclass
+class Forest:
+    """A fitted pixel classifier.
+
+    Attributes
+    ----------
+    classifier : sklearn.ensemble.RandomForestClassifier
+        Fitted on `filter_features` of the normalised image; its ``classes_`` are `classes`.
+    classes : ndarray of int
+        The class ids (the label values) it was trained on, sorted.
+    stats : ndarray, (C, 4)
+        The intensity statistics (`sparseseg.preprocess.intensity_stats`) every block is normalised with.
+    """
+
+    classifier: RandomForestClassifier
+    classes: np.ndarray
+    stats: np.ndarray
+
+    @property
+    def n_channels(self) -> int:
+        return int(self.stats.shape[0])
+
+
+def n_features(channels: int) -> int:
+    """How many features `filter_features` gives per voxel of a ``channels``-channel image."""
+    return channels * len(SIGMAS) * FEATURES_PER_SIGMA
+
+
+def filter_features(image: np.ndarray) -> np.ndarray:
+    """Multiscale filter features of a normalised image: intensity, edges and texture at each of `SIGMAS`.
+
+    Parameters
+    ----------
+    image : ndarray, (C, Z, Y, X)
+        Normalised intensities (`sparseseg.preprocess.normalise`); any real dtype, taken as float32 (never rescaled).
+
+    Returns
+    -------
+    ndarray, (Z, Y, X, F) float32
+        F = ``n_features(C)`` features per voxel (`skimage.feature.multiscale_basic_features`).
+
+    Raises
+    ------
+    InputError
+        ``image`` is not a 4-D array of real numbers with at least 2 voxels along z, y and x.
+    """
+    image = np.asarray(image)
+    if image.ndim != 4:
+        raise InputError("must be a (C, Z, Y, X) image (4 axes)", param="image", value=image.shape)
+    if not (np.issubdtype(image.dtype, np.floating) or np.issubdtype(image.dtype, np.integer)):
+        raise InputError(f"must hold real numbers, not {image.dtype}", param="image", value=image.shape)
+    if image.shape[0] < 1 or min(image.shape[1:]) < 2:
+        raise InputError("needs at least one channel and 2 voxels along z, y and x", param="image", value=image.shape)
+    channels_last = np.moveaxis(image.astype(np.float32, copy=False), 0, -1)
+    features = multiscale_basic_features(channels_last, intensity=True, edges=True, texture=True, sigma_min=SIGMAS[0],
+                                         sigma_max=SIGMAS[-1], num_sigma=len(SIGMAS), channel_axis=-1)
+    return np.asarray(features, dtype=np.float32)
+
+
+def fit_forest(image, annotation: Annotation, *, seed: int, max_samples: int = 200_000, n_estimators: int = 100,
+               stats: np.ndarray | None = None) -> Forest:
+    """Fit a random forest on the filter features of (a random sample of) the annotated voxels.
+
+    Parameters
+    ----------
+    image : ndarray or `sparseseg.blocks.Source`, (C, Z, Y, X)
+        Raw intensities; normalised here (`sparseseg.preprocess.normalise_with` by ``stats``).
+    annotation : `sparseseg.labels.Annotation`
+        The annotated voxels (``mask``) and their classes (``classes[target]``), of the image's (Z, Y, X) shape.
+    seed : int
+        Seed of the voxel sample and of the forest (0 <= seed < 2**32); the same seed gives the same forest.
+    max_samples : int
+        At most this many annotated voxels, drawn at random without replacement, train the forest.
+    n_estimators : int
+        Number of trees.
+    stats : ndarray (C, 4), optional
+        Intensity statistics to normalise with (`sparseseg.preprocess.intensity_stats`), e.g. those of a whole volume
+        when ``image`` is one slab of it. Default: those of the whole image (of `sparseseg.blocks.sample_planes` for a
+        Source), which is what `sparseseg.preprocess.normalise` does.
+
+    Returns
+    -------
+    Forest
+        Its ``classes`` are the annotated class ids that the sample holds.
+
+    Raises
+    ------
+    InputError
+        A bad image, an annotation of another shape or with fewer than two annotated classes, or a bad number.
+
+    Notes
+    -----
+    Features are computed only around the sampled voxels, block by block (bounded memory): for annotated planes,
+    about `HALO` planes of context on each side of each plane.
+    """
+    source = _source(image)
+    shape = source.shape[1:]
+    if not isinstance(annotation, Annotation):
+        raise InputError(f"must be a sparseseg.labels.Annotation, not {type(annotation).__name__}", param="annotation",
+                         value=type(annotation).__name__)
+    if annotation.mask.shape != shape or annotation.target.shape != shape:
+        raise InputError(f"must have the image's shape {shape}", param="annotation", value=annotation.mask.shape)
+    seed = _integer(seed, "seed", 0, 2**32 - 1)
+    max_samples = _integer(max_samples, "max_samples", 1)
+    n_estimators = _integer(n_estimators, "n_estimators", 1)
+    stats = _stats(source, image, stats)
+    start = time.perf_counter()
+
+    chosen = np.flatnonzero(annotation.mask)
+    ids = np.asarray(annotation.classes)[annotation.target.ravel()[chosen]]
+    if len(np.unique(ids)) < 2:
+        raise InputError("needs annotated voxels of at least two classes", param="annotation",
+                         value=np.unique(ids).tolist())
+    rng = np.random.default_rng(seed)
+    if len(chosen) > max_samples:
+        keep = np.sort(rng.choice(len(chosen), max_samples, replace=False))
+        chosen, ids = chosen[keep], ids[keep]
+    features = _features_at(source, stats, chosen)
+
+    classifier = RandomForestClassifier(n_estimators=n_estimators, n_jobs=-1, max_samples=0.1, random_state=seed)
+    classifier.fit(features, ids)
+    classes = np.asarray(classifier.classes_, dtype=np.int64)
+    lost = np.setdiff1d(annotation.classes, classes)
+    if len(lost):
+        log.warning("forest: classes %s have no voxel among the %d sampled; the forest never predicts them",
+                    [int(c) for c in lost], len(chosen))
+    log.info("forest: %d trees on %d voxels, %d features, %.1f s", n_estimators, len(chosen), features.shape[1],
+             time.perf_counter() - start)
+    return Forest(classifier, classes, stats)
+
+
+def forest_probabilities(forest: Forest, image, classes, region: Block | None = None) -> np.ndarray:
+    """The forest's class probabilities over a region of an image, computed block by block.
+
+    Parameters
+    ----------
+    forest : Forest
+        From `fit_forest`.
+    image : ndarray or `sparseseg.blocks.Source`, (C, Z, Y, X)
+        Raw intensities with the channels the forest was fitted on (normalised here by ``forest.stats``); an object
+        indexable like an array with a ``shape`` (a Zarr or HDF5 array) works too.
+    classes : sequence of int
+        The class ids to give rows for, in this order (e.g. the network's classes): all of ``forest.classes`` and
+        possibly more, whose rows are 0.
+    region : tuple of 3 slices, optional
+        Where in (Z, Y, X): plain slices (step 1) inside the volume. Default: the whole volume. Features see the
+        image around it too (`HALO` voxels), so a region's probabilities equal those of the whole volume there.
+
+    Returns
+    -------
+    ndarray, (len(classes), z, y, x) float32
+        Row k is the probability of class ``classes[k]``; each voxel's rows sum to 1.
+
+    Raises
+    ------
+    InputError
+        A bad image or one with other channels, ``classes`` that miss one of the forest's, a bad region.
+    """
+    if not isinstance(forest, Forest):
+        raise InputError(f"must be a sparseseg.forest.Forest, not {type(forest).__name__}", param="forest",
+                         value=type(forest).__name__)
+    source = _source(image)
+    if source.shape[0] != forest.n_channels:
+        raise InputError(f"has {source.shape[0]} channel(s), the forest was fitted on {forest.n_channels}",
+                         param="image", value=source.shape)
+    rows, n_rows = _rows(classes, forest.classes)
+    shape = source.shape[1:]
+    region = _region(region, shape)
+    start = time.perf_counter()
+    out = np.zeros((n_rows,) + tuple(s.stop - s.start for s in region), np.float32)
+    blocks = _plan(region, shape, forest.n_channels)
+    for zyx in blocks:
+        read, crop = with_halo(zyx, (HALO,) * 3, shape)
+        features = filter_features(normalise_with(source.read(read), forest.stats))[crop]
+        p = forest.classifier.predict_proba(features.reshape(-1, features.shape[-1]))
+        where = tuple(slice(s.start - r.start, s.stop - r.start) for s, r in zip(zyx, region))
+        out[(rows,) + where] = p.T.reshape((len(rows),) + features.shape[:3])
+    log.debug("forest: probabilities of %d voxels in %d block(s), %.1f s", out[0].size, len(blocks),
+              time.perf_counter() - start)
+    return out
+
+
+# --- helpers ------------------------------------------------------------------------------------
+
+
+class _Indexed:
+    """An object indexable like a (C, Z, Y, X) array, with a ``shape``, as a `sparseseg.blocks.Source`."""
+
+    spacing = None
+
+    def __init__(self, data):
+        self.data = data
+        self.shape = tuple(int(n) for n in data.shape)
+
+    def read(self, zyx: Block) -> np.ndarray:
+        return np.asarray(self.data[(slice(None),) + tuple(zyx)], dtype=np.float32)
+
+
+def _source(image):
+    """``image`` as a Source: a numpy array, a Source (with ``read``) or anything indexable with a ``shape``."""
+    shape = getattr(image, "shape", None)
+    if shape is None:
+        raise InputError(f"must be a (C, Z, Y, X) array or a sparseseg.blocks.Source, not {type(image).__name__}",
+                         param="image", value=type(image).__name__)
+    shape = tuple(shape)
+    if len(shape) != 4:
+        raise InputError("must be a (C, Z, Y, X) image (4 axes)", param="image", value=shape)
+    if isinstance(image, np.ndarray):
+        if not (np.issubdtype(image.dtype, np.floating) or np.issubdtype(image.dtype, np.integer)):
+            raise InputError(f"must hold real numbers, not {image.dtype}", param="image", value=shape)
+        return ArraySource(image)
+    return image if callable(getattr(image, "read", None)) else _Indexed(image)
+
+
+def _stats(source, image, stats) -> np.ndarray:
+    """The given statistics, checked, or those of the whole image (of its sample planes for a Source)."""
+    channels = source.shape[0]
+    if stats is None:
+        sample = image if isinstance(image, np.ndarray) else sample_planes(source)
+        return intensity_stats(np.asarray(sample, dtype=np.float32))
+    stats = np.asarray(stats, dtype=np.float64)
+    if stats.shape != (channels, 4) or not np.isfinite(stats).all():
+        raise InputError(f"must be ({channels}, 4) finite numbers (sparseseg.preprocess.intensity_stats)",
+                         param="stats", value=stats.shape)
+    return stats
+
+
+def _integer(value, name: str, low: int, high: int | None = None) -> int:
+    if not isinstance(value, Integral) or isinstance(value, bool) or value < low or (high is not None and value > high):
+        rule = f"must be a whole number >= {low}" + (f" and <= {high}" if high is not None else "")
+        raise InputError(rule, param=name, value=value)
+    return int(value)
+
+
+def _rows(classes, fitted: np.ndarray) -> tuple[np.ndarray, int]:
+    """The row in ``classes`` of each of the forest's classes, and how many rows ``classes`` asks for."""
+    given = np.asarray(classes)
+    if given.ndim != 1 or not given.size or not np.issubdtype(given.dtype, np.integer):
+        raise InputError("must be a list of class ids (whole numbers)", param="classes", value=given.tolist())
+    if len(np.unique(given)) != len(given):
+        raise InputError("must not repeat a class id", param="classes", value=given.tolist())
+    missing = np.setdiff1d(fitted, given)
+    if len(missing):
+        raise InputError(f"must hold every class of the forest {fitted.tolist()}; it lacks {missing.tolist()}",
+                         param="classes", value=given.tolist())
+    return np.array([int(np.flatnonzero(given == c)[0]) for c in fitted], dtype=np.intp), len(given)
+
+
+def _region(region, shape) -> Block:
+    """``region`` checked against the (Z, Y, X) ``shape``, with its Nones filled in; the whole volume for None."""
+    if region is None:
+        return tuple(slice(0, n) for n in shape)
+    shown = str(region)[:80]
+    if not isinstance(region, (tuple, list)) or len(region) != 3 or not all(isinstance(s, slice) for s in region):
+        raise InputError("must be 3 slices (z, y, x)", param="region", value=shown)
+    out = []
+    for s, n, axis in zip(region, shape, "zyx"):
+        start = 0 if s.start is None else s.start
+        stop = n if s.stop is None else s.stop
+        if s.step not in (None, 1) or not all(isinstance(v, Integral) for v in (start, stop)):
+            raise InputError(f"{axis}: must be a plain slice of whole numbers (step 1)", param="region", value=shown)
+        if not 0 <= start < stop <= n:
+            raise InputError(f"{axis}: {start}:{stop} is empty or outside 0:{n}", param="region", value=shown)
+        out.append(slice(int(start), int(stop)))
+    return tuple(out)
+
+
+def _plan(region: Block, shape, channels: int) -> list[Block]:
+    """Blocks tiling ``region`` whose features, with their halo, fit in `BLOCK_BYTES`, reading the fewest voxels in all.
+
+    Of the cuts into n_z x n_y x n_x equal blocks (edges down to `MIN_BLOCK`), the one whose reads (blocks with
+    their halos, clipped at the volume's edge) add up to the fewest voxels while the largest fits; where none
+    fits, the finest cut.
+    """
+    budget = max(1, BLOCK_BYTES // (4 * n_features(channels)))
+    sizes, widest, total = [], [], []
+    for s, n in zip(region, shape):
+        size = s.stop - s.start
+        cuts = sorted({math.ceil(size / k) for k in range(1, max(1, math.ceil(size / MIN_BLOCK)) + 1)}, reverse=True)
+        reads = [[min(n, min(o + b, s.stop) + HALO) - max(0, o - HALO) for o in range(s.start, s.stop, b)] for b in cuts]
+        sizes.append(cuts)
+        widest.append(np.array([max(r) for r in reads], dtype=np.float64))
+        total.append(np.array([sum(r) for r in reads], dtype=np.float64))
+    largest = widest[0][:, None, None] * widest[1][None, :, None] * widest[2][None, None, :]
+    voxels = total[0][:, None, None] * total[1][None, :, None] * total[2][None, None, :]
+    voxels[largest > budget] = np.inf
+    best = np.unravel_index(np.argmin(voxels), voxels.shape) if np.isfinite(voxels).any() else (-1, -1, -1)
+    block = [cuts[i] for cuts, i in zip(sizes, best)]
+    origin = [s.start for s in region]
+    size = [s.stop - s.start for s in region]
+    return [tuple(slice(o + s.start, o + s.stop) for o, s in zip(origin, b)) for b in plan_blocks(size, block)]
+
+
+def _features_at(source, stats: np.ndarray, chosen: np.ndarray) -> np.ndarray:
+    """Features (len(chosen), F) of the voxels at the flat indices ``chosen`` (sorted), in that order.
+
+    Blocks of the whole volume that hold a chosen voxel read only the bounding box of their chosen voxels, widened by
+    the halo: around an annotated plane, the plane and `HALO` planes each side.
+    """
+    shape = source.shape[1:]
+    marked = np.zeros(shape, dtype=bool)
+    marked.flat[chosen] = True
+    features = np.empty((len(chosen), n_features(source.shape[0])), dtype=np.float32)
+    whole = tuple(slice(0, n) for n in shape)
+    for zyx in _plan(whole, shape, source.shape[0]):
+        local = marked[zyx]
+        if not local.any():
+            continue
+        hits = np.nonzero(local)
+        box = tuple(slice(s.start + h.min(), s.start + h.max() + 1) for s, h in zip(zyx, hits))
+        read, crop = with_halo(box, (HALO,) * 3, shape)
+        block = filter_features(normalise_with(source.read(read), stats))
+        at = tuple(h + s.start - r.start for h, s, r in zip(hits, zyx, read))
+        flat = np.ravel_multi_index(tuple(h + s.start for h, s in zip(hits, zyx)), shape)
+        features[np.searchsorted(chosen, flat)] = block[at]
+    return features
