@@ -169,8 +169,12 @@ def train_figures(log):
     """Device, training steps and seconds per step from the last line of `densify --json`'s log."""
     summary = json.loads(Path(log).read_text().strip().splitlines()[-1])
     steps, seconds = summary["iterations"], summary["seconds_train"]
+    estimate = summary.get("estimate") or {}
     return dict(device=summary["device"], iterations=steps, seconds_train=seconds,
-                ms_per_step=round(1000 * seconds / max(steps, 1), 1), seconds_infer=summary["seconds_infer"])
+                ms_per_step=round(1000 * seconds / max(steps, 1), 1), seconds_infer=summary["seconds_infer"],
+                estimate=estimate.get("iou", float("nan")), estimate_spread=estimate.get("spread", float("nan")),
+                blend=estimate.get("blend", float("nan")), network_held_out=estimate.get("network_iou", float("nan")),
+                forest_held_out=estimate.get("forest_iou", float("nan")))
 
 
 def eval_check(pred, gt, sparse):
@@ -227,7 +231,8 @@ def fmt(v, short=False):
 def print_table(rows):
     table = Table(title="sparseseg vs random forest (IoU on unannotated voxels)",
                   caption="eval: mean fg IoU by `sparseseg eval --json`, yellow where it differs from score.py")
-    for col in ("case", "method", "mean fg IoU", "IoU per class", "eval", "time (s)", "peak MB", "steps", "ms/step"):
+    for col in ("case", "method", "mean fg IoU", "estimate", "IoU per class", "eval", "time (s)", "peak MB", "steps",
+                "ms/step", "blend"):
         table.add_column(col, justify="left" if col in ("case", "method", "IoU per class") else "right",
                          no_wrap=col in ("case", "method"))
     for r in rows:
@@ -236,8 +241,9 @@ def print_table(rows):
         check = check if same or not r["ok"] else f"[yellow]{check}[/]"
         per_class = " ".join(f"{c}:{fmt(v, True)}" for c, v in sorted(r["iou"].items())) or "failed"
         method = r["method"] if r.get("seed") is None else f"{r['method']} s{r['seed']}"
-        table.add_row(r["case"], method, fmt(r["mean_fg_iou"]), per_class, check,
-                      f"{r['seconds']:.1f}", str(r["peak_mb"]), str(r.get("iterations", "")), str(r.get("ms_per_step", "")))
+        table.add_row(r["case"], method, fmt(r["mean_fg_iou"]), fmt(r.get("estimate", float("nan"))), per_class, check,
+                      f"{r['seconds']:.1f}", str(r["peak_mb"]), str(r.get("iterations", "")), str(r.get("ms_per_step", "")),
+                      fmt(r.get("blend", float("nan")), True))
     console.print(table)
 
 
@@ -266,6 +272,13 @@ def margins(rows):
     table.add_row("[bold]all[/]", "", "", "", "", f"[bold]{overall['mean_margin']:+.3f}[/]",
                   f"[bold]{overall['worst_margin']:+.3f}[/] ({overall['worst_case']})")
     console.print(table)
+    errors = [r["estimate"] - r["mean_fg_iou"] for r in rows if r["method"] == "sparseseg" and not isnan(r.get("estimate"))
+              and not isnan(r["mean_fg_iou"])]
+    if errors:
+        overall |= dict(estimate_within_005=float(np.mean(np.abs(errors) <= 0.05)), estimate_mean_error=float(np.mean(errors)),
+                        estimate_runs=len(errors))
+        console.print(f"estimate - true IoU: within 0.05 on {overall['estimate_within_005']:.0%} of {len(errors)} runs, "
+                      f"mean {overall['estimate_mean_error']:+.3f}")
     return dict(cases=cases, overall=overall)
 
 
@@ -284,7 +297,8 @@ def write_results(rows, case_margins, out, args):
         json.dump(no_nan(result), f, indent=2, allow_nan=False)
     classes = sorted({c for r in rows for c in r["iou"]})
     fields = ["case", "method", "seed", "mean_fg_iou", "eval_mean_fg_iou"] + [f"iou_{c}" for c in classes] + [
-        "seconds", "peak_mb", "ok", "device", "iterations", "seconds_train", "ms_per_step", "seconds_infer"]
+        "seconds", "peak_mb", "ok", "device", "iterations", "seconds_train", "ms_per_step", "seconds_infer", "estimate",
+        "estimate_spread", "blend", "network_held_out", "forest_held_out"]
     with open(out / "results.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=fields)
         w.writeheader()
@@ -314,7 +328,10 @@ def main():
         ap.error(f"--methods {args.methods}: choose from rf,sparseseg")
     args.seeds = [int(v) for v in args.seeds.split(",") if v.strip()]
     args.out.mkdir(parents=True, exist_ok=True)
-    rows = [row for name in names for row in run_case(name, CASES[name], args)]
+    rows = []
+    for name in names:  # results so far are written after each case, so a long run can be read before it ends
+        rows += run_case(name, CASES[name], args)
+        write_results(rows, margins(rows), args.out, args)
     print_table(rows)
     write_results(rows, margins(rows), args.out, args)
 

@@ -2,7 +2,8 @@
 
 `fit_estimated` is the method `densify` runs on a volume it reads whole:
 
-1. One annotated plane per axis that has two or more is held out (`sparseseg.holdout`).
+1. One annotated plane per axis that has two or more is held out (`sparseseg.holdout`),
+   drawn so that the classes are seen both on the held-out planes and on the others.
 2. A random forest on filter features (`sparseseg.forest`, the ilastik-style pixel
    classifier) and the network are trained on the other planes, the network for
    `FIRST_PART` of the time budget.
@@ -33,7 +34,9 @@ from sparseseg.config import Config
 from sparseseg.core import (
     Model, Segmentation, decide, fit, forest_part, mixed, network_probabilities, prior_of, resolve_device, segment_calibrated,
 )
-from sparseseg.holdout import Estimate, blend_probabilities, choose_blend, held_out_planes, plane_voxels, without_planes
+from sparseseg.holdout import (
+    Estimate, blend_probabilities, choose_blend, classes_on_planes, held_out_planes, plane_voxels, without_planes,
+)
 from sparseseg.labels import Annotation
 from sparseseg.train import Progress, TrainLog
 
@@ -130,7 +133,8 @@ def fit_estimated(image: np.ndarray, annotation: Annotation, config: Config, pro
     device = resolve_device(config.device)
     config = replace(config, seed=config.seed if config.seed is not None else secrets.randbits(31))
     shown = config.resolved(device.type == "cuda")
-    held = held_out_planes(annotation.planes, np.random.default_rng(config.seed)) if config.holdout else {}
+    held = (held_out_planes(annotation.planes, np.random.default_rng(config.seed), classes_on_planes(annotation))
+            if config.holdout else {})
     if not held:
         if config.holdout:
             log.warning("no estimate of the quality: it needs two annotated planes on an axis, to hold one out")
@@ -184,8 +188,12 @@ def segment_estimated(model: Model, image: np.ndarray, annotation: Annotation, e
     if estimate is None:
         return segment_calibrated(model, image, annotation, device)
     start = time.perf_counter()
-    network, windows, _ = network_probabilities(model, image, device)
-    probabilities = mixed(model, network, forest_part(model, image))
+    if model.forest is not None and model.blend == 0:  # the forest alone: the network's probabilities weigh nothing
+        probabilities, windows = mixed(model, np.zeros((len(model.classes),) + image.shape[1:], np.float32),
+                                       forest_part(model, image)), []
+    else:
+        network, windows, _ = network_probabilities(model, image, device)
+        probabilities = mixed(model, network, forest_part(model, image))
     return model, Segmentation(decide(model, probabilities), probabilities, time.perf_counter() - start, windows)
 
 

@@ -22,6 +22,8 @@ from sparseseg.planning import AXES
 
 #: Network weights tried by `choose_blend` (1: the network alone, 0: the forest alone).
 BLENDS = tuple(np.round(np.linspace(0.0, 1.0, 11), 2))
+#: Most choices of held-out planes `held_out_planes` weighs against each other.
+MAX_CHOICES = 256
 #: An estimate below this mean foreground IoU, or with a spread over the held-out planes above `UNSTABLE`, is warned of.
 LOW = 0.5
 UNSTABLE = 0.15
@@ -82,20 +84,59 @@ def _number(value: float) -> float | None:
     return None if np.isnan(value) else round(float(value), 4)
 
 
-def held_out_planes(planes: dict, rng: np.random.Generator) -> dict:
-    """One plane, drawn with ``rng``, of each axis with at least two annotated planes; {} where none has two.
+def held_out_planes(planes: dict, rng: np.random.Generator, present: dict | None = None) -> dict:
+    """One plane of each axis with at least two annotated planes, drawn with ``rng``; {} where no axis has two.
+
+    With ``present`` the draw keeps as many classes as it can on both sides: among the
+    choices of one plane per axis (at most `MAX_CHOICES` of them, drawn), one is drawn from
+    those whose held-out planes and kept planes both hold the most classes. A class seen only
+    on the held-out planes would not be learnt before the estimate, and one seen only on the
+    kept planes would not be estimated.
 
     Parameters
     ----------
     planes : dict
         Annotated planes per axis ({'z': [...], 'y': [...], 'x': [...]}), as `Annotation.planes`.
     rng : numpy.random.Generator
-        Chooses the planes (seed it for a repeatable run).
+        Draws the planes (seed it for a repeatable run).
+    present : dict, optional
+        The classes annotated on each plane, keyed (axis, index), e.g. from `classes_on_planes`.
     """
     unknown = sorted(set(planes) - set(AXES))
     if unknown:
         raise InputError("axes must be z, y or x", param="planes", value=unknown)
-    return {a: [int(rng.choice(sorted(v)))] for a, v in planes.items() if len(v) >= 2}
+    axes = [a for a in AXES if len(planes.get(a, [])) >= 2]
+    if not axes:
+        return {}
+    options = [sorted(planes[a]) for a in axes]
+    count = int(np.prod([len(o) for o in options]))
+    if count <= MAX_CHOICES:
+        choices = [tuple(int(v) for v in c) for c in np.stack(np.meshgrid(*options, indexing="ij"), -1).reshape(-1, len(axes))]
+    else:
+        choices = [tuple(int(rng.choice(o)) for o in options) for _ in range(MAX_CHOICES)]
+    if present is not None:
+        every = [(a, i) for a in AXES for i in planes.get(a, [])]
+
+        def covered(choice) -> int:
+            held = set(zip(axes, choice))
+            inside = set().union(*(present.get(p, set()) for p in held))
+            outside = set().union(*(present.get(p, set()) for p in every if p not in held))
+            return len(inside & outside)
+
+        scores = [covered(c) for c in choices]
+        choices = [c for c, v in zip(choices, scores) if v == max(scores)]
+    choice = choices[int(rng.integers(len(choices)))]
+    return {a: [i] for a, i in zip(axes, choice)}
+
+
+def classes_on_planes(annotation: Annotation) -> dict:
+    """The class indices annotated on each annotated plane, keyed (axis, index)."""
+    found = {}
+    for axis, indices in annotation.planes.items():
+        for index in indices:
+            where, mask = plane_voxels(annotation, axis, index)
+            found[(axis, index)] = set(np.unique(annotation.target[where][mask]).tolist())
+    return found
 
 
 def without_planes(annotation: Annotation, held: dict) -> Annotation:

@@ -138,3 +138,19 @@ def test_blend_probabilities_mixes_after_the_prior_correction():
 def test_blend_probabilities_rejects_a_weight_outside_0_1():
     with pytest.raises(InputError, match="blend"):
         H.blend_probabilities(np.ones((2, 1), np.float32), None, 1.5, np.zeros(2))
+
+
+def test_the_draw_keeps_each_class_on_both_sides_where_it_can():
+    planes = {"z": [2, 5], "y": [3, 7], "x": [4, 9]}
+    present = {("z", 2): {0, 1, 2}, ("z", 5): {0}, ("y", 3): {0, 1, 2}, ("y", 7): {0}, ("x", 4): {0}, ("x", 9): {0}}
+    for seed in range(10):
+        held = H.held_out_planes(planes, np.random.default_rng(seed), present)
+        chosen = {(a, v[0]) for a, v in held.items()}
+        assert len(chosen & {("z", 2), ("y", 3)}) == 1, held  # one rich plane held out, the other kept
+
+
+def test_classes_on_planes_lists_the_annotated_classes_of_each_plane():
+    annotation = _annotation()
+    found = H.classes_on_planes(annotation)
+    assert set(found) == {("z", 2), ("z", 5), ("y", 3), ("y", 7), ("x", 4)}
+    assert found[("z", 2)] == set(np.unique(annotation.target[2]).tolist())

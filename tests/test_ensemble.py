@@ -1,0 +1,131 @@
+"""Tests for sparseseg.ensemble: training with held-out planes, the estimate, the blend with the forest."""
+
+import numpy as np
+import pytest
+import torch
+
+from sparseseg import core, ensemble, synthetic
+from sparseseg.config import Config
+from sparseseg.labels import read_annotation
+from sparseseg.metrics import score
+from sparseseg.train import weighted_loss
+
+
+def _case(planes=2, axes="zyx", shape=(24, 48, 48), seed=3):
+    image, truth = synthetic.blobs(shape, n_blobs=8, seed=seed)
+    sparse, _ = synthetic.sparsify(truth, planes, axes)
+    annotation, _ = read_annotation(sparse, 255)
+    return image[None], truth, annotation
+
+
+def _config(**overrides):
+    values = dict(iterations=30, time_budget=600.0, base=4, batch_size=2, seed=0, device="cpu", patch=(16, 32, 32))
+    return Config(**{**values, **overrides})
+
+
+def test_held_out_planes_get_no_gradient_in_the_first_phase(monkeypatch):
+    image, _, annotation = _case()
+    seen = []
+    real = core.train
+
+    def spy(network, data, **kwargs):
+        seen.append(data)
+        return real(network, data, **kwargs)
+
+    monkeypatch.setattr(core, "train", spy)
+    estimated = ensemble.fit_estimated(image, annotation, _config(iterations=4, forest=False))
+    held = estimated.estimate.planes
+    assert set(held) == {"z", "y", "x"}
+    first = seen[0][0]
+    logits = torch.randn((1, 3) + first.target.shape, requires_grad=True)
+    loss = weighted_loss(logits, torch.from_numpy(first.target[None].astype(np.int64)), torch.from_numpy(first.weight[None]))
+    loss.backward()
+    grad = logits.grad[0].abs().sum(0).numpy()
+    for axis, (index,) in held.items():
+        plane = np.take(grad, index, axis="zyx".index(axis))
+        assert plane.max() == 0, f"held-out plane {axis}={index} got a gradient"
+        assert index not in first.planes[axis]
+    assert grad[annotation.mask & (first.weight > 0)].min() > 0
+    second = seen[1][0]  # then all planes are trained on
+    assert all(index in second.planes[axis] for axis, (index,) in held.items())
+
+
+def test_the_estimate_lands_near_the_true_iou():
+    image, truth, annotation = _case()
+    model, _, segmentation = ensemble.densify_arrays(image, annotation, _config(iterations=60))
+    true_iou = score(segmentation.labels, truth, ~annotation.mask).mean("iou")
+    assert model.estimate is not None
+    assert abs(model.estimate["iou"] - true_iou) < 0.1, (model.estimate, true_iou)
+    assert true_iou > 0.5
+
+
+def test_the_blend_uses_the_forest_where_the_network_learnt_nothing():
+    image, truth, annotation = _case()
+    model, _, segmentation = ensemble.densify_arrays(image, annotation, _config(iterations=2))
+    assert model.forest is not None and model.blend < 1
+    forest_only = score(segmentation.labels, truth, ~annotation.mask).mean("iou")
+    assert forest_only > 0.5
+
+
+def test_nothing_is_held_out_with_one_plane_per_axis(caplog):
+    image, _, annotation = _case(planes=1)
+    with caplog.at_level("WARNING", logger="sparseseg"):
+        model, train_log, _ = ensemble.densify_arrays(image, annotation, _config(iterations=2))
+    assert model.estimate is None and model.forest is None
+    assert "no estimate" in caplog.text
+    assert train_log.iterations == 2
+
+
+def test_holdout_off_trains_on_everything_as_before():
+    image, _, annotation = _case()
+    model, train_log, _ = ensemble.densify_arrays(image, annotation, _config(iterations=3, holdout=False))
+    reference, reference_log = core.fit([image], [annotation], _config(iterations=3, holdout=False))
+    assert model.estimate is None and model.forest is None
+    assert train_log.losses == reference_log.losses
+
+
+def test_a_stop_in_the_first_phase_keeps_the_estimate_and_skips_the_fine_tuning():
+    image, _, annotation = _case()
+
+    class StopAfterTwo:
+        stop_requested = False
+
+        def __call__(self, iteration, loss, elapsed):
+            self.stop_requested = iteration >= 2
+
+    estimated = ensemble.fit_estimated(image, annotation, _config(iterations=20, forest=False), StopAfterTwo())
+    assert estimated.train_log.stopped_by == "stop"
+    assert estimated.train_log.iterations == 2
+    assert estimated.estimate is not None
+
+
+def test_the_progress_counts_on_over_both_phases_and_hears_the_estimate():
+    image, _, annotation = _case()
+
+    class Recorder:
+        def __init__(self):
+            self.steps, self.estimates = [], []
+
+        def __call__(self, iteration, loss, elapsed):
+            self.steps.append(iteration)
+
+        def estimated(self, iou, spread):
+            self.estimates.append(iou)
+
+    recorder = Recorder()
+    ensemble.fit_estimated(image, annotation, _config(iterations=5, forest=False), recorder)
+    assert recorder.steps == [1, 2, 3, 4, 5]
+    assert len(recorder.estimates) == 1
+
+
+def test_the_same_seed_repeats_the_run():
+    image, _, annotation = _case()
+    runs = [ensemble.densify_arrays(image, annotation, _config(iterations=3))[2].labels for _ in range(2)]
+    np.testing.assert_array_equal(*runs)
+
+
+def test_a_model_with_a_forest_needs_the_raw_volume_to_decide_blocks():
+    image, _, annotation = _case()
+    model, _, _ = ensemble.densify_arrays(image, annotation, _config(iterations=2))
+    with pytest.raises(core.InputError, match="source"):
+        core.write_decided(model, None)
