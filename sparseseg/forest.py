@@ -359,7 +359,7 @@ def _features_at(source, stats: np.ndarray, chosen: np.ndarray) -> np.ndarray:
             continue
         hits = np.nonzero(local)
         box = tuple(slice(s.start + h.min(), s.start + h.max() + 1) for s, h in zip(zyx, hits))
-        read, crop = with_halo(box, (HALO,) * 3, shape)
+        read, _ = with_halo(box, (HALO,) * 3, shape)
         block = filter_features(normalise_with(source.read(read), stats))
         at = tuple(h + s.start - r.start for h, s, r in zip(hits, zyx, read))
         flat = np.ravel_multi_index(tuple(h + s.start for h, s in zip(hits, zyx)), shape)
