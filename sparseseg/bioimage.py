@@ -11,7 +11,14 @@ The package is a .zip holding ``rdf.yaml`` (the description) and the files it na
 - ``cover.png``: three planes of the test input with its labels (`sparseseg.preview`);
 - ``README.md``: what the model does and how its labels are decided;
 - ``config.json``: sparseseg's own model config (an attachment), so that ``sparseseg predict
-  model.zip`` (`sparseseg.modelfolder.load_model`) rebuilds exactly the model it was exported from.
+  model.zip`` (`sparseseg.modelfolder.load_model`) rebuilds the network it was exported from.
+
+The package holds the network alone. A model folder may also hold a pixel classifier
+(``forest.joblib``, `sparseseg.forest`) that sparseseg blends with the network (``blend`` < 1);
+bioimage.io has no way to describe that forest, nor its filter features, and its file is a
+pickle, which a shared package should not carry. So the package's config says no forest and
+blend 1, and its outputs (and ``sparseseg predict`` on it) are the network's alone, which can
+differ from the folder's blended segmentation: `export_model` logs a warning for such a model.
 
 How the description maps sparseseg's method:
 
@@ -44,11 +51,13 @@ fetched: every file is local to the package, and the description names no URL.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import tempfile
 import warnings
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -59,6 +68,8 @@ from sparseseg.errors import InputError
 from sparseseg.modelfolder import CONFIG, WEIGHTS, load_model, model_meta, model_state
 from sparseseg.paths import check_distinct
 from sparseseg.preprocess import intensity_stats, normalise_with
+
+log = logging.getLogger("sparseseg")
 
 PathLike = str | os.PathLike
 
@@ -96,6 +107,10 @@ def export_model(
 ) -> Path:
     """Write the model in ``model_dir`` as a bioimage.io model package (a .zip), checked by bioimageio.spec.
 
+    The package holds the network alone: a model's forest (``forest.joblib``) is left out, and where the model blends
+    it in (``blend`` < 1) a warning is logged, as the package's segmentation is then the network's alone, not the
+    folder's (see the module's docstring).
+
     Parameters
     ----------
     model_dir : path
@@ -132,6 +147,11 @@ def export_model(
     name = _name(name, Path(model_dir))
     authors = _authors(authors)
     model = load_model(model_dir)
+    if model.forest is not None and model.blend < 1:
+        log.warning("export: %s blends the network (weight %.2f) with a pixel-classifier forest; the package holds the "
+                    "network alone, so its segmentation (and sparseseg predict on it) is the network's, not the "
+                    "folder's blend", model_dir, model.blend)
+    model = replace(model, forest=None, blend=1.0)
     spec = _spec()
     raw, spacing = _test_input(model, sample), _spacing(model)
     with tempfile.TemporaryDirectory(prefix="sparseseg-export-") as tmp:

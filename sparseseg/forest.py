@@ -34,8 +34,9 @@ from sparseseg.preprocess import intensity_stats, normalise_with
 
 log = logging.getLogger("sparseseg")
 
-#: The Gaussian scales of the features: ``multiscale_basic_features(sigma_min=0.7, sigma_max=8, num_sigma=5)``'s.
-SIGMAS = (0.7, 1.28, 2.37, 4.35, 8.0)
+#: The Gaussian scales of the features, rounded: ``multiscale_basic_features(sigma_min=0.7, sigma_max=8, num_sigma=5)``
+#: spaces them evenly in log2 (0.7, 1.287, 2.366, 4.351, 8).
+SIGMAS = (0.7, 1.29, 2.37, 4.35, 8.0)
 #: Features per channel and scale: the smoothed intensity, its gradient magnitude and the 3 Hessian eigenvalues.
 FEATURES_PER_SIGMA = 5
 #: Voxels of context around a block: the Gaussian's reach at the largest scale (scipy truncates at 4 sigma,
@@ -268,7 +269,7 @@ def _stats(source, image, stats) -> np.ndarray:
     if stats is None:
         sample = image if isinstance(image, np.ndarray) else sample_planes(source)
         return intensity_stats(np.asarray(sample, dtype=np.float32))
-    stats = np.asarray(stats, dtype=np.float64)
+    stats = np.array(stats, dtype=np.float64)  # a copy: the forest keeps it
     if stats.shape != (channels, 4) or not np.isfinite(stats).all():
         raise InputError(f"must be ({channels}, 4) finite numbers (sparseseg.preprocess.intensity_stats)",
                          param="stats", value=stats.shape)
@@ -358,7 +359,7 @@ def _features_at(source, stats: np.ndarray, chosen: np.ndarray) -> np.ndarray:
             continue
         hits = np.nonzero(local)
         box = tuple(slice(s.start + h.min(), s.start + h.max() + 1) for s, h in zip(zyx, hits))
-        read, crop = with_halo(box, (HALO,) * 3, shape)
+        read, _ = with_halo(box, (HALO,) * 3, shape)
         block = filter_features(normalise_with(source.read(read), stats))
         at = tuple(h + s.start - r.start for h, s, r in zip(hits, zyx, read))
         flat = np.ravel_multi_index(tuple(h + s.start for h, s in zip(hits, zyx)), shape)

@@ -7,6 +7,7 @@ reaches the network: `no_network` makes every socket connection fail.
 
 import gc
 import io as bytes_io
+import json
 import socket
 import sys
 import zipfile
@@ -163,3 +164,29 @@ def test_without_the_extra_export_says_what_to_install(trained, run, bad_input, 
     result = run("export", trained.model, "-o", tmp_path / "m.zip")
     bad_input(result, "sparseseg[bioimage]", alone=True)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_model_with_a_forest_exports_the_network_alone_with_a_warning(trained, spec, tmp_path, caplog, no_network):
+    from dataclasses import replace
+
+    from sparseseg import forest, modelfolder
+    from sparseseg.bioimage import export_model
+    from sparseseg.labels import Annotation
+
+    sparse = tifffile.imread(trained.sparse)
+    mask = sparse != 255
+    classes = np.array(trained.classes)
+    annotation = Annotation(classes, np.where(mask, np.searchsorted(classes, np.where(mask, sparse, 0)), 0), mask,
+                            trained.planes)
+    fitted = forest.fit_forest(trained.image[None], annotation, seed=0, n_estimators=3)
+    folder = modelfolder.save_model(tmp_path / "blended", replace(modelfolder.load_model(trained.model), forest=fitted,
+                                                                  blend=0.7))
+    with caplog.at_level("WARNING", logger="sparseseg"):
+        path = export_model(folder, tmp_path / "m.zip", sample=[trained.volume])
+    assert any("network alone" in r.getMessage() and r.levelname == "WARNING" for r in caplog.records)
+    with zipfile.ZipFile(path) as archive:
+        assert modelfolder.FOREST not in archive.namelist()
+    meta = json.loads(_member(path, modelfolder.CONFIG))
+    assert meta["forest"] is None and meta["blend"] == 1.0
+    loaded = modelfolder.load_model(path)
+    assert loaded.forest is None and loaded.blend == 1.0
