@@ -39,7 +39,8 @@ from sparseseg.io.atomic import _file_mode
 from sparseseg.preprocess import NORMALISATION
 
 #: Version of the folder's layout and fields; raised whenever a field is added, removed or changes meaning.
-#: 2: the fields ``blend`` and ``forest`` and the file ``forest.joblib``.
+#: 2: the fields ``blend``, ``forest`` and ``estimate`` (the IoU estimated on held-out planes, or null) and the file
+#: ``forest.joblib``.
 FORMAT_VERSION = 2
 #: The versions `load_model` reads.
 READ_VERSIONS = (1, 2)
@@ -48,7 +49,7 @@ WEIGHTS = "weights.pt"
 FOREST = "forest.joblib"
 FIELDS_V1 = ("format_version", "sparseseg_version", "in_channels", "classes", "class_weights", "class_offsets",
              "pools", "train_shapes", "normalisation", "config")
-FIELDS = FIELDS_V1 + ("blend", "forest")
+FIELDS = FIELDS_V1 + ("blend", "forest", "estimate")
 
 
 def is_model_folder(folder: str | os.PathLike) -> bool:
@@ -90,6 +91,7 @@ def model_meta(model: Model) -> dict:
         "config": model.config.to_dict(),
         "blend": float(model.blend),
         "forest": None if model.forest is None else FOREST,
+        "estimate": model.estimate,
     }
 
 
@@ -261,6 +263,7 @@ def load_model(folder: str | os.PathLike) -> Model:
         None if weights is None else np.asarray(weights, dtype=np.float32),
         None if offsets is None else np.asarray(offsets, dtype=np.float64),
         forest=None if named is None else _read_forest(forest_file, folder / FOREST), blend=float(blend),
+        estimate=_field(meta, "estimate", lambda v: v is None or isinstance(v, dict), "must be an object or null") if version > 1 else None,
     )
     try:
         check_blend(model)
