@@ -18,7 +18,7 @@ from sparseseg import augment
 from sparseseg.blocks import Source, sample_planes
 from sparseseg.calibrate import apply_offsets
 from sparseseg.config import Config
-from sparseseg.core import Model, calibrate, fit, plan_training, resolve_device, run_model
+from sparseseg.core import Model, calibrate, fit, forest_part, mixed, plan_training, resolve_device, run_model
 from sparseseg.errors import InputError
 from sparseseg.labels import Annotation
 from sparseseg.planning import AXES, patch_shapes, size_multiple, thin_depths
@@ -142,11 +142,11 @@ def calibrate_slabs(model: Model, image: Source, labels: Source, scan: LabelScan
 
 
 def model_uncertainty(model: Model, image: Source, device: str = "auto") -> dict[str, np.ndarray]:
-    """`sparseseg.suggest.plane_uncertainty` of the model's decided probabilities, block by block."""
+    """`sparseseg.suggest.plane_uncertainty` of the model's decided probabilities (with its forest, if any), block by block."""
     planes = PlaneEntropy(image.shape[1:])
 
     def add(zyx, p):
-        planes.add(zyx, apply_offsets(p, model.decision_offsets))
+        planes.add(zyx, apply_offsets(mixed(model, p, forest_part(model, image, zyx)), model.decision_offsets))
 
     run_model(model, image, add, device)
     return planes.result()

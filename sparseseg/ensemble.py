@@ -135,12 +135,15 @@ def fit_estimated(image: np.ndarray, annotation: Annotation, config: Config, pro
     shown = config.resolved(device.type == "cuda")
     held = (held_out_planes(annotation.planes, np.random.default_rng(config.seed), classes_on_planes(annotation))
             if config.holdout else {})
+    kept = without_planes(annotation, held) if held else None
+    if kept is not None and (len(np.unique(kept.target[kept.mask])) < 2 or kept.mask.sum() == annotation.mask.sum()):
+        held = {}  # the other planes hold one class only, or the held-out planes no annotated voxel
     if not held:
         if config.holdout:
-            log.warning("no estimate of the quality: it needs two annotated planes on an axis, to hold one out")
+            log.warning("no estimate of the quality: it needs two annotated planes on an axis, to hold one out "
+                        "and keep two classes on the others")
         model, train_log = fit([image], [annotation], config, progress, init)
         return Estimated(model, train_log, None)
-    kept = without_planes(annotation, held)
     log.info("holding out planes %s to estimate the quality", ", ".join(f"{a}={v[0]}" for a, v in held.items()))
     forest = None
     if config.forest:

@@ -47,6 +47,8 @@ HALO = 34
 BLOCK_BYTES = 400 * 2**20
 #: Smallest block edge the planner cuts down to (a smaller block would be mostly halo).
 MIN_BLOCK = 16
+#: Fewest voxels a tree is fitted on (where fewer are annotated: all of them).
+TREE_SAMPLES = 1000
 
 
 @dataclass
@@ -168,7 +170,9 @@ def fit_forest(image, annotation: Annotation, *, seed: int, max_samples: int = 2
         chosen, ids = chosen[keep], ids[keep]
     features = _features_at(source, stats, chosen)
 
-    classifier = RandomForestClassifier(n_estimators=n_estimators, n_jobs=-1, max_samples=0.1, random_state=seed)
+    # each tree sees a tenth of the voxels (as ilastik-style forests do), but at least TREE_SAMPLES of them
+    per_tree = min(len(chosen), max(len(chosen) // 10, TREE_SAMPLES))
+    classifier = RandomForestClassifier(n_estimators=n_estimators, n_jobs=-1, max_samples=per_tree, random_state=seed)
     classifier.fit(features, ids)
     classes = np.asarray(classifier.classes_, dtype=np.int64)
     lost = np.setdiff1d(annotation.classes, classes)

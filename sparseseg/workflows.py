@@ -272,6 +272,8 @@ def _densify_slabs(volumes, source, labels, out, config, planes, weights_out, ou
         log.warning("%s: the annotation holds no whole plane to train across, so the volume is read whole", labels)
         return None
     log.info("%s: %s; training on the slabs around the annotated planes", labels, scan.how)
+    if config.holdout or config.forest:
+        log.info("a volume this large is densified by the network alone: no held-out estimate, no forest blend (yet)")
     model, train_log = bounded.fit_slabs(source, sparse, scan, config, progress, start_model)
     _interrupted(train_log, partial)
     sink, probabilities = block_sinks(out, outputs, model, shape, source, spacing=model.config.spacing)

@@ -51,7 +51,8 @@ def test_densify_save_model_json(trained, one_json):
 
 
 def test_model_folder_holds_config_and_weights(trained, strict_json):
-    assert sorted(p.name for p in trained.model.iterdir()) == ["config.json", "weights.pt"]
+    files = sorted(p.name for p in trained.model.iterdir())
+    assert files in (["config.json", "weights.pt"], ["config.json", "forest.joblib", "weights.pt"])
     meta = strict_json((trained.model / "config.json").read_text())
     assert meta["sparseseg_version"] == __version__
     assert meta["in_channels"] == 1
@@ -62,7 +63,9 @@ def test_model_folder_holds_config_and_weights(trained, strict_json):
     assert config["spacing"] == [2.0, 1.0, 1.0]
     assert config["base"] == 4 and config["patch"] == [8, 16, 16] and config["seed"] == 0
     assert config["iterations"] == 3 and config["device"] == "cpu" and config["calibrate"] is True
-    assert len(meta["class_offsets"]) == len(trained.classes)  # fitted on the training volumes' annotated voxels
+    assert len(meta["class_offsets"]) == len(trained.classes)  # fitted on the held-out planes
+    assert (meta["forest"] == "forest.joblib") == ("forest.joblib" in files) and 0 <= meta["blend"] <= 1
+    assert set(meta["estimate"]["held_out_planes"]) == {"z", "y", "x"} and 0 <= meta["estimate"]["iou"] <= 1
 
 
 def test_weights_are_a_plain_tensor_state_dict(trained):
@@ -357,16 +360,22 @@ def test_predict_refuses_a_bad_device(trained, tmp_path, run, bad_input):
 # --- warm start ----------------------------------------------------------------------------
 
 
-def test_warm_start_with_zero_iterations_predicts_like_the_saved_model(trained, tmp_path, listing, run, one_json):
+def test_warm_start_with_zero_iterations_keeps_the_network_and_predicts_like_its_model(trained, tmp_path, listing, run,
+                                                                                         one_json):
     before = listing(trained.model)
-    out = tmp_path / "seg.tif"
+    out, again = tmp_path / "seg.tif", tmp_path / "model"
     result = run("densify", trained.volume, "--slices", trained.sparse, "-o", out, "--init", trained.model,
-                 "--iterations", "0", "--patch", "8,16,16", "--device", "cpu", "--seed", "0", "--json")
+                 "--iterations", "0", "--patch", "8,16,16", "--device", "cpu", "--seed", "0", "--json", "--save-model", again)
     summary = one_json(result)  # final_loss is NaN after 0 steps: it must come out as null
     assert summary["iterations"] == 0 and summary["final_loss"] is None
     assert summary["classes"] == trained.classes
     assert summary["parameters"] == modelfolder.load_model(trained.model).parameters  # --base came from the model
-    np.testing.assert_array_equal(io.read_labels(out).data, io.read_labels(trained.seg).data)
+    saved, kept = modelfolder.load_model(trained.model), modelfolder.load_model(again)
+    for name, weights in saved.network.state_dict().items():  # no step taken: the network is the saved one
+        torch.testing.assert_close(kept.network.state_dict()[name], weights)
+    # the blend and offsets are chosen again on the held-out planes; the model saved with them predicts the same labels
+    assert run("predict", again, trained.volume, "-o", tmp_path / "again.tif", "--device", "cpu").exit_code == 0
+    np.testing.assert_array_equal(io.read_labels(out).data, io.read_labels(tmp_path / "again.tif").data)
     assert listing(trained.model) == before
 
 

@@ -12,6 +12,8 @@ import socket
 import sys
 import zipfile
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import tifffile
@@ -41,6 +43,20 @@ def no_network(monkeypatch):
     """Every socket connection fails: what a CI runner without network gives."""
     monkeypatch.setattr(socket.socket, "connect", _refuse)
     monkeypatch.setattr(socket.socket, "connect_ex", _refuse)
+
+
+@pytest.fixture(scope="module")
+def trained(trained, tmp_path_factory):
+    """The shared trained model as the network alone (densify blended it with a forest, which a package leaves out),
+    so that the folder and its package predict alike."""
+    from dataclasses import replace
+
+    from sparseseg import modelfolder
+
+    folder = tmp_path_factory.mktemp("network") / "model"
+    network = replace(modelfolder.load_model(trained.model), forest=None, blend=1.0, offsets=None)
+    modelfolder.save_model(folder, network)
+    return SimpleNamespace(**{**vars(trained), "model": folder})
 
 
 @pytest.fixture(scope="module")

@@ -19,16 +19,17 @@ LAYERS = [
     {"workflows", "cluster", "bioimage"},
     {"review"},
     {"modelfolder", "bounded"},
+    {"ensemble"},
     {"core"},
     {"streaming", "train", "infer", "augment", "model", "suggest", "preview", "plot", "synthetic", "io", "paths", "calibrate",
-     "forest"},
+     "forest", "holdout"},
     {"slabs"},
     {"labels", "metrics", "tiling", "preprocess", "planning", "config", "blocks"},
     {"errors", "__init__"},
 ]
 
 #: Modules that must import without torch installed.
-NUMPY_ONLY = ["blocks", "calibrate", "config", "errors", "forest", "io", "labels", "metrics", "paths", "planning", "plot",
+NUMPY_ONLY = ["blocks", "calibrate", "config", "errors", "forest", "holdout", "io", "labels", "metrics", "paths", "planning", "plot",
               "preprocess", "preview", "slabs", "suggest", "synthetic", "tiling"]
 
 

@@ -79,7 +79,7 @@ def test_a_format_1_folder_still_loads(model, tmp_path):
 
     def to_format_1(meta):
         meta["format_version"] = 1
-        del meta["blend"], meta["forest"]
+        del meta["blend"], meta["forest"], meta["estimate"]
 
     _rewrite(folder, to_format_1)
     assert set(_meta(folder)) == set(modelfolder.FIELDS_V1)

@@ -85,7 +85,8 @@ def test_same_seed_same_segmentation(blobs_small, small_annotation, tiny_config)
 
 def test_prior_correction_takes_back_the_class_weights(blobs_small, small_annotation, tiny_config):
     image = blobs_small[0][None]
-    model, _, corrected = ensemble.densify_arrays(image, small_annotation, tiny_config(calibrate=False))
+    # without held-out planes: the network alone, its offsets fitted (or not) on all the annotated voxels
+    model, _, corrected = ensemble.densify_arrays(image, small_annotation, tiny_config(calibrate=False, holdout=False))
     assert model.config.prior_correction == 0.5 and model.class_weights.shape == model.classes.shape
     assert model.offsets is None
     raw = core.segment(dataclasses.replace(model, config=dataclasses.replace(model.config, prior_correction=0.0)), image)
@@ -95,8 +96,8 @@ def test_prior_correction_takes_back_the_class_weights(blobs_small, small_annota
 
 def test_calibration_fits_the_annotated_voxels_on_top_of_the_prior_correction(blobs_small, small_annotation, tiny_config):
     image, mask = blobs_small[0][None], small_annotation.mask
-    uncalibrated, _, before = ensemble.densify_arrays(image, small_annotation, tiny_config(calibrate=False))
-    model, _, after = ensemble.densify_arrays(image, small_annotation, tiny_config())
+    uncalibrated, _, before = ensemble.densify_arrays(image, small_annotation, tiny_config(calibrate=False, holdout=False))
+    model, _, after = ensemble.densify_arrays(image, small_annotation, tiny_config(holdout=False))
     target = small_annotation.classes[small_annotation.target]
     fit = [score(s.labels, target, mask).mean("iou") for s in (before, after)]
     assert fit[1] >= fit[0]
