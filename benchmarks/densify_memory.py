@@ -1,13 +1,14 @@
-"""Peak memory of `sparseseg densify` as the volume grows: it should stay about the same (issue 16).
+"""Peak memory of `sparseseg densify` (or `train`) as the volume grows: it should stay about the same (issue 16).
 
-    python benchmarks/densify_memory.py [--sizes 16,64] [--base 2] [--iterations 3] [--planes 4] [--out densify_memory_out]
+    python benchmarks/densify_memory.py [--command densify|train] [--sizes 16,64] [--base 2] [--iterations 3] [--planes 4]
+                                        [--out densify_memory_out]
 
 For each size (in M voxels) a synthetic uint8 TIFF volume of (Z, 256, 256) voxels is written
 a few planes at a time (cubes of 32 voxels in a checkerboard, with noise), with sparse labels
 holding the truth on ``--planes`` evenly spaced z-planes and 255 elsewhere; both sizes have
 the same planes, so the slabs training reads are the same size. `sparseseg densify` runs in a
 child process with a tiny network (``--base``, ``--iterations``), writing the labels and
-``--probabilities``; its peak resident memory is the child's maximum RSS
+``--probabilities`` (``--command train``: `sparseseg train` writing a model folder); its peak resident memory is the child's maximum RSS
 (``resource.getrusage(RUSAGE_CHILDREN)``, read in a process of its own for each size).
 Volumes above `sparseseg.bounded.SLAB_THRESHOLD` take the slab path: give sizes above it.
 """
@@ -47,15 +48,21 @@ def write_pair(folder: Path, voxels: float, planes: int) -> tuple[Path, Path, tu
     return volume, sparse, shape
 
 
-def densify(volume: Path, sparse: Path, out: Path, base: int, iterations: int) -> dict:
-    """Run `sparseseg densify` in a child; its summary, wall seconds and peak RSS in GiB."""
-    command = [sys.executable, "-m", "sparseseg", "densify", str(volume), "--slices", str(sparse), "-o", str(out),
-               "--probabilities", str(out.with_name(out.stem + "_prob.zarr")), "--base", str(base),
-               "--iterations", str(iterations), "--seed", "0", "--device", "cpu", "--json", "--overwrite"]
+def command_line(command: str, volume: Path, sparse: Path, out: Path, base: int, iterations: int) -> list[str]:
+    """The `sparseseg densify` (labels and probabilities into ``out``) or `sparseseg train` (model folder ``out``) to measure."""
+    common = ["--base", str(base), "--iterations", str(iterations), "--seed", "0", "--device", "cpu", "--json", "--overwrite"]
+    if command == "train":
+        return [sys.executable, "-m", "sparseseg", "train", "--pair", f"{volume}:{sparse}", "-o", str(out), *common]
+    return [sys.executable, "-m", "sparseseg", "densify", str(volume), "--slices", str(sparse), "-o", str(out),
+            "--probabilities", str(out.with_name(out.stem + "_prob.zarr")), *common]
+
+
+def measure(command: list[str]) -> dict:
+    """Run ``command`` in a child; its summary, wall seconds and peak RSS in GiB."""
     start = time.perf_counter()
     result = subprocess.run([sys.executable, "-c", MEASURE, *command], capture_output=True, text=True)
     if result.returncode:
-        raise SystemExit(f"densify failed:\n{result.stderr[-3000:]}")
+        raise SystemExit(f"{command[3]} failed:\n{result.stderr[-3000:]}")
     lines = result.stdout.strip().splitlines()
     summary = json.loads(lines[-2])
     summary.update(wall_s=round(time.perf_counter() - start, 1), peak_gib=int(lines[-1]) / 2**20)
@@ -64,6 +71,7 @@ def densify(volume: Path, sparse: Path, out: Path, base: int, iterations: int) -
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--command", choices=("densify", "train"), default="densify")
     parser.add_argument("--sizes", default="16,64", help="volume sizes in M voxels")
     parser.add_argument("--base", type=int, default=2)
     parser.add_argument("--iterations", type=int, default=3)
@@ -75,11 +83,12 @@ def main() -> None:
     rows = []
     for size in (float(s) for s in args.sizes.split(",")):
         volume, sparse, shape = write_pair(out, size * 1e6, args.planes)
-        run = densify(volume, sparse, out / f"seg_{shape[0]}.tif", args.base, args.iterations)
+        target = out / (f"seg_{shape[0]}.tif" if args.command == "densify" else f"model_{shape[0]}")
+        run = measure(command_line(args.command, volume, sparse, target, args.base, args.iterations))
         rows.append(dict(shape=shape, voxels_m=round(float(np.prod(shape)) / 1e6, 1), peak_gib=round(run["peak_gib"], 3),
                          wall_s=run["wall_s"], seconds_infer=run.get("seconds_infer")))
         print(json.dumps(rows[-1]), flush=True)
-    print(f"\nsparseseg densify, base {args.base}, {args.iterations} iterations, {args.planes} annotated z-planes:")
+    print(f"\nsparseseg {args.command}, base {args.base}, {args.iterations} iterations, {args.planes} annotated z-planes:")
     for r in rows:
         print(f"{r['voxels_m']:8.1f} M voxels {str(r['shape']):>18}  peak RSS {r['peak_gib']:.2f} GiB  wall {r['wall_s']:7.0f} s")
     if len(rows) > 1:
