@@ -258,19 +258,30 @@ def _interrupted(train_log: TrainLog, partial: bool) -> None:
         log.warning("training interrupted after %d steps: segmenting with the model so far", train_log.iterations)
 
 
-def _densify_slabs(volumes, source, labels, out, config, planes, weights_out, outputs, save_model_to, start_model, progress,
-                   partial):
-    """`densify` of a large volume in bounded memory (`sparseseg.bounded`); None where it needs the volume whole."""
+def _scan_for_slabs(source, labels: PathLike, config: Config, planes: list[str] | None, init: Model | None):
+    """The labels opened and scanned for the slab path, and the config with the file's voxel size; None (with a
+    warning) where the annotation holds no whole plane, so the volume must be read whole. Bad input raises first."""
     shape = tuple(source.shape[1:])
     sparse = open_labels(labels, shape)
     plane_dict = parse_planes(planes, shape) if planes else None
     scan = scan_labels(sparse, config.unlabeled, plane_dict, name=str(sparse.path))
     check_two_classes(scan.classes, str(sparse.path))
     config = with_spacing(config, source)
-    check_training(config, shape, start_model)
-    if not bounded.fits_slabs(config, scan, start_model):
+    check_training(config, shape, init)
+    if not bounded.fits_slabs(config, scan, init):
         log.warning("%s: the annotation holds no whole plane to train across, so the volume is read whole", labels)
         return None
+    return sparse, scan, config
+
+
+def _densify_slabs(volumes, source, labels, out, config, planes, weights_out, outputs, save_model_to, start_model, progress,
+                   partial):
+    """`densify` of a large volume in bounded memory (`sparseseg.bounded`); None where it needs the volume whole."""
+    shape = tuple(source.shape[1:])
+    scanned = _scan_for_slabs(source, labels, config, planes, start_model)
+    if scanned is None:
+        return None
+    sparse, scan, config = scanned
     log.info("%s: %s; training on the slabs around the annotated planes", labels, scan.how)
     if config.holdout or config.forest:
         log.info("a volume this large is densified by the network alone: no held-out estimate, no forest blend (yet)")
@@ -325,14 +336,10 @@ def _slab_pair(volumes: Sequence[PathLike], labels: PathLike, config: Config, in
     """A large volume's pair opened and its labels scanned (`sparseseg.slabs.scan_labels`); None where it needs the volume whole."""
     source = io.open_source(volumes)
     shape = tuple(source.shape[1:])
-    sparse = open_labels(labels, shape)
-    scan = scan_labels(sparse, config.unlabeled, name=str(sparse.path))
-    check_two_classes(scan.classes, str(sparse.path))
-    config = with_spacing(config, source)
-    check_training(config, shape, init)
-    if not bounded.fits_slabs(config, scan, init):
-        log.warning("%s: the annotation holds no whole plane to train across, so the volume is read whole", labels)
+    scanned = _scan_for_slabs(source, labels, config, None, init)
+    if scanned is None:
         return None
+    sparse, scan, _ = scanned
     return _TrainingPair(Path(source.path), shape, source.shape[0], source.spacing,
                          f"{scan.how}; training on the slabs around the annotated planes", source=source, labels=sparse,
                          scan=scan)
