@@ -38,6 +38,7 @@ from sparseseg.holdout import (
     Estimate, blend_probabilities, choose_blend, classes_on_planes, held_out_planes, plane_voxels, without_planes,
 )
 from sparseseg.labels import Annotation
+from sparseseg.planning import AXES
 from sparseseg.train import Progress, TrainLog
 
 log = logging.getLogger("sparseseg")
@@ -79,17 +80,12 @@ def _held_out(model: Model, network: np.ndarray, forest, image, annotation: Anno
 
                 region = tuple(slice(i, i + 1) if isinstance(i, int) else slice(None) for i in where)
                 f = forest_probabilities(forest, image, model.classes, region)
-                forests.append(f[(slice(None),) + where_in(region, where)][:, mask])
+                forests.append(np.take(f, 0, axis=1 + AXES.index(axis))[:, mask])
             targets.append(annotation.target[where][mask])
             planes.append(np.full(int(mask.sum()), len(names)))
             names.append(f"{axis}={index}")
     join = np.concatenate
     return (join(nets, axis=1), join(forests, axis=1) if forests else None, join(targets), join(planes), names)
-
-
-def where_in(region: tuple, where: tuple) -> tuple:
-    """Index ``where`` (ints and full slices of the volume) re-expressed inside the array cut out by ``region``."""
-    return tuple(0 if isinstance(i, int) else slice(None) for i in where)
 
 
 @dataclass
@@ -147,7 +143,7 @@ def fit_estimated(image: np.ndarray, annotation: Annotation, config: Config, pro
     log.info("holding out planes %s to estimate the quality", ", ".join(f"{a}={v[0]}" for a, v in held.items()))
     forest = None
     if config.forest:
-        from sparseseg.forest import fit_forest
+        from sparseseg.forest import fit_forest  # here: scikit-learn takes a second to import; bound for the refit below
 
         forest = fit_forest(image, kept, seed=config.seed)
         log.info("forest on the other planes: %.1f s", time.perf_counter() - start)
@@ -166,11 +162,10 @@ def fit_estimated(image: np.ndarray, annotation: Annotation, config: Config, pro
     second = None
     rest = max(shown.time_budget - (time.perf_counter() - start), 0.0)
     if first.stopped_by not in ("interrupt", "stop") and rest > 0 and shown.iterations > first.iterations:
-        if estimate.blend < 1:
-            from sparseseg.forest import fit_forest
-
+        if estimate.blend < 1:  # a blend below 1 means the forest was fitted above
             forest = fit_forest(image, annotation, seed=config.seed)
-        tune = replace(config, seed=(config.seed + 1) % 2**31, lr=config.lr * FINE_TUNE_LR, time_budget=rest, iterations=shown.iterations - first.iterations)
+        tune = replace(config, seed=(config.seed + 1) % 2**31, lr=config.lr * FINE_TUNE_LR, time_budget=rest,
+                       iterations=shown.iterations - first.iterations)
         model, second = fit([image], [annotation], tune, _Shifted(progress, first.iterations, first.seconds), model)
     train_log = _joined(first, second)
     train_log.warnings += estimate.warnings
