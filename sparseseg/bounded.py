@@ -18,13 +18,15 @@ from sparseseg import augment
 from sparseseg.blocks import Source, sample_planes
 from sparseseg.calibrate import apply_offsets
 from sparseseg.config import Config
-from sparseseg.core import Model, calibrate, fit, forest_part, mixed, plan_training, resolve_device, run_model
+from sparseseg.core import (
+    Model, calibrate, fit, forest_part, mixed, plan_of, plan_training, resolve_device, run_model,
+)
 from sparseseg.errors import InputError
 from sparseseg.labels import Annotation
 from sparseseg.planning import AXES, patch_shapes, size_multiple, thin_depths
 from sparseseg.preprocess import intensity_stats
 from sparseseg.slabs import LabelScan, read_stack, z_blocks
-from sparseseg.streaming import block_probabilities, plan_volume
+from sparseseg.streaming import block_probabilities
 from sparseseg.suggest import PlaneEntropy
 from sparseseg.train import Progress, TrainLog, WholeVolume, crop_shapes
 
@@ -114,14 +116,14 @@ def annotated_probabilities(model: Model, image: Source, labels: Source, scan: L
     volume's mask, and their `Annotation` (a mask of N voxels, all annotated): what
     `sparseseg.core.calibrate` takes.
     """
-    plan = plan_volume(model.network, image, model.windows, model.config.patch, None, chunks)
+    plan = plan_of(model, image, None, chunks)
     where, probabilities, targets = [], [], []
     for zyx in plan.blocks:
         block = np.asarray(labels.read_raw(zyx))[0]
         mask = scan.mask(block, zyx)
         if not mask.any():
             continue
-        p = block_probabilities(model.network, image, zyx, plan, device=resolve_device(device), overlap=model.config.overlap,
+        p = block_probabilities(model.network, image, zyx, plan, device=resolve_device(device),
                                 tta=model.config.tta, needed=mask)
         probabilities.append(p[:, mask])
         targets.append(scan.target(block, mask)[mask])

@@ -1,6 +1,6 @@
 """Predict past one machine: the blocks of a volume mapped over a dask.distributed cluster.
 
-The driver plans the blocks once (`sparseseg.streaming.plan_volume`, blocks aligned to the
+The driver plans the blocks once (`sparseseg.core.plan_of`, blocks aligned to the
 output's chunks); each worker loads the model folder once, predicts the blocks it is given
 with the same function a single process uses (`block_probabilities`), decides them and
 writes them into the shared chunked output (Zarr or OME-Zarr). Blocks never share a chunk,
@@ -14,10 +14,10 @@ import os
 from pathlib import Path
 
 from sparseseg.blocks import all_or_nothing, blocks_to_write
-from sparseseg.core import Model, resolve_device, write_decided
+from sparseseg.core import Model, plan_of, resolve_device, write_decided
 from sparseseg.errors import InputError
 from sparseseg.modelfolder import load_model
-from sparseseg.streaming import BlockProgress, block_probabilities, plan_volume, voxels
+from sparseseg.streaming import BlockProgress, block_probabilities, voxels
 
 _MODELS: dict[str, Model] = {}  # per worker process: each model folder is loaded once
 
@@ -31,7 +31,7 @@ def _model(folder: str) -> Model:
 def _predict_block(folder, source, labels, probabilities, zyx, plan, device, tta) -> int:
     """One block, on a worker: predict, decide, write; the voxels done."""
     model = _model(folder)
-    p = block_probabilities(model.network, source, zyx, plan, device=resolve_device(device), overlap=model.config.overlap,
+    p = block_probabilities(model.network, source, zyx, plan, device=resolve_device(device),
                             tta=model.config.tta if tta is None else tta)
     write_decided(model, labels, probabilities, source)(zyx, p)
     return voxels(zyx)
@@ -80,7 +80,7 @@ def segment_on_cluster(folder, source, labels, probabilities=None, *, dask_clien
 
     check_shared(labels)
     model = load_model(folder)
-    plan = plan_volume(model.network, source, model.windows, model.config.patch, chunks=labels.chunks)
+    plan = plan_of(model, source, chunks=labels.chunks)
     folder = str(Path(folder).resolve())
     with all_or_nothing(labels, probabilities):
         todo = blocks_to_write(plan.blocks, plan.layout, labels, probabilities)  # a resumed output's are not submitted
@@ -100,7 +100,7 @@ def _probabilities_block(folder, source, store, zyx, plan, device, annotated):
     import zarr
 
     model = _model(folder)
-    p = block_probabilities(model.network, source, zyx, plan, device=resolve_device(device), overlap=model.config.overlap,
+    p = block_probabilities(model.network, source, zyx, plan, device=resolve_device(device),
                             tta=model.config.tta)
     zarr.open_array(store, mode="r+")[(slice(None),) + tuple(zyx)] = p
     return p[:, annotated] if annotated is not None else None

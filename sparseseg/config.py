@@ -21,7 +21,7 @@ MAX_BATCH = 64
 MAX_PATCH = 1024
 
 #: Fields added after the first model folders, with the value that means what those folders did.
-ADDED = {"forest": False, "holdout": False}
+ADDED = {"forest": False, "holdout": False, "wide_overlap": 0.5}
 
 #: Defaults that depend on the device: (cpu, cuda).
 DEVICE_DEFAULTS = {
@@ -87,7 +87,12 @@ class Config:
         paper's). Off by default: the short runs sparseseg makes (~500 steps on a CPU, 2000 on
         a GPU) learn more from the plain annotated planes; see the README's benchmark section.
     overlap : float
-        Overlap of the sliding windows at inference, as a fraction of the patch.
+        Overlap of the sliding windows at inference, as a fraction of the window, across the
+        annotated planes (where a window keeps the training depth).
+    wide_overlap : float
+        The same along the windows' other, wide axes (`sparseseg.planning.window_overlaps`).
+        Each overlapping window there is paid for in time, and on a volume wider than one
+        window this is most of the inference's cost; see the README's benchmark section.
     tta : bool
         Average predictions over flips at inference (8x slower).
     spacing : tuple of 3 float or None
@@ -117,6 +122,7 @@ class Config:
     dice: float = 0.0
     augment: bool = False
     overlap: float = 0.5
+    wide_overlap: float = 0.25
     tta: bool = False
     spacing: tuple[float, float, float] | None = None
     seed: int | None = None
@@ -138,6 +144,7 @@ class Config:
             (0 <= self.prior_correction <= 1, "prior_correction", "must lie in [0, 1]"),
             (self.dice >= 0, "dice", "must be >= 0"),
             (0 <= self.overlap < 1, "overlap", "must lie in [0, 1)"),
+            (0 <= self.wide_overlap < 1, "wide_overlap", "must lie in [0, 1)"),
             (self.spacing is None or (len(self.spacing) == 3 and min(self.spacing) > 0), "spacing", "must be three numbers z,y,x > 0"),
             (self.device in DEVICES, "device", "must be " + ", ".join(DEVICES)),
             (0 <= self.unlabeled <= 65535, "unlabeled", "must lie in 0..65535"),

@@ -30,7 +30,7 @@ from sparseseg.planning import (
     anisotropy, pooling_kernels, size_multiple, thin_depths, training_patch,
 )
 from sparseseg.preprocess import normalise, normalise_with
-from sparseseg.streaming import BlockProgress, run_blocks
+from sparseseg.streaming import BlockPlan, BlockProgress, plan_volume, run_blocks
 from sparseseg.train import Progress, TrainData, TrainLog, WholeVolume, class_weights_of, per_image, train
 
 log = logging.getLogger("sparseseg")
@@ -243,13 +243,20 @@ def _check_channels(model: Model, channels: int) -> None:
         raise InputError(f"the model takes {model.in_channels} channel(s), the volume has {channels}")
 
 
+def plan_of(model: Model, source: Source, budget: float | None = None, chunks=None) -> BlockPlan:
+    """How the model's windows cut ``source`` into blocks (`sparseseg.streaming.plan_volume`), overlapping as it says."""
+    return plan_volume(model.network, source, model.windows, model.config.patch, budget, chunks,
+                       overlap=model.config.overlap, wide_overlap=model.config.wide_overlap)
+
+
 def run_model(model: Model, source: Source, write, device: str, tta: bool | None = None,
               progress: BlockProgress | None = None, chunks=None, todo=None):
     """The model's class probabilities, before `decide`, of every block of ``source`` (or of those ``todo(plan)`` keeps),
     handed to ``write(zyx, p)``."""
     _check_channels(model, source.shape[0])
     return run_blocks(model.network, source, model.windows, model.config.patch, write, device=resolve_device(device),
-                      overlap=model.config.overlap, tta=model.config.tta if tta is None else tta, chunks=chunks,
+                      overlap=model.config.overlap, wide_overlap=model.config.wide_overlap,
+                      tta=model.config.tta if tta is None else tta, chunks=chunks,
                       progress=progress, todo=todo)
 
 

@@ -16,7 +16,7 @@ def sliding_window(
     fn: Callable[[torch.Tensor], torch.Tensor],
     out_channels: int,
     patch: Sequence[int],
-    overlap: float = 0.5,
+    overlap: float | Sequence[float] = 0.5,
     batch_size: int = 1,
     needed: np.ndarray | None = None,
 ) -> torch.Tensor:
@@ -33,8 +33,8 @@ def sliding_window(
         Channels of ``fn``'s output.
     patch : (int, int, int)
         Window shape.
-    overlap : float
-        Fraction of the window shared by neighbouring windows.
+    overlap : float or (float, float, float)
+        Fraction of the window shared by neighbouring windows: one for every axis, or one per axis.
     batch_size : int
         Windows per call of ``fn``.
     needed : ndarray of bool (Z, Y, X), optional
@@ -83,7 +83,7 @@ def predict_probabilities(
     image: np.ndarray,
     patch: Sequence[int],
     device: torch.device,
-    overlap: float = 0.5,
+    overlap: float | Sequence[float] = 0.5,
     batch_size: int = 1,
     tta: bool = False,
     needed: np.ndarray | None = None,

@@ -7,11 +7,13 @@ pooling or the inference windows, change this module.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 
 from sparseseg.errors import InputError
+from sparseseg.tiling import tile_step
 
 #: Axis names in array order: every volume is (Z, Y, X), or (C, Z, Y, X).
 AXES = "zyx"
@@ -185,3 +187,34 @@ def inference_windows(
         window[i] = int(train_shape[i])
         windows.append(tuple(window))
     return windows
+
+
+def window_overlaps(
+    shapes: Mapping[str | None, Sequence[int]], overlap: float, wide_overlap: float
+) -> list[tuple[float, float, float]]:
+    """Overlap of the sliding windows per axis (z, y, x), one per pass of `inference_windows`, in its order.
+
+    Across the annotated planes of a pass (its thin axis) the windows overlap by ``overlap``:
+    there they keep the training depth, and a network trained on 3-section patches predicts
+    well only the middle section, so a thin window must step by one plane. Along the other
+    axes, where the windows are wide, ``wide_overlap``: each window's border is a small part
+    of it there, and every overlapping window is paid for in time (2 x per axis at 0.5, 1.33
+    x at 0.25). A cube pass (key None) has wide axes only.
+    """
+    for name, value in (("overlap", overlap), ("wide_overlap", wide_overlap)):
+        if not 0 <= value < 1:
+            raise InputError("must lie in [0, 1)", param=name, value=value)
+    return [tuple(overlap if axis is not None and i == AXES.index(axis) else wide_overlap for i in range(3))
+            for axis in shapes]
+
+
+def window_halo(windows: Sequence[Sequence[int]], overlaps: Sequence[Sequence[float]]) -> tuple[int, int, int]:
+    """Context to read around a block, per axis (z, y, x), for windows of these shapes overlapping by these fractions.
+
+    Windows of length w that step by s leave every voxel at least (w - s) / 2 voxels from
+    the edge of a window over it (the worst placed voxels lie in the middle of two windows'
+    overlap). A block read with that much more on each side gives the voxels at its border
+    no less context than the tiling gives any voxel. The most over the passes; 1 plane for a
+    3-deep window stepping by one, 28 voxels for a 224-wide one overlapping by a quarter.
+    """
+    return tuple(max(math.ceil((w[i] - tile_step(w[i], o[i])) / 2) for w, o in zip(windows, overlaps)) for i in range(3))

@@ -1,9 +1,9 @@
 """The network over a volume of any size, block by block, in bounded memory.
 
-Each block of the plan (`sparseseg.blocks.plan_blocks`) is read from the source with a halo
-of half a window, normalised with statistics taken once from a sample, run through the
-Gaussian sliding window (one pass per training patch shape, averaged), cropped and handed
-to ``write``. The memory is one block and its halo, whatever the volume; on CUDA only the
+Each block of the plan (`sparseseg.blocks.plan_blocks`) is read from the source with the
+halo its windows' overlap needs (`sparseseg.planning.window_halo`), normalised with
+statistics taken once from a sample, run through the Gaussian sliding window (one pass per
+training patch shape, averaged), cropped and handed to ``write``. The memory is one block and its halo, whatever the volume; on CUDA only the
 block is on the device. A volume that fits one block takes the same steps as it always
 did, so small volumes give the results they gave before blocks.
 """
@@ -19,11 +19,12 @@ import torch
 from sparseseg.blocks import Block, Source, block_shape, plan_blocks, sample_planes, with_halo
 from sparseseg.errors import InputError
 from sparseseg.infer import predict_probabilities
-from sparseseg.planning import inference_windows
+from sparseseg.planning import inference_windows, window_halo, window_overlaps
 from sparseseg.preprocess import intensity_stats, normalise_with
+from sparseseg.tiling import tile_step
 
 #: Memory for one block and its buffers, in bytes, unless the caller says otherwise.
-BLOCK_BUDGET = 256 * 2**20
+BLOCK_BUDGET = 512 * 2**20
 
 #: Called after each block as ``progress(voxels_done, voxels_total)``.
 BlockProgress = Callable[[int, int], None]
@@ -44,13 +45,14 @@ class BlockPlan:
     shapes: dict
     patch: tuple[int, int, int]
     windows: list[tuple[int, int, int]]
+    overlaps: list[tuple[float, float, float]]
 
     @property
     def layout(self) -> dict:
         """How the plan cuts the volume, as JSON: what a resumed output must have been cut by (`blocks_to_write`)."""
         first = self.blocks[0]
         return {"blocks": len(self.blocks), "block": [s.stop - s.start for s in first], "halo": list(self.halo),
-                "windows": [list(w) for w in self.windows]}
+                "windows": [list(w) for w in self.windows], "overlaps": [list(o) for o in self.overlaps]}
 
 
 def plan_volume(
@@ -60,30 +62,38 @@ def plan_volume(
     patch: Sequence[int],
     budget: float | None = None,
     chunks: Sequence[int] | None = None,
+    *,
+    overlap: float = 0.5,
+    wide_overlap: float | None = None,
 ) -> BlockPlan:
     """The `BlockPlan` of ``source``: blocks of about ``budget`` bytes, whole ``chunks`` of the output where it has chunks.
 
     ``shapes`` are the training patches per annotated axis and ``patch`` the largest one
     (see `sparseseg.planning.inference_windows`); ``budget`` is `BLOCK_BUDGET` unless given. With ``chunks`` every block is a whole
     number of chunks, so that blocks written at once by several workers never share a chunk.
+    The windows overlap by ``overlap`` across each pass's annotated planes and by
+    ``wide_overlap`` (None: ``overlap``) along its other axes (`sparseseg.planning.window_overlaps`).
     """
     shape = tuple(source.shape[1:])
     windows = inference_windows(shapes, patch, shape, network.size_multiple)
+    overlaps = window_overlaps(shapes, overlap, overlap if wide_overlap is None else wide_overlap)
     largest = tuple(max(w[i] for w in windows) for i in range(3))
     per_voxel = 4 * (source.shape[0] + 3 * network.head.out_channels + 1)  # input, probabilities, blend, weights
-    block = block_shape(shape, largest, per_voxel, BLOCK_BUDGET if budget is None else budget)
-    if chunks is not None:
-        block = tuple(min(s, max(c, b // c * c)) for b, c, s in zip(block, chunks, shape))
-    halo = tuple(0 if b >= s else w // 2 for b, s, w in zip(block, shape, largest))
+    steps = tuple(max(tile_step(w[i], o[i]) for w, o in zip(windows, overlaps)) for i in range(3))
+    least = largest if chunks is None else tuple(max(w, c) for w, c in zip(largest, chunks))
+    block = block_shape(shape, least, per_voxel, BLOCK_BUDGET if budget is None else budget, steps)
+    if chunks is not None:  # whole chunks, rounded up: a block never less than a window
+        block = tuple(min(s, -(-b // c) * c) for b, c, s in zip(block, chunks, shape))
+    halo = tuple(0 if b >= s else h for b, s, h in zip(block, shape, window_halo(windows, overlaps)))
     return BlockPlan(plan_blocks(shape, block), halo, intensity_stats(sample_planes(source)), dict(shapes),
-                     tuple(patch), windows)
+                     tuple(patch), windows, overlaps)
 
 
 def block_probabilities(
     network: torch.nn.Module, source: Source, zyx: Block, plan: BlockPlan, *, device: torch.device,
-    overlap: float = 0.5, tta: bool = False, needed: np.ndarray | None = None,
+    tta: bool = False, needed: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Class probabilities (K, z, y, x) of one block of the plan, before any decision.
+    """Class probabilities (K, z, y, x) of one block of the plan, before any decision (windows overlapping as planned).
 
     With ``needed`` (bool, the block's shape) only the windows over its voxels are run: they
     get what a full run gives them, the other voxels are not valid (see `sparseseg.infer.sliding_window`).
@@ -102,8 +112,8 @@ def block_probabilities(
     probabilities = None
     passes = inference_windows(plan.shapes, plan.patch, image.shape[1:], network.size_multiple)
     try:
-        for window in passes:
-            p = predict_probabilities(network, image, window, device, overlap, tta=tta, needed=needed)
+        for window, overlaps in zip(passes, plan.overlaps):
+            p = predict_probabilities(network, image, window, device, overlaps, tta=tta, needed=needed)
             probabilities = p if probabilities is None else np.add(probabilities, p, out=probabilities)
     except torch.OutOfMemoryError as exc:
         raise InputError("out of GPU memory: lower patch or batch_size (or use the CPU)", param="device", value="cuda") from exc
@@ -120,6 +130,7 @@ def run_blocks(
     *,
     device: torch.device,
     overlap: float = 0.5,
+    wide_overlap: float | None = None,
     tta: bool = False,
     budget: float | None = None,
     chunks: Sequence[int] | None = None,
@@ -130,14 +141,14 @@ def run_blocks(
 
     ``todo(plan)``, where given, says which blocks of the plan are still to be written (those
     of a resumed output are not: see `sparseseg.blocks.blocks_to_write`); the others count as
-    done. Returns the windows of the volume (see `plan_volume`).
+    done. ``overlap`` and ``wide_overlap`` are as for `plan_volume`. Returns the windows of the volume.
     """
-    plan = plan_volume(network, source, shapes, patch, budget, chunks)
+    plan = plan_volume(network, source, shapes, patch, budget, chunks, overlap=overlap, wide_overlap=wide_overlap)
     blocks = plan.blocks if todo is None else todo(plan)
     total = int(np.prod(source.shape[1:]))
     done = total - sum(voxels(zyx) for zyx in blocks)
     for zyx in blocks:
-        write(zyx, block_probabilities(network, source, zyx, plan, device=device, overlap=overlap, tta=tta))
+        write(zyx, block_probabilities(network, source, zyx, plan, device=device, tta=tta))
         done += voxels(zyx)
         if progress:
             progress(done, total)

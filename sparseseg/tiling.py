@@ -7,6 +7,11 @@ from collections.abc import Sequence
 import numpy as np
 
 
+def tile_step(patch: int, overlap: float) -> int:
+    """The longest step between neighbouring patches of length ``patch`` that overlap by about ``overlap`` (at least 1)."""
+    return max(1, int(patch * (1 - overlap)))
+
+
 def tile_starts(size: int, patch: int, overlap: float) -> list[int]:
     """Start offsets of patches of length ``patch`` that cover ``0..size`` with about ``overlap`` overlap.
 
@@ -18,16 +23,22 @@ def tile_starts(size: int, patch: int, overlap: float) -> list[int]:
         raise ValueError(f"overlap must lie in [0, 1), got {overlap}")
     if size == patch:
         return [0]
-    step = max(1, int(patch * (1 - overlap)))
+    step = tile_step(patch, overlap)
     n = int(np.ceil((size - patch) / step)) + 1
     return [int(round(v)) for v in np.linspace(0, size - patch, n)]
 
 
-def tile_slices(shape: Sequence[int], patch: Sequence[int], overlap: float = 0.5) -> list[tuple[slice, ...]]:
-    """All patch windows (as tuples of slices) that tile a volume of ``shape``."""
+def tile_slices(shape: Sequence[int], patch: Sequence[int], overlap: float | Sequence[float] = 0.5) -> list[tuple[slice, ...]]:
+    """All patch windows (as tuples of slices) that tile a volume of ``shape``.
+
+    ``overlap`` is one fraction for every axis, or one per axis.
+    """
     if len(shape) != len(patch):
         raise ValueError(f"shape {tuple(shape)} and patch {tuple(patch)} differ in length")
-    starts = [tile_starts(s, p, overlap) for s, p in zip(shape, patch)]
+    overlaps = [overlap] * len(shape) if np.isscalar(overlap) else list(overlap)
+    if len(overlaps) != len(shape):
+        raise ValueError(f"overlap {tuple(overlaps)} needs one value per axis of shape {tuple(shape)}")
+    starts = [tile_starts(s, p, o) for s, p, o in zip(shape, patch, overlaps)]
     grid = np.meshgrid(*starts, indexing="ij")
     return [tuple(slice(int(o), int(o) + p) for o, p in zip(origin, patch)) for origin in zip(*(g.ravel() for g in grid))]
 

@@ -206,8 +206,7 @@ def _segment_on_cluster(model: Model, volumes, image: io.Volume, annotation: Ann
 
     from sparseseg import cluster
     from sparseseg.blocks import ArraySource, all_or_nothing
-    from sparseseg.core import write_decided
-    from sparseseg.streaming import plan_volume
+    from sparseseg.core import plan_of, write_decided
 
     start = time.perf_counter()
     final = io.locate(out).file
@@ -217,7 +216,7 @@ def _segment_on_cluster(model: Model, volumes, image: io.Volume, annotation: Ann
     try:
         with all_or_nothing(labels, probabilities):
             save_model(scratch / "model", model)
-            plan = plan_volume(model.network, ArraySource(image.data), model.windows, model.config.patch)
+            plan = plan_of(model, ArraySource(image.data))
             block = tuple(s.stop - s.start for s in plan.blocks[0])
             store = scratch / "probabilities.zarr"
             zarr.create_array(store=str(store), shape=(len(model.classes),) + shape, chunks=(len(model.classes),) + block,

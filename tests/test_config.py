@@ -85,6 +85,8 @@ def test_parse_triple_rejects(text, kind):
         ("dice", -1.0),
         ("overlap", 1.0),
         ("overlap", -0.1),
+        ("wide_overlap", 1.0),
+        ("wide_overlap", -0.1),
         ("spacing", (1.0, 1.0)),
         ("spacing", (0.0, 1.0, 1.0)),
         ("device", "gpu"),
@@ -145,3 +147,8 @@ def test_from_dict_round_trips_and_refuses_unknown_or_missing_fields():
         Config.from_dict({k: v for k, v in config.to_dict().items() if k != "lr"})
     with pytest.raises(InputError, match="base=0"):
         Config.from_dict({**config.to_dict(), "base": 0})
+
+
+def test_a_config_saved_before_wide_overlap_keeps_the_overlap_it_was_run_with():
+    saved = {k: v for k, v in Config(wide_overlap=0.25).to_dict().items() if k != "wide_overlap"}
+    assert Config.from_dict(saved).wide_overlap == 0.5  # what its windows did then, along every axis

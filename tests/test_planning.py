@@ -4,6 +4,8 @@ import numpy as np
 import pytest
 
 from sparseseg import planning
+from sparseseg.errors import InputError
+from sparseseg.tiling import tile_starts
 
 
 def test_anisotropy():
@@ -51,6 +53,32 @@ def test_inference_windows_keep_the_training_depth_across_thin_axes():
     assert windows == [(16, 256, 256), (104, 256, 16)]
     # cube patches: twice the patch, no larger than the volume needs
     assert planning.inference_windows({None: (16, 64, 64)}, (16, 64, 64), (20, 100, 300), (8, 8, 8)) == [(24, 104, 128)]
+
+
+def test_window_overlaps_keep_the_overlap_across_the_planes_and_take_the_wide_one_elsewhere():
+    shapes = {"z": (3, 152, 152), "x": (64, 64, 16)}
+    assert planning.window_overlaps(shapes, 0.5, 0.25) == [(0.5, 0.25, 0.25), (0.25, 0.25, 0.5)]
+    assert planning.window_overlaps({None: (16, 64, 64)}, 0.5, 0.125) == [(0.125, 0.125, 0.125)]  # a cube: wide axes only
+
+
+@pytest.mark.parametrize("overlap, wide_overlap, bad", [(1.0, 0.25, "overlap"), (0.5, -0.1, "wide_overlap")])
+def test_window_overlaps_reject(overlap, wide_overlap, bad):
+    with pytest.raises(InputError, match=f"^{bad}="):
+        planning.window_overlaps({"z": (3, 8, 8)}, overlap, wide_overlap)
+
+
+def test_window_halo_is_the_margin_the_tiling_itself_leaves():
+    # a 3-section window stepping by one section needs one more section; a 600-wide one stepping by 450, 75 voxels
+    assert planning.window_halo([(3, 600, 600)], [(0.5, 0.25, 0.25)]) == (1, 75, 75)
+    # the most over the passes
+    assert planning.window_halo([(16, 224, 224), (64, 16, 256)], [(0.5, 0.25, 0.25), (0.25, 0.5, 0.25)]) == (8, 28, 32)
+    # so every voxel away from the volume's ends lies at least halo - 1 voxels inside some window over it
+    for size, window, overlap in [(100, 16, 0.5), (300, 64, 0.25), (97, 24, 0.125), (50, 3, 0.5)]:
+        starts = tile_starts(size, window, overlap)
+        halo = planning.window_halo([(window,) * 3], [(overlap,) * 3])[0]
+        for p in range(halo, size - halo):
+            margin = max(min(p - a, a + window - 1 - p) for a in starts if a <= p < a + window)
+            assert margin >= halo - 1, (size, window, overlap, p)
 
 
 def test_pooling_kernels_isotropic():

@@ -2,8 +2,9 @@
 
 tests/data holds what the code before the split (commit 759ff18) gave for the run below:
 its resolved CPU and CUDA defaults, and the labels and probabilities of a seeded, step-bound
-densify of the small synthetic volume. The held-out planes and the forest came later (they
-are on by default now): with both off, densify is the method it was.
+densify of the small synthetic volume. The held-out planes, the forest and the wide axes'
+own overlap came later (`sparseseg.config.ADDED`): with them as they were, densify is the
+method it was.
 """
 
 import json
@@ -13,7 +14,7 @@ import numpy as np
 import torch
 
 from sparseseg import ensemble, synthetic
-from sparseseg.config import Config
+from sparseseg.config import ADDED, Config
 from sparseseg.labels import read_annotation
 
 DATA = Path(__file__).parent / "data"
@@ -21,9 +22,9 @@ DATA = Path(__file__).parent / "data"
 
 def test_defaults_are_those_before_the_split():
     saved = json.loads((DATA / "defaults_reference.json").read_text())
-    before = Config(forest=False, holdout=False)
-    assert {k: v for k, v in before.resolved(False).to_dict().items() if k not in ("forest", "holdout")} == saved["cpu"]
-    assert {k: v for k, v in before.resolved(True).to_dict().items() if k not in ("forest", "holdout")} == saved["cuda"]
+    before = Config(**ADDED)  # the fields added since, set to what the code before them did
+    assert {k: v for k, v in before.resolved(False).to_dict().items() if k not in ADDED} == saved["cpu"]
+    assert {k: v for k, v in before.resolved(True).to_dict().items() if k not in ADDED} == saved["cuda"]
 
 
 def test_a_seeded_run_gives_the_labels_it_gave_before_the_split():

@@ -31,6 +31,12 @@ def test_block_shape_keeps_within_the_budget_in_whole_windows():
     assert blocks.block_shape((10, 20, 30), (8, 8, 8), 40, 2**30) == (10, 20, 30)  # small: one block
 
 
+def test_block_shape_cuts_whole_steps_of_at_least_a_window():
+    block = blocks.block_shape((256, 2048, 2048), (3, 600, 600), 44, 2**29, step=(1, 450, 450))
+    assert np.prod(block) * 44 <= 2**29 and block[0] == 3 and block[1] % 450 == 0 and block[2] == 2048
+    assert blocks.block_shape((64, 2000, 2000), (64, 256, 256), 44, 2**29, step=(8, 192, 192)) == (64, 256, 576)
+
+
 def test_sample_is_the_whole_volume_when_small_and_whole_planes_when_large():
     data = np.random.default_rng(0).random((1, 6, 8, 8), dtype=np.float32)
     np.testing.assert_array_equal(blocks.sample_planes(blocks.ArraySource(data)), data)
@@ -62,11 +68,11 @@ def model(blobs_small, sparse_small):
     return core.fit([image[None].astype(np.float32)], [annotation], config)[0]
 
 
-def _probabilities(model, image, budget):
+def _probabilities(model, image, budget, wide_overlap=None):
     sink = blocks.ArraySink((len(model.classes),) + image.shape[1:], np.float32)
     source = Recording(image)
     run_blocks(model.network, source, model.windows, model.config.patch, sink.write, device=torch.device("cpu"),
-               budget=budget)
+               budget=budget, wide_overlap=wide_overlap)
     return sink.finish(), source.reads
 
 
@@ -80,6 +86,22 @@ def test_blocks_give_the_whole_volume_result(model):
     assert len(blocks_read) > 4 and max(np.prod(r) for r in blocks_read) < 0.75 * np.prod(image.shape[1:])  # block + halo, never all
     assert np.abs(split - whole).max() < 0.05  # the halo gives each block the context the whole volume gives
     assert np.mean(split.argmax(0) == whole.argmax(0)) > 0.99
+
+
+def test_less_overlap_along_the_wide_axes_runs_fewer_windows_for_nearly_the_same_result(model):
+    image, _ = synthetic.blobs((16, 160, 160), seed=4)  # wider than a window along y and x
+    image = image[None].astype(np.float32)
+    calls = []
+    hook = model.network.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        half, _ = _probabilities(model, image, budget=2**30)
+        windows_half, calls[:] = len(calls), []
+        quarter, _ = _probabilities(model, image, budget=2**30, wide_overlap=0.25)
+        windows_quarter = len(calls)
+    finally:
+        hook.remove()
+    assert windows_quarter < 0.75 * windows_half
+    assert np.mean(quarter.argmax(0) == half.argmax(0)) > 0.98
 
 
 def test_segment_source_writes_labels_and_probabilities_to_sinks(model):

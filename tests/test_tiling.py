@@ -79,3 +79,21 @@ def test_gaussian_weight(patch):
 def test_gaussian_weight_rejects_bad_sigma():
     with pytest.raises(ValueError):
         tiling.gaussian_weight((4, 4, 4), sigma_scale=0)
+
+
+def test_tile_slices_take_an_overlap_per_axis():
+    windows = tiling.tile_slices((16, 64, 64), (4, 32, 32), (0.5, 0.0, 0.25))
+    starts = [sorted({w[i].start for w in windows}) for i in range(3)]
+    assert starts == [tiling.tile_starts(16, 4, 0.5), [0, 32], tiling.tile_starts(64, 32, 0.25)]
+    assert len(windows) == np.prod([len(s) for s in starts])
+
+
+def test_tile_slices_reject_an_overlap_per_axis_of_the_wrong_length():
+    with pytest.raises(ValueError, match="one value per axis"):
+        tiling.tile_slices((8, 8, 8), (4, 4, 4), (0.5, 0.5))
+
+
+def test_tile_step():
+    assert tiling.tile_step(16, 0.5) == 8
+    assert tiling.tile_step(224, 0.25) == 168
+    assert tiling.tile_step(3, 0.5) == 1  # never 0
