@@ -1,11 +1,12 @@
 """IoU and speed of inference settings on saved models: which sliding windows are worth their cost.
 
-    python benchmarks/inference_levers.py CASE_DIR [CASE_DIR ...] [--variants all:0.5,all:0.25,first:0.25]
+    python benchmarks/inference_levers.py CASE_DIR [CASE_DIR ...] [--variants all:0.5,all:0.5:0.25,first:0.25]
 
 Each CASE_DIR holds a model folder ``model`` saved by `sparseseg densify --save-model`, the
 volumes it was trained on (``raw*.tif``, or the paths in ``volumes.txt``, one per line), the
 sparse annotation ``sparse.tif`` and the dense truth ``gt.tif``. For each variant
-``PASSES:OVERLAP`` the model's probabilities are computed block by block as `predict` does,
+``PASSES:OVERLAP[:WIDE_OVERLAP]`` (the overlap across the annotated planes, and along the
+windows' wide axes, by default the same; see `sparseseg.planning.window_overlaps`) the model's probabilities are computed block by block as `predict` does,
 calibrated on the annotated voxels as `densify` does, decided, and scored with
 ``../shared/bench/score.py`` on the unannotated voxels. PASSES is ``all`` (one pass per
 annotated axis, the default), ``first`` (only the first annotated axis's window) or ``cube``
@@ -30,6 +31,7 @@ from sparseseg import io
 from sparseseg.core import calibrate, decide
 from sparseseg.labels import read_annotation
 from sparseseg.modelfolder import load_model
+from sparseseg.planning import window_overlaps
 from sparseseg.streaming import run_blocks
 from sparseseg.tiling import tile_slices
 
@@ -49,12 +51,12 @@ def window_shapes(model, passes: str) -> dict:
     raise SystemExit(f"unknown passes {passes!r}: all, first or cube")
 
 
-def bare_seconds(network, windows, shape, overlap, channels) -> tuple[float, int]:
+def bare_seconds(network, windows, overlaps, shape, channels) -> tuple[float, int]:
     """Seconds of forward passes alone over the windows the volume needs, and their output voxels."""
     seconds, voxels = 0.0, 0
     with torch.inference_mode():
-        for w in windows:
-            n = len(tile_slices([max(s, p) for s, p in zip(shape, w)], w, overlap))
+        for w, o in zip(windows, overlaps):
+            n = len(tile_slices([max(s, p) for s, p in zip(shape, w)], w, o))
             x = torch.zeros((1, channels) + tuple(w)).contiguous(memory_format=torch.channels_last_3d)
             network(x)  # warm up
             t = time.perf_counter()
@@ -64,9 +66,9 @@ def bare_seconds(network, windows, shape, overlap, channels) -> tuple[float, int
     return seconds, voxels
 
 
-def run_variant(case: Path, passes: str, overlap: float) -> dict:
+def run_variant(case: Path, passes: str, overlap: float, wide: float) -> dict:
     model = load_model(case / "model")
-    model = replace(model, offsets=None, config=replace(model.config, overlap=overlap))
+    model = replace(model, offsets=None, config=replace(model.config, overlap=overlap, wide_overlap=wide))
     listed = case / "volumes.txt"
     volumes = listed.read_text().split() if listed.exists() else sorted(str(p) for p in case.glob("raw*.tif"))
     source = io.open_source(volumes)
@@ -79,19 +81,20 @@ def run_variant(case: Path, passes: str, overlap: float) -> dict:
 
     network = model.network.eval()
     start = time.perf_counter()
-    windows = run_blocks(network, source, window_shapes(model, passes), model.config.patch, write,
-                         device=torch.device("cpu"), overlap=overlap)
+    shapes = window_shapes(model, passes)
+    windows = run_blocks(network, source, shapes, model.config.patch, write, device=torch.device("cpu"),
+                         overlap=overlap, wide_overlap=wide)
     seconds = time.perf_counter() - start
     model = calibrate(model, [probabilities[:, annotation.mask]], [annotation])
     labels = decide(model, probabilities)
-    pred = case / f"pred_{passes}_{overlap}.tif"
+    pred = case / f"pred_{passes}_{overlap}_{wide}.tif"
     tifffile.imwrite(pred, labels)
     text = subprocess.run([sys.executable, str(SHARED / "bench" / "score.py"), str(pred), str(case / "gt.tif"),
                            str(case / "sparse.tif")], check=True, capture_output=True, text=True).stdout
     per_class, mean = text.strip().rsplit(" mean_fg_iou ", 1)
-    bare, bare_voxels = bare_seconds(network, windows, shape, overlap, source.shape[0])
+    bare, bare_voxels = bare_seconds(network, windows, window_overlaps(shapes, overlap, wide), shape, source.shape[0])
     voxels = int(np.prod(shape))
-    return dict(case=case.name, passes=passes, overlap=overlap, windows=[list(w) for w in windows],
+    return dict(case=case.name, passes=passes, overlap=overlap, wide_overlap=wide, windows=[list(w) for w in windows],
                 mean_fg_iou=round(float(mean), 4), iou=json.loads(per_class), seconds=round(seconds, 1),
                 redundancy=round(bare_voxels / voxels, 2), e2e_kvox_s=round(voxels / seconds / 1e3, 1),
                 bare_kvox_s=round(bare_voxels / bare / 1e3, 1), ratio=round(voxels / seconds / (bare_voxels / bare), 3))
@@ -100,13 +103,13 @@ def run_variant(case: Path, passes: str, overlap: float) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("cases", nargs="+", type=Path)
-    parser.add_argument("--variants", default="all:0.5,all:0.25,first:0.5,first:0.25")
+    parser.add_argument("--variants", default="all:0.5,all:0.5:0.25,all:0.5:0.125")
     args = parser.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
     for case in args.cases:
         for variant in args.variants.split(","):
-            passes, overlap = variant.split(":")
-            row = run_variant(case, passes, float(overlap))
+            passes, overlap, *wide = variant.split(":")
+            row = run_variant(case, passes, float(overlap), float(wide[0] if wide else overlap))
             print(json.dumps(row), flush=True)
 
 

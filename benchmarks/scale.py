@@ -1,14 +1,17 @@
 """Memory and speed of `sparseseg predict` as the volume grows, against the bare network in the same run.
 
-    python benchmarks/scale.py [--sizes 32,256] [--base 8] [--out scale_out]
+    python benchmarks/scale.py [--sizes 32,256] [--base 8] [--axes zyx] [--format zarr] [--out scale_out]
 
-For each size (in M voxels) a synthetic uint8 TIFF volume of 64-plane-deep slabs is written
-block by block (isotropic, Y = X), and `sparseseg predict` segments it in a child process
+For each size (in M voxels) a synthetic uint8 volume 64 planes deep (isotropic, Y = X) is
+written plane by plane, as a Zarr array (chunks of 32x128x128) or a TIFF (``--format``), and
+`sparseseg predict` segments it into an output of the same format in a child process
 timed with /usr/bin/time (peak resident memory, wall time). The model is a base-``--base``
-network trained for a few steps on a small synthetic volume: quality does not matter here,
-only its shape. The bare network's throughput is measured in the same run on the same model
-and the same windows (forward passes alone, no reading, blending or writing), so the ratio
-end-to-end / bare is what the sliding window, its overlap and its passes cost. Targets
+network trained for a few steps on a small synthetic volume annotated on 2 planes of each of
+``--axes`` (zyx: one pass per axis at inference; z: one pass, as for an EM stack annotated
+on sections): quality does not matter here, only its shape. The bare network's throughput
+is measured in the same run on the same model and the same windows (forward passes alone, no
+reading, blending or writing), so the ratio end-to-end / bare is what the blocks, the sliding
+window's overlap and its passes cost. Targets
 (issue 16): peak at most 1.5 GB and within 10 % between the sizes; ratio at least 0.5.
 """
 
@@ -27,29 +30,46 @@ import torch
 
 from sparseseg import synthetic
 from sparseseg.config import Config
-from sparseseg.core import fit
+from sparseseg.blocks import with_halo
+from sparseseg.core import fit, plan_of
 from sparseseg.labels import read_annotation
 from sparseseg.modelfolder import load_model, save_model
-from sparseseg.planning import inference_windows
+from sparseseg.planning import inference_windows, window_overlaps
 from sparseseg.tiling import tile_slices
 
 
-def make_model(folder: Path, base: int) -> None:
+#: Chunks of the Zarr volumes, and of the segmentation predict writes (`sparseseg.io`'s default for a new Zarr array).
+CHUNKS = (32, 128, 128)
+
+
+def make_model(folder: Path, base: int, axes: str) -> None:
     image, truth = synthetic.blobs((48, 96, 96), seed=0)
-    annotation, _ = read_annotation(synthetic.sparsify(truth, 2)[0])
+    annotation, _ = read_annotation(synthetic.sparsify(truth, 2, axes)[0])
     model, _ = fit([image[None].astype(np.float32)], [annotation], Config(iterations=5, base=base, device="cpu", seed=0))
     shutil.rmtree(folder, ignore_errors=True)
     save_model(folder, model)
 
 
-def make_volume(path: Path, voxels: float) -> tuple[int, int, int]:
+def volume_shape(voxels: float) -> tuple[int, int, int]:
+    """64 planes of about ``voxels`` voxels in all, Y = X a multiple of 16."""
     side = int(round(np.sqrt(voxels / 64) / 16)) * 16
-    shape = (64, side, side)
-    data = tifffile.memmap(path, shape=shape, dtype=np.uint8)
+    return (64, side, side)
+
+
+def make_volume(path: Path, voxels: float) -> tuple[int, int, int]:
+    """A random uint8 volume at ``path`` (.tif: memory-mapped TIFF; .zarr: a Zarr array), written a plane at a time."""
+    shape = volume_shape(voxels)
+    if path.suffix == ".zarr":
+        import zarr
+
+        data = zarr.create_array(store=str(path), shape=shape, chunks=CHUNKS, dtype=np.uint8, overwrite=True)
+    else:
+        data = tifffile.memmap(path, shape=shape, dtype=np.uint8)
     rng = np.random.default_rng(0)
     for z in range(shape[0]):
         data[z] = rng.integers(0, 255, shape[1:], dtype=np.uint8)
-    data.flush()
+    if path.suffix != ".zarr":
+        data.flush()
     del data
     return shape
 
@@ -59,17 +79,41 @@ def bare_throughput(folder: Path, shape: tuple[int, int, int]) -> float:
     model = load_model(folder)
     network = model.network.eval()
     windows = inference_windows(model.windows, model.config.patch, shape, network.size_multiple)
+    overlaps = window_overlaps(model.windows, model.config.overlap, model.config.wide_overlap)
     voxels = seconds = 0.0
     with torch.inference_mode():
-        for window in windows:
+        for window, overlap in zip(windows, overlaps):
             x = torch.randn(1, 1, *window).contiguous(memory_format=torch.channels_last_3d)
             network(x)
             start = time.perf_counter()
             network(x)
             took = time.perf_counter() - start
-            n = len(tile_slices(shape, window, model.config.overlap))
+            n = len(tile_slices(shape, window, overlap))
             voxels, seconds = voxels + n * np.prod(window), seconds + n * took
     return voxels / seconds
+
+
+class Blank:
+    """A uint8 source of zeros of a given shape: enough to plan the blocks without a volume."""
+
+    def __init__(self, shape):
+        self.shape, self.dtype = (1,) + tuple(shape), np.dtype(np.uint8)
+
+    def read(self, zyx):
+        return np.zeros((1,) + tuple(s.stop - s.start for s in zyx), np.uint8)
+
+
+def windows_per_voxel(folder: Path, shape: tuple[int, int, int], chunks) -> float:
+    """Voxels of all the windows predict runs over a volume of ``shape``, its blocks and halos included, per voxel."""
+    model = load_model(folder)
+    plan = plan_of(model, Blank(shape), chunks=chunks)
+    total = 0
+    for zyx in plan.blocks:
+        read = tuple(s.stop - s.start for s in with_halo(zyx, plan.halo, shape)[0])
+        for window, overlap in zip(inference_windows(plan.shapes, plan.patch, read, model.network.size_multiple),
+                                   plan.overlaps):
+            total += len(tile_slices([max(r, w) for r, w in zip(read, window)], window, overlap)) * np.prod(window)
+    return total / np.prod(shape)
 
 
 def run_predict(folder: Path, volume: Path, out: Path) -> dict:
@@ -89,27 +133,40 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="32,256", help="volume sizes in M voxels")
     parser.add_argument("--base", type=int, default=8)
+    parser.add_argument("--axes", default="zyx", help="axes of the model's annotated planes (z: one inference pass)")
+    parser.add_argument("--format", choices=("zarr", "tif"), default="zarr",
+                        help="of the volume and the segmentation (a TIFF is memory-mapped: its pages count as resident)")
     parser.add_argument("--out", default="scale_out")
+    parser.add_argument("--plan-only", action="store_true",
+                        help="print how many window voxels predict would run per volume voxel, and run nothing")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(exist_ok=True)
-    make_model(out / "model", args.base)
+    make_model(out / "model", args.base, args.axes)
+    chunks = CHUNKS if args.format == "zarr" else None
+    if args.plan_only:
+        for size in (float(s) for s in args.sizes.split(",")):
+            shape = volume_shape(size * 1e6)
+            print(f"{size:g} M voxels {shape}: {windows_per_voxel(out / 'model', shape, chunks):.2f} window voxels per voxel")
+        return
     rows = []
     for size in (float(s) for s in args.sizes.split(",")):
-        volume = out / f"volume_{size:g}M.tif"
+        volume = out / f"volume_{size:g}M.{args.format}"
         shape = make_volume(volume, size * 1e6)
         bare = bare_throughput(out / "model", shape)
-        run = run_predict(out / "model", volume, out / f"seg_{size:g}M.tif")
+        run = run_predict(out / "model", volume, out / f"seg_{size:g}M.{args.format}")
         voxels = float(np.prod(shape))
         rows.append(dict(shape=shape, voxels_m=voxels / 1e6, peak_gb=run["peak_gb"], wall_s=run["wall_s"],
                          e2e_kvox_s=voxels / run["wall_s"] / 1e3, bare_kvox_s=bare / 1e3,
-                         ratio=voxels / run["wall_s"] / bare, windows=run["windows"]))
-        volume.unlink()
+                         ratio=voxels / run["wall_s"] / bare, windows=run["windows"],
+                         windows_per_voxel=windows_per_voxel(out / "model", shape, chunks)))
+        shutil.rmtree(volume) if volume.is_dir() else volume.unlink()
         print(json.dumps(rows[-1]), flush=True)
-    print(f"\nbase {args.base} model; peak memory, end-to-end and bare-network throughput (k voxels/s):")
+    print(f"\nbase {args.base} model annotated on {args.axes}; peak memory, end-to-end and bare-network throughput (k voxels/s):")
     for r in rows:
         print(f"{r['voxels_m']:8.1f} M voxels {str(r['shape']):>18}  peak {r['peak_gb']:.2f} GB  wall {r['wall_s']:7.0f} s  "
-              f"e2e {r['e2e_kvox_s']:6.1f}  bare {r['bare_kvox_s']:6.1f}  ratio {r['ratio']:.3f}")
+              f"e2e {r['e2e_kvox_s']:6.1f}  bare {r['bare_kvox_s']:6.1f}  ratio {r['ratio']:.3f}  "
+              f"window voxels per voxel {r['windows_per_voxel']:.2f}")
     if len(rows) > 1:
         peaks = [r["peak_gb"] for r in rows]
         print(f"peak memory spread: {100 * (max(peaks) / min(peaks) - 1):.1f} % between the sizes")
