@@ -179,23 +179,19 @@ def with_halo(zyx: Block, halo: Sequence[int], shape: Sequence[int]) -> tuple[Bl
     return read, crop
 
 
-def block_shape(shape: Sequence[int], window: Sequence[int], bytes_per_voxel: float, budget: float,
-                step: Sequence[int] | None = None) -> tuple[int, int, int]:
-    """Blocks of about ``budget`` bytes: whole planes of the volume where they fit, else tiles of whole steps.
+def block_shape(shape: Sequence[int], window: Sequence[int], bytes_per_voxel: float, budget: float) -> tuple[int, int, int]:
+    """Blocks of about ``budget`` bytes: whole planes of the volume where they fit, else tiles of whole windows.
 
-    Each axis is the whole axis, or at least one ``window`` and a whole number of ``step``
-    lengths (default: of windows); z is cut first, then y, then x. Sliding windows that step
-    by ``step`` tile a block so cut, read with the halo that their overlap needs
-    (`sparseseg.planning.window_halo`), with no more windows per voxel than the whole volume.
+    Each axis is a whole number of ``window`` lengths (or the whole axis), so that windows
+    tile a block as they tile the volume; z is cut first, then y, then x.
     """
-    step = window if step is None else step
     block = list(shape)
     for axis in range(3):
         voxels = budget / bytes_per_voxel
         if np.prod(block) <= voxels:
             break
         rest = np.prod([b for i, b in enumerate(block) if i != axis])
-        fit = max(int(window[axis]), int(voxels // rest) // int(step[axis]) * int(step[axis]))
+        fit = max(int(window[axis]), int(voxels // rest) // int(window[axis]) * int(window[axis]))
         block[axis] = min(block[axis], fit)
     return tuple(int(b) for b in block)
 

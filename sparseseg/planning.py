@@ -8,12 +8,16 @@ pooling or the inference windows, change this module.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 
 from sparseseg.errors import InputError
-from sparseseg.tiling import tile_step
+from sparseseg.tiling import tile_starts, tile_step
+
+#: Most block lengths per axis that `block_for_windows` weighs against each other.
+BLOCK_CHOICES = 48
 
 #: Axis names in array order: every volume is (Z, Y, X), or (C, Z, Y, X).
 AXES = "zyx"
@@ -218,3 +222,52 @@ def window_halo(windows: Sequence[Sequence[int]], overlaps: Sequence[Sequence[fl
     3-deep window stepping by one, 28 voxels for a 224-wide one overlapping by a quarter.
     """
     return tuple(max(math.ceil((w[i] - tile_step(w[i], o[i])) / 2) for w, o in zip(windows, overlaps)) for i in range(3))
+
+
+def _window_voxels(size: int, block: int, halo: int, window: int, overlap: float) -> int:
+    """Voxels of the windows (along one axis) that blocks of ``block`` read with ``halo`` run over an axis of ``size``."""
+    reads = Counter(min(size, start + block + halo) - max(0, start - halo) for start in range(0, size, block))
+    return sum(n * len(tile_starts(r, min(window, r), overlap)) * min(window, r) for r, n in reads.items())
+
+
+def block_for_windows(
+    shape: Sequence[int],
+    windows: Sequence[Sequence[int]],
+    overlaps: Sequence[Sequence[float]],
+    halo: Sequence[int],
+    voxels: float,
+    chunks: Sequence[int] | None = None,
+) -> tuple[int, int, int]:
+    """The block shape of at most ``voxels`` voxels that needs the fewest window voxels over the whole volume.
+
+    Each block is read with ``halo`` (`window_halo`) and tiled by the windows of every pass
+    (`inference_windows`, `window_overlaps`). A block of k steps holds exactly the k windows
+    that cover it, but a block a little longer than k steps needs k + 1 of them: the lengths
+    weighed per axis (at most `BLOCK_CHOICES`) are the whole axis and whole steps of each
+    pass, or whole ``chunks`` of the output where it has chunks, and never shorter than the
+    longest step (so that every window fits a block read with its halo). Of the shapes
+    within 0.5 % of the fewest window voxels, the largest is taken.
+    """
+    shape = tuple(int(s) for s in shape)
+    if np.prod(shape, dtype=float) <= voxels:
+        return shape
+    lengths = []
+    for i, size in enumerate(shape):
+        steps = sorted({tile_step(int(w[i]), o[i]) for w, o in zip(windows, overlaps)})
+        least = steps[-1] if chunks is None else -(-max(steps[-1], chunks[i]) // chunks[i]) * chunks[i]
+        units = steps if chunks is None else [chunks[i]]
+        found = sorted({size} | {m for u in units for m in range(u, size, u) if m >= least})
+        if len(found) > BLOCK_CHOICES:
+            found = sorted({found[int(round(j))] for j in np.linspace(0, len(found) - 1, BLOCK_CHOICES)})
+        lengths.append(np.array(found))
+    cost = sum(np.einsum("i,j,k->ijk", *[np.array([_window_voxels(size, int(b), int(halo[i]), int(w[i]), o[i])
+                                                    for b in lengths[i]], dtype=float)
+                                          for i, size in enumerate(shape)])
+               for w, o in zip(windows, overlaps))
+    size = np.einsum("i,j,k->ijk", *[np.asarray(v, dtype=float) for v in lengths])
+    cost[size > voxels] = np.inf
+    if not np.isfinite(cost).any():
+        return tuple(int(v[0]) for v in lengths)
+    near = cost <= cost.min() * 1.005
+    best = np.unravel_index(np.argmax(np.where(near, size, -1)), size.shape)
+    return tuple(int(lengths[i][best[i]]) for i in range(3))

@@ -16,12 +16,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from sparseseg.blocks import Block, Source, block_shape, plan_blocks, sample_planes, with_halo
+from sparseseg.blocks import Block, Source, plan_blocks, sample_planes, with_halo
 from sparseseg.errors import InputError
 from sparseseg.infer import predict_probabilities
-from sparseseg.planning import inference_windows, window_halo, window_overlaps
+from sparseseg.planning import block_for_windows, inference_windows, window_halo, window_overlaps
 from sparseseg.preprocess import intensity_stats, normalise_with
-from sparseseg.tiling import tile_step
 
 #: Memory for one block and its buffers, in bytes, unless the caller says otherwise.
 BLOCK_BUDGET = 512 * 2**20
@@ -77,14 +76,11 @@ def plan_volume(
     shape = tuple(source.shape[1:])
     windows = inference_windows(shapes, patch, shape, network.size_multiple)
     overlaps = window_overlaps(shapes, overlap, overlap if wide_overlap is None else wide_overlap)
-    largest = tuple(max(w[i] for w in windows) for i in range(3))
     per_voxel = 4 * (source.shape[0] + 3 * network.head.out_channels + 1)  # input, probabilities, blend, weights
-    steps = tuple(max(tile_step(w[i], o[i]) for w, o in zip(windows, overlaps)) for i in range(3))
-    least = largest if chunks is None else tuple(max(w, c) for w, c in zip(largest, chunks))
-    block = block_shape(shape, least, per_voxel, BLOCK_BUDGET if budget is None else budget, steps)
-    if chunks is not None:  # whole chunks, rounded up: a block never less than a window
-        block = tuple(min(s, -(-b // c) * c) for b, c, s in zip(block, chunks, shape))
-    halo = tuple(0 if b >= s else h for b, s, h in zip(block, shape, window_halo(windows, overlaps)))
+    halo = window_halo(windows, overlaps)
+    voxels = (BLOCK_BUDGET if budget is None else budget) / per_voxel
+    block = block_for_windows(shape, windows, overlaps, halo, voxels, chunks)
+    halo = tuple(0 if b >= s else h for b, s, h in zip(block, shape, halo))
     return BlockPlan(plan_blocks(shape, block), halo, intensity_stats(sample_planes(source)), dict(shapes),
                      tuple(patch), windows, overlaps)
 

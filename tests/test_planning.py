@@ -120,3 +120,42 @@ def test_patch_shapes_are_thin_across_each_annotated_axis():
     assert planning.patch_shapes((8, 64, 64), (16, 16, 16), ["z"]) == {"z": (8, 64, 64)}  # never deeper than the patch
     assert planning.patch_shapes((32, 64, 64), None, ["z"]) == {None: (32, 64, 64)}
     assert planning.patch_shapes((32, 64, 64), (16, 16, 16), []) == {None: (32, 64, 64)}
+
+
+def test_block_for_windows_is_the_whole_volume_when_it_fits():
+    assert planning.block_for_windows((8, 64, 64), [(8, 32, 32)], [(0.5, 0.5, 0.5)], (0, 8, 8), 8 * 64 * 64) == (8, 64, 64)
+
+
+def _window_voxels_of_blocks(shape, block, window, overlap, halo):
+    """What the blocks really run: the windows tiling each block read with its halo."""
+    from sparseseg.blocks import plan_blocks, with_halo
+    from sparseseg.tiling import tile_slices
+
+    total = 0
+    for zyx in plan_blocks(shape, block):
+        read = [s.stop - s.start for s in with_halo(zyx, [h if b < n else 0 for h, b, n in zip(halo, block, shape)],
+                                                       shape)[0]]
+        w = [min(a, b) for a, b in zip(window, read)]
+        total += len(tile_slices(read, w, overlap)) * np.prod(w)
+    return total
+
+
+def test_block_for_windows_runs_fewer_windows_than_other_cuts_of_the_same_budget():
+    shape, window, overlap = (4, 1000, 1000), (4, 200, 200), (0.5, 0.5, 0.5)  # steps of 100
+    halo = planning.window_halo([window], [overlap])
+    block = planning.block_for_windows(shape, [window], [overlap], halo, 4 * 400 * 400)
+    assert np.prod(block) <= 4 * 400 * 400 and block[0] == 4 and block[1] % 100 == 0 and block[2] % 100 == 0
+    chosen = _window_voxels_of_blocks(shape, block, window, overlap, halo)
+    for other in [(4, 400, 400), (4, 300, 300), (4, 200, 800), (4, 350, 350)]:
+        assert chosen <= _window_voxels_of_blocks(shape, other, window, overlap, halo)
+    # within a few % of the whole volume's windows (the volume's edges cut a block's halo short)
+    assert chosen <= 1.06 * _window_voxels_of_blocks(shape, shape, window, overlap, (0, 0, 0))
+
+
+def test_block_for_windows_cuts_whole_chunks_within_the_budget():
+    windows, overlaps = [(16, 224, 224)], [(0.5, 0.25, 0.25)]
+    halo = planning.window_halo(windows, overlaps)
+    block = planning.block_for_windows((64, 2000, 2000), windows, overlaps, halo, 12e6, chunks=(32, 128, 128))
+    assert np.prod(block) <= 12e6
+    assert all(b % c == 0 or b == n for b, c, n in zip(block, (32, 128, 128), (64, 2000, 2000)))
+    assert min(block[1:]) >= 168  # at least the longest step, so that each window fits a block read with its halo

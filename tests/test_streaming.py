@@ -31,12 +31,6 @@ def test_block_shape_keeps_within_the_budget_in_whole_windows():
     assert blocks.block_shape((10, 20, 30), (8, 8, 8), 40, 2**30) == (10, 20, 30)  # small: one block
 
 
-def test_block_shape_cuts_whole_steps_of_at_least_a_window():
-    block = blocks.block_shape((256, 2048, 2048), (3, 600, 600), 44, 2**29, step=(1, 450, 450))
-    assert np.prod(block) * 44 <= 2**29 and block[0] == 3 and block[1] % 450 == 0 and block[2] == 2048
-    assert blocks.block_shape((64, 2000, 2000), (64, 256, 256), 44, 2**29, step=(8, 192, 192)) == (64, 256, 576)
-
-
 def test_sample_is_the_whole_volume_when_small_and_whole_planes_when_large():
     data = np.random.default_rng(0).random((1, 6, 8, 8), dtype=np.float32)
     np.testing.assert_array_equal(blocks.sample_planes(blocks.ArraySource(data)), data)
