@@ -35,6 +35,9 @@ from sparseseg.planning import window_overlaps
 from sparseseg.streaming import run_blocks
 from sparseseg.tiling import tile_slices
 
+sys.path.insert(0, str(Path(__file__).parent))
+from scale import forward_seconds  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("SPARSESEG_SHARED", ROOT.parent / "shared"))
 
@@ -57,11 +60,7 @@ def bare_seconds(network, windows, overlaps, shape, channels) -> tuple[float, in
     with torch.inference_mode():
         for w, o in zip(windows, overlaps):
             n = len(tile_slices([max(s, p) for s, p in zip(shape, w)], w, o))
-            x = torch.zeros((1, channels) + tuple(w)).contiguous(memory_format=torch.channels_last_3d)
-            network(x)  # warm up
-            t = time.perf_counter()
-            network(x)
-            seconds += (time.perf_counter() - t) * n
+            seconds += forward_seconds(network, torch.zeros((1, channels) + tuple(w))) * n
             voxels += n * int(np.prod(w))
     return seconds, voxels
 

@@ -3,8 +3,9 @@
     python benchmarks/scale.py [--sizes 32,256] [--base 8] [--axes zyx] [--format zarr] [--out scale_out]
 
 For each size (in M voxels) a synthetic uint8 volume 64 planes deep (isotropic, Y = X) is
-written plane by plane, as a Zarr array (chunks of 32x128x128) or a TIFF (``--format``), and
-`sparseseg predict` segments it into an output of the same format in a child process
+written a slab of 32 planes at a time, as a Zarr array (chunks of 32x128x128), an OME-Zarr image (written by
+sparseseg, pyramid included; the labels go into its ``labels/seg``) or a TIFF (``--format``),
+and `sparseseg predict` segments it into an output of the same format in a child process
 timed with /usr/bin/time (peak resident memory, wall time). The model is a base-``--base``
 network trained for a few steps on a small synthetic volume annotated on 2 planes of each of
 ``--axes`` (zyx: one pass per axis at inference; z: one pass, as for an EM stack annotated
@@ -17,6 +18,7 @@ window's overlap and its passes cost. Targets
 
 import argparse
 import json
+import logging
 import re
 import shutil
 import subprocess
@@ -28,7 +30,7 @@ import numpy as np
 import tifffile
 import torch
 
-from sparseseg import synthetic
+from sparseseg import io, synthetic
 from sparseseg.config import Config
 from sparseseg.blocks import with_halo
 from sparseseg.core import fit, plan_of
@@ -37,6 +39,8 @@ from sparseseg.modelfolder import load_model, save_model
 from sparseseg.planning import inference_windows, window_overlaps
 from sparseseg.tiling import tile_slices
 
+
+log = logging.getLogger("scale")
 
 #: Chunks of the Zarr volumes, and of the segmentation predict writes (`sparseseg.io`'s default for a new Zarr array).
 CHUNKS = (32, 128, 128)
@@ -57,21 +61,47 @@ def volume_shape(voxels: float) -> tuple[int, int, int]:
 
 
 def make_volume(path: Path, voxels: float) -> tuple[int, int, int]:
-    """A random uint8 volume at ``path`` (.tif: memory-mapped TIFF; .zarr: a Zarr array), written a plane at a time."""
+    """A random uint8 volume at ``path`` (TIFF, Zarr or OME-Zarr by its suffix), written a slab of chunks at a time."""
     shape = volume_shape(voxels)
+    rng = np.random.default_rng(0)
+    if path.name.endswith(".ome.zarr"):  # through sparseseg's own OME-Zarr writer: an NGFF image with its pyramid
+        sink = io.create_sink(path, shape, np.uint8, spacing=(1.0, 1.0, 1.0), overwrite=True, chunks=CHUNKS)
+        depth = CHUNKS[0]  # a slab of whole chunks at a time: no chunk is written twice
+        for z in range(0, shape[0], depth):
+            n = min(depth, shape[0] - z)
+            sink.write((slice(z, z + n), slice(0, shape[1]), slice(0, shape[2])),
+                       rng.integers(0, 255, (n,) + shape[1:], dtype=np.uint8))
+        sink.finish()
+        return shape
     if path.suffix == ".zarr":
         import zarr
 
         data = zarr.create_array(store=str(path), shape=shape, chunks=CHUNKS, dtype=np.uint8, overwrite=True)
     else:
         data = tifffile.memmap(path, shape=shape, dtype=np.uint8)
-    rng = np.random.default_rng(0)
-    for z in range(shape[0]):
-        data[z] = rng.integers(0, 255, shape[1:], dtype=np.uint8)
+    for z in range(0, shape[0], CHUNKS[0]):
+        data[z:z + CHUNKS[0]] = rng.integers(0, 255, (min(CHUNKS[0], shape[0] - z),) + shape[1:], dtype=np.uint8)
     if path.suffix != ".zarr":
         data.flush()
     del data
     return shape
+
+
+def forward_seconds(network, x, warm: int = 2, timed: int = 5) -> float:
+    """The median seconds of one forward pass of ``x`` (channels-last, as predict runs it), after ``warm`` untimed ones.
+
+    One timed pass alone was up to a third slower than the passes predict makes (its buffers
+    are still being allocated), which made the bare network look slower than it is.
+    """
+    x = x.contiguous(memory_format=torch.channels_last_3d)
+    for _ in range(warm):
+        network(x)
+    seconds = []
+    for _ in range(timed):
+        start = time.perf_counter()
+        network(x)
+        seconds.append(time.perf_counter() - start)
+    return float(np.median(seconds))
 
 
 def bare_throughput(folder: Path, shape: tuple[int, int, int]) -> float:
@@ -83,11 +113,7 @@ def bare_throughput(folder: Path, shape: tuple[int, int, int]) -> float:
     voxels = seconds = 0.0
     with torch.inference_mode():
         for window, overlap in zip(windows, overlaps):
-            x = torch.randn(1, 1, *window).contiguous(memory_format=torch.channels_last_3d)
-            network(x)
-            start = time.perf_counter()
-            network(x)
-            took = time.perf_counter() - start
+            took = forward_seconds(network, torch.randn(1, 1, *window))
             n = len(tile_slices(shape, window, overlap))
             voxels, seconds = voxels + n * np.prod(window), seconds + n * took
     return voxels / seconds
@@ -134,16 +160,18 @@ def main() -> None:
     parser.add_argument("--sizes", default="32,256", help="volume sizes in M voxels")
     parser.add_argument("--base", type=int, default=8)
     parser.add_argument("--axes", default="zyx", help="axes of the model's annotated planes (z: one inference pass)")
-    parser.add_argument("--format", choices=("zarr", "tif"), default="zarr",
-                        help="of the volume and the segmentation (a TIFF is memory-mapped: its pages count as resident)")
+    parser.add_argument("--format", choices=("zarr", "ome.zarr", "tif"), default="zarr",
+                        help="of the volume and the segmentation (a TIFF is memory-mapped: its pages count as resident; "
+                             "ome.zarr: the labels go into the image's labels/seg)")
     parser.add_argument("--out", default="scale_out")
     parser.add_argument("--plan-only", action="store_true",
                         help="print how many window voxels predict would run per volume voxel, and run nothing")
     args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     out = Path(args.out)
     out.mkdir(exist_ok=True)
     make_model(out / "model", args.base, args.axes)
-    chunks = CHUNKS if args.format == "zarr" else None
+    chunks = CHUNKS if args.format != "tif" else None
     if args.plan_only:
         for size in (float(s) for s in args.sizes.split(",")):
             shape = volume_shape(size * 1e6)
@@ -152,9 +180,12 @@ def main() -> None:
     rows = []
     for size in (float(s) for s in args.sizes.split(",")):
         volume = out / f"volume_{size:g}M.{args.format}"
+        start = time.perf_counter()
         shape = make_volume(volume, size * 1e6)
+        log.info("%g M voxels written to %s in %.0f s", size, volume, time.perf_counter() - start)
         bare = bare_throughput(out / "model", shape)
-        run = run_predict(out / "model", volume, out / f"seg_{size:g}M.{args.format}")
+        labels = volume / "labels" / "seg" if args.format == "ome.zarr" else out / f"seg_{size:g}M.{args.format}"
+        run = run_predict(out / "model", volume, labels)
         voxels = float(np.prod(shape))
         rows.append(dict(shape=shape, voxels_m=voxels / 1e6, peak_gb=run["peak_gb"], wall_s=run["wall_s"],
                          e2e_kvox_s=voxels / run["wall_s"] / 1e3, bare_kvox_s=bare / 1e3,
