@@ -224,6 +224,13 @@ def window_halo(windows: Sequence[Sequence[int]], overlaps: Sequence[Sequence[fl
     return tuple(max(math.ceil((w[i] - tile_step(w[i], o[i])) / 2) for w, o in zip(windows, overlaps)) for i in range(3))
 
 
+def block_halo(block: Sequence[int], windows: Sequence[Sequence[int]], overlaps: Sequence[Sequence[float]]) -> tuple[int, int, int]:
+    """The halo of blocks of ``block``: `window_halo`, widened where a block is shorter than a step so that the widest
+    window still fits a block read with its halo."""
+    halo = window_halo(windows, overlaps)
+    return tuple(max(h, math.ceil((max(w[i] for w in windows) - b) / 2)) for i, (h, b) in enumerate(zip(halo, block)))
+
+
 def _window_voxels(size: int, block: int, halo: int, window: int, overlap: float) -> int:
     """Voxels of the windows (along one axis) that blocks of ``block`` read with ``halo`` run over an axis of ``size``."""
     reads = Counter(min(size, start + block + halo) - max(0, start - halo) for start in range(0, size, block))
@@ -234,19 +241,18 @@ def block_for_windows(
     shape: Sequence[int],
     windows: Sequence[Sequence[int]],
     overlaps: Sequence[Sequence[float]],
-    halo: Sequence[int],
     voxels: float,
     chunks: Sequence[int] | None = None,
 ) -> tuple[int, int, int]:
     """The block shape of at most ``voxels`` voxels that needs the fewest window voxels over the whole volume.
 
-    Each block is read with ``halo`` (`window_halo`) and tiled by the windows of every pass
+    Each block is read with its halo (`block_halo`) and tiled by the windows of every pass
     (`inference_windows`, `window_overlaps`). A block of k steps holds exactly the k windows
     that cover it, but a block a little longer than k steps needs k + 1 of them: the lengths
     weighed per axis (at most `BLOCK_CHOICES`) are the whole axis and whole steps of each
-    pass, or whole ``chunks`` of the output where it has chunks, and never shorter than the
-    longest step (so that every window fits a block read with its halo). Of the shapes
-    within 0.5 % of the fewest window voxels, the largest is taken.
+    pass (at least the longest step), or whole ``chunks`` of the output where it has chunks.
+    Of the shapes within 0.5 % of the fewest window voxels, the largest is taken; where none
+    fits in ``voxels``, the smallest.
     """
     shape = tuple(int(s) for s in shape)
     if np.prod(shape, dtype=float) <= voxels:
@@ -254,16 +260,18 @@ def block_for_windows(
     lengths = []
     for i, size in enumerate(shape):
         steps = sorted({tile_step(int(w[i]), o[i]) for w, o in zip(windows, overlaps)})
-        least = steps[-1] if chunks is None else -(-max(steps[-1], chunks[i]) // chunks[i]) * chunks[i]
-        units = steps if chunks is None else [chunks[i]]
+        units = steps if chunks is None else [int(chunks[i])]
+        least = steps[-1] if chunks is None else int(chunks[i])
         found = sorted({size} | {m for u in units for m in range(u, size, u) if m >= least})
         if len(found) > BLOCK_CHOICES:
             found = sorted({found[int(round(j))] for j in np.linspace(0, len(found) - 1, BLOCK_CHOICES)})
-        lengths.append(np.array(found))
-    cost = sum(np.einsum("i,j,k->ijk", *[np.array([_window_voxels(size, int(b), int(halo[i]), int(w[i]), o[i])
-                                                    for b in lengths[i]], dtype=float)
-                                          for i, size in enumerate(shape)])
-               for w, o in zip(windows, overlaps))
+        lengths.append(found)
+
+    def along(i: int, w: Sequence[int], o: Sequence[float]) -> np.ndarray:
+        halos = [block_halo([b] * 3, windows, overlaps)[i] for b in lengths[i]]
+        return np.array([_window_voxels(shape[i], b, h, int(w[i]), o[i]) for b, h in zip(lengths[i], halos)], dtype=float)
+
+    cost = sum(np.einsum("i,j,k->ijk", *[along(i, w, o) for i in range(3)]) for w, o in zip(windows, overlaps))
     size = np.einsum("i,j,k->ijk", *[np.asarray(v, dtype=float) for v in lengths])
     cost[size > voxels] = np.inf
     if not np.isfinite(cost).any():

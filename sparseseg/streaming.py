@@ -19,7 +19,7 @@ import torch
 from sparseseg.blocks import Block, Source, plan_blocks, sample_planes, with_halo
 from sparseseg.errors import InputError
 from sparseseg.infer import predict_probabilities
-from sparseseg.planning import block_for_windows, inference_windows, window_halo, window_overlaps
+from sparseseg.planning import block_for_windows, block_halo, inference_windows, window_overlaps
 from sparseseg.preprocess import intensity_stats, normalise_with
 
 #: Memory for one block and its buffers, in bytes, unless the caller says otherwise.
@@ -77,10 +77,8 @@ def plan_volume(
     windows = inference_windows(shapes, patch, shape, network.size_multiple)
     overlaps = window_overlaps(shapes, overlap, overlap if wide_overlap is None else wide_overlap)
     per_voxel = 4 * (source.shape[0] + 3 * network.head.out_channels + 1)  # input, probabilities, blend, weights
-    halo = window_halo(windows, overlaps)
-    voxels = (BLOCK_BUDGET if budget is None else budget) / per_voxel
-    block = block_for_windows(shape, windows, overlaps, halo, voxels, chunks)
-    halo = tuple(0 if b >= s else h for b, s, h in zip(block, shape, halo))
+    block = block_for_windows(shape, windows, overlaps, (BLOCK_BUDGET if budget is None else budget) / per_voxel, chunks)
+    halo = tuple(0 if b >= s else h for b, s, h in zip(block, shape, block_halo(block, windows, overlaps)))
     return BlockPlan(plan_blocks(shape, block), halo, intensity_stats(sample_planes(source)), dict(shapes),
                      tuple(patch), windows, overlaps)
 

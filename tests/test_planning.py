@@ -123,7 +123,7 @@ def test_patch_shapes_are_thin_across_each_annotated_axis():
 
 
 def test_block_for_windows_is_the_whole_volume_when_it_fits():
-    assert planning.block_for_windows((8, 64, 64), [(8, 32, 32)], [(0.5, 0.5, 0.5)], (0, 8, 8), 8 * 64 * 64) == (8, 64, 64)
+    assert planning.block_for_windows((8, 64, 64), [(8, 32, 32)], [(0.5, 0.5, 0.5)], 8 * 64 * 64) == (8, 64, 64)
 
 
 def _window_voxels_of_blocks(shape, block, window, overlap, halo):
@@ -143,7 +143,7 @@ def _window_voxels_of_blocks(shape, block, window, overlap, halo):
 def test_block_for_windows_runs_fewer_windows_than_other_cuts_of_the_same_budget():
     shape, window, overlap = (4, 1000, 1000), (4, 200, 200), (0.5, 0.5, 0.5)  # steps of 100
     halo = planning.window_halo([window], [overlap])
-    block = planning.block_for_windows(shape, [window], [overlap], halo, 4 * 400 * 400)
+    block = planning.block_for_windows(shape, [window], [overlap], 4 * 400 * 400)
     assert np.prod(block) <= 4 * 400 * 400 and block[0] == 4 and block[1] % 100 == 0 and block[2] % 100 == 0
     chosen = _window_voxels_of_blocks(shape, block, window, overlap, halo)
     for other in [(4, 400, 400), (4, 300, 300), (4, 200, 800), (4, 350, 350)]:
@@ -154,8 +154,17 @@ def test_block_for_windows_runs_fewer_windows_than_other_cuts_of_the_same_budget
 
 def test_block_for_windows_cuts_whole_chunks_within_the_budget():
     windows, overlaps = [(16, 224, 224)], [(0.5, 0.25, 0.25)]
-    halo = planning.window_halo(windows, overlaps)
-    block = planning.block_for_windows((64, 2000, 2000), windows, overlaps, halo, 12e6, chunks=(32, 128, 128))
+    block = planning.block_for_windows((64, 2000, 2000), windows, overlaps, 12e6, chunks=(32, 128, 128))
     assert np.prod(block) <= 12e6
     assert all(b % c == 0 or b == n for b, c, n in zip(block, (32, 128, 128), (64, 2000, 2000)))
-    assert min(block[1:]) >= 168  # at least the longest step, so that each window fits a block read with its halo
+    chosen = _window_voxels_of_blocks((64, 2000, 2000), block, windows[0], overlaps[0],
+                                      planning.block_halo(block, windows, overlaps))
+    for other in [(32, 512, 640), (64, 256, 640), (32, 256, 1280)]:
+        assert chosen <= _window_voxels_of_blocks((64, 2000, 2000), other, windows[0], overlaps[0],
+                                                  planning.block_halo(other, windows, overlaps))
+
+
+def test_block_halo_widens_for_a_block_shorter_than_a_step_so_that_the_window_fits():
+    windows, overlaps = [(16, 224, 224)], [(0.5, 0.25, 0.25)]
+    assert planning.block_halo((64, 512, 512), windows, overlaps) == planning.window_halo(windows, overlaps) == (4, 28, 28)
+    assert planning.block_halo((8, 128, 512), windows, overlaps) == (4, 48, 28)  # 128 + 2 x 48 = 224
