@@ -1,11 +1,12 @@
 """The network over a volume of any size, block by block, in bounded memory.
 
 Each block of the plan (`sparseseg.blocks.plan_blocks`) is read from the source with the
-halo its windows' overlap needs (`sparseseg.planning.window_halo`), normalised with
+halo its windows' overlap needs (`sparseseg.planning.block_halo`), normalised with
 statistics taken once from a sample, run through the Gaussian sliding window (one pass per
-training patch shape, averaged), cropped and handed to ``write``. The memory is one block and its halo, whatever the volume; on CUDA only the
-block is on the device. A volume that fits one block takes the same steps as it always
-did, so small volumes give the results they gave before blocks.
+training patch shape, averaged), cropped and handed to ``write``. The memory is one block
+and its halo, whatever the volume; on CUDA only the block is on the device. A volume that
+fits one block takes the same steps as it always did, so small volumes give the results
+they gave before blocks.
 """
 
 from __future__ import annotations
