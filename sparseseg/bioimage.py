@@ -356,7 +356,8 @@ A 3D U-Net (Cicek et al. 2016, arXiv:1606.06650) trained with sparseseg {__versi
   offsets ({offsets}); the label of a voxel is the class value of its largest channel.
 
 sparseseg itself predicts with a Gaussian-blended sliding window of {','.join(map(str, model.config.patch))}
-voxels (overlap {model.config.overlap}): `sparseseg predict model.zip volume.tif -o labels.tif` gives the labels of
+voxels (overlap {model.config.overlap} across the annotated planes, {model.config.wide_overlap} along the other axes):
+`sparseseg predict model.zip volume.tif -o labels.tif` gives the labels of
 the model folder this package was exported from. `{CONFIG}` is that folder's config.
 
 ## Validation
