@@ -244,9 +244,10 @@ def block_for_windows(
     voxels: float,
     chunks: Sequence[int] | None = None,
 ) -> tuple[int, int, int]:
-    """The block shape of at most ``voxels`` voxels that needs the fewest window voxels over the whole volume.
+    """The block shape whose reads hold at most ``voxels`` voxels and need the fewest window voxels over the volume.
 
-    Each block is read with its halo (`block_halo`) and tiled by the windows of every pass
+    Each block is read with its halo (`block_halo`) on both sides (a block inside the volume;
+    it is that read which takes the memory) and tiled by the windows of every pass
     (`inference_windows`, `window_overlaps`). A block of k steps holds exactly the k windows
     that cover it, but a block a little longer than k steps needs k + 1 of them: the lengths
     weighed per axis (at most `BLOCK_CHOICES`) are the whole axis and whole steps of each
@@ -271,9 +272,13 @@ def block_for_windows(
         halos = [block_halo([b] * 3, windows, overlaps)[i] for b in lengths[i]]
         return np.array([_window_voxels(shape[i], b, h, int(w[i]), o[i]) for b, h in zip(lengths[i], halos)], dtype=float)
 
+    def read(i: int) -> np.ndarray:
+        return np.array([b if b >= shape[i] else min(shape[i], b + 2 * block_halo([b] * 3, windows, overlaps)[i])
+                         for b in lengths[i]], dtype=float)
+
     cost = sum(np.einsum("i,j,k->ijk", *[along(i, w, o) for i in range(3)]) for w, o in zip(windows, overlaps))
     size = np.einsum("i,j,k->ijk", *[np.asarray(v, dtype=float) for v in lengths])
-    cost[size > voxels] = np.inf
+    cost[np.einsum("i,j,k->ijk", *[read(i) for i in range(3)]) > voxels] = np.inf
     if not np.isfinite(cost).any():
         return tuple(int(v[0]) for v in lengths)
     near = cost <= cost.min() * 1.005

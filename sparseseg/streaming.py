@@ -23,7 +23,7 @@ from sparseseg.infer import predict_probabilities
 from sparseseg.planning import block_for_windows, block_halo, inference_windows, window_overlaps
 from sparseseg.preprocess import intensity_stats, normalise_with
 
-#: Memory for one block and its buffers, in bytes, unless the caller says otherwise.
+#: Memory for one block read with its halo, and its buffers, in bytes, unless the caller says otherwise.
 BLOCK_BUDGET = 512 * 2**20
 
 #: Called after each block as ``progress(voxels_done, voxels_total)``.
