@@ -3,17 +3,17 @@
     python benchmarks/scale.py [--sizes 32,256] [--base 8] [--axes zyx] [--format zarr] [--out scale_out]
 
 For each size (in M voxels) a synthetic uint8 volume 64 planes deep (isotropic, Y = X) is
-written a slab of 32 planes at a time, as a Zarr array (chunks of 32x128x128), an OME-Zarr image (written by
-sparseseg, pyramid included; the labels go into its ``labels/seg``) or a TIFF (``--format``),
-and `sparseseg predict` segments it into an output of the same format in a child process
+written a slab of 32 planes at a time, as a Zarr array (chunks of 32x128x128), an OME-Zarr
+image (written by sparseseg, pyramid included; the labels go into its ``labels/seg``) or a
+TIFF (``--format``), and `sparseseg predict` segments it into an output of the same format in a child process
 timed with /usr/bin/time (peak resident memory, wall time). The model is a base-``--base``
 network trained for a few steps on a small synthetic volume annotated on 2 planes of each of
 ``--axes`` (zyx: one pass per axis at inference; z: one pass, as for an EM stack annotated
 on sections): quality does not matter here, only its shape. The bare network's throughput
 is measured in the same run on the same model and the same windows (forward passes alone, no
 reading, blending or writing), so the ratio end-to-end / bare is what the blocks, the sliding
-window's overlap and its passes cost. Targets
-(issue 16): peak at most 1.5 GB and within 10 % between the sizes; ratio at least 0.5.
+window's overlap and its passes cost. Targets (issue 16): peak at most 1.5 GB and within 10 %
+between the sizes; ratio at least 0.5.
 """
 
 import argparse

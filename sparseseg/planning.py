@@ -268,17 +268,16 @@ def block_for_windows(
             found = sorted({found[int(round(j))] for j in np.linspace(0, len(found) - 1, BLOCK_CHOICES)})
         lengths.append(found)
 
+    halos = [[block_halo([b] * 3, windows, overlaps)[i] for b in lengths[i]] for i in range(3)]
+
     def along(i: int, w: Sequence[int], o: Sequence[float]) -> np.ndarray:
-        halos = [block_halo([b] * 3, windows, overlaps)[i] for b in lengths[i]]
-        return np.array([_window_voxels(shape[i], b, h, int(w[i]), o[i]) for b, h in zip(lengths[i], halos)], dtype=float)
+        return np.array([_window_voxels(shape[i], b, h, int(w[i]), o[i]) for b, h in zip(lengths[i], halos[i])], dtype=float)
 
-    def read(i: int) -> np.ndarray:
-        return np.array([b if b >= shape[i] else min(shape[i], b + 2 * block_halo([b] * 3, windows, overlaps)[i])
-                         for b in lengths[i]], dtype=float)
-
+    reads = [np.array([b if b >= shape[i] else min(shape[i], b + 2 * h) for b, h in zip(lengths[i], halos[i])], dtype=float)
+             for i in range(3)]
     cost = sum(np.einsum("i,j,k->ijk", *[along(i, w, o) for i in range(3)]) for w, o in zip(windows, overlaps))
     size = np.einsum("i,j,k->ijk", *[np.asarray(v, dtype=float) for v in lengths])
-    cost[np.einsum("i,j,k->ijk", *[read(i) for i in range(3)]) > voxels] = np.inf
+    cost[np.einsum("i,j,k->ijk", *reads) > voxels] = np.inf
     if not np.isfinite(cost).any():
         return tuple(int(v[0]) for v in lengths)
     near = cost <= cost.min() * 1.005

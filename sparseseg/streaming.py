@@ -66,7 +66,8 @@ def plan_volume(
     overlap: float = 0.5,
     wide_overlap: float | None = None,
 ) -> BlockPlan:
-    """The `BlockPlan` of ``source``: blocks of about ``budget`` bytes, whole ``chunks`` of the output where it has chunks.
+    """The `BlockPlan` of ``source``: blocks read (halo included) in about ``budget`` bytes, whole ``chunks`` of the output
+    where it has chunks.
 
     ``shapes`` are the training patches per annotated axis and ``patch`` the largest one
     (see `sparseseg.planning.inference_windows`); ``budget`` is `BLOCK_BUDGET` unless given. With ``chunks`` every block is a whole
