@@ -33,7 +33,7 @@ import torch
 from sparseseg import io, synthetic
 from sparseseg.config import Config
 from sparseseg.blocks import with_halo
-from sparseseg.core import fit, plan_of
+from sparseseg.core import fit, output_chunks, plan_of
 from sparseseg.labels import read_annotation
 from sparseseg.modelfolder import load_model, save_model
 from sparseseg.planning import inference_windows, window_overlaps
@@ -131,9 +131,13 @@ class Blank:
         return np.zeros((1,) + tuple(s.stop - s.start for s in zyx), np.uint8)
 
 
-def windows_per_voxel(folder: Path, shape: tuple[int, int, int], chunks) -> float:
-    """Voxels of all the windows predict runs over a volume of ``shape``, its blocks and halos included, per voxel."""
+def windows_per_voxel(folder: Path, shape: tuple[int, int, int], fmt: str) -> float:
+    """Voxels of all the windows predict runs over a volume of ``shape``, its blocks and halos included, per voxel.
+
+    The output's chunks are what predict gives it: whole window steps for a Zarr array, the image's chunks for labels
+    in an OME-Zarr image, none for a TIFF."""
     model = load_model(folder)
+    chunks = {"zarr": output_chunks(model, shape), "ome.zarr": CHUNKS, "tif": None}[fmt]
     plan = plan_of(model, Blank(shape), chunks=chunks)
     total = 0
     for zyx in plan.blocks:
@@ -173,11 +177,10 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(exist_ok=True)
     make_model(out / "model", args.base, args.axes)
-    chunks = CHUNKS if args.format != "tif" else None
     if args.plan_only:
         for size in (float(s) for s in args.sizes.split(",")):
             shape = volume_shape(size * 1e6)
-            print(f"{size:g} M voxels {shape}: {windows_per_voxel(out / 'model', shape, chunks):.2f} window voxels per voxel")
+            print(f"{size:g} M voxels {shape}: {windows_per_voxel(out / 'model', shape, args.format):.2f} window voxels per voxel")
         return
     rows = []
     for size in (float(s) for s in args.sizes.split(",")):
@@ -192,7 +195,7 @@ def main() -> None:
         rows.append(dict(shape=shape, voxels_m=voxels / 1e6, peak_gb=run["peak_gb"], wall_s=run["wall_s"],
                          e2e_kvox_s=voxels / run["wall_s"] / 1e3, bare_kvox_s=bare / 1e3,
                          ratio=voxels / run["wall_s"] / bare, windows=run["windows"],
-                         windows_per_voxel=windows_per_voxel(out / "model", shape, chunks)))
+                         windows_per_voxel=windows_per_voxel(out / "model", shape, args.format)))
         shutil.rmtree(volume) if volume.is_dir() else volume.unlink()
         print(json.dumps(rows[-1]), flush=True)
     print(f"\nbase {args.base} model annotated on {args.axes}; peak memory, end-to-end and bare-network throughput (k voxels/s):")

@@ -27,7 +27,7 @@ from sparseseg.holdout import blend_probabilities
 from sparseseg.labels import Annotation, weight_map
 from sparseseg.model import UNet3D, count_parameters
 from sparseseg.planning import (
-    anisotropy, pooling_kernels, size_multiple, thin_depths, training_patch,
+    anisotropy, inference_windows, pooling_kernels, size_multiple, thin_depths, training_patch, window_chunks, window_overlaps,
 )
 from sparseseg.preprocess import normalise, normalise_with
 from sparseseg.streaming import BlockPlan, BlockProgress, plan_volume, run_blocks
@@ -247,6 +247,15 @@ def plan_of(model: Model, source: Source, budget: float | None = None, chunks=No
     """How the model's windows cut ``source`` into blocks (`sparseseg.streaming.plan_volume`), overlapping as it says."""
     return plan_volume(model.network, source, model.windows, model.config.patch, budget, chunks,
                        overlap=model.config.overlap, wide_overlap=model.config.wide_overlap)
+
+
+def output_chunks(model: Model, shape) -> tuple[int, int, int]:
+    """Chunks (z, y, x) for a chunked output the model fills over a (Z, Y, X) ``shape``: whole steps of its windows
+    (`sparseseg.planning.window_chunks`), so that blocks of whole chunks need no extra window."""
+    shape = tuple(int(n) for n in shape)
+    windows = inference_windows(model.windows, model.config.patch, shape, model.network.size_multiple)
+    overlaps = window_overlaps(model.windows, model.config.overlap, model.config.wide_overlap)
+    return window_chunks(shape, windows, overlaps)
 
 
 def run_model(model: Model, source: Source, write, device: str, tta: bool | None = None,

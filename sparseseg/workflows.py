@@ -25,8 +25,8 @@ import numpy as np
 from sparseseg import __version__, bounded, io, review
 from sparseseg.config import Config
 from sparseseg.core import (
-    Model, Segmentation, calibrate, check_training, fit, labels_dtype, loss_weights, network_probabilities, resolve_device,
-    segment_source,
+    Model, Segmentation, calibrate, check_training, fit, labels_dtype, loss_weights, network_probabilities, output_chunks,
+    resolve_device, segment_source,
 )
 from sparseseg.ensemble import fit_estimated, segment_estimated
 from sparseseg.errors import InputError
@@ -484,6 +484,8 @@ def block_sinks(out: PathLike, outputs: Outputs, model: Model, shape, reference,
                 resume: bool = False, shared: bool = False):
     """The labels sink (and the probabilities sink, chunked alike) of a block-by-block segmentation of a (Z, Y, X) ``shape``.
 
+    A chunked output is chunked in whole steps of the model's windows (`sparseseg.core.output_chunks`).
+
     ``spacing``, else ``reference`` (the input), gives the voxel size; ``key`` and ``resume`` go to `io.create_sink`;
     ``shared``: several workers write them (a chunked output is needed). Where one cannot be
     made, those made are let go (a resumed one left as it was) before the error goes on.
@@ -491,7 +493,7 @@ def block_sinks(out: PathLike, outputs: Outputs, model: Model, shape, reference,
     made = []
     try:
         labels = io.create_sink(out, shape, labels_dtype(model.classes), spacing=spacing, reference=reference,
-                                overwrite=outputs.overwrite, key=key, resume=resume)
+                                overwrite=outputs.overwrite, chunks=output_chunks(model, shape), key=key, resume=resume)
         made.append(labels)
         probabilities = None
         if outputs.probabilities is not None:

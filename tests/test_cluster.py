@@ -58,10 +58,9 @@ def test_densify_on_two_workers_gives_the_single_process_labels(files, tiny_conf
 @pytest.mark.filterwarnings("ignore::ResourceWarning", "ignore::pytest.PytestUnraisableExceptionWarning")
 def test_resume_on_workers_submits_only_the_blocks_not_done(trained, tmp_path, monkeypatch):
     from sparseseg.errors import Interrupted
-    from sparseseg.io import zarr_store
 
     monkeypatch.setattr(streaming, "BLOCK_BUDGET", 1.0)
-    monkeypatch.setattr(zarr_store, "_default_chunks", lambda shape: (8, 16, 16))  # 8 blocks
+    monkeypatch.setattr(workflows, "output_chunks", lambda model, shape: (8, 16, 16))  # 8 blocks
 
     def stop(done, total):
         raise KeyboardInterrupt

@@ -170,3 +170,27 @@ def test_block_halo_widens_for_a_block_shorter_than_a_step_so_that_the_window_fi
     windows, overlaps = [(16, 224, 224)], [(0.5, 0.25, 0.25)]
     assert planning.block_halo((64, 512, 512), windows, overlaps) == planning.window_halo(windows, overlaps) == (4, 28, 28)
     assert planning.block_halo((8, 128, 512), windows, overlaps) == (4, 48, 28)  # 128 + 2 x 48 = 224
+
+
+def test_window_chunks_are_whole_steps_near_the_default():
+    windows, overlaps = [(16, 224, 224)], [(0.5, 0.25, 0.25)]  # steps of 8, 168 and 168
+    assert planning.window_chunks((64, 2000, 2000), windows, overlaps) == (32, 168, 168)
+    assert planning.window_chunks((20, 100, 2000), windows, overlaps) == (20, 100, 168)  # never longer than the axis
+    # passes thin along different axes: the least common multiple of their steps
+    windows, overlaps = [(4, 64, 64), (64, 4, 64)], [(0.5, 0.5, 0.5), (0.5, 0.5, 0.5)]  # steps 2 and 32
+    assert planning.window_chunks((256, 256, 256), windows, overlaps) == (32, 128, 128)
+
+
+def test_window_chunks_keep_the_default_where_a_window_spans_the_axis():
+    assert planning.window_chunks((40, 64, 1000), [(40, 64, 200)], [(0.5, 0.5, 0.5)]) == (32, 64, 100)
+
+
+def test_whole_step_chunks_need_fewer_windows_than_the_default_chunks():
+    shape, windows, overlaps = (64, 2000, 2000), [(16, 224, 224)], [(0.5, 0.25, 0.25)]
+
+    def cost(chunks):
+        block = planning.block_for_windows(shape, windows, overlaps, 12e6, chunks=chunks)
+        return _window_voxels_of_blocks(shape, block, windows[0], overlaps[0], planning.block_halo(block, windows, overlaps))
+
+    stepped, default = cost(planning.window_chunks(shape, windows, overlaps)), cost(planning.OUTPUT_CHUNKS)
+    assert stepped < 0.9 * default

@@ -13,7 +13,7 @@ import zarr
 
 from sparseseg import cli, io, streaming, workflows
 from sparseseg.errors import InputError, Interrupted
-from sparseseg.io import ome_zarr, partial, zarr_store
+from sparseseg.io import ome_zarr, partial
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -27,8 +27,8 @@ def small_blocks(monkeypatch):
         return (1,) * (len(shape) - 3) + tuple(min(n, c) for n, c in zip(shape[-3:], (8, 16, 16)))
 
     monkeypatch.setattr(streaming, "BLOCK_BUDGET", 1.0)
-    monkeypatch.setattr(zarr_store, "_default_chunks", chunks)
-    monkeypatch.setattr(ome_zarr, "_default_chunks", chunks)
+    monkeypatch.setattr(workflows, "output_chunks", lambda model, shape: chunks(shape))
+    monkeypatch.setattr(ome_zarr, "_default_chunks", chunks)  # the image that labels are written into
 
 
 @pytest.fixture
@@ -183,3 +183,12 @@ def test_a_run_without_resume_says_that_a_kept_output_is_there(trained, tmp_path
     _predict(trained, tmp_path, "seg.zarr", trained.volume)
     assert "--resume would go on" in caplog.text
     assert all(os.path.isdir(f) for f in caught.value.folders)  # left as it was
+
+
+def test_a_zarr_output_is_chunked_in_whole_steps_of_the_model_windows(trained, tmp_path):
+    from sparseseg.core import output_chunks
+    from sparseseg.modelfolder import load_model
+
+    workflows.predict(trained.model, [trained.volume], tmp_path / "seg.zarr", device="cpu")
+    chunks = zarr.open_array(str(tmp_path / "seg.zarr"), mode="r").chunks
+    assert chunks == output_chunks(load_model(trained.model), trained.shape[-3:])

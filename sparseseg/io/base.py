@@ -12,6 +12,7 @@ import numpy as np
 
 from sparseseg.errors import InputError
 from sparseseg.io.atomic import _undone_on_failure
+from sparseseg.planning import OUTPUT_CHUNKS
 
 
 def _norm(zyx, shape) -> tuple[slice, slice, slice]:
@@ -194,8 +195,8 @@ class FileSink(_Opened):
 
 
 def _default_chunks(shape) -> tuple[int, ...]:
-    """Chunks of at most 32 x 128 x 128 voxels, one channel each."""
-    spatial = tuple(min(n, c) for n, c in zip(shape[-3:], (32, 128, 128)))
+    """Chunks of at most `sparseseg.planning.OUTPUT_CHUNKS` voxels (32 x 128 x 128), one channel each."""
+    spatial = tuple(min(n, c) for n, c in zip(shape[-3:], OUTPUT_CHUNKS))
     return (1,) * (len(shape) - 3) + spatial
 
 
