@@ -7,17 +7,24 @@
 2. A random forest on filter features (`sparseseg.forest`, the ilastik-style pixel
    classifier) and the network are trained on the other planes, the network for
    `FIRST_PART` of the time budget.
-3. On the held-out planes, the network's weight against the forest and the class offsets
-   are chosen, and the mean foreground IoU they give is the estimate of the IoU on the
-   voxels nobody annotated.
+3. On the held-out planes, the network's weight against the forest is chosen, each weight
+   with the class offsets that suit it best there (so that the weights are compared on how
+   well they rank the classes, not on how these two first models happen to be calibrated),
+   and the mean foreground IoU of the best is the estimate of the IoU on the voxels nobody
+   annotated.
 4. Then both are trained on all the planes: the forest anew, the network fine-tuned for the
    rest of the budget (at a third of the learning rate, so that what was chosen on the
    held-out planes still fits it).
 
-The estimate is therefore that of the network before its last part of training, on planes it
-had not seen; the final network has seen more, so the estimate errs on the low side.
-Ctrl-C in step 2 goes straight to step 3 with the network trained so far; Ctrl-C in step 4
-keeps the network fine-tuned so far.
+The class offsets of step 3 belong to the two models they were fitted for, trained on fewer
+planes: after step 4 only the weight is kept, and the network's prior correction (on the
+development benchmark, applying those offsets to the final models cost up to 0.07 IoU on 5
+of its 9 volumes; see docs/benchmarks.md). Where step 4 does not run (Ctrl-C in step 2, or
+no budget left) the models are those of step 3, and their offsets are applied.
+
+The estimate is therefore that of the models before their last part of training, on planes
+they had not seen. Ctrl-C in step 2 goes straight to step 3 with the network trained so far;
+Ctrl-C in step 4 keeps the network fine-tuned so far.
 """
 
 from __future__ import annotations
@@ -172,7 +179,8 @@ def fit_estimated(image: np.ndarray, annotation: Annotation, config: Config, pro
     for text in estimate.warnings:
         log.warning(text)
     blend = estimate.blend if forest is not None else 1.0
-    offsets = estimate.offsets if blend < 1 else prior_of(model) + estimate.offsets
+    fitted = estimate.offsets if second is None else np.zeros_like(estimate.offsets)  # see the module's text
+    offsets = fitted if blend < 1 else prior_of(model) + fitted
     model = replace(model, config=replace(model.config, seed=config.seed, lr=config.lr, time_budget=shown.time_budget,
                                           iterations=shown.iterations),
                     forest=forest if blend < 1 else None, blend=blend, offsets=offsets, estimate=estimate.as_dict())

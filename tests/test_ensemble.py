@@ -97,6 +97,18 @@ def test_a_stop_in_the_first_phase_keeps_the_estimate_and_skips_the_fine_tuning(
     assert estimated.train_log.stopped_by == "stop"
     assert estimated.train_log.iterations == 2
     assert estimated.estimate is not None
+    # no fine-tuning: the model is the one the offsets were fitted for, so they are applied
+    np.testing.assert_allclose(estimated.model.offsets, core.prior_of(estimated.model) + estimated.estimate.offsets)
+
+
+@pytest.mark.parametrize("forest", [False, True])
+def test_after_the_fine_tuning_the_held_out_offsets_are_not_applied(forest):
+    image, _, annotation = _case()
+    estimated = ensemble.fit_estimated(image, annotation, _config(iterations=6, forest=forest))
+    model = estimated.model
+    assert estimated.train_log.iterations == 6  # both phases ran
+    prior = core.prior_of(model) if model.blend == 1 else np.zeros(len(model.classes))  # a blend corrects inside
+    np.testing.assert_allclose(model.offsets, prior)
 
 
 def test_the_progress_counts_on_over_both_phases_and_hears_the_estimate():
