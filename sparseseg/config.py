@@ -71,6 +71,8 @@ class Config:
         After training, tune one offset per class on the log-probabilities (on top of the
         prior correction) so that the most probable class fits the annotated voxels best
         (mean foreground IoU); the offsets are saved with the model and used by predict.
+        With ``holdout`` they are fitted on the held-out planes to judge the blend weights,
+        and not kept once the models are trained on all planes (`sparseseg.ensemble`).
     forest : bool
         Blend the network with a random forest on filter features (`sparseseg.forest`, the
         pixel classifier ilastik users know), with the network's weight chosen on held-out
@@ -78,8 +80,8 @@ class Config:
         it gets the larger weight, so that the result is not worse than the forest alone.
     holdout : bool
         Hold out one annotated plane per axis that has two or more, to estimate the IoU on
-        unannotated voxels and to choose the blend and the class offsets on voxels the network
-        did not train on; training then goes on with all planes (`sparseseg.ensemble`).
+        unannotated voxels and to choose the blend on voxels the network did not train on;
+        training then goes on with all planes (`sparseseg.ensemble`).
     dice : float
         Weight of a soft-Dice term on annotated voxels added to the cross-entropy (0: off).
     augment : bool
