@@ -32,7 +32,7 @@ from sparseseg.core import calibrate, decide
 from sparseseg.labels import read_annotation
 from sparseseg.modelfolder import load_model
 from sparseseg.planning import window_overlaps
-from sparseseg.streaming import run_blocks
+from sparseseg.streaming import plan_volume, run_blocks
 from sparseseg.tiling import tile_slices
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -81,8 +81,8 @@ def run_variant(case: Path, passes: str, overlap: float, wide: float) -> dict:
     network = model.network.eval()
     start = time.perf_counter()
     shapes = window_shapes(model, passes)
-    windows = run_blocks(network, source, shapes, model.config.patch, write, device=torch.device("cpu"),
-                         overlap=overlap, wide_overlap=wide)
+    plan = plan_volume(network, source, shapes, model.config.patch, overlap=overlap, wide_overlap=wide)
+    windows = run_blocks(network, source, plan, write, device=torch.device("cpu"))
     seconds = time.perf_counter() - start
     model = calibrate(model, [probabilities[:, annotation.mask]], [annotation])
     labels = decide(model, probabilities)

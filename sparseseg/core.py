@@ -263,10 +263,8 @@ def run_model(model: Model, source: Source, write, device: str, tta: bool | None
     """The model's class probabilities, before `decide`, of every block of ``source`` (or of those ``todo(plan)`` keeps),
     handed to ``write(zyx, p)``."""
     _check_channels(model, source.shape[0])
-    return run_blocks(model.network, source, model.windows, model.config.patch, write, device=resolve_device(device),
-                      overlap=model.config.overlap, wide_overlap=model.config.wide_overlap,
-                      tta=model.config.tta if tta is None else tta, chunks=chunks,
-                      progress=progress, todo=todo)
+    return run_blocks(model.network, source, plan_of(model, source, chunks=chunks), write, device=resolve_device(device),
+                      tta=model.config.tta if tta is None else tta, progress=progress, todo=todo)
 
 
 def prior_of(model: Model) -> np.ndarray:

@@ -120,26 +120,21 @@ def block_probabilities(
 def run_blocks(
     network: torch.nn.Module,
     source: Source,
-    shapes: Mapping[str | None, Sequence[int]],
-    patch: Sequence[int],
+    plan: BlockPlan,
     write: Callable[[Block, np.ndarray], None],
     *,
     device: torch.device,
-    overlap: float = 0.5,
-    wide_overlap: float | None = None,
     tta: bool = False,
-    budget: float | None = None,
-    chunks: Sequence[int] | None = None,
     progress: BlockProgress | None = None,
     todo: Callable[[BlockPlan], Sequence[Block]] | None = None,
 ) -> list[tuple[int, int, int]]:
-    """Class probabilities (K, z, y, x) of every block of ``source``, before any decision, handed to ``write(zyx, p)``.
+    """Class probabilities (K, z, y, x) of every block of ``plan`` (`plan_volume` of ``source``), before any decision,
+    handed to ``write(zyx, p)``.
 
     ``todo(plan)``, where given, says which blocks of the plan are still to be written (those
     of a resumed output are not: see `sparseseg.blocks.blocks_to_write`); the others count as
-    done. ``overlap`` and ``wide_overlap`` are as for `plan_volume`. Returns the windows of the volume.
+    done. Returns the windows of the volume.
     """
-    plan = plan_volume(network, source, shapes, patch, budget, chunks, overlap=overlap, wide_overlap=wide_overlap)
     blocks = plan.blocks if todo is None else todo(plan)
     total = int(np.prod(source.shape[1:]))
     done = total - sum(voxels(zyx) for zyx in blocks)

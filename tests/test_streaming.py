@@ -6,7 +6,7 @@ import torch
 
 from sparseseg import blocks, core, synthetic
 from sparseseg.labels import read_annotation
-from sparseseg.streaming import run_blocks
+from sparseseg.streaming import plan_volume, run_blocks
 
 
 def test_plan_blocks_tiles_the_volume_once():
@@ -65,8 +65,8 @@ def model(blobs_small, sparse_small):
 def _probabilities(model, image, budget, wide_overlap=None):
     sink = blocks.ArraySink((len(model.classes),) + image.shape[1:], np.float32)
     source = Recording(image)
-    run_blocks(model.network, source, model.windows, model.config.patch, sink.write, device=torch.device("cpu"),
-               budget=budget, wide_overlap=wide_overlap)
+    plan = plan_volume(model.network, source, model.windows, model.config.patch, budget, wide_overlap=wide_overlap)
+    run_blocks(model.network, source, plan, sink.write, device=torch.device("cpu"))
     return sink.finish(), source.reads
 
 
