@@ -1,6 +1,6 @@
 """Memory and speed of `sparseseg predict` as the volume grows, against the bare network in the same run.
 
-    python benchmarks/scale.py [--sizes 32,256] [--base 8] [--axes zyx] [--format zarr] [--out scale_out]
+    python benchmarks/scale.py [--sizes 32,256] [--base 8] [--axes zyx] [--format zarr] [--device cpu] [--out scale_out]
 
 For each size (in M voxels) a synthetic uint8 volume 64 planes deep (isotropic, Y = X) is
 written a slab of 32 planes at a time, as a Zarr array (chunks of 32x128x128), an OME-Zarr
@@ -13,7 +13,10 @@ on sections): quality does not matter here, only its shape. The bare network's t
 is measured in the same run on the same model and the same windows (forward passes alone, no
 reading, blending or writing), so the ratio end-to-end / bare is what the blocks, the sliding
 window's overlap and its passes cost. Targets (issue 16): peak at most 1.5 GB and within 10 %
-between the sizes; ratio at least 0.5.
+between the sizes; ratio at least 0.5. With ``--device cuda`` predict runs in this process
+instead, so that the GPU's peak memory (``torch.cuda.max_memory_allocated``) can be read for
+each size: it must not grow with the volume (issue 16: nothing the size of the volume lives
+on the device); the host peak is then this process's, which only grows from size to size.
 """
 
 import argparse
@@ -92,21 +95,29 @@ def forward_seconds(network, x, warm: int = 2, timed: int = 5) -> float:
 
     As predict runs it (`sparseseg.infer.predict_probabilities`): with its weights left in
     the default layout the network ran up to 40 % slower, which made the bare network look
-    slower than predict.
+    slower than predict; on CUDA in bfloat16 autocast, each pass waited for.
     """
-    network = network.to(memory_format=torch.channels_last_3d)
+    network = network.to(x.device, memory_format=torch.channels_last_3d)
     x = x.contiguous(memory_format=torch.channels_last_3d)
+    cuda = x.device.type == "cuda"
+
+    def forward():
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=cuda):
+            network(x)
+        if cuda:
+            torch.cuda.synchronize()
+
     for _ in range(warm):
-        network(x)
+        forward()
     seconds = []
     for _ in range(timed):
         start = time.perf_counter()
-        network(x)
+        forward()
         seconds.append(time.perf_counter() - start)
     return float(np.median(seconds))
 
 
-def bare_throughput(folder: Path, shape: tuple[int, int, int]) -> float:
+def bare_throughput(folder: Path, shape: tuple[int, int, int], device: str = "cpu") -> float:
     """Output voxels per second of forward passes alone, over the windows predict uses, each as often as it runs."""
     model = load_model(folder)
     network = model.network.eval()
@@ -115,7 +126,7 @@ def bare_throughput(folder: Path, shape: tuple[int, int, int]) -> float:
     voxels = seconds = 0.0
     with torch.inference_mode():
         for window, overlap in zip(windows, overlaps):
-            took = forward_seconds(network, torch.randn(1, 1, *window))
+            took = forward_seconds(network, torch.randn(1, 1, *window, device=device))
             n = len(tile_slices(shape, window, overlap))
             voxels, seconds = voxels + n * np.prod(window), seconds + n * took
     return voxels / seconds
@@ -161,6 +172,20 @@ def run_predict(folder: Path, volume: Path, out: Path) -> dict:
     return summary
 
 
+def run_predict_here(folder: Path, volume: Path, out: Path, device: str) -> dict:
+    """`sparseseg.workflows.predict` in this process: its wall time, windows and the GPU's peak memory."""
+    import resource
+
+    from sparseseg.workflows import Outputs, predict
+
+    torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    report = predict(folder, [volume], out, outputs=Outputs(overwrite=True), device=device)
+    return dict(wall_s=time.perf_counter() - start, windows=[list(w) for w in report.windows],
+                device_peak_gb=torch.cuda.max_memory_allocated() / 2**30,
+                peak_gb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="32,256", help="volume sizes in M voxels")
@@ -169,6 +194,8 @@ def main() -> None:
     parser.add_argument("--format", choices=("zarr", "ome.zarr", "tif"), default="zarr",
                         help="of the volume and the segmentation (a TIFF is memory-mapped: its pages count as resident; "
                              "ome.zarr: the labels go into the image's labels/seg)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                        help="where predict and the bare network run (cuda: predict in this process, see above)")
     parser.add_argument("--out", default="scale_out")
     parser.add_argument("--plan-only", action="store_true",
                         help="print how many window voxels predict would run per volume voxel, and run nothing")
@@ -188,24 +215,32 @@ def main() -> None:
         start = time.perf_counter()
         shape = make_volume(volume, size * 1e6)
         log.info("%g M voxels written to %s in %.0f s", size, volume, time.perf_counter() - start)
-        bare = bare_throughput(out / "model", shape)
+        bare = bare_throughput(out / "model", shape, args.device)
         labels = volume / "labels" / "seg" if args.format == "ome.zarr" else out / f"seg_{size:g}M.{args.format}"
-        run = run_predict(out / "model", volume, labels)
+        if args.device == "cuda":
+            run = run_predict_here(out / "model", volume, labels, args.device)
+        else:
+            run = run_predict(out / "model", volume, labels)
         voxels = float(np.prod(shape))
         rows.append(dict(shape=shape, voxels_m=voxels / 1e6, peak_gb=run["peak_gb"], wall_s=run["wall_s"],
                          e2e_kvox_s=voxels / run["wall_s"] / 1e3, bare_kvox_s=bare / 1e3,
                          ratio=voxels / run["wall_s"] / bare, windows=run["windows"],
-                         windows_per_voxel=windows_per_voxel(out / "model", shape, args.format)))
+                         windows_per_voxel=windows_per_voxel(out / "model", shape, args.format),
+                         device_peak_gb=run.get("device_peak_gb")))
         shutil.rmtree(volume) if volume.is_dir() else volume.unlink()
         print(json.dumps(rows[-1]), flush=True)
-    print(f"\nbase {args.base} model annotated on {args.axes}; peak memory, end-to-end and bare-network throughput (k voxels/s):")
+    print(f"\nbase {args.base} model annotated on {args.axes}, predict on {args.device}; peak memory, end-to-end and bare-network throughput (k voxels/s):")
     for r in rows:
         print(f"{r['voxels_m']:8.1f} M voxels {str(r['shape']):>18}  peak {r['peak_gb']:.2f} GB  wall {r['wall_s']:7.0f} s  "
               f"e2e {r['e2e_kvox_s']:6.1f}  bare {r['bare_kvox_s']:6.1f}  ratio {r['ratio']:.3f}  "
-              f"window voxels per voxel {r['windows_per_voxel']:.2f}")
+              f"window voxels per voxel {r['windows_per_voxel']:.2f}"
+              + ("" if r["device_peak_gb"] is None else f"  GPU peak {r['device_peak_gb']:.2f} GB"))
     if len(rows) > 1:
         peaks = [r["peak_gb"] for r in rows]
         print(f"peak memory spread: {100 * (max(peaks) / min(peaks) - 1):.1f} % between the sizes")
+        if args.device == "cuda":
+            gpu = [r["device_peak_gb"] for r in rows]
+            print(f"GPU peak memory spread: {100 * (max(gpu) / min(gpu) - 1):.1f} % between the sizes")
 
 
 if __name__ == "__main__":
