@@ -11,6 +11,10 @@ they gave before blocks.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import functools
+import platform
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -140,10 +144,32 @@ def run_blocks(
     done = total - sum(voxels(zyx) for zyx in blocks)
     for zyx in blocks:
         write(zyx, block_probabilities(network, source, zyx, plan, device=device, tta=tta))
+        release_freed_memory()
         done += voxels(zyx)
         if progress:
             progress(done, total)
     return plan.windows
+
+
+def release_freed_memory() -> bool:
+    """Hand the memory freed since the last call back to the operating system, where the C library allows it.
+
+    glibc keeps freed memory in its heap for reuse, and a heap reused by windows and blocks of
+    changing sizes fragments and grows block after block; ``malloc_trim`` returns its free
+    pages. Called after each block. Returns whether anything could be asked (glibc only).
+    """
+    trim = _malloc_trim()
+    if trim is None:
+        return False
+    trim(0)
+    return True
+
+
+@functools.cache
+def _malloc_trim():
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return None
+    return ctypes.CDLL(ctypes.util.find_library("c")).malloc_trim
 
 
 def voxels(zyx: Block) -> int:

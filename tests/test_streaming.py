@@ -1,12 +1,14 @@
 """Tests for sparseseg.streaming and sparseseg.blocks: a volume of any size, block by block."""
 
+import platform
+
 import numpy as np
 import pytest
 import torch
 
-from sparseseg import blocks, core, synthetic
+from sparseseg import blocks, core, streaming, synthetic
 from sparseseg.labels import read_annotation
-from sparseseg.streaming import plan_volume, run_blocks
+from sparseseg.streaming import plan_volume, release_freed_memory, run_blocks
 
 
 def test_plan_blocks_tiles_the_volume_once():
@@ -130,3 +132,15 @@ def test_nan_in_a_block_is_bad_input(model):
     image[0, 5, 5, 5] = np.nan
     with pytest.raises(core.InputError, match="NaN"):
         core.network_probabilities(model, image)
+
+
+def test_freed_memory_is_handed_back_through_glibc_only(monkeypatch):
+    streaming._malloc_trim.cache_clear()
+    monkeypatch.setattr(platform, "libc_ver", lambda: ("musl", "1.2"))
+    try:
+        assert release_freed_memory() is False
+    finally:
+        streaming._malloc_trim.cache_clear()
+    monkeypatch.undo()
+    expected = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+    assert release_freed_memory() is expected
