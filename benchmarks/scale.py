@@ -1,6 +1,7 @@
 """Memory and speed of `sparseseg predict` as the volume grows, against the bare network in the same run.
 
-    python benchmarks/scale.py [--sizes 32,256] [--base 8] [--axes zyx] [--format zarr] [--device cpu] [--out scale_out]
+    python benchmarks/scale.py [--sizes 32,256] [--base 8] [--axes zyx] [--format zarr] [--device cpu]
+                               [--overlap F] [--wide-overlap F] [--out scale_out]
 
 For each size (in M voxels) a synthetic uint8 volume 64 planes deep (isotropic, Y = X) is
 written a slab of 32 planes at a time, as a Zarr array (chunks of 32x128x128), an OME-Zarr
@@ -49,10 +50,14 @@ log = logging.getLogger("scale")
 CHUNKS = (32, 128, 128)
 
 
-def make_model(folder: Path, base: int, axes: str) -> None:
+def make_model(folder: Path, base: int, axes: str, **overlaps) -> None:
+    """A base-``base`` model trained for 5 steps, annotated on 2 planes of each of ``axes``; ``overlaps``: its
+    ``overlap`` and ``wide_overlap`` where given (`sparseseg.config.Config`)."""
     image, truth = synthetic.blobs((48, 96, 96), seed=0)
     annotation, _ = read_annotation(synthetic.sparsify(truth, 2, axes)[0])
-    model, _ = fit([image[None].astype(np.float32)], [annotation], Config(iterations=5, base=base, device="cpu", seed=0))
+    given = {k: v for k, v in overlaps.items() if v is not None}
+    config = Config(iterations=5, base=base, device="cpu", seed=0, **given)
+    model, _ = fit([image[None].astype(np.float32)], [annotation], config)
     shutil.rmtree(folder, ignore_errors=True)
     save_model(folder, model)
 
@@ -196,6 +201,10 @@ def main() -> None:
                              "ome.zarr: the labels go into the image's labels/seg)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                         help="where predict and the bare network run (cuda: predict in this process, see above)")
+    parser.add_argument("--overlap", type=float, default=None,
+                        help="the model's window overlap across its annotated planes (default: sparseseg's)")
+    parser.add_argument("--wide-overlap", type=float, default=None,
+                        help="the model's window overlap along the other axes (default: sparseseg's)")
     parser.add_argument("--out", default="scale_out")
     parser.add_argument("--plan-only", action="store_true",
                         help="print how many window voxels predict would run per volume voxel, and run nothing")
@@ -203,7 +212,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     out = Path(args.out)
     out.mkdir(exist_ok=True)
-    make_model(out / "model", args.base, args.axes)
+    make_model(out / "model", args.base, args.axes, overlap=args.overlap, wide_overlap=args.wide_overlap)
     if args.plan_only:
         for size in (float(s) for s in args.sizes.split(",")):
             shape = volume_shape(size * 1e6)
@@ -229,7 +238,8 @@ def main() -> None:
                          device_peak_gb=run.get("device_peak_gb")))
         shutil.rmtree(volume) if volume.is_dir() else volume.unlink()
         print(json.dumps(rows[-1]), flush=True)
-    print(f"\nbase {args.base} model annotated on {args.axes}, predict on {args.device}; peak memory, end-to-end and bare-network throughput (k voxels/s):")
+    overlaps = f"overlap {args.overlap}, wide overlap {args.wide_overlap}" if (args.overlap, args.wide_overlap) != (None, None) else "default overlaps"
+    print(f"\nbase {args.base} model annotated on {args.axes}, {overlaps}, predict on {args.device}; peak memory, end-to-end and bare-network throughput (k voxels/s):")
     for r in rows:
         print(f"{r['voxels_m']:8.1f} M voxels {str(r['shape']):>18}  peak {r['peak_gb']:.2f} GB  wall {r['wall_s']:7.0f} s  "
               f"e2e {r['e2e_kvox_s']:6.1f}  bare {r['bare_kvox_s']:6.1f}  ratio {r['ratio']:.3f}  "
