@@ -98,6 +98,7 @@ def block_probabilities(
     With ``needed`` (bool, the block's shape) only the windows over its voxels are run: they
     get what a full run gives them, the other voxels are not valid (see `sparseseg.infer.sliding_window`).
     """
+    release_freed_memory()  # what the blocks before this one freed (one process or a worker alike)
     shape = tuple(source.shape[1:])
     read, crop = with_halo(zyx, plan.halo, shape)
     raw = source.read(read)
@@ -144,7 +145,6 @@ def run_blocks(
     done = total - sum(voxels(zyx) for zyx in blocks)
     for zyx in blocks:
         write(zyx, block_probabilities(network, source, zyx, plan, device=device, tta=tta))
-        release_freed_memory()
         done += voxels(zyx)
         if progress:
             progress(done, total)
@@ -156,7 +156,7 @@ def release_freed_memory() -> bool:
 
     glibc keeps freed memory in its heap for reuse, and a heap reused by windows and blocks of
     changing sizes fragments and grows block after block; ``malloc_trim`` returns its free
-    pages. Called after each block. Returns whether anything could be asked (glibc only).
+    pages. Called before each block (`block_probabilities`). Returns whether anything could be asked (glibc only).
     """
     trim = _malloc_trim()
     if trim is None:
