@@ -69,8 +69,8 @@ def parse_triple(text: str | None, name: str, kind=float) -> tuple | None:
 
 
 # Options shared by several commands.
-Volumes = Annotated[list[Path], typer.Argument(help="Raw volume(s): 3D TIFF (ZYX), 4D TIFF with channels, or NIfTI. Several files = channels.", show_default=False)]
-Output = Annotated[Path, typer.Option("--output", "-o", help="Dense segmentation to write (.tif, .tiff, .nii, .nii.gz).", show_default=False, rich_help_panel=EVERYDAY)]
+Volumes = Annotated[list[Path], typer.Argument(help="Raw volume(s): TIFF (ZYX, or with channels), NIfTI, Zarr, OME-Zarr or HDF5 (file.h5:/dataset). Several files = channels.", show_default=False)]
+Output = Annotated[Path, typer.Option("--output", "-o", help="Dense segmentation to write: .tif, .nii.gz, .zarr, .ome.zarr, IMAGE.ome.zarr/labels/NAME or file.h5:/dataset.", show_default=False, rich_help_panel=EVERYDAY)]
 Slices = Annotated[Path, typer.Option("--slices", "-s", help="Sparse labels: class ids on annotated voxels, --unlabeled elsewhere.", show_default=False, rich_help_panel=EVERYDAY)]
 Unlabeled = Annotated[int, typer.Option(help="Value of voxels nobody annotated.", rich_help_panel=EVERYDAY)]
 Planes = Annotated[Optional[list[str]], typer.Option(help="Annotated planes, e.g. z=12,40 y=64 (everything else is unlabeled).", show_default=False, rich_help_panel=EVERYDAY)]
