@@ -24,7 +24,9 @@ no budget left) the models are those of step 3, and their offsets are applied.
 
 The estimate is therefore that of the models before their last part of training, on planes
 they had not seen. Ctrl-C in step 2 goes straight to step 3 with the network trained so far;
-Ctrl-C in step 4 keeps the network fine-tuned so far.
+Ctrl-C in step 4 keeps the network fine-tuned so far. A progress object whose ``stop_requested``
+turns true (`sparseseg.train.ctrl_c_stops_training`, as `densify` runs this) does the same, and
+also at any moment between: then the step under way finishes, and no further one starts.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ from sparseseg.holdout import (
 )
 from sparseseg.labels import Annotation
 from sparseseg.planning import AXES
-from sparseseg.train import Progress, TrainLog
+from sparseseg.train import Progress, TrainLog, stop_requested
 
 log = logging.getLogger("sparseseg")
 
@@ -168,7 +170,8 @@ def fit_estimated(image: np.ndarray, annotation: Annotation, config: Config, pro
         progress.estimated(estimate.iou, estimate.spread)
     second = None
     rest = max(shown.time_budget - (time.perf_counter() - start), 0.0)
-    if first.stopped_by not in ("interrupt", "stop") and rest > 0 and shown.iterations > first.iterations:
+    stopped = first.stopped_by in ("interrupt", "stop") or stop_requested(progress)
+    if not stopped and rest > 0 and shown.iterations > first.iterations:
         if estimate.blend < 1:  # a blend below 1 means the forest was fitted above
             forest = fit_forest(image, annotation, seed=config.seed)
         tune = replace(config, seed=(config.seed + 1) % 2**31, lr=config.lr * FINE_TUNE_LR, time_budget=rest,

@@ -10,10 +10,14 @@ keeps the model trained so far.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
+import signal
+import threading
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -23,6 +27,8 @@ from sparseseg import augment
 from sparseseg.errors import InputError
 from sparseseg.labels import Annotation, weights_from_counts
 from sparseseg.planning import AXES, patch_shapes
+
+logger = logging.getLogger("sparseseg")
 
 
 @dataclass(frozen=True)
@@ -210,6 +216,57 @@ Progress = Callable[[int, float, float], None]
 def stop_requested(progress: Progress | None) -> bool:
     """Whether ``progress`` asks the run to end now (its ``stop_requested`` attribute is true)."""
     return bool(getattr(progress, "stop_requested", False))
+
+
+class CtrlC:
+    """A progress callback that forwards to ``progress`` and asks training to stop once Ctrl-C was pressed."""
+
+    def __init__(self, progress: Progress | None):
+        self.progress, self.pressed = progress, False
+
+    @property
+    def stop_requested(self) -> bool:
+        return self.pressed or stop_requested(self.progress)
+
+    def __call__(self, iteration: int, loss: float, elapsed: float) -> None:
+        if self.progress is not None:
+            self.progress(iteration, loss, elapsed)
+
+    def __getattr__(self, name: str):  # the rest of ``progress``'s interface (e.g. ``estimated``)
+        return getattr(self.__dict__["progress"], name)
+
+    def told(self, train_log: TrainLog) -> TrainLog:
+        """``train_log``, saying 'interrupt' where Ctrl-C was pressed (training stopped at its request, or ended before)."""
+        return replace(train_log, stopped_by="interrupt") if self.pressed else train_log
+
+
+@contextlib.contextmanager
+def ctrl_c_stops_training(progress: Progress | None) -> Iterator[CtrlC]:
+    """While the block runs, the first Ctrl-C asks training to stop instead of raising; the second one quits.
+
+    Yields a `CtrlC` progress callback (forwarding to ``progress``) to train with: its
+    ``stop_requested`` turns true at the first Ctrl-C (SIGINT), so training ends before its
+    next step, and what runs around the training (the forest, the estimate on held-out planes)
+    finishes, giving the result of what was trained. ``pressed`` tells afterwards. A second
+    Ctrl-C raises KeyboardInterrupt as usual. Outside the main thread (napari's worker), or
+    where SIGINT is not Python's default handler, nothing changes.
+    """
+    ctrl_c = CtrlC(progress)
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield ctrl_c
+        return
+
+    def pressed(signum, frame):
+        if ctrl_c.pressed:
+            raise KeyboardInterrupt
+        ctrl_c.pressed = True
+        logger.warning("Ctrl-C: training stops, and the result is made with what was trained so far (Ctrl-C again to quit)")
+
+    signal.signal(signal.SIGINT, pressed)
+    try:
+        yield ctrl_c
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def train(

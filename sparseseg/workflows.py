@@ -13,6 +13,7 @@ output, and outputs are written only at the end, each atomically.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -37,7 +38,7 @@ from sparseseg.review import open_labels, same_shape
 from sparseseg.blocks import Source
 from sparseseg.slabs import LabelScan, scan_labels, write_weights
 from sparseseg.streaming import BlockProgress
-from sparseseg.train import Progress, TrainLog
+from sparseseg.train import CtrlC, Progress, TrainLog, ctrl_c_stops_training
 
 log = logging.getLogger("sparseseg")
 
@@ -168,8 +169,9 @@ def densify(
     image, annotation, how = read_pair(volumes, labels, config.unlabeled, planes)
     check_training(with_spacing(config, image), image.data.shape[1:], start_model)
     log.info("%s: %s", labels, how)
-    estimated = fit_estimated(image.data, annotation, with_spacing(config, image), progress, start_model)
-    model, train_log = estimated.model, estimated.train_log
+    with _stoppable(progress, partial) as stoppable:
+        estimated = fit_estimated(image.data, annotation, with_spacing(config, image), stoppable, start_model)
+    model, train_log = estimated.model, stoppable.told(estimated.train_log)
     _interrupted(train_log, partial)
     image = replace(image, spacing=model.config.spacing)  # outputs carry the voxel size trained with (file or --spacing)
     if workers is None and scheduler is None:
@@ -250,6 +252,12 @@ def _voxels(volumes: Sequence[PathLike]) -> int:
     return int(np.prod(source.shape[1:]))
 
 
+def _stoppable(progress: Progress | None, partial: bool):
+    """Training's progress callback: with ``partial``, Ctrl-C stops the training and the run goes on with what was
+    trained (`sparseseg.train.ctrl_c_stops_training`); without, Ctrl-C quits at once."""
+    return ctrl_c_stops_training(progress) if partial else contextlib.nullcontext(CtrlC(progress))
+
+
 def _interrupted(train_log: TrainLog, partial: bool) -> None:
     if train_log.stopped_by == "interrupt":
         if not partial:
@@ -284,7 +292,9 @@ def _densify_slabs(volumes, source, labels, out, config, planes, weights_out, ou
     log.info("%s: %s; training on the slabs around the annotated planes", labels, scan.how)
     if config.holdout or config.forest:
         log.info("a volume this large is densified by the network alone: no held-out estimate, no forest blend (yet)")
-    model, train_log = bounded.fit_slabs(source, sparse, scan, config, progress, start_model)
+    with _stoppable(progress, partial) as stoppable:
+        model, train_log = bounded.fit_slabs(source, sparse, scan, config, stoppable, start_model)
+    train_log = stoppable.told(train_log)
     _interrupted(train_log, partial)
     sink, probabilities = block_sinks(out, outputs, model, shape, source, spacing=model.config.spacing)
     try:  # segment_source finishes the sinks, or aborts them

@@ -6,9 +6,11 @@ other make a step 100x slower.
 """
 
 import json
+import math
 import os
 import pickle
 import shutil
+import signal
 
 import numpy as np
 import pytest
@@ -719,6 +721,46 @@ def test_interrupt_without_partial_writes_nothing(files, tiny_config, listing):
     assert progress.calls == 2
     assert listing(files.folder) == before  # no output, no model folder, no temporary file
     assert not [name for name in os.listdir(files.folder) if name.startswith(".")]
+
+
+def _pressing_ctrl_c(function, press=True):
+    """``function``, pressing Ctrl-C (SIGINT to this process) before its first run; ``.calls`` counts its calls."""
+
+    def pressed(*args, **kwargs):
+        pressed.calls += 1
+        if press and pressed.calls == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+        return function(*args, **kwargs)
+
+    pressed.calls = 0
+    return pressed
+
+
+def test_ctrl_c_while_the_forest_is_fitted_segments_with_the_forest(files, tiny_config, monkeypatch):
+    from sparseseg import forest
+
+    monkeypatch.setattr(forest, "fit_forest", _pressing_ctrl_c(forest.fit_forest))
+    out = files.folder / "seg.tif"
+    report = workflows.densify([files.volume], files.sparse, out, tiny_config(iterations=5))
+    assert forest.fit_forest.calls == 1  # not refitted for a fine-tuning
+    assert report.train_log.stopped_by == "interrupt" and report.train_log.iterations == 0
+    assert report.model.estimate["network_iou"] < report.model.estimate["forest_iou"]  # an untrained network
+    np.testing.assert_array_equal(io.read_labels(out).data, report.segmentation.labels)
+
+
+def test_ctrl_c_during_the_estimate_skips_the_fine_tuning(files, tiny_config, monkeypatch):
+    from sparseseg import ensemble, forest
+
+    monkeypatch.setattr(ensemble, "network_probabilities", _pressing_ctrl_c(ensemble.network_probabilities))
+    monkeypatch.setattr(forest, "fit_forest", _pressing_ctrl_c(forest.fit_forest, press=False))
+    out = files.folder / "seg.tif"
+    report = workflows.densify([files.volume], files.sparse, out, tiny_config(iterations=5))
+    assert ensemble.network_probabilities.calls == 2  # the held-out planes, then the result
+    assert forest.fit_forest.calls == 1  # not refitted on all planes for a fine-tuning that does not run
+    assert report.train_log.stopped_by == "interrupt"
+    assert report.train_log.iterations == math.ceil(ensemble.FIRST_PART * 5)  # the first part only
+    assert report.model.estimate is not None
+    assert io.read_labels(out).data.shape == files.shape
 
 
 @pytest.fixture

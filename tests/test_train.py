@@ -1,5 +1,8 @@
 """Tests for sparseseg.train: the weighted loss, the patch sampler and short training runs."""
 
+import os
+import signal
+
 import numpy as np
 import pytest
 import torch
@@ -9,7 +12,7 @@ from sparseseg import labels as L
 from sparseseg.augment import AugmentParams
 from sparseseg.model import UNet3D
 from sparseseg.preprocess import normalise
-from sparseseg.train import PatchSampler, TrainData, poly_lr, train, weighted_loss
+from sparseseg.train import PatchSampler, TrainData, ctrl_c_stops_training, poly_lr, train, weighted_loss
 
 CPU = torch.device("cpu")
 
@@ -169,6 +172,30 @@ def test_a_progress_object_can_stop_the_run(data):
     model, log = _train(data, iterations=10, progress=Cancel())
     assert log.stopped_by == "stop"
     assert log.iterations == 2 and len(log.losses) == 2
+    assert not model.training
+
+
+def _ctrl_c():
+    """Press Ctrl-C: SIGINT to this process (its handler runs before the next line)."""
+    os.kill(os.getpid(), signal.SIGINT)
+
+
+def test_first_ctrl_c_asks_training_to_stop_and_the_second_quits():
+    with ctrl_c_stops_training(None) as progress:
+        assert not progress.stop_requested and not progress.pressed
+        _ctrl_c()
+        assert progress.stop_requested and progress.pressed
+        with pytest.raises(KeyboardInterrupt):
+            _ctrl_c()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_ctrl_c_ends_training_before_its_next_step(data):
+    with ctrl_c_stops_training(None) as progress:
+        progress.progress = lambda iteration, loss, elapsed: _ctrl_c() if iteration == 2 else None
+        model, log = _train(data, iterations=10, progress=progress)
+    assert log.stopped_by == "stop" and progress.told(log).stopped_by == "interrupt"
+    assert log.iterations == 2
     assert not model.training
 
 
