@@ -404,23 +404,30 @@ def train_files(
             images += stacks
             annotations += stack_annotations
             wholes += [whole] * len(stacks)
-    model, train_log = fit(images, annotations, config, progress, start_model, wholes)
+    with ctrl_c_stops_training(progress) as stoppable:  # a Ctrl-C in the calibration too still saves the model
+        model, train_log = fit(images, annotations, config, stoppable, start_model, wholes)
+        if model.config.calibrate:
+            log.info("segmenting the %d training volume(s) to calibrate the class offsets", len(opened))
+            model = calibrate(model, *_annotated_probabilities(model, opened))
+    train_log = stoppable.told(train_log)
     if train_log.stopped_by == "interrupt":
         log.warning("training interrupted after %d steps: saving the model so far", train_log.iterations)
-    if model.config.calibrate:
-        log.info("segmenting the %d training volume(s) to calibrate the class offsets", len(opened))
-        annotated, annotated_masks = [], []
-        for pair in opened:
-            if pair.scan is None:
-                annotated.append(network_probabilities(model, pair.image, model.config.device)[0][:, pair.annotation.mask])
-                annotated_masks.append(pair.annotation)
-            else:
-                probabilities, annotation = bounded.annotated_probabilities(model, pair.source, pair.labels, pair.scan,
-                                                                            model.config.device)
-                annotated.append(probabilities)
-                annotated_masks.append(annotation)
-        model = calibrate(model, annotated, annotated_masks)
     return model, train_log, save_model(folder, model, overwrite)
+
+
+def _annotated_probabilities(model: Model, opened: Sequence[_TrainingPair]) -> tuple[list[np.ndarray], list[Annotation]]:
+    """The network's probabilities of the annotated voxels of each training pair, and their annotations."""
+    annotated, annotations = [], []
+    for pair in opened:
+        if pair.scan is None:
+            annotated.append(network_probabilities(model, pair.image, model.config.device)[0][:, pair.annotation.mask])
+            annotations.append(pair.annotation)
+        else:
+            probabilities, annotation = bounded.annotated_probabilities(model, pair.source, pair.labels, pair.scan,
+                                                                        model.config.device)
+            annotated.append(probabilities)
+            annotations.append(annotation)
+    return annotated, annotations
 
 
 @dataclass

@@ -763,6 +763,15 @@ def test_ctrl_c_during_the_estimate_skips_the_fine_tuning(files, tiny_config, mo
     assert io.read_labels(out).data.shape == files.shape
 
 
+def test_ctrl_c_during_the_calibration_of_train_still_saves_the_model(files, tiny_config, monkeypatch):
+    monkeypatch.setattr(workflows, "network_probabilities", _pressing_ctrl_c(workflows.network_probabilities))
+    folder = files.folder / "model"
+    model, train_log, written = workflows.train_files([([files.volume], files.sparse)], folder, tiny_config(iterations=3))
+    assert workflows.network_probabilities.calls == 1
+    assert train_log.stopped_by == "interrupt" and train_log.iterations == 3
+    assert written == folder and modelfolder.load_model(folder).offsets is not None
+
+
 @pytest.fixture
 def ctrl_c_at_step_2(monkeypatch):
     """Makes the command's progress bar press Ctrl-C after the second training step."""
