@@ -158,7 +158,9 @@ def run_measured(cmd, log, interrupt_after=None):
     with open(log, "w") as f:
         f.write(shlex.join(cmd) + "\n")
         f.flush()
-        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT)
+        # a benchmark started in the background (nohup ... &) ignores SIGINT, and so would its children: not this one
+        hear = (lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)) if interrupt_after else None
+        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, preexec_fn=hear)
         timer = threading.Timer(interrupt_after, proc.send_signal, (signal.SIGINT,)) if interrupt_after else None
         if timer is not None:
             timer.start()
