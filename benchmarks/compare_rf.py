@@ -180,8 +180,9 @@ def score(pred, gt, sparse):
 
 
 def train_figures(log):
-    """Device, training steps and seconds per step from the last line of `densify --json`'s log."""
-    summary = json.loads(Path(log).read_text().strip().splitlines()[-1])
+    """Device, training steps and seconds per step from `densify --json`'s summary: the log's last JSON line (after it,
+    an interrupted run says so)."""
+    summary = next(json.loads(line) for line in reversed(Path(log).read_text().strip().splitlines()) if line.startswith("{"))
     steps, seconds = summary["iterations"], summary["seconds_train"]
     estimate = summary.get("estimate") or {}
     return dict(device=summary["device"], iterations=steps, seconds_train=seconds,
