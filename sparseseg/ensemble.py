@@ -68,7 +68,7 @@ class _Shifted:
 
     @property
     def stop_requested(self) -> bool:
-        return bool(getattr(self.progress, "stop_requested", False))
+        return stop_requested(self.progress)
 
     def __call__(self, iteration: int, loss: float, elapsed: float) -> None:
         if self.progress is not None:
