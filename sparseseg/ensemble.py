@@ -21,8 +21,8 @@
 The class offsets of step 3 belong to the two models they were fitted for, trained on fewer
 planes: after step 4 only the weight is kept, and the network's prior correction (on the
 development benchmark, applying those offsets to the final models cost up to 0.07 IoU on 5
-of its 9 volumes; see docs/benchmarks.md). Where neither model changes after step 3 (the
-network alone, not fine-tuned: Ctrl-C in step 2, or no budget left) their offsets are applied.
+of its 9 volumes; see docs/benchmarks.md). Where the network is not fine-tuned (Ctrl-C in
+step 2, or no budget left) their offsets are applied, with the forest fitted anew.
 
 The estimate is therefore that of the models before their last part of training, on planes
 they had not seen. Ctrl-C in step 2 goes straight to step 3 with the network trained so far;
@@ -173,8 +173,7 @@ def fit_estimated(image: np.ndarray, annotation: Annotation, config: Config, pro
     second = None
     rest = max(shown.time_budget - (time.perf_counter() - start), 0.0)
     stopped = first.stopped_by in ("interrupt", "stop") or stop_requested(progress)
-    refit = estimate.blend < 1  # a blend below 1 means the forest was fitted above: on all planes now, even after a stop
-    if refit:
+    if estimate.blend < 1:  # a blend below 1 means the forest was fitted above: on all planes now, even after a stop
         forest = fit_forest(image, annotation, seed=config.seed)
     if not stopped and rest > 0 and shown.iterations > first.iterations:
         tune = replace(config, seed=(config.seed + 1) % 2**31, lr=config.lr * FINE_TUNE_LR, time_budget=rest,
@@ -185,7 +184,7 @@ def fit_estimated(image: np.ndarray, annotation: Annotation, config: Config, pro
     for text in estimate.warnings:
         log.warning(text)
     blend = estimate.blend if forest is not None else 1.0
-    fitted = estimate.offsets if second is None and not refit else np.zeros_like(estimate.offsets)  # see the module's text
+    fitted = estimate.offsets if second is None else np.zeros_like(estimate.offsets)  # see the module's text
     offsets = fitted if blend < 1 else prior_of(model) + fitted
     model = replace(model, config=replace(model.config, seed=config.seed, lr=config.lr, time_budget=shown.time_budget,
                                           iterations=shown.iterations),
