@@ -94,6 +94,10 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+#: Voxels whose most probable class `decide` takes at once.
+DECIDE_VOXELS = 2**20
+
+
 def labels_dtype(classes: Sequence[int]) -> np.dtype:
     """uint8 for class ids up to 255, uint16 above."""
     return np.dtype(np.uint8) if max(classes) <= 255 else np.dtype(np.uint16)
@@ -356,10 +360,17 @@ def decide(model: Model, probabilities: np.ndarray) -> np.ndarray:
     """The decision, in one place: apply the model's offsets to ``probabilities`` (in place), then the most probable class.
 
     The offsets are the prior correction and the calibrated offsets (`Model.decision_offsets`).
-    Returns (Z, Y, X) labels holding the class values.
+    Returns (Z, Y, X) labels holding the class values. The most probable class is taken a few
+    z-planes at a time (`DECIDE_VOXELS`), so that its 8-byte indices never take more memory
+    than a slab's.
     """
     apply_offsets(probabilities, model.decision_offsets)
-    return model.classes[np.argmax(probabilities, axis=0)].astype(labels_dtype(model.classes))
+    labels = np.empty(probabilities.shape[1:], dtype=labels_dtype(model.classes))
+    plane = int(np.prod(probabilities.shape[2:]))
+    step = max(1, DECIDE_VOXELS // max(plane, 1))
+    for z in range(0, labels.shape[0], step):
+        labels[z : z + step] = model.classes[np.argmax(probabilities[:, z : z + step], axis=0)]
+    return labels
 
 
 def segment(model: Model, image: np.ndarray, device: str = "auto", tta: bool | None = None) -> Segmentation:

@@ -36,6 +36,17 @@ def small_annotation(sparse_small):
     return L.read_annotation(sparse_small[0])[0]
 
 
+def test_decide_takes_the_most_probable_class_a_slab_at_a_time(monkeypatch):
+    rng = np.random.default_rng(0)
+    probabilities = rng.random((3, 7, 5, 4)).astype(np.float32)
+    model = core.Model(network=None, classes=np.array([0, 2, 300]), config=Config(), in_channels=1)
+    expected = model.classes[probabilities.argmax(0)]
+    monkeypatch.setattr(core, "DECIDE_VOXELS", 2 * 5 * 4)  # two planes per slab, the last slab one plane
+    labels = core.decide(model, probabilities.copy())
+    assert labels.dtype == np.uint16 and labels.shape == (7, 5, 4)
+    np.testing.assert_array_equal(labels, expected)
+
+
 def test_densify_arrays_tiny(blobs_small, small_annotation, tiny_config):
     image = blobs_small[0][None]
     model, log, segmentation = ensemble.densify_arrays(image, small_annotation, tiny_config())
