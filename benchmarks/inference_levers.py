@@ -94,6 +94,7 @@ def run_variant(case: Path, passes: str, overlap: float, wide: float) -> dict:
     bare, bare_voxels = bare_seconds(network, windows, window_overlaps(shapes, overlap, wide), shape, source.shape[0])
     voxels = int(np.prod(shape))
     return dict(case=case.name, passes=passes, overlap=overlap, wide_overlap=wide, windows=[list(w) for w in windows],
+                blocks=len(plan.blocks), block=[s.stop - s.start for s in plan.blocks[0]], halo=list(plan.halo),
                 mean_fg_iou=round(float(mean), 4), iou=json.loads(per_class), seconds=round(seconds, 1),
                 redundancy=round(bare_voxels / voxels, 2), e2e_kvox_s=round(voxels / seconds / 1e3, 1),
                 bare_kvox_s=round(bare_voxels / bare / 1e3, 1), ratio=round(voxels / seconds / (bare_voxels / bare), 3))
