@@ -3,8 +3,9 @@
 tests/data holds what the code before the split (commit 759ff18) gave for the run below:
 its resolved CPU and CUDA defaults, and the labels and probabilities of a seeded, step-bound
 densify of the small synthetic volume. The held-out planes, the forest and the wide axes'
-own overlap came later (`sparseseg.config.ADDED`): with them as they were, densify is the
-method it was.
+own overlap came later (`sparseseg.config.ADDED`), and the overlap across the annotated
+planes went from a half to three quarters (`CHANGED`): with them as they were, densify is
+the method it was.
 """
 
 import json
@@ -18,11 +19,13 @@ from sparseseg.config import ADDED, Config
 from sparseseg.labels import read_annotation
 
 DATA = Path(__file__).parent / "data"
+#: Defaults changed since the split, with the values the code before it had.
+CHANGED = {"overlap": 0.5}
 
 
 def test_defaults_are_those_before_the_split():
     saved = json.loads((DATA / "defaults_reference.json").read_text())
-    before = Config(**ADDED)  # the fields added since, set to what the code before them did
+    before = Config(**ADDED, **CHANGED)  # the fields added or changed since, set to what the code before them did
     assert {k: v for k, v in before.resolved(False).to_dict().items() if k not in ADDED} == saved["cpu"]
     assert {k: v for k, v in before.resolved(True).to_dict().items() if k not in ADDED} == saved["cuda"]
 
@@ -32,7 +35,7 @@ def test_a_seeded_run_gives_the_labels_it_gave_before_the_split():
     sparse, _ = synthetic.sparsify(truth, 2)
     annotation, _ = read_annotation(sparse, 255, None)
     config = Config(iterations=20, time_budget=600.0, base=4, batch_size=2, seed=0, device="cpu", patch=(8, 16, 16),
-                    forest=False, holdout=False)
+                    forest=False, holdout=False, **CHANGED)
     _, _, segmentation = ensemble.densify_arrays(image[None].astype(np.float32), annotation, config)
     saved = np.load(DATA / "restructure_reference.npz")
     if torch.backends.cpu.get_cpu_capability() == "AVX2":  # the kind of CPU the reference was recorded on (AMD EPYC)
