@@ -247,6 +247,16 @@ def _check_channels(model: Model, channels: int) -> None:
         raise InputError(f"the model takes {model.in_channels} channel(s), the volume has {channels}")
 
 
+def with_overlap(model: Model, overlap: float | None) -> Model:
+    """The model with its windows overlapping by ``overlap`` across the annotated planes (None: as saved).
+
+    An `InputError` naming ``overlap`` where it does not lie in [0, 1) (`sparseseg.config.Config`).
+    """
+    if overlap is None:
+        return model
+    return replace(model, config=replace(model.config, overlap=float(overlap)))
+
+
 def plan_of(model: Model, source: Source, budget: float | None = None, chunks=None) -> BlockPlan:
     """How the model's windows cut ``source`` into blocks (`sparseseg.streaming.plan_volume`), overlapping as it says."""
     return plan_volume(model.network, source, model.windows, model.config.patch, budget, chunks,

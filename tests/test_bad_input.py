@@ -203,6 +203,10 @@ def _predict_device(c):
                 ["--device", "tpu"])
 
 
+def _predict_overlap(c):
+    return Case(["predict", c.trained().model, c.volume, "-o", c.folder / "seg.tif", "--overlap", "1"], ["--overlap", "1"])
+
+
 def _predict_resume(out, probabilities=None):
     def case(c):
         extra = ["--probabilities", c.folder / probabilities] if probabilities else []
@@ -377,6 +381,7 @@ ROWS = [
     pytest.param(_option("--time-budget", "soon", needles=["--time-budget", "soon"]), id="time-budget-not-a-duration"),
     pytest.param(_option("--device", "tpu", needles=["--device", "tpu"]), id="densify-device-tpu"),
     pytest.param(_predict_device, id="predict-device-tpu"),
+    pytest.param(_predict_overlap, id="predict-overlap-1"),
     pytest.param(_suggest_device, id="suggest-device-tpu"),
     pytest.param(_predict_resume("seg.tif"), id="predict-resume-tiff"),
     pytest.param(_predict_resume("seg.h5:/seg"), id="predict-resume-hdf5"),

@@ -332,6 +332,25 @@ def test_predict_writes_segmentation_probabilities_and_preview(trained, tmp_path
         assert picture.format == "PNG" and picture.mode == "RGB" and min(picture.size) > 16
 
 
+def test_predict_overlap_sets_how_far_the_windows_overlap_across_the_planes(trained, tmp_path, run, monkeypatch):
+    from sparseseg import streaming
+
+    seen, real = [], streaming.predict_probabilities
+
+    def spy(network, image, window, device, overlaps, **kwargs):
+        seen.append(tuple(overlaps))
+        return real(network, image, window, device, overlaps, **kwargs)
+
+    monkeypatch.setattr(streaming, "predict_probabilities", spy)
+    run("predict", trained.model, trained.volume, "-o", tmp_path / "default.tif")
+    default, seen[:] = list(seen), []
+    run("predict", trained.model, trained.volume, "-o", tmp_path / "less.tif", "--overlap", "0.3")
+    wide = modelfolder.load_model(trained.model).config.wide_overlap
+    assert default and all(0.3 not in o for o in default)
+    # each pass: 0.3 across its planes (one axis), the model's own overlap along the two others
+    assert len(seen) == len(default) and all(o.count(0.3) == 1 and o.count(wide) == 2 for o in seen)
+
+
 def test_predict_uint16_class_values(files, tmp_path, run, one_json, train_args):
     truth = np.array([0, 7, 1000], np.uint16)[tifffile.imread(files.truth)]
     sparse, _ = synthetic.sparsify(truth, 2)

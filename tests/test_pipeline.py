@@ -47,6 +47,14 @@ def test_decide_takes_the_most_probable_class_a_slab_at_a_time(monkeypatch):
     np.testing.assert_array_equal(labels, expected)
 
 
+def test_with_overlap_replaces_the_overlap_across_the_planes_only():
+    model = core.Model(network=None, classes=np.array([0, 1]), config=Config(overlap=0.75, wide_overlap=0.25), in_channels=1)
+    assert core.with_overlap(model, None) is model
+    assert (core.with_overlap(model, 0.5).config.overlap, core.with_overlap(model, 0.5).config.wide_overlap) == (0.5, 0.25)
+    with pytest.raises(InputError, match="^overlap=1"):
+        core.with_overlap(model, 1.0)
+
+
 def test_densify_arrays_tiny(blobs_small, small_annotation, tiny_config):
     image = blobs_small[0][None]
     model, log, segmentation = ensemble.densify_arrays(image, small_annotation, tiny_config())
