@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 
 from sparseseg.blocks import all_or_nothing, blocks_to_write
-from sparseseg.core import Model, plan_of, resolve_device, with_overlap, write_decided
+from sparseseg.core import Model, plan_of, resolve_device, write_decided
 from sparseseg.errors import InputError
 from sparseseg.modelfolder import load_model
 from sparseseg.streaming import BlockProgress, block_probabilities, voxels
@@ -67,13 +67,12 @@ def check_shared(labels, probabilities=None) -> None:
                              param=param, value=str(getattr(sink, "path", "")))
 
 
-def segment_on_cluster(folder, source, labels, probabilities=None, *, dask_client, device: str = "auto",
-                       tta: bool | None = None, progress: BlockProgress | None = None,
-                       overlap: float | None = None) -> list[tuple[int, int, int]]:
-    """Segment ``source`` with the model in ``folder`` block by block on ``dask_client``'s workers.
+def segment_on_cluster(model: Model, folder, source, labels, probabilities=None, *, dask_client, device: str = "auto",
+                       tta: bool | None = None, progress: BlockProgress | None = None) -> list[tuple[int, int, int]]:
+    """Segment ``source`` block by block on ``dask_client``'s workers with ``model``, saved in ``folder``.
 
-    ``overlap``, where given, replaces the model's overlap across the annotated planes
-    (`sparseseg.core.with_overlap`); the workers follow the plan made here.
+    ``model`` plans the blocks and windows here (with the overlap it holds, e.g. from
+    `sparseseg.core.with_overlap`); each worker loads ``folder`` once and follows that plan.
 
     ``labels`` (and ``probabilities``) must be chunked sinks that workers can share (Zarr,
     OME-Zarr). They are finished here when every block is written, and aborted if one fails
@@ -83,7 +82,6 @@ def segment_on_cluster(folder, source, labels, probabilities=None, *, dask_clien
     from dask.distributed import as_completed
 
     check_shared(labels)
-    model = with_overlap(load_model(folder), overlap)
     plan = plan_of(model, source, chunks=labels.chunks)
     folder = str(Path(folder).resolve())
     with all_or_nothing(labels, probabilities):

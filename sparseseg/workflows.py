@@ -488,8 +488,8 @@ def predict(
     if not shared:
         windows, seconds = segment_source(model, source, labels, probabilities, device=device, tta=tta, progress=progress)
     else:
-        windows, seconds = _on_cluster(folder, source, labels, probabilities, workers, scheduler, device, tta, progress,
-                                       overlap)
+        windows, seconds = _on_cluster(model, folder, source, labels, probabilities, workers, scheduler, device, tta,
+                                       progress)
     written = [Path(out)] + ([Path(outputs.probabilities)] if probabilities is not None else [])
     if outputs.preview is not None:
         written.append(outputs.write_preview(volumes, out))
@@ -534,8 +534,8 @@ def block_sinks(out: PathLike, outputs: Outputs, model: Model, shape, reference,
     return labels, probabilities
 
 
-def _on_cluster(folder, source, labels, probabilities, workers, scheduler, device, tta, progress, overlap):
-    """Segment on a dask cluster (`sparseseg.cluster`) with the model in ``folder``; the windows and the seconds."""
+def _on_cluster(model, folder, source, labels, probabilities, workers, scheduler, device, tta, progress):
+    """Segment on a dask cluster (`sparseseg.cluster`) with ``model``, saved in ``folder``; the windows and the seconds."""
     from sparseseg import cluster
 
     start = time.perf_counter()
@@ -547,8 +547,8 @@ def _on_cluster(folder, source, labels, probabilities, workers, scheduler, devic
                 sink.release()
         raise
     with dask_client:
-        windows = cluster.segment_on_cluster(folder, source, labels, probabilities, dask_client=dask_client,
-                                             device=device, tta=tta, progress=progress, overlap=overlap)
+        windows = cluster.segment_on_cluster(model, folder, source, labels, probabilities, dask_client=dask_client,
+                                             device=device, tta=tta, progress=progress)
     return windows, time.perf_counter() - start
 
 

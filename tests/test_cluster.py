@@ -23,7 +23,7 @@ def test_two_workers_give_the_single_process_labels(trained, tmp_path, monkeypat
                        io.create_sink(tmp_path / f"{name}_p.zarr", (k,) + shape, np.uint8, chunks=(8, 16, 16)))
     core.segment_source(model, source, *sinks["one"])
     with cluster.client(workers=2) as dask_client:
-        cluster.segment_on_cluster(trained.model, source, *sinks["two"], dask_client=dask_client)
+        cluster.segment_on_cluster(model, trained.model, source, *sinks["two"], dask_client=dask_client)
     assert len(streaming.plan_volume(model.network, source, model.windows, model.config.patch,
                                      chunks=(8, 16, 16)).blocks) == 8
     for name in ("", "_p"):
@@ -74,3 +74,16 @@ def test_resume_on_workers_submits_only_the_blocks_not_done(trained, tmp_path, m
     assert len(left) == 7
     workflows.predict(trained.model, [trained.volume], tmp_path / "ref.zarr", device="cpu")  # uninterrupted, same blocks
     np.testing.assert_array_equal(zarr.open(out, mode="r")[...], zarr.open(tmp_path / "ref.zarr", mode="r")[...])
+
+
+@pytest.mark.filterwarnings("ignore::ResourceWarning", "ignore::pytest.PytestUnraisableExceptionWarning")
+def test_workers_follow_the_overlap_given_to_predict(trained, tmp_path):
+    def probabilities(name, **kwargs):
+        outputs = workflows.Outputs(probabilities=tmp_path / f"{name}_p.zarr")
+        workflows.predict(trained.model, [trained.volume], tmp_path / f"{name}.zarr", outputs=outputs, device="cpu",
+                          **kwargs)
+        return zarr.open(tmp_path / f"{name}_p.zarr", mode="r")[...]
+
+    one = probabilities("one", overlap=0.25)
+    np.testing.assert_array_equal(probabilities("two", overlap=0.25, workers=2), one)
+    assert not np.array_equal(probabilities("default"), one)  # the overlap changed the windows: the equality means something
