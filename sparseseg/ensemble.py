@@ -25,7 +25,8 @@ of its 9 volumes; see docs/benchmarks.md). Where the network is not fine-tuned (
 step 2, or no budget left) their offsets are applied, with the forest fitted anew.
 
 The estimate is therefore that of the models before their last part of training, on planes
-they had not seen. Ctrl-C in step 2 goes straight to step 3 with the network trained so far;
+they had not seen. Where the network is not fine-tuned, its probabilities of step 3 are kept
+for the segmentation (`segment_estimated`), which does not run it again. Ctrl-C in step 2 goes straight to step 3 with the network trained so far;
 Ctrl-C in step 4 keeps the network fine-tuned so far. A progress object whose ``stop_requested``
 turns true (`sparseseg.train.ctrl_c_stops_training`, as `densify` runs this) does the same, and
 also at any moment between: then the step under way finishes, and no further one starts.
@@ -75,10 +76,36 @@ class _Shifted:
             self.progress(iteration + self.steps, loss, elapsed + self.seconds)
 
 
+def _forest_on_planes(forest, image, classes, held: dict) -> dict:
+    """The forest's probabilities (K, plane) on each held-out plane, keyed by (axis, index).
+
+    A plane's probabilities need the filters' context around it (`sparseseg.forest.HALO`
+    planes each side): where those slabs add up to the volume or more, the whole volume is
+    computed once and the planes taken from it; otherwise plane by plane.
+    """
+    from sparseseg.forest import HALO, forest_probabilities
+
+    shape = image.shape[1:]
+    slabs = sum(min(2 * HALO + 1, shape[AXES.index(axis)]) * math.prod(shape) // shape[AXES.index(axis)]
+                for axis, indices in held.items() for _ in indices)
+    whole = forest_probabilities(forest, image, classes) if slabs >= math.prod(shape) else None
+    planes = {}
+    for axis, indices in held.items():
+        k = 1 + AXES.index(axis)
+        for index in indices:
+            if whole is not None:
+                planes[axis, index] = np.take(whole, index, axis=k)
+            else:
+                region = tuple(slice(index, index + 1) if a == axis else slice(None) for a in AXES)
+                planes[axis, index] = np.take(forest_probabilities(forest, image, classes, region), 0, axis=k)
+    return planes
+
+
 def _held_out(model: Model, network: np.ndarray, forest, image, annotation: Annotation, held: dict):
     """The probabilities (network prior-corrected; forest or None), classes and plane numbers of the held-out voxels."""
     nets, forests, targets, planes, names = [], [], [], [], []
     prior = prior_of(model)
+    on_planes = _forest_on_planes(forest, image, model.classes, held) if forest is not None else {}
     for axis, indices in held.items():
         for index in indices:
             where, mask = plane_voxels(annotation, axis, index)
@@ -87,11 +114,7 @@ def _held_out(model: Model, network: np.ndarray, forest, image, annotation: Anno
             p = network[(slice(None),) + where][:, mask].astype(np.float32)
             nets.append(blend_probabilities(p, None, 1.0, prior))
             if forest is not None:
-                from sparseseg.forest import forest_probabilities
-
-                region = tuple(slice(i, i + 1) if isinstance(i, int) else slice(None) for i in where)
-                f = forest_probabilities(forest, image, model.classes, region)
-                forests.append(np.take(f, 0, axis=1 + AXES.index(axis))[:, mask])
+                forests.append(on_planes[axis, index][:, mask])
             targets.append(annotation.target[where][mask])
             planes.append(np.full(int(mask.sum()), len(names)))
             names.append(f"{axis}={index}")
@@ -106,6 +129,9 @@ class Estimated:
     model: Model
     train_log: TrainLog
     estimate: Estimate | None
+    #: The network's probabilities and windows of step 3, kept where the network was not fine-tuned
+    #: after them (and weighs something in the blend): `segment_estimated` uses them instead of running it again.
+    network: tuple[np.ndarray, list] | None = None
 
 
 def _joined(first: TrainLog, second: TrainLog | None) -> TrainLog:
@@ -161,10 +187,9 @@ def fit_estimated(image: np.ndarray, annotation: Annotation, config: Config, pro
     first_budget = max(FIRST_PART * shown.time_budget - (time.perf_counter() - start), 0.0)
     first_steps = math.ceil(FIRST_PART * shown.iterations)
     model, first = fit([image], [kept], replace(config, time_budget=first_budget, iterations=first_steps), progress, init)
-    probabilities, _, _ = network_probabilities(model, image, config.device)
+    probabilities, windows, _ = network_probabilities(model, image, config.device)
     *voxels, names = _held_out(model, probabilities, forest, image, annotation, held)
     estimate = replace(choose_blend(*voxels, model.classes != 0, names, fit=config.calibrate), planes=held)
-    del probabilities
     log.info("estimated IoU %.3f +- %.3f on the held-out planes (network %.3f, forest %s), network weight %.1f",
              estimate.iou, estimate.spread, estimate.network_iou,
              "-" if np.isnan(estimate.forest_iou) else f"{estimate.forest_iou:.3f}", estimate.blend)
@@ -176,6 +201,7 @@ def fit_estimated(image: np.ndarray, annotation: Annotation, config: Config, pro
     if estimate.blend < 1:  # a blend below 1 means the forest was fitted above: on all planes now, even after a stop
         forest = fit_forest(image, annotation, seed=config.seed)
     if not stopped and rest > 0 and shown.iterations > first.iterations:
+        probabilities = None  # the fine-tuned network gives others
         tune = replace(config, seed=(config.seed + 1) % 2**31, lr=config.lr * FINE_TUNE_LR, time_budget=rest,
                        iterations=shown.iterations - first.iterations)
         model, second = fit([image], [annotation], tune, _Shifted(progress, first.iterations, first.seconds), model)
@@ -189,21 +215,28 @@ def fit_estimated(image: np.ndarray, annotation: Annotation, config: Config, pro
     model = replace(model, config=replace(model.config, seed=config.seed, lr=config.lr, time_budget=shown.time_budget,
                                           iterations=shown.iterations),
                     forest=forest if blend < 1 else None, blend=blend, offsets=offsets, estimate=estimate.as_dict())
-    return Estimated(model, train_log, estimate)
+    kept_network = (probabilities, windows) if probabilities is not None and blend > 0 else None
+    return Estimated(model, train_log, estimate, kept_network)
 
 
-def segment_estimated(model: Model, image: np.ndarray, annotation: Annotation, estimate: Estimate | None,
+def segment_estimated(estimated: Estimated, image: np.ndarray, annotation: Annotation,
                       device: str = "auto") -> tuple[Model, Segmentation]:
     """Segment the image `fit_estimated` trained on: with the offsets chosen on the held-out planes, or (no estimate)
-    calibrated on the annotation as `sparseseg.core.segment_calibrated` does."""
-    if estimate is None:
+    calibrated on the annotation as `sparseseg.core.segment_calibrated` does.
+
+    The network's probabilities ``estimated.network`` are used where `fit_estimated` kept them,
+    and handed over: ``estimated.network`` is None afterwards (the blend works in place).
+    """
+    model = estimated.model
+    if estimated.estimate is None:
         return segment_calibrated(model, image, annotation, device)
     start = time.perf_counter()
+    kept, estimated.network = estimated.network, None
     if model.forest is not None and model.blend == 0:  # the forest alone: the network's probabilities weigh nothing
         probabilities, windows = mixed(model, np.zeros((len(model.classes),) + image.shape[1:], np.float32),
                                        forest_part(model, image)), []
     else:
-        network, windows, _ = network_probabilities(model, image, device)
+        network, windows = kept if kept is not None else network_probabilities(model, image, device)[:2]
         probabilities = mixed(model, network, forest_part(model, image))
     return model, Segmentation(decide(model, probabilities), probabilities, time.perf_counter() - start, windows)
 
@@ -215,5 +248,5 @@ def densify_arrays(image: np.ndarray, annotation: Annotation, config: Config, pr
     The model's ``estimate`` holds the estimate, where one was made.
     """
     estimated = fit_estimated(image, annotation, config, progress, init)
-    model, segmentation = segment_estimated(estimated.model, image, annotation, estimated.estimate, config.device)
+    model, segmentation = segment_estimated(estimated, image, annotation, config.device)
     return model, estimated.train_log, segmentation

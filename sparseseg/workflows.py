@@ -175,9 +175,10 @@ def densify(
     _interrupted(train_log, partial)
     image = replace(image, spacing=model.config.spacing)  # outputs carry the voxel size trained with (file or --spacing)
     if workers is None and scheduler is None:
-        model, segmentation = segment_estimated(model, image.data, annotation, estimated.estimate, config.device)
+        model, segmentation = segment_estimated(estimated, image.data, annotation, config.device)
         written = [io.write_volume(out, segmentation.labels, reference=image, overwrite=outputs.overwrite)]
     else:
+        estimated.network = None  # the workers run the network on their blocks
         model, segmentation = _segment_on_cluster(model, volumes, image, annotation, out, outputs, workers, scheduler,
                                                   config.device)
         written = [Path(out)] + ([Path(outputs.probabilities)] if outputs.probabilities is not None else [])

@@ -141,3 +141,60 @@ def test_a_model_with_a_forest_needs_the_raw_volume_to_decide_blocks():
     model, _, _ = ensemble.densify_arrays(image, annotation, _config(iterations=2))
     with pytest.raises(core.InputError, match="source"):
         core.write_decided(model, None)
+
+
+class _StopAfterTwo:
+    stop_requested = False
+
+    def __call__(self, iteration, loss, elapsed):
+        self.stop_requested = iteration >= 2
+
+
+def _counting_network_runs(monkeypatch):
+    runs = []
+    real = ensemble.network_probabilities
+
+    def counted(*args, **kwargs):
+        runs.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ensemble, "network_probabilities", counted)
+    return runs
+
+
+def test_after_a_stop_the_segmentation_reuses_the_estimate_s_network_run(monkeypatch):
+    image, _, annotation = _case()
+    runs = _counting_network_runs(monkeypatch)
+    estimated = ensemble.fit_estimated(image, annotation, _config(iterations=20, forest=False), _StopAfterTwo())
+    assert estimated.network is not None and len(runs) == 1
+    kept = estimated.network[0].copy()
+    _, reused = ensemble.segment_estimated(estimated, image, annotation, "cpu")
+    assert len(runs) == 1 and estimated.network is None  # handed over, not run again
+    _, again = ensemble.segment_estimated(estimated, image, annotation, "cpu")  # nothing kept now: run it
+    assert len(runs) == 2
+    np.testing.assert_allclose(core.network_probabilities(estimated.model, image, "cpu")[0], kept, atol=1e-6)
+    np.testing.assert_array_equal(reused.labels, again.labels)
+
+
+def test_after_the_fine_tuning_the_network_runs_again_for_the_segmentation(monkeypatch):
+    image, _, annotation = _case()
+    runs = _counting_network_runs(monkeypatch)
+    estimated = ensemble.fit_estimated(image, annotation, _config(iterations=6, forest=False))
+    assert estimated.train_log.iterations == 6 and estimated.network is None
+    ensemble.segment_estimated(estimated, image, annotation, "cpu")
+    assert len(runs) == 2
+
+
+@pytest.mark.parametrize("shape, held", [((12, 24, 160), {"x": [70]}),  # one thin slab: plane by plane
+                                         ((24, 48, 48), {"z": [5], "y": [20], "x": [30]})])  # the whole volume once
+def test_the_forest_on_held_out_planes_equals_the_whole_volume_s(shape, held):
+    from sparseseg.forest import fit_forest, forest_probabilities
+
+    image, _, annotation = _case(shape=shape)
+    forest = fit_forest(image, annotation, seed=0, n_estimators=10)
+    classes = np.arange(3)
+    whole = forest_probabilities(forest, image, classes)
+    planes = ensemble._forest_on_planes(forest, image, classes, held)
+    assert set(planes) == {(axis, i) for axis, indices in held.items() for i in indices}
+    for (axis, index), plane in planes.items():
+        np.testing.assert_allclose(plane, np.take(whole, index, axis=1 + "zyx".index(axis)), atol=1e-6)
