@@ -30,7 +30,7 @@ from sparseseg.planning import (
     anisotropy, inference_windows, pooling_kernels, size_multiple, thin_depths, training_patch, window_chunks, window_overlaps,
 )
 from sparseseg.preprocess import normalise, normalise_with
-from sparseseg.streaming import BlockPlan, BlockProgress, plan_volume, run_blocks
+from sparseseg.streaming import BlockPlan, BlockProgress, block_probabilities, plan_volume, run_blocks
 from sparseseg.train import Progress, TrainData, TrainLog, WholeVolume, class_weights_of, per_image, train
 
 log = logging.getLogger("sparseseg")
@@ -324,19 +324,32 @@ def write_decided(model: Model, labels: Sink, probabilities: Sink | None = None,
 
 
 def network_probabilities(
-    model: Model, image: np.ndarray, device: str = "auto", tta: bool | None = None
+    model: Model, image: np.ndarray, device: str = "auto", tta: bool | None = None, needed: np.ndarray | None = None
 ) -> tuple[np.ndarray, list[tuple[int, int, int]], float]:
     """The network's class probabilities (K, Z, Y, X) for a raw (C, Z, Y, X) image, before `decide`.
 
     Returns the probabilities, the sliding windows used (one pass each, averaged) and the seconds taken.
-    ``device`` is where to run ('auto' by default, whatever the model was trained on).
+    ``device`` is where to run ('auto' by default, whatever the model was trained on). With
+    ``needed`` (bool, (Z, Y, X)) only the windows over those voxels are run: they get exactly
+    what a run over the whole volume gives them, and the other voxels hold zeros.
     """
     if image.ndim != 4:
         raise InputError(f"expected a (C, Z, Y, X) image, got shape {image.shape}")
     _check_channels(model, image.shape[0])
+    if needed is not None and needed.shape != image.shape[1:]:
+        raise InputError(f"must have the image's shape {image.shape[1:]}, got {needed.shape}", param="needed")
     start = time.perf_counter()
     sink = ArraySink((len(model.classes),) + image.shape[1:], np.float32)
-    windows = run_model(model, ArraySource(image), sink.write, device, tta, None)
+    if needed is None:
+        windows = run_model(model, ArraySource(image), sink.write, device, tta, None)
+    else:
+        source = ArraySource(image)
+        plan = plan_of(model, source)
+        for zyx in plan.blocks:
+            if needed[zyx].any():
+                sink.write(zyx, block_probabilities(model.network, source, zyx, plan, device=resolve_device(device),
+                                                    tta=model.config.tta if tta is None else tta, needed=needed[zyx]))
+        windows = plan.windows
     return sink.finish(), windows, time.perf_counter() - start
 
 

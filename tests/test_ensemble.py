@@ -143,46 +143,25 @@ def test_a_model_with_a_forest_needs_the_raw_volume_to_decide_blocks():
         core.write_decided(model, None)
 
 
-class _StopAfterTwo:
-    stop_requested = False
-
-    def __call__(self, iteration, loss, elapsed):
-        self.stop_requested = iteration >= 2
-
-
-def _counting_network_runs(monkeypatch):
-    runs = []
+def test_the_estimate_runs_the_network_on_the_held_out_planes_only(monkeypatch):
+    image, _, annotation = _case()
+    calls = []
     real = ensemble.network_probabilities
 
-    def counted(*args, **kwargs):
-        runs.append(1)
-        return real(*args, **kwargs)
+    def spy(model, image, device="auto", tta=None, needed=None):
+        calls.append(needed)
+        return real(model, image, device, tta, needed)
 
-    monkeypatch.setattr(ensemble, "network_probabilities", counted)
-    return runs
-
-
-def test_after_a_stop_the_segmentation_reuses_the_estimate_s_network_run(monkeypatch):
-    image, _, annotation = _case()
-    runs = _counting_network_runs(monkeypatch)
-    estimated = ensemble.fit_estimated(image, annotation, _config(iterations=20, forest=False), _StopAfterTwo())
-    assert estimated.network is not None and len(runs) == 1
-    kept = estimated.network[0].copy()
-    _, reused = ensemble.segment_estimated(estimated, image, annotation, "cpu")
-    assert len(runs) == 1 and estimated.network is None  # handed over, not run again
-    _, again = ensemble.segment_estimated(estimated, image, annotation, "cpu")  # nothing kept now: run it
-    assert len(runs) == 2
-    np.testing.assert_allclose(core.network_probabilities(estimated.model, image, "cpu")[0], kept, atol=1e-6)
-    np.testing.assert_array_equal(reused.labels, again.labels)
-
-
-def test_after_the_fine_tuning_the_network_runs_again_for_the_segmentation(monkeypatch):
-    image, _, annotation = _case()
-    runs = _counting_network_runs(monkeypatch)
-    estimated = ensemble.fit_estimated(image, annotation, _config(iterations=6, forest=False))
-    assert estimated.train_log.iterations == 6 and estimated.network is None
+    monkeypatch.setattr(ensemble, "network_probabilities", spy)
+    estimated = ensemble.fit_estimated(image, annotation, _config(iterations=4, forest=False))
+    (needed,) = calls
+    expected = np.zeros(annotation.mask.shape, bool)
+    for axis, (index,) in estimated.estimate.planes.items():
+        where, mask = ensemble.plane_voxels(annotation, axis, index)
+        expected[where] = mask
+    np.testing.assert_array_equal(needed, expected)
     ensemble.segment_estimated(estimated, image, annotation, "cpu")
-    assert len(runs) == 2
+    assert len(calls) == 2 and calls[1] is None  # the segmentation runs it over the whole volume
 
 
 @pytest.mark.parametrize("shape, held", [((12, 24, 160), {"x": [70]}),  # one thin slab: plane by plane

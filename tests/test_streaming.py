@@ -84,6 +84,26 @@ def test_blocks_give_the_whole_volume_result(model):
     assert np.mean(split.argmax(0) == whole.argmax(0)) > 0.99
 
 
+def test_network_probabilities_on_needed_voxels_equal_the_whole_run_there_with_fewer_windows(model):
+    image, _ = synthetic.blobs((16, 160, 160), seed=4)
+    image = image[None].astype(np.float32)
+    needed = np.zeros(image.shape[1:], bool)
+    needed[:, 40, :] = True  # one y plane
+    calls = []
+    hook = model.network.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        whole = core.network_probabilities(model, image, "cpu")[0]
+        all_windows, calls[:] = len(calls), []
+        some = core.network_probabilities(model, image, "cpu", needed=needed)[0]
+    finally:
+        hook.remove()
+    assert len(calls) < 0.5 * all_windows
+    np.testing.assert_allclose(some[:, needed], whole[:, needed], rtol=1e-5, atol=1e-6)
+    assert (some.sum(0) == 0).any()  # voxels far from the plane: no window ran there
+    with pytest.raises(core.InputError, match="needed"):
+        core.network_probabilities(model, image, "cpu", needed=needed[1:])
+
+
 def test_less_overlap_along_the_wide_axes_runs_fewer_windows_for_nearly_the_same_result(model):
     image, _ = synthetic.blobs((16, 160, 160), seed=4)  # wider than a window along y and x
     image = image[None].astype(np.float32)
