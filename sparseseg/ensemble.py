@@ -25,9 +25,10 @@ of its 9 volumes; see docs/benchmarks.md). Where the network is not fine-tuned (
 step 2, or no budget left) their offsets are applied, with the forest fitted anew.
 
 The estimate is therefore that of the models before their last part of training, on planes
-they had not seen. Step 3 runs the network only on the windows over the held-out planes
-(which get there what a run over the whole volume gives them): the time it saves goes to
-the fine-tuning, and a result of the forest alone never runs the network over the volume. Ctrl-C in step 2 goes straight to step 3 with the network trained so far;
+they had not seen. Where fine-tuning follows, step 3 runs the network only on the windows
+over the held-out planes (which get there what a run over the whole volume gives them), and
+the time saved goes to the fine-tuning; where it does not (a stop, or no budget left), it
+runs over the whole volume and the segmentation (`segment_estimated`) uses that run. Ctrl-C in step 2 goes straight to step 3 with the network trained so far;
 Ctrl-C in step 4 keeps the network fine-tuned so far. A progress object whose ``stop_requested``
 turns true (`sparseseg.train.ctrl_c_stops_training`, as `densify` runs this) does the same, and
 also at any moment between: then the step under way finishes, and no further one starts.
@@ -140,6 +141,9 @@ class Estimated:
     model: Model
     train_log: TrainLog
     estimate: Estimate | None
+    #: The network's probabilities and windows over the whole volume, kept where the network was not
+    #: fine-tuned after the estimate (and weighs something in the blend): `segment_estimated` uses them.
+    network: tuple[np.ndarray, list] | None = None
 
 
 def _joined(first: TrainLog, second: TrainLog | None) -> TrainLog:
@@ -195,10 +199,16 @@ def fit_estimated(image: np.ndarray, annotation: Annotation, config: Config, pro
     first_budget = max(FIRST_PART * shown.time_budget - (time.perf_counter() - start), 0.0)
     first_steps = math.ceil(FIRST_PART * shown.iterations)
     model, first = fit([image], [kept], replace(config, time_budget=first_budget, iterations=first_steps), progress, init)
-    probabilities, _, _ = network_probabilities(model, image, config.device, needed=_on_planes(annotation, held))
+    # fine-tuning to follow: the network's probabilities are needed on the held-out planes only; otherwise the
+    # network stays as it is, and its probabilities over the whole volume are kept for the segmentation
+    whole = (first.stopped_by in ("interrupt", "stop") or stop_requested(progress)
+             or shown.iterations <= first.iterations or time.perf_counter() - start >= shown.time_budget)
+    probabilities, windows, _ = network_probabilities(model, image, config.device,
+                                                      needed=None if whole else _on_planes(annotation, held))
     *voxels, names = _held_out(model, probabilities, forest, image, annotation, held)
     estimate = replace(choose_blend(*voxels, model.classes != 0, names, fit=config.calibrate), planes=held)
-    del probabilities
+    if not whole:
+        probabilities = None
     log.info("estimated IoU %.3f +- %.3f on the held-out planes (network %.3f, forest %s), network weight %.1f",
              estimate.iou, estimate.spread, estimate.network_iou,
              "-" if np.isnan(estimate.forest_iou) else f"{estimate.forest_iou:.3f}", estimate.blend)
@@ -223,22 +233,28 @@ def fit_estimated(image: np.ndarray, annotation: Annotation, config: Config, pro
     model = replace(model, config=replace(model.config, seed=config.seed, lr=config.lr, time_budget=shown.time_budget,
                                           iterations=shown.iterations),
                     forest=forest if blend < 1 else None, blend=blend, offsets=offsets, estimate=estimate.as_dict())
-    return Estimated(model, train_log, estimate)
+    kept_network = (probabilities, windows) if probabilities is not None and second is None and blend > 0 else None
+    return Estimated(model, train_log, estimate, kept_network)
 
 
 def segment_estimated(estimated: Estimated, image: np.ndarray, annotation: Annotation,
                       device: str = "auto") -> tuple[Model, Segmentation]:
     """Segment the image `fit_estimated` trained on: with the offsets chosen on the held-out planes, or (no estimate)
-    calibrated on the annotation as `sparseseg.core.segment_calibrated` does."""
+    calibrated on the annotation as `sparseseg.core.segment_calibrated` does.
+
+    The network's probabilities ``estimated.network`` are used where `fit_estimated` kept them,
+    and handed over: ``estimated.network`` is None afterwards (the blend works in place).
+    """
     model = estimated.model
     if estimated.estimate is None:
         return segment_calibrated(model, image, annotation, device)
     start = time.perf_counter()
+    kept, estimated.network = estimated.network, None
     if model.forest is not None and model.blend == 0:  # the forest alone: the network's probabilities weigh nothing
         probabilities, windows = mixed(model, np.zeros((len(model.classes),) + image.shape[1:], np.float32),
                                        forest_part(model, image)), []
     else:
-        network, windows, _ = network_probabilities(model, image, device)
+        network, windows = kept if kept is not None else network_probabilities(model, image, device)[:2]
         probabilities = mixed(model, network, forest_part(model, image))
     return model, Segmentation(decide(model, probabilities), probabilities, time.perf_counter() - start, windows)
 

@@ -164,6 +164,39 @@ def test_the_estimate_runs_the_network_on_the_held_out_planes_only(monkeypatch):
     assert len(calls) == 2 and calls[1] is None  # the segmentation runs it over the whole volume
 
 
+class _StopAfterTwo:
+    stop_requested = False
+
+    def __call__(self, iteration, loss, elapsed):
+        self.stop_requested = iteration >= 2
+
+
+def _counting_network_runs(monkeypatch):
+    runs = []
+    real = ensemble.network_probabilities
+
+    def counted(*args, **kwargs):
+        runs.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ensemble, "network_probabilities", counted)
+    return runs
+
+
+def test_after_a_stop_the_segmentation_reuses_the_estimate_s_network_run(monkeypatch):
+    image, _, annotation = _case()
+    runs = _counting_network_runs(monkeypatch)
+    estimated = ensemble.fit_estimated(image, annotation, _config(iterations=20, forest=False), _StopAfterTwo())
+    assert estimated.network is not None and len(runs) == 1
+    kept = estimated.network[0].copy()
+    _, reused = ensemble.segment_estimated(estimated, image, annotation, "cpu")
+    assert len(runs) == 1 and estimated.network is None  # handed over, not run again
+    _, again = ensemble.segment_estimated(estimated, image, annotation, "cpu")  # nothing kept now: run it
+    assert len(runs) == 2
+    np.testing.assert_allclose(core.network_probabilities(estimated.model, image, "cpu")[0], kept, atol=1e-6)
+    np.testing.assert_array_equal(reused.labels, again.labels)
+
+
 @pytest.mark.parametrize("shape, held", [((12, 24, 160), {"x": [70]}),  # one thin slab: plane by plane
                                          ((24, 48, 48), {"z": [5], "y": [20], "x": [30]})])  # the whole volume once
 def test_the_forest_on_held_out_planes_equals_the_whole_volume_s(shape, held):
