@@ -288,13 +288,14 @@ def prior_of(model: Model) -> np.ndarray:
     return prior_offsets(model.class_weights, model.config.prior_correction)
 
 
-def forest_part(model: Model, image, region=None) -> np.ndarray | None:
-    """The model's forest's probabilities over ``region`` of ``image`` for the model's classes (None: no forest)."""
+def forest_part(model: Model, image, region=None, features=None) -> np.ndarray | None:
+    """The model's forest's probabilities over ``region`` of ``image`` for the model's classes (None: no forest);
+    ``features``: the image's (`sparseseg.forest.volume_features`), where computed already."""
     if model.forest is None or model.blend == 1:
         return None
     from sparseseg.forest import forest_probabilities
 
-    return forest_probabilities(model.forest, image, model.classes, region)
+    return forest_probabilities(model.forest, image, model.classes, region, features)
 
 
 def mixed(model: Model, network: np.ndarray, forest: np.ndarray | None) -> np.ndarray:

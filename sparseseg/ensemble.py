@@ -41,6 +41,7 @@ import math
 import secrets
 import time
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -54,6 +55,9 @@ from sparseseg.holdout import (
 from sparseseg.labels import Annotation
 from sparseseg.planning import AXES
 from sparseseg.train import Progress, TrainLog, stop_requested
+
+if TYPE_CHECKING:  # sparseseg.forest imports scikit-learn: only where a forest is fitted
+    from sparseseg.forest import VolumeFeatures
 
 log = logging.getLogger("sparseseg")
 
@@ -78,19 +82,21 @@ class _Shifted:
             self.progress(iteration + self.steps, loss, elapsed + self.seconds)
 
 
-def _forest_on_planes(forest, image, classes, held: dict) -> dict:
+def _forest_on_planes(forest, image, classes, held: dict, features=None) -> dict:
     """The forest's probabilities (K, plane) on each held-out plane, keyed by (axis, index).
 
     A plane's probabilities need the filters' context around it (`sparseseg.forest.HALO`
-    planes each side): where those slabs add up to the volume or more, the whole volume is
-    computed once and the planes taken from it; otherwise plane by plane.
+    planes each side): where the volume's ``features`` are given, or those slabs add up to
+    the volume or more, the whole volume is computed once and the planes taken from it;
+    otherwise plane by plane.
     """
     from sparseseg.forest import HALO, forest_probabilities
 
     shape = image.shape[1:]
     slabs = sum(min(2 * HALO + 1, shape[AXES.index(axis)]) * math.prod(shape) // shape[AXES.index(axis)]
                 for axis, indices in held.items() for _ in indices)
-    whole = forest_probabilities(forest, image, classes) if slabs >= math.prod(shape) else None
+    whole = (forest_probabilities(forest, image, classes, features=features)
+             if features is not None or slabs >= math.prod(shape) else None)
     planes = {}
     for axis, indices in held.items():
         k = 1 + AXES.index(axis)
@@ -113,11 +119,11 @@ def _on_planes(annotation: Annotation, held: dict) -> np.ndarray:
     return needed
 
 
-def _held_out(model: Model, network: np.ndarray, forest, image, annotation: Annotation, held: dict):
+def _held_out(model: Model, network: np.ndarray, forest, image, annotation: Annotation, held: dict, features=None):
     """The probabilities (network prior-corrected; forest or None), classes and plane numbers of the held-out voxels."""
     nets, forests, targets, planes, names = [], [], [], [], []
     prior = prior_of(model)
-    on_planes = _forest_on_planes(forest, image, model.classes, held) if forest is not None else {}
+    on_planes = _forest_on_planes(forest, image, model.classes, held, features) if forest is not None else {}
     for axis, indices in held.items():
         for index in indices:
             where, mask = plane_voxels(annotation, axis, index)
@@ -144,6 +150,9 @@ class Estimated:
     #: The network's probabilities and windows over the whole volume, kept where the network was not
     #: fine-tuned after the estimate (and weighs something in the blend): `segment_estimated` uses them.
     network: tuple[np.ndarray, list] | None = None
+    #: The volume's filter features (`sparseseg.forest.volume_features`), where the forests were fitted on them
+    #: and the forest weighs something in the blend: `segment_estimated` uses them.
+    features: VolumeFeatures | None = None
 
 
 def _joined(first: TrainLog, second: TrainLog | None) -> TrainLog:
@@ -190,11 +199,13 @@ def fit_estimated(image: np.ndarray, annotation: Annotation, config: Config, pro
         model, train_log = fit([image], [annotation], config, progress, init)
         return Estimated(model, train_log, None)
     log.info("holding out planes %s to estimate the quality", ", ".join(f"{a}={v[0]}" for a, v in held.items()))
-    forest = None
+    forest = features = None
     if config.forest:
-        from sparseseg.forest import fit_forest  # here: scikit-learn takes a second to import; bound for the refit below
+        # here: scikit-learn takes a second to import; bound for the refit below
+        from sparseseg.forest import fit_forest, volume_features
 
-        forest = fit_forest(image, kept, seed=config.seed)
+        features = volume_features(image)  # for both forests and the segmentation, where they fit in memory
+        forest = fit_forest(image, kept, seed=config.seed, features=features)
         log.info("forest on the other planes: %.1f s", time.perf_counter() - start)
     first_budget = max(FIRST_PART * shown.time_budget - (time.perf_counter() - start), 0.0)
     first_steps = math.ceil(FIRST_PART * shown.iterations)
@@ -205,7 +216,7 @@ def fit_estimated(image: np.ndarray, annotation: Annotation, config: Config, pro
              or shown.iterations <= first.iterations or time.perf_counter() - start >= shown.time_budget)
     probabilities, windows, _ = network_probabilities(model, image, config.device,
                                                       needed=None if whole else _on_planes(annotation, held))
-    *voxels, names = _held_out(model, probabilities, forest, image, annotation, held)
+    *voxels, names = _held_out(model, probabilities, forest, image, annotation, held, features)
     estimate = replace(choose_blend(*voxels, model.classes != 0, names, fit=config.calibrate), planes=held)
     if not whole:
         probabilities = None
@@ -218,7 +229,7 @@ def fit_estimated(image: np.ndarray, annotation: Annotation, config: Config, pro
     rest = max(shown.time_budget - (time.perf_counter() - start), 0.0)
     stopped = first.stopped_by in ("interrupt", "stop") or stop_requested(progress)
     if estimate.blend < 1:  # a blend below 1 means the forest was fitted above: on all planes now, even after a stop
-        forest = fit_forest(image, annotation, seed=config.seed)
+        forest = fit_forest(image, annotation, seed=config.seed, features=features)
     if not stopped and rest > 0 and shown.iterations > first.iterations:
         tune = replace(config, seed=(config.seed + 1) % 2**31, lr=config.lr * FINE_TUNE_LR, time_budget=rest,
                        iterations=shown.iterations - first.iterations)
@@ -234,7 +245,7 @@ def fit_estimated(image: np.ndarray, annotation: Annotation, config: Config, pro
                                           iterations=shown.iterations),
                     forest=forest if blend < 1 else None, blend=blend, offsets=offsets, estimate=estimate.as_dict())
     kept_network = (probabilities, windows) if probabilities is not None and second is None and blend > 0 else None
-    return Estimated(model, train_log, estimate, kept_network)
+    return Estimated(model, train_log, estimate, kept_network, features if blend < 1 else None)
 
 
 def segment_estimated(estimated: Estimated, image: np.ndarray, annotation: Annotation,
@@ -242,20 +253,22 @@ def segment_estimated(estimated: Estimated, image: np.ndarray, annotation: Annot
     """Segment the image `fit_estimated` trained on: with the offsets chosen on the held-out planes, or (no estimate)
     calibrated on the annotation as `sparseseg.core.segment_calibrated` does.
 
-    The network's probabilities ``estimated.network`` are used where `fit_estimated` kept them,
-    and handed over: ``estimated.network`` is None afterwards (the blend works in place).
+    The network's probabilities ``estimated.network`` and the volume's features
+    ``estimated.features`` are used where `fit_estimated` kept them, and handed over: both are
+    None afterwards (the blend works in place).
     """
     model = estimated.model
     if estimated.estimate is None:
         return segment_calibrated(model, image, annotation, device)
     start = time.perf_counter()
     kept, estimated.network = estimated.network, None
+    features, estimated.features = estimated.features, None
     if model.forest is not None and model.blend == 0:  # the forest alone: the network's probabilities weigh nothing
         probabilities, windows = mixed(model, np.zeros((len(model.classes),) + image.shape[1:], np.float32),
-                                       forest_part(model, image)), []
+                                       forest_part(model, image, features=features)), []
     else:
         network, windows = kept if kept is not None else network_probabilities(model, image, device)[:2]
-        probabilities = mixed(model, network, forest_part(model, image))
+        probabilities = mixed(model, network, forest_part(model, image, features=features))
     return model, Segmentation(decide(model, probabilities), probabilities, time.perf_counter() - start, windows)
 
 

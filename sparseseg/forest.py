@@ -13,6 +13,11 @@ a time) whatever the volume's size. `HALO` is the reach of the filters at the la
 scale, so blockwise features equal those of the whole volume exactly, and the result does
 not depend on how the volume is cut. Every block is normalised with the same statistics,
 those of the whole volume, taken when the forest is fitted and kept in it (`Forest.stats`).
+
+Where one volume gets several forests (`sparseseg.ensemble` fits one on part of the
+annotation, then one on all of it), its features can be computed once (`volume_features`,
+for a volume whose features fit in `BLOCK_BYTES`) and handed to `fit_forest` and
+`forest_probabilities`, which then filter nothing.
 """
 
 from __future__ import annotations
@@ -74,6 +79,33 @@ class Forest:
         return int(self.stats.shape[0])
 
 
+@dataclass(frozen=True)
+class VolumeFeatures:
+    """The filter features of a whole volume, computed once (`volume_features`) for the forests fitted on it.
+
+    Attributes
+    ----------
+    values : ndarray, (Z, Y, X, F) float32
+        `filter_features` of the volume normalised with ``stats``.
+    stats : ndarray, (C, 4)
+        The intensity statistics it was normalised with: those a forest fitted on these features keeps.
+    """
+
+    values: np.ndarray
+    stats: np.ndarray
+
+
+def volume_features(image, budget: int = BLOCK_BYTES) -> VolumeFeatures | None:
+    """The filter features of a whole (C, Z, Y, X) image, normalised by its own statistics; None where they would
+    take more than ``budget`` bytes (then `fit_forest` and `forest_probabilities` compute them block by block)."""
+    source = _source(image)
+    if 4 * n_features(source.shape[0]) * math.prod(source.shape[1:]) > budget:
+        return None
+    stats = _stats(source, image, None)
+    whole = tuple(slice(0, n) for n in source.shape[1:])
+    return VolumeFeatures(filter_features(normalise_with(source.read(whole), stats)), stats)
+
+
 def n_features(channels: int) -> int:
     """How many features `filter_features` gives per voxel of a ``channels``-channel image."""
     return channels * len(SIGMAS) * FEATURES_PER_SIGMA
@@ -111,7 +143,7 @@ def filter_features(image: np.ndarray) -> np.ndarray:
 
 
 def fit_forest(image, annotation: Annotation, *, seed: int, max_samples: int = 200_000, n_estimators: int = 100,
-               stats: np.ndarray | None = None) -> Forest:
+               stats: np.ndarray | None = None, features: VolumeFeatures | None = None) -> Forest:
     """Fit a random forest on the filter features of (a random sample of) the annotated voxels.
 
     Parameters
@@ -130,6 +162,9 @@ def fit_forest(image, annotation: Annotation, *, seed: int, max_samples: int = 2
         Intensity statistics to normalise with (`sparseseg.preprocess.intensity_stats`), e.g. those of a whole volume
         when ``image`` is one slab of it. Default: those of the whole image (of `sparseseg.blocks.sample_planes` for a
         Source), which is what `sparseseg.preprocess.normalise` does.
+    features : VolumeFeatures, optional
+        The image's features (`volume_features`), computed once for several forests: then none are computed here,
+        and the forest keeps their statistics (``stats`` must then be None).
 
     Returns
     -------
@@ -156,6 +191,12 @@ def fit_forest(image, annotation: Annotation, *, seed: int, max_samples: int = 2
     seed = _integer(seed, "seed", 0, 2**32 - 1)
     max_samples = _integer(max_samples, "max_samples", 1)
     n_estimators = _integer(n_estimators, "n_estimators", 1)
+    if features is not None:
+        _check_features(features, source, "features")
+        if stats is not None:
+            raise InputError("give stats or features, not both (features carry their statistics)", param="stats",
+                             value=np.shape(stats))
+        stats = features.stats
     stats = _stats(source, image, stats)
     start = time.perf_counter()
 
@@ -168,7 +209,10 @@ def fit_forest(image, annotation: Annotation, *, seed: int, max_samples: int = 2
     if len(chosen) > max_samples:
         keep = np.sort(rng.choice(len(chosen), max_samples, replace=False))
         chosen, ids = chosen[keep], ids[keep]
-    features = _features_at(source, stats, chosen)
+    if features is None:
+        features = _features_at(source, stats, chosen)
+    else:
+        features = features.values.reshape(-1, features.values.shape[-1])[chosen]
 
     # each tree sees a tenth of the voxels (as ilastik-style forests do), but at least TREE_SAMPLES of them
     per_tree = min(len(chosen), max(len(chosen) // 10, TREE_SAMPLES))
@@ -184,7 +228,8 @@ def fit_forest(image, annotation: Annotation, *, seed: int, max_samples: int = 2
     return Forest(classifier, classes, stats)
 
 
-def forest_probabilities(forest: Forest, image, classes, region: Block | None = None) -> np.ndarray:
+def forest_probabilities(forest: Forest, image, classes, region: Block | None = None,
+                         features: VolumeFeatures | None = None) -> np.ndarray:
     """The forest's class probabilities over a region of an image, computed block by block.
 
     Parameters
@@ -200,6 +245,8 @@ def forest_probabilities(forest: Forest, image, classes, region: Block | None = 
     region : tuple of 3 slices, optional
         Where in (Z, Y, X): plain slices (step 1) inside the volume. Default: the whole volume. Features see the
         image around it too (`HALO` voxels), so a region's probabilities equal those of the whole volume there.
+    features : VolumeFeatures, optional
+        The image's features (`volume_features`) with the forest's statistics: then none are computed here.
 
     Returns
     -------
@@ -223,13 +270,21 @@ def forest_probabilities(forest: Forest, image, classes, region: Block | None = 
     region = _region(region, shape)
     start = time.perf_counter()
     out = np.zeros((n_rows,) + tuple(s.stop - s.start for s in region), np.float32)
+    if features is not None:
+        _check_features(features, source, "features")
+        if not np.array_equal(features.stats, forest.stats):
+            raise InputError("were normalised with other statistics than the forest's", param="features",
+                             value=features.values.shape)
     blocks = _plan(region, shape, forest.n_channels)
     for zyx in blocks:
-        read, crop = with_halo(zyx, (HALO,) * 3, shape)
-        features = filter_features(normalise_with(source.read(read), forest.stats))[crop]
-        p = forest.classifier.predict_proba(features.reshape(-1, features.shape[-1]))
+        if features is None:
+            read, crop = with_halo(zyx, (HALO,) * 3, shape)
+            block = filter_features(normalise_with(source.read(read), forest.stats))[crop]
+        else:
+            block = features.values[zyx]
+        p = forest.classifier.predict_proba(block.reshape(-1, block.shape[-1]))
         where = tuple(slice(s.start - r.start, s.stop - r.start) for s, r in zip(zyx, region))
-        out[(rows,) + where] = p.T.reshape((len(rows),) + features.shape[:3])
+        out[(rows,) + where] = p.T.reshape((len(rows),) + block.shape[:3])
     log.debug("forest: probabilities of %d voxels in %d block(s), %.1f s", out[0].size, len(blocks),
               time.perf_counter() - start)
     return out
@@ -278,6 +333,15 @@ def _stats(source, image, stats) -> np.ndarray:
         raise InputError(f"must be ({channels}, 4) finite numbers (sparseseg.preprocess.intensity_stats)",
                          param="stats", value=stats.shape)
     return stats
+
+
+def _check_features(features, source, name: str) -> None:
+    if not isinstance(features, VolumeFeatures):
+        raise InputError(f"must be sparseseg.forest.VolumeFeatures, not {type(features).__name__}", param=name,
+                         value=type(features).__name__)
+    expected = tuple(source.shape[1:]) + (n_features(source.shape[0]),)
+    if features.values.shape != expected:
+        raise InputError(f"must be the image's features, of shape {expected}", param=name, value=features.values.shape)
 
 
 def _integer(value, name: str, low: int, high: int | None = None) -> int:

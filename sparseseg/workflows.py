@@ -178,7 +178,7 @@ def densify(
         model, segmentation = segment_estimated(estimated, image.data, annotation, config.device)
         written = [io.write_volume(out, segmentation.labels, reference=image, overwrite=outputs.overwrite)]
     else:
-        estimated.network = None  # the workers run the network on their blocks
+        estimated.network = estimated.features = None  # the workers run the network and the forest on their blocks
         model, segmentation = _segment_on_cluster(model, volumes, image, annotation, out, outputs, workers, scheduler,
                                                   config.device)
         written = [Path(out)] + ([Path(outputs.probabilities)] if outputs.probabilities is not None else [])

@@ -210,3 +210,20 @@ def test_the_forest_on_held_out_planes_equals_the_whole_volume_s(shape, held):
     assert set(planes) == {(axis, i) for axis, indices in held.items() for i in indices}
     for (axis, index), plane in planes.items():
         np.testing.assert_allclose(plane, np.take(whole, index, axis=1 + "zyx".index(axis)), atol=1e-6)
+
+
+def test_the_volume_s_features_are_computed_once_and_change_nothing(monkeypatch):
+    from sparseseg import forest
+
+    image, _, annotation = _case()
+    config = _config(iterations=3)
+    filtered = []
+    real = forest.filter_features
+    monkeypatch.setattr(forest, "filter_features", lambda image: filtered.append(image.shape) or real(image))
+    once = ensemble.densify_arrays(image, annotation, config)
+    assert once[0].forest is not None and once[0].blend < 1 and filtered == [image.shape]
+    monkeypatch.setattr(forest, "volume_features", lambda image: None)  # block by block, as for a large volume
+    blockwise = ensemble.densify_arrays(image, annotation, config)
+    assert len(filtered) > 1
+    np.testing.assert_array_equal(once[2].labels, blockwise[2].labels)
+    np.testing.assert_allclose(once[2].probabilities, blockwise[2].probabilities, atol=1e-6)

@@ -114,6 +114,23 @@ def test_region_equals_the_whole_there(case):
     assert np.allclose(part, case.whole[(slice(None),) + region], atol=1e-6)
 
 
+def test_features_computed_once_give_the_same_forest_and_probabilities(case):
+    features = F.volume_features(case.image)
+    assert np.array_equal(features.stats, case.forest.stats)
+    forest = F.fit_forest(case.image, case.annotation, seed=0, n_estimators=TREES, features=features)
+    region = (slice(3, 20), slice(None, 40), slice(50, 64))
+    np.testing.assert_allclose(F.forest_probabilities(forest, case.image, [0, 1, 2], features=features), case.whole,
+                               atol=1e-6)
+    np.testing.assert_allclose(F.forest_probabilities(forest, case.image, [0, 1, 2], region, features),
+                               case.whole[(slice(None),) + region], atol=1e-6)
+
+
+def test_volume_features_are_none_past_the_budget(case):
+    size = 4 * F.n_features(1) * int(np.prod(SHAPE))
+    assert F.volume_features(case.image, budget=size) is not None
+    assert F.volume_features(case.image, budget=size - 1) is None
+
+
 def test_classes_a_superset_in_any_order(case):
     p = F.forest_probabilities(case.forest, case.image, [7, 2, 0, 1], region=(slice(0, 8), slice(0, 16), slice(0, 16)))
     reference = case.whole[:, :8, :16, :16]
@@ -164,9 +181,9 @@ def _fit(case, **changes):
     return lambda: F.fit_forest(image, annotation, **args)
 
 
-def _predict(case, image=None, classes=(0, 1, 2), region=None, forest=None):
+def _predict(case, image=None, classes=(0, 1, 2), region=None, forest=None, features=None):
     return lambda: F.forest_probabilities(case.forest if forest is None else forest,
-                                          case.image if image is None else image, classes, region)
+                                          case.image if image is None else image, classes, region, features)
 
 
 def _one_class(case):
@@ -177,6 +194,13 @@ def _one_class(case):
 def _other_shape(case):
     a = case.annotation
     return Annotation(a.classes, a.target[:-1], a.mask[:-1], a.planes)
+
+
+def _features(case, stats_from=None, shape=None):
+    features = F.volume_features(case.image)
+    values = features.values if shape is None else np.zeros(shape, np.float32)
+    stats = features.stats if stats_from is None else intensity_stats(case.image * stats_from)
+    return F.VolumeFeatures(values, stats)
 
 
 BAD = [
@@ -193,7 +217,11 @@ BAD = [
     pytest.param(lambda c: _fit(c, max_samples=0), "max_samples", id="fit-max-samples-0"),
     pytest.param(lambda c: _fit(c, n_estimators=0), "n_estimators", id="fit-no-trees"),
     pytest.param(lambda c: _fit(c, stats=np.zeros((2, 4))), "stats", id="fit-stats-of-2-channels"),
+    pytest.param(lambda c: _fit(c, features=c.image), "features", id="fit-features-an-array"),
+    pytest.param(lambda c: _fit(c, features=_features(c, shape=SHAPE + (3,))), "features", id="fit-features-other-shape"),
+    pytest.param(lambda c: _fit(c, features=_features(c), stats=c.forest.stats), "stats", id="fit-features-and-stats"),
     pytest.param(lambda c: _predict(c, forest="forest"), "forest", id="predict-not-a-forest"),
+    pytest.param(lambda c: _predict(c, features=_features(c, stats_from=2.0)), "features", id="predict-features-other-stats"),
     pytest.param(lambda c: _predict(c, image=c.image[0]), "image", id="predict-image-3d"),
     pytest.param(lambda c: _predict(c, image=np.concatenate([c.image] * 2)), "image", id="predict-other-channels"),
     pytest.param(lambda c: _predict(c, classes=[0, 1]), "classes", id="predict-classes-not-a-superset"),
