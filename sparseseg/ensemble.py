@@ -214,6 +214,7 @@ def fit_estimated(image: np.ndarray, annotation: Annotation, config: Config, pro
     # network stays as it is, and its probabilities over the whole volume are kept for the segmentation
     whole = (first.stopped_by in ("interrupt", "stop") or stop_requested(progress)
              or shown.iterations <= first.iterations or time.perf_counter() - start >= shown.time_budget)
+    log.info("running the network over %s for the estimate", "the volume" if whole else "the held-out planes")
     probabilities, windows, _ = network_probabilities(model, image, config.device,
                                                       needed=None if whole else _on_planes(annotation, held))
     *voxels, names = _held_out(model, probabilities, forest, image, annotation, held, features)
