@@ -50,7 +50,8 @@ from sparseseg.core import (
     Model, Segmentation, decide, fit, forest_part, mixed, network_probabilities, prior_of, resolve_device, segment_calibrated,
 )
 from sparseseg.holdout import (
-    Estimate, blend_probabilities, choose_blend, classes_on_planes, held_out_planes, plane_voxels, without_planes,
+    Estimate, blend_probabilities, choose_blend, classes_on_planes, held_out_planes, plane_voxels, planes_mask,
+    without_planes,
 )
 from sparseseg.labels import Annotation
 from sparseseg.planning import AXES
@@ -109,16 +110,6 @@ def _forest_on_planes(forest, image, classes, held: dict, features=None) -> dict
     return planes
 
 
-def _on_planes(annotation: Annotation, held: dict) -> np.ndarray:
-    """The annotated voxels of the held-out planes, as a (Z, Y, X) mask."""
-    needed = np.zeros(annotation.mask.shape, bool)
-    for axis, indices in held.items():
-        for index in indices:
-            where, mask = plane_voxels(annotation, axis, index)
-            needed[where] = mask
-    return needed
-
-
 def _held_out(model: Model, network: np.ndarray, forest, image, annotation: Annotation, held: dict, features=None):
     """The probabilities (network prior-corrected; forest or None), classes and plane numbers of the held-out voxels."""
     nets, forests, targets, planes, names = [], [], [], [], []
@@ -153,6 +144,12 @@ class Estimated:
     #: The volume's filter features (`sparseseg.forest.volume_features`), where the forests were fitted on them
     #: and the forest weighs something in the blend: `segment_estimated` uses them.
     features: VolumeFeatures | None = None
+
+
+def _fine_tuning_follows(first: TrainLog, progress: Progress | None, shown: Config, elapsed: float) -> bool:
+    """Whether the network is fine-tuned on all planes after the estimate: no stop, and steps and budget are left."""
+    stopped = first.stopped_by in ("interrupt", "stop") or stop_requested(progress)
+    return not stopped and shown.iterations > first.iterations and elapsed < shown.time_budget
 
 
 def _joined(first: TrainLog, second: TrainLog | None) -> TrainLog:
@@ -212,11 +209,10 @@ def fit_estimated(image: np.ndarray, annotation: Annotation, config: Config, pro
     model, first = fit([image], [kept], replace(config, time_budget=first_budget, iterations=first_steps), progress, init)
     # fine-tuning to follow: the network's probabilities are needed on the held-out planes only; otherwise the
     # network stays as it is, and its probabilities over the whole volume are kept for the segmentation
-    whole = (first.stopped_by in ("interrupt", "stop") or stop_requested(progress)
-             or shown.iterations <= first.iterations or time.perf_counter() - start >= shown.time_budget)
+    whole = not _fine_tuning_follows(first, progress, shown, time.perf_counter() - start)
     log.info("running the network over %s for the estimate", "the volume" if whole else "the held-out planes")
-    probabilities, windows, _ = network_probabilities(model, image, config.device,
-                                                      needed=None if whole else _on_planes(annotation, held))
+    needed = None if whole else annotation.mask & planes_mask(held, annotation.mask.shape)
+    probabilities, windows, _ = network_probabilities(model, image, config.device, needed=needed)
     *voxels, names = _held_out(model, probabilities, forest, image, annotation, held, features)
     estimate = replace(choose_blend(*voxels, model.classes != 0, names, fit=config.calibrate), planes=held)
     if not whole:
@@ -227,12 +223,13 @@ def fit_estimated(image: np.ndarray, annotation: Annotation, config: Config, pro
     if hasattr(progress, "estimated"):
         progress.estimated(estimate.iou, estimate.spread)
     second = None
-    rest = max(shown.time_budget - (time.perf_counter() - start), 0.0)
-    stopped = first.stopped_by in ("interrupt", "stop") or stop_requested(progress)
+    elapsed = time.perf_counter() - start
+    tunes = _fine_tuning_follows(first, progress, shown, elapsed)
     if estimate.blend < 1:  # a blend below 1 means the forest was fitted above: on all planes now, even after a stop
         forest = fit_forest(image, annotation, seed=config.seed, features=features)
-    if not stopped and rest > 0 and shown.iterations > first.iterations:
-        tune = replace(config, seed=(config.seed + 1) % 2**31, lr=config.lr * FINE_TUNE_LR, time_budget=rest,
+    if tunes:
+        tune = replace(config, seed=(config.seed + 1) % 2**31, lr=config.lr * FINE_TUNE_LR,
+                       time_budget=shown.time_budget - elapsed,
                        iterations=shown.iterations - first.iterations)
         model, second = fit([image], [annotation], tune, _Shifted(progress, first.iterations, first.seconds), model)
     train_log = _joined(first, second)

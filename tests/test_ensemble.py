@@ -143,16 +143,22 @@ def test_a_model_with_a_forest_needs_the_raw_volume_to_decide_blocks():
         core.write_decided(model, None)
 
 
-def test_the_estimate_runs_the_network_on_the_held_out_planes_only(monkeypatch):
-    image, _, annotation = _case()
-    calls = []
+def _network_runs(monkeypatch):
+    """Patch ensemble's network_probabilities to record the ``needed`` of each run (None: the whole volume)."""
+    runs = []
     real = ensemble.network_probabilities
 
-    def spy(model, image, device="auto", tta=None, needed=None):
-        calls.append(needed)
-        return real(model, image, device, tta, needed)
+    def recorded(*args, needed=None, **kwargs):
+        runs.append(needed)
+        return real(*args, needed=needed, **kwargs)
 
-    monkeypatch.setattr(ensemble, "network_probabilities", spy)
+    monkeypatch.setattr(ensemble, "network_probabilities", recorded)
+    return runs
+
+
+def test_the_estimate_runs_the_network_on_the_held_out_planes_only(monkeypatch):
+    image, _, annotation = _case()
+    calls = _network_runs(monkeypatch)
     estimated = ensemble.fit_estimated(image, annotation, _config(iterations=4, forest=False))
     (needed,) = calls
     expected = np.zeros(annotation.mask.shape, bool)
@@ -171,21 +177,9 @@ class _StopAfterTwo:
         self.stop_requested = iteration >= 2
 
 
-def _counting_network_runs(monkeypatch):
-    runs = []
-    real = ensemble.network_probabilities
-
-    def counted(*args, **kwargs):
-        runs.append(1)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(ensemble, "network_probabilities", counted)
-    return runs
-
-
 def test_after_a_stop_the_segmentation_reuses_the_estimate_s_network_run(monkeypatch):
     image, _, annotation = _case()
-    runs = _counting_network_runs(monkeypatch)
+    runs = _network_runs(monkeypatch)
     estimated = ensemble.fit_estimated(image, annotation, _config(iterations=20, forest=False), _StopAfterTwo())
     assert estimated.network is not None and len(runs) == 1
     kept = estimated.network[0].copy()
