@@ -19,14 +19,13 @@ from sparseseg.blocks import Source, sample_planes
 from sparseseg.calibrate import apply_offsets
 from sparseseg.config import Config
 from sparseseg.core import (
-    Model, calibrate, fit, forest_part, mixed, plan_of, plan_training, resolve_device, run_model,
+    Model, calibrate, fit, forest_part, mixed, plan_training, resolve_device, run_model,
 )
 from sparseseg.errors import InputError
 from sparseseg.labels import Annotation
 from sparseseg.planning import AXES, patch_shapes, size_multiple, thin_depths
 from sparseseg.preprocess import intensity_stats
 from sparseseg.slabs import LabelScan, read_stack, z_blocks
-from sparseseg.streaming import block_probabilities
 from sparseseg.suggest import PlaneEntropy
 from sparseseg.train import Progress, TrainLog, WholeVolume, crop_shapes
 
@@ -116,19 +115,20 @@ def annotated_probabilities(model: Model, image: Source, labels: Source, scan: L
     volume's mask, and their `Annotation` (a mask of N voxels, all annotated): what
     `sparseseg.core.calibrate` takes.
     """
-    plan = plan_of(model, image, None, chunks)
     where, probabilities, targets = [], [], []
-    for zyx in plan.blocks:
+
+    def annotated(zyx):
         block = np.asarray(labels.read_raw(zyx))[0]
-        mask = scan.mask(block, zyx)
-        if not mask.any():
-            continue
-        p = block_probabilities(model.network, image, zyx, plan, device=resolve_device(device),
-                                tta=model.config.tta, needed=mask)
+        return block, scan.mask(block, zyx)
+
+    def add(zyx, p):
+        block, mask = annotated(zyx)  # read again: a labels block costs little beside the windows over it
         probabilities.append(p[:, mask])
         targets.append(scan.target(block, mask)[mask])
         local = np.nonzero(mask)
         where.append(np.ravel_multi_index([i + s.start for i, s in zip(local, zyx)], scan.shape))
+
+    run_model(model, image, add, device, chunks=chunks, needed=lambda zyx: annotated(zyx)[1])
     order = np.argsort(np.concatenate(where), kind="stable")  # the voxels in the order of the whole volume's mask
     target = np.concatenate(targets)[order]
     return np.concatenate(probabilities, axis=1)[:, order], Annotation(scan.classes, target, np.ones(target.shape, bool), {})

@@ -30,7 +30,7 @@ from sparseseg.planning import (
     anisotropy, inference_windows, pooling_kernels, size_multiple, thin_depths, training_patch, window_chunks, window_overlaps,
 )
 from sparseseg.preprocess import normalise, normalise_with
-from sparseseg.streaming import BlockPlan, BlockProgress, block_probabilities, plan_volume, run_blocks
+from sparseseg.streaming import BlockPlan, BlockProgress, plan_volume, run_blocks
 from sparseseg.train import Progress, TrainData, TrainLog, WholeVolume, class_weights_of, per_image, train
 
 log = logging.getLogger("sparseseg")
@@ -273,12 +273,12 @@ def output_chunks(model: Model, shape) -> tuple[int, int, int]:
 
 
 def run_model(model: Model, source: Source, write, device: str, tta: bool | None = None,
-              progress: BlockProgress | None = None, chunks=None, todo=None):
-    """The model's class probabilities, before `decide`, of every block of ``source`` (or of those ``todo(plan)`` keeps),
-    handed to ``write(zyx, p)``."""
+              progress: BlockProgress | None = None, chunks=None, todo=None, needed=None):
+    """The model's class probabilities, before `decide`, of every block of ``source`` (or of those ``todo(plan)`` keeps;
+    over the voxels ``needed(zyx)`` wants, where given: `sparseseg.streaming.run_blocks`), handed to ``write(zyx, p)``."""
     _check_channels(model, source.shape[0])
     return run_blocks(model.network, source, plan_of(model, source, chunks=chunks), write, device=resolve_device(device),
-                      tta=model.config.tta if tta is None else tta, progress=progress, todo=todo)
+                      tta=model.config.tta if tta is None else tta, progress=progress, todo=todo, needed=needed)
 
 
 def prior_of(model: Model) -> np.ndarray:
@@ -341,16 +341,8 @@ def network_probabilities(
         raise InputError(f"must have the image's shape {image.shape[1:]}, got {needed.shape}", param="needed")
     start = time.perf_counter()
     sink = ArraySink((len(model.classes),) + image.shape[1:], np.float32)
-    if needed is None:
-        windows = run_model(model, ArraySource(image), sink.write, device, tta, None)
-    else:
-        source = ArraySource(image)
-        plan = plan_of(model, source)
-        for zyx in plan.blocks:
-            if needed[zyx].any():
-                sink.write(zyx, block_probabilities(model.network, source, zyx, plan, device=resolve_device(device),
-                                                    tta=model.config.tta if tta is None else tta, needed=needed[zyx]))
-        windows = plan.windows
+    windows = run_model(model, ArraySource(image), sink.write, device, tta,
+                        needed=None if needed is None else needed.__getitem__)
     return sink.finish(), windows, time.perf_counter() - start
 
 

@@ -132,19 +132,25 @@ def run_blocks(
     tta: bool = False,
     progress: BlockProgress | None = None,
     todo: Callable[[BlockPlan], Sequence[Block]] | None = None,
+    needed: Callable[[Block], np.ndarray] | None = None,
 ) -> list[tuple[int, int, int]]:
     """Class probabilities (K, z, y, x) of every block of ``plan`` (`plan_volume` of ``source``), before any decision,
     handed to ``write(zyx, p)``.
 
     ``todo(plan)``, where given, says which blocks of the plan are still to be written (those
     of a resumed output are not: see `sparseseg.blocks.blocks_to_write`); the others count as
-    done. Returns the windows of the volume.
+    done. ``needed(zyx)``, where given, says which voxels of a block are wanted (bool, the
+    block's shape): only the windows over them are run, so that those voxels get what a whole
+    run gives them and the others are not valid, and a block without any is not written.
+    Returns the windows of the volume.
     """
     blocks = plan.blocks if todo is None else todo(plan)
     total = int(np.prod(source.shape[1:]))
     done = total - sum(voxels(zyx) for zyx in blocks)
     for zyx in blocks:
-        write(zyx, block_probabilities(network, source, zyx, plan, device=device, tta=tta))
+        wanted = None if needed is None else needed(zyx)
+        if wanted is None or wanted.any():
+            write(zyx, block_probabilities(network, source, zyx, plan, device=device, tta=tta, needed=wanted))
         done += voxels(zyx)
         if progress:
             progress(done, total)
