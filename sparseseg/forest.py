@@ -52,8 +52,8 @@ HALO = 34
 BLOCK_BYTES = 400 * 2**20
 #: Smallest block edge the planner cuts down to (a smaller block would be mostly halo).
 MIN_BLOCK = 16
-#: Fewest voxels a tree is fitted on (where fewer are annotated: all of them).
-TREE_SAMPLES = 1000
+#: Voxels each tree is fitted on, drawn with replacement from the sample (`fit_forest`): all of them where fewer.
+TREE_SAMPLES = 32_000
 
 
 @dataclass
@@ -143,7 +143,8 @@ def filter_features(image: np.ndarray) -> np.ndarray:
 
 
 def fit_forest(image, annotation: Annotation, *, seed: int, max_samples: int = 200_000, n_estimators: int = 100,
-               stats: np.ndarray | None = None, features: VolumeFeatures | None = None) -> Forest:
+               tree_samples: int = TREE_SAMPLES, stats: np.ndarray | None = None,
+               features: VolumeFeatures | None = None) -> Forest:
     """Fit a random forest on the filter features of (a random sample of) the annotated voxels.
 
     Parameters
@@ -158,6 +159,10 @@ def fit_forest(image, annotation: Annotation, *, seed: int, max_samples: int = 2
         At most this many annotated voxels, drawn at random without replacement, train the forest.
     n_estimators : int
         Number of trees.
+    tree_samples : int
+        Each tree is fitted on a bootstrap (drawn with replacement) of this many of the sampled voxels, or of as
+        many as were sampled where fewer: the classic random forest (scikit-learn's and ilastik's by default) up
+        to `TREE_SAMPLES`, past which the fit's time is bounded instead. Fewer fit faster and learn less.
     stats : ndarray (C, 4), optional
         Intensity statistics to normalise with (`sparseseg.preprocess.intensity_stats`), e.g. those of a whole volume
         when ``image`` is one slab of it. Default: those of the whole image (of `sparseseg.blocks.sample_planes` for a
@@ -191,6 +196,7 @@ def fit_forest(image, annotation: Annotation, *, seed: int, max_samples: int = 2
     seed = _integer(seed, "seed", 0, 2**32 - 1)
     max_samples = _integer(max_samples, "max_samples", 1)
     n_estimators = _integer(n_estimators, "n_estimators", 1)
+    tree_samples = _integer(tree_samples, "tree_samples", 1)
     if features is not None:
         _check_features(features, source, "features")
         if stats is not None:
@@ -214,8 +220,7 @@ def fit_forest(image, annotation: Annotation, *, seed: int, max_samples: int = 2
     else:
         features = features.values.reshape(-1, features.values.shape[-1])[chosen]
 
-    # each tree sees a tenth of the voxels (as ilastik-style forests do), but at least TREE_SAMPLES of them
-    per_tree = min(len(chosen), max(len(chosen) // 10, TREE_SAMPLES))
+    per_tree = min(len(chosen), tree_samples)
     classifier = RandomForestClassifier(n_estimators=n_estimators, n_jobs=-1, max_samples=per_tree, random_state=seed)
     classifier.fit(features, ids)
     classes = np.asarray(classifier.classes_, dtype=np.int64)

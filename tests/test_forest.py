@@ -171,6 +171,16 @@ def test_same_seed_same_probabilities_other_seed_others(case):
     assert not np.allclose(p[0], p[2], atol=1e-3)
 
 
+def test_each_tree_is_fitted_on_a_bootstrap_of_the_sample_up_to_tree_samples(case):
+    def per_tree(tree_samples):
+        forest = F.fit_forest(case.image, case.annotation, seed=0, n_estimators=2, max_samples=4000,
+                              tree_samples=tree_samples)
+        return forest.classifier.max_samples, forest.classifier.bootstrap
+
+    assert per_tree(F.TREE_SAMPLES) == (4000, True)  # the classic forest: a bootstrap as large as the sample
+    assert per_tree(1000) == (1000, True)
+
+
 # --- bad input: one InputError each, naming the parameter -------------------------------------------------------
 
 
@@ -216,6 +226,8 @@ BAD = [
     pytest.param(lambda c: _fit(c, seed=1.5), "seed", id="fit-seed-float"),
     pytest.param(lambda c: _fit(c, max_samples=0), "max_samples", id="fit-max-samples-0"),
     pytest.param(lambda c: _fit(c, n_estimators=0), "n_estimators", id="fit-no-trees"),
+    pytest.param(lambda c: _fit(c, tree_samples=0), "tree_samples", id="fit-tree-samples-0"),
+    pytest.param(lambda c: _fit(c, tree_samples=0.5), "tree_samples", id="fit-tree-samples-a-fraction"),
     pytest.param(lambda c: _fit(c, stats=np.zeros((2, 4))), "stats", id="fit-stats-of-2-channels"),
     pytest.param(lambda c: _fit(c, features=c.image), "features", id="fit-features-an-array"),
     pytest.param(lambda c: _fit(c, features=_features(c, shape=SHAPE + (3,))), "features", id="fit-features-other-shape"),
