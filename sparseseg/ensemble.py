@@ -22,7 +22,9 @@ The class offsets of step 3 belong to the two models they were fitted for, train
 planes: after step 4 only the weight is kept, and the network's prior correction (on the
 development benchmark, applying those offsets to the final models cost up to 0.07 IoU on 5
 of its 9 volumes; see docs/benchmarks.md). Where the network is not fine-tuned (Ctrl-C in
-step 2, or no budget left) their offsets are applied, with the forest fitted anew.
+step 2, or no budget left) their offsets are applied only if the network alone is used
+(weight 1): with any weight on the forest, the forest they were fitted for has been fitted
+anew.
 
 The estimate is therefore that of the models before their last part of training, on planes
 they had not seen. Where fine-tuning follows, step 3 runs the network only on the windows
@@ -237,7 +239,8 @@ def fit_estimated(image: np.ndarray, annotation: Annotation, config: Config, pro
     for text in estimate.warnings:
         log.warning(text)
     blend = estimate.blend if forest is not None else 1.0
-    fitted = estimate.offsets if second is None else np.zeros_like(estimate.offsets)  # see the module's text
+    same_models = second is None and blend == 1  # the network alone, as the offsets were fitted for it
+    fitted = estimate.offsets if same_models else np.zeros_like(estimate.offsets)  # see the module's text
     offsets = fitted if blend < 1 else prior_of(model) + fitted
     model = replace(model, config=replace(model.config, seed=config.seed, lr=config.lr, time_budget=shown.time_budget,
                                           iterations=shown.iterations),

@@ -101,6 +101,23 @@ def test_a_stop_in_the_first_phase_keeps_the_estimate_and_skips_the_fine_tuning(
     np.testing.assert_allclose(estimated.model.offsets, core.prior_of(estimated.model) + estimated.estimate.offsets)
 
 
+def test_after_a_stop_the_held_out_offsets_are_not_applied_to_a_forest_fitted_anew():
+    image, _, annotation = _case()
+
+    class StopAfterTwo:
+        stop_requested = False
+
+        def __call__(self, iteration, loss, elapsed):
+            self.stop_requested = iteration >= 2
+
+    estimated = ensemble.fit_estimated(image, annotation, _config(iterations=20, forest=True), StopAfterTwo())
+    model = estimated.model
+    assert estimated.train_log.iterations == 2
+    assert model.blend < 1 and model.forest is not None  # two steps of the network: the forest weighs in
+    assert np.any(estimated.estimate.offsets != 0)  # offsets were fitted for the first forest ...
+    np.testing.assert_allclose(model.offsets, 0)  # ... and are not applied to the one fitted on all planes
+
+
 @pytest.mark.parametrize("forest", [False, True])
 def test_after_the_fine_tuning_the_held_out_offsets_are_not_applied(forest):
     image, _, annotation = _case()
