@@ -84,16 +84,16 @@ def test_holdout_off_trains_on_everything_as_before():
     assert train_log.losses == reference_log.losses
 
 
+class _StopAfterTwo:
+    stop_requested = False
+
+    def __call__(self, iteration, loss, elapsed):
+        self.stop_requested = iteration >= 2
+
+
 def test_a_stop_in_the_first_phase_keeps_the_estimate_and_skips_the_fine_tuning():
     image, _, annotation = _case()
-
-    class StopAfterTwo:
-        stop_requested = False
-
-        def __call__(self, iteration, loss, elapsed):
-            self.stop_requested = iteration >= 2
-
-    estimated = ensemble.fit_estimated(image, annotation, _config(iterations=20, forest=False), StopAfterTwo())
+    estimated = ensemble.fit_estimated(image, annotation, _config(iterations=20, forest=False), _StopAfterTwo())
     assert estimated.train_log.stopped_by == "stop"
     assert estimated.train_log.iterations == 2
     assert estimated.estimate is not None
@@ -103,14 +103,7 @@ def test_a_stop_in_the_first_phase_keeps_the_estimate_and_skips_the_fine_tuning(
 
 def test_after_a_stop_the_held_out_offsets_are_not_applied_to_a_forest_fitted_anew():
     image, _, annotation = _case()
-
-    class StopAfterTwo:
-        stop_requested = False
-
-        def __call__(self, iteration, loss, elapsed):
-            self.stop_requested = iteration >= 2
-
-    estimated = ensemble.fit_estimated(image, annotation, _config(iterations=20, forest=True), StopAfterTwo())
+    estimated = ensemble.fit_estimated(image, annotation, _config(iterations=20, forest=True), _StopAfterTwo())
     model = estimated.model
     assert estimated.train_log.iterations == 2
     assert model.blend < 1 and model.forest is not None  # two steps of the network: the forest weighs in
@@ -185,13 +178,6 @@ def test_the_estimate_runs_the_network_on_the_held_out_planes_only(monkeypatch):
     np.testing.assert_array_equal(needed, expected)
     ensemble.segment_estimated(estimated, image, annotation, "cpu")
     assert len(calls) == 2 and calls[1] is None  # the segmentation runs it over the whole volume
-
-
-class _StopAfterTwo:
-    stop_requested = False
-
-    def __call__(self, iteration, loss, elapsed):
-        self.stop_requested = iteration >= 2
 
 
 def test_after_a_stop_the_segmentation_reuses_the_estimate_s_network_run(monkeypatch):
