@@ -116,13 +116,18 @@ def annotated_probabilities(model: Model, image: Source, labels: Source, scan: L
     `sparseseg.core.calibrate` takes.
     """
     where, probabilities, targets = [], [], []
+    last = {}  # the labels block and mask last read: run_model asks needed(zyx), then writes that block
 
     def annotated(zyx):
-        block = np.asarray(labels.read_raw(zyx))[0]
-        return block, scan.mask(block, zyx)
+        key = tuple(s.start for s in zyx)
+        if key not in last:
+            last.clear()
+            block = np.asarray(labels.read_raw(zyx))[0]
+            last[key] = block, scan.mask(block, zyx)
+        return last[key]
 
     def add(zyx, p):
-        block, mask = annotated(zyx)  # read again: a labels block costs little beside the windows over it
+        block, mask = annotated(zyx)
         probabilities.append(p[:, mask])
         targets.append(scan.target(block, mask)[mask])
         local = np.nonzero(mask)
