@@ -239,9 +239,12 @@ def fit_estimated(image: np.ndarray, annotation: Annotation, config: Config, pro
     for text in estimate.warnings:
         log.warning(text)
     blend = estimate.blend if forest is not None else 1.0
-    same_models = second is None and blend == 1  # the network alone, as the offsets were fitted for it
-    fitted = estimate.offsets if same_models else np.zeros_like(estimate.offsets)  # see the module's text
-    offsets = fitted if blend < 1 else prior_of(model) + fitted
+    # see the module's text: the held-out offsets are kept only for the network they were fitted for, alone; a blend
+    # corrects the prior inside
+    if blend < 1:
+        offsets = np.zeros_like(estimate.offsets)
+    else:
+        offsets = prior_of(model) + (estimate.offsets if second is None else 0)
     model = replace(model, config=replace(model.config, seed=config.seed, lr=config.lr, time_budget=shown.time_budget,
                                           iterations=shown.iterations),
                     forest=forest if blend < 1 else None, blend=blend, offsets=offsets, estimate=estimate.as_dict())
