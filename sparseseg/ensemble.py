@@ -203,8 +203,9 @@ def fit_estimated(image: np.ndarray, annotation: Annotation, config: Config, pro
         # here: scikit-learn takes a second to import; bound for the refit below
         from sparseseg.forest import fit_forest, volume_features
 
-        features = volume_features(image)  # for both forests and the segmentation, where they fit in memory
-        forest = fit_forest(image, kept, seed=config.seed, features=features)
+        # for both forests and the segmentation, where they fit in memory
+        features = volume_features(image, spacing=config.spacing)
+        forest = fit_forest(image, kept, seed=config.seed, features=features, spacing=config.spacing)
         log.info("forest on the other planes: %.1f s", time.perf_counter() - start)
     first_budget = max(FIRST_PART * shown.time_budget - (time.perf_counter() - start), 0.0)
     first_steps = math.ceil(FIRST_PART * shown.iterations)
@@ -228,7 +229,7 @@ def fit_estimated(image: np.ndarray, annotation: Annotation, config: Config, pro
     elapsed = time.perf_counter() - start
     tunes = _fine_tuning_follows(first, progress, shown, elapsed)
     if estimate.blend < 1:  # a blend below 1 means the forest was fitted above: on all planes now, even after a stop
-        forest = fit_forest(image, annotation, seed=config.seed, features=features)
+        forest = fit_forest(image, annotation, seed=config.seed, features=features, spacing=config.spacing)
     if tunes:
         tune = replace(config, seed=(config.seed + 1) % 2**31, lr=config.lr * FINE_TUNE_LR,
                        time_budget=shown.time_budget - elapsed,

@@ -3,7 +3,9 @@
 This is the classifier of ilastik and of scikit-image's "trainable segmentation": each voxel
 is described by Gaussian-smoothed intensities, gradient magnitudes and Hessian eigenvalues
 of every channel at five scales (`SIGMAS`, `filter_features`), and a random forest learns
-the annotated voxels (`fit_forest`). Its probabilities (`forest_probabilities`) are what
+the annotated voxels (`fit_forest`). The scales are physical: on a volume whose sections are
+thicker than its pixels (``spacing``) the filters are narrower across the sections, as
+ilastik's anisotropic or 2-D features would be. Its probabilities (`forest_probabilities`) are what
 the network's are blended with (`sparseseg.core.Model.blend`), so that a segmentation is
 never much worse than this classifier's.
 
@@ -25,29 +27,37 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from numbers import Integral
+from itertools import combinations_with_replacement
+from numbers import Integral, Real
 
 import numpy as np
-from skimage.feature import multiscale_basic_features
+from skimage import filters
+from skimage.feature import hessian_matrix_eigvals
 from sklearn.ensemble import RandomForestClassifier
 
 from sparseseg.blocks import ArraySource, Block, plan_blocks, sample_planes, with_halo
 from sparseseg.errors import InputError
 from sparseseg.labels import Annotation
+from sparseseg.planning import anisotropy
 from sparseseg.preprocess import intensity_stats, normalise_with
 
 log = logging.getLogger("sparseseg")
 
-#: The Gaussian scales of the features, rounded: ``multiscale_basic_features(sigma_min=0.7, sigma_max=8, num_sigma=5)``
-#: spaces them evenly in log2 (0.7, 1.287, 2.366, 4.351, 8).
-SIGMAS = (0.7, 1.29, 2.37, 4.35, 8.0)
+#: The Gaussian scales of the features, in voxels of the finest axis: evenly spaced in log2 from 0.7 to 8 (0.7, 1.287,
+#: 2.366, 4.351, 8), as ``multiscale_basic_features(sigma_min=0.7, sigma_max=8, num_sigma=5)`` spaces them.
+SIGMAS = tuple(float(s) for s in np.logspace(np.log2(0.7), np.log2(8.0), 5, base=2))
 #: Features per channel and scale: the smoothed intensity, its gradient magnitude and the 3 Hessian eigenvalues.
 FEATURES_PER_SIGMA = 5
 #: Voxels of context around a block: the Gaussian's reach at the largest scale (scipy truncates at 4 sigma,
 #: int(4 * 8 + 0.5) = 32) and 2 more for the Hessian's two finite differences; with it, blockwise features equal
 #: the whole volume's exactly.
 HALO = 34
+#: The filters follow the voxel size (`filter_features`) where an axis is at least this many times coarser than the
+#: finest; below it they are isotropic in voxels. nnU-Net's threshold for an anisotropic volume (its ANISO_THRESHOLD).
+ANISOTROPIC = 3.0
 #: Bytes of features computed at once (a block with its halo): about 2 M voxels at 50 features (2 channels).
 BLOCK_BYTES = 400 * 2**20
 #: Smallest block edge the planner cuts down to (a smaller block would be mostly halo).
@@ -68,11 +78,15 @@ class Forest:
         The class ids (the label values) it was trained on, sorted.
     stats : ndarray, (C, 4)
         The intensity statistics (`sparseseg.preprocess.intensity_stats`) every block is normalised with.
+    spacing : (float, float, float) or None
+        The voxel size its features were computed for (`filter_features`); None: isotropic (and for forests saved
+        before the features followed the voxel size).
     """
 
     classifier: RandomForestClassifier
     classes: np.ndarray
     stats: np.ndarray
+    spacing: tuple[float, float, float] | None = None
 
     @property
     def n_channels(self) -> int:
@@ -89,21 +103,26 @@ class VolumeFeatures:
         `filter_features` of the volume normalised with ``stats``.
     stats : ndarray, (C, 4)
         The intensity statistics it was normalised with: those a forest fitted on these features keeps.
+    spacing : (float, float, float) or None
+        The voxel size the filters followed (None: isotropic): that a forest fitted on these features keeps.
     """
 
     values: np.ndarray
     stats: np.ndarray
+    spacing: tuple[float, float, float] | None = None
 
 
-def volume_features(image, budget: int = BLOCK_BYTES) -> VolumeFeatures | None:
-    """The filter features of a whole (C, Z, Y, X) image, normalised by its own statistics; None where they would
-    take more than ``budget`` bytes (then `fit_forest` and `forest_probabilities` compute them block by block)."""
+def volume_features(image, budget: int = BLOCK_BYTES, spacing: Sequence[float] | None = None) -> VolumeFeatures | None:
+    """The filter features of a whole (C, Z, Y, X) image of voxel size ``spacing`` (`filter_features`), normalised by
+    its own statistics; None where they would take more than ``budget`` bytes (then `fit_forest` and
+    `forest_probabilities` compute them block by block)."""
     source = _source(image)
+    spacing = _spacing(spacing)
     if 4 * n_features(source.shape[0]) * math.prod(source.shape[1:]) > budget:
         return None
     stats = _stats(source, image, None)
     whole = tuple(slice(0, n) for n in source.shape[1:])
-    return VolumeFeatures(filter_features(normalise_with(source.read(whole), stats)), stats)
+    return VolumeFeatures(filter_features(normalise_with(source.read(whole), stats), spacing), stats, spacing)
 
 
 def n_features(channels: int) -> int:
@@ -111,23 +130,36 @@ def n_features(channels: int) -> int:
     return channels * len(SIGMAS) * FEATURES_PER_SIGMA
 
 
-def filter_features(image: np.ndarray) -> np.ndarray:
+def filter_features(image: np.ndarray, spacing: Sequence[float] | None = None) -> np.ndarray:
     """Multiscale filter features of a normalised image: intensity, edges and texture at each of `SIGMAS`.
+
+    Per channel and scale: the Gaussian-smoothed intensity, the magnitude of its Sobel
+    gradient and the three eigenvalues of its Hessian (finite differences), in this order, as
+    `skimage.feature.multiscale_basic_features` gives them. On an anisotropic volume (an axis
+    at least `ANISOTROPIC` times coarser than the finest) the scales are physical: along an
+    axis whose voxels are r times the finest (`sparseseg.planning.anisotropy`), the Gaussian
+    is r times narrower in voxels and the derivatives are taken per finest voxel. So the
+    sections of a 50x4x4 nm EM stack are barely smoothed into one another, where isotropic
+    filters would mix 16 of them at the largest scale.
 
     Parameters
     ----------
     image : ndarray, (C, Z, Y, X)
         Normalised intensities (`sparseseg.preprocess.normalise`); any real dtype, taken as float32 (never rescaled).
+    spacing : (float, float, float), optional
+        Voxel size (z, y, x) in any unit. None, or no axis `ANISOTROPIC` times coarser than the finest: the
+        features are exactly those of `skimage.feature.multiscale_basic_features` at `SIGMAS`.
 
     Returns
     -------
     ndarray, (Z, Y, X, F) float32
-        F = ``n_features(C)`` features per voxel (`skimage.feature.multiscale_basic_features`).
+        F = ``n_features(C)`` features per voxel.
 
     Raises
     ------
     InputError
-        ``image`` is not a 4-D array of real numbers with at least 2 voxels along z, y and x.
+        ``image`` is not a 4-D array of real numbers with at least 2 voxels along z, y and x, or ``spacing`` is not
+        three positive numbers.
     """
     image = np.asarray(image)
     if image.ndim != 4:
@@ -136,15 +168,42 @@ def filter_features(image: np.ndarray) -> np.ndarray:
         raise InputError(f"must hold real numbers, not {image.dtype}", param="image", value=image.shape)
     if image.shape[0] < 1 or min(image.shape[1:]) < 2:
         raise InputError("needs at least one channel and 2 voxels along z, y and x", param="image", value=image.shape)
-    channels_last = np.moveaxis(image.astype(np.float32, copy=False), 0, -1)
-    features = multiscale_basic_features(channels_last, intensity=True, edges=True, texture=True, sigma_min=SIGMAS[0],
-                                         sigma_max=SIGMAS[-1], num_sigma=len(SIGMAS), channel_axis=-1)
-    return np.asarray(features, dtype=np.float32)
+    ratio = anisotropy(_spacing(spacing))
+    ratio = ratio if max(ratio) >= ANISOTROPIC else (1.0, 1.0, 1.0)
+    features = np.empty(image.shape[1:] + (n_features(image.shape[0]),), dtype=np.float32)
+    image = image.astype(np.float32, copy=False)
+    jobs = [(c, s) for c in range(image.shape[0]) for s in range(len(SIGMAS))]
+
+    def one_scale(job):
+        c, s = job
+        first = (c * len(SIGMAS) + s) * FEATURES_PER_SIGMA
+        smooth = filters.gaussian(image[c], sigma=[SIGMAS[s] / r for r in ratio], preserve_range=False)
+        features[..., first] = smooth
+        edges = sum((filters.sobel(smooth, axis=a) / r) ** 2 for a, r in enumerate(ratio))
+        features[..., first + 1] = np.sqrt(edges) / np.sqrt(3, dtype=np.float32)
+        gradient = np.gradient(smooth, *ratio)
+        hessian = [np.gradient(gradient[a], ratio[b], axis=b) for a, b in combinations_with_replacement(range(3), 2)]
+        features[..., first + 2:first + 5] = np.moveaxis(hessian_matrix_eigvals(hessian), 0, -1)
+
+    with ThreadPoolExecutor() as pool:  # scipy's filters release the GIL, as in multiscale_basic_features
+        list(pool.map(one_scale, jobs))
+    return features
+
+
+def _spacing(spacing) -> tuple[float, float, float] | None:
+    """``spacing`` checked: three positive numbers (z, y, x) as floats, or None."""
+    if spacing is None:
+        return None
+    values = list(spacing) if isinstance(spacing, (tuple, list, np.ndarray)) else []
+    if len(values) != 3 or not all(isinstance(v, Real) and not isinstance(v, bool) and np.isfinite(v) and v > 0
+                                   for v in values):
+        raise InputError("must be three positive numbers (z, y, x)", param="spacing", value=spacing)
+    return tuple(float(v) for v in values)
 
 
 def fit_forest(image, annotation: Annotation, *, seed: int, max_samples: int = 200_000, n_estimators: int = 100,
                tree_samples: int = TREE_SAMPLES, stats: np.ndarray | None = None,
-               features: VolumeFeatures | None = None) -> Forest:
+               features: VolumeFeatures | None = None, spacing: Sequence[float] | None = None) -> Forest:
     """Fit a random forest on the filter features of (a random sample of) the annotated voxels.
 
     Parameters
@@ -169,7 +228,9 @@ def fit_forest(image, annotation: Annotation, *, seed: int, max_samples: int = 2
         Source), which is what `sparseseg.preprocess.normalise` does.
     features : VolumeFeatures, optional
         The image's features (`volume_features`), computed once for several forests: then none are computed here,
-        and the forest keeps their statistics (``stats`` must then be None).
+        and the forest keeps their statistics and voxel size (``stats`` must then be None, ``spacing`` None or theirs).
+    spacing : (float, float, float), optional
+        The voxel size (z, y, x): the filters' scales follow it (`filter_features`). None: isotropic voxels.
 
     Returns
     -------
@@ -197,12 +258,16 @@ def fit_forest(image, annotation: Annotation, *, seed: int, max_samples: int = 2
     max_samples = _integer(max_samples, "max_samples", 1)
     n_estimators = _integer(n_estimators, "n_estimators", 1)
     tree_samples = _integer(tree_samples, "tree_samples", 1)
+    spacing = _spacing(spacing)
     if features is not None:
         _check_features(features, source, "features")
         if stats is not None:
             raise InputError("give stats or features, not both (features carry their statistics)", param="stats",
                              value=np.shape(stats))
-        stats = features.stats
+        if spacing is not None and spacing != features.spacing:
+            raise InputError(f"differs from the voxel size the features were computed for, {features.spacing}",
+                             param="spacing", value=spacing)
+        stats, spacing = features.stats, features.spacing
     stats = _stats(source, image, stats)
     start = time.perf_counter()
 
@@ -216,7 +281,7 @@ def fit_forest(image, annotation: Annotation, *, seed: int, max_samples: int = 2
         keep = np.sort(rng.choice(len(chosen), max_samples, replace=False))
         chosen, ids = chosen[keep], ids[keep]
     if features is None:
-        features = _features_at(source, stats, chosen)
+        features = _features_at(source, stats, chosen, spacing)
     else:
         features = features.values.reshape(-1, features.values.shape[-1])[chosen]
 
@@ -230,7 +295,7 @@ def fit_forest(image, annotation: Annotation, *, seed: int, max_samples: int = 2
                     [int(c) for c in lost], len(chosen))
     log.info("forest: %d trees on %d voxels, %d features, %.1f s", n_estimators, len(chosen), features.shape[1],
              time.perf_counter() - start)
-    return Forest(classifier, classes, stats)
+    return Forest(classifier, classes, stats, spacing)
 
 
 def forest_probabilities(forest: Forest, image, classes, region: Block | None = None,
@@ -251,7 +316,8 @@ def forest_probabilities(forest: Forest, image, classes, region: Block | None = 
         Where in (Z, Y, X): plain slices (step 1) inside the volume. Default: the whole volume. Features see the
         image around it too (`HALO` voxels), so a region's probabilities equal those of the whole volume there.
     features : VolumeFeatures, optional
-        The image's features (`volume_features`) with the forest's statistics: then none are computed here.
+        The image's features (`volume_features`) with the forest's statistics and voxel size: then none are computed
+        here.
 
     Returns
     -------
@@ -280,11 +346,14 @@ def forest_probabilities(forest: Forest, image, classes, region: Block | None = 
         if not np.array_equal(features.stats, forest.stats):
             raise InputError("were normalised with other statistics than the forest's", param="features",
                              value=features.values.shape)
+        if features.spacing != forest.spacing:
+            raise InputError(f"were computed for voxels of {features.spacing}, the forest's are {forest.spacing}",
+                             param="features", value=features.values.shape)
     blocks = _plan(region, shape, forest.n_channels)
     for zyx in blocks:
         if features is None:
             read, crop = with_halo(zyx, (HALO,) * 3, shape)
-            block = filter_features(normalise_with(source.read(read), forest.stats))[crop]
+            block = filter_features(normalise_with(source.read(read), forest.stats), forest.spacing)[crop]
         else:
             block = features.values[zyx]
         p = forest.classifier.predict_proba(block.reshape(-1, block.shape[-1]))
@@ -415,8 +484,9 @@ def _plan(region: Block, shape, channels: int) -> list[Block]:
     return [tuple(slice(o + s.start, o + s.stop) for o, s in zip(origin, b)) for b in plan_blocks(size, block)]
 
 
-def _features_at(source, stats: np.ndarray, chosen: np.ndarray) -> np.ndarray:
-    """Features (len(chosen), F) of the voxels at the flat indices ``chosen`` (sorted), in that order.
+def _features_at(source, stats: np.ndarray, chosen: np.ndarray, spacing) -> np.ndarray:
+    """Features (len(chosen), F) of the voxels at the flat indices ``chosen`` (sorted), in that order, for voxels of
+    ``spacing``.
 
     Blocks of the whole volume that hold a chosen voxel read only the bounding box of their chosen voxels, widened by
     the halo: around an annotated plane, the plane and `HALO` planes each side.
@@ -433,7 +503,7 @@ def _features_at(source, stats: np.ndarray, chosen: np.ndarray) -> np.ndarray:
         hits = np.nonzero(local)
         box = tuple(slice(s.start + h.min(), s.start + h.max() + 1) for s, h in zip(zyx, hits))
         read, _ = with_halo(box, (HALO,) * 3, shape)
-        block = filter_features(normalise_with(source.read(read), stats))
+        block = filter_features(normalise_with(source.read(read), stats), spacing)
         at = tuple(h + s.start - r.start for h, s, r in zip(hits, zyx, read))
         flat = np.ravel_multi_index(tuple(h + s.start for h, s in zip(hits, zyx)), shape)
         features[np.searchsorted(chosen, flat)] = block[at]

@@ -216,11 +216,18 @@ def test_the_volume_s_features_are_computed_once_and_change_nothing(monkeypatch)
     config = _config(iterations=3)
     filtered = []
     real = forest.filter_features
-    monkeypatch.setattr(forest, "filter_features", lambda image: filtered.append(image.shape) or real(image))
+    monkeypatch.setattr(forest, "filter_features",
+                        lambda image, spacing=None: filtered.append(image.shape) or real(image, spacing))
     once = ensemble.densify_arrays(image, annotation, config)
     assert once[0].forest is not None and once[0].blend < 1 and filtered == [image.shape]
-    monkeypatch.setattr(forest, "volume_features", lambda image: None)  # block by block, as for a large volume
+    monkeypatch.setattr(forest, "volume_features", lambda image, spacing=None: None)  # block by block, as for a large volume
     blockwise = ensemble.densify_arrays(image, annotation, config)
     assert len(filtered) > 1
     np.testing.assert_array_equal(once[2].labels, blockwise[2].labels)
     np.testing.assert_allclose(once[2].probabilities, blockwise[2].probabilities, atol=1e-6)
+
+
+def test_the_forest_s_filters_follow_the_voxel_size():
+    image, _, annotation = _case()
+    model = ensemble.densify_arrays(image, annotation, _config(iterations=2, spacing=(4.0, 1.0, 1.0)))[0]
+    assert model.forest is not None and model.forest.spacing == (4.0, 1.0, 1.0)

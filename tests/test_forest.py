@@ -5,6 +5,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from skimage.feature import multiscale_basic_features
 
 from sparseseg import forest as F
 from sparseseg import synthetic
@@ -43,11 +44,46 @@ def _reference(forest, image):
 
 
 def test_features_are_those_of_skimage_at_the_five_scales(case):
-    features = F.filter_features(np.concatenate([case.image, 2 * case.image])[:, :8, :16, :16])
+    image = np.concatenate([case.image, 2 * case.image])[:, :8, :16, :16]
+    features = F.filter_features(image)
     assert features.shape == (8, 16, 16, F.n_features(2)) == (8, 16, 16, 50)
     assert features.dtype == np.float32
     sigmas = np.logspace(np.log2(0.7), np.log2(8), 5, base=2)
-    assert np.allclose(F.SIGMAS, sigmas, atol=0.005)
+    assert np.allclose(F.SIGMAS, sigmas, atol=1e-12)
+    skimage = multiscale_basic_features(np.moveaxis(image, 0, -1), sigma_min=0.7, sigma_max=8, num_sigma=5,
+                                        channel_axis=-1)
+    np.testing.assert_allclose(features, skimage, atol=1e-6)
+    assert np.array_equal(F.filter_features(image, spacing=(3.0, 3.0, 3.0)), features)  # only the ratio counts
+    assert np.array_equal(F.filter_features(image, spacing=(2.0, 1.0, 1.0)), features)  # below ANISOTROPIC
+
+
+def test_thick_sections_are_not_smoothed_into_one_another():
+    """Sections alternating 0 / 1, as thick as 12.5 pixels: the finest smoothed intensity keeps them apart, where
+    isotropic filters mix them; along the sections nothing changes, so every in-plane gradient is 0."""
+    image = np.zeros((1, 12, 16, 16), np.float32)
+    image[0, ::2] = 1
+    iso = F.filter_features(image)
+    aniso = F.filter_features(image, spacing=(50, 4, 4))
+    finest = aniso[..., 0]  # intensity at sigma 0.7: 0.056 sections across z
+    assert np.ptp(finest[2:10, 8, 8]) > 0.99 and np.ptp(iso[2:10, 8, 8, 0]) < 0.6
+    ramp = np.broadcast_to(np.arange(12, dtype=np.float32)[None, :, None, None], (1, 12, 16, 16))
+    # a step of 1 per section is 1 per 12.5 pixels: the gradient is taken per pixel (Sobel: 2 per step)
+    np.testing.assert_allclose(F.filter_features(ramp)[5, 8, 8, 1] * np.sqrt(3), 2, rtol=1e-5)
+    np.testing.assert_allclose(F.filter_features(ramp, spacing=(50, 4, 4))[5, 8, 8, 1] * np.sqrt(3), 2 / 12.5,
+                               rtol=1e-5)
+
+
+def test_anisotropic_blockwise_equals_whole(case, monkeypatch):
+    forest = F.fit_forest(case.image, case.annotation, seed=0, n_estimators=TREES, spacing=(4.0, 1.0, 1.0))
+    assert forest.spacing == (4.0, 1.0, 1.0)
+    whole = F.forest_probabilities(forest, case.image, [0, 1, 2])
+    features = F.volume_features(case.image, spacing=[4, 1, 1])
+    assert features.spacing == (4.0, 1.0, 1.0)
+    np.testing.assert_allclose(F.forest_probabilities(forest, case.image, [0, 1, 2], features=features), whole,
+                               atol=1e-6)
+    assert not np.allclose(whole, case.whole, atol=0.05)  # the voxel size changed the features
+    _cut(monkeypatch)
+    np.testing.assert_allclose(F.forest_probabilities(forest, case.image, [0, 1, 2]), whole, atol=1e-6)
 
 
 def test_integer_images_are_not_rescaled():
@@ -102,9 +138,12 @@ def test_plan_tiles_the_region_in_blocks_that_fit(shape, channels):
 
 def test_blockwise_features_of_the_fit_equal_the_whole_ones(case, monkeypatch):
     chosen = np.flatnonzero(case.annotation.mask)[::7]
-    whole = F.filter_features(normalise_with(case.image, case.forest.stats)).reshape(-1, F.n_features(1))[chosen]
-    _cut(monkeypatch)
-    assert np.array_equal(F._features_at(ArraySource(case.image), case.forest.stats, chosen), whole)
+    for spacing in (None, (4.0, 1.0, 1.0)):
+        whole = F.filter_features(normalise_with(case.image, case.forest.stats), spacing)
+        with monkeypatch.context() as patched:
+            _cut(patched)
+            blockwise = F._features_at(ArraySource(case.image), case.forest.stats, chosen, spacing)
+        assert np.array_equal(blockwise, whole.reshape(-1, F.n_features(1))[chosen])
 
 
 def test_region_equals_the_whole_there(case):
@@ -206,17 +245,24 @@ def _other_shape(case):
     return Annotation(a.classes, a.target[:-1], a.mask[:-1], a.planes)
 
 
-def _features(case, stats_from=None, shape=None):
+def _features(case, stats_from=None, shape=None, spacing=None):
     features = F.volume_features(case.image)
     values = features.values if shape is None else np.zeros(shape, np.float32)
     stats = features.stats if stats_from is None else intensity_stats(case.image * stats_from)
-    return F.VolumeFeatures(values, stats)
+    return F.VolumeFeatures(values, stats, spacing)
 
 
 BAD = [
     pytest.param(lambda c: lambda: F.filter_features(c.image[0]), "image", id="features-image-3d"),
     pytest.param(lambda c: lambda: F.filter_features(c.image.astype(complex)), "image", id="features-image-complex"),
     pytest.param(lambda c: lambda: F.filter_features(c.image[:, :1]), "image", id="features-one-plane"),
+    pytest.param(lambda c: lambda: F.filter_features(c.image, spacing=(1, 1)), "spacing", id="features-spacing-2"),
+    pytest.param(lambda c: lambda: F.filter_features(c.image, spacing=(0, 1, 1)), "spacing", id="features-spacing-0"),
+    pytest.param(lambda c: lambda: F.volume_features(c.image, spacing="50,4,4"), "spacing", id="volume-spacing-text"),
+    pytest.param(lambda c: _fit(c, spacing=(1, float("nan"), 1)), "spacing", id="fit-spacing-nan"),
+    pytest.param(lambda c: _fit(c, features=_features(c), spacing=(2, 1, 1)), "spacing", id="fit-features-other-spacing"),
+    pytest.param(lambda c: _predict(c, features=_features(c, spacing=(2.0, 1.0, 1.0))), "features",
+                 id="predict-features-other-spacing"),
     pytest.param(lambda c: _fit(c, image=c.image[0]), "image", id="fit-image-3d"),
     pytest.param(lambda c: _fit(c, image=[1, 2]), "image", id="fit-image-a-list"),
     pytest.param(lambda c: _fit(c, annotation=c.annotation.mask), "annotation", id="fit-annotation-an-array"),
