@@ -30,7 +30,9 @@ The estimate is therefore that of the models before their last part of training,
 they had not seen. Where fine-tuning follows, step 3 runs the network only on the windows
 over the held-out planes (which get there what a run over the whole volume gives them), and
 the time saved goes to the fine-tuning; where it does not (a stop, or no budget left), it
-runs over the whole volume and the segmentation (`segment_estimated`) uses that run. Ctrl-C in step 2 goes straight to step 3 with the network trained so far;
+runs over the whole volume and the segmentation (`segment_estimated`) uses that run; where the
+network was stopped before its first step (and is no warm start), it is not run at all: the
+forest alone segments (weight 0), and the estimate is the forest's. Ctrl-C in step 2 goes straight to step 3 with the network trained so far;
 Ctrl-C in step 4 keeps the network fine-tuned so far. A progress object whose ``stop_requested``
 turns true (`sparseseg.train.ctrl_c_stops_training`, as `densify` runs this) does the same, and
 also at any moment between: then the step under way finishes, and no further one starts.
@@ -112,8 +114,10 @@ def _forest_on_planes(forest, image, classes, held: dict, features=None) -> dict
     return planes
 
 
-def _held_out(model: Model, network: np.ndarray, forest, image, annotation: Annotation, held: dict, features=None):
-    """The probabilities (network prior-corrected; forest or None), classes and plane numbers of the held-out voxels."""
+def _held_out(model: Model, network: np.ndarray | None, forest, image, annotation: Annotation, held: dict,
+              features=None):
+    """The probabilities (network prior-corrected, or None; forest or None), classes and plane numbers of the held-out
+    voxels."""
     nets, forests, targets, planes, names = [], [], [], [], []
     prior = prior_of(model)
     on_planes = _forest_on_planes(forest, image, model.classes, held, features) if forest is not None else {}
@@ -122,15 +126,17 @@ def _held_out(model: Model, network: np.ndarray, forest, image, annotation: Anno
             where, mask = plane_voxels(annotation, axis, index)
             if not mask.any():
                 continue
-            p = network[(slice(None),) + where][:, mask].astype(np.float32)
-            nets.append(blend_probabilities(p, None, 1.0, prior))
+            if network is not None:
+                p = network[(slice(None),) + where][:, mask].astype(np.float32)
+                nets.append(blend_probabilities(p, None, 1.0, prior))
             if forest is not None:
                 forests.append(on_planes[axis, index][:, mask])
             targets.append(annotation.target[where][mask])
             planes.append(np.full(int(mask.sum()), len(names)))
             names.append(f"{axis}={index}")
     join = np.concatenate
-    return (join(nets, axis=1), join(forests, axis=1) if forests else None, join(targets), join(planes), names)
+    return (join(nets, axis=1) if nets else None, join(forests, axis=1) if forests else None, join(targets),
+            join(planes), names)
 
 
 @dataclass
@@ -152,6 +158,10 @@ def _fine_tuning_follows(first: TrainLog, progress: Progress | None, shown: Conf
     """Whether the network is fine-tuned on all planes after the estimate: no stop, and steps and budget are left."""
     stopped = first.stopped_by in ("interrupt", "stop") or stop_requested(progress)
     return not stopped and shown.iterations > first.iterations and elapsed < shown.time_budget
+
+
+def _shown(iou: float) -> str:
+    return "-" if np.isnan(iou) else f"{iou:.3f}"
 
 
 def _joined(first: TrainLog, second: TrainLog | None) -> TrainLog:
@@ -213,16 +223,23 @@ def fit_estimated(image: np.ndarray, annotation: Annotation, config: Config, pro
     # fine-tuning to follow: the network's probabilities are needed on the held-out planes only; otherwise the
     # network stays as it is, and its probabilities over the whole volume are kept for the segmentation
     whole = not _fine_tuning_follows(first, progress, shown, time.perf_counter() - start)
-    log.info("running the network over %s for the estimate", "the volume" if whole else "the held-out planes")
-    needed = None if whole else annotation.mask & planes_mask(held, annotation.mask.shape)
-    probabilities, windows, _ = network_probabilities(model, image, config.device, needed=needed)
-    *voxels, names = _held_out(model, probabilities, forest, image, annotation, held, features)
-    estimate = replace(choose_blend(*voxels, model.classes != 0, names, fit=config.calibrate), planes=held)
-    if not whole:
-        probabilities = None
-    log.info("estimated IoU %.3f +- %.3f on the held-out planes (network %.3f, forest %s), network weight %.1f",
-             estimate.iou, estimate.spread, estimate.network_iou,
-             "-" if np.isnan(estimate.forest_iou) else f"{estimate.forest_iou:.3f}", estimate.blend)
+    probabilities = windows = None
+    if whole and first.iterations == 0 and init is None and forest is not None:
+        # stopped before the network's first step: it is its random start, and the forest alone decides
+        log.info("the network made no training step: the forest alone segments")
+        _, on_planes, *voxels, names = _held_out(model, None, forest, image, annotation, held, features)
+        alone = choose_blend(on_planes, None, *voxels, model.classes != 0, names, fit=config.calibrate)
+        estimate = replace(alone, blend=0.0, network_iou=float("nan"), forest_iou=alone.iou, planes=held)
+    else:
+        log.info("running the network over %s for the estimate", "the volume" if whole else "the held-out planes")
+        needed = None if whole else annotation.mask & planes_mask(held, annotation.mask.shape)
+        probabilities, windows, _ = network_probabilities(model, image, config.device, needed=needed)
+        *voxels, names = _held_out(model, probabilities, forest, image, annotation, held, features)
+        estimate = replace(choose_blend(*voxels, model.classes != 0, names, fit=config.calibrate), planes=held)
+        if not whole:
+            probabilities = None
+    log.info("estimated IoU %.3f +- %.3f on the held-out planes (network %s, forest %s), network weight %.1f",
+             estimate.iou, estimate.spread, _shown(estimate.network_iou), _shown(estimate.forest_iou), estimate.blend)
     if hasattr(progress, "estimated"):
         progress.estimated(estimate.iou, estimate.spread)
     second = None

@@ -111,6 +111,32 @@ def test_after_a_stop_the_held_out_offsets_are_not_applied_to_a_forest_fitted_an
     np.testing.assert_allclose(model.offsets, 0)  # ... and are not applied to the one fitted on all planes
 
 
+class _StopAtOnce:
+    stop_requested = True
+
+    def __call__(self, iteration, loss, elapsed):
+        pass
+
+
+def test_a_stop_before_the_first_step_segments_with_the_forest_alone_without_running_the_network(monkeypatch):
+    image, _, annotation = _case()
+    runs = []
+    real = ensemble.network_probabilities
+    monkeypatch.setattr(ensemble, "network_probabilities", lambda *a, **k: runs.append(1) or real(*a, **k))
+    estimated = ensemble.fit_estimated(image, annotation, _config(iterations=20, forest=True), _StopAtOnce())
+    model, estimate = estimated.model, estimated.estimate
+    assert estimated.train_log.iterations == 0 and runs == []
+    assert model.blend == 0 and model.forest is not None and estimated.network is None
+    assert np.isnan(estimate.network_iou) and estimate.forest_iou == estimate.iou > 0.3
+    np.testing.assert_allclose(model.offsets, 0)
+    labels = ensemble.segment_estimated(estimated, image, annotation, "cpu")[1].labels
+    assert runs == []
+    forest = np.argmax(core.forest_part(model, image), axis=0)
+    np.testing.assert_array_equal(labels, model.classes[forest])
+    # without a forest the network, untrained as it is, still decides
+    assert ensemble.fit_estimated(image, annotation, _config(iterations=20, forest=False), _StopAtOnce()).network
+
+
 @pytest.mark.parametrize("forest", [False, True])
 def test_after_the_fine_tuning_the_held_out_offsets_are_not_applied(forest):
     image, _, annotation = _case()
