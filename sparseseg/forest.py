@@ -3,9 +3,9 @@
 This is the classifier of ilastik and of scikit-image's "trainable segmentation": each voxel
 is described by Gaussian-smoothed intensities, gradient magnitudes and Hessian eigenvalues
 of every channel at five scales (`SIGMAS`, `filter_features`), and a random forest learns
-the annotated voxels (`fit_forest`). The scales are physical: on a volume whose sections are
-thicker than its pixels (``spacing``) the filters are narrower across the sections, as
-ilastik's anisotropic or 2-D features would be. Its probabilities (`forest_probabilities`) are what
+the annotated voxels (`fit_forest`). The scales are physical where the voxels are anisotropic
+(sections at least `ANISOTROPIC` times thicker than the pixels, as in EM stacks): the filters
+are narrower across the sections, as ilastik's 2-D features would be. Its probabilities (`forest_probabilities`) are what
 the network's are blended with (`sparseseg.core.Model.blend`), so that a segmentation is
 never much worse than this classifier's.
 
@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -182,10 +183,14 @@ def filter_features(image: np.ndarray, spacing: Sequence[float] | None = None) -
         edges = sum((filters.sobel(smooth, axis=a) / r) ** 2 for a, r in enumerate(ratio))
         features[..., first + 1] = np.sqrt(edges) / np.sqrt(3, dtype=np.float32)
         gradient = np.gradient(smooth, *ratio)
+        del smooth, edges
         hessian = [np.gradient(gradient[a], ratio[b], axis=b) for a, b in combinations_with_replacement(range(3), 2)]
-        features[..., first + 2:first + 5] = np.moveaxis(hessian_matrix_eigvals(hessian), 0, -1)
+        del gradient
+        for k, eigenvalues in enumerate(hessian_matrix_eigvals(hessian)):
+            features[..., first + 2 + k] = eigenvalues
 
-    with ThreadPoolExecutor() as pool:  # scipy's filters release the GIL, as in multiscale_basic_features
+    # scipy's filters release the GIL: a scale per core at once (at most the five), each freeing its arrays as it goes
+    with ThreadPoolExecutor(max_workers=min(len(SIGMAS), os.cpu_count() or 1)) as pool:
         list(pool.map(one_scale, jobs))
     return features
 
