@@ -5,9 +5,10 @@ is described by Gaussian-smoothed intensities, gradient magnitudes and Hessian e
 of every channel at five scales (`SIGMAS`, `filter_features`), and a random forest learns
 the annotated voxels (`fit_forest`). The scales are physical where the voxels are anisotropic
 (sections at least `ANISOTROPIC` times thicker than the pixels, as in EM stacks): the filters
-are narrower across the sections, as ilastik's 2-D features would be. Its probabilities (`forest_probabilities`) are what
-the network's are blended with (`sparseseg.core.Model.blend`), so that a segmentation is
-never much worse than this classifier's.
+are narrower across the sections, as ilastik's 2-D features would be. Its probabilities
+(`forest_probabilities`) are what the network's are blended with
+(`sparseseg.core.Model.blend`), so that a segmentation is never much worse than this
+classifier's.
 
 Features are computed block by block, each block widened by `HALO` voxels of context
 (clipped at the volume's edge), so that memory stays bounded (`BLOCK_BYTES` of features at

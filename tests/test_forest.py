@@ -59,7 +59,7 @@ def test_features_are_those_of_skimage_at_the_five_scales(case):
 
 def test_thick_sections_are_not_smoothed_into_one_another():
     """Sections alternating 0 / 1, as thick as 12.5 pixels: the finest smoothed intensity keeps them apart, where
-    isotropic filters mix them; along the sections nothing changes, so every in-plane gradient is 0."""
+    isotropic filters mix them; and a ramp of 1 per section has a gradient of 1 per 12.5 pixels."""
     image = np.zeros((1, 12, 16, 16), np.float32)
     image[0, ::2] = 1
     iso = F.filter_features(image)
