@@ -20,7 +20,10 @@ those of the whole volume, taken when the forest is fitted and kept in it (`Fore
 Where one volume gets several forests (`sparseseg.ensemble` fits one on part of the
 annotation, then one on all of it), its features can be computed once (`volume_features`,
 for a volume whose features fit in `BLOCK_BYTES`) and handed to `fit_forest` and
-`forest_probabilities`, which then filter nothing.
+`forest_probabilities`, which then filter nothing. Likewise the annotated voxels a forest
+learns from can be drawn once with their features (`annotated_sample`) for the forest on all
+planes and for `plane_folds`, the small forests that each leave some planes out and score
+them (the correction of `sparseseg.holdout.plane_correction`).
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ from sklearn.ensemble import RandomForestClassifier
 
 from sparseseg.blocks import ArraySource, Block, plan_blocks, sample_planes, with_halo
 from sparseseg.errors import InputError
-from sparseseg.labels import Annotation
+from sparseseg.labels import Annotation, planes_mask
 from sparseseg.planning import anisotropy
 from sparseseg.preprocess import intensity_stats, normalise_with
 
@@ -66,6 +69,9 @@ BLOCK_BYTES = 400 * 2**20
 MIN_BLOCK = 16
 #: Voxels each tree is fitted on, drawn with replacement from the sample (`fit_forest`): all of them where fewer.
 TREE_SAMPLES = 32_000
+#: Trees of each forest `plane_folds` fits: only their score is wanted, and 25 trees gave the development
+#: benchmark's corrections of the estimate (`sparseseg.holdout.plane_correction`) to within 0.01 of 100 trees'.
+FOLD_TREES = 25
 
 
 @dataclass
@@ -110,6 +116,31 @@ class VolumeFeatures:
     """
 
     values: np.ndarray
+    stats: np.ndarray
+    spacing: tuple[float, float, float] | None = None
+
+
+@dataclass(frozen=True)
+class Sample:
+    """Annotated voxels drawn to fit forests on, with their filter features (`annotated_sample`).
+
+    Attributes
+    ----------
+    indices : ndarray of int, (N,)
+        Their flat indices into the (Z, Y, X) volume, sorted.
+    ids : ndarray of int, (N,)
+        Their class ids (label values).
+    features : ndarray, (N, F) float32
+        Their `filter_features`, of the image normalised with ``stats``, for voxels of ``spacing``.
+    stats : ndarray, (C, 4)
+        The intensity statistics the image was normalised with: those a forest fitted on the sample keeps.
+    spacing : (float, float, float) or None
+        The voxel size the filters followed (None: isotropic).
+    """
+
+    indices: np.ndarray
+    ids: np.ndarray
+    features: np.ndarray
     stats: np.ndarray
     spacing: tuple[float, float, float] | None = None
 
@@ -207,10 +238,10 @@ def _spacing(spacing) -> tuple[float, float, float] | None:
     return tuple(float(v) for v in values)
 
 
-def fit_forest(image, annotation: Annotation, *, seed: int, max_samples: int = 200_000, n_estimators: int = 100,
-               tree_samples: int = TREE_SAMPLES, stats: np.ndarray | None = None,
-               features: VolumeFeatures | None = None, spacing: Sequence[float] | None = None) -> Forest:
-    """Fit a random forest on the filter features of (a random sample of) the annotated voxels.
+def annotated_sample(image, annotation: Annotation, *, seed: int, max_samples: int = 200_000,
+                     stats: np.ndarray | None = None, features: VolumeFeatures | None = None,
+                     spacing: Sequence[float] | None = None) -> Sample:
+    """Draw annotated voxels to fit forests on, and compute their filter features.
 
     Parameters
     ----------
@@ -219,29 +250,18 @@ def fit_forest(image, annotation: Annotation, *, seed: int, max_samples: int = 2
     annotation : `sparseseg.labels.Annotation`
         The annotated voxels (``mask``) and their classes (``classes[target]``), of the image's (Z, Y, X) shape.
     seed : int
-        Seed of the voxel sample and of the forest (0 <= seed < 2**32); the same seed gives the same forest.
+        Seed of the draw (0 <= seed < 2**32); the same seed draws the same voxels.
     max_samples : int
-        At most this many annotated voxels, drawn at random without replacement, train the forest.
-    n_estimators : int
-        Number of trees.
-    tree_samples : int
-        Each tree is fitted on a bootstrap (drawn with replacement) of this many of the sampled voxels, or of as
-        many as were sampled where fewer: the classic random forest (scikit-learn's and ilastik's by default) up
-        to `TREE_SAMPLES`, past which the fit's time is bounded instead. Fewer fit faster and learn less.
+        At most this many annotated voxels, drawn at random without replacement; all of them where fewer.
     stats : ndarray (C, 4), optional
         Intensity statistics to normalise with (`sparseseg.preprocess.intensity_stats`), e.g. those of a whole volume
         when ``image`` is one slab of it. Default: those of the whole image (of `sparseseg.blocks.sample_planes` for a
         Source), which is what `sparseseg.preprocess.normalise` does.
     features : VolumeFeatures, optional
         The image's features (`volume_features`), computed once for several forests: then none are computed here,
-        and the forest keeps their statistics and voxel size (``stats`` must then be None, ``spacing`` None or theirs).
+        and the sample keeps their statistics and voxel size (``stats`` must then be None, ``spacing`` None or theirs).
     spacing : (float, float, float), optional
         The voxel size (z, y, x): the filters' scales follow it (`filter_features`). None: isotropic voxels.
-
-    Returns
-    -------
-    Forest
-        Its ``classes`` are the annotated class ids that the sample holds.
 
     Raises
     ------
@@ -250,7 +270,7 @@ def fit_forest(image, annotation: Annotation, *, seed: int, max_samples: int = 2
 
     Notes
     -----
-    Features are computed only around the sampled voxels, block by block (bounded memory): for annotated planes,
+    Features are computed only around the drawn voxels, block by block (bounded memory): for annotated planes,
     about `HALO` planes of context on each side of each plane.
     """
     source = _source(image)
@@ -262,8 +282,6 @@ def fit_forest(image, annotation: Annotation, *, seed: int, max_samples: int = 2
         raise InputError(f"must have the image's shape {shape}", param="annotation", value=annotation.mask.shape)
     seed = _integer(seed, "seed", 0, 2**32 - 1)
     max_samples = _integer(max_samples, "max_samples", 1)
-    n_estimators = _integer(n_estimators, "n_estimators", 1)
-    tree_samples = _integer(tree_samples, "tree_samples", 1)
     spacing = _spacing(spacing)
     if features is not None:
         _check_features(features, source, "features")
@@ -275,7 +293,6 @@ def fit_forest(image, annotation: Annotation, *, seed: int, max_samples: int = 2
                              param="spacing", value=spacing)
         stats, spacing = features.stats, features.spacing
     stats = _stats(source, image, stats)
-    start = time.perf_counter()
 
     chosen = np.flatnonzero(annotation.mask)
     ids = np.asarray(annotation.classes)[annotation.target.ravel()[chosen]]
@@ -287,21 +304,128 @@ def fit_forest(image, annotation: Annotation, *, seed: int, max_samples: int = 2
         keep = np.sort(rng.choice(len(chosen), max_samples, replace=False))
         chosen, ids = chosen[keep], ids[keep]
     if features is None:
-        features = _features_at(source, stats, chosen, spacing)
+        values = _features_at(source, stats, chosen, spacing)
     else:
-        features = features.values.reshape(-1, features.values.shape[-1])[chosen]
+        values = features.values.reshape(-1, features.values.shape[-1])[chosen]
+    return Sample(chosen, ids, values, stats, spacing)
 
-    per_tree = min(len(chosen), tree_samples)
-    classifier = RandomForestClassifier(n_estimators=n_estimators, n_jobs=-1, max_samples=per_tree, random_state=seed)
-    classifier.fit(features, ids)
+
+def fit_forest(image, annotation: Annotation, *, seed: int, max_samples: int = 200_000, n_estimators: int = 100,
+               tree_samples: int = TREE_SAMPLES, stats: np.ndarray | None = None,
+               features: VolumeFeatures | None = None, spacing: Sequence[float] | None = None,
+               sample: Sample | None = None) -> Forest:
+    """Fit a random forest on the filter features of (a random sample of) the annotated voxels.
+
+    Parameters
+    ----------
+    image : ndarray or `sparseseg.blocks.Source`, (C, Z, Y, X)
+        Raw intensities; normalised here (`sparseseg.preprocess.normalise_with` by ``stats``).
+    annotation : `sparseseg.labels.Annotation`
+        The annotated voxels (``mask``) and their classes (``classes[target]``), of the image's (Z, Y, X) shape.
+    seed : int
+        Seed of the voxel sample and of the forest (0 <= seed < 2**32); the same seed gives the same forest.
+    max_samples, stats, features, spacing
+        How the annotated voxels are drawn and their features computed: see `annotated_sample`.
+    n_estimators : int
+        Number of trees.
+    tree_samples : int
+        Each tree is fitted on a bootstrap (drawn with replacement) of this many of the sampled voxels, or of as
+        many as were sampled where fewer: the classic random forest (scikit-learn's and ilastik's by default) up
+        to `TREE_SAMPLES`, past which the fit's time is bounded instead. Fewer fit faster and learn less.
+    sample : Sample, optional
+        The voxels to fit on, drawn from this image and annotation by `annotated_sample` (with this ``seed``, the
+        forest is the one fitted without it): then ``max_samples``, ``stats``, ``features`` and ``spacing`` are
+        not used.
+
+    Returns
+    -------
+    Forest
+        Its ``classes`` are the annotated class ids that the sample holds.
+
+    Raises
+    ------
+    InputError
+        A bad image, an annotation of another shape or with fewer than two annotated classes, or a bad number.
+    """
+    n_estimators = _integer(n_estimators, "n_estimators", 1)
+    tree_samples = _integer(tree_samples, "tree_samples", 1)
+    start = time.perf_counter()
+    if sample is None:
+        sample = annotated_sample(image, annotation, seed=seed, max_samples=max_samples, stats=stats,
+                                  features=features, spacing=spacing)
+    else:
+        _check_sample(sample, annotation)
+    seed = _integer(seed, "seed", 0, 2**32 - 1)
+    classifier = _fitted(sample.features, sample.ids, n_estimators, tree_samples, seed)
     classes = np.asarray(classifier.classes_, dtype=np.int64)
     lost = np.setdiff1d(annotation.classes, classes)
     if len(lost):
         log.warning("forest: classes %s have no voxel among the %d sampled; the forest never predicts them",
-                    [int(c) for c in lost], len(chosen))
-    log.info("forest: %d trees on %d voxels, %d features, %.1f s", n_estimators, len(chosen), features.shape[1],
-             time.perf_counter() - start)
-    return Forest(classifier, classes, stats, spacing)
+                    [int(c) for c in lost], len(sample.ids))
+    log.info("forest: %d trees on %d voxels, %d features, %.1f s", n_estimators, len(sample.ids),
+             sample.features.shape[1], time.perf_counter() - start)
+    return Forest(classifier, classes, sample.stats, sample.spacing)
+
+
+def plane_folds(sample: Sample, annotation: Annotation, folds: Sequence[dict], *, seed: int,
+                n_estimators: int = FOLD_TREES, tree_samples: int = TREE_SAMPLES) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Out-of-fold forest probabilities on annotated planes: each fold's planes scored by a forest fitted without them.
+
+    For each fold, a forest is fitted on the sampled voxels that lie on none of its planes and
+    predicts the sampled voxels that lie on one of them, so that each plane is judged by a
+    classifier that never saw it, as the held-out planes judge the network
+    (`sparseseg.holdout.plane_correction`).
+
+    Parameters
+    ----------
+    sample : Sample
+        Drawn from ``annotation`` by `annotated_sample`.
+    annotation : `sparseseg.labels.Annotation`
+        The annotation the sample was drawn from; its ``classes`` order the rows of the probabilities.
+    folds : sequence of dict
+        The planes of each fold, per axis, e.g. ``[{'z': [12]}, {'z': [30], 'y': [7]}]``: annotated planes.
+    seed : int
+        Seed of the forests (0 <= seed < 2**32).
+    n_estimators : int
+        Trees per forest.
+    tree_samples : int
+        As for `fit_forest`.
+
+    Returns
+    -------
+    list of (ndarray (K, N) float32, ndarray of int (N,))
+        Per fold, the class probabilities (row k: class ``annotation.classes[k]``) of the N sampled voxels on its
+        planes, and their classes as indices into ``annotation.classes``.
+
+    Raises
+    ------
+    InputError
+        A sample not drawn from this annotation, a fold naming a plane that is not annotated, a fold whose planes
+        hold none of the sampled voxels or all of them, or a bad number.
+    """
+    _check_sample(sample, annotation)
+    seed = _integer(seed, "seed", 0, 2**32 - 1)
+    n_estimators = _integer(n_estimators, "n_estimators", 1)
+    tree_samples = _integer(tree_samples, "tree_samples", 1)
+    masks = []
+    for fold in folds:
+        if not isinstance(fold, dict) or not fold or any(
+                axis not in "zyx" or not set(v) <= set(annotation.planes.get(axis, [])) for axis, v in fold.items()):
+            raise InputError("must be annotated planes per axis, e.g. {'z': [12]}", param="folds", value=fold)
+        on = planes_mask(fold, annotation.mask.shape).ravel()[sample.indices]
+        if on.all() or not on.any():
+            raise InputError(f"its planes hold {'all' if on.any() else 'none'} of the sampled voxels", param="folds",
+                             value=fold)
+        masks.append(on)
+    targets = annotation.target.ravel()[sample.indices]
+    out = []
+    for on in masks:
+        classifier = _fitted(sample.features[~on], sample.ids[~on], n_estimators, tree_samples, seed)
+        rows, _ = _rows(annotation.classes, np.asarray(classifier.classes_, dtype=np.int64))
+        probabilities = np.zeros((len(annotation.classes), int(on.sum())), np.float32)
+        probabilities[rows] = classifier.predict_proba(sample.features[on]).T
+        out.append((probabilities, targets[on]))
+    return out
 
 
 def forest_probabilities(forest: Forest, image, classes, region: Block | None = None,
@@ -422,6 +546,27 @@ def _check_features(features, source, name: str) -> None:
     expected = tuple(source.shape[1:]) + (n_features(source.shape[0]),)
     if features.values.shape != expected:
         raise InputError(f"must be the image's features, of shape {expected}", param=name, value=features.values.shape)
+
+
+def _fitted(features: np.ndarray, ids: np.ndarray, n_estimators: int, tree_samples: int,
+            seed: int) -> RandomForestClassifier:
+    """A random forest fitted on these rows, each tree on a bootstrap of at most ``tree_samples`` of them."""
+    classifier = RandomForestClassifier(n_estimators=n_estimators, n_jobs=-1, max_samples=min(len(ids), tree_samples),
+                                        random_state=seed)
+    return classifier.fit(features, ids)
+
+
+def _check_sample(sample, annotation) -> None:
+    if not isinstance(sample, Sample):
+        raise InputError(f"must be a sparseseg.forest.Sample, not {type(sample).__name__}", param="sample",
+                         value=type(sample).__name__)
+    if not isinstance(annotation, Annotation):
+        raise InputError(f"must be a sparseseg.labels.Annotation, not {type(annotation).__name__}", param="annotation",
+                         value=type(annotation).__name__)
+    indices = np.asarray(sample.indices)
+    if indices.size and (indices.max() >= annotation.mask.size or not annotation.mask.ravel()[indices].all()):
+        raise InputError("was not drawn from this annotation (a voxel of it is not annotated)", param="sample",
+                         value=len(indices))
 
 
 def _integer(value, name: str, low: int, high: int | None = None) -> int:

@@ -56,6 +56,18 @@ def test_densify_table_and_progress(files, monkeypatch, run):
     assert io.read_labels(files.folder / "seg.nii.gz").data.shape == files.shape
 
 
+def test_the_estimate_is_said_with_its_correction():
+    from sparseseg.cli_output import estimate_said
+
+    said = dict(iou=0.66, spread=0.05, held_out_planes={"z": [33], "y": [68]}, network_iou=0.58, forest_iou=0.6,
+                blend=0.7)
+    assert estimate_said(said) == ("IoU 0.66 ± 0.05 (on held-out planes z=33, y=68; network 0.58, forest 0.60; "
+                                   "network weight 0.7)")  # as a model folder saved before the correction holds it
+    assert estimate_said({**said, "held_out_iou": 0.62, "correction": 0.04}) == (
+        "IoU 0.66 ± 0.05 (0.62 on held-out planes z=33, y=68, +0.04 from the forest fitted without each plane in "
+        "turn; network 0.58, forest 0.60; network weight 0.7)")
+
+
 def test_densify_quiet_prints_nothing(files, run):
     # --no-holdout: a run this short is estimated low, which -q still warns of (warnings are not silenced)
     result = run("densify", files.volume, "--slices", files.sparse, "-o", files.folder / "seg.tif", *TRAIN, "-q", "--no-holdout")

@@ -68,6 +68,8 @@ def test_model_folder_holds_config_and_weights(trained, strict_json):
     assert len(meta["class_offsets"]) == len(trained.classes)  # fitted on the held-out planes
     assert (meta["forest"] == "forest.joblib") == ("forest.joblib" in files) and 0 <= meta["blend"] <= 1
     assert set(meta["estimate"]["held_out_planes"]) == {"z", "y", "x"} and 0 <= meta["estimate"]["iou"] <= 1
+    said = meta["estimate"]  # the held-out planes' score, and the forest's correction where a forest was fitted
+    assert said["iou"] == pytest.approx(said["held_out_iou"] + said["correction"], abs=2e-4)
 
 
 def test_weights_are_a_plain_tensor_state_dict(trained):

@@ -11,7 +11,7 @@ from sparseseg import forest as F
 from sparseseg import synthetic
 from sparseseg.blocks import ArraySource, with_halo
 from sparseseg.errors import InputError
-from sparseseg.labels import Annotation
+from sparseseg.labels import Annotation, planes_mask
 from sparseseg.preprocess import intensity_stats, normalise, normalise_with
 
 SHAPE = (32, 64, 64)
@@ -220,6 +220,34 @@ def test_each_tree_is_fitted_on_a_bootstrap_of_the_sample_up_to_tree_samples(cas
     assert per_tree(1000) == (1000, True)
 
 
+def test_a_sample_gives_the_forest_fitted_without_it(case):
+    sample = F.annotated_sample(case.image, case.annotation, seed=0, max_samples=2000)
+    assert len(sample.indices) == len(sample.ids) == len(sample.features) == 2000
+    assert case.annotation.mask.ravel()[sample.indices].all()
+    assert np.array_equal(sample.ids, case.annotation.classes[case.annotation.target.ravel()[sample.indices]])
+    region = (slice(0, 8), slice(0, 32), slice(0, 32))
+    given = F.fit_forest(case.image, case.annotation, seed=0, n_estimators=TREES, sample=sample)
+    drawn = F.fit_forest(case.image, case.annotation, seed=0, n_estimators=TREES, max_samples=2000)
+    assert np.array_equal(F.forest_probabilities(given, case.image, [0, 1, 2], region),
+                          F.forest_probabilities(drawn, case.image, [0, 1, 2], region))
+
+
+def test_plane_folds_score_each_fold_s_planes_with_a_forest_fitted_without_them(case, monkeypatch):
+    sample = F.annotated_sample(case.image, case.annotation, seed=0)
+    planes = case.annotation.planes
+    folds = [{"z": planes["z"]}, {"y": planes["y"]}]
+    fitted, real = [], F._fitted
+    monkeypatch.setattr(F, "_fitted", lambda features, *args: fitted.append(features) or real(features, *args))
+    out = F.plane_folds(sample, case.annotation, folds, seed=0)
+    for fold, (probabilities, target), trained in zip(folds, out, fitted):
+        on = planes_mask(fold, SHAPE).ravel()[sample.indices]
+        assert probabilities.shape == (3, on.sum()) and np.allclose(probabilities.sum(0), 1, atol=1e-5)
+        assert np.array_equal(target, case.annotation.target.ravel()[sample.indices][on])
+        # fitted on exactly the sampled voxels off the fold's planes, none of those on them
+        assert np.array_equal(trained, sample.features[~on])
+        assert (probabilities.argmax(0) == target).mean() > 0.8  # the other plane teaches the blobs
+
+
 # --- bad input: one InputError each, naming the parameter -------------------------------------------------------
 
 
@@ -230,6 +258,13 @@ def _fit(case, **changes):
     return lambda: F.fit_forest(image, annotation, **args)
 
 
+def _folds(case, folds=None, sample=None, annotation=None, **args):
+    annotation = case.annotation if annotation is None else annotation
+    sample = F.annotated_sample(case.image, case.annotation, seed=0, max_samples=500) if sample is None else sample
+    folds = [{"z": case.annotation.planes["z"]}] if folds is None else folds
+    return lambda: F.plane_folds(sample, annotation, folds, **{"seed": 0, **args})
+
+
 def _predict(case, image=None, classes=(0, 1, 2), region=None, forest=None, features=None):
     return lambda: F.forest_probabilities(case.forest if forest is None else forest,
                                           case.image if image is None else image, classes, region, features)
@@ -238,6 +273,12 @@ def _predict(case, image=None, classes=(0, 1, 2), region=None, forest=None, feat
 def _one_class(case):
     a = case.annotation
     return Annotation(a.classes[:1], np.zeros_like(a.target), a.mask, a.planes)
+
+
+def _moved(case):
+    """The annotation's planes one voxel further along z and y: not where the sample was drawn."""
+    a = case.annotation
+    return Annotation(a.classes, np.roll(a.target, 1, (0, 1)), np.roll(a.mask, 1, (0, 1)), a.planes)
 
 
 def _other_shape(case):
@@ -278,6 +319,15 @@ BAD = [
     pytest.param(lambda c: _fit(c, features=c.image), "features", id="fit-features-an-array"),
     pytest.param(lambda c: _fit(c, features=_features(c, shape=SHAPE + (3,))), "features", id="fit-features-other-shape"),
     pytest.param(lambda c: _fit(c, features=_features(c), stats=c.forest.stats), "stats", id="fit-features-and-stats"),
+    pytest.param(lambda c: _fit(c, sample=c.annotation), "sample", id="fit-sample-not-a-sample"),
+    pytest.param(lambda c: _folds(c, sample="sample"), "sample", id="folds-sample-not-a-sample"),
+    pytest.param(lambda c: _folds(c, annotation=_moved(c)), "sample", id="folds-sample-of-another-annotation"),
+    pytest.param(lambda c: _folds(c, folds=[{"z": [0]}]), "folds", id="folds-plane-not-annotated"),
+    pytest.param(lambda c: _folds(c, folds=[{}]), "folds", id="folds-empty-fold"),
+    pytest.param(lambda c: _folds(c, folds=[{"z": c.annotation.planes["z"], "y": c.annotation.planes["y"]}]), "folds",
+                 id="folds-holding-every-voxel"),
+    pytest.param(lambda c: _folds(c, seed=-1), "seed", id="folds-seed-negative"),
+    pytest.param(lambda c: _folds(c, n_estimators=0), "n_estimators", id="folds-no-trees"),
     pytest.param(lambda c: _predict(c, forest="forest"), "forest", id="predict-not-a-forest"),
     pytest.param(lambda c: _predict(c, features=_features(c, stats_from=2.0)), "features", id="predict-features-other-stats"),
     pytest.param(lambda c: _predict(c, image=c.image[0]), "image", id="predict-image-3d"),

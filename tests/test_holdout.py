@@ -99,8 +99,42 @@ def test_a_low_or_unstable_estimate_warns():
 def test_the_estimate_reads_as_plain_numbers():
     network, forest, target, plane = _voxels()
     said = H.choose_blend(network, forest, target, plane, np.array([False, True, True]), ["z=1", "y=4"]).as_dict()
-    assert set(said) == {"iou", "spread", "per_plane", "blend", "network_iou", "forest_iou", "held_out_planes"}
+    assert set(said) == {"iou", "held_out_iou", "correction", "spread", "per_plane", "blend", "network_iou",
+                         "forest_iou", "held_out_planes"}
     assert all(isinstance(v, float) for v in (said["iou"], said["spread"], said["blend"]))
+    assert said["held_out_iou"] == said["iou"] and said["correction"] == 0.0  # no correction made
+
+
+def test_the_correction_is_the_forest_s_score_over_every_plane_less_its_score_on_the_held_out_ones():
+    network, forest, target, plane = _voxels()
+    foreground = np.array([False, True, True])
+    right = (forest[:, plane == 1], target[plane == 1])  # every voxel right
+    wrong = (forest[:, plane == 0], target[plane == 0])  # every voxel wrong
+    assert H.plane_correction(wrong, [right], foreground, fit=False) == pytest.approx(1.0)
+    assert H.plane_correction(right, [wrong], foreground, fit=False) == pytest.approx(-1.0)
+    assert H.plane_correction(right, [right, right], foreground) == pytest.approx(0.0)
+    # the planes are scored together, not averaged plane by plane
+    together = H.choose_blend(forest, None, target, plane, foreground, fit=False).iou
+    assert H.plane_correction(right, [wrong, right], foreground, fit=False) == pytest.approx(together - 1.0)
+
+
+def test_the_correction_is_0_where_a_score_is_undefined():
+    network, forest, target, plane = _voxels()
+    background = np.zeros_like(target)
+    nothing = (np.eye(3, dtype=np.float32)[background].T, background)  # no foreground class anywhere
+    assert H.plane_correction(nothing, [(forest, target)], np.array([False, True, True]), fit=False) == 0.0
+
+
+def test_plane_correction_rejects_no_planes():
+    network, forest, target, plane = _voxels()
+    with pytest.raises(InputError, match="each="):
+        H.plane_correction((forest, target), [], np.array([False, True, True]))
+
+
+def test_plane_correction_rejects_probabilities_of_other_classes():
+    network, forest, target, plane = _voxels()
+    with pytest.raises(InputError, match="held="):
+        H.plane_correction((forest[:2], target), [(forest, target)], np.array([False, True, True]))
 
 
 def test_choose_blend_rejects_a_forest_of_another_shape():
