@@ -30,16 +30,17 @@ step 2, or no budget left) their offsets are applied only if the network alone i
 anew.
 
 The estimate is therefore that of the models before their last part of training, on planes
-they had not seen, corrected by how much the forest gains from them. Where fine-tuning follows, step 3 runs the network only on the windows
-over the held-out planes (which get there what a run over the whole volume gives them), and
-the time saved goes to the fine-tuning; where it does not (a stop, or no budget left), it
-runs over the whole volume and the segmentation (`segment_estimated`) uses that run; where the
-network was stopped before its first step (and is no warm start), it is not run at all: the
-forest alone segments (weight 0), and the estimate is the forest's. Ctrl-C in step 2 goes
-straight to step 3 with the network trained so far; Ctrl-C in step 4 keeps the network
-fine-tuned so far. A progress object whose ``stop_requested``
-turns true (`sparseseg.train.ctrl_c_stops_training`, as `densify` runs this) does the same, and
-also at any moment between: then the step under way finishes, and no further one starts.
+they had not seen, corrected by how much the forest gains from them. Where fine-tuning
+follows, step 3 runs the network only on the windows over the held-out planes (which get there
+what a run over the whole volume gives them), and the time saved goes to the fine-tuning;
+where it does not (a stop, or no budget left), it runs over the whole volume and the
+segmentation (`segment_estimated`) uses that run; where the network was stopped before its
+first step (and is no warm start), it is not run at all: the forest alone segments (weight 0),
+and the estimate is the forest's (corrected likewise). Ctrl-C in step 2 goes straight to step
+3 with the network trained so far; Ctrl-C in step 4 keeps the network fine-tuned so far. A
+progress object whose ``stop_requested`` turns true (`sparseseg.train.ctrl_c_stops_training`,
+as `densify` runs this) does the same, and also at any moment between: then the step under way
+finishes, and no further one starts.
 """
 
 from __future__ import annotations
