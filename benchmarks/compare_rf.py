@@ -188,6 +188,7 @@ def train_figures(log):
     return dict(device=summary["device"], iterations=steps, seconds_train=seconds,
                 ms_per_step=round(1000 * seconds / max(steps, 1), 1), seconds_infer=summary["seconds_infer"],
                 estimate=estimate.get("iou", float("nan")), estimate_spread=estimate.get("spread", float("nan")),
+                estimate_held_out=estimate.get("held_out_iou", estimate.get("iou", float("nan"))),
                 blend=estimate.get("blend", float("nan")), network_held_out=estimate.get("network_iou", float("nan")),
                 forest_held_out=estimate.get("forest_iou", float("nan")))
 
@@ -315,7 +316,7 @@ def write_results(rows, case_margins, out, args):
     classes = sorted({c for r in rows for c in r["iou"]})
     fields = ["case", "method", "seed", "mean_fg_iou", "eval_mean_fg_iou"] + [f"iou_{c}" for c in classes] + [
         "seconds", "peak_mb", "ok", "device", "iterations", "seconds_train", "ms_per_step", "seconds_infer", "estimate",
-        "estimate_spread", "blend", "network_held_out", "forest_held_out"]
+        "estimate_spread", "estimate_held_out", "blend", "network_held_out", "forest_held_out"]
     with open(out / "results.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=fields)
         w.writeheader()
