@@ -14,7 +14,8 @@
    annotated, corrected by what a forest loses when it is fitted without the held-out planes,
    against its score when fitted without each annotated plane in turn
    (`sparseseg.holdout.plane_correction`; small forests on one sample of all the planes,
-   which the forest of step 4 is then fitted on; not charged to the time budget).
+   which the forest of step 4 is then fitted on; not charged to the time budget, and not
+   made after a stop, when the user wants the result at once).
 4. Then both are trained on all the planes: the forest anew, the network fine-tuned for the
    rest of the budget (at a third of the learning rate, so that what was chosen on the
    held-out planes still fits it). The forest is fitted anew even where the network is not
@@ -36,11 +37,11 @@ what a run over the whole volume gives them), and the time saved goes to the fin
 where it does not (a stop, or no budget left), it runs over the whole volume and the
 segmentation (`segment_estimated`) uses that run; where the network was stopped before its
 first step (and is no warm start), it is not run at all: the forest alone segments (weight 0),
-and the estimate is the forest's (corrected likewise). Ctrl-C in step 2 goes straight to step
-3 with the network trained so far; Ctrl-C in step 4 keeps the network fine-tuned so far. A
-progress object whose ``stop_requested`` turns true (`sparseseg.train.ctrl_c_stops_training`,
-as `densify` runs this) does the same, and also at any moment between: then the step under way
-finishes, and no further one starts.
+and the estimate is the forest's. Ctrl-C in step 2 goes straight to step 3 with the network
+trained so far; Ctrl-C in step 4 keeps the network fine-tuned so far. A progress object whose
+``stop_requested`` turns true (`sparseseg.train.ctrl_c_stops_training`, as `densify` runs
+this) does the same, and also at any moment between: then the step under way finishes, and no
+further one starts.
 """
 
 from __future__ import annotations
@@ -172,10 +173,14 @@ class Estimated:
     features: VolumeFeatures | None = None
 
 
+def _stopped(first: TrainLog, progress: Progress | None) -> bool:
+    """Whether the user stopped the run (Ctrl-C, or the progress object asked), in the first phase or since."""
+    return first.stopped_by in ("interrupt", "stop") or stop_requested(progress)
+
+
 def _fine_tuning_follows(first: TrainLog, progress: Progress | None, shown: Config, elapsed: float) -> bool:
     """Whether the network is fine-tuned on all planes after the estimate: no stop, and steps and budget are left."""
-    stopped = first.stopped_by in ("interrupt", "stop") or stop_requested(progress)
-    return not stopped and shown.iterations > first.iterations and elapsed < shown.time_budget
+    return not _stopped(first, progress) and shown.iterations > first.iterations and elapsed < shown.time_budget
 
 
 def _shown(iou: float) -> str:
@@ -262,7 +267,10 @@ def fit_estimated(image: np.ndarray, annotation: Annotation, config: Config, pro
     if forest is not None:
         # the forest on all planes: its sample for the correction of the estimate, and for the blend
         sample = annotated_sample(image, annotation, seed=config.seed, features=features, spacing=config.spacing)
-        estimate = _corrected(estimate, sample, annotation, held, config)
+        if _stopped(first, progress):  # the user wants the result now: the small forests would take seconds more
+            log.info("stopped: the estimate is the held-out planes' score, without the forest's correction")
+        else:
+            estimate = _corrected(estimate, sample, annotation, held, config)
         # a blend below 1 means the forest was fitted above: on all planes now, even after a stop
         forest = fit_forest(image, annotation, seed=config.seed, sample=sample) if estimate.blend < 1 else forest
     log.info("estimated IoU %.3f +- %.3f (%.3f on the held-out planes, %+.3f as the forest fitted without each plane "

@@ -59,6 +59,20 @@ def test_the_estimate_lands_near_the_true_iou():
     assert true_iou > 0.5
 
 
+def test_the_estimate_is_corrected_by_the_forest_fitted_without_each_plane_in_turn():
+    from sparseseg.forest import annotated_sample, plane_folds
+    from sparseseg.holdout import plane_correction
+
+    image, _, annotation = _case()
+    estimate = ensemble.fit_estimated(image, annotation, _config(iterations=4, forest=True)).estimate
+    sample = annotated_sample(image, annotation, seed=0)
+    folds = [estimate.planes] + [{a: [i]} for a, v in annotation.planes.items() for i in v]
+    first, *each = plane_folds(sample, annotation, folds, seed=0)
+    correction = plane_correction(first, each, annotation.classes != 0)
+    assert correction != 0 and estimate.correction == pytest.approx(correction)
+    assert estimate.as_dict()["held_out_iou"] == pytest.approx(estimate.iou - correction, abs=1e-4)
+
+
 def test_the_blend_uses_the_forest_where_the_network_learnt_nothing():
     image, truth, annotation = _case()
     model, _, segmentation = ensemble.densify_arrays(image, annotation, _config(iterations=2))
@@ -127,7 +141,8 @@ def test_a_stop_before_the_first_step_segments_with_the_forest_alone_without_run
     model, estimate = estimated.model, estimated.estimate
     assert estimated.train_log.iterations == 0 and runs == []
     assert model.blend == 0 and model.forest is not None and estimated.network is None
-    assert np.isnan(estimate.network_iou) and estimate.forest_iou == estimate.iou - estimate.correction > 0.3
+    assert np.isnan(estimate.network_iou) and estimate.forest_iou == estimate.iou > 0.3
+    assert estimate.correction == 0  # after a stop the small forests are not fitted
     np.testing.assert_allclose(model.offsets, 0)
     labels = ensemble.segment_estimated(estimated, image, annotation, "cpu")[1].labels
     assert runs == []
