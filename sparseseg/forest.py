@@ -319,10 +319,8 @@ def fit_forest(image, annotation: Annotation, *, seed: int, max_samples: int = 2
 
     Parameters
     ----------
-    image : ndarray or `sparseseg.blocks.Source`, (C, Z, Y, X)
-        Raw intensities; normalised here (`sparseseg.preprocess.normalise_with` by ``stats``).
-    annotation : `sparseseg.labels.Annotation`
-        The annotated voxels (``mask``) and their classes (``classes[target]``), of the image's (Z, Y, X) shape.
+    image, annotation
+        The raw (C, Z, Y, X) image and its annotation, as for `annotated_sample`.
     seed : int
         Seed of the voxel sample and of the forest (0 <= seed < 2**32); the same seed gives the same forest.
     max_samples, stats, features, spacing
