@@ -261,8 +261,8 @@ def plane_correction(held: tuple[np.ndarray, np.ndarray], each: list[tuple[np.nd
         raise InputError("must hold at least one plane's probabilities", param="each", value=0)
     for name, (p, t) in [("held", held)] + [("each", pair) for pair in each]:
         if p.ndim != 2 or p.shape[0] != len(foreground) or t.shape != p.shape[1:]:
-            raise InputError(f"must be (K, N) probabilities of K = {len(foreground)} classes and N classes",
-                             param=name, value=(p.shape, t.shape))
+            raise InputError(f"must be (K, N) probabilities of K = {len(foreground)} classes with the N voxels' "
+                             "classes", param=name, value=(p.shape, t.shape))
     _, first = _fitted(*held, foreground, fit)
     _, every = _fitted(np.concatenate([p for p, _ in each], axis=1), np.concatenate([t for _, t in each]), foreground,
                        fit)
