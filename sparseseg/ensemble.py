@@ -265,14 +265,16 @@ def fit_estimated(image: np.ndarray, annotation: Annotation, config: Config, pro
     elapsed = time.perf_counter() - start  # the forests below are not charged to the budget
     tunes = _fine_tuning_follows(first, progress, shown, elapsed)
     if forest is not None:
-        # the forest on all planes: its sample for the correction of the estimate, and for the blend
-        sample = annotated_sample(image, annotation, seed=config.seed, features=features, spacing=config.spacing)
-        if _stopped(first, progress):  # the user wants the result now: the small forests would take seconds more
+        # the user wants the result now after a stop: the small forests of the correction would take seconds more
+        corrects = not _stopped(first, progress)
+        if not corrects:
             log.info("stopped: the estimate is the held-out planes' score, without the forest's correction")
-        else:
-            estimate = _corrected(estimate, sample, annotation, held, config)
-        # a blend below 1 means the forest was fitted above: on all planes now, even after a stop
-        forest = fit_forest(image, annotation, seed=config.seed, sample=sample) if estimate.blend < 1 else forest
+        # one sample of all planes, for the correction and for the forest on all planes; a blend below 1 means the
+        # forest was fitted above: on all planes now, even after a stop
+        if corrects or estimate.blend < 1:
+            sample = annotated_sample(image, annotation, seed=config.seed, features=features, spacing=config.spacing)
+            estimate = _corrected(estimate, sample, annotation, held, config) if corrects else estimate
+            forest = fit_forest(image, annotation, seed=config.seed, sample=sample) if estimate.blend < 1 else forest
     log.info("estimated IoU %.3f +- %.3f (%.3f on the held-out planes, %+.3f as the forest fitted without each plane "
              "in turn sees it; network %s, forest %s), network weight %.1f", estimate.iou, estimate.spread,
              estimate.iou - estimate.correction, estimate.correction, _shown(estimate.network_iou),
