@@ -46,7 +46,7 @@ from sklearn.ensemble import RandomForestClassifier
 from sparseseg.blocks import ArraySource, Block, plan_blocks, sample_planes, with_halo
 from sparseseg.errors import InputError
 from sparseseg.labels import Annotation, planes_mask
-from sparseseg.planning import anisotropy
+from sparseseg.planning import AXES, anisotropy
 from sparseseg.preprocess import intensity_stats, normalise_with
 
 log = logging.getLogger("sparseseg")
@@ -276,9 +276,7 @@ def annotated_sample(image, annotation: Annotation, *, seed: int, max_samples: i
     """
     source = _source(image)
     shape = source.shape[1:]
-    if not isinstance(annotation, Annotation):
-        raise InputError(f"must be a sparseseg.labels.Annotation, not {type(annotation).__name__}", param="annotation",
-                         value=type(annotation).__name__)
+    _check_annotation(annotation)
     if annotation.mask.shape != shape or annotation.target.shape != shape:
         raise InputError(f"must have the image's shape {shape}", param="annotation", value=annotation.mask.shape)
     seed = _integer(seed, "seed", 0, 2**32 - 1)
@@ -355,7 +353,7 @@ def fit_forest(image, annotation: Annotation, *, seed: int, max_samples: int = 2
     else:
         _check_sample(sample, annotation)
     seed = _integer(seed, "seed", 0, 2**32 - 1)
-    classifier = _fitted(sample.features, sample.ids, n_estimators, tree_samples, seed)
+    classifier = _fit_classifier(sample.features, sample.ids, n_estimators, tree_samples, seed)
     classes = np.asarray(classifier.classes_, dtype=np.int64)
     lost = np.setdiff1d(annotation.classes, classes)
     if len(lost):
@@ -409,7 +407,7 @@ def plane_folds(sample: Sample, annotation: Annotation, folds: Sequence[dict], *
     masks = []
     for fold in folds:
         if not isinstance(fold, dict) or not fold or any(
-                axis not in "zyx" or not set(v) <= set(annotation.planes.get(axis, [])) for axis, v in fold.items()):
+                axis not in AXES or not set(v) <= set(annotation.planes.get(axis, [])) for axis, v in fold.items()):
             raise InputError("must be annotated planes per axis, e.g. {'z': [12]}", param="folds", value=fold)
         on = planes_mask(fold, annotation.mask.shape).ravel()[sample.indices]
         if on.all() or not on.any():
@@ -419,7 +417,7 @@ def plane_folds(sample: Sample, annotation: Annotation, folds: Sequence[dict], *
     targets = annotation.target.ravel()[sample.indices]
     out = []
     for on in masks:
-        classifier = _fitted(sample.features[~on], sample.ids[~on], n_estimators, tree_samples, seed)
+        classifier = _fit_classifier(sample.features[~on], sample.ids[~on], n_estimators, tree_samples, seed)
         rows, _ = _rows(annotation.classes, np.asarray(classifier.classes_, dtype=np.int64))
         probabilities = np.zeros((len(annotation.classes), int(on.sum())), np.float32)
         probabilities[rows] = classifier.predict_proba(sample.features[on]).T
@@ -547,21 +545,25 @@ def _check_features(features, source, name: str) -> None:
         raise InputError(f"must be the image's features, of shape {expected}", param=name, value=features.values.shape)
 
 
-def _fitted(features: np.ndarray, ids: np.ndarray, n_estimators: int, tree_samples: int,
-            seed: int) -> RandomForestClassifier:
+def _fit_classifier(features: np.ndarray, ids: np.ndarray, n_estimators: int, tree_samples: int,
+                    seed: int) -> RandomForestClassifier:
     """A random forest fitted on these rows, each tree on a bootstrap of at most ``tree_samples`` of them."""
     classifier = RandomForestClassifier(n_estimators=n_estimators, n_jobs=-1, max_samples=min(len(ids), tree_samples),
                                         random_state=seed)
     return classifier.fit(features, ids)
 
 
+def _check_annotation(annotation) -> None:
+    if not isinstance(annotation, Annotation):
+        raise InputError(f"must be a sparseseg.labels.Annotation, not {type(annotation).__name__}", param="annotation",
+                         value=type(annotation).__name__)
+
+
 def _check_sample(sample, annotation) -> None:
     if not isinstance(sample, Sample):
         raise InputError(f"must be a sparseseg.forest.Sample, not {type(sample).__name__}", param="sample",
                          value=type(sample).__name__)
-    if not isinstance(annotation, Annotation):
-        raise InputError(f"must be a sparseseg.labels.Annotation, not {type(annotation).__name__}", param="annotation",
-                         value=type(annotation).__name__)
+    _check_annotation(annotation)
     indices = np.asarray(sample.indices)
     if indices.size and (indices.max() >= annotation.mask.size or not annotation.mask.ravel()[indices].all()):
         raise InputError("was not drawn from this annotation (a voxel of it is not annotated)", param="sample",

@@ -236,8 +236,8 @@ def test_plane_folds_score_each_fold_s_planes_with_a_forest_fitted_without_them(
     sample = F.annotated_sample(case.image, case.annotation, seed=0)
     planes = case.annotation.planes
     folds = [{"z": planes["z"]}, {"y": planes["y"]}]
-    fitted, real = [], F._fitted
-    monkeypatch.setattr(F, "_fitted", lambda features, *args: fitted.append(features) or real(features, *args))
+    fitted, real = [], F._fit_classifier
+    monkeypatch.setattr(F, "_fit_classifier", lambda features, *args: fitted.append(features) or real(features, *args))
     out = F.plane_folds(sample, case.annotation, folds, seed=0)
     for fold, (probabilities, target), trained in zip(folds, out, fitted):
         on = planes_mask(fold, SHAPE).ravel()[sample.indices]
