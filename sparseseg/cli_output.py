@@ -152,7 +152,7 @@ def estimate_said(estimate: dict) -> str:
     spread = "" if estimate["spread"] is None else f" ± {estimate['spread']:.2f}"
     correction = estimate.get("correction") or 0.0  # model folders saved before the correction have none
     held = (f"on held-out planes {planes}" if not correction else
-            f"{number(estimate['iou'] - correction)} on held-out planes {planes}, {correction:+.2f} from the forest "
+            f"{number(estimate['held_out_iou'])} on held-out planes {planes}, {correction:+.2f} from the forest "
             "fitted without each plane in turn")
     return (f"IoU {number(estimate['iou'])}{spread} ({held}; network {number(estimate['network_iou'])}, "
             f"forest {number(estimate['forest_iou'])}; network weight {estimate['blend']:.1f})")
