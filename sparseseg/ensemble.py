@@ -277,7 +277,7 @@ def fit_estimated(image: np.ndarray, annotation: Annotation, config: Config, pro
             forest = fit_forest(image, annotation, seed=config.seed, sample=sample) if estimate.blend < 1 else forest
     log.info("estimated IoU %.3f +- %.3f (%.3f on the held-out planes, %+.3f as the forest fitted without each plane "
              "in turn sees it; network %s, forest %s), network weight %.1f", estimate.iou, estimate.spread,
-             estimate.iou - estimate.correction, estimate.correction, _shown(estimate.network_iou),
+             estimate.held_out_iou, estimate.correction, _shown(estimate.network_iou),
              _shown(estimate.forest_iou), estimate.blend)
     if hasattr(progress, "estimated"):
         progress.estimated(estimate.iou, estimate.spread)

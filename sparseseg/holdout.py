@@ -68,6 +68,11 @@ class Estimate:
     correction: float = 0.0
 
     @property
+    def held_out_iou(self) -> float:
+        """The held-out planes' score itself, before the correction."""
+        return self.iou - self.correction
+
+    @property
     def warnings(self) -> list[str]:
         """Why the estimate says the result may not be worth much."""
         said = []
@@ -80,7 +85,7 @@ class Estimate:
         return said
 
     def as_dict(self) -> dict:
-        return {"iou": _number(self.iou), "held_out_iou": _number(self.iou - self.correction),
+        return {"iou": _number(self.iou), "held_out_iou": _number(self.held_out_iou),
                 "correction": _number(self.correction), "spread": _number(self.spread),
                 "per_plane": {k: _number(v) for k, v in self.per_plane.items()}, "blend": float(self.blend),
                 "network_iou": _number(self.network_iou), "forest_iou": _number(self.forest_iou),
