@@ -77,12 +77,19 @@ class Estimate:
         """Why the estimate says the result may not be worth much."""
         said = []
         if not self.iou >= LOW:
-            said.append(f"the estimated IoU is low ({self.iou:.2f} on the held-out planes): annotate more planes, "
+            said.append(f"the estimated IoU is low ({self.iou:.2f}{self._source}): annotate more planes, "
                         "or planes where the result is wrong")
         if self.spread > UNSTABLE:
             said.append(f"the estimate is unstable (it varies by {self.spread:.2f} between the held-out planes): "
                         "the quality differs across the volume")
         return said
+
+    @property
+    def _source(self) -> str:
+        """Where ``iou`` comes from, as the warnings say it."""
+        if self.correction:
+            return f"; {self.held_out_iou:.2f} on the held-out planes, corrected by {self.correction:+.2f}"
+        return " on the held-out planes"
 
     def as_dict(self) -> dict:
         return {"iou": _number(self.iou), "held_out_iou": _number(self.held_out_iou),

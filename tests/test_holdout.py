@@ -1,5 +1,7 @@
 """Tests for sparseseg.holdout: which planes are held out, the annotation without them, the blend and the estimate."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -94,6 +96,14 @@ def test_a_low_or_unstable_estimate_warns():
     assert "low" in said and "unstable" in said
     good = np.eye(3, dtype=np.float32)[target].T * 0.9 + 0.05
     assert H.choose_blend(good, None, target, plane, np.array([False, True, True])).warnings == []
+
+
+def test_a_low_warning_says_where_a_corrected_estimate_comes_from():
+    network, forest, target, plane = _voxels()
+    estimate = H.choose_blend(network, None, target, plane, np.array([False, True, True]), fit=False)
+    corrected = replace(estimate, iou=estimate.iou - 0.1, correction=-0.1)
+    assert f"{estimate.iou:.2f} on the held-out planes)" in estimate.warnings[0]
+    assert f"{corrected.iou:.2f}; {estimate.iou:.2f} on the held-out planes, corrected by -0.10" in corrected.warnings[0]
 
 
 def test_the_estimate_reads_as_plain_numbers():
