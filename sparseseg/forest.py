@@ -46,7 +46,7 @@ from sklearn.ensemble import RandomForestClassifier
 from sparseseg.blocks import ArraySource, Block, plan_blocks, sample_planes, with_halo
 from sparseseg.errors import InputError
 from sparseseg.labels import Annotation, planes_mask
-from sparseseg.planning import AXES, anisotropy
+from sparseseg.planning import anisotropy
 from sparseseg.preprocess import intensity_stats, normalise_with
 
 log = logging.getLogger("sparseseg")
@@ -406,8 +406,7 @@ def plane_folds(sample: Sample, annotation: Annotation, folds: Sequence[dict], *
     tree_samples = _integer(tree_samples, "tree_samples", 1)
     masks = []
     for fold in folds:
-        if not isinstance(fold, dict) or not fold or any(
-                axis not in AXES or not set(v) <= set(annotation.planes.get(axis, [])) for axis, v in fold.items()):
+        if not isinstance(fold, dict) or not fold or not annotation.has_planes(fold):
             raise InputError("must be annotated planes per axis, e.g. {'z': [12]}", param="folds", value=fold)
         on = planes_mask(fold, annotation.mask.shape).ravel()[sample.indices]
         if on.all() or not on.any():

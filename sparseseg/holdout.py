@@ -163,9 +163,8 @@ def without_planes(annotation: Annotation, held: dict) -> Annotation:
 
     The classes stay those of the whole annotation, so that the network keeps one output per class.
     """
-    for axis, indices in held.items():
-        if axis not in AXES or not set(indices) <= set(annotation.planes.get(axis, [])):
-            raise InputError("must name annotated planes", param="held", value={axis: indices})
+    if not annotation.has_planes(held):
+        raise InputError("must name annotated planes", param="held", value=held)
     mask = annotation.mask & ~planes_mask(held, annotation.mask.shape)
     planes = {a: [i for i in v if i not in held.get(a, [])] for a, v in annotation.planes.items()}
     return Annotation(annotation.classes, np.where(mask, annotation.target, 0), mask, planes)

@@ -57,6 +57,10 @@ class Annotation:
     def n_classes(self) -> int:
         return len(self.classes)
 
+    def has_planes(self, planes: dict) -> bool:
+        """Whether ``planes`` ({'z': [12], ...}) names only planes of this annotation, along the axes 'z', 'y', 'x'."""
+        return all(axis in AXES and set(v) <= set(self.planes.get(axis, [])) for axis, v in planes.items())
+
 
 def parse_planes(specs: list[str] | None, shape: tuple[int, int, int]) -> dict[str, list[int]]:
     """Parse ``['z=12,40', 'y=64']`` into ``{'z': [12, 40], 'y': [64], 'x': []}``, checked against ``shape``."""

@@ -93,6 +93,15 @@ def test_planes_mask_empty():
     assert not L.planes_mask({"z": [], "y": [], "x": []}, SHAPE).any()
 
 
+def test_an_annotation_has_only_its_own_planes():
+    mask = L.planes_mask({"z": [2, 5], "y": [3]}, SHAPE)
+    annotation = L.Annotation(np.array([0, 1]), np.zeros(SHAPE, np.int64), mask, {"z": [2, 5], "y": [3], "x": []})
+    assert annotation.has_planes({"z": [5], "y": [3]}) and annotation.has_planes({})
+    assert not annotation.has_planes({"z": [4]})  # not annotated
+    assert not annotation.has_planes({"x": [3]})  # annotated along another axis
+    assert not annotation.has_planes({"t": [2]})  # no such axis
+
+
 # --- which voxels are annotated ----------------------------------------------------
 
 
