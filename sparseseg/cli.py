@@ -218,7 +218,7 @@ def predict(
     workers: Workers = None,
     scheduler: Scheduler = None,
     resume: Annotated[bool, typer.Option("--resume", help="Go on with the .zarr or .ome.zarr output that an interrupted run of the same command left: only the blocks it does not hold are predicted.", rich_help_panel="Large volumes")] = False,
-    overlap: Annotated[Optional[float], typer.Option(help="Overlap of the windows across the annotated planes, 0 to below 1 \\[default: as trained, 0.75 for new models]. 0.5 runs about half the windows along that axis, for somewhat less IoU.", show_default=False, rich_help_panel="Large volumes")] = None,
+    overlap: Annotated[Optional[float], typer.Option(help="Overlap of the windows across the annotated planes, 0 to below 1 \\[default: as trained: 0 for new models, 0.75 for models trained before sparseseg put the planes at any depth of a patch].", show_default=False, rich_help_panel="Large volumes")] = None,
 ) -> None:
     """Apply a saved model to a new volume (the fully automatic setting)."""
     from sparseseg import workflows

@@ -172,7 +172,7 @@ def inference_windows(
 
     ``shapes`` maps each annotated axis ('z', 'y', 'x') to the patch trained across its
     planes, or None to a cube patch; ``patch`` is the largest training patch. A network
-    trained on patches only a few planes deep has learnt to predict their middle plane with
+    trained on patches only a few planes deep has learnt to predict their planes with
     that little context along the axis (padding beyond); in a deeper window it meets input it
     never saw, and its predictions drift (on the Drosophila crop, trained on 3-section
     patches: mean IoU 0.36 with 3-deep windows, 0.18 with 6-deep ones). So across the thin
@@ -199,11 +199,11 @@ def window_overlaps(
     """Overlap of the sliding windows per axis (z, y, x), one per pass of `inference_windows`, in its order.
 
     Across the annotated planes of a pass (its thin axis) the windows overlap by ``overlap``:
-    there they keep the training depth, and a network trained on 3-section patches predicts
-    well only the middle section, so a thin window must step by one plane. Along the other
-    axes, where the windows are wide, ``wide_overlap``: each window's border is a small part
-    of it there, and every overlapping window is paid for in time (2 x per axis at 0.5, 1.33
-    x at 0.25). A cube pass (key None) has wide axes only.
+    there they keep the training depth, and how well a window's outer planes are predicted
+    depends on training (see `sparseseg.config.Config`'s ``overlap``). Along the other axes,
+    where the windows are wide, ``wide_overlap``: each window's border is a small part of it
+    there, and every overlapping window is paid for in time (2 x per axis at 0.5, 1.33 x at
+    0.25). A cube pass (key None) has wide axes only.
     """
     for name, value in (("overlap", overlap), ("wide_overlap", wide_overlap)):
         if not 0 <= value < 1:

@@ -136,11 +136,11 @@ class VolumeCrops:
     """Crops of one volume around its annotated voxels, each annotated class equally often.
 
     Centres are grouped by the axis of the annotated plane they lie on (key None: any
-    annotated voxel). A crop drawn for an axis is weighted only on that axis's planes: a
-    patch thin across them is trained where it is later used to predict (in its middle), not
-    on the planes of other axes that cross it out to its thin faces, which are seen with
-    padding for context. The arrays are padded once so that every crop fits; padding has
-    weight 0.
+    annotated voxel). A crop drawn for an axis is weighted only on that axis's planes, which
+    lie at any depth of a patch thin across them (every plane of a thin window is later used
+    to predict), not on the planes of other axes that cross it out to its thin faces, which
+    are seen with padding for context. The arrays are padded once so that every crop fits;
+    padding has weight 0.
     """
 
     def __init__(self, data: TrainData, largest: tuple[int, int, int], device: torch.device, by_axis: bool):
@@ -166,7 +166,9 @@ class VolumeCrops:
         pools = self.centres[axis]
         pool = pools[rng.integers(len(pools))]
         centre = np.unravel_index(pool[rng.integers(len(pool))], self.shape)
-        jitter = [0 if a == axis else rng.integers(-(c // 4), c // 4 + 1) for a, c in zip(AXES, crop)]
+        # across the thin axis the plane lies at any depth of the crop (centre offset c // 2 - depth), so that every
+        # plane of a window is learnt and windows need not overlap much there (`sparseseg.planning.window_overlaps`)
+        jitter = [c // 2 - rng.integers(c) if a == axis else rng.integers(-(c // 4), c // 4 + 1) for a, c in zip(AXES, crop)]
         start = [
             int(np.clip(v + j + p - c // 2, 0, s + 2 * p - c))  # padded coordinates, centred on v + j
             for v, j, p, c, s in zip(centre, jitter, self.pads, crop, self.shape)

@@ -462,8 +462,8 @@ def predict(
     and the result whole). ``device`` is where to predict ('auto': CUDA when available),
     whatever the model was trained on. ``overlap`` (None: the model's) is how much the windows
     overlap across the annotated planes (`sparseseg.core.with_overlap`): on a large volume a
-    lower one is faster (0.5 runs about half the windows of 0.75 along that axis) for
-    somewhat less IoU.
+    lower one is faster (0 runs a quarter of the windows of 0.75 along that axis); a model
+    saved before sparseseg trained with the planes at any depth of a patch loses IoU by it.
 
     A Zarr or OME-Zarr output interrupted by Ctrl-C is kept, unfinished, in its hidden partial
     folder (`sparseseg.errors.Interrupted` says where); the same call with ``resume`` takes it

@@ -239,14 +239,16 @@ def test_sampler_draws_batches_around_the_planes_of_one_axis():
     data = TrainData(np.zeros((1,) + shape, np.float32), target, weight, {"z": [5], "y": [], "x": [7]})
     crops = {"z": (3, 8, 8), "x": (8, 8, 3)}
     sampler = PatchSampler([data], crops, torch.device("cpu"), np.random.default_rng(0))
-    seen = set()
+    seen, depths = set(), set()
     for _ in range(40):
         axis, image, tgt, w = sampler.sample(3)
         seen.add(axis)
         assert image.shape[2:] == crops[axis] and w.shape[1:] == crops[axis]
-        middle = w[:, 1] if axis == "z" else w[:, :, :, 1]
-        # the annotated plane runs through the middle of each crop (its border may be padding)
-        assert bool((middle == 1).flatten(1).any(1).all())
-        # and only that axis's plane is weighted: the crossing plane of the other axis is not
-        assert float(w.sum()) == float(middle.sum())
+        per_depth = w.sum(dim=(2, 3) if axis == "z" else (1, 2))  # (crop, depth across the thin axis)
+        # the weight lies at one depth of each crop: the annotated plane (its border may be padding), not the
+        # crossing plane of the other axis, which would reach every depth ...
+        assert bool(((per_depth > 0).sum(1) == 1).all())
+        depths |= {(axis, int(d)) for d in per_depth.argmax(1)}
     assert seen == {"z", "x"}
+    # ... at any depth, not only the middle: every plane of a thin window is trained
+    assert depths == {(a, d) for a in "zx" for d in range(3)}
