@@ -4,7 +4,7 @@
 (the same rules, the same errors), but it reads the label volume a few planes at a time and
 keeps only what it learns per plane; the `LabelScan` it returns says which voxels of any block
 are annotated. `read_stack` reads the slabs of the image and the labels around the annotated
-planes of one axis, stacked along that axis: a training crop centred on an annotated plane of
+planes of one axis, stacked along that axis: a training crop around an annotated plane of
 the stack holds what the same crop holds in the whole volume (see `slab_runs`), so training on
 the stacks is training on the volume, in memory that grows with the annotation, not the volume.
 """
@@ -147,17 +147,17 @@ def scan_labels(labels: Source, unlabeled: int | None, planes: dict[str, list[in
 
 
 def slab_runs(indices: Sequence[int], depth: int, size: int) -> list[tuple[int, int]]:
-    """The ranges along an axis of ``size`` that hold every crop ``depth`` deep centred on a plane of ``indices``.
+    """The ranges along an axis of ``size`` that hold every crop ``depth`` deep around a plane of ``indices``.
 
-    A crop centred on plane v spans ``v - depth // 2`` to ``v - depth // 2 + depth`` (what
-    `sparseseg.train.VolumeCrops` cuts; beyond the volume it is padding), so each range is
+    A crop holds its plane v at any depth (what `sparseseg.train.VolumeCrops` cuts; beyond the
+    volume it is padding), so it lies within ``v - (depth - 1)`` to ``v + depth``; each range is
     that span clipped to the volume, and ranges that meet are merged. Only the first range can
     start at 0 and only the last end at ``size``: in a stack of the ranges, a crop meets the
     stack's ends where it meets the volume's, and the same padding.
     """
     runs: list[tuple[int, int]] = []
     for v in sorted(indices):
-        start, stop = max(0, v - depth // 2), min(size, v - depth // 2 + depth)
+        start, stop = max(0, v - (depth - 1)), min(size, v + depth)
         if runs and start <= runs[-1][1]:
             runs[-1] = (runs[-1][0], max(runs[-1][1], stop))
         else:
@@ -168,7 +168,7 @@ def slab_runs(indices: Sequence[int], depth: int, size: int) -> list[tuple[int, 
 def read_stack(image: Source, labels: Source, scan: LabelScan, axis: str, depth: int) -> tuple[np.ndarray, Annotation]:
     """The slabs of ``image`` and ``labels`` around the annotated planes of ``axis``, stacked along it.
 
-    Each slab holds the crops ``depth`` deep centred on its planes (`slab_runs`) and the whole
+    Each slab holds the crops ``depth`` deep around its planes (`slab_runs`) and the whole
     extent of the two other axes. Returns the raw (C, ...) float32 stack and its `Annotation`,
     whose planes are those of ``axis`` only, at their places in the stack.
     """

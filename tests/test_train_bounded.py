@@ -83,7 +83,7 @@ def test_train_reads_a_large_volume_in_slabs_and_trains_what_the_whole_read_trai
 def test_a_small_volume_beside_a_large_one_is_read_whole(files, tiny_config, monkeypatch, one_torch_thread, caplog):
     big = files.folder / "big"
     big.mkdir()
-    image, truth = synthetic.blobs((16, 32, 32), seed=2)
+    image, truth = synthetic.blobs((24, 48, 48), seed=2)
     tifffile.imwrite(big / "volume.tif", image)
     tifffile.imwrite(big / "sparse.tif", synthetic.sparsify(truth, 2)[0])
     pairs = [([files.volume], files.sparse), ([big / "volume.tif"], big / "sparse.tif")]
