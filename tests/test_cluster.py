@@ -84,6 +84,6 @@ def test_workers_follow_the_overlap_given_to_predict(trained, tmp_path):
                           **kwargs)
         return zarr.open(tmp_path / f"{name}_p.zarr", mode="r")[...]
 
-    one = probabilities("one", overlap=0.25)
-    np.testing.assert_array_equal(probabilities("two", overlap=0.25, workers=2), one)
+    one = probabilities("one", overlap=0.75)
+    np.testing.assert_array_equal(probabilities("two", overlap=0.75, workers=2), one)
     assert not np.array_equal(probabilities("default"), one)  # the overlap changed the windows: the equality means something
