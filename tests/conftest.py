@@ -2,6 +2,7 @@
 and the command-line helpers (`run`, `bad_input`, `one_json`, `strict_json`)."""
 
 import json
+import signal
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -206,3 +207,12 @@ def trained(tmp_path_factory, blobs_small, sparse_small, one_torch_thread):
                     "--save-model", t.model, "--spacing", "2,1,1", *TRAIN, "--json")
     assert t.result.exit_code == 0, t.result.output
     return t
+
+
+@pytest.fixture
+def sigint_default():
+    """Ctrl-C as in a terminal: Python's own SIGINT handler, also where pytest was started in the background (where the
+    shell ignores SIGINT, and so does sparseseg, by design)."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)

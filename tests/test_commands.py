@@ -758,7 +758,7 @@ def _pressing_ctrl_c(function, press=True):
     return pressed
 
 
-def test_ctrl_c_while_the_forest_is_fitted_segments_with_the_forest(files, tiny_config, monkeypatch):
+def test_ctrl_c_while_the_forest_is_fitted_segments_with_the_forest(files, tiny_config, monkeypatch, sigint_default):
     from sparseseg import forest
 
     monkeypatch.setattr(forest, "fit_forest", _pressing_ctrl_c(forest.fit_forest))
@@ -771,7 +771,7 @@ def test_ctrl_c_while_the_forest_is_fitted_segments_with_the_forest(files, tiny_
     np.testing.assert_array_equal(io.read_labels(out).data, report.segmentation.labels)
 
 
-def test_ctrl_c_during_the_estimate_skips_the_fine_tuning(files, tiny_config, monkeypatch):
+def test_ctrl_c_during_the_estimate_skips_the_fine_tuning(files, tiny_config, monkeypatch, sigint_default):
     from sparseseg import ensemble, forest
 
     monkeypatch.setattr(ensemble, "network_probabilities", _pressing_ctrl_c(ensemble.network_probabilities))
@@ -786,7 +786,7 @@ def test_ctrl_c_during_the_estimate_skips_the_fine_tuning(files, tiny_config, mo
     assert io.read_labels(out).data.shape == files.shape
 
 
-def test_ctrl_c_during_the_calibration_of_train_still_saves_the_model(files, tiny_config, monkeypatch):
+def test_ctrl_c_during_the_calibration_of_train_still_saves_the_model(files, tiny_config, monkeypatch, sigint_default):
     monkeypatch.setattr(workflows, "network_probabilities", _pressing_ctrl_c(workflows.network_probabilities))
     folder = files.folder / "model"
     model, train_log, written = workflows.train_files([([files.volume], files.sparse)], folder, tiny_config(iterations=3))

@@ -180,7 +180,7 @@ def _ctrl_c():
     os.kill(os.getpid(), signal.SIGINT)
 
 
-def test_first_ctrl_c_asks_training_to_stop_and_the_second_quits():
+def test_first_ctrl_c_asks_training_to_stop_and_the_second_quits(sigint_default):
     with ctrl_c_stops_training(None) as progress:
         assert not progress.stop_requested and not progress.pressed
         _ctrl_c()
@@ -190,7 +190,7 @@ def test_first_ctrl_c_asks_training_to_stop_and_the_second_quits():
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
-def test_ctrl_c_ends_training_before_its_next_step(data):
+def test_ctrl_c_ends_training_before_its_next_step(data, sigint_default):
     with ctrl_c_stops_training(None) as progress:
         progress.progress = lambda iteration, loss, elapsed: _ctrl_c() if iteration == 2 else None
         model, log = _train(data, iterations=10, progress=progress)
