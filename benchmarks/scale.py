@@ -157,7 +157,7 @@ def windows_per_voxel(folder: Path, shape: tuple[int, int, int], fmt: str) -> fl
     plan = plan_of(model, Blank(shape), chunks=chunks)
     total = 0
     for zyx in plan.blocks:
-        read = tuple(s.stop - s.start for s in with_halo(zyx, plan.halo, shape)[0])
+        read = tuple(s.stop - s.start for s in with_halo(zyx, plan.halo, shape, plan.extent)[0])
         for window, overlap in zip(inference_windows(plan.shapes, plan.patch, read, model.network.size_multiple),
                                    plan.overlaps):
             total += len(tile_slices([max(r, w) for r, w in zip(read, window)], window, overlap)) * np.prod(window)

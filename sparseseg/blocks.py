@@ -172,9 +172,18 @@ def plan_blocks(shape: Sequence[int], block: Sequence[int]) -> list[Block]:
     return [tuple(slice(o, min(o + b, s)) for o, b, s in zip(origin, block, shape)) for origin in itertools.product(*starts)]
 
 
-def with_halo(zyx: Block, halo: Sequence[int], shape: Sequence[int]) -> tuple[Block, Block]:
-    """The block widened by ``halo`` voxels per axis (inside the volume), and where ``zyx`` lies in it."""
-    read = tuple(slice(max(0, s.start - h), min(n, s.stop + h)) for s, h, n in zip(zyx, halo, shape))
+def with_halo(zyx: Block, halo: Sequence[int], shape: Sequence[int], least: Sequence[int] = (0, 0, 0)) -> tuple[Block, Block]:
+    """The block widened by ``halo`` voxels per axis (inside the volume), and where ``zyx`` lies in it.
+
+    The read is at least ``least`` voxels long along each axis where the volume is: a short block
+    at the volume's edge reads further in, so that a window of that length fits it whole.
+    """
+    read = []
+    for s, h, n, m in zip(zyx, halo, shape, least):
+        start, stop = max(0, s.start - h), min(n, s.stop + h)
+        start = max(0, min(start, stop - m))
+        read.append(slice(start, min(n, max(stop, start + m))))
+    read = tuple(read)
     crop = tuple(slice(s.start - r.start, s.stop - r.start) for s, r in zip(zyx, read))
     return read, crop
 

@@ -231,9 +231,11 @@ def block_halo(block: Sequence[int], windows: Sequence[Sequence[int]], overlaps:
     return tuple(max(h, math.ceil((max(w[i] for w in windows) - b) / 2)) for i, (h, b) in enumerate(zip(halo, block)))
 
 
-def _window_voxels(size: int, block: int, halo: int, window: int, overlap: float) -> int:
-    """Voxels of the windows (along one axis) that blocks of ``block`` read with ``halo`` run over an axis of ``size``."""
-    reads = Counter(min(size, start + block + halo) - max(0, start - halo) for start in range(0, size, block))
+def _window_voxels(size: int, block: int, halo: int, window: int, overlap: float, least: int = 0) -> int:
+    """Voxels of the windows (along one axis) that blocks of ``block`` read with ``halo``, and at least ``least`` long
+    (`sparseseg.blocks.with_halo`), run over an axis of ``size``."""
+    reads = Counter(min(size, max(least, min(size, start + block + halo) - max(0, start - halo)))
+                    for start in range(0, size, block))
     return sum(n * len(tile_starts(r, min(window, r), overlap)) * min(window, r) for r, n in reads.items())
 
 
@@ -247,7 +249,8 @@ def block_for_windows(
     """The block shape whose reads hold at most ``voxels`` voxels and need the fewest window voxels over the volume.
 
     Each block is read with its halo (`block_halo`) on both sides (a block inside the volume;
-    it is that read which takes the memory) and tiled by the windows of every pass
+    it is that read which takes the memory), and at least a window long where the volume is (a
+    window cut short costs the network nearly the time of a whole one), and tiled by the windows of every pass
     (`inference_windows`, `window_overlaps`). A block of k steps holds exactly the k windows
     that cover it, but a block a little longer than k steps needs k + 1 of them: the lengths
     weighed per axis (at most `BLOCK_CHOICES`) are the whole axis and whole steps of each
@@ -269,9 +272,11 @@ def block_for_windows(
         lengths.append(found)
 
     halos = [[block_halo([b] * 3, windows, overlaps)[i] for b in lengths[i]] for i in range(3)]
+    extent = [max(int(w[i]) for w in windows) for i in range(3)]  # no read is shorter (`sparseseg.blocks.with_halo`)
 
     def along(i: int, w: Sequence[int], o: Sequence[float]) -> np.ndarray:
-        return np.array([_window_voxels(shape[i], b, h, int(w[i]), o[i]) for b, h in zip(lengths[i], halos[i])], dtype=float)
+        return np.array([_window_voxels(shape[i], b, h, int(w[i]), o[i], extent[i]) for b, h in zip(lengths[i], halos[i])],
+                        dtype=float)
 
     reads = [np.array([b if b >= shape[i] else min(shape[i], b + 2 * h) for b, h in zip(lengths[i], halos[i])], dtype=float)
              for i in range(3)]

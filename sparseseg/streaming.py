@@ -52,6 +52,12 @@ class BlockPlan:
     overlaps: list[tuple[float, float, float]]
 
     @property
+    def extent(self) -> tuple[int, int, int]:
+        """The longest window of any pass along each axis: a block is read at least this long where the volume is, so
+        that no window is cut short (a short window costs the network nearly the time of a whole one)."""
+        return tuple(max(w[i] for w in self.windows) for i in range(3))
+
+    @property
     def layout(self) -> dict:
         """How the plan cuts the volume, as JSON: what a resumed output must have been cut by (`blocks_to_write`)."""
         first = self.blocks[0]
@@ -100,7 +106,7 @@ def block_probabilities(
     """
     release_freed_memory()  # what the blocks before this one freed (one process or a worker alike)
     shape = tuple(source.shape[1:])
-    read, crop = with_halo(zyx, plan.halo, shape)
+    read, crop = with_halo(zyx, plan.halo, shape, plan.extent)
     raw = source.read(read)
     if not np.isfinite(raw).all():
         raise InputError(f"the volume holds NaN or Inf values in block {_said(read)}")

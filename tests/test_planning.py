@@ -134,7 +134,7 @@ def _window_voxels_of_blocks(shape, block, window, overlap, halo):
     total = 0
     for zyx in plan_blocks(shape, block):
         read = [s.stop - s.start for s in with_halo(zyx, [h if b < n else 0 for h, b, n in zip(halo, block, shape)],
-                                                       shape)[0]]
+                                                       shape, window)[0]]
         w = [min(a, b) for a, b in zip(window, read)]
         total += len(tile_slices(read, w, overlap)) * np.prod(w)
     return total
@@ -150,8 +150,8 @@ def test_block_for_windows_runs_fewer_windows_than_other_cuts_of_the_same_budget
     chosen = _window_voxels_of_blocks(shape, block, window, overlap, halo)
     for other in [(4, 300, 300), (4, 200, 400), (4, 100, 600)]:  # others whose reads fit the budget
         assert chosen <= _window_voxels_of_blocks(shape, other, window, overlap, halo)
-    # within a few windows of the whole volume's (each block reads its halo's windows too)
-    assert chosen <= 1.15 * _window_voxels_of_blocks(shape, shape, window, overlap, (0, 0, 0))
+    # within a few windows of the whole volume's (each block reads its halo's windows too: 10 x 10 against 9 x 9)
+    assert chosen <= 1.25 * _window_voxels_of_blocks(shape, shape, window, overlap, (0, 0, 0))
 
 
 def test_block_for_windows_cuts_whole_chunks_within_the_budget():

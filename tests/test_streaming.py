@@ -26,6 +26,13 @@ def test_with_halo_stays_inside_and_crops_back():
     np.testing.assert_array_equal(data[read][crop], data[2:4, 0:3, 5:9])
 
 
+def test_with_halo_reads_a_short_block_at_the_edge_further_in():
+    read, crop = blocks.with_halo((slice(0, 2), slice(7, 9), slice(3, 6)), (1, 1, 1), (5, 9, 9), least=(4, 4, 20))
+    assert read == (slice(0, 4), slice(5, 9), slice(0, 9))  # at least 4 long, the whole axis where it is shorter
+    data = np.arange(5 * 9 * 9).reshape(5, 9, 9)
+    np.testing.assert_array_equal(data[read][crop], data[0:2, 7:9, 3:6])
+
+
 def test_block_shape_keeps_within_the_budget_in_whole_windows():
     block = blocks.block_shape((256, 2048, 2048), (16, 256, 256), bytes_per_voxel=40, budget=2**30)
     assert np.prod(block) * 40 <= 2**30 and block[0] % 16 == 0 and block[1] % 256 == 0 and block[2] == 2048
