@@ -203,7 +203,7 @@ def train(
     "sparseseg predict model stack.ome.zarr -o stack.ome.zarr/labels/seg --workers 4",
     "sparseseg predict model stack.ome.zarr -o seg.zarr --scheduler tcp://10.0.0.5:8786",
     "sparseseg predict model big.zarr -o seg.zarr --resume   # after Ctrl-C: go on where it stopped",
-    "sparseseg predict model big.zarr -o seg.zarr --overlap 0.5   # fewer windows: faster, somewhat less IoU",
+    "sparseseg predict old_model big.zarr -o seg.zarr --overlap 0   # an older model: fewer windows, somewhat less IoU",
 )
 @add_options()
 def predict(
