@@ -224,11 +224,16 @@ def window_halo(windows: Sequence[Sequence[int]], overlaps: Sequence[Sequence[fl
     return tuple(max(math.ceil((w[i] - tile_step(w[i], o[i])) / 2) for w, o in zip(windows, overlaps)) for i in range(3))
 
 
+def window_extent(windows: Sequence[Sequence[int]]) -> tuple[int, int, int]:
+    """The longest of the windows along each axis (z, y, x)."""
+    return tuple(max(int(w[i]) for w in windows) for i in range(3))
+
+
 def block_halo(block: Sequence[int], windows: Sequence[Sequence[int]], overlaps: Sequence[Sequence[float]]) -> tuple[int, int, int]:
     """The halo of blocks of ``block``: `window_halo`, widened where a block is shorter than a step so that the widest
     window still fits a block read with its halo."""
     halo = window_halo(windows, overlaps)
-    return tuple(max(h, math.ceil((max(w[i] for w in windows) - b) / 2)) for i, (h, b) in enumerate(zip(halo, block)))
+    return tuple(max(h, math.ceil((e - b) / 2)) for h, b, e in zip(halo, block, window_extent(windows)))
 
 
 def _window_voxels(size: int, block: int, halo: int, window: int, overlap: float, least: int = 0) -> int:
@@ -272,7 +277,7 @@ def block_for_windows(
         lengths.append(found)
 
     halos = [[block_halo([b] * 3, windows, overlaps)[i] for b in lengths[i]] for i in range(3)]
-    extent = [max(int(w[i]) for w in windows) for i in range(3)]  # no read is shorter (`sparseseg.blocks.with_halo`)
+    extent = window_extent(windows)  # no read is shorter (`sparseseg.blocks.with_halo`)
 
     def along(i: int, w: Sequence[int], o: Sequence[float]) -> np.ndarray:
         return np.array([_window_voxels(shape[i], b, h, int(w[i]), o[i], extent[i]) for b, h in zip(lengths[i], halos[i])],

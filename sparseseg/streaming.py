@@ -24,7 +24,7 @@ import torch
 from sparseseg.blocks import Block, Source, plan_blocks, sample_planes, with_halo
 from sparseseg.errors import InputError
 from sparseseg.infer import predict_probabilities
-from sparseseg.planning import block_for_windows, block_halo, inference_windows, window_overlaps
+from sparseseg.planning import block_for_windows, block_halo, inference_windows, window_extent, window_overlaps
 from sparseseg.preprocess import intensity_stats, normalise_with
 
 #: Memory for one block read with its halo, and its buffers, in bytes, unless the caller says otherwise.
@@ -55,7 +55,7 @@ class BlockPlan:
     def extent(self) -> tuple[int, int, int]:
         """The longest window of any pass along each axis: a block is read at least this long where the volume is, so
         that no window is cut short (a short window costs the network nearly the time of a whole one)."""
-        return tuple(max(w[i] for w in self.windows) for i in range(3))
+        return window_extent(self.windows)
 
     @property
     def layout(self) -> dict:
