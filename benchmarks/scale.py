@@ -13,7 +13,9 @@ network trained for a few steps on a small synthetic volume annotated on 2 plane
 on sections): quality does not matter here, only its shape. The bare network's throughput
 is measured in the same run on the same model and the same windows (forward passes alone, no
 reading, blending or writing), so the ratio end-to-end / bare is what the blocks, the sliding
-window's overlap and its passes cost. Targets (issue 16): peak at most 1.5 GB and within 10 %
+window's overlap and its passes cost. The bare network is timed just before predict and just
+after it, and the ratio taken against the mean of the two: on this shared 2-core machine one
+measurement moved by up to a quarter between runs minutes apart. Targets (issue 16): peak at most 1.5 GB and within 10 %
 between the sizes; ratio at least 0.5. With ``--device cuda`` predict runs in this process
 instead, so that the GPU's peak memory (``torch.cuda.max_memory_allocated``) can be read for
 each size: it must not grow with the volume (issue 16: nothing the size of the volume lives
@@ -224,15 +226,18 @@ def main() -> None:
         start = time.perf_counter()
         shape = make_volume(volume, size * 1e6)
         log.info("%g M voxels written to %s in %.0f s", size, volume, time.perf_counter() - start)
-        bare = bare_throughput(out / "model", shape, args.device)
+        before = bare_throughput(out / "model", shape, args.device)
         labels = volume / "labels" / "seg" if args.format == "ome.zarr" else out / f"seg_{size:g}M.{args.format}"
         if args.device == "cuda":
             run = run_predict_here(out / "model", volume, labels, args.device)
         else:
             run = run_predict(out / "model", volume, labels)
+        after = bare_throughput(out / "model", shape, args.device)
+        bare = (before + after) / 2
         voxels = float(np.prod(shape))
         rows.append(dict(shape=shape, voxels_m=voxels / 1e6, peak_gb=run["peak_gb"], wall_s=run["wall_s"],
                          e2e_kvox_s=voxels / run["wall_s"] / 1e3, bare_kvox_s=bare / 1e3,
+                         bare_before_after=[round(before / 1e3, 1), round(after / 1e3, 1)],
                          ratio=voxels / run["wall_s"] / bare, windows=run["windows"],
                          windows_per_voxel=windows_per_voxel(out / "model", shape, args.format),
                          device_peak_gb=run.get("device_peak_gb")))
@@ -242,7 +247,8 @@ def main() -> None:
     print(f"\nbase {args.base} model annotated on {args.axes}, {overlaps}, predict on {args.device}; peak memory, end-to-end and bare-network throughput (k voxels/s):")
     for r in rows:
         print(f"{r['voxels_m']:8.1f} M voxels {str(r['shape']):>18}  peak {r['peak_gb']:.2f} GB  wall {r['wall_s']:7.0f} s  "
-              f"e2e {r['e2e_kvox_s']:6.1f}  bare {r['bare_kvox_s']:6.1f}  ratio {r['ratio']:.3f}  "
+              f"e2e {r['e2e_kvox_s']:6.1f}  bare {r['bare_kvox_s']:6.1f} (before {r['bare_before_after'][0]}, after "
+              f"{r['bare_before_after'][1]})  ratio {r['ratio']:.3f}  "
               f"window voxels per voxel {r['windows_per_voxel']:.2f}"
               + ("" if r["device_peak_gb"] is None else f"  GPU peak {r['device_peak_gb']:.2f} GB"))
     if len(rows) > 1:
