@@ -316,10 +316,11 @@ def window_chunks(
     window spans the whole axis, ``default``. Never longer than the axis.
 
     Where every pass's windows meet edge to edge along an axis (no overlap, so no halo), a
-    block may end after any window at no cost, and the chunk there comes nearest half of
-    ``default``: on the 32 M-voxel benchmark volume (64x704x704, 16-plane windows) blocks of
-    16 whole planes then fit where chunks of 32 planes made them cut 336-row slabs of 32
-    planes, 1.62 window voxels per voxel against 2.02.
+    block may end after any window at no cost, and the chunk there is one step, so that the
+    blocks can be cut as thin as a budget needs while their other axes stay whole: a chunked
+    output is then planned as a TIFF's is. Measured on the 64x704x704 benchmark volume
+    (16-plane windows) and the 20x1024x1024 Drosophila stack (3-plane windows): 1.62 and
+    1.44 window voxels per voxel, against 2.02 and 3.24 with chunks near ``default``.
     """
     chunks = []
     for i, size in enumerate(shape):
@@ -330,7 +331,8 @@ def window_chunks(
             continue
         unit = math.lcm(*steps)
         unit = unit if unit <= 2 * default[i] else max(steps)
-        edge_to_edge = all(w < size and step == w for w, step in lengths)
-        near = default[i] / 2 if edge_to_edge else default[i]
-        chunks.append(min(int(size), unit * max(1, round(near / unit))))
+        if all(w < size and step == w for w, step in lengths):  # edge to edge: a block may end after any window
+            chunks.append(min(int(size), unit))
+            continue
+        chunks.append(min(int(size), unit * max(1, round(default[i] / unit))))
     return tuple(chunks)

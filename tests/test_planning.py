@@ -181,10 +181,10 @@ def test_window_chunks_are_whole_steps_near_the_default():
     assert planning.window_chunks((256, 256, 256), windows, overlaps) == (32, 128, 128)
 
 
-def test_window_chunks_come_near_half_the_default_where_windows_meet_edge_to_edge():
+def test_window_chunks_are_one_step_where_windows_meet_edge_to_edge():
     windows = [(16, 224, 224)]
     assert planning.window_chunks((64, 2000, 2000), windows, [(0.0, 0.25, 0.25)]) == (16, 168, 168)
-    assert planning.window_chunks((64, 2000, 2000), [(4, 224, 224)], [(0.0, 0.25, 0.25)]) == (16, 168, 168)
+    assert planning.window_chunks((20, 2000, 2000), [(3, 600, 600)], [(0.0, 0.25, 0.25)]) == (3, 450, 450)
     assert planning.window_chunks((64, 2000, 2000), windows, [(0.5, 0.25, 0.25)])[0] == 32  # they overlap: halo
 
 
@@ -193,6 +193,11 @@ def test_edge_to_edge_chunks_let_whole_planes_fill_a_block():
     chunks = planning.window_chunks(shape, windows, overlaps)
     block = planning.block_for_windows(shape, windows, overlaps, 10e6, chunks=chunks)
     assert block == (16, 704, 704)  # no halo along z: four blocks hold the whole volume's own 64 windows
+    # the Drosophila stack's shape and windows: thin blocks of whole planes, as a TIFF output (no chunks) gets
+    shape, windows = (20, 1024, 1024), [(3, 600, 600)]
+    chunks = planning.window_chunks(shape, windows, overlaps)
+    block = planning.block_for_windows(shape, windows, overlaps, 8e6, chunks=chunks)
+    assert block == planning.block_for_windows(shape, windows, overlaps, 8e6) == (6, 1024, 1024)
 
 
 def test_window_chunks_keep_the_default_where_a_window_spans_the_axis():
