@@ -99,7 +99,10 @@ def test_zero_time_budget_still_segments(blobs_small, small_annotation, tiny_con
 
 def test_same_seed_same_segmentation(blobs_small, small_annotation, tiny_config):
     runs = [ensemble.densify_arrays(blobs_small[0][None], small_annotation, tiny_config())[2] for _ in range(2)]
-    np.testing.assert_array_equal(runs[0].probabilities, runs[1].probabilities)
+    np.testing.assert_array_equal(runs[0].labels, runs[1].labels)
+    # the CPU kernels' sums may round differently from one run to the next (seen once in a whole suite on a fresh
+    # clone: up to 2e-5 on every voxel); another seed or a seed not applied moves them by far more
+    np.testing.assert_allclose(runs[0].probabilities, runs[1].probabilities, rtol=0, atol=1e-4)
 
 
 def test_prior_correction_takes_back_the_class_weights(blobs_small, small_annotation, tiny_config):
