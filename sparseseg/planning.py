@@ -331,8 +331,6 @@ def window_chunks(
             continue
         unit = math.lcm(*steps)
         unit = unit if unit <= 2 * default[i] else max(steps)
-        if all(w < size and step == w for w, step in lengths):  # edge to edge: a block may end after any window
-            chunks.append(min(int(size), unit))
-            continue
-        chunks.append(min(int(size), unit * max(1, round(default[i] / unit))))
+        edge_to_edge = all(w < size and step == w for w, step in lengths)  # a block may end after any window
+        chunks.append(min(int(size), unit * (1 if edge_to_edge else max(1, round(default[i] / unit)))))
     return tuple(chunks)
