@@ -99,7 +99,7 @@ TRAINING = [
     _option("time_budget", Optional[str], None, f"Most training time: seconds or e.g. 5m {_by_device('time_budget', 'min')}.", EVERYDAY, False),
     _option("iterations", Optional[int], None, f"Most training steps {_by_device('iterations')}.", EVERYDAY, False),
     _option("device", str, Config.device, "auto (CUDA when available), cpu or cuda.", EVERYDAY),
-    _option("seed", Optional[int], None, "Random seed; the same seed repeats a CPU run exactly when --iterations ends it.", EVERYDAY, False),
+    _option("seed", Optional[int], None, "Random seed; the same seed repeats a CPU run, to within floating-point rounding, when --iterations ends it.", EVERYDAY, False),
     _option("base", Optional[int], None, f"Channels of the first layer (the paper: 32) {_by_device('base')}.", show_default=False),
     _option("patch", Optional[str], None, "Largest training patch z,y,x \\[default: a physical cube of ~64^3 voxels].", show_default=False),
     _option("thin", int, Config.thin, "Patch depth across annotated planes, in voxels of the finest axis (0: cube patches)."),

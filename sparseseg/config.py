@@ -101,16 +101,17 @@ class Config:
         The same along the windows' other, wide axes (`sparseseg.planning.window_overlaps`).
         Each overlapping window there is paid for in time, and on a volume wider than one
         window this is most of the inference's cost. An eighth, not a quarter: on synthetic
-        volumes two to three windows wide it changed the IoU by 0.0004 at most, with 2 windows
-        instead of 3 per axis, and on a 64x2000x2000 volume it runs 1.52 window voxels per
-        voxel instead of 1.81; see docs/benchmarks.md. Models saved with another value keep it.
+        volumes two to four windows wide it changed the IoU by 0.0004 at most with one window
+        fewer per axis, and a 64x2000x2000 volume takes 1.52 window voxels per voxel instead
+        of 1.81; see docs/benchmarks.md. Models saved with another value keep it.
     tta : bool
         Average predictions over flips at inference (8x slower).
     spacing : tuple of 3 float or None
         Voxel size (z, y, x); decides along which axes the network pools.
     seed : int or None
-        Random seed; the same seed repeats a CPU run exactly when ``iterations`` ends it (a time
-        budget ends after as many steps as the clock allows). None: a fresh random run.
+        Random seed; the same seed repeats a CPU run, to within floating-point rounding, when
+        ``iterations`` ends it (a time budget ends after as many steps as the clock allows).
+        None: a fresh random run.
     device : str
         'auto' (CUDA when available), 'cpu' or 'cuda'.
     unlabeled : int
