@@ -101,7 +101,7 @@ class Config:
         The same along the windows' other, wide axes (`sparseseg.planning.window_overlaps`).
         Each overlapping window there is paid for in time, and on a volume wider than one
         window this is most of the inference's cost. An eighth, not a quarter: on synthetic
-        volumes two to four windows wide it changed the IoU by 0.0004 at most with one window
+        volumes two to three windows wide it changed the IoU by 0.0004 at most with one window
         fewer per axis, and a 64x2000x2000 volume takes 1.52 window voxels per voxel instead
         of 1.81; see docs/benchmarks.md. Models saved with another value keep it.
     tta : bool
