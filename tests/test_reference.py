@@ -40,20 +40,33 @@ def _seeded_run():
     return ensemble.densify_arrays(image[None].astype(np.float32), annotation, config)[2]
 
 
+def _cpu_vendor() -> str:
+    """The CPU's vendor (GenuineIntel, AuthenticAMD), or '' where /proc/cpuinfo does not say."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return ""
+    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("vendor_id")), "")
+
+
 def test_a_seeded_run_gives_the_labels_it_gave_before_the_split():
     segmentation = _seeded_run()
     saved = np.load(DATA / "restructure_reference.npz")
-    if torch.backends.cpu.get_cpu_capability() == str(saved["capability"]):  # the kind of CPU it was recorded on
-        # float round-off may flip a voxel on a tie, no more
-        agree, atol = 0.999, 2e-3
-    else:  # other kernels (AVX-512 against AVX2: 0.9975 of the labels, 0.006 at most) round 20 steps apart
-        agree, atol = 0.99, 2e-2
-    assert np.mean(segmentation.labels == saved["labels"]) > agree
-    np.testing.assert_allclose(segmentation.probabilities, saved["probabilities"].astype(np.float32), atol=atol)
+    reference = saved["probabilities"].astype(np.float32)
+    same_kernels = (torch.backends.cpu.get_cpu_capability() == str(saved["capability"])
+                    and _cpu_vendor() == str(saved["vendor"]))
+    # the kind of CPU it was recorded on: float round-off only. Other kernels round 20 steps apart: AVX2 against
+    # AVX-512 differed by 0.006 at most, an Intel AVX-512 CPU against the AMD one it was recorded on by 0.0015
+    atol = 2e-3 if same_kernels else 2e-2
+    np.testing.assert_allclose(segmentation.probabilities, reference, atol=atol)
+    # a label may differ only on a tie: where the reference's two most probable classes lie within that rounding
+    best_two = np.sort(reference, axis=0)[-2:]
+    tie = best_two[1] - best_two[0] <= 2 * atol
+    assert np.array_equal(segmentation.labels[~tie], saved["labels"][~tie])
 
 
 if __name__ == "__main__":  # record the seeded run's reference on this machine
     run = _seeded_run()
     np.savez_compressed(DATA / "restructure_reference.npz", labels=run.labels,
                         probabilities=run.probabilities.astype(np.float16),
-                        capability=torch.backends.cpu.get_cpu_capability())
+                        capability=torch.backends.cpu.get_cpu_capability(), vendor=_cpu_vendor())
