@@ -52,17 +52,15 @@ def _cpu_vendor() -> str:
 def test_a_seeded_run_gives_the_labels_it_gave_before_the_split():
     segmentation = _seeded_run()
     saved = np.load(DATA / "restructure_reference.npz")
-    reference = saved["probabilities"].astype(np.float32)
     same_kernels = (torch.backends.cpu.get_cpu_capability() == str(saved["capability"])
                     and _cpu_vendor() == str(saved["vendor"]))
-    # the kind of CPU it was recorded on: float round-off only. Other kernels round 20 steps apart: AVX2 against
-    # AVX-512 differed by 0.006 at most, an Intel AVX-512 CPU against the AMD one it was recorded on by 0.0015
-    atol = 2e-3 if same_kernels else 2e-2
-    np.testing.assert_allclose(segmentation.probabilities, reference, atol=atol)
-    # a label may differ only on a tie: where the reference's two most probable classes lie within that rounding
-    best_two = np.sort(reference, axis=0)[-2:]
-    tie = best_two[1] - best_two[0] <= 2 * atol
-    assert np.array_equal(segmentation.labels[~tie], saved["labels"][~tie])
+    if same_kernels:  # the kind of CPU it was recorded on: float round-off may flip a voxel on a tie, no more
+        agree, atol = 0.999, 2e-3
+    else:  # other kernels round 20 steps apart (AVX2 against AVX-512: 0.9975 of the labels, 0.006 at most; an Intel
+        # AVX-512 CPU against the AMD one it was recorded on: 0.9984, 0.0015)
+        agree, atol = 0.99, 2e-2
+    assert np.mean(segmentation.labels == saved["labels"]) > agree
+    np.testing.assert_allclose(segmentation.probabilities, saved["probabilities"].astype(np.float32), atol=atol)
 
 
 if __name__ == "__main__":  # record the seeded run's reference on this machine
