@@ -13,12 +13,13 @@ The package is a .zip holding ``rdf.yaml`` (the description) and the files it na
 - ``config.json``: sparseseg's own model config (an attachment), so that ``sparseseg predict
   model.zip`` (`sparseseg.modelfolder.load_model`) rebuilds the network it was exported from.
 
-The package holds the network alone. A model folder may also hold a pixel classifier
-(``forest.joblib``, `sparseseg.forest`) that sparseseg blends with the network (``blend`` < 1);
-bioimage.io has no way to describe that forest, nor its filter features, and its file is a
-pickle, which a shared package should not carry. So the package's config says no forest and
-blend 1, and its outputs (and ``sparseseg predict`` on it) are the network's alone, which can
-differ from the folder's blended segmentation: `export_model` logs a warning for such a model.
+- ``forest.npz``: the model's pixel classifier (`sparseseg.forest`), where it has one, as numeric
+  arrays (`sparseseg.forest_file`; an attachment).
+
+``sparseseg predict`` on the package predicts what it predicts on the folder: the network blended
+with the forest (``blend`` < 1). bioimage.io cannot describe the forest nor its filter features,
+so other bioimage.io consumers run the network alone; for such a model `export_model` logs a
+warning with the network's own held-out IoU beside the blend's, and the package's README says so.
 
 How the description maps sparseseg's method:
 
@@ -57,7 +58,6 @@ import re
 import tempfile
 import warnings
 from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -65,7 +65,8 @@ import numpy as np
 from sparseseg import __version__, io
 from sparseseg.core import Model
 from sparseseg.errors import InputError
-from sparseseg.modelfolder import CONFIG, WEIGHTS, load_model, model_meta, model_state
+from sparseseg.forest_file import save_forest
+from sparseseg.modelfolder import CONFIG, FOREST, WEIGHTS, load_model, model_meta, model_state
 from sparseseg.paths import check_distinct
 from sparseseg.preprocess import intensity_stats, normalise_with
 
@@ -107,9 +108,9 @@ def export_model(
 ) -> Path:
     """Write the model in ``model_dir`` as a bioimage.io model package (a .zip), checked by bioimageio.spec.
 
-    The package holds the network alone: a model's forest (``forest.joblib``) is left out, and where the model blends
-    it in (``blend`` < 1) a warning is logged, as the package's segmentation is then the network's alone, not the
-    folder's (see the module's docstring).
+    The package holds the whole model, its forest (``forest.npz``) too, so that ``sparseseg predict`` on it gives the
+    folder's segmentation. Where the model blends the forest in (``blend`` < 1) a warning says that other bioimage.io
+    consumers run the network alone, with the network's own held-out IoU (see the module's docstring).
 
     Parameters
     ----------
@@ -148,10 +149,9 @@ def export_model(
     authors = _authors(authors)
     model = load_model(model_dir)
     if model.forest is not None and model.blend < 1:
-        log.warning("export: %s blends the network (weight %.2f) with a pixel-classifier forest; the package holds the "
-                    "network alone, so its segmentation (and sparseseg predict on it) is the network's, not the "
-                    "folder's blend", model_dir, model.blend)
-    model = replace(model, forest=None, blend=1.0)
+        log.warning("export: %s blends the network (weight %.2f) with a pixel-classifier forest; sparseseg predict on "
+                    "the package does the same, but other bioimage.io consumers run the network alone%s", model_dir,
+                    model.blend, _held_out(model))
     spec = _spec()
     raw, spacing = _test_input(model, sample), _spacing(model)
     with tempfile.TemporaryDirectory(prefix="sparseseg-export-") as tmp:
@@ -241,6 +241,8 @@ def _write_files(folder: Path, model: Model, raw: np.ndarray, spacing) -> None:
 
     torch.save(model_state(model), folder / WEIGHTS)
     (folder / CONFIG).write_text(json.dumps(model_meta(model), indent=2) + "\n")
+    if model.forest is not None:
+        save_forest(model.forest, folder / FOREST)
     example = torch.from_numpy(normalise_with(raw, intensity_stats(raw, *PERCENTILES))[None])
     with warnings.catch_warnings():  # torch.jit says it is deprecated in favour of torch.export; bioimage.io reads TorchScript
         warnings.simplefilter("ignore")
@@ -297,7 +299,7 @@ def _description(model: Model, spacing, name: str, authors: list[str], license: 
         "tags": TAGS,
         "documentation": {"source": README},
         "covers": [{"source": COVER}],
-        "attachments": [{"source": CONFIG}],
+        "attachments": [{"source": CONFIG}] + ([{"source": FOREST}] if model.forest is not None else []),
         "inputs": [{
             "id": INPUT_ID,
             "description": "raw intensities, any value range (normalised per channel by the preprocessing)",
@@ -341,6 +343,22 @@ def _check_valid(descr, license: str) -> None:
     raise RuntimeError(f"bioimageio.spec refuses the exported description at {where}: {errors[0].msg if errors else descr}")
 
 
+def _held_out(model: Model) -> str:
+    """The network's own IoU on the held-out planes beside the blend's, as a clause ('' where not estimated)."""
+    estimate = model.estimate or {}
+    network, blended = estimate.get("network_iou"), estimate.get("held_out_iou")
+    if not isinstance(network, (int, float)) or not isinstance(blended, (int, float)):
+        return ""
+    return f" (on the held-out planes: network alone {network:.3f} mean foreground IoU, the blend {blended:.3f})"
+
+
+def _forest_note(model: Model) -> str:
+    if model.forest is None or model.blend >= 1:
+        return ""
+    return (f"\n\nsparseseg blends this network (weight {model.blend:.2f}) with a random forest on filter features, "
+            f"`{FOREST}` (numeric arrays). Other bioimage.io consumers run the network alone{_held_out(model)}.")
+
+
 def _readme(model: Model, spacing) -> str:
     classes = model.classes.tolist()
     offsets = ", ".join(f"{o:.4g}" for o in model.decision_offsets)
@@ -358,7 +376,7 @@ A 3D U-Net (Cicek et al. 2016, arXiv:1606.06650) trained with sparseseg {__versi
 sparseseg itself predicts with a Gaussian-blended sliding window of {','.join(map(str, model.config.patch))}
 voxels (overlap {model.config.overlap} across the annotated planes, {model.config.wide_overlap} along the other axes):
 `sparseseg predict model.zip volume.tif -o labels.tif` gives the labels of
-the model folder this package was exported from. `{CONFIG}` is that folder's config.
+the model folder this package was exported from. `{CONFIG}` is that folder's config.{_forest_note(model)}
 
 ## Validation
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import math
 import re
 import typing
 from dataclasses import dataclass
@@ -63,8 +64,8 @@ def parse_triple(text: str | None, name: str, kind=float) -> tuple | None:
         values = tuple(kind(v) for v in str(text).replace("x", ",").split(","))
     except ValueError:
         raise InputError("expected three numbers z,y,x (e.g. 50,4,4)", param=name, value=text) from None
-    if len(values) != 3 or min(values) <= 0:
-        raise InputError("expected three numbers z,y,x greater than 0", param=name, value=text)
+    if len(values) != 3 or not all(math.isfinite(v) and v > 0 for v in values):
+        raise InputError("expected three finite numbers z,y,x greater than 0", param=name, value=text)
     return values
 
 

@@ -11,6 +11,7 @@ Needs the optional `distributed` extra.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from sparseseg.blocks import all_or_nothing, blocks_to_write
@@ -35,6 +36,26 @@ def _predict_block(folder, source, labels, probabilities, zyx, plan, device, tta
                             tta=model.config.tta if tta is None else tta)
     write_decided(model, labels, probabilities, source)(zyx, p)
     return voxels(zyx)
+
+
+#: A scheduler's address: tcp:// or tls://, a host name or address, and a port.
+ADDRESS = re.compile(r"(tcp|tls)://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+):([0-9]{1,5})")
+#: Most worker processes of a local cluster: far more than a workstation's cores.
+MAX_WORKERS = 1024
+
+
+def check_cluster(workers: int | None = None, scheduler: str | None = None) -> None:
+    """Refuse a worker count outside 1..`MAX_WORKERS`, a scheduler address that is not ``tcp://host:port`` (or
+    ``tls://``), and either where dask.distributed is not installed: before any work."""
+    if workers is not None and not 1 <= workers <= MAX_WORKERS:
+        raise InputError(f"must be a number of worker processes in 1..{MAX_WORKERS}", param="workers", value=workers)
+    if scheduler is not None:
+        match = ADDRESS.fullmatch(scheduler)
+        if match is None or not 1 <= int(match.group(3)) <= 65535:
+            raise InputError("must be a scheduler address tcp://HOST:PORT, e.g. tcp://10.0.0.5:8786", param="scheduler",
+                             value=scheduler)
+    if workers is not None or scheduler is not None:
+        need_dask()
 
 
 def need_dask() -> None:

@@ -8,6 +8,7 @@ the weights of a model folder.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, fields, replace
 
 from sparseseg import UNLABELED
@@ -19,6 +20,8 @@ DEVICES = ("auto", "cpu", "cuda")
 MAX_BASE = 256
 MAX_BATCH = 64
 MAX_PATCH = 1024
+#: Seeds are what numpy's legacy seeding and torch's generators take alike: 0..2**32 - 1.
+MAX_SEED = 2**32 - 1
 
 #: Fields added after the first model folders, with the value that means what those folders did.
 ADDED = {"forest": False, "holdout": False, "wide_overlap": 0.5}
@@ -142,6 +145,10 @@ class Config:
     unlabeled: int = UNLABELED
 
     def __post_init__(self):
+        for name in ("time_budget", "lr", "class_power", "prior_correction", "dice", "overlap", "wide_overlap"):
+            _check_finite(name, getattr(self, name))
+        if self.spacing is not None:
+            _check_finite("spacing", self.spacing)
         checks = [
             (self.base is None or 1 <= self.base <= MAX_BASE, "base", f"must lie in 1..{MAX_BASE}"),
             (0 <= self.depth <= 6, "depth", "must lie in 0..6"),
@@ -158,6 +165,7 @@ class Config:
             (0 <= self.overlap < 1, "overlap", "must lie in [0, 1)"),
             (0 <= self.wide_overlap < 1, "wide_overlap", "must lie in [0, 1)"),
             (self.spacing is None or (len(self.spacing) == 3 and min(self.spacing) > 0), "spacing", "must be three numbers z,y,x > 0"),
+            (self.seed is None or 0 <= self.seed <= MAX_SEED, "seed", f"must lie in 0..{MAX_SEED} (2**32 - 1)"),
             (self.device in DEVICES, "device", "must be " + ", ".join(DEVICES)),
             (0 <= self.unlabeled <= 65535, "unlabeled", "must lie in 0..65535"),
         ]
@@ -220,3 +228,10 @@ def _fits(value, annotation: str) -> bool:
             "int": number and float(value).is_integer(),
             "float": number,
             "str": isinstance(value, str)}[kind]
+
+
+def _check_finite(name: str, value) -> None:
+    """Refuse NaN and infinity in a number (or a tuple of numbers) of field ``name``; None passes."""
+    numbers = value if isinstance(value, (tuple, list)) else (value,)
+    if any(v is not None and not math.isfinite(v) for v in numbers):
+        raise InputError("must be a finite number (not NaN or infinity)", param=name, value=value)

@@ -1,21 +1,20 @@
-"""The model folder: ``config.json`` (what the network is and how to apply it), ``weights.pt`` and ``forest.joblib``.
+"""The model folder: ``config.json`` (what the network is and how to apply it), ``weights.pt`` and ``forest.npz``.
 
-``forest.joblib`` is there only for a model that has a pixel classifier (`sparseseg.forest.Forest`) to blend the
-network with; ``config.json`` names it (field ``forest``, else null) and holds the network's weight in the blend
-(``blend``). The weights are read with ``torch.load(weights_only=True)``, which runs no code, but ``forest.joblib`` is
-a pickle (joblib's, of scikit-learn's forest): loading it can run any code the file holds. Load only model folders
-you trust, as you would run only programs you trust.
+``forest.npz`` is there only for a model that has a pixel classifier (`sparseseg.forest.Forest`) to blend the network
+with; ``config.json`` names it (field ``forest``, else null) and holds the network's weight in the blend (``blend``).
+Nothing in a model folder runs code when it is read: the weights are read with ``torch.load(weights_only=True)``, the
+forest is numeric arrays read without pickle (`sparseseg.forest_file`), and every file is size-capped before it is
+read. A folder of format 2 whose forest is a pickle (``forest.joblib``) is refused with a message saying how to re-save
+it, unless a ``forest.npz`` lies beside it.
 
-The format has a version (`FORMAT_VERSION`); a folder with an unknown version, or a field
-that is missing or wrong, is refused with a message naming the field. Folders of format 1
-(before the forest) still load, as models of the network alone (no forest, blend 1). A folder is written
-whole into a hidden temporary folder beside its place and renamed into place, so a killed
+The format has a version (`FORMAT_VERSION`); a folder with an unknown version, or a field that is missing, wrong or out
+of range (classes 0..65535, finite weights and offsets, patch sizes up to `sparseseg.config.MAX_PATCH`), is refused with
+a message naming the file and the field. Folders of format 1 (before the forest) still load, as models of the network
+alone. A folder is written whole into a hidden temporary folder beside its place and renamed into place, so a killed
 run never leaves a folder that looks like a model.
 
-`load_model` also reads a bioimage.io package written by ``sparseseg export``
-(`sparseseg.bioimage`): a ``.zip`` holding the same two files beside its ``rdf.yaml``
-(unpacked, such a package is a model folder). Reading one needs only the standard library's
-zipfile, not bioimageio. A package holds the network alone (see `sparseseg.bioimage`).
+`load_model` also reads a bioimage.io package written by ``sparseseg export`` (`sparseseg.bioimage`): a ``.zip``
+holding the same files beside its ``rdf.yaml``. Its members are size-capped before they are read.
 """
 
 from __future__ import annotations
@@ -35,18 +34,25 @@ from sparseseg import __version__, io
 from sparseseg.config import Config
 from sparseseg.core import Model
 from sparseseg.errors import InputError
+from sparseseg.forest_file import FOREST_FILE, MAX_FOREST_BYTES, load_forest, save_forest
 from sparseseg.io.atomic import _file_mode
 from sparseseg.preprocess import NORMALISATION
 
 #: Version of the folder's layout and fields; raised whenever a field is added, removed or changes meaning.
 #: 2: the fields ``blend``, ``forest`` and ``estimate`` (the IoU estimated on held-out planes, or null) and the file
-#: ``forest.joblib``.
-FORMAT_VERSION = 2
+#: ``forest.joblib``; 3: the forest as ``forest.npz`` (numeric arrays, no pickle).
+FORMAT_VERSION = 3
 #: The versions `load_model` reads.
-READ_VERSIONS = (1, 2)
+READ_VERSIONS = (1, 2, 3)
 CONFIG = "config.json"
 WEIGHTS = "weights.pt"
-FOREST = "forest.joblib"
+FOREST = FOREST_FILE
+#: The forest file of format 2: a pickle, never read.
+PICKLED_FOREST = "forest.joblib"
+#: Largest ``config.json`` read: a model's config is a few kB.
+MAX_CONFIG_BYTES = 1 << 20
+#: Largest input channel count a model may declare.
+MAX_CHANNELS = 256
 FIELDS_V1 = ("format_version", "sparseseg_version", "in_channels", "classes", "class_weights", "class_offsets",
              "pools", "train_shapes", "normalisation", "config")
 FIELDS = FIELDS_V1 + ("blend", "forest", "estimate")
@@ -112,9 +118,7 @@ def save_model(folder: str | os.PathLike, model: Model, overwrite: bool = False)
     try:
         torch.save(state, tmp / WEIGHTS)
         if model.forest is not None:
-            import joblib
-
-            joblib.dump(model.forest, tmp / FOREST)
+            save_forest(model.forest, tmp / FOREST)
         io.write_json(tmp / CONFIG, meta)
         if folder.is_dir() and any(folder.iterdir()):
             old = Path(tempfile.mkdtemp(prefix=f".{folder.name}.old-", dir=folder.parent))
@@ -178,45 +182,96 @@ def model_digest(folder: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
+class _Files:
+    """A model's files as they are read: from a folder, or from the members of a package (.zip); every file's
+    unpacked size is capped before it is read."""
+
+    def __init__(self, path: Path):
+        self.path, self.package = path, path.is_file()
+        if self.package and not path.name.lower().endswith(".zip"):
+            raise InputError(f"'{path}': no such model folder, and not a bioimage.io package (.zip) from sparseseg export")
+        if not self.package and not path.is_dir():
+            raise InputError(f"'{path}': no such model folder")
+        if not self.exists(CONFIG):
+            what = "a package written by sparseseg export" if self.package else "a sparseseg model folder"
+            raise InputError(f"'{path}': not {what} (no {CONFIG})")
+
+    def label(self, name: str) -> str:
+        """The file as a message shows it, quoted."""
+        return f"'{self.path / name}'"
+
+    def _members(self) -> dict[str, zipfile.ZipInfo]:
+        try:
+            with zipfile.ZipFile(self.path) as archive:
+                return {info.filename: info for info in archive.infolist()}
+        except (zipfile.BadZipFile, OSError) as exc:
+            raise InputError(f"'{self.path}': cannot read the package ({exc})") from None
+
+    def exists(self, name: str) -> bool:
+        return name in self._members() if self.package else (self.path / name).is_file()
+
+    def read(self, name: str, cap: int) -> bytes:
+        """The file's bytes; an `InputError` where it is missing or would unpack to more than ``cap`` bytes."""
+        if not self.exists(name):
+            raise InputError(f"{self.label(name)}: no such file")
+        size = self._members()[name].file_size if self.package else (self.path / name).stat().st_size
+        if size > cap:
+            raise InputError(f"{self.label(name)}: {size} bytes, more than the {cap} that such a file can hold; not read")
+        try:
+            if not self.package:
+                return (self.path / name).read_bytes()
+            with zipfile.ZipFile(self.path) as archive, archive.open(name) as member:
+                data = member.read(cap + 1)
+        except (zipfile.BadZipFile, OSError, EOFError) as exc:
+            raise InputError(f"{self.label(name)}: cannot read it ({exc})") from None
+        if len(data) > cap:
+            raise InputError(f"{self.label(name)}: unpacks to more than {cap} bytes; not read")
+        return data
+
+
+def _read_config(files: _Files) -> dict:
+    """``config.json``, parsed: an `InputError` where it is too large, not JSON, nested too deep or not an object."""
+    where = files.label(CONFIG)
+    try:
+        meta = json.loads(files.read(CONFIG, MAX_CONFIG_BYTES), parse_constant=_no_constant)
+    except (ValueError, RecursionError) as exc:
+        reason = "nested too deep" if isinstance(exc, RecursionError) else str(exc)[:120]
+        raise InputError(f"{where}: cannot read JSON ({reason})") from None
+    if not isinstance(meta, dict):
+        raise InputError(f"{where}: not a sparseseg model config (expected an object of fields)")
+    return meta
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
 def _field(meta: dict, name: str, check, rule: str):
     value = meta[name]
     try:
         ok = check(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         ok = False
     if not ok:
         raise InputError(f"field {name!r} {rule}, found {json.dumps(value)[:80]}")
     return value
 
 
-def _ints(n: int | None = None):
-    return lambda v: isinstance(v, list) and all(isinstance(i, int) and not isinstance(i, bool) for i in v) and (n is None or len(v) == n)
+def _ints(n: int | None = None, low: int = 0, high: int = 65535):
+    return lambda v: isinstance(v, list) and all(isinstance(i, int) and not isinstance(i, bool) and low <= i <= high
+                                                 for i in v) and (n is None or len(v) == n)
 
 
-def _numbers_or_none(n: int):
-    return lambda v: v is None or (isinstance(v, list) and len(v) == n and all(isinstance(x, (int, float)) for x in v))
+def _numbers_or_none(n: int, positive: bool = False):
+    def fits(v):
+        return v is None or (isinstance(v, list) and len(v) == n and all(
+            isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and (x > 0 or not positive)
+            for x in v))
+
+    return fits
 
 
-def load_model(folder: str | os.PathLike) -> Model:
-    """Read a model folder written by `save_model`, or a package of ``sparseseg export`` (a .zip); an `InputError`
-    names what is missing or wrong."""
-    from sparseseg.model import UNet3D
-
-    folder = Path(folder)
-    forest_file = folder / FOREST
-    if folder.is_file() and folder.name.lower().endswith(".zip"):
-        meta, stored, forest_file = _read_package(folder)
-    elif folder.is_file():
-        raise InputError(f"{folder}: no such model folder, and not a bioimage.io package (.zip) from sparseseg export")
-    elif not folder.is_dir():
-        raise InputError(f"{folder}: no such model folder")
-    elif not (folder / CONFIG).is_file():
-        raise InputError(f"{folder}: not a sparseseg model folder (no {CONFIG})")
-    else:
-        meta, stored = io.read_json(folder / CONFIG), folder / WEIGHTS
-    where = f"{folder / CONFIG}"
-    if not isinstance(meta, dict):
-        raise InputError(f"{where}: not a sparseseg model config (expected an object of fields)")
+def _check_version(meta: dict, where: str) -> int:
     if "format_version" not in meta:
         raise InputError(f"{where}: field 'format_version' missing: written by an older sparseseg, or not a model "
                          f"(train the model again with this version)")
@@ -227,96 +282,126 @@ def load_model(folder: str | os.PathLike) -> Model:
     missing = [name for name in (FIELDS_V1 if version == 1 else FIELDS) if name not in meta]
     if missing:
         raise InputError(f"{where}: field(s) {missing} missing")
+    return int(version)
+
+
+def _check_fields(meta: dict, version: int) -> dict:
+    """The fields of a config of ``version``, each checked for type and range (an `InputError` names the field)."""
+    from sparseseg.config import MAX_PATCH
+
+    f = {"version": version}
+    f["channels"] = _field(meta, "in_channels", lambda v: isinstance(v, int) and not isinstance(v, bool)
+                           and 1 <= v <= MAX_CHANNELS, f"must be a channel count in 1..{MAX_CHANNELS}")
+    f["classes"] = _field(meta, "classes", lambda v: _ints()(v) and len(v) >= 2 and v == sorted(set(v)),
+                          "must list at least 2 distinct class ids in 0..65535, in increasing order")
+    n = len(f["classes"])
+    f["weights"] = _field(meta, "class_weights", _numbers_or_none(n, positive=True),
+                          f"must be null or {n} finite numbers > 0")
+    f["offsets"] = _field(meta, "class_offsets", _numbers_or_none(n), f"must be null or {n} finite numbers")
+    f["pools"] = _field(meta, "pools", lambda v: isinstance(v, list) and len(v) <= 6 and all(_ints(3, 1, 2)(p) for p in v),
+                        "must list at most 6 pooling kernels [z, y, x] of 1s and 2s, one per level")
+    f["shapes"] = _field(meta, "train_shapes", lambda v: isinstance(v, dict) and set(v) <= {"z", "y", "x", "cube"}
+                         and all(_ints(3, 1, MAX_PATCH)(s) for s in v.values()),
+                         f"must map z, y, x or cube to a patch [z, y, x] of sizes in 1..{MAX_PATCH}")
+    _field(meta, "config", lambda v: isinstance(v, dict), "must be an object of training settings")
+    f["config"] = Config.from_dict(meta["config"])
+    f["blend"] = 1.0 if version == 1 else float(_field(
+        meta, "blend", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+        and 0 <= v <= 1, "must be a number in [0, 1]"))
+    forest_name = FOREST if version >= 3 else PICKLED_FOREST
+    f["forest"] = None if version == 1 else _field(meta, "forest", lambda v: v is None or v == forest_name,
+                                                   f"must be null or {forest_name!r}")
+    if f["forest"] is None and f["blend"] != 1:
+        raise InputError(f"field 'blend' is {f['blend']} but 'forest' is null: nothing to blend the network with")
+    f["estimate"] = None if version == 1 else _field(meta, "estimate", lambda v: v is None or isinstance(v, dict),
+                                                     "must be an object or null")
+    if f["config"].base is None or f["config"].patch is None:
+        raise InputError("field 'config' holds no network width (base) or patch: not a trained model")
+    return f
+
+
+def load_model(folder: str | os.PathLike) -> Model:
+    """Read a model folder written by `save_model`, or a package of ``sparseseg export`` (a .zip).
+
+    Nothing read runs code, and every file is size-capped before it is read (see the module's docstring).
+
+    Raises
+    ------
+    InputError
+        Names the file and the field that is missing, wrong or out of range, or the file that cannot be read.
+    """
+    from sparseseg.model import UNet3D
+
+    files = _Files(Path(folder))
+    meta = _read_config(files)
+    where = files.label(CONFIG)
+    version = _check_version(meta, where)
     try:
-        channels = _field(meta, "in_channels", lambda v: isinstance(v, int) and v >= 1, "must be a channel count >= 1")
-        classes = _field(meta, "classes", lambda v: _ints()(v) and len(v) >= 2 and v == sorted(set(v)),
-                         "must list at least 2 distinct class ids in increasing order")
-        weights = _field(meta, "class_weights", _numbers_or_none(len(classes)), f"must be null or {len(classes)} numbers")
-        offsets = _field(meta, "class_offsets", _numbers_or_none(len(classes)), f"must be null or {len(classes)} numbers")
-        pools = _field(meta, "pools", lambda v: isinstance(v, list) and all(_ints(3)(p) for p in v),
-                       "must list one pooling kernel [z, y, x] per level")
-        shapes = _field(meta, "train_shapes", lambda v: isinstance(v, dict) and set(v) <= {"z", "y", "x", "cube"}
-                        and all(_ints(3)(s) for s in v.values()), "must map z, y, x or cube to a patch [z, y, x]")
-        _field(meta, "config", lambda v: isinstance(v, dict), "must be an object of training settings")
-        config = Config.from_dict(meta["config"])
-        blend = 1.0 if version == 1 else _field(meta, "blend", lambda v: isinstance(v, (int, float)) and not
-                                                 isinstance(v, bool) and math.isfinite(v) and 0 <= v <= 1,
-                                                 "must be a number in [0, 1]")
-        named = None if version == 1 else _field(meta, "forest", lambda v: v is None or v == FOREST,
-                                                 f"must be null or {FOREST!r}")
-        if named is None and blend != 1:
-            raise InputError(f"field 'blend' is {blend} but 'forest' is null: nothing to blend the network with")
+        f = _check_fields(meta, version)
     except InputError as exc:
         raise InputError(f"{where}: {exc}") from None
-    if config.base is None or config.patch is None:
-        raise InputError(f"{where}: field 'config' holds no network width (base) or patch: not a trained model")
-    network = UNet3D(channels, len(classes), config.base, [tuple(p) for p in pools])
-    state = _read_weights(stored, folder / WEIGHTS)
-    try:
-        network.load_state_dict(state)
-    except RuntimeError as exc:  # torch's first line is a header; the next says what does not fit
-        lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
-        raise InputError(f"{folder / WEIGHTS}: weights do not match {CONFIG} ({' '.join(lines[1:2] or lines[:1])[:160]})") from None
+    network = UNet3D(f["channels"], len(f["classes"]), f["config"].base, [tuple(p) for p in f["pools"]])
+    _load_weights(network, files)
     model = Model(
-        network.eval(), np.asarray(classes, dtype=np.int64), config, channels,
-        {(None if k == "cube" else k): tuple(v) for k, v in shapes.items()},
-        None if weights is None else np.asarray(weights, dtype=np.float32),
-        None if offsets is None else np.asarray(offsets, dtype=np.float64),
-        forest=None if named is None else _read_forest(forest_file, folder / FOREST), blend=float(blend),
-        estimate=_field(meta, "estimate", lambda v: v is None or isinstance(v, dict), "must be an object or null") if version > 1 else None,
+        network.eval(), np.asarray(f["classes"], dtype=np.int64), f["config"], f["channels"],
+        {(None if k == "cube" else k): tuple(v) for k, v in f["shapes"].items()},
+        None if f["weights"] is None else np.asarray(f["weights"], dtype=np.float32),
+        None if f["offsets"] is None else np.asarray(f["offsets"], dtype=np.float64),
+        forest=None if f["forest"] is None else _read_forest(files), blend=f["blend"], estimate=f["estimate"],
     )
     try:
         check_blend(model)
     except InputError as exc:
-        raise InputError(f"{folder / FOREST}: does not fit the network in {CONFIG} ({exc})") from None
+        raise InputError(f"{files.label(FOREST)}: does not fit the network in {CONFIG} ({exc})") from None
     return model
 
 
-def _read_forest(source: Path | bytes | None, path: Path):
-    """The `sparseseg.forest.Forest` pickled in the file ``source`` (or its bytes, read from ``path``)."""
-    import joblib
-
-    from sparseseg.forest import Forest
-
-    if source is None or (isinstance(source, Path) and not source.is_file()):
-        raise InputError(f"{path}: no such file, but {CONFIG} names it (field 'forest')")
-    try:
-        forest = joblib.load(_bytes.BytesIO(source) if isinstance(source, bytes) else source)
-    except Exception as exc:
-        raise InputError(f"{path}: cannot read the forest, not a file written by sparseseg ({type(exc).__name__})") from exc
-    if not isinstance(forest, Forest):
-        raise InputError(f"{path}: holds a {type(forest).__name__}, not a sparseseg forest")
-    return forest
+def _read_forest(files: _Files):
+    """The model's forest, from ``forest.npz``; a pickled ``forest.joblib`` alone is refused, never read."""
+    if files.exists(FOREST):
+        return load_forest(files.read(FOREST, MAX_FOREST_BYTES), files.path / FOREST)
+    if files.exists(PICKLED_FOREST):
+        old = files.path / PICKLED_FOREST
+        raise InputError(
+            f"'{old}' is a pickle, which can run code when it is read, and sparseseg does not read it. Train the model "
+            f"again, or, only if you trust where it came from, re-save its forest beside it: python -c \"import joblib; "
+            f"from sparseseg.forest_file import save_forest; save_forest(joblib.load('{old}'), "
+            f"'{files.path / FOREST}')\"")
+    raise InputError(f"{files.label(FOREST)}: no such file, but {CONFIG} names a forest (field 'forest')")
 
 
-def _read_package(path: Path) -> tuple[dict, bytes, bytes | None]:
-    """The config, the weights and the forest (bytes; None where it holds none) that a package of ``sparseseg export``
-    carries beside its rdf.yaml."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            names = archive.namelist()
-            missing = [name for name in (CONFIG, WEIGHTS) if name not in names]
-            if missing:
-                raise InputError(f"{path}: holds no {' and no '.join(missing)}: not a package written by sparseseg export")
-            config, weights = archive.read(CONFIG), archive.read(WEIGHTS)
-            forest = archive.read(FOREST) if FOREST in names else None
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise InputError(f"{path}: cannot read the package ({exc})") from exc
-    try:
-        return json.loads(config), weights, forest
-    except ValueError as exc:
-        raise InputError(f"{path / CONFIG}: cannot read JSON ({exc})") from exc
+def _state_bytes(network) -> int:
+    """Most bytes a ``weights.pt`` of ``network`` can hold: its tensors, and room for torch's index and alignment."""
+    state = network.state_dict()
+    return sum(t.numel() * t.element_size() for t in state.values()) + 4096 * len(state) + (1 << 20)
 
 
-def _read_weights(source: Path | bytes, path: Path) -> dict:
-    """The state dict in the file ``source`` (or its bytes, read from ``path``), loaded with ``weights_only=True``:
-    opening it runs no code."""
+def _load_weights(network, files: _Files) -> None:
+    """Load ``weights.pt`` into ``network``: size-capped by what the network holds, read with ``weights_only=True``."""
+    import warnings
+
     import torch
 
-    if isinstance(source, Path) and not source.is_file():
-        raise InputError(f"{path}: no such file")
+    cap = _state_bytes(network)
+    data = files.read(WEIGHTS, cap)
+    where = files.label(WEIGHTS)
     try:
-        return torch.load(_bytes.BytesIO(source) if isinstance(source, bytes) else source, map_location="cpu",
-                          weights_only=True)
-    except Exception as exc:
-        raise InputError(f"{path}: cannot read weights, not a file written by sparseseg ({type(exc).__name__})") from exc
+        with zipfile.ZipFile(_bytes.BytesIO(data)) as archive:
+            if sum(info.file_size for info in archive.infolist()) > cap:
+                raise InputError(f"{where}: unpacks to more than the {cap} bytes the network's weights take; not read")
+    except zipfile.BadZipFile:
+        pass  # torch's legacy format, not a zip: its size is its file's, checked above
+    with warnings.catch_warnings(record=True) as said:  # torch warns about legacy and pickled files: fold it in
+        warnings.simplefilter("always")
+        try:
+            state = torch.load(_bytes.BytesIO(data), map_location="cpu", weights_only=True)
+        except Exception as exc:
+            why = " ".join(str(said[0].message).split())[:120] if said else type(exc).__name__
+            raise InputError(f"{where}: cannot read weights, not a file written by sparseseg ({why})") from None
+    if not isinstance(state, dict):
+        raise InputError(f"{where}: holds a {type(state).__name__}, not the network's weights")
+    try:
+        network.load_state_dict(state)
+    except (RuntimeError, TypeError) as exc:  # torch's first line is a header; the next says what does not fit
+        lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+        raise InputError(f"{where}: weights do not match {CONFIG} ({' '.join(lines[1:2] or lines[:1])[:160]})") from None

@@ -155,7 +155,7 @@ def densify(
     if workers is not None or scheduler is not None:
         from sparseseg import cluster
 
-        cluster.need_dask()
+        cluster.check_cluster(workers, scheduler)
     outputs.check([*volumes, labels, init], [out, weights_out], [save_model_to])
     if save_model_to is not None:
         check_model_folder(save_model_to, outputs.overwrite)
@@ -476,6 +476,10 @@ def predict(
         for path in (out, outputs.probabilities):
             if path is not None:
                 io.check_resumable(path)
+    if workers is not None or scheduler is not None:
+        from sparseseg import cluster
+
+        cluster.check_cluster(workers, scheduler)
     outputs.check([folder, *volumes], [out])
     resolve_device(device)
     model = with_overlap(load_model(folder), overlap)

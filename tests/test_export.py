@@ -182,7 +182,7 @@ def test_without_the_extra_export_says_what_to_install(trained, run, bad_input, 
     assert list(tmp_path.iterdir()) == []
 
 
-def test_a_model_with_a_forest_exports_the_network_alone_with_a_warning(trained, spec, tmp_path, caplog, no_network):
+def test_a_model_with_a_forest_exports_the_whole_model_with_a_warning(trained, spec, tmp_path, caplog, no_network):
     from dataclasses import replace
 
     from sparseseg import forest, modelfolder
@@ -201,8 +201,11 @@ def test_a_model_with_a_forest_exports_the_network_alone_with_a_warning(trained,
         path = export_model(folder, tmp_path / "m.zip", sample=[trained.volume])
     assert any("network alone" in r.getMessage() and r.levelname == "WARNING" for r in caplog.records)
     with zipfile.ZipFile(path) as archive:
-        assert modelfolder.FOREST not in archive.namelist()
+        assert modelfolder.FOREST in archive.namelist()
     meta = json.loads(_member(path, modelfolder.CONFIG))
-    assert meta["forest"] is None and meta["blend"] == 1.0
-    loaded = modelfolder.load_model(path)
-    assert loaded.forest is None and loaded.blend == 1.0
+    assert meta["forest"] == modelfolder.FOREST and meta["blend"] == 0.7
+    assert "network alone" in _member(path, "README.md").decode()
+    loaded, original = modelfolder.load_model(path), modelfolder.load_model(folder)
+    assert loaded.blend == 0.7
+    expected = forest.forest_probabilities(original.forest, trained.image[None], trained.classes)
+    assert np.array_equal(forest.forest_probabilities(loaded.forest, trained.image[None], trained.classes), expected)

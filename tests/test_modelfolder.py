@@ -1,5 +1,6 @@
-"""The model folder with a forest: format 2 saves the forest (forest.joblib) and the blend weight and loads them back,
-format 1 folders still load (the network alone), the --resume fingerprint covers the forest, bad ones are refused."""
+"""The model folder with a forest: format 3 saves the forest (forest.npz, numeric arrays) and the blend weight and loads
+them back, format 1 folders still load (the network alone), format 2 folders with a pickled forest are refused, the
+--resume fingerprint covers the forest, bad ones are refused."""
 
 import json
 import zipfile
@@ -53,9 +54,9 @@ def _rewrite(folder, change):
 
 def test_round_trip_with_a_forest_and_blend(model, volume, tmp_path):
     folder = modelfolder.save_model(tmp_path / "m", model)
-    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "forest.joblib", "weights.pt"]
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "forest.npz", "weights.pt"]
     meta = _meta(folder)
-    assert meta["format_version"] == 2 and meta["blend"] == 0.5 and meta["forest"] == "forest.joblib"
+    assert meta["format_version"] == 3 and meta["blend"] == 0.5 and meta["forest"] == "forest.npz"
     loaded = modelfolder.load_model(folder)
     assert loaded.blend == 0.5 and isinstance(loaded.forest, F.Forest)
     assert np.array_equal(loaded.forest.classes, model.forest.classes)
@@ -128,31 +129,75 @@ def _set(key, value):
     return lambda folder: _rewrite(folder, lambda meta: meta.__setitem__(key, value))
 
 
+def _set_raw(key, text):
+    """Set ``key`` to JSON ``text`` as written (1e999 reads as infinity, which json.dumps cannot write)."""
+    def change(folder):
+        _rewrite(folder, lambda meta: meta.__setitem__(key, "RAW"))
+        path = folder / modelfolder.CONFIG
+        path.write_text(path.read_text().replace('"RAW"', text))
+
+    return change
+
+
 def _drop(key):
     return lambda folder: _rewrite(folder, lambda meta: meta.pop(key))
 
 
 def _garbage(folder):
-    (folder / modelfolder.FOREST).write_bytes(b"not a pickle")
+    (folder / modelfolder.FOREST).write_bytes(b"not an archive")
 
 
 def _not_a_forest(folder):
-    import joblib
+    np.savez(folder / modelfolder.FOREST, a=np.arange(3))
 
-    joblib.dump({"a": 1}, folder / modelfolder.FOREST)
+
+def _edit_forest(change):
+    """Rewrite forest.npz with ``change(arrays)`` applied to its arrays."""
+    def damage(folder):
+        with np.load(folder / modelfolder.FOREST) as archive:
+            arrays = {name: archive[name] for name in archive.files}
+        change(arrays)
+        with open(folder / modelfolder.FOREST, "wb") as f:
+            np.savez(f, **arrays)
+
+    return damage
+
+
+def _child_before_parent(arrays):
+    arrays["left"][0] = 0  # the root its own child: a loop the compiled tree code would never leave
+
+
+def _child_outside(arrays):
+    arrays["right"][0] = 10**6
+
+
+def _pickled_array(arrays):
+    arrays["classes"] = np.array([{"a": 1}], dtype=object)
 
 
 @pytest.mark.parametrize(("damage", "needles"), [
     pytest.param(_set("blend", 2), ["blend"], id="blend-2"),
     pytest.param(_set("blend", "half"), ["blend"], id="blend-a-string"),
     pytest.param(_drop("blend"), ["blend", "missing"], id="blend-missing"),
-    pytest.param(_set("forest", "other.joblib"), ["forest"], id="forest-another-file"),
+    pytest.param(_set("forest", "other.npz"), ["forest"], id="forest-another-file"),
     pytest.param(_set("forest", None), ["blend", "forest"], id="forest-null-but-blend-below-1"),
-    pytest.param(lambda folder: (folder / modelfolder.FOREST).unlink(), ["forest.joblib", "no such file"],
+    pytest.param(lambda folder: (folder / modelfolder.FOREST).unlink(), ["forest.npz", "no such file"],
                  id="forest-file-missing"),
-    pytest.param(_garbage, ["forest.joblib", "cannot read"], id="forest-file-garbage"),
-    pytest.param(_not_a_forest, ["forest.joblib", "dict"], id="forest-file-not-a-forest"),
-    pytest.param(_set("format_version", 3), ["format_version", "1, 2"], id="format-3"),
+    pytest.param(_garbage, ["forest.npz", "cannot read"], id="forest-file-garbage"),
+    pytest.param(_not_a_forest, ["forest.npz", "no array"], id="forest-file-not-a-forest"),
+    pytest.param(_edit_forest(_child_before_parent), ["forest.npz", "child"], id="forest-tree-loops"),
+    pytest.param(_edit_forest(_child_outside), ["forest.npz", "child"], id="forest-tree-points-outside"),
+    pytest.param(_edit_forest(_pickled_array), ["forest.npz", "cannot read"], id="forest-object-array"),
+    pytest.param(_set("class_weights", [1, -1, 1]), ["class_weights"], id="class-weights-negative"),
+    pytest.param(_set_raw("class_weights", "[1, 1e999, 1]"), ["class_weights"], id="class-weights-infinite"),
+    pytest.param(_set_raw("class_offsets", "[0, 0, 1e999]"), ["class_offsets"], id="class-offsets-infinite"),
+    pytest.param(_set("classes", [0, 1, 70000]), ["classes", "65535"], id="classes-above-65535"),
+    pytest.param(_set("classes", [-5, 1, 2]), ["classes", "65535"], id="classes-negative"),
+    pytest.param(_set("train_shapes", {"z": [10**9, 48, 48]}), ["train_shapes"], id="train-shape-huge"),
+    pytest.param(_set("train_shapes", {"z": [0, 0, 0]}), ["train_shapes"], id="train-shape-zero"),
+    pytest.param(_set("pools", [[0, 2, 2], [2, 2, 2]]), ["pools"], id="pool-kernel-0"),
+    pytest.param(_set("in_channels", 10**6), ["in_channels"], id="in-channels-a-million"),
+    pytest.param(_set("format_version", 4), ["format_version", "1, 2, 3"], id="format-4"),
 ])
 def test_loading_a_damaged_folder_is_refused(model, tmp_path, damage, needles):
     folder = modelfolder.save_model(tmp_path / "m", model)
@@ -161,3 +206,47 @@ def test_loading_a_damaged_folder_is_refused(model, tmp_path, damage, needles):
         modelfolder.load_model(folder)
     for needle in needles:
         assert needle in str(refused.value), (needle, str(refused.value))
+
+
+def _config_text(folder, text):
+    (folder / modelfolder.CONFIG).write_text(text)
+
+
+@pytest.mark.parametrize(("text", "needles"), [
+    pytest.param("[" * 100_000 + "]" * 100_000, ["config.json", "nested too deep"], id="nested-100000-deep"),
+    pytest.param('{"format_version": NaN}', ["config.json", "NaN"], id="nan-constant"),
+    pytest.param(" " * (modelfolder.MAX_CONFIG_BYTES + 1), ["config.json", "bytes"], id="config-too-large"),
+])
+def test_a_config_that_cannot_be_a_model_is_refused(model, tmp_path, text, needles):
+    folder = modelfolder.save_model(tmp_path / "m", model)
+    _config_text(folder, text)
+    with pytest.raises(InputError) as refused:
+        modelfolder.load_model(folder)
+    for needle in needles:
+        assert needle in str(refused.value), (needle, str(refused.value))
+
+
+def test_a_format_2_folder_with_a_pickled_forest_is_refused_with_how_to_resave(model, tmp_path):
+    import joblib
+
+    folder = modelfolder.save_model(tmp_path / "m", model)
+    (folder / modelfolder.FOREST).unlink()
+    joblib.dump(model.forest, folder / modelfolder.PICKLED_FOREST)
+    _rewrite(folder, lambda meta: meta.update(format_version=2, forest=modelfolder.PICKLED_FOREST))
+    with pytest.raises(InputError) as refused:
+        modelfolder.load_model(folder)
+    assert "pickle" in str(refused.value) and "save_forest" in str(refused.value)
+    # the re-save the message gives makes the folder load, with the same forest
+    from sparseseg.forest_file import save_forest
+
+    save_forest(joblib.load(folder / modelfolder.PICKLED_FOREST), folder / modelfolder.FOREST)
+    loaded = modelfolder.load_model(folder)
+    assert loaded.blend == 0.5 and np.array_equal(loaded.forest.classes, model.forest.classes)
+
+
+def test_the_saved_forest_predicts_as_the_fitted_one(model, volume, tmp_path):
+    folder = modelfolder.save_model(tmp_path / "m", model)
+    loaded = modelfolder.load_model(folder)
+    features = np.random.default_rng(0).normal(size=(500, model.forest.classifier.n_features_in_)).astype(np.float32)
+    assert np.array_equal(loaded.forest.classifier.predict_proba(features),
+                          model.forest.classifier.predict_proba(features))

@@ -206,3 +206,36 @@ def test_a_failure_in_the_worker_is_said(loop, qtbot, monkeypatch):
     qtbot.waitUntil(lambda: widget.worker is None, timeout=WAIT_MS)
     assert widget.status.text() == "error: out of GPU memory: lower patch or batch_size (or use the CPU)"
     assert layers.SEGMENTATION not in viewer.layers and widget.densify_button.isEnabled()
+
+
+def test_load_model_refuses_a_pickled_forest(make_napari_viewer, trained, tmp_path):
+    """A model folder whose forest is a pickle is refused on Load model, and the pickle's code never runs."""
+    import json
+    import pickle
+
+    from sparseseg import modelfolder
+
+    marker = tmp_path / "code-ran"
+    folder = tmp_path / "shared_model"
+    shutil.copytree(trained.model, folder)
+    (folder / modelfolder.FOREST).unlink(missing_ok=True)
+    with open(folder / modelfolder.PICKLED_FOREST, "wb") as f:
+        pickle.dump(_Payload(marker), f)
+    meta = json.loads((folder / modelfolder.CONFIG).read_text())
+    meta.update(format_version=2, forest=modelfolder.PICKLED_FOREST, blend=0.5)
+    (folder / modelfolder.CONFIG).write_text(json.dumps(meta))
+    widget = DensifyWidget(make_napari_viewer())
+    widget.load_model(folder)
+    assert widget.model is None
+    assert widget.status.text().startswith("error:") and "pickle" in widget.status.text()
+    assert not marker.exists()
+
+
+class _Payload:
+    """Unpickled, it writes the file ``path``."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
