@@ -174,13 +174,24 @@ def densify(
     model, train_log = estimated.model, stoppable.told(estimated.train_log)
     _interrupted(train_log, partial)
     image = replace(image, spacing=model.config.spacing)  # outputs carry the voxel size trained with (file or --spacing)
+    every = [out, weights_out, outputs.probabilities, outputs.preview, save_model_to]
+    with io.outputs_together(every):
+        written, segmentation, model = _write_densified(estimated, image, annotation, out, weights_out, outputs,
+                                                        save_model_to, (volumes, workers, scheduler, config.device))
+    return DensifyReport(how, model, train_log, segmentation, written)
+
+
+def _write_densified(estimated, image, annotation, out, weights_out, outputs, save_model_to, where):
+    """Segment and write every output of a whole-volume densify; ``where``: volumes, workers, scheduler, device."""
+    volumes, workers, scheduler, device = where
+    model = estimated.model
     if workers is None and scheduler is None:
-        model, segmentation = segment_estimated(estimated, image.data, annotation, config.device)
+        model, segmentation = segment_estimated(estimated, image.data, annotation, device)
         written = [io.write_volume(out, segmentation.labels, reference=image, overwrite=outputs.overwrite)]
     else:
         estimated.network = estimated.features = None  # the workers run the network and the forest on their blocks
         model, segmentation = _segment_on_cluster(model, volumes, image, annotation, out, outputs, workers, scheduler,
-                                                  config.device)
+                                                  device)
         written = [Path(out)] + ([Path(outputs.probabilities)] if outputs.probabilities is not None else [])
         outputs = replace(outputs, probabilities=None)  # written already
     if weights_out is not None:
@@ -189,7 +200,7 @@ def densify(
     written += outputs.write(image, segmentation, annotation.planes)
     if save_model_to is not None:
         written.append(save_model(save_model_to, model, outputs.overwrite))
-    return DensifyReport(how, model, train_log, segmentation, written)
+    return written, segmentation, model
 
 
 def _segment_on_cluster(model: Model, volumes, image: io.Volume, annotation: Annotation, out, outputs: Outputs, workers,
@@ -285,7 +296,6 @@ def _scan_for_slabs(source, labels: PathLike, config: Config, planes: list[str] 
 def _densify_slabs(volumes, source, labels, out, config, planes, weights_out, outputs, save_model_to, start_model, progress,
                    partial):
     """`densify` of a large volume in bounded memory (`sparseseg.bounded`); None where it needs the volume whole."""
-    shape = tuple(source.shape[1:])
     scanned = _scan_for_slabs(source, labels, config, planes, start_model)
     if scanned is None:
         return None
@@ -297,6 +307,18 @@ def _densify_slabs(volumes, source, labels, out, config, planes, weights_out, ou
         model, train_log = bounded.fit_slabs(source, sparse, scan, config, stoppable, start_model)
     train_log = stoppable.told(train_log)
     _interrupted(train_log, partial)
+    with io.outputs_together([out, weights_out, outputs.probabilities, outputs.preview, save_model_to]):
+        model, written, windows, seconds = _write_slabs(model, source, sparse, scan,
+                                                        (volumes, out, weights_out, outputs, save_model_to))
+    return DensifyReport(scan.how, model, train_log, Segmentation(None, None, seconds, windows), written)
+
+
+def _write_slabs(model, source, sparse, scan, paths):
+    """Calibrate, segment and write every output of a slab densify; ``paths``: volumes, out, weights_out, outputs,
+    save_model_to. The calibrated model, the files written, the windows and the seconds."""
+    volumes, out, weights_out, outputs, save_model_to = paths
+    shape = tuple(source.shape[1:])
+    config = model.config
     sink, probabilities = block_sinks(out, outputs, model, shape, source, spacing=model.config.spacing)
     try:  # segment_source finishes the sinks, or aborts them
         model = bounded.calibrate_slabs(model, source, sparse, scan, config.device, sink.chunks)
@@ -317,7 +339,7 @@ def _densify_slabs(volumes, source, labels, out, config, planes, weights_out, ou
         written.append(outputs.write_preview(volumes, out, scan.planes, model.config.spacing))
     if save_model_to is not None:
         written.append(save_model(save_model_to, model, outputs.overwrite))
-    return DensifyReport(scan.how, model, train_log, Segmentation(None, None, seconds, windows), written)
+    return model, written, windows, seconds
 
 
 @dataclass
@@ -488,16 +510,18 @@ def predict(
         raise InputError(f"{source.path}: the model {folder} takes {model.in_channels} channel(s), got {source.shape[0]}")
     key = run_key(folder, volumes, model.config.tta if tta is None else tta)
     shared = workers is not None or scheduler is not None
-    labels, probabilities = block_sinks(out, outputs, model, source.shape[1:], source, key=key, resume=resume,
-                                        shared=shared)
-    if not shared:
-        windows, seconds = segment_source(model, source, labels, probabilities, device=device, tta=tta, progress=progress)
-    else:
-        windows, seconds = _on_cluster(model, folder, source, labels, probabilities, workers, scheduler, device, tta,
-                                       progress)
-    written = [Path(out)] + ([Path(outputs.probabilities)] if probabilities is not None else [])
-    if outputs.preview is not None:
-        written.append(outputs.write_preview(volumes, out))
+    with io.outputs_together([out, outputs.probabilities, outputs.preview]):
+        labels, probabilities = block_sinks(out, outputs, model, source.shape[1:], source, key=key, resume=resume,
+                                            shared=shared)
+        if not shared:
+            windows, seconds = segment_source(model, source, labels, probabilities, device=device, tta=tta,
+                                              progress=progress)
+        else:
+            windows, seconds = _on_cluster(model, folder, source, labels, probabilities, workers, scheduler, device, tta,
+                                           progress)
+        written = [Path(out)] + ([Path(outputs.probabilities)] if probabilities is not None else [])
+        if outputs.preview is not None:
+            written.append(outputs.write_preview(volumes, out))
     return PredictReport(model, windows, seconds, written)
 
 

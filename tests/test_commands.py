@@ -54,7 +54,7 @@ def test_densify_save_model_json(trained, one_json):
 
 def test_model_folder_holds_config_and_weights(trained, strict_json):
     files = sorted(p.name for p in trained.model.iterdir())
-    assert files in (["config.json", "weights.pt"], ["config.json", "forest.joblib", "weights.pt"])
+    assert files in (["config.json", "weights.pt"], ["config.json", "forest.npz", "weights.pt"])
     meta = strict_json((trained.model / "config.json").read_text())
     assert meta["sparseseg_version"] == __version__
     assert meta["in_channels"] == 1
@@ -66,7 +66,7 @@ def test_model_folder_holds_config_and_weights(trained, strict_json):
     assert config["base"] == 4 and config["patch"] == [8, 16, 16] and config["seed"] == 0
     assert config["iterations"] == 3 and config["device"] == "cpu" and config["calibrate"] is True
     assert len(meta["class_offsets"]) == len(trained.classes)  # fitted on the held-out planes
-    assert (meta["forest"] == "forest.joblib") == ("forest.joblib" in files) and 0 <= meta["blend"] <= 1
+    assert (meta["forest"] == "forest.npz") == ("forest.npz" in files) and 0 <= meta["blend"] <= 1
     assert set(meta["estimate"]["held_out_planes"]) == {"z", "y", "x"} and 0 <= meta["estimate"]["iou"] <= 1
     said = meta["estimate"]  # the held-out planes' score, and the forest's correction where a forest was fitted
     assert said["iou"] == pytest.approx(said["held_out_iou"] + said["correction"], abs=2e-4)

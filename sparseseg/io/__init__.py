@@ -33,6 +33,7 @@ renamed into place), one module a format (`tiff`, `nifti`, `zarr_store`, `ome_za
 """
 
 from sparseseg.io import atomic, nifti, tiff
+from sparseseg.io.atomic import outputs_together
 from sparseseg.io.base import FileSink, FileSource
 from sparseseg.io.checks import check_output
 from sparseseg.io.hdf5 import Hdf5Sink, Hdf5Source
@@ -58,7 +59,7 @@ __all__ = [
     "write_volume", "create_sink", "FileSink", "TiffSink", "NiftiSink", "ZarrSink", "OmeZarrSink", "OmeLabelsSink",
     "Hdf5Sink", "NGFF_VERSION", "BIGTIFF_BYTES", "IMAGEJ_DTYPES", "PYRAMID_BLOCK_BYTES", "DEFAULT_UNIT",
     # small files
-    "write_png", "write_text", "write_json", "write_file", "read_json",
+    "write_png", "write_text", "write_json", "write_file", "read_json", "outputs_together",
 ]
 
 # Internals the tests reach as sparseseg.io.NAME. Their callers look them up in the module that defines them, so a

@@ -6,6 +6,7 @@ Also the check that the disk has room for a memory-mapped file before it is made
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import secrets
 import shutil
@@ -13,7 +14,7 @@ import tempfile
 from pathlib import Path
 
 from sparseseg.errors import InputError
-from sparseseg.io.locations import SUFFIXES
+from sparseseg.io.locations import SUFFIXES, locate
 
 
 def _file_mode(path) -> None:
@@ -23,15 +24,50 @@ def _file_mode(path) -> None:
     os.chmod(path, (0o777 if os.path.isdir(path) else 0o666) & ~umask)
 
 
-def _atomic(path: Path, write) -> None:
-    """Call ``write(tmp_path)`` on a temporary file beside ``path``, then rename it into place."""
+def _atomic(path: Path, write, overwrite: bool = True) -> None:
+    """Call ``write(tmp_path)`` on a temporary file beside ``path``, then rename it into place (`_place`)."""
     name = path.name
     suffix = next((s for s in SUFFIXES + (".png", ".json", ".pt", ".csv", ".zip") if name.lower().endswith(s)), "")
     tmp = _temp_file(path, suffix)
     with _undone_on_failure(lambda: tmp.unlink(missing_ok=True), path):
         write(tmp)
         _file_mode(tmp)
-        os.replace(tmp, path)
+        _place(tmp, path, overwrite)
+
+
+def _place(tmp: Path, final: Path, overwrite: bool) -> None:
+    """Rename a finished temporary file or folder onto ``final``.
+
+    With ``overwrite`` an earlier ``final`` is replaced (`_into_place`). Without it, nothing that is at ``final`` now
+    is ever replaced: a file, a folder or a dangling symbolic link that another run made since the start. The rename
+    itself checks it (a hard link, which fails where the name is taken; a folder renamed only onto no name), so a run
+    started at the same time cannot slip in between a check and the rename.
+    """
+    if overwrite:
+        _into_place(tmp, final)
+        return
+    taken = InputError(f"'{final}': exists already, made while this run worked (use --overwrite to replace it); "
+                       "nothing was written there")
+    if final.exists() or final.is_symlink():
+        raise taken
+    if tmp.is_dir():
+        try:
+            os.rename(tmp, final)  # fails onto a file, a link or a non-empty folder made since the check above
+        except OSError as exc:
+            if exc.errno in (errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR, errno.EISDIR):
+                raise taken from None
+            raise
+        return
+    try:
+        os.link(tmp, final)
+    except FileExistsError:
+        raise taken from None
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
+            raise
+        os.replace(tmp, final)  # a file system without hard links: checked just above
+        return
+    tmp.unlink()
 
 
 @contextlib.contextmanager
@@ -102,3 +138,38 @@ def _temp_dir(final: Path, path) -> Path:
         raise InputError(f"{path}: cannot write ({exc.strerror or exc})") from exc
     _file_mode(tmp)
     return tmp
+
+
+def _output_target(path) -> Path:
+    """The file or folder that an output path names (an HDF5 output: its file; a Zarr array: its folder)."""
+    loc = locate(Path(path))
+    if loc.container and loc.zarr:
+        return loc.file.joinpath(*loc.parts)
+    return loc.file if loc.container else Path(path)
+
+
+@contextlib.contextmanager
+def outputs_together(paths):
+    """Outputs that appear together or not at all: where the body fails (a full disk under the preview, a model folder
+    that cannot be written), the outputs among ``paths`` that were not there before it are removed again.
+
+    An output that replaced an earlier one (overwrite), or a dataset added to an existing HDF5 file, cannot be taken
+    back: the error says which were kept.
+    """
+    fresh = [p for p in paths if p is not None and not _taken(_output_target(p))]
+    try:
+        yield
+    except BaseException as exc:
+        for path in fresh:
+            _remove(_output_target(path))
+        kept = [str(p) for p in paths if p is not None and p not in fresh and _taken(_output_target(p))]
+        if isinstance(exc, InputError) and kept:
+            raise InputError(f"{exc}; kept as it was before this run or replaced by it: {', '.join(kept)}") from None
+        raise
+
+
+def _taken(target: Path) -> bool:
+    """Whether something is at ``target`` (a dangling link too); an empty folder counts as nothing."""
+    if target.is_dir() and not target.is_symlink():
+        return any(target.iterdir())
+    return target.exists() or target.is_symlink()

@@ -139,6 +139,9 @@ class FileSink(_Opened):
     """
 
     chunks: tuple[int, int, int] | None = None
+    #: Whether `finish` may replace what is at the path then; without it, whatever another run put there meanwhile is
+    #: kept and `finish` refuses (set by `sparseseg.io.create_sink`).
+    overwrite: bool = False
 
     def __init__(self, path, shape, dtype):
         self.path = Path(path)

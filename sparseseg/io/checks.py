@@ -39,6 +39,9 @@ def check_output(path: str | os.PathLike, overwrite: bool = False, suffixes: Seq
         raise InputError(f"{path}: is a folder; give a file name for the output")
     if not path.parent.is_dir():
         raise InputError(f"{path}: folder {path.parent} does not exist")
+    if path.is_symlink() and not path.exists() and not overwrite:
+        raise InputError(f"{path}: is a symbolic link to nothing (to {os.readlink(path)}); use --overwrite to replace "
+                         "the link, or give another name")
     if path.exists() and not overwrite:
         raise InputError(f"{path}: exists already (use --overwrite to replace it)")
     return path

@@ -9,9 +9,10 @@ import contextlib
 import os
 import posixpath
 import secrets
+import shutil
 
 from sparseseg.errors import InputError
-from sparseseg.io.atomic import _file_mode, _temp_file, _undone_on_failure
+from sparseseg.io.atomic import _file_mode, _into_place, _place, _room, _temp_file, _undone_on_failure
 from sparseseg.io.base import FileSink, FileSource, _default_chunks, _Reference
 from sparseseg.io.locations import Location, _need
 from sparseseg.io.metadata import _MICROMETRES, DEFAULT_UNIT, _attrs_spacing, _file_axes, _named_axes
@@ -88,12 +89,10 @@ class Hdf5Source(FileSource):
 class Hdf5Sink(FileSink):
     """An HDF5 dataset, ``file.h5:/path``: chunked and gzip-compressed, with ``element_size_um`` where the voxel size is known.
 
-    A new file is written as a temporary file beside it and renamed on `finish`. Into an
-    existing file the dataset is written under a temporary name in the file's root group,
-    ``/.NAME.partial-XXXX``, and moved to its path on `finish` (replacing an earlier dataset
-    there only with overwrite); `abort` deletes it. HDF5 does not give the space of a deleted
-    dataset back (h5repack does), and a process killed mid-write leaves that temporary
-    dataset in the file. One process writes an HDF5 output: the sink does not pickle.
+    The dataset is written into a temporary file beside the target and renamed onto it on `finish`: a new file, or a
+    copy of an existing file that the dataset is added to (replacing an earlier dataset there only with overwrite).
+    An existing file is never opened for writing, so a full disk or a killed run leaves it as it was; `abort`
+    removes the temporary file. One process writes an HDF5 output: the sink does not pickle.
     """
 
     def __init__(self, loc: Location, shape, dtype, reference: _Reference, chunks=None):
@@ -103,12 +102,16 @@ class Hdf5Sink(FileSink):
         chunks = tuple(chunks) if chunks is not None else _default_chunks(self.shape)
         chunks = (1,) * (len(self.shape) - len(chunks)) + chunks
         self.chunks = tuple(chunks[-3:])
-        self.tmp_file = None if loc.file.exists() else _temp_file(loc.file, loc.file.suffix)
-        self.tmp_name = self.name if self.tmp_file else f"/.{posixpath.basename(self.name)}.partial-{secrets.token_hex(4)}"
+        self.existing = loc.file.exists()
+        self.tmp_file = _temp_file(loc.file, loc.file.suffix)
+        self.tmp_name = self.name if not self.existing else f"/.{posixpath.basename(self.name)}.partial-{secrets.token_hex(4)}"
         self.h5 = None
         try:
             with _undone_on_failure(self._cleanup):
-                self.h5 = h5py.File(self.tmp_file or self.file, "w" if self.tmp_file else "r+")
+                if self.existing:
+                    _room(self.tmp_file, loc.file.stat().st_size)
+                    shutil.copyfile(loc.file, self.tmp_file)
+                self.h5 = h5py.File(self.tmp_file, "r+" if self.existing else "w")
                 dataset = self.h5.create_dataset(self.tmp_name, shape=self.shape, dtype=self.dtype, chunks=chunks,
                                                  compression="gzip", compression_opts=4, fillvalue=0)
                 if reference.spacing is not None:
@@ -116,7 +119,7 @@ class Hdf5Sink(FileSink):
                     dataset.attrs["element_size_um"] = [s * _MICROMETRES.get(unit, 1.0) for s in reference.spacing]
                 dataset.attrs["axes"] = "czyx"[-len(self.shape):]
         except OSError as exc:
-            raise InputError(f"{self.path}: cannot write ({exc})") from exc
+            raise InputError(f"'{self.path}': cannot write ({exc}); nothing was written there") from exc
 
     def __getstate__(self):
         raise TypeError(f"{self.path}: an HDF5 output is written by one process; write a Zarr output from several")
@@ -125,25 +128,23 @@ class Hdf5Sink(FileSink):
         self.h5[self.tmp_name][self._lead + zyx] = block
 
     def _finish(self):
-        if self.tmp_file is None:
+        if self.existing:
             parent = posixpath.dirname(self.name)
             if parent != "/":
                 self.h5.require_group(parent)
             if self.name in self.h5:
                 del self.h5[self.name]
             self.h5.move(self.tmp_name, self.name)
-            self.h5.close()
+        self.h5.close()
+        _file_mode(self.tmp_file)
+        if self.existing:
+            _into_place(self.tmp_file, self.file)  # the file grows by a dataset: it was there, and is meant to change
         else:
-            self.h5.close()
-            _file_mode(self.tmp_file)
-            os.replace(self.tmp_file, self.file)
+            _place(self.tmp_file, self.file, self.overwrite)
 
     def _cleanup(self):
         h5, self.h5 = self.h5, None
         if h5 is not None and h5.id.valid:
-            if self.tmp_file is None and self.tmp_name in h5:
-                with contextlib.suppress(Exception):
-                    del h5[self.tmp_name]
-            h5.close()
-        if self.tmp_file is not None:
-            self.tmp_file.unlink(missing_ok=True)
+            with contextlib.suppress(Exception):
+                h5.close()
+        self.tmp_file.unlink(missing_ok=True)

@@ -90,7 +90,7 @@ class NiftiSink(FileSink):
         self.data[self._lead + zyx] = block
 
     def _finish(self):
-        _atomic(self.path, lambda tmp: _write_nifti(tmp, self.data, self.reference))
+        _atomic(self.path, lambda tmp: _write_nifti(tmp, self.data, self.reference), self.overwrite)
         self.data = None
 
     def _cleanup(self):

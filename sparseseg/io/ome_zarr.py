@@ -10,7 +10,7 @@ import numpy as np
 
 from sparseseg.blocks import block_shape, plan_blocks
 from sparseseg.errors import InputError
-from sparseseg.io.atomic import _into_place, _remove, _undone_on_failure
+from sparseseg.io.atomic import _place, _remove, _undone_on_failure
 from sparseseg.io.base import _default_chunks, _Reference
 from sparseseg.io.locations import Location, _need
 from sparseseg.io.metadata import _NGFF_UNITS, DEFAULT_UNIT, _named_axes
@@ -132,7 +132,7 @@ class OmeZarrSink(PartialSink):
         axes += [dict(name=a, type="space", **({"unit": unit} if unit else {})) for a in "zyx"]
         write_multiscales_metadata(group, datasets, fmt=_ngff_format(self.version), axes=axes, name=self.final.name)
         self._unrecord()
-        _into_place(self.tmp, self.final)
+        _place(self.tmp, self.final, self.overwrite)
 
     def _cleanup(self):
         self._handle = None
@@ -261,7 +261,7 @@ class OmeLabelsSink(PartialSink):
             add_metadata(group, {"multiscales": multiscales}, fmt=fmt)
         add_metadata(group, {"image-label": {"version": fmt.version, "source": {"image": "../../"}}}, fmt=fmt)
         self._unrecord()
-        _into_place(self.tmp, self.labels / self.name)
+        _place(self.tmp, self.labels / self.name, self.overwrite)
         labels = zarr.open_group(str(self.labels), mode="r+")
         listed = list(get_metadata(labels).get("labels", []))
         if self.name not in listed:

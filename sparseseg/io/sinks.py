@@ -47,6 +47,13 @@ def create_sink(path: str | os.PathLike, shape: Sequence[int], dtype, *, spacing
     dtype = np.dtype(dtype)
     ref = _reference(reference, spacing)
     loc = locate(path)
+    sink = _sink(loc, path, shape, dtype, ref, chunks, key, resume)
+    sink.overwrite = overwrite
+    return sink
+
+
+def _sink(loc, path, shape, dtype, ref, chunks, key, resume) -> FileSink:
+    """The sink of ``path``'s format (see `create_sink`)."""
     if loc.suffix in TIFF_SUFFIXES:
         return TiffSink(path, shape, dtype, ref)
     if loc.suffix in NIFTI_SUFFIXES:
@@ -80,9 +87,9 @@ def write_volume(path: str | os.PathLike, data: np.ndarray, reference: Volume | 
     # The writers are looked up on their modules when called, so that a fault patched into tiff._write_tiff or
     # nifti._write_nifti (tests/test_faults.py) reaches these writes as it reaches the sinks'.
     if suffix in TIFF_SUFFIXES:
-        _atomic(path, lambda tmp: tiff._write_tiff(tmp, data, ref.spacing, ref.unit))
+        _atomic(path, lambda tmp: tiff._write_tiff(tmp, data, ref.spacing, ref.unit), overwrite)
     elif suffix in NIFTI_SUFFIXES:
-        _atomic(path, lambda tmp: nifti._write_nifti(tmp, data, reference))
+        _atomic(path, lambda tmp: nifti._write_nifti(tmp, data, reference), overwrite)
     else:
         with create_sink(path, data.shape, data.dtype, reference=reference, overwrite=overwrite) as sink:
             sink.write(tuple(slice(0, n) for n in data.shape[-3:]), data)

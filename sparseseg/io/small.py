@@ -19,14 +19,14 @@ def write_png(path: str | os.PathLike, rgb: np.ndarray, overwrite: bool = False)
     from PIL import Image
 
     path = check_output(path, overwrite, suffixes=(".png",))
-    _atomic(path, lambda tmp: Image.fromarray(rgb).save(tmp, format="PNG"))
+    _atomic(path, lambda tmp: Image.fromarray(rgb).save(tmp, format="PNG"), overwrite)
     return path
 
 
 def write_text(path: str | os.PathLike, text: str, overwrite: bool = False, suffixes: Sequence[str] = (".json", ".csv")) -> Path:
     """Write a text file (a JSON or CSV report), atomically."""
     path = check_output(path, overwrite, suffixes=suffixes)
-    _atomic(path, lambda tmp: tmp.write_text(text))
+    _atomic(path, lambda tmp: tmp.write_text(text), overwrite)
     return path
 
 
@@ -39,7 +39,7 @@ def write_file(path: str | os.PathLike, write: Callable[[Path], None], overwrite
                suffixes: Sequence[str] = (".zip",)) -> Path:
     """Write a file by calling ``write(tmp)`` on a temporary file beside ``path`` (same suffix), atomically."""
     path = check_output(path, overwrite, suffixes=suffixes)
-    _atomic(path, write)
+    _atomic(path, write, overwrite)
     return path
 
 

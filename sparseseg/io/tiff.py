@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from sparseseg.errors import InputError
-from sparseseg.io.atomic import _file_mode, _room, _temp_file, _undone_on_failure
+from sparseseg.io.atomic import _file_mode, _place, _room, _temp_file, _undone_on_failure
 from sparseseg.io.base import FileSink, FileSource, _Reference
 from sparseseg.io.locations import _installed
 from sparseseg.io.metadata import DEFAULT_UNIT, _channel_axis, _file_axes, _unit
@@ -265,7 +265,7 @@ class TiffSink(FileSink):
             self._handle.flush()
             self._handle = None
         _file_mode(self.tmp)
-        os.replace(self.tmp, self.path)
+        _place(self.tmp, self.path, self.overwrite)
 
     def _cleanup(self):
         self._handle = None

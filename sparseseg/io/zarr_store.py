@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from sparseseg.errors import InputError
-from sparseseg.io.atomic import _into_place, _remove, _undone_on_failure
+from sparseseg.io.atomic import _place, _remove, _undone_on_failure
 from sparseseg.io.base import FileSource, _default_chunks, _Reference
 from sparseseg.io.locations import Location, _need
 from sparseseg.io.metadata import DEFAULT_UNIT, _attrs_spacing, _file_axes, _named_axes, _unit
@@ -154,7 +154,7 @@ class ZarrSink(PartialSink):
     def _finish(self):
         self._handle = None
         self._unrecord()
-        _into_place(self.tmp, self.final)
+        _place(self.tmp, self.final, self.overwrite)
 
     def _cleanup(self):
         self._handle = None
