@@ -14,10 +14,12 @@ import functools
 import os
 import re
 import signal
+import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+import typer.core
 from rich.table import Table
 
 from sparseseg import UNLABELED, __version__
@@ -30,7 +32,42 @@ from sparseseg.cli_output import (
 from sparseseg.config import Config
 from sparseseg.errors import InputError, Interrupted
 
+#: The click that typer runs on: its own copy in newer typers, click itself in older ones.
+_click = getattr(typer.core, "_click", None) or __import__("click")
+
+
+def one_line(text: str) -> str:
+    """``text`` on one line: a newline or carriage return (in a file's name, say) shown as ``\\n`` or ``\\r``."""
+    return str(text).replace("\r", "\\r").replace("\n", "\\n")
+
+
+def _say_error(text: str) -> None:
+    err.print(f"error: {one_line(text)}", style="red", markup=False, soft_wrap=True)
+
+
+class _OneLineErrors(typer.core.TyperGroup):
+    """Click's usage errors (a missing argument, ``--iterations abc``) as the one ``error:`` line every other error
+    gets, with a hint to use --help; a bare ``sparseseg`` shows the help."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, False, **extra)
+        except _click.exceptions.NoArgsIsHelpError:  # the help was shown
+            sys.exit(EXIT_BAD_INPUT)
+        except _click.exceptions.ClickException as exc:
+            ctx = getattr(exc, "ctx", None)
+            _say_error(f"{exc.format_message()} (see '{ctx.command_path if ctx else 'sparseseg'} --help')")
+            sys.exit(exc.exit_code)
+        except _click.exceptions.Abort:
+            err.print("interrupted", style="red")
+            sys.exit(EXIT_INTERRUPTED)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
 app = typer.Typer(
+    cls=_OneLineErrors,
     help="Dense 3D segmentation from a few annotated planes (3D U-Net, Cicek et al. 2016).",
     no_args_is_help=True,
     add_completion=False,
@@ -54,7 +91,7 @@ def handle_errors(command):
         try:
             return command(*args, **kwargs)
         except InputError as exc:
-            err.print(f"error: {message(exc)}", style="red", markup=False, soft_wrap=True)
+            _say_error(message(exc))
             raise typer.Exit(EXIT_BAD_INPUT) from None
         except Interrupted as exc:
             of = f" of {exc.total}" if exc.total else ""
@@ -70,7 +107,7 @@ def handle_errors(command):
         except Exception as exc:
             if os.environ.get("SPARSESEG_DEBUG"):
                 raise
-            err.print(f"internal error: {type(exc).__name__}: {exc} (SPARSESEG_DEBUG=1 shows the traceback)",
+            err.print(one_line(f"internal error: {type(exc).__name__}: {exc} (SPARSESEG_DEBUG=1 shows the traceback)"),
                       style="red", markup=False, soft_wrap=True)
             raise typer.Exit(EXIT_INTERNAL) from None
 

@@ -131,8 +131,9 @@ def save_model(folder: str | os.PathLike, model: Model, overwrite: bool = False)
         shutil.rmtree(tmp, ignore_errors=True)
         if old is not None and not folder.exists():
             os.replace(old / "model", folder)  # put the previous model back
-        if isinstance(exc, OSError):  # a full disk, a read-only folder
-            raise InputError(f"{folder}: cannot write the model ({exc.strerror or exc}); nothing was changed there") from exc
+        if isinstance(exc, (OSError, RuntimeError)):  # a full disk, a read-only folder (torch.save: a RuntimeError)
+            why = getattr(exc, "strerror", None) or " ".join(str(exc).split())[:120]
+            raise InputError(f"'{folder}': cannot write the model ({why}); nothing was changed there") from exc
         raise
     finally:
         if old is not None:

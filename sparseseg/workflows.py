@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import time
 from collections.abc import Sequence
@@ -104,9 +105,15 @@ class DensifyReport:
 
 
 def with_spacing(config: Config, image: io.Volume) -> Config:
-    """``config`` with the file's voxel size where the config gives none."""
+    """``config`` with the file's voxel size where the config gives none; a file's voxel size that is not three finite
+    numbers > 0 is an `InputError` naming the file (and --spacing as the way round it)."""
     if config.spacing is None and image.spacing is not None:
-        return replace(config, spacing=image.spacing)
+        spacing = tuple(image.spacing)
+        if len(spacing) != 3 or not all(math.isfinite(s) and s > 0 for s in spacing):
+            raise InputError(f"'{getattr(image, 'path', 'the volume')}': its voxel size (z,y,x) "
+                             f"{','.join(f'{s:g}' for s in spacing)} is not three positive numbers; give the right one "
+                             "with --spacing")
+        return replace(config, spacing=spacing)
     return config
 
 

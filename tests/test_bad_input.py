@@ -198,6 +198,19 @@ def _option(*extra, needles, command=_densify):
     return case
 
 
+def _predict_option(*extra, needles):
+    def case(c):
+        return Case(["predict", c.trained().model, c.volume, "-o", c.folder / "seg.zarr", *extra], list(needles))
+
+    return case
+
+
+def _dangling_output(c):
+    link = c.folder / "out.tif"
+    link.symlink_to(c.folder / "elsewhere" / "gone.tif")
+    return Case(_densify(c, out=link), ["out.tif", "symbolic link"])
+
+
 def _predict_device(c):
     return Case(["predict", c.trained().model, c.volume, "-o", c.folder / "seg.tif", "--device", "tpu"],
                 ["--device", "tpu"])
@@ -392,6 +405,32 @@ ROWS = [
     pytest.param(_option("--base", "100000", needles=["--base", str(MAX_BASE)], command=_sweep), id="sweep-base-100000"),
     pytest.param(_suggest_top_zero, id="suggest-top-0"),
     pytest.param(_train_batch_size_zero, id="train-batch-size-0"),
+    # numbers that are not finite or out of range (issue 42), refused before any work
+    pytest.param(_option("--spacing", "1,nan,1", needles=["--spacing", "finite"]), id="spacing-nan-not-first"),
+    pytest.param(_option("--spacing", "inf,1,1", needles=["--spacing", "finite"]), id="spacing-inf"),
+    pytest.param(_option("--dice", "inf", needles=["--dice", "finite"]), id="dice-inf"),
+    pytest.param(_option("--class-power", "inf", needles=["--class-power", "finite"]), id="class-power-inf"),
+    pytest.param(_option("--lr", "nan", needles=["--lr"]), id="lr-nan"),
+    pytest.param(_option("--seed", "-1", needles=["--seed", "4294967295"]), id="seed-negative"),
+    pytest.param(_option("--seed", str(2**70), needles=["--seed", "4294967295"]), id="seed-2-to-the-70"),
+    pytest.param(_option("--workers", "0", needles=["--workers", "1.."]), id="workers-0"),
+    pytest.param(_option("--workers", "-1", needles=["--workers", "1.."]), id="workers-negative"),
+    pytest.param(_option("--scheduler", "not-an-address", needles=["--scheduler", "tcp://"]), id="scheduler-not-an-address"),
+    pytest.param(_predict_option("--workers", "0", needles=["--workers"]), id="predict-workers-0"),
+    pytest.param(_predict_option("--scheduler", "10.0.0.5", needles=["--scheduler", "tcp://"]),
+                 id="predict-scheduler-no-scheme"),
+    # usage errors: one error line with a hint to --help, never click's box
+    pytest.param(_option("--iterations", "abc", needles=["--iterations", "--help"]), id="iterations-abc"),
+    pytest.param(_option("--base", "2.5", needles=["--base", "--help"]), id="base-2.5"),
+    pytest.param(lambda c: Case(["densify"], ["volumes", "--help"]), id="densify-no-arguments"),
+    pytest.param(lambda c: Case(["predict"], ["model", "--help"]), id="predict-no-arguments"),
+    pytest.param(lambda c: Case(["eval"], ["prediction", "--help"]), id="eval-no-arguments"),
+    pytest.param(lambda c: Case(["densify", "--no-such-flag"], ["--no-such-flag", "--help"]), id="unknown-flag"),
+    # a file name with a newline stays on the one error line
+    pytest.param(lambda c: Case(_densify(c, volume=c.folder / "no\nsuch.tif"), ["no\\nsuch.tif"]),
+                 id="volume-name-with-a-newline"),
+    # an output name that is a symbolic link to nothing is never replaced without --overwrite
+    pytest.param(_dangling_output, id="out-is-a-dangling-symlink"),
     # values that mean nothing
     pytest.param(_unlabeled("1"), id="unlabeled-1-is-a-class"),
     pytest.param(_unlabeled("0"), id="unlabeled-0-is-a-class"),

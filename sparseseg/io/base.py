@@ -6,6 +6,9 @@ module subclasses them.
 
 from __future__ import annotations
 
+import os
+import stat
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -74,6 +77,7 @@ class FileSource(_Opened):
         self.spacing = tuple(float(s) for s in spacing) if spacing is not None else None
         self.unit = unit
         self._handle = None
+        self._stamp = _stamp(self.path)
 
     def _open(self):
         raise NotImplementedError
@@ -92,7 +96,11 @@ class FileSource(_Opened):
             closing()
 
     def read_raw(self, zyx) -> np.ndarray:
-        """The (C, z, y, x) block at ``zyx`` in the file's dtype."""
+        """The (C, z, y, x) block at ``zyx`` in the file's dtype; an `InputError` where the file changed or vanished
+        since it was opened (a Zarr store deleted mid-run would otherwise read as its fill value)."""
+        if _stamp(self.path) != self._stamp:
+            raise InputError(f"'{self.path}': changed or vanished while it was being read; run again on a volume that "
+                             "stays as it is until the run ends")
         zyx = _norm(zyx, self.shape[1:])
         index = []
         for axis in self.axes:
@@ -106,8 +114,8 @@ class FileSource(_Opened):
             block = np.asarray(self.array[tuple(index)])
         except InputError:
             raise
-        except (OSError, ValueError, RuntimeError, KeyError) as exc:
-            raise InputError(f"{self.path}: cannot read ({exc})") from exc
+        except (OSError, ValueError, RuntimeError, KeyError, EOFError, zlib.error) as exc:
+            raise InputError(f"{self.path}: cannot read ({type(exc).__name__}: {exc})") from exc
         order = [a for a in self.axes if a != "T"]
         if "C" not in order:
             block, order = block[None], ["C"] + order
@@ -125,6 +133,18 @@ class FileSource(_Opened):
 
     def __exit__(self, *exc):
         self.close()
+
+
+def _stamp(path: Path) -> tuple | None:
+    """What says that an input is still what it was: a file's size and time, a folder's (a Zarr store's) being
+    there; None where it is gone."""
+    from sparseseg.io.locations import locate
+
+    try:
+        info = os.stat(locate(path).file)
+    except OSError:
+        return None
+    return ("folder",) if stat.S_ISDIR(info.st_mode) else (info.st_size, info.st_mtime_ns)
 
 
 class FileSink(_Opened):

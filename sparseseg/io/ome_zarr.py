@@ -97,7 +97,7 @@ class OmeZarrSink(PartialSink):
         self.chunks = tuple(self.level_chunks[-3:])
         self.names = ["c", "z", "y", "x"][-len(self.shape):]
         if self._partial(self.final, loc.path, _sink_key(key, self), resume):
-            with _undone_on_failure(lambda: _remove(self.tmp)):
+            with _undone_on_failure(lambda: _remove(self.tmp), self.path):
                 group = zarr.open_group(str(self.tmp), mode="w", zarr_format=self.zarr_format)
                 _zarr_array(zarr, (group, "0"), self.shape, self.level_chunks, self.dtype, self.zarr_format, self.names)
                 self._record()
@@ -221,7 +221,7 @@ class OmeLabelsSink(PartialSink):
             return
         if self.key is not None:
             self.key["made_labels"] = self.made_labels
-        with _undone_on_failure(self._cleanup):
+        with _undone_on_failure(self._cleanup, self.path):
             group = zarr.open_group(str(self.tmp), mode="w", zarr_format=self.zarr_format)
             shape, chunks = self.levels[0][:2]
             _zarr_array(zarr, (group, "0"), shape, chunks, self.dtype, self.zarr_format, list(names))

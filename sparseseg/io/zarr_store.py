@@ -140,7 +140,7 @@ class ZarrSink(PartialSink):
             attributes = {"spacing": list(reference.spacing), "unit": reference.unit or DEFAULT_UNIT}
         names = ["c", "z", "y", "x"][-len(self.shape):]
         if self._partial(self.final, loc.path, _sink_key(key, self), resume):
-            with _undone_on_failure(lambda: _remove(self.tmp)):
+            with _undone_on_failure(lambda: _remove(self.tmp), self.path):
                 _zarr_array(zarr, self.tmp, self.shape, chunks, self.dtype, zarr_format, names, attributes)
                 self._record()
 
