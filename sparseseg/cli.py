@@ -54,13 +54,14 @@ class _OneLineErrors(typer.core.TyperGroup):
             return super().main(args, prog_name, complete_var, standalone_mode, **extra)
         try:
             code = super().main(args, prog_name, complete_var, False, **extra)
-        except _click.exceptions.NoArgsIsHelpError:  # the help was shown
+        except _click.exceptions.NoArgsIsHelpError as exc:
+            typer.echo(exc.ctx.get_help())
             sys.exit(EXIT_BAD_INPUT)
         except _click.exceptions.ClickException as exc:
             ctx = getattr(exc, "ctx", None)
             _say_error(f"{exc.format_message()} (see '{ctx.command_path if ctx else 'sparseseg'} --help')")
             sys.exit(exc.exit_code)
-        except _click.exceptions.Abort:
+        except typer.Abort:
             err.print("interrupted", style="red")
             sys.exit(EXIT_INTERRUPTED)
         sys.exit(code if isinstance(code, int) else 0)
@@ -68,11 +69,12 @@ class _OneLineErrors(typer.core.TyperGroup):
 
 app = typer.Typer(
     cls=_OneLineErrors,
+    context_settings={"max_content_width": 160},
     help="Dense 3D segmentation from a few annotated planes (3D U-Net, Cicek et al. 2016).",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
-    rich_markup_mode="rich",
+    rich_markup_mode=None,
 )
 EXIT_BAD_INPUT = 2
 EXIT_INTERNAL = 1
@@ -143,10 +145,43 @@ def sigterm_as_interrupt():
         signal.signal(signal.SIGTERM, before)
 
 
+class _Command(typer.core.TyperCommand):
+    """A command whose help reads at 80 columns: plain click columns (descriptions about 48 wide), the options in
+    their panels (everyday options, extra outputs, large volumes, expert levers), and a usage line that reads as
+    click's do: ``VOLUME...``, not typer's ``{VOLUME}...``."""
+
+    def collect_usage_pieces(self, ctx):
+        return [re.sub(r"^\{(.*)\}", r"\1", piece) for piece in super().collect_usage_pieces(ctx)]
+
+    def format_options(self, ctx, formatter):
+        panels: dict[str, list] = {}
+        for param in self.get_params(ctx):
+            record = param.get_help_record(ctx)
+            if record is not None:
+                panel = getattr(param, "rich_help_panel", None)
+                panels.setdefault(panel or ("Arguments" if param.param_type_name == "argument" else "Options"),
+                                  []).append(record)
+        for panel, records in panels.items():
+            with formatter.section(panel):
+                formatter.write_dl(records)
+
+
+def _example(line: str, width: int = 76) -> str:
+    """A command line cut before an option into shell continuation lines of at most ``width`` characters."""
+    pieces, lines = re.split(r" (?=--?[a-z])", line), []
+    for piece in pieces:
+        if lines and len(lines[-1]) + len(piece) + 3 <= width:
+            lines[-1] += " " + piece
+        else:
+            lines.append(piece if not lines else "    " + piece)
+    return " \\\n".join(lines)
+
+
 def command(name: str, *examples: str):
     """Register command ``name`` with its examples in its help, its errors turned into exit codes by `handle_errors`."""
-    epilog = "Examples:\n\n" + "\n\n".join(f"  {line}" for line in examples)
-    return lambda function: app.command(name=name, epilog=epilog)(handle_errors(function))
+    # \b: click keeps the lines as they are
+    epilog = "Examples:\n\n" + "\n\n".join("\b\n" + _example(line) for line in examples)
+    return lambda function: app.command(name=name, epilog=epilog, cls=_Command)(handle_errors(function))
 
 
 @command(
@@ -244,18 +279,18 @@ def train(
 )
 @add_options()
 def predict(
-    model: Annotated[Path, typer.Argument(help="Model folder (from densify --save-model or train), or a package from export (.zip).", show_default=False)],
+    model: Annotated[Path, typer.Argument(metavar="MODEL", help="Model folder (from densify --save-model or train), or a package from export (.zip).", show_default=False)],
     volumes: Volumes,
     output: Output,
     common: Common,
     device: Device = "auto",
-    tta: Annotated[Optional[bool], typer.Option(help="Average predictions over flips (8x slower) \\[default: as trained].", show_default=False)] = None,
+    tta: Annotated[Optional[bool], typer.Option(help="Average predictions over flips (8x slower) [default: as trained].", show_default=False)] = None,
     probabilities: Probabilities = None,
     preview: Preview = None,
     workers: Workers = None,
     scheduler: Scheduler = None,
     resume: Annotated[bool, typer.Option("--resume", help="Go on with the .zarr or .ome.zarr output that an interrupted run of the same command left: only the blocks it does not hold are predicted.", rich_help_panel="Large volumes")] = False,
-    overlap: Annotated[Optional[float], typer.Option(help="Overlap of the windows across the annotated planes, 0 to below 1 \\[default: as trained: 0 for new models, 0.75 for models trained before sparseseg put the planes at any depth of a patch].", show_default=False, rich_help_panel="Large volumes")] = None,
+    overlap: Annotated[Optional[float], typer.Option(help="Overlap of the windows across the annotated planes, 0 to below 1 [default: as trained: 0 for new models, 0.75 for models trained before sparseseg put the planes at any depth of a patch].", show_default=False, rich_help_panel="Large volumes")] = None,
 ) -> None:
     """Apply a saved model to a new volume (the fully automatic setting)."""
     from sparseseg import workflows
@@ -278,11 +313,11 @@ def predict(
 )
 @add_options()
 def export(
-    model: Annotated[Path, typer.Argument(help="Model folder (from densify --save-model or train).", show_default=False)],
+    model: Annotated[Path, typer.Argument(metavar="MODEL", help="Model folder (from densify --save-model or train).", show_default=False)],
     output: Annotated[Path, typer.Option("--output", "-o", help="bioimage.io model package to write (.zip).", show_default=False, rich_help_panel="Everyday options")],
     common: Common,
-    sample: Annotated[Optional[list[Path]], typer.Option(help="Volume (repeat: channels) to cut the test input and cover from \\[default: a synthetic volume].", show_default=False, rich_help_panel="Everyday options")] = None,
-    name: Annotated[Optional[str], typer.Option(help="Name on bioimage.io \\[default: sparseseg 3D U-Net and the folder's name].", show_default=False, rich_help_panel="Everyday options")] = None,
+    sample: Annotated[Optional[list[Path]], typer.Option(help="Volume (repeat: channels) to cut the test input and cover from [default: a synthetic volume].", show_default=False, rich_help_panel="Everyday options")] = None,
+    name: Annotated[Optional[str], typer.Option(help="Name on bioimage.io [default: sparseseg 3D U-Net and the folder's name].", show_default=False, rich_help_panel="Everyday options")] = None,
     author: Annotated[Optional[list[str]], typer.Option(help="An author's name (repeat for several).", show_default=False, rich_help_panel="Everyday options")] = None,
     license: Annotated[str, typer.Option(help="SPDX license identifier of the weights.", rich_help_panel="Everyday options")] = "CC-BY-4.0",
 ) -> None:
@@ -336,10 +371,10 @@ def suggest(
     "sparseseg preview volume.tif seg.tif -o seg.png --centre 12,64,64",
 )
 def preview_(
-    volume: Annotated[Path, typer.Argument(help="Raw volume.", show_default=False)],
-    labels: Annotated[Optional[Path], typer.Argument(help="Labels to overlay (sparse or dense).", show_default=False)] = None,
+    volume: Annotated[Path, typer.Argument(metavar="VOLUME", help="Raw volume.", show_default=False)],
+    labels: Annotated[Optional[Path], typer.Argument(metavar="LABELS", help="Labels to overlay (sparse or dense).", show_default=False)] = None,
     output: Annotated[Path, typer.Option("--output", "-o", help="PNG to write.", show_default=False)] = Path("preview.png"),
-    centre: Annotated[Optional[str], typer.Option(help="Plane indices z,y,x to show \\[default: the centre].", show_default=False)] = None,
+    centre: Annotated[Optional[str], typer.Option(help="Plane indices z,y,x to show [default: the centre].", show_default=False)] = None,
     planes: Planes = None,
     unlabeled: Unlabeled = UNLABELED,
     spacing: Spacing = None,
@@ -418,7 +453,7 @@ def sweep(
     "sparseseg eval seg.tif --gt truth.tif --ignore sparse.tif --json",
 )
 def eval_(
-    prediction: Annotated[Path, typer.Argument(help="Segmentation to score.", show_default=False)],
+    prediction: Annotated[Path, typer.Argument(metavar="PREDICTION", help="Segmentation to score.", show_default=False)],
     gt: Gt,
     ignore: Annotated[Optional[Path], typer.Option(help="Sparse label file: score only voxels NOT annotated in it.", show_default=False)] = None,
     unlabeled: Annotated[int, typer.Option(help="Value of unannotated voxels in --ignore.")] = UNLABELED,

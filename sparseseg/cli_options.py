@@ -39,7 +39,7 @@ def flag(param: str) -> str:
 def _by_device(name: str, unit: str = "") -> str:
     cpu, cuda = DEVICE_DEFAULTS[name]
     show = (lambda v: f"{v / 60:g}m") if unit == "min" else str
-    return f"\\[default: {show(cpu)} CPU, {show(cuda)} CUDA]"
+    return f"[default: {show(cpu)} CPU, {show(cuda)} CUDA]"
 
 
 def parse_duration(text: str | None) -> float | None:
@@ -70,18 +70,18 @@ def parse_triple(text: str | None, name: str, kind=float) -> tuple | None:
 
 
 # Options shared by several commands.
-Volumes = Annotated[list[Path], typer.Argument(help="Raw volume(s): TIFF (ZYX, or with channels), NIfTI, Zarr, OME-Zarr or HDF5 (file.h5:/dataset). Several files = channels.", show_default=False)]
+Volumes = Annotated[list[Path], typer.Argument(metavar="VOLUME", help="Raw volume(s): TIFF (ZYX, or with channels), NIfTI, Zarr, OME-Zarr or HDF5 (file.h5:/dataset). Several files = channels.", show_default=False)]
 Output = Annotated[Path, typer.Option("--output", "-o", help="Dense segmentation to write: .tif, .nii.gz, .zarr, .ome.zarr, IMAGE.ome.zarr/labels/NAME or file.h5:/dataset.", show_default=False, rich_help_panel=EVERYDAY)]
 Slices = Annotated[Path, typer.Option("--slices", "-s", help="Sparse labels: class ids on annotated voxels, --unlabeled elsewhere.", show_default=False, rich_help_panel=EVERYDAY)]
 Unlabeled = Annotated[int, typer.Option(help="Value of voxels nobody annotated.", rich_help_panel=EVERYDAY)]
-Planes = Annotated[Optional[list[str]], typer.Option(help="Annotated planes, e.g. z=12,40 y=64 (everything else is unlabeled).", show_default=False, rich_help_panel=EVERYDAY)]
+Planes = Annotated[Optional[list[str]], typer.Option(metavar="AXIS=I,J", help="Annotated planes, e.g. z=12,40 y=64 (everything else is unlabeled).", show_default=False, rich_help_panel=EVERYDAY)]
 Device = Annotated[str, typer.Option(help="auto (CUDA when available), cpu or cuda.", rich_help_panel=EVERYDAY)]
 Probabilities = Annotated[Optional[Path], typer.Option(help="Also write class probabilities (uint8 0..255, one channel per class).", show_default=False, rich_help_panel=OUTPUTS)]
 Preview = Annotated[Optional[Path], typer.Option(help="Also write a PNG: three planes with the segmentation overlaid.", show_default=False, rich_help_panel=OUTPUTS)]
 Overwrite = Annotated[bool, typer.Option(help="Replace earlier outputs (never an input).", rich_help_panel=EVERYDAY)]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or messages.", rich_help_panel=EVERYDAY)]
 AsJson = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.", rich_help_panel=EVERYDAY)]
-Spacing = Annotated[Optional[str], typer.Option(help="Voxel size z,y,x, e.g. 50,4,4 \\[default: from the file].", show_default=False, rich_help_panel=EVERYDAY)]
+Spacing = Annotated[Optional[str], typer.Option(metavar="Z,Y,X", help="Voxel size z,y,x, e.g. 50,4,4 [default: from the file].", show_default=False, rich_help_panel=EVERYDAY)]
 Init = Annotated[Optional[Path], typer.Option(help="Warm start: begin from this saved model folder.", show_default=False, rich_help_panel=EVERYDAY)]
 Workers = Annotated[Optional[int], typer.Option(help="Segment on a local dask cluster of this many worker processes (predict: output .zarr or .ome.zarr).", show_default=False, rich_help_panel="Large volumes")]
 Scheduler = Annotated[Optional[str], typer.Option(help="Segment on the dask cluster at this address, e.g. tcp://10.0.0.5:8786.", show_default=False, rich_help_panel="Large volumes")]
@@ -102,7 +102,7 @@ TRAINING = [
     _option("device", str, Config.device, "auto (CUDA when available), cpu or cuda.", EVERYDAY),
     _option("seed", Optional[int], None, "Random seed; the same seed repeats a CPU run, to within floating-point rounding, when --iterations ends it.", EVERYDAY, False),
     _option("base", Optional[int], None, f"Channels of the first layer (the paper: 32) {_by_device('base')}.", show_default=False),
-    _option("patch", Optional[str], None, "Largest training patch z,y,x \\[default: a physical cube of ~64^3 voxels].", show_default=False),
+    _option("patch", Optional[str], None, "Largest training patch z,y,x [default: a physical cube of ~64^3 voxels].", show_default=False),
     _option("thin", int, Config.thin, "Patch depth across annotated planes, in voxels of the finest axis (0: cube patches)."),
     _option("batch_size", Optional[int], None, f"Patches per step {_by_device('batch_size')}.", show_default=False),
     _option("lr", float, Config.lr, "Initial learning rate (decays to 0)."),

@@ -211,6 +211,33 @@ def _dangling_output(c):
     return Case(_densify(c, out=link), ["out.tif", "symbolic link"])
 
 
+def _ome_zarr_with_scale(scale):
+    def case(c):
+        pytest.importorskip("ome_zarr")
+        import re
+
+        from sparseseg import io
+
+        volume = c.folder / "stack.ome.zarr"
+        io.write_volume(volume, tifffile.imread(c.volume))
+        for meta in [volume / ".zattrs", volume / "zarr.json"]:
+            if meta.exists():
+                meta.write_text(re.sub(r'"scale": \[[^\]]*\]', f'"scale": {scale}', meta.read_text(), count=1))
+        return Case(_densify(c, volume=volume), ["stack.ome.zarr", "voxel size", "--spacing"], absent=("--spacing 0",))
+
+    return case
+
+
+def _truncated_nifti(c):
+    import nibabel as nib
+
+    path = c.folder / "cut.nii.gz"
+    nib.save(nib.Nifti1Image(tifffile.imread(c.volume).T, np.eye(4)), path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    return Case(_densify(c, volume=path), ["cut.nii.gz"])
+
+
 def _predict_device(c):
     return Case(["predict", c.trained().model, c.volume, "-o", c.folder / "seg.tif", "--device", "tpu"],
                 ["--device", "tpu"])
@@ -422,10 +449,13 @@ ROWS = [
     # usage errors: one error line with a hint to --help, never click's box
     pytest.param(_option("--iterations", "abc", needles=["--iterations", "--help"]), id="iterations-abc"),
     pytest.param(_option("--base", "2.5", needles=["--base", "--help"]), id="base-2.5"),
-    pytest.param(lambda c: Case(["densify"], ["volumes", "--help"]), id="densify-no-arguments"),
-    pytest.param(lambda c: Case(["predict"], ["model", "--help"]), id="predict-no-arguments"),
-    pytest.param(lambda c: Case(["eval"], ["prediction", "--help"]), id="eval-no-arguments"),
+    pytest.param(lambda c: Case(["densify"], ["VOLUME", "--help"]), id="densify-no-arguments"),
+    pytest.param(lambda c: Case(["predict"], ["MODEL", "--help"]), id="predict-no-arguments"),
+    pytest.param(lambda c: Case(["eval"], ["PREDICTION", "--help"]), id="eval-no-arguments"),
     pytest.param(lambda c: Case(["densify", "--no-such-flag"], ["--no-such-flag", "--help"]), id="unknown-flag"),
+    # files whose numbers cannot be used: the file is named, never a flag the user did not type
+    pytest.param(_ome_zarr_with_scale("[0, -1, 1]"), id="ome-zarr-scale-not-positive"),
+    pytest.param(_truncated_nifti, id="truncated-nifti"),
     # a file name with a newline stays on the one error line
     pytest.param(lambda c: Case(_densify(c, volume=c.folder / "no\nsuch.tif"), ["no\\nsuch.tif"]),
                  id="volume-name-with-a-newline"),

@@ -22,14 +22,14 @@ LAYERS = [
     {"ensemble"},
     {"core"},
     {"streaming", "train", "infer", "augment", "model", "suggest", "preview", "plot", "synthetic", "io", "paths", "calibrate",
-     "forest", "holdout"},
+     "forest", "forest_file", "holdout"},
     {"slabs"},
     {"labels", "metrics", "tiling", "preprocess", "planning", "config", "blocks"},
     {"errors", "__init__"},
 ]
 
 #: Modules that must import without torch installed.
-NUMPY_ONLY = ["blocks", "calibrate", "config", "errors", "forest", "holdout", "io", "labels", "metrics", "paths", "planning", "plot",
+NUMPY_ONLY = ["blocks", "calibrate", "config", "errors", "forest", "forest_file", "holdout", "io", "labels", "metrics", "paths", "planning", "plot",
               "preprocess", "preview", "slabs", "suggest", "synthetic", "tiling"]
 
 
