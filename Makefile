@@ -1,11 +1,12 @@
-# sparseseg: `make demo` runs the main job on a synthetic example, `make test` runs the test suite.
+# sparseseg: `make demo` runs the main job on a synthetic example, `make lint` checks the code with ruff, `make test`
+# runs the test suite.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 # A CPU build of this torch lies on disk on our machines; a newer spec would pull GBs of CUDA packages.
 TORCH_PIN := torch==2.13.0
 
-.PHONY: install demo test bench clean
+.PHONY: install demo lint test bench clean
 
 install: $(BIN)/sparseseg
 
@@ -18,6 +19,10 @@ $(BIN)/sparseseg: pyproject.toml
 
 demo: install
 	$(BIN)/python examples/demo.py
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 test: install
 	$(BIN)/python -m pytest -q

@@ -52,7 +52,7 @@ def brats_case(split, patient, **extra):
 
 
 # crop: z0:z1,y0:y1,x0:x1 (None = whole file; "tumour": the bounding box of the labels > 0 plus TUMOUR_MARGIN);
-# quick_crop: tiny crop for --quick. synthetic: arguments of sparseseg.synthetic.blobs instead of files.
+# quick_crop: tiny crop for --quick. synthetic: arguments of sparseseg.commands.synthetic.blobs instead of files.
 # vnc 512:768,128:384 and vnc2 256:512,256:512 hold all 5 classes, synapse included, on the annotated z planes
 # ([:, :256, :256] has no synapse voxel on them, so no method could learn that class).
 TUMOUR_MARGIN = 8
@@ -124,7 +124,7 @@ def prepare(name, case, quick, out):
     d.mkdir(parents=True, exist_ok=True)
     spec = case["quick_crop"] if quick else case["crop"]
     if "synthetic" in case:
-        from sparseseg.synthetic import blobs
+        from sparseseg.commands.synthetic import blobs
 
         image, truth = blobs(**case["synthetic"])
         sl = crop_slices(spec) if spec else ()

@@ -10,7 +10,7 @@ the same planes, so the slabs training reads are the same size. `sparseseg densi
 child process with a tiny network (``--base``, ``--iterations``), writing the labels and
 ``--probabilities`` (``--command train``: `sparseseg train` writing a model folder); its peak resident memory is the child's maximum RSS
 (``resource.getrusage(RUSAGE_CHILDREN)``, read in a process of its own for each size).
-Volumes above `sparseseg.bounded.SLAB_THRESHOLD` take the slab path: give sizes above it.
+Volumes above `sparseseg.large.bounded.SLAB_THRESHOLD` take the slab path: give sizes above it.
 """
 
 import argparse

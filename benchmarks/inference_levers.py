@@ -6,7 +6,7 @@ Each CASE_DIR holds a model folder ``model`` saved by `sparseseg densify --save-
 volumes it was trained on (``raw*.tif``, or the paths in ``volumes.txt``, one per line), the
 sparse annotation ``sparse.tif`` and the dense truth ``gt.tif``. For each variant
 ``PASSES:OVERLAP[:WIDE_OVERLAP]`` (the overlap across the annotated planes, and along the
-windows' wide axes, by default the same; see `sparseseg.planning.window_overlaps`) the model's probabilities are computed block by block as `predict` does,
+windows' wide axes, by default the same; see `sparseseg.method.planning.window_overlaps`) the model's probabilities are computed block by block as `predict` does,
 calibrated on the annotated voxels as `densify` does, decided, and scored with
 ``../shared/bench/score.py`` on the unannotated voxels. PASSES is ``all`` (one pass per
 annotated axis, the default), ``first`` (only the first annotated axis's window) or ``cube``
@@ -28,12 +28,12 @@ import tifffile
 import torch
 
 from sparseseg import io
-from sparseseg.core import calibrate, decide
-from sparseseg.labels import read_annotation
-from sparseseg.modelfolder import load_model
-from sparseseg.planning import window_overlaps
-from sparseseg.streaming import plan_volume, run_blocks
-from sparseseg.tiling import tile_slices
+from sparseseg.method.core import calibrate, decide
+from sparseseg.method.annotation import read_annotation
+from sparseseg.method.modelfolder import load_model
+from sparseseg.method.planning import window_overlaps
+from sparseseg.method.streaming import plan_volume, run_blocks
+from sparseseg.method.tiling import tile_slices
 
 sys.path.insert(0, str(Path(__file__).parent))
 from scale import forward_seconds  # noqa: E402

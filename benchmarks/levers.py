@@ -21,10 +21,10 @@ import numpy as np
 
 from sparseseg import io
 from sparseseg.config import Config
-from sparseseg.calibrate import correct_prior
-from sparseseg.labels import read_annotation
-from sparseseg.core import densify_arrays, segment
-from sparseseg.synthetic import sparsify
+from sparseseg.method.decision import correct_prior
+from sparseseg.method.annotation import read_annotation
+from sparseseg.method.core import densify_arrays, segment
+from sparseseg.commands.synthetic import sparsify
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 CASES = {

@@ -23,10 +23,10 @@ import numpy as np
 
 from sparseseg import io
 from sparseseg.config import Config
-from sparseseg.labels import planes_mask, read_annotation
-from sparseseg.core import densify_arrays
-from sparseseg.metrics import score
-from sparseseg.suggest import plane_uncertainty, rank_planes
+from sparseseg.method.annotation import planes_mask, read_annotation
+from sparseseg.method.core import densify_arrays
+from sparseseg.method.metrics import score
+from sparseseg.method.uncertainty import plane_uncertainty, rank_planes
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "brats2013_deepmedic" / "crop_pat0005_96x128x128"
 

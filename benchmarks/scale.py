@@ -36,14 +36,16 @@ import numpy as np
 import tifffile
 import torch
 
-from sparseseg import io, synthetic
+from sparseseg import io
+
+from sparseseg.commands import synthetic
 from sparseseg.config import Config
-from sparseseg.blocks import with_halo
-from sparseseg.core import fit, output_chunks, plan_of
-from sparseseg.labels import read_annotation
-from sparseseg.modelfolder import load_model, save_model
-from sparseseg.planning import inference_windows, window_overlaps
-from sparseseg.tiling import tile_slices
+from sparseseg.io.blocks import with_halo
+from sparseseg.method.core import fit, output_chunks, plan_of
+from sparseseg.method.annotation import read_annotation
+from sparseseg.method.modelfolder import load_model, save_model
+from sparseseg.method.planning import inference_windows, window_overlaps
+from sparseseg.method.tiling import tile_slices
 
 
 log = logging.getLogger("scale")
@@ -100,7 +102,7 @@ def make_volume(path: Path, voxels: float) -> tuple[int, int, int]:
 def forward_seconds(network, x, warm: int = 2, timed: int = 5) -> float:
     """The median seconds of one forward pass of ``x`` after ``warm`` untimed ones, network and input channels-last.
 
-    As predict runs it (`sparseseg.infer.predict_probabilities`): with its weights left in
+    As predict runs it (`sparseseg.method.sliding_window.predict_probabilities`): with its weights left in
     the default layout the network ran up to 40 % slower, which made the bare network look
     slower than predict; on CUDA in bfloat16 autocast, each pass waited for.
     """
@@ -180,10 +182,10 @@ def run_predict(folder: Path, volume: Path, out: Path) -> dict:
 
 
 def run_predict_here(folder: Path, volume: Path, out: Path, device: str) -> dict:
-    """`sparseseg.workflows.predict` in this process: its wall time, windows and the GPU's peak memory."""
+    """`sparseseg.commands.workflows.predict` in this process: its wall time, windows and the GPU's peak memory."""
     import resource
 
-    from sparseseg.workflows import Outputs, predict
+    from sparseseg.commands.workflows import Outputs, predict
 
     torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()

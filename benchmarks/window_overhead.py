@@ -12,10 +12,10 @@ import time
 import numpy as np
 import torch
 
-from sparseseg.infer import predict_probabilities
-from sparseseg.model import UNet3D
-from sparseseg.planning import inference_patch, pooling_kernels
-from sparseseg.tiling import tile_slices
+from sparseseg.method.sliding_window import predict_probabilities
+from sparseseg.method.network import UNet3D
+from sparseseg.method.planning import inference_patch, pooling_kernels
+from sparseseg.method.tiling import tile_slices
 
 
 def main() -> None:

@@ -17,7 +17,7 @@ import numpy as np
 from napari._qt.dialogs.qt_notification import NapariQtNotification
 from qtpy.QtWidgets import QApplication
 
-from sparseseg import synthetic
+from sparseseg.commands import synthetic
 from sparseseg.config import Config
 from sparseseg.napari import layers
 from sparseseg.napari.widget import DensifyWidget

@@ -12,7 +12,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from sparseseg import io, synthetic
+from sparseseg import io
+
+from sparseseg.commands import synthetic
 
 OUT = Path("demo_out")
 

@@ -1,3 +1,3 @@
-from sparseseg.cli import main
+from sparseseg.cli.app import main
 
 main()

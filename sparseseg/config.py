@@ -75,16 +75,16 @@ class Config:
         prior correction) so that the most probable class fits the annotated voxels best
         (mean foreground IoU); the offsets are saved with the model and used by predict.
         With ``holdout`` they are fitted on the held-out planes to judge the blend weights,
-        and not kept once the models are trained on all planes (`sparseseg.ensemble`).
+        and not kept once the models are trained on all planes (`sparseseg.method.ensemble`).
     forest : bool
-        Blend the network with a random forest on filter features (`sparseseg.forest`, the
+        Blend the network with a random forest on filter features (`sparseseg.method.forest`, the
         pixel classifier ilastik users know), with the network's weight chosen on held-out
         planes (needs ``holdout``): where the forest reads the classes from intensity better,
         it gets the larger weight, so that the result is not worse than the forest alone.
     holdout : bool
         Hold out one annotated plane per axis that has two or more, to estimate the IoU on
         unannotated voxels and to choose the blend on voxels the network did not train on;
-        training then goes on with all planes (`sparseseg.ensemble`).
+        training then goes on with all planes (`sparseseg.method.ensemble`).
     dice : float
         Weight of a soft-Dice term on annotated voxels added to the cross-entropy (0: off).
     augment : bool
@@ -101,7 +101,7 @@ class Config:
         docs/benchmarks.md. A model saved before (its plane always in the middle) keeps the
         overlap saved with it, 0.75.
     wide_overlap : float
-        The same along the windows' other, wide axes (`sparseseg.planning.window_overlaps`).
+        The same along the windows' other, wide axes (`sparseseg.method.planning.window_overlaps`).
         Each overlapping window there is paid for in time, and on a volume wider than one
         window this is most of the inference's cost. An eighth, not a quarter: on synthetic
         volumes two to three windows wide it changed the IoU by 0.0004 at most with one window

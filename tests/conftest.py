@@ -11,8 +11,8 @@ import pytest
 import tifffile
 from typer.testing import CliRunner
 
-from sparseseg import synthetic
-from sparseseg.cli import app
+from sparseseg.commands import synthetic
+from sparseseg.cli.app import app
 from sparseseg.config import Config
 
 #: ../shared/data relative to the repository root (real volumes; tests marked `shared` need it).

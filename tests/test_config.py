@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from sparseseg.cli_options import parse_duration, parse_triple
+from sparseseg.cli.options import parse_duration, parse_triple
 from sparseseg.config import DEVICE_DEFAULTS, Config
 from sparseseg.errors import InputError
 

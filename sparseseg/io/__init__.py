@@ -2,8 +2,8 @@
 
 Inside sparseseg every volume is a numpy array with axes (Z, Y, X), or (C, Z, Y, X) for
 several channels, and a voxel size ``spacing`` as (z, y, x). A volume is read whole
-(`read_volume`, `read_image`) or block by block (`open_source`, a `sparseseg.blocks.Source`),
-and written whole (`write_volume`) or block by block (`create_sink`, a `sparseseg.blocks.Sink`).
+(`read_volume`, `read_image`) or block by block (`open_source`, a `sparseseg.io.blocks.Source`),
+and written whole (`write_volume`) or block by block (`create_sink`, a `sparseseg.io.blocks.Sink`).
 
 How a volume is named:
 

@@ -1,4 +1,4 @@
-"""The base classes of every format's block source and sink (`sparseseg.blocks.Source`, `sparseseg.blocks.Sink`).
+"""The base classes of every format's block source and sink (`sparseseg.io.blocks.Source`, `sparseseg.io.blocks.Sink`).
 
 A volume in a file, opened on first use and read or written block by block; each format's
 module subclasses them.
@@ -15,7 +15,6 @@ import numpy as np
 
 from sparseseg.errors import InputError
 from sparseseg.io.atomic import _undone_on_failure
-from sparseseg.planning import OUTPUT_CHUNKS
 
 
 def _norm(zyx, shape) -> tuple[slice, slice, slice]:
@@ -43,7 +42,7 @@ class _Opened:
 
 
 class FileSource(_Opened):
-    """A volume in a file as a `sparseseg.blocks.Source`: (C, Z, Y, X), read block by block.
+    """A volume in a file as a `sparseseg.io.blocks.Source`: (C, Z, Y, X), read block by block.
 
     Attributes
     ----------
@@ -148,7 +147,7 @@ def _stamp(path: Path) -> tuple | None:
 
 
 class FileSink(_Opened):
-    """An output written block by block, a `sparseseg.blocks.Sink`: nothing is visible under its name before `finish`.
+    """An output written block by block, a `sparseseg.io.blocks.Sink`: nothing is visible under its name before `finish`.
 
     ``write(zyx, block)`` takes a (Z, Y, X) block, or (C, Z, Y, X) for a 4D output;
     ``finish()`` makes the output visible and returns its path; ``abort()`` removes what was
@@ -217,8 +216,12 @@ class FileSink(_Opened):
         raise NotImplementedError
 
 
+#: Chunks of a chunked output where no other are asked for (z, y, x).
+OUTPUT_CHUNKS = (32, 128, 128)
+
+
 def _default_chunks(shape) -> tuple[int, ...]:
-    """Chunks of at most `sparseseg.planning.OUTPUT_CHUNKS` voxels (32 x 128 x 128), one channel each."""
+    """Chunks of at most `OUTPUT_CHUNKS` voxels (32 x 128 x 128), one channel each."""
     spatial = tuple(min(n, c) for n, c in zip(shape[-3:], OUTPUT_CHUNKS))
     return (1,) * (len(shape) - 3) + spatial
 

@@ -8,7 +8,7 @@ import warnings
 
 import numpy as np
 
-from sparseseg.blocks import block_shape, plan_blocks
+from sparseseg.io.blocks import block_shape, plan_blocks
 from sparseseg.errors import InputError
 from sparseseg.io.atomic import _place, _remove, _undone_on_failure
 from sparseseg.io.base import _default_chunks, _Reference

@@ -16,7 +16,7 @@ import json
 import logging
 from pathlib import Path
 
-from sparseseg.blocks import block_name
+from sparseseg.io.blocks import block_name
 from sparseseg.errors import InputError
 from sparseseg.io.atomic import _atomic, _remove, _temp_dir
 from sparseseg.io.base import FileSink

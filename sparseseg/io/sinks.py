@@ -25,7 +25,7 @@ from sparseseg.io.zarr_store import ZarrSink
 def create_sink(path: str | os.PathLike, shape: Sequence[int], dtype, *, spacing=None, reference=None,
                 overwrite: bool = False, chunks: Sequence[int] | None = None, key: dict | None = None,
                 resume: bool = False) -> FileSink:
-    """An output of ``shape`` (Z, Y, X) or (C, Z, Y, X) to write block by block (a `sparseseg.blocks.Sink`).
+    """An output of ``shape`` (Z, Y, X) or (C, Z, Y, X) to write block by block (a `sparseseg.io.blocks.Sink`).
 
     The format is ``path``'s (as `check_output` reads it, and checked as it does).
     ``spacing`` (z, y, x), else ``reference.spacing``, is the voxel size written; ``reference``
@@ -85,7 +85,7 @@ def write_volume(path: str | os.PathLike, data: np.ndarray, reference: Volume | 
     suffix = locate(path).suffix
     ref = _reference(reference)
     # The writers are looked up on their modules when called, so that a fault patched into tiff._write_tiff or
-    # nifti._write_nifti (tests/test_faults.py) reaches these writes as it reaches the sinks'.
+    # nifti._write_nifti (tests/io/test_faults.py) reaches these writes as it reaches the sinks'.
     if suffix in TIFF_SUFFIXES:
         _atomic(path, lambda tmp: tiff._write_tiff(tmp, data, ref.spacing, ref.unit), overwrite)
     elif suffix in NIFTI_SUFFIXES:

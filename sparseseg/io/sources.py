@@ -83,7 +83,7 @@ def _with(messages: list[str]) -> str:
 
 
 class ChannelStack:
-    """Several sources of one (Z, Y, X) shape as the channels of one `sparseseg.blocks.Source`, in order.
+    """Several sources of one (Z, Y, X) shape as the channels of one `sparseseg.io.blocks.Source`, in order.
 
     The voxel size, unit, path and NIfTI header are those of the first.
     """
@@ -170,7 +170,7 @@ def _check_dtype(path, dtype) -> None:
 
 
 def open_source(paths: str | os.PathLike | Sequence[str | os.PathLike]):
-    """Open one or more volumes of the same (Z, Y, X) shape as one (C, Z, Y, X) `sparseseg.blocks.Source`.
+    """Open one or more volumes of the same (Z, Y, X) shape as one (C, Z, Y, X) `sparseseg.io.blocks.Source`.
 
     Nothing is read but the metadata: blocks are read as they are asked for (``read`` returns
     float32 and refuses NaN or Inf; ``read_raw`` the file's dtype). Several paths are the
@@ -255,7 +255,7 @@ def read_image(paths: Sequence[str | os.PathLike]) -> Volume:
 
 
 def read_labels(path: str | os.PathLike) -> Volume:
-    """Read a label volume (Z, Y, X). Values are checked later, by `sparseseg.labels`."""
+    """Read a label volume (Z, Y, X). Values are checked later, by `sparseseg.method.annotation`."""
     volume = read_volume(path)
     if volume.data.ndim != 3:
         raise InputError(f"{volume.path}: a label volume must be 3D (Z, Y, X), got shape {volume.data.shape}")

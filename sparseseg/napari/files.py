@@ -51,7 +51,7 @@ def _read_volume(path):
 
 def write_labels(path: str, data, meta: dict) -> list[str]:
     """Write a Labels layer with `sparseseg.io.write_volume`, in the format of ``path``, with the layer's voxel size."""
-    from sparseseg.labels import check_class_ids
+    from sparseseg.method.annotation import check_class_ids
 
     data = np.asarray(data)
     if data.ndim != 3:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from sparseseg.planning import AXES
+from sparseseg.method.planning import AXES
 
 SEGMENTATION = "sparseseg segmentation"
 UNCERTAINTY = "sparseseg uncertainty"

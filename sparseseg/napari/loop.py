@@ -16,9 +16,9 @@ import numpy as np
 from sparseseg import UNLABELED
 from sparseseg.config import Config
 from sparseseg.errors import InputError
-from sparseseg.labels import Annotation, parse_planes, read_annotation
-from sparseseg.planning import AXES
-from sparseseg.suggest import Suggestion, entropy, plane_uncertainty, rank_planes
+from sparseseg.method.annotation import Annotation, parse_planes, read_annotation
+from sparseseg.method.planning import AXES
+from sparseseg.method.uncertainty import Suggestion, entropy, plane_uncertainty, rank_planes
 
 
 @dataclass
@@ -27,11 +27,11 @@ class Result:
 
     Attributes
     ----------
-    model : sparseseg.core.Model
+    model : sparseseg.method.core.Model
         The trained (calibrated) model; the next run can warm-start from it.
-    train_log : sparseseg.train.TrainLog
+    train_log : sparseseg.method.training.TrainLog
         What training did; ``stopped_by`` is 'stop' after Cancel.
-    segmentation : sparseseg.core.Segmentation
+    segmentation : sparseseg.method.core.Segmentation
         Labels (Z, Y, X) and probabilities (K, Z, Y, X) of the whole volume.
     annotation : Annotation
         What was trained on, with its annotated planes.
@@ -70,7 +70,7 @@ class Result:
         return entropy(self.segmentation.probabilities)
 
     def suggestion(self) -> Suggestion | None:
-        """The unannotated plane the model is least sure about (`sparseseg.suggest.rank_planes`), None if none is left."""
+        """The unannotated plane the model is least sure about (`sparseseg.method.uncertainty.rank_planes`), None if none is left."""
         ranked = rank_planes(plane_uncertainty(self.segmentation.probabilities), self.annotation.planes, top=1)
         return ranked[0] if ranked else None
 
@@ -78,7 +78,7 @@ class Result:
 class TrainingProgress:
     """Progress of a training run, written by the worker thread and read by the GUI; `cancel` asks it to stop.
 
-    Called as ``progress(iteration, loss, elapsed)`` after each step (`sparseseg.train.Progress`);
+    Called as ``progress(iteration, loss, elapsed)`` after each step (`sparseseg.method.training.Progress`);
     its ``stop_requested`` ends the run before the next step, keeping the model so far.
 
     Parameters
@@ -140,7 +140,7 @@ def annotation_of(labels: np.ndarray, planes: str = "", painted: dict[str, set[i
 
     The annotated planes are, first of all, those written in ``planes`` ('z=12,40 y=64'); else
     the planes painted in the viewer (``painted``, per axis) that still hold a label; else
-    sparseseg's convention (`sparseseg.labels.annotated_mask`): voxels not equal to
+    sparseseg's convention (`sparseseg.method.annotation.annotated_mask`): voxels not equal to
     ``unlabeled``, or the planes of the one axis that hold labels. On an annotated plane,
     unpainted voxels (0) are background.
     """
@@ -179,7 +179,7 @@ def training_config(config: Config, time_budget: float, spacing: tuple[float, fl
 
 def progress_for(config: Config) -> TrainingProgress:
     """A `TrainingProgress` for the limits ``config`` resolves to on its device."""
-    from sparseseg.core import resolve_device
+    from sparseseg.method.core import resolve_device
 
     shown = config.resolved(resolve_device(config.device).type == "cuda")
     return TrainingProgress(shown.iterations, shown.time_budget)
@@ -187,8 +187,8 @@ def progress_for(config: Config) -> TrainingProgress:
 
 def densify(image: np.ndarray, annotation: Annotation, config: Config, progress: TrainingProgress | None = None,
             init=None) -> Result:
-    """Train (from ``init``, a model, when given), calibrate and segment: `sparseseg.ensemble.densify_arrays`."""
-    from sparseseg.ensemble import densify_arrays
+    """Train (from ``init``, a model, when given), calibrate and segment: `sparseseg.method.ensemble.densify_arrays`."""
+    from sparseseg.method.ensemble import densify_arrays
 
     model, train_log, segmentation = densify_arrays(image, annotation, config, progress, init)
     return Result(model, train_log, segmentation, annotation)

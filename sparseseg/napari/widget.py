@@ -19,7 +19,7 @@ from sparseseg.config import Config
 from sparseseg.errors import InputError
 from sparseseg.napari import layers as shown
 from sparseseg.napari import loop
-from sparseseg.planning import AXES
+from sparseseg.method.planning import AXES
 
 #: Default time budget of one Densify, in seconds: short, for a loop.
 DEFAULT_BUDGET = 60.0
@@ -40,7 +40,7 @@ class DensifyWidget(QWidget):
     ----------
     result : sparseseg.napari.loop.Result or None
         The last densify run.
-    model : sparseseg.core.Model or None
+    model : sparseseg.method.core.Model or None
         The model "Densify again" starts from: the last run's, or one loaded from a folder.
     painted : dict
         The planes painted per axis ({'z': {12, 40}, ...}) of the chosen Labels layer.
@@ -280,7 +280,7 @@ class DensifyWidget(QWidget):
 
     def save_model(self, folder) -> Path | None:
         """Save the current model as a model folder (an existing model there is replaced)."""
-        from sparseseg.modelfolder import save_model
+        from sparseseg.method.modelfolder import save_model
 
         try:
             path = save_model(folder, self.model, overwrite=True)
@@ -292,7 +292,7 @@ class DensifyWidget(QWidget):
 
     def load_model(self, folder) -> None:
         """Load a model folder: "Densify again" then starts from it."""
-        from sparseseg.modelfolder import load_model
+        from sparseseg.method.modelfolder import load_model
 
         try:
             self.model = load_model(folder)

@@ -1,0 +1,386 @@
+"""Share a model on bioimage.io: `export_model` writes a model folder as a bioimage.io model package (format 0.5).
+
+The package is a .zip holding ``rdf.yaml`` (the description) and the files it names:
+
+- ``weights.pt``: the ``pytorch_state_dict`` weights, whose architecture is `sparseseg.method.network.UNet3D`
+  with the model's keyword arguments (consumers that have sparseseg installed import it);
+- ``weights_torchscript.pt``: the same network as TorchScript (``parent: pytorch_state_dict``), for
+  consumers that cannot import sparseseg;
+- ``test_input.npy`` and ``test_output.npy``: a small crop (the training patch) of a sample volume
+  and what the described pipeline gives for it, computed here with sparseseg's own normalisation;
+- ``cover.png``: three planes of the test input with its labels (`sparseseg.commands.preview`);
+- ``README.md``: what the model does and how its labels are decided;
+- ``config.json``: sparseseg's own model config (an attachment), so that ``sparseseg predict
+  model.zip`` (`sparseseg.method.modelfolder.load_model`) rebuilds the network it was exported from.
+
+- ``forest.npz``: the model's pixel classifier (`sparseseg.method.forest`), where it has one, as numeric
+  arrays (`sparseseg.method.forest_file`; an attachment).
+
+``sparseseg predict`` on the package predicts what it predicts on the folder: the network blended
+with the forest (``blend`` < 1). bioimage.io cannot describe the forest nor its filter features,
+so other bioimage.io consumers run the network alone; for such a model `export_model` logs a
+warning with the network's own held-out IoU beside the blend's, and the package's README says so.
+
+How the description maps sparseseg's method:
+
+- Input ``raw``: axes batch, channel, z, y, x; the space axes carry the model's voxel size as
+  their scale, and any size that is a multiple of the network's pooling (``size_multiple``).
+- Preprocessing: sparseseg normalises each channel of each volume by its own statistics
+  (`sparseseg.method.preprocess`): clip to the 0.5 and 99.5 percentiles, subtract the mean, divide by
+  the standard deviation (both of the clipped values). Nothing is fixed per model, so the
+  per-sample operations ``clip`` (``min_percentile``, ``max_percentile`` over z, y, x) and
+  ``zero_mean_unit_variance`` (over z, y, x) describe it; its ``eps`` is set to `EPS`, far
+  below any standard deviation that float32 resolves. A consumer's percentile method may differ
+  slightly from numpy's linear one (bioimageio.core takes the inverted CDF): the test output is
+  sparseseg's, and the package's tolerance (`TOLERANCE`) covers that difference.
+- Output ``probabilities``: the network's class scores, shifted by the model's decision offsets
+  (prior correction and calibration, `sparseseg.method.core.Model.decision_offsets`) with
+  ``scale_linear`` and turned into probabilities with ``softmax``, both along the channel axis;
+  their argmax is sparseseg's label decision (`sparseseg.method.core.decide`) for one window. The
+  channels are named ``class_<id>`` after the class values of the labels.
+
+What a package cannot describe: sparseseg's Gaussian-blended sliding window over training-patch
+sized windows (a consumer runs whatever tiling it has), and the mapping of channels to the class
+values (given in the channel names). ``sparseseg predict`` on the package does both as for the
+model folder.
+
+bioimageio.spec builds, checks and serialises the description; it is an optional extra
+(``pip install "sparseseg[bioimage]"``) and imported only here, inside the functions. No file is
+fetched: every file is local to the package, and the description names no URL.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import tempfile
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from sparseseg import __version__, io
+from sparseseg.method.core import Model
+from sparseseg.errors import InputError
+from sparseseg.method.forest_file import save_forest
+from sparseseg.method.modelfolder import CONFIG, FOREST, WEIGHTS, load_model, model_meta, model_state
+from sparseseg.io.paths import check_distinct
+from sparseseg.method.preprocess import intensity_stats, normalise_with
+
+log = logging.getLogger("sparseseg")
+
+PathLike = str | os.PathLike
+
+RDF = "rdf.yaml"
+TORCHSCRIPT = "weights_torchscript.pt"
+TEST_INPUT, TEST_OUTPUT, COVER, README = "test_input.npy", "test_output.npy", "cover.png", "README.md"
+INPUT_ID, OUTPUT_ID = "raw", "probabilities"
+
+#: The percentiles sparseseg clips each channel to before its z-score (`sparseseg.method.preprocess.intensity_stats`).
+PERCENTILES = (0.5, 99.5)
+#: ``zero_mean_unit_variance``'s epsilon: (x - mean) / (std + EPS); sparseseg divides by the std itself.
+EPS = 1e-10
+#: Reproducibility tolerance of the test output (probabilities in 0..1), for the consumer's percentile method.
+TOLERANCE = {"absolute_tolerance": 1e-3, "relative_tolerance": 1e-3, "mismatched_elements_per_million": 100}
+
+#: The 3D U-Net paper, and sparseseg.
+CITE = [
+    {"text": "Cicek, Abdulkadir, Lienkamp, Brox, Ronneberger (2016). 3D U-Net: Learning Dense Volumetric "
+             "Segmentation from Sparse Annotation. MICCAI 2016 (arXiv:1606.06650)", "doi": "10.1007/978-3-319-46723-8_49"},
+]
+TAGS = ["3d", "unet", "semantic-segmentation", "sparse-annotation", "pytorch", "sparseseg"]
+#: Characters bioimage.io allows in a name (5 to 128 of them).
+NAME_CHARACTERS = re.compile(r"[A-Za-z0-9_+\- ()]{5,128}")
+
+
+def export_model(
+    model_dir: PathLike,
+    output: PathLike,
+    *,
+    sample: Sequence[PathLike] | None = None,
+    name: str | None = None,
+    authors: Sequence[str] = (),
+    license: str = "CC-BY-4.0",
+    overwrite: bool = False,
+) -> Path:
+    """Write the model in ``model_dir`` as a bioimage.io model package (a .zip), checked by bioimageio.spec.
+
+    The package holds the whole model, its forest (``forest.npz``) too, so that ``sparseseg predict`` on it gives the
+    folder's segmentation. Where the model blends the forest in (``blend`` < 1) a warning says that other bioimage.io
+    consumers run the network alone, with the network's own held-out IoU (see the module's docstring).
+
+    Parameters
+    ----------
+    model_dir : path
+        A model folder (``densify --save-model``, ``train``), or a package written before.
+    output : path
+        The package to write, ending in ``.zip``; written whole or not at all.
+    sample : sequence of paths, optional
+        Volume file(s) (several: channels) to cut the test input and the cover from: its centre,
+        the size of the training patch. Default: a synthetic volume (`sparseseg.commands.synthetic.blobs`).
+    name : str, optional
+        The package's name (letters, digits, spaces, ``_+-()``, 5 to 128 characters). Default:
+        "sparseseg 3D U-Net" and the folder's name.
+    authors : sequence of str
+        The model's authors, by name.
+    license : str
+        An SPDX license identifier for the weights (default CC-BY-4.0, bioimage.io's usual one).
+    overwrite : bool
+        Replace an earlier ``output`` (never an input).
+
+    Returns
+    -------
+    Path
+        ``output``.
+
+    Raises
+    ------
+    InputError
+        Bad input, or bioimageio.spec not installed; nothing is written then.
+    """
+    output = Path(output)
+    sample = [Path(p) for p in sample] if sample else []
+    io.check_output(output, overwrite, suffixes=(".zip",))
+    check_distinct([model_dir, *sample], [output])
+    name = _name(name, Path(model_dir))
+    authors = _authors(authors)
+    model = load_model(model_dir)
+    if model.forest is not None and model.blend < 1:
+        log.warning("export: %s blends the network (weight %.2f) with a pixel-classifier forest; sparseseg predict on "
+                    "the package does the same, but other bioimage.io consumers run the network alone%s", model_dir,
+                    model.blend, _held_out(model))
+    spec = _spec()
+    raw, spacing = _test_input(model, sample), _spacing(model)
+    with tempfile.TemporaryDirectory(prefix="sparseseg-export-") as tmp:
+        folder = Path(tmp)
+        _write_files(folder, model, raw, spacing)
+        rdf = _description(model, spacing, name, authors, license, spec.ModelDescr.implemented_format_version)
+        with spec.ValidationContext(root=folder, perform_io_checks=True, log_warnings=False, raise_errors=False):
+            descr = spec.build_description(rdf)
+            _check_valid(descr, license)
+            return io.write_file(output, lambda path: spec.save_bioimageio_package(descr, output_path=path), overwrite)
+
+
+def _spec():
+    """bioimageio.spec, or an `InputError` saying how to install it."""
+    try:
+        import bioimageio.spec as spec
+    except ImportError:
+        raise InputError('exporting a bioimage.io package needs bioimageio.spec: pip install "sparseseg[bioimage]"') from None
+    return spec
+
+
+def _name(name: str | None, model_dir: Path) -> str:
+    if name is None:
+        folder = re.sub(r"[^A-Za-z0-9_+\- ()]+", "-", model_dir.resolve().name.removesuffix(".zip")).strip("-")
+        return f"sparseseg 3D U-Net {folder}"[:128].strip()
+    if not NAME_CHARACTERS.fullmatch(name):
+        raise InputError("a bioimage.io name holds 5 to 128 letters, digits, spaces or _+-()", param="name", value=name)
+    return name
+
+
+def _authors(authors: Sequence[str]) -> list[str]:
+    for author in authors:
+        if not author.strip() or "/" in author:
+            raise InputError("an author is a name, without '/'", param="authors", value=author)
+    return [a.strip() for a in authors]
+
+
+def _spacing(model: Model) -> tuple[float, float, float]:
+    """The voxel size the model was trained with (1, 1, 1 where it knows none): the scale of the space axes."""
+    return tuple(float(s) for s in (model.config.spacing or (1.0, 1.0, 1.0)))
+
+
+def _test_input(model: Model, sample: Sequence[Path]) -> np.ndarray:
+    """The raw (C, z, y, x) float32 test input: the centre of ``sample`` (or of a synthetic volume), one training
+    patch in size, cut to whole multiples of the network's pooling."""
+    multiple = model.network.size_multiple
+    patch = tuple(model.config.patch)
+    if sample:
+        volume = io.read_image(sample)
+        image = volume.data
+        if image.shape[0] != model.in_channels:
+            raise InputError(f"the model takes {model.in_channels} channel(s), the sample has {image.shape[0]}",
+                             param="sample", value=sample[0])
+        small = [axis for axis, s, m in zip("zyx", image.shape[1:], multiple) if s < m]
+        if small:
+            raise InputError(f"axis {small[0]} is smaller than the network's size multiple {multiple}", param="sample",
+                             value=sample[0])
+    else:
+        from sparseseg.commands import synthetic
+
+        image = np.repeat(synthetic.blobs(patch, seed=0)[0][None], model.in_channels, axis=0)
+    size = [min(p, s) // m * m for p, s, m in zip(patch, image.shape[1:], multiple)]
+    start = [(s - n) // 2 for s, n in zip(image.shape[1:], size)]
+    crop = image[(slice(None),) + tuple(slice(a, a + n) for a, n in zip(start, size))]
+    if not np.isfinite(crop).all():
+        raise InputError("the sample's centre holds NaN or Inf values", param="sample", value=sample[0])
+    return np.ascontiguousarray(crop, dtype=np.float32)
+
+
+def _probabilities(model: Model, raw: np.ndarray) -> np.ndarray:
+    """What the described pipeline gives for a raw (C, z, y, x) input, as (1, K, z, y, x) float32: sparseseg's
+    normalisation, the network in one pass, the decision offsets, softmax."""
+    import torch
+
+    image = normalise_with(raw, intensity_stats(raw, *PERCENTILES))
+    network = model.network.cpu().eval()
+    offsets = torch.as_tensor(model.decision_offsets, dtype=torch.float32).view(1, -1, 1, 1, 1)
+    with torch.inference_mode():
+        return torch.softmax(network(torch.from_numpy(image[None])) + offsets, dim=1).numpy()
+
+
+def _write_files(folder: Path, model: Model, raw: np.ndarray, spacing) -> None:
+    """Every file the package holds but rdf.yaml, into ``folder``."""
+    import torch
+
+    from sparseseg.commands.preview import render_preview
+
+    torch.save(model_state(model), folder / WEIGHTS)
+    (folder / CONFIG).write_text(json.dumps(model_meta(model), indent=2) + "\n")
+    if model.forest is not None:
+        save_forest(model.forest, folder / FOREST)
+    example = torch.from_numpy(normalise_with(raw, intensity_stats(raw, *PERCENTILES))[None])
+    with warnings.catch_warnings():  # torch.jit says it is deprecated in favour of torch.export; bioimage.io reads TorchScript
+        warnings.simplefilter("ignore")
+        traced = torch.jit.trace(model.network.cpu().eval(), example, check_trace=False)
+        torch.jit.save(traced, str(folder / TORCHSCRIPT))
+    probabilities = _probabilities(model, raw)
+    np.save(folder / TEST_INPUT, raw[None])
+    np.save(folder / TEST_OUTPUT, probabilities)
+    labels = model.classes[np.argmax(probabilities[0], axis=0)]
+    io.write_png(folder / COVER, render_preview(raw, labels, spacing=spacing))
+    (folder / README).write_text(_readme(model, spacing))
+
+
+def _axes(model: Model, spacing, output: bool) -> list[dict]:
+    """The tensor's axes: batch, channel, then z, y, x with the voxel size as scale."""
+    if output:
+        channels = {"type": "channel", "channel_names": [f"class_{c}" for c in model.classes.tolist()]}
+        space = [{"size": {"tensor_id": INPUT_ID, "axis_id": axis}} for axis in "zyx"]
+    else:
+        channels = {"type": "channel", "channel_names": [f"channel{c}" for c in range(model.in_channels)]}
+        space = [{"size": {"min": m, "step": m}} for m in model.network.size_multiple]
+    return [{"type": "batch"}, channels] + [
+        {"type": "space", "id": axis, "scale": scale, **size} for axis, scale, size in zip("zyx", spacing, space)
+    ]
+
+
+def _description(model: Model, spacing, name: str, authors: list[str], license: str, format_version: str) -> dict:
+    """The rdf.yaml content, for bioimageio.spec to build."""
+    import torch
+
+    classes = model.classes.tolist()
+    zyx = ["z", "y", "x"]
+    preprocessing = [
+        {"id": "clip", "kwargs": {"min_percentile": PERCENTILES[0], "max_percentile": PERCENTILES[1], "axes": zyx}},
+        {"id": "zero_mean_unit_variance", "kwargs": {"axes": zyx, "eps": EPS}},
+    ]
+    offsets = [float(o) for o in model.decision_offsets]
+    postprocessing = [{"id": "softmax", "kwargs": {"axis": "channel"}}]
+    if any(offsets):
+        postprocessing.insert(0, {"id": "scale_linear", "kwargs": {"axis": "channel", "offset": offsets}})
+    kwargs = {"in_channels": model.in_channels, "n_classes": len(classes), "base": model.config.base,
+              "pools": [list(p) for p in model.network.pools]}
+    pytorch_version = torch.__version__.split("+")[0]
+    return {
+        "type": "model",
+        "format_version": format_version,
+        "name": name,
+        "description": (f"3D U-Net (Cicek et al. 2016) trained with sparseseg {__version__} from sparsely annotated "
+                        f"planes: {model.in_channels} channel(s) in, {len(classes)} classes {classes} out, voxel size "
+                        f"z,y,x {','.join(f'{s:g}' for s in spacing)}."),
+        "authors": [{"name": a} for a in authors],
+        "cite": CITE,
+        "license": license,
+        "tags": TAGS,
+        "documentation": {"source": README},
+        "covers": [{"source": COVER}],
+        "attachments": [{"source": CONFIG}] + ([{"source": FOREST}] if model.forest is not None else []),
+        "inputs": [{
+            "id": INPUT_ID,
+            "description": "raw intensities, any value range (normalised per channel by the preprocessing)",
+            "axes": _axes(model, spacing, output=False),
+            "test_tensor": {"source": TEST_INPUT},
+            "data": {"type": "float32"},
+            "preprocessing": preprocessing,
+        }],
+        "outputs": [{
+            "id": OUTPUT_ID,
+            "description": "class probabilities with sparseseg's decision offsets: the label is the <id> of the largest "
+                           "channel class_<id>",
+            "axes": _axes(model, spacing, output=True),
+            "test_tensor": {"source": TEST_OUTPUT},
+            "data": {"type": "float32", "range": [0.0, 1.0]},
+            "postprocessing": postprocessing,
+        }],
+        "weights": {
+            "pytorch_state_dict": {
+                "source": WEIGHTS,
+                "architecture": {"callable": "UNet3D", "import_from": "sparseseg.method.network", "kwargs": kwargs},
+                "pytorch_version": pytorch_version,
+            },
+            "torchscript": {"source": TORCHSCRIPT, "parent": "pytorch_state_dict", "pytorch_version": pytorch_version},
+        },
+        "config": {"bioimageio": {"reproducibility_tolerance": [TOLERANCE]}},
+    }
+
+
+def _check_valid(descr, license: str) -> None:
+    """Raise for a description bioimageio.spec refuses: an `InputError` for the license (the one field checked only
+    there), a RuntimeError (a bug here) for anything else."""
+    summary = descr.validation_summary
+    if summary.status != "failed":
+        return
+    errors = list(summary.errors)
+    if any(error.loc and str(error.loc[0]) == "license" for error in errors):
+        raise InputError("not an SPDX license identifier that bioimage.io accepts (such as CC-BY-4.0, CC0-1.0 or MIT)",
+                         param="license", value=license)
+    where = ".".join(map(str, errors[0].loc)) if errors else "?"
+    raise RuntimeError(f"bioimageio.spec refuses the exported description at {where}: {errors[0].msg if errors else descr}")
+
+
+def _held_out(model: Model) -> str:
+    """The network's own IoU on the held-out planes beside the blend's, as a clause ('' where not estimated)."""
+    estimate = model.estimate or {}
+    network, blended = estimate.get("network_iou"), estimate.get("held_out_iou")
+    if not isinstance(network, (int, float)) or not isinstance(blended, (int, float)):
+        return ""
+    return f" (on the held-out planes: network alone {network:.3f} mean foreground IoU, the blend {blended:.3f})"
+
+
+def _forest_note(model: Model) -> str:
+    if model.forest is None or model.blend >= 1:
+        return ""
+    return (f"\n\nsparseseg blends this network (weight {model.blend:.2f}) with a random forest on filter features, "
+            f"`{FOREST}` (numeric arrays). Other bioimage.io consumers run the network alone{_held_out(model)}.")
+
+
+def _readme(model: Model, spacing) -> str:
+    classes = model.classes.tolist()
+    offsets = ", ".join(f"{o:.4g}" for o in model.decision_offsets)
+    return f"""# sparseseg 3D U-Net
+
+A 3D U-Net (Cicek et al. 2016, arXiv:1606.06650) trained with sparseseg {__version__} on sparsely annotated planes.
+
+- Input `{INPUT_ID}`: {model.in_channels} channel(s), axes z, y, x of any size that is a multiple of
+  {','.join(map(str, model.network.size_multiple))}; voxel size z,y,x {','.join(f'{s:g}' for s in spacing)}.
+- Preprocessing, per channel of each volume: clip to its {PERCENTILES[0]} and {PERCENTILES[1]} percentiles, subtract
+  the mean and divide by the standard deviation of the clipped values.
+- Output `{OUTPUT_ID}`: one channel per class value {classes}, the softmax of the network's scores plus the decision
+  offsets ({offsets}); the label of a voxel is the class value of its largest channel.
+
+sparseseg itself predicts with a Gaussian-blended sliding window of {','.join(map(str, model.config.patch))}
+voxels (overlap {model.config.overlap} across the annotated planes, {model.config.wide_overlap} along the other axes):
+`sparseseg predict model.zip volume.tif -o labels.tif` gives the labels of
+the model folder this package was exported from. `{CONFIG}` is that folder's config.{_forest_note(model)}
+
+## Validation
+
+The test output was made by sparseseg from the test input, with its own normalisation (numpy's linear percentiles)
+and the network in one pass. The package was checked with bioimageio.spec when it was written.
+"""
+

@@ -1,0 +1,421 @@
+"""Fit, segment and decide on arrays: the method itself, with no files involved.
+
+`fit` trains a 3D U-Net on sparsely annotated images; `network_probabilities` applies it
+with the sliding window; `decide` turns probabilities into labels (prior correction and
+fitted offsets, then argmax), the one decision path; `calibrate` fits the offsets on the
+annotated voxels. Errors name the library's parameters (``patch``, ``device``, ...).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import torch
+
+from sparseseg.method import augment
+from sparseseg.io.blocks import ArraySink, ArraySource, Sink, Source, all_or_nothing, blocks_to_write, mark_written
+from sparseseg.method.decision import apply_offsets, fit_offsets, prior_offsets
+from sparseseg.config import DEVICES, Config
+from sparseseg.errors import InputError
+from sparseseg.method.holdout import blend_probabilities
+from sparseseg.method.annotation import Annotation, weight_map
+from sparseseg.method.network import UNet3D, count_parameters
+from sparseseg.method.planning import (
+    anisotropy, inference_windows, pooling_kernels, size_multiple, thin_depths, training_patch, window_chunks, window_overlaps,
+)
+from sparseseg.method.preprocess import normalise, normalise_with
+from sparseseg.method.streaming import BlockPlan, BlockProgress, plan_volume, run_blocks
+from sparseseg.method.training import Progress, TrainData, TrainLog, WholeVolume, class_weights_of, per_image, train
+
+log = logging.getLogger("sparseseg")
+
+
+@dataclass
+class Model:
+    """A trained network with what is needed to apply it: its classes and its (resolved) config."""
+
+    network: UNet3D
+    classes: np.ndarray
+    config: Config
+    in_channels: int
+    shapes: dict = field(default_factory=dict)  # training patch per annotated axis ('z', 'y', 'x'; None: cubes)
+    class_weights: np.ndarray | None = None  # the loss's class weights, for the prior correction (None: not known)
+    offsets: np.ndarray | None = None  # log-probability offset per class fitted by `calibrate` (None: not calibrated)
+    forest: object | None = None  # a `sparseseg.method.forest.Forest` whose probabilities are blended in (None: the network alone)
+    blend: float = 1.0  # weight of the network's probabilities in the blend; 1 - blend is the forest's
+    estimate: dict | None = None  # the IoU estimated on held-out planes (`sparseseg.method.holdout.Estimate.as_dict`), if made
+
+    @property
+    def decision_offsets(self) -> np.ndarray:
+        """The offsets `decide` adds to the log-probabilities: fitted ones, else the prior correction, else 0."""
+        if self.offsets is not None:
+            return self.offsets
+        if self.class_weights is not None:
+            return prior_offsets(self.class_weights, self.config.prior_correction)
+        return np.zeros(len(self.classes))
+
+    @property
+    def windows(self) -> dict:
+        """Training patch shapes to match at inference (see `inference_windows`)."""
+        return self.shapes or {None: self.config.patch}
+
+    @property
+    def parameters(self) -> int:
+        return count_parameters(self.network)
+
+
+@dataclass
+class Segmentation:
+    """labels: (Z, Y, X) with the class values; probabilities: (K, Z, Y, X) float32 after `decide`, row k = class ``classes[k]``.
+
+    windows: the sliding-window shapes, one pass each (see `inference_windows`).
+    """
+
+    labels: np.ndarray
+    probabilities: np.ndarray
+    seconds: float
+    windows: list[tuple[int, int, int]]
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' -> CUDA when available, else CPU; 'cuda' without a GPU, or an unknown name, is an `InputError`."""
+    if name not in DEVICES:
+        raise InputError("must be " + ", ".join(DEVICES), param="device", value=name)
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise InputError("no CUDA GPU is available here (use cpu or auto)", param="device", value=name)
+    return torch.device(name)
+
+
+#: Voxels whose most probable class `decide` takes at once.
+DECIDE_VOXELS = 2**20
+
+
+def labels_dtype(classes: Sequence[int]) -> np.dtype:
+    """uint8 for class ids up to 255, uint16 above."""
+    return np.dtype(np.uint8) if max(classes) <= 255 else np.dtype(np.uint16)
+
+
+def _out_of_memory() -> InputError:
+    return InputError("out of GPU memory: lower patch or batch_size (or use the CPU)", param="device", value="cuda")
+
+
+def loss_weights(annotation: Annotation, classes: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Class indices into ``classes`` (a superset of the annotated ones) and the per-voxel loss weights."""
+    target = np.searchsorted(classes, annotation.classes[annotation.target])
+    return target, weight_map(Annotation(classes, target, annotation.mask, annotation.planes), weights)
+
+
+#: Rough bytes of activations and gradients per patch voxel and first-layer channel in a training step.
+TRAIN_BYTES_PER_VOXEL_CHANNEL = 64
+
+
+def check_memory(patch: Sequence[int], batch_size: int, base: int, device: torch.device) -> None:
+    """Refuse a training step that could not fit in the device's memory, before allocating anything."""
+    need = float(np.prod(patch)) * batch_size * base * TRAIN_BYTES_PER_VOXEL_CHANNEL
+    if device.type == "cuda":
+        have = torch.cuda.get_device_properties(device).total_memory
+    else:
+        have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if need > have:
+        raise InputError(f"a training step needs about {need / 2**30:.0f} GiB, more than the {have / 2**30:.0f} GiB "
+                         "here: lower patch, batch_size or base", param="patch", value=tuple(patch))
+
+
+def plan_training(config: Config, shape: Sequence[int], init: Model | None, device: torch.device):
+    """The resolved config (a warm start's network kept), the pooling and the training patch for a volume of ``shape``.
+
+    Returns (config, pools, patch, clipped); raises `InputError` for a patch or a step that cannot work.
+    """
+    config = config.resolved(device.type == "cuda")
+    if init is not None:
+        config = replace(config, base=init.config.base, depth=init.config.depth, spacing=init.config.spacing)
+    pools = init.network.pools if init is not None else pooling_kernels(config.spacing, config.depth)
+    patch, clipped = training_patch(config.patch, shape, config.spacing, size_multiple(pools), config.batch_size)
+    check_memory(patch, config.batch_size, config.base, device)
+    return config, pools, patch, clipped
+
+
+def check_training(config: Config, shape: Sequence[int], init: Model | None = None) -> None:
+    """Check before reading anything more that ``config`` can train on a volume of ``shape`` (raises `InputError`)."""
+    plan_training(config, shape, init, resolve_device(config.device))
+
+
+def fit(
+    images: Sequence[np.ndarray],
+    annotations: Sequence[Annotation],
+    config: Config,
+    progress: Progress | None = None,
+    init: Model | None = None,
+    whole: WholeVolume | Sequence[WholeVolume | None] | None = None,
+) -> tuple[Model, TrainLog]:
+    """Train a 3D U-Net on one or more sparsely annotated images.
+
+    Parameters
+    ----------
+    images : sequence of ndarray, (C, Z, Y, X)
+        Raw images with the same channels; each is normalised here.
+    annotations : sequence of Annotation
+        One per image.
+    config : Config
+        Settings; device-dependent defaults are filled in here.
+    progress : callable, optional
+        Called as ``progress(iteration, loss, elapsed_seconds)`` after each step.
+    init : Model, optional
+        Start from this model (a warm start) instead of random weights; its classes,
+        network shape and spacing are kept.
+    whole : WholeVolume or sequence of (WholeVolume or None), optional
+        The images are slabs of one volume (`sparseseg.large.slabs.read_stack`): the patch is
+        planned for the whole volume, the images are normalised by its statistics and the
+        class weights come from its class counts. A sequence gives each image its own (the
+        slabs of one volume share one object; None: the image is a volume read whole).
+
+    Returns
+    -------
+    model : Model
+    train_log : TrainLog
+        Its ``warnings`` say when the result is not worth much (a constant volume, no step made).
+    """
+    if len(images) != len(annotations) or not images:
+        raise InputError(f"need one annotation per image, got {len(images)} images and {len(annotations)} annotations")
+    channels = images[0].shape[0]
+    for image, annotation in zip(images, annotations):
+        if image.ndim != 4 or image.shape[1:] != annotation.target.shape:
+            raise InputError(f"image shape {image.shape[1:]} differs from label shape {annotation.target.shape}")
+        if image.shape[0] != channels:
+            raise InputError(f"all images need the same number of channels, got {channels} and {image.shape[0]}")
+    device = resolve_device(config.device)
+    found = np.unique(np.concatenate([a.classes for a in annotations]))
+    if init is not None:
+        if init.in_channels != channels:
+            raise InputError(f"the model takes {init.in_channels} channel(s), the volume has {channels}", param="init", value="model")
+        missing = np.setdiff1d(found, init.classes)
+        if missing.size:
+            raise InputError(f"the model knows classes {init.classes.tolist()}, the labels also hold {missing.tolist()}",
+                             param="init", value="model")
+    wholes = per_image(whole, len(images))
+    smallest = tuple(min((a.target.shape if w is None else w.shape)[i] for a, w in zip(annotations, wholes)) for i in range(3))
+    asked = config.patch
+    config, pools, patch, clipped = plan_training(config, smallest, init, device)
+    multiple = size_multiple(pools)
+    if clipped:
+        log.warning("patch %s is larger than the volume %s: clipped to %s", asked, smallest, patch)
+    warnings = [f"{name} is 0: training ends before its first step, so the segmentation comes from an untrained network"
+                for name in ("iterations", "time_budget") if getattr(config, name) == 0]
+    if any(np.ptp(image[c]) == 0 for image in images for c in range(channels)):
+        warnings.append("the volume is constant (a channel holds one value): the network has no intensity to learn from")
+    for text in warnings:
+        log.warning(text)
+    seed = config.seed if config.seed is not None else secrets.randbits(31)
+    torch.manual_seed(seed)
+    if init is not None:
+        classes, network = init.classes, init.network
+    else:
+        classes = found
+        network = UNet3D(channels, len(classes), config.base, pools)
+    thin = thin_depths(config.thin, config.spacing, multiple, patch) if config.thin else None
+    weights = class_weights_of(annotations, classes, config.class_power, whole)
+    data = []
+    for image, annotation, w in zip(images, annotations, wholes):
+        target, voxel_weights = loss_weights(annotation, classes, weights)
+        data.append(TrainData(normalise(image) if w is None else normalise_with(image, w.stats), target,
+                              voxel_weights, annotation.planes))
+    log.info("training on %s: patch %s (thin %s), %d parameters, seed %d", device, patch, thin, count_parameters(network), seed)
+    try:
+        train_log = train(
+            network, data, patch=patch, batch_size=config.batch_size, iterations=config.iterations,
+            time_budget=config.time_budget, lr=config.lr, device=device, seed=seed, dice=config.dice, thin=thin,
+            params=augment.AugmentParams() if config.augment else None, anisotropy=anisotropy(config.spacing),
+            progress=progress,
+        )
+    except torch.OutOfMemoryError as exc:
+        raise _out_of_memory() from exc
+    train_log.warnings = warnings
+    model = Model(network, classes, replace(config, seed=seed, patch=tuple(patch)), channels, train_log.shapes, weights)
+    return model, train_log
+
+
+def _check_channels(model: Model, channels: int) -> None:
+    if channels != model.in_channels:
+        raise InputError(f"the model takes {model.in_channels} channel(s), the volume has {channels}")
+
+
+def with_overlap(model: Model, overlap: float | None) -> Model:
+    """The model with its windows overlapping by ``overlap`` across the annotated planes (None: as saved).
+
+    An `InputError` naming ``overlap`` where it does not lie in [0, 1) (`sparseseg.config.Config`).
+    """
+    if overlap is None:
+        return model
+    return replace(model, config=replace(model.config, overlap=float(overlap)))
+
+
+def plan_of(model: Model, source: Source, budget: float | None = None, chunks=None) -> BlockPlan:
+    """How the model's windows cut ``source`` into blocks (`sparseseg.method.streaming.plan_volume`), overlapping as it says."""
+    return plan_volume(model.network, source, model.windows, model.config.patch, budget, chunks,
+                       overlap=model.config.overlap, wide_overlap=model.config.wide_overlap)
+
+
+def output_chunks(model: Model, shape) -> tuple[int, int, int]:
+    """Chunks (z, y, x) for a chunked output the model fills over a (Z, Y, X) ``shape``: whole steps of its windows
+    (`sparseseg.method.planning.window_chunks`), so that blocks of whole chunks need no extra window."""
+    shape = tuple(int(n) for n in shape)
+    windows = inference_windows(model.windows, model.config.patch, shape, model.network.size_multiple)
+    overlaps = window_overlaps(model.windows, model.config.overlap, model.config.wide_overlap)
+    return window_chunks(shape, windows, overlaps)
+
+
+def run_model(model: Model, source: Source, write, device: str, tta: bool | None = None,
+              progress: BlockProgress | None = None, chunks=None, todo=None, needed=None):
+    """The model's class probabilities, before `decide`, of every block of ``source`` (or of those ``todo(plan)`` keeps;
+    over the voxels ``needed(zyx)`` wants, where given: `sparseseg.method.streaming.run_blocks`), handed to ``write(zyx, p)``."""
+    _check_channels(model, source.shape[0])
+    return run_blocks(model.network, source, plan_of(model, source, chunks=chunks), write, device=resolve_device(device),
+                      tta=model.config.tta if tta is None else tta, progress=progress, todo=todo, needed=needed)
+
+
+def prior_of(model: Model) -> np.ndarray:
+    """The log-offsets of the model's prior correction (0 where its class weights are not known)."""
+    if model.class_weights is None:
+        return np.zeros(len(model.classes))
+    return prior_offsets(model.class_weights, model.config.prior_correction)
+
+
+def forest_part(model: Model, image, region=None, features=None) -> np.ndarray | None:
+    """The model's forest's probabilities over ``region`` of ``image`` for the model's classes (None: no forest);
+    ``features``: the image's (`sparseseg.method.forest.volume_features`), where computed already."""
+    if model.forest is None or model.blend == 1:
+        return None
+    from sparseseg.method.forest import forest_probabilities
+
+    return forest_probabilities(model.forest, image, model.classes, region, features)
+
+
+def mixed(model: Model, network: np.ndarray, forest: np.ndarray | None) -> np.ndarray:
+    """What `decide` takes: the network's probabilities alone, or blended with the forest's (in place)."""
+    if model.forest is None or model.blend == 1:
+        return network
+    return blend_probabilities(network, forest, model.blend, prior_of(model))
+
+
+def write_decided(model: Model, labels: Sink, probabilities: Sink | None = None, source: Source | None = None):
+    """``write(zyx, p)``: the labels `decide` gives for block probabilities ``p`` (and ``p`` as uint8 0..255) into the sinks.
+
+    A model with a forest blends in the forest's probabilities of the block, read from
+    ``source`` (the raw volume; needed then). Once both sinks are written the block is marked
+    written whole in them (where they are resumable outputs).
+    """
+    if model.forest is not None and model.blend < 1 and source is None:
+        raise InputError("the model blends in a forest, which needs the raw volume", param="source", value=None)
+
+    def write(zyx, p):
+        p = mixed(model, p, forest_part(model, source, zyx))
+        labels.write(zyx, decide(model, p))
+        if probabilities is not None:
+            probabilities.write(zyx, np.round(p * 255).astype(np.uint8))
+        mark_written(zyx, labels, probabilities)
+    return write
+
+
+def network_probabilities(
+    model: Model, image: np.ndarray, device: str = "auto", tta: bool | None = None, needed: np.ndarray | None = None
+) -> tuple[np.ndarray, list[tuple[int, int, int]], float]:
+    """The network's class probabilities (K, Z, Y, X) for a raw (C, Z, Y, X) image, before `decide`.
+
+    Returns the probabilities, the sliding windows used (one pass each, averaged) and the seconds taken.
+    ``device`` is where to run ('auto' by default, whatever the model was trained on). With
+    ``needed`` (bool, (Z, Y, X)) only the windows over those voxels are run: they get exactly
+    what a run over the whole volume gives them, and the other voxels hold zeros.
+    """
+    if image.ndim != 4:
+        raise InputError(f"expected a (C, Z, Y, X) image, got shape {image.shape}")
+    _check_channels(model, image.shape[0])
+    if needed is not None and needed.shape != image.shape[1:]:
+        raise InputError(f"must have the image's shape {image.shape[1:]}, got {needed.shape}", param="needed")
+    start = time.perf_counter()
+    sink = ArraySink((len(model.classes),) + image.shape[1:], np.float32)
+    windows = run_model(model, ArraySource(image), sink.write, device, tta,
+                        needed=None if needed is None else needed.__getitem__)
+    return sink.finish(), windows, time.perf_counter() - start
+
+
+def segment_source(
+    model: Model,
+    source: Source,
+    labels: Sink,
+    probabilities: Sink | None = None,
+    *,
+    device: str = "auto",
+    tta: bool | None = None,
+    progress: BlockProgress | None = None,
+) -> tuple[list[tuple[int, int, int]], float]:
+    """Segment a volume of any size block by block: labels (and uint8 probabilities, 0..255) go to the sinks.
+
+    Memory stays at one block whatever the volume (`sparseseg.method.streaming`). The sinks are
+    finished at the end, or aborted if anything fails, so no output looks finished before it
+    is; resumable sinks (`sparseseg.io.blocks.all_or_nothing`) are kept on Ctrl-C, and those
+    taken up from an interrupted run get only the blocks they do not hold. Returns the
+    sliding windows and the seconds taken.
+    """
+    start = time.perf_counter()
+    with all_or_nothing(labels, probabilities):
+        windows = run_model(model, source, write_decided(model, labels, probabilities, source), device, tta, progress,
+                            getattr(labels, "chunks", None),
+                            lambda plan: blocks_to_write(plan.blocks, plan.layout, labels, probabilities))
+    return windows, time.perf_counter() - start
+
+
+def decide(model: Model, probabilities: np.ndarray) -> np.ndarray:
+    """The decision, in one place: apply the model's offsets to ``probabilities`` (in place), then the most probable class.
+
+    The offsets are the prior correction and the calibrated offsets (`Model.decision_offsets`).
+    Returns (Z, Y, X) labels holding the class values. The most probable class is taken a few
+    z-planes at a time (`DECIDE_VOXELS`), so that its 8-byte indices never take more memory
+    than a slab's.
+    """
+    apply_offsets(probabilities, model.decision_offsets)
+    labels = np.empty(probabilities.shape[1:], dtype=labels_dtype(model.classes))
+    plane = int(np.prod(probabilities.shape[2:]))
+    step = max(1, DECIDE_VOXELS // max(plane, 1))
+    for z in range(0, labels.shape[0], step):
+        labels[z : z + step] = model.classes[np.argmax(probabilities[:, z : z + step], axis=0)]
+    return labels
+
+
+def segment(model: Model, image: np.ndarray, device: str = "auto", tta: bool | None = None) -> Segmentation:
+    """Apply a model to a raw (C, Z, Y, X) image with the sliding window (blended with its forest, if any), and `decide`."""
+    probabilities, windows, seconds = network_probabilities(model, image, device, tta)
+    probabilities = mixed(model, probabilities, forest_part(model, image))
+    return Segmentation(decide(model, probabilities), probabilities, seconds, windows)
+
+
+def calibrate(model: Model, annotated: Sequence[np.ndarray], annotations: Sequence[Annotation]) -> Model:
+    """Tune the model's class offsets on annotated voxels (`fit_offsets`).
+
+    ``annotated[i]`` holds the (K, N_i) probabilities of `network_probabilities` (before
+    `decide`) on the annotated voxels of ``annotations[i]``. Returns the model with its new
+    offsets, or unchanged when ``config.calibrate`` is off.
+    """
+    if not model.config.calibrate:
+        return model
+    target = np.concatenate([np.searchsorted(model.classes, a.classes[a.target[a.mask]]) for a in annotations])
+    decided = apply_offsets(np.concatenate(annotated, axis=1), model.decision_offsets)
+    fitted = fit_offsets(decided, target, foreground=model.classes != 0)
+    offsets = model.decision_offsets + fitted
+    log.info("class offsets calibrated on %d annotated voxels: %s (prior correction %s, fitted change %s)", target.size,
+             np.round(offsets, 3).tolist(), np.round(model.decision_offsets, 3).tolist(), np.round(fitted, 2).tolist())
+    return replace(model, offsets=offsets)
+
+
+def segment_calibrated(model: Model, image: np.ndarray, annotation: Annotation, device: str = "auto") -> tuple[Model, Segmentation]:
+    """Segment the image the model was trained on, calibrating it on its annotation first; the model and its segmentation."""
+    probabilities, windows, seconds = network_probabilities(model, image, device)
+    model = calibrate(model, [probabilities[:, annotation.mask]], [annotation])
+    return model, Segmentation(decide(model, probabilities), probabilities, seconds, windows)

@@ -1,0 +1,351 @@
+"""Training a 3D U-Net on one sparsely annotated volume.
+
+Patches are drawn around annotated voxels (each class equally often), augmented on the
+training device, and scored with a softmax cross-entropy weighted per voxel: weight 0 on
+unlabeled voxels, so only annotated voxels teach the network. The learning rate decays
+polynomially over the run, which ends after a number of steps or a time budget, whichever
+comes first; Ctrl-C, or a progress object that asks to stop (`Progress`), ends it early and
+keeps the model trained so far.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from sparseseg.method import augment
+from sparseseg.errors import InputError
+from sparseseg.method.annotation import Annotation, weights_from_counts
+from sparseseg.method.planning import AXES, patch_shapes
+
+logger = logging.getLogger("sparseseg")
+
+
+@dataclass(frozen=True)
+class TrainData:
+    """A normalised image with its class targets and per-voxel weights.
+
+    image : (C, Z, Y, X) float32; target : (Z, Y, X) int, class index 0..K-1;
+    weight : (Z, Y, X) float32, 0 where nothing was annotated; planes : the annotated
+    planes per axis ({'z': [...], 'y': [...], 'x': [...]}), empty where the annotation is
+    not plane-wise.
+    """
+
+    image: np.ndarray
+    target: np.ndarray
+    weight: np.ndarray
+    planes: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class WholeVolume:
+    """What `fit` needs of the whole volume when it is given only slabs of it (`sparseseg.large.slabs.read_stack`).
+
+    shape: the volume's (Z, Y, X), which the training patch is planned for; stats: the (C, 4)
+    normalisation statistics of `sparseseg.method.preprocess.intensity_stats` (those the block
+    inference takes); classes, counts: the annotated class ids and their voxels in the volume.
+    """
+
+    shape: tuple[int, int, int]
+    stats: np.ndarray
+    classes: np.ndarray
+    counts: np.ndarray
+
+
+def per_image(whole: WholeVolume | Sequence[WholeVolume | None] | None, n: int) -> list[WholeVolume | None]:
+    """`sparseseg.method.core.fit`'s ``whole`` as one entry per image (None: the image is a volume read whole).
+
+    One `WholeVolume` is that of all ``n`` images (slabs of one volume); a sequence must hold one entry per image.
+    """
+    if whole is None or isinstance(whole, WholeVolume):
+        return [whole] * n
+    whole = list(whole)
+    if len(whole) != n:
+        raise InputError(f"need one whole-volume entry (or None) per image, got {len(whole)} for {n} images")
+    return whole
+
+
+def class_weights_of(annotations: Sequence[Annotation], classes: np.ndarray, class_power: float,
+                     whole: WholeVolume | Sequence[WholeVolume | None] | None = None) -> np.ndarray:
+    """Class weights over all ``annotations`` for the network's ``classes``; the loss uses them and the model keeps them.
+
+    Where ``whole`` (see `per_image`) gives an annotation a `WholeVolume`, that volume's class
+    counts stand for it, once per volume however many of its slabs are given (the same object);
+    the other annotations count their annotated voxels.
+    """
+    counts = np.zeros(len(classes), dtype=np.int64)
+    counted: list[WholeVolume] = []
+    for a, volume in zip(annotations, per_image(whole, len(annotations))):
+        if volume is None:
+            counts += np.bincount(np.searchsorted(classes, a.classes[a.target[a.mask]]), minlength=len(classes))
+        elif not any(volume is c for c in counted):
+            counted.append(volume)
+            counts[np.searchsorted(classes, volume.classes)] += volume.counts
+    return weights_from_counts(counts, class_power)
+
+
+@dataclass
+class TrainLog:
+    iterations: int = 0
+    seconds: float = 0.0
+    losses: list[float] = field(default_factory=list)
+    stopped_by: str = "iterations"  # 'iterations', 'time', 'interrupt' (Ctrl-C) or 'stop' (asked by the progress object)
+    device: str = "cpu"
+    shapes: dict = field(default_factory=dict)  # training patch per annotated axis (None: cube patches)
+    warnings: list[str] = field(default_factory=list)  # why the result may not be worth much (see `sparseseg.method.core.fit`)
+
+    @property
+    def final_loss(self) -> float:
+        tail = self.losses[-20:]
+        return float(np.mean(tail)) if tail else float("nan")
+
+
+def weighted_loss(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, dice: float = 0.0) -> torch.Tensor:
+    """Weighted softmax cross-entropy, plus ``dice`` times a soft-Dice loss on voxels with weight > 0.
+
+    The cross-entropy is ``sum(w * ce) / sum(w)``; voxels with ``w = 0`` add nothing and get
+    no gradient.
+    """
+    logits = logits.float()
+    ce = F.cross_entropy(logits, target, reduction="none")
+    loss = (ce * weight).sum() / weight.sum().clamp_min(1e-8)
+    if dice:
+        labelled = (weight > 0).unsqueeze(1).float()
+        probs = torch.softmax(logits, dim=1) * labelled
+        onehot = F.one_hot(target, logits.shape[1]).movedim(-1, 1).float() * labelled
+        dims = (0, 2, 3, 4)
+        intersection = (probs * onehot).sum(dims)
+        denominator = probs.sum(dims) + onehot.sum(dims)
+        present = onehot.sum(dims) > 0
+        soft_dice = (2 * intersection + 1e-5) / (denominator + 1e-5)
+        loss = loss + dice * (1 - soft_dice[present].mean())
+    return loss
+
+
+class VolumeCrops:
+    """Crops of one volume around its annotated voxels, each annotated class equally often.
+
+    Centres are grouped by the axis of the annotated plane they lie on (key None: any
+    annotated voxel). A crop drawn for an axis is weighted only on that axis's planes, which
+    lie at any depth of a patch thin across them (every plane of a thin window is later used
+    to predict), not on the planes of other axes that cross it out to its thin faces, which
+    are seen with padding for context. The arrays are padded once so that every crop fits;
+    padding has weight 0.
+    """
+
+    def __init__(self, data: TrainData, largest: tuple[int, int, int], device: torch.device, by_axis: bool):
+        self.pads = [c // 2 + 1 for c in largest]
+        pads = [(p, p) for p in self.pads]
+        self.shape = data.target.shape
+        self.image = torch.from_numpy(np.pad(data.image, [(0, 0)] + pads)).to(device)
+        self.target = torch.from_numpy(np.pad(data.target.astype(np.int64), pads)).to(device)
+        labelled = data.weight > 0
+        regions = {None: labelled}
+        if by_axis:
+            from sparseseg.method.annotation import planes_mask
+
+            regions = {a: labelled & planes_mask({a: v}, self.shape) for a, v in data.planes.items() if v}
+        self.centres, self.weights = {}, {}
+        for axis, region in regions.items():
+            pools = [np.flatnonzero(region & (data.target == k)) for k in np.unique(data.target[region])]
+            if pools:
+                self.centres[axis] = pools
+                self.weights[axis] = torch.from_numpy(np.pad(np.where(region, data.weight, 0).astype(np.float32), pads)).to(device)
+
+    def crop_at(self, rng: np.random.Generator, axis: str | None, crop: tuple[int, int, int]):
+        pools = self.centres[axis]
+        pool = pools[rng.integers(len(pools))]
+        centre = np.unravel_index(pool[rng.integers(len(pool))], self.shape)
+        # across the thin axis the plane lies at any depth of the crop (centre offset c // 2 - depth), so that every
+        # plane of a window is learnt and windows need not overlap much there (`sparseseg.method.planning.window_overlaps`)
+        jitter = [c // 2 - rng.integers(c) if a == axis else rng.integers(-(c // 4), c // 4 + 1) for a, c in zip(AXES, crop)]
+        start = [
+            int(np.clip(v + j + p - c // 2, 0, s + 2 * p - c))  # padded coordinates, centred on v + j
+            for v, j, p, c, s in zip(centre, jitter, self.pads, crop, self.shape)
+        ]
+        window = tuple(slice(s, s + c) for s, c in zip(start, crop))
+        return self.image[(slice(None),) + window], self.target[window], self.weights[axis][window]
+
+
+class PatchSampler:
+    """Batches of crops from one or more volumes; all crops of a batch share one shape.
+
+    Each batch is drawn around the annotated planes of one axis (chosen at random), with the
+    crop shape for that axis; each volume that has planes along it is equally likely.
+    """
+
+    def __init__(self, data: Sequence[TrainData], crops: dict, device: torch.device, rng: np.random.Generator):
+        largest = tuple(max(c[i] for c in crops.values()) for i in range(3))
+        by_axis = None not in crops
+        self.volumes = [VolumeCrops(d, largest, device, by_axis) for d in data]
+        self.crops = crops
+        self.axes = [a for a in crops if any(a in v.centres for v in self.volumes)]
+        self.rng = rng
+
+    def sample(self, batch: int):
+        """(axis, image, target, weight) for one batch."""
+        axis = self.axes[self.rng.integers(len(self.axes))]
+        volumes = [v for v in self.volumes if axis in v.centres]
+        crops = [volumes[self.rng.integers(len(volumes))].crop_at(self.rng, axis, self.crops[axis]) for _ in range(batch)]
+        return (axis, *(torch.stack(parts) for parts in zip(*crops)))
+
+
+def crop_shapes(shapes: dict, params: augment.AugmentParams | None) -> dict:
+    """The crop cut for each training patch shape: the patch and the margins its augmentation needs (``params``)."""
+    return {a: s if params is None else tuple(p + 2 * m for p, m in zip(s, augment.margin(s, params))) for a, s in shapes.items()}
+
+
+def poly_lr(base: float, progress: float, power: float = 0.9) -> float:
+    """Learning rate after ``progress`` (0..1) of the run."""
+    return base * (1 - min(max(progress, 0.0), 1.0)) ** power
+
+
+#: ``progress(iteration, loss, elapsed_seconds)``, called after each step. An object whose ``stop_requested``
+#: attribute turns true (a Cancel button in a GUI) ends the run before its next step, as Ctrl-C does.
+Progress = Callable[[int, float, float], None]
+
+
+def stop_requested(progress: Progress | None) -> bool:
+    """Whether ``progress`` asks the run to end now (its ``stop_requested`` attribute is true)."""
+    return bool(getattr(progress, "stop_requested", False))
+
+
+class CtrlC:
+    """A progress callback that forwards to ``progress`` and asks training to stop once Ctrl-C was pressed."""
+
+    def __init__(self, progress: Progress | None):
+        self.progress, self.pressed = progress, False
+
+    @property
+    def stop_requested(self) -> bool:
+        return self.pressed or stop_requested(self.progress)
+
+    def __call__(self, iteration: int, loss: float, elapsed: float) -> None:
+        if self.progress is not None:
+            self.progress(iteration, loss, elapsed)
+
+    def __getattr__(self, name: str):  # the rest of ``progress``'s interface (e.g. ``estimated``)
+        return getattr(self.__dict__["progress"], name)
+
+    def told(self, train_log: TrainLog) -> TrainLog:
+        """``train_log``, saying 'interrupt' where Ctrl-C was pressed (training stopped at its request, or ended before)."""
+        return replace(train_log, stopped_by="interrupt") if self.pressed else train_log
+
+
+@contextlib.contextmanager
+def ctrl_c_stops_training(progress: Progress | None) -> Iterator[CtrlC]:
+    """While the block runs, the first Ctrl-C asks training to stop instead of raising; the second one quits.
+
+    Yields a `CtrlC` progress callback (forwarding to ``progress``) to train with: its
+    ``stop_requested`` turns true at the first Ctrl-C (SIGINT), so training ends before its
+    next step, and what runs around the training (the forest, the estimate on held-out planes)
+    finishes, giving the result of what was trained. ``pressed`` tells afterwards. A second
+    Ctrl-C raises KeyboardInterrupt as usual. Outside the main thread (napari's worker), or
+    where SIGINT is not Python's default handler, nothing changes.
+    """
+    ctrl_c = CtrlC(progress)
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield ctrl_c
+        return
+
+    def pressed(signum, frame):
+        if ctrl_c.pressed:
+            raise KeyboardInterrupt
+        ctrl_c.pressed = True
+        logger.warning("Ctrl-C: training stops, and the result is made with what was trained so far (Ctrl-C again to quit)")
+
+    signal.signal(signal.SIGINT, pressed)
+    try:
+        yield ctrl_c
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def train(
+    model: torch.nn.Module,
+    data: TrainData | Sequence[TrainData],
+    *,
+    patch: tuple[int, int, int],
+    batch_size: int,
+    iterations: int,
+    time_budget: float,
+    lr: float,
+    device: torch.device,
+    seed: int,
+    dice: float = 0.0,
+    thin: Sequence[int] | None = None,
+    params: augment.AugmentParams | None = augment.AugmentParams(),
+    anisotropy: tuple[float, float, float] = (1.0, 1.0, 1.0),
+    progress: Progress | None = None,
+) -> TrainLog:
+    """Train ``model`` in place on ``data`` (one volume or several); return what happened.
+
+    ``patch`` is the largest patch; with ``thin`` (a depth per axis), each batch is drawn
+    around the annotated planes of one axis with a patch only that deep across them (see
+    `sparseseg.method.planning.patch_shapes`).
+    ``progress(iteration, loss, elapsed_seconds)`` is called after each step. The run ends
+    after ``iterations`` steps or ``time_budget`` seconds, or at Ctrl-C (KeyboardInterrupt),
+    which is caught: the model keeps what it learnt so far and ``stopped_by`` says 'interrupt'.
+    A ``progress`` object whose ``stop_requested`` is true ends it the same way before the next
+    step, with ``stopped_by`` 'stop' (see `Progress`).
+    """
+    rng = np.random.default_rng(seed)
+    generator = torch.Generator(device=device)
+    generator.manual_seed(seed)
+    data = [data] if isinstance(data, TrainData) else list(data)
+    axes = [a for a in AXES if any(d.planes.get(a) for d in data)]
+    shapes = patch_shapes(patch, thin, axes)
+    crops = crop_shapes(shapes, params)
+    sampler = PatchSampler(data, crops, device, rng)
+    model.to(device, memory_format=torch.channels_last_3d).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    amp = device.type == "cuda"
+    log = TrainLog(device=str(device), shapes=shapes)
+    start = time.perf_counter()
+    try:
+        while True:
+            elapsed = time.perf_counter() - start
+            if log.iterations >= iterations:
+                log.stopped_by = "iterations"
+                break
+            if elapsed >= time_budget:
+                log.stopped_by = "time"
+                break
+            if stop_requested(progress):
+                log.stopped_by = "stop"
+                break
+            progress_fraction = max(log.iterations / max(iterations, 1), elapsed / time_budget if time_budget else 1.0)
+            for group in optimizer.param_groups:
+                group["lr"] = poly_lr(lr, progress_fraction)
+            axis, *batch = sampler.sample(batch_size)
+            normal = 0 if axis is None else AXES.index(axis)
+            image, target, weight = augment.apply(*batch, shapes[axis], params, generator, anisotropy, normal)
+            image = image.contiguous(memory_format=torch.channels_last_3d)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                logits = model(image)
+            loss = weighted_loss(logits, target, weight, dice)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                raise FloatingPointError(f"training diverged at step {log.iterations} (loss {value}); lower --lr")
+            log.iterations += 1
+            log.losses.append(value)
+            if progress:
+                progress(log.iterations, value, time.perf_counter() - start)
+    except KeyboardInterrupt:
+        log.stopped_by = "interrupt"
+    log.seconds = time.perf_counter() - start
+    model.eval()
+    return log
