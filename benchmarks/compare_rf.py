@@ -26,10 +26,23 @@ about a minute).
 The case brats256 (not in the default list) is the GPU target's volume: the whole BraTS case pat0005
 (FLAIR + T1c NIfTI, 240x240x155 voxels of 1 mm) padded with air to 256^3, 2 planes per axis.
 """
-import argparse, csv, json, math, os, shlex, shutil, signal, subprocess, sys, threading, time
+
+import argparse
+import csv
+import json
+import math
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
 from pathlib import Path
 
-import numpy as np, tifffile
+import numpy as np
+import tifffile
 from rich.console import Console
 from rich.table import Table
 
@@ -46,9 +59,16 @@ BRATS_ROOT = DATA / "brats2013_deepmedic"
 def brats_case(split, patient, **extra):
     """A BraTS 2013 case (FLAIR + T1c NIfTI) cropped to its tumour's bounding box plus a margin, 2 planes per axis."""
     folder = BRATS_ROOT / split / f"brats_2013_pat{patient:04d}_1"
-    return dict(raws=[folder / "Flair_subtrMeanDivStd.nii.gz", folder / "T1c_subtrMeanDivStd.nii.gz"],
-                gt=folder / "OTMultiClass.nii.gz", k=2, axes=None, spacing=None, crop="tumour",
-                quick_crop="tumour-quick", **extra)
+    return dict(
+        raws=[folder / "Flair_subtrMeanDivStd.nii.gz", folder / "T1c_subtrMeanDivStd.nii.gz"],
+        gt=folder / "OTMultiClass.nii.gz",
+        k=2,
+        axes=None,
+        spacing=None,
+        crop="tumour",
+        quick_crop="tumour-quick",
+        **extra,
+    )
 
 
 # crop: z0:z1,y0:y1,x0:x1 (None = whole file; "tumour": the bounding box of the labels > 0 plus TUMOUR_MARGIN);
@@ -61,22 +81,69 @@ CASES = {
     "brats4": brats_case("validation", 4),
     "brats5": brats_case("train", 5),
     "brats6": brats_case("train", 6),
-    "isbi": dict(raws=[ISBI / "raw.tif"], gt=ISBI / "label.tif", k=3, axes="0",
-                 spacing="50,4,4", crop=None, quick_crop=":,:96,:96"),
-    "vnc": dict(raws=[VNC / "raw.tif"], gt=VNC / "label.tif", k=3, axes="0",
-                spacing="50,4.6,4.6", crop=":,512:768,128:384", quick_crop=":,912:1008,0:96"),
-    "vnc2": dict(raws=[VNC / "raw.tif"], gt=VNC / "label.tif", k=3, axes="0",
-                 spacing="50,4.6,4.6", crop=":,256:512,256:512", quick_crop=":,256:352,256:352"),
-    "blobs": dict(synthetic=dict(shape=(48, 96, 96), n_blobs=12, noise=0.35, seed=11), k=2, axes=None, spacing=None,
-                  crop=None, quick_crop=":,:48,:48"),
-    "blobs_noisy": dict(synthetic=dict(shape=(40, 128, 128), n_blobs=24, noise=0.7, seed=12), k=2, axes="0",
-                        spacing="2,1,1", crop=None, quick_crop=":,:48,:48"),
+    "isbi": dict(
+        raws=[ISBI / "raw.tif"],
+        gt=ISBI / "label.tif",
+        k=3,
+        axes="0",
+        spacing="50,4,4",
+        crop=None,
+        quick_crop=":,:96,:96",
+    ),
+    "vnc": dict(
+        raws=[VNC / "raw.tif"],
+        gt=VNC / "label.tif",
+        k=3,
+        axes="0",
+        spacing="50,4.6,4.6",
+        crop=":,512:768,128:384",
+        quick_crop=":,912:1008,0:96",
+    ),
+    "vnc2": dict(
+        raws=[VNC / "raw.tif"],
+        gt=VNC / "label.tif",
+        k=3,
+        axes="0",
+        spacing="50,4.6,4.6",
+        crop=":,256:512,256:512",
+        quick_crop=":,256:352,256:352",
+    ),
+    "blobs": dict(
+        synthetic=dict(shape=(48, 96, 96), n_blobs=12, noise=0.35, seed=11),
+        k=2,
+        axes=None,
+        spacing=None,
+        crop=None,
+        quick_crop=":,:48,:48",
+    ),
+    "blobs_noisy": dict(
+        synthetic=dict(shape=(40, 128, 128), n_blobs=24, noise=0.7, seed=12),
+        k=2,
+        axes="0",
+        spacing="2,1,1",
+        crop=None,
+        quick_crop=":,:48,:48",
+    ),
     # The old development crop of pat0005 (96x128x128, not centred on the tumour) and the GPU volume.
-    "brats": dict(raws=[BRATS / "raw_flair.tif", BRATS / "raw_t1c.tif"], gt=BRATS / "label.tif",
-                  k=2, axes=None, spacing=None, crop=None, quick_crop="32:64,32:96,32:96"),
-    "brats256": dict(raws=[PAT5 / "Flair_subtrMeanDivStd.nii.gz", PAT5 / "T1c_subtrMeanDivStd.nii.gz"],
-                     gt=PAT5 / "OTMultiClass.nii.gz", k=2, axes=None, spacing=None, crop=None, pad=256,
-                     quick_crop="128:176,112:176,32:96"),
+    "brats": dict(
+        raws=[BRATS / "raw_flair.tif", BRATS / "raw_t1c.tif"],
+        gt=BRATS / "label.tif",
+        k=2,
+        axes=None,
+        spacing=None,
+        crop=None,
+        quick_crop="32:64,32:96,32:96",
+    ),
+    "brats256": dict(
+        raws=[PAT5 / "Flair_subtrMeanDivStd.nii.gz", PAT5 / "T1c_subtrMeanDivStd.nii.gz"],
+        gt=PAT5 / "OTMultiClass.nii.gz",
+        k=2,
+        axes=None,
+        spacing=None,
+        crop=None,
+        pad=256,
+        quick_crop="128:176,112:176,32:96",
+    ),
     # The held-out test split: never choose a default or a lever by these. Run once at the end of a quality change.
     "test1": brats_case("test", 1),
     "test2": brats_case("test", 2),
@@ -99,6 +166,7 @@ def read_zyx(path, pad=None):
     """A TIFF (z, y, x) or a NIfTI (x, y, z, transposed); with pad, padded to a pad^3 cube with its corner value."""
     if str(path).endswith((".nii", ".nii.gz")):
         import nibabel  # sparseseg's own dependency
+
         a = np.asanyarray(nibabel.load(path).dataobj).transpose(2, 1, 0)
     else:
         a = tifffile.imread(path)
@@ -182,15 +250,24 @@ def score(pred, gt, sparse):
 def train_figures(log):
     """Device, training steps and seconds per step from `densify --json`'s summary: the log's last JSON line (after it,
     an interrupted run says so)."""
-    summary = next(json.loads(line) for line in reversed(Path(log).read_text().strip().splitlines()) if line.startswith("{"))
+    summary = next(
+        json.loads(line) for line in reversed(Path(log).read_text().strip().splitlines()) if line.startswith("{")
+    )
     steps, seconds = summary["iterations"], summary["seconds_train"]
     estimate = summary.get("estimate") or {}
-    return dict(device=summary["device"], iterations=steps, seconds_train=seconds,
-                ms_per_step=round(1000 * seconds / max(steps, 1), 1), seconds_infer=summary["seconds_infer"],
-                estimate=estimate.get("iou", float("nan")), estimate_spread=estimate.get("spread", float("nan")),
-                estimate_held_out=estimate.get("held_out_iou", estimate.get("iou", float("nan"))),
-                blend=estimate.get("blend", float("nan")), network_held_out=estimate.get("network_iou", float("nan")),
-                forest_held_out=estimate.get("forest_iou", float("nan")))
+    return dict(
+        device=summary["device"],
+        iterations=steps,
+        seconds_train=seconds,
+        ms_per_step=round(1000 * seconds / max(steps, 1), 1),
+        seconds_infer=summary["seconds_infer"],
+        estimate=estimate.get("iou", float("nan")),
+        estimate_spread=estimate.get("spread", float("nan")),
+        estimate_held_out=estimate.get("held_out_iou", estimate.get("iou", float("nan"))),
+        blend=estimate.get("blend", float("nan")),
+        network_held_out=estimate.get("network_iou", float("nan")),
+        forest_held_out=estimate.get("forest_iou", float("nan")),
+    )
 
 
 def eval_check(pred, gt, sparse):
@@ -213,8 +290,20 @@ def run_case(name, case, args):
         if method == "rf":
             cmd = [sys.executable, str(BENCH / "rf_baseline.py"), ",".join(raws), sparse, str(pred)]
         else:
-            cmd = sparseseg_cmd() + ["densify", *raws, "--slices", sparse, "-o", str(pred), "--unlabeled", "255",
-                                     "--json", "--overwrite", "--seed", str(seed)]
+            cmd = sparseseg_cmd() + [
+                "densify",
+                *raws,
+                "--slices",
+                sparse,
+                "-o",
+                str(pred),
+                "--unlabeled",
+                "255",
+                "--json",
+                "--overwrite",
+                "--seed",
+                str(seed),
+            ]
             cmd += ["--time-budget", budget] if budget else []
             cmd += ["--spacing", case["spacing"]] if case["spacing"] else []
             cmd += ["--iterations", "20"] if args.quick else []
@@ -225,8 +314,17 @@ def run_case(name, case, args):
         stop = args.interrupt_after if method == "sparseseg" else None
         rc, seconds, peak_mb = run_measured(cmd, d / f"{tag}.log", stop)
         rc = 0 if stop and rc == 130 else rc  # 130: interrupted, and the result written with the model so far
-        row = dict(case=name, method=method, seed=seed, seconds=round(seconds, 1), peak_mb=round(peak_mb),
-                   mean_fg_iou=float("nan"), eval_mean_fg_iou=float("nan"), iou={}, ok=False)
+        row = dict(
+            case=name,
+            method=method,
+            seed=seed,
+            seconds=round(seconds, 1),
+            peak_mb=round(peak_mb),
+            mean_fg_iou=float("nan"),
+            eval_mean_fg_iou=float("nan"),
+            iou={},
+            ok=False,
+        )
         if rc == 0 and pred.exists():
             row["iou"], row["mean_fg_iou"] = score(str(pred), gt, sparse)
             row["eval_mean_fg_iou"] = eval_check(str(pred), gt, sparse)
@@ -247,21 +345,47 @@ def fmt(v, short=False):
 
 
 def print_table(rows):
-    table = Table(title="sparseseg vs random forest (IoU on unannotated voxels)",
-                  caption="eval: mean fg IoU by `sparseseg eval --json`, yellow where it differs from score.py")
-    for col in ("case", "method", "mean fg IoU", "estimate", "IoU per class", "eval", "time (s)", "peak MB", "steps",
-                "ms/step", "blend"):
-        table.add_column(col, justify="left" if col in ("case", "method", "IoU per class") else "right",
-                         no_wrap=col in ("case", "method"))
+    table = Table(
+        title="sparseseg vs random forest (IoU on unannotated voxels)",
+        caption="eval: mean fg IoU by `sparseseg eval --json`, yellow where it differs from score.py",
+    )
+    for col in (
+        "case",
+        "method",
+        "mean fg IoU",
+        "estimate",
+        "IoU per class",
+        "eval",
+        "time (s)",
+        "peak MB",
+        "steps",
+        "ms/step",
+        "blend",
+    ):
+        table.add_column(
+            col,
+            justify="left" if col in ("case", "method", "IoU per class") else "right",
+            no_wrap=col in ("case", "method"),
+        )
     for r in rows:
         same = abs(r["mean_fg_iou"] - r["eval_mean_fg_iou"]) < 1e-4
         check = fmt(r["eval_mean_fg_iou"])
         check = check if same or not r["ok"] else f"[yellow]{check}[/]"
         per_class = " ".join(f"{c}:{fmt(v, True)}" for c, v in sorted(r["iou"].items())) or "failed"
         method = r["method"] if r.get("seed") is None else f"{r['method']} s{r['seed']}"
-        table.add_row(r["case"], method, fmt(r["mean_fg_iou"]), fmt(r.get("estimate", float("nan"))), per_class, check,
-                      f"{r['seconds']:.1f}", str(r["peak_mb"]), str(r.get("iterations", "")), str(r.get("ms_per_step", "")),
-                      fmt(r.get("blend", float("nan")), True))
+        table.add_row(
+            r["case"],
+            method,
+            fmt(r["mean_fg_iou"]),
+            fmt(r.get("estimate", float("nan"))),
+            per_class,
+            check,
+            f"{r['seconds']:.1f}",
+            str(r["peak_mb"]),
+            str(r.get("iterations", "")),
+            str(r.get("ms_per_step", "")),
+            fmt(r.get("blend", float("nan")), True),
+        )
     console.print(table)
 
 
@@ -274,29 +398,59 @@ def margins(rows):
         ss = [r["mean_fg_iou"] for r in rows if r["case"] == case and r["method"] == "sparseseg"]
         if not rf or isnan(rf[0]) or not ss or any(isnan(v) for v in ss):
             continue
-        cases[case] = dict(rf=rf[0], mean=float(np.mean(ss)), lowest=min(ss), seeds=len(ss),
-                           margin=float(np.mean(ss)) - rf[0], worst_margin=min(ss) - rf[0])
+        cases[case] = dict(
+            rf=rf[0],
+            mean=float(np.mean(ss)),
+            lowest=min(ss),
+            seeds=len(ss),
+            margin=float(np.mean(ss)) - rf[0],
+            worst_margin=min(ss) - rf[0],
+        )
     if not cases:
         return {}
     table = Table(title="margin over the random forest (mean fg IoU on unannotated voxels)")
     for col in ("case", "forest", "sparseseg mean", "lowest", "seeds", "margin", "worst margin"):
         table.add_column(col, justify="left" if col == "case" else "right")
     for case, m in cases.items():
-        table.add_row(case, fmt(m["rf"]), fmt(m["mean"]), fmt(m["lowest"]), str(m["seeds"]), f"{m['margin']:+.3f}",
-                      f"{m['worst_margin']:+.3f}")
-    overall = dict(mean_margin=float(np.mean([m["margin"] for m in cases.values()])),
-                   worst_margin=min(m["worst_margin"] for m in cases.values()),
-                   worst_case=min(cases, key=lambda c: cases[c]["worst_margin"]))
-    table.add_row("[bold]all[/]", "", "", "", "", f"[bold]{overall['mean_margin']:+.3f}[/]",
-                  f"[bold]{overall['worst_margin']:+.3f}[/] ({overall['worst_case']})")
+        table.add_row(
+            case,
+            fmt(m["rf"]),
+            fmt(m["mean"]),
+            fmt(m["lowest"]),
+            str(m["seeds"]),
+            f"{m['margin']:+.3f}",
+            f"{m['worst_margin']:+.3f}",
+        )
+    overall = dict(
+        mean_margin=float(np.mean([m["margin"] for m in cases.values()])),
+        worst_margin=min(m["worst_margin"] for m in cases.values()),
+        worst_case=min(cases, key=lambda c: cases[c]["worst_margin"]),
+    )
+    table.add_row(
+        "[bold]all[/]",
+        "",
+        "",
+        "",
+        "",
+        f"[bold]{overall['mean_margin']:+.3f}[/]",
+        f"[bold]{overall['worst_margin']:+.3f}[/] ({overall['worst_case']})",
+    )
     console.print(table)
-    errors = [r["estimate"] - r["mean_fg_iou"] for r in rows if r["method"] == "sparseseg" and not isnan(r.get("estimate"))
-              and not isnan(r["mean_fg_iou"])]
+    errors = [
+        r["estimate"] - r["mean_fg_iou"]
+        for r in rows
+        if r["method"] == "sparseseg" and not isnan(r.get("estimate")) and not isnan(r["mean_fg_iou"])
+    ]
     if errors:
-        overall |= dict(estimate_within_005=float(np.mean(np.abs(errors) <= 0.05)), estimate_mean_error=float(np.mean(errors)),
-                        estimate_runs=len(errors))
-        console.print(f"estimate - true IoU: within 0.05 on {overall['estimate_within_005']:.0%} of {len(errors)} runs, "
-                      f"mean {overall['estimate_mean_error']:+.3f}")
+        overall |= dict(
+            estimate_within_005=float(np.mean(np.abs(errors) <= 0.05)),
+            estimate_mean_error=float(np.mean(errors)),
+            estimate_runs=len(errors),
+        )
+        console.print(
+            f"estimate - true IoU: within 0.05 on {overall['estimate_within_005']:.0%} of {len(errors)} runs, "
+            f"mean {overall['estimate_mean_error']:+.3f}"
+        )
     return dict(cases=cases, overall=overall)
 
 
@@ -314,9 +468,26 @@ def write_results(rows, case_margins, out, args):
         result = dict(args=vars(args) | {"out": str(out)}, rows=rows, margins=case_margins)
         json.dump(no_nan(result), f, indent=2, allow_nan=False)
     classes = sorted({c for r in rows for c in r["iou"]})
-    fields = ["case", "method", "seed", "mean_fg_iou", "eval_mean_fg_iou"] + [f"iou_{c}" for c in classes] + [
-        "seconds", "peak_mb", "ok", "device", "iterations", "seconds_train", "ms_per_step", "seconds_infer", "estimate",
-        "estimate_spread", "estimate_held_out", "blend", "network_held_out", "forest_held_out"]
+    fields = (
+        ["case", "method", "seed", "mean_fg_iou", "eval_mean_fg_iou"]
+        + [f"iou_{c}" for c in classes]
+        + [
+            "seconds",
+            "peak_mb",
+            "ok",
+            "device",
+            "iterations",
+            "seconds_train",
+            "ms_per_step",
+            "seconds_infer",
+            "estimate",
+            "estimate_spread",
+            "estimate_held_out",
+            "blend",
+            "network_held_out",
+            "forest_held_out",
+        ]
+    )
     with open(out / "results.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=fields)
         w.writeheader()
@@ -327,17 +498,27 @@ def write_results(rows, case_margins, out, args):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--cases", default=",".join(DEVELOPMENT),
-                    help="comma-separated, from: " + ",".join(CASES) + " (test1,test2: the held-out split, run once at the end)")
+    ap.add_argument(
+        "--cases",
+        default=",".join(DEVELOPMENT),
+        help="comma-separated, from: " + ",".join(CASES) + " (test1,test2: the held-out split, run once at the end)",
+    )
     ap.add_argument("--seeds", default="0,1", help="sparseseg seeds, comma-separated (each case runs once per seed)")
     ap.add_argument("--keep-models", action="store_true", help="save each sparseseg run's model folder (model_sSEED)")
     ap.add_argument("--methods", default="rf,sparseseg", help="comma-separated, from: rf,sparseseg")
-    ap.add_argument("--time-budget", default=None, help="sparseseg --time-budget per case (default: sparseseg's own default)")
+    ap.add_argument(
+        "--time-budget", default=None, help="sparseseg --time-budget per case (default: sparseseg's own default)"
+    )
     ap.add_argument("--out", type=Path, default=Path("bench_out"))
     ap.add_argument("--extra", default="", help='extra sparseseg densify options, e.g. "--dice 0.5"')
     ap.add_argument("--quick", action="store_true", help="tiny crops, 20 s / 20 iterations: a smoke test")
-    ap.add_argument("--interrupt-after", type=float, default=None, metavar="S",
-                    help="send each densify a Ctrl-C (SIGINT) S seconds after it starts: the anytime result")
+    ap.add_argument(
+        "--interrupt-after",
+        type=float,
+        default=None,
+        metavar="S",
+        help="send each densify a Ctrl-C (SIGINT) S seconds after it starts: the anytime result",
+    )
     args = ap.parse_args()
     names = [c.strip() for c in args.cases.split(",") if c.strip()]
     unknown = [n for n in names if n not in CASES]

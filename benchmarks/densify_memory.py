@@ -1,6 +1,7 @@
 """Peak memory of `sparseseg densify` (or `train`) as the volume grows: it should stay about the same (issue 16).
 
-    python benchmarks/densify_memory.py [--command densify|train] [--sizes 16,64] [--base 2] [--iterations 3] [--planes 4]
+    python benchmarks/densify_memory.py [--command densify|train] [--sizes 16,64] [--base 2] [--iterations 3] [--planes
+    4]
                                         [--out densify_memory_out]
 
 For each size (in M voxels) a synthetic uint8 TIFF volume of (Z, 256, 256) voxels is written
@@ -8,7 +9,8 @@ a few planes at a time (cubes of 32 voxels in a checkerboard, with noise), with 
 holding the truth on ``--planes`` evenly spaced z-planes and 255 elsewhere; both sizes have
 the same planes, so the slabs training reads are the same size. `sparseseg densify` runs in a
 child process with a tiny network (``--base``, ``--iterations``), writing the labels and
-``--probabilities`` (``--command train``: `sparseseg train` writing a model folder); its peak resident memory is the child's maximum RSS
+``--probabilities`` (``--command train``: `sparseseg train` writing a model folder); its peak resident memory is the
+child's maximum RSS
 (``resource.getrusage(RUSAGE_CHILDREN)``, read in a process of its own for each size).
 Volumes above `sparseseg.large.bounded.SLAB_THRESHOLD` take the slab path: give sizes above it.
 """
@@ -25,8 +27,10 @@ import tifffile
 
 SIDE = 256
 #: Runs one command and prints its peak resident memory (KiB on Linux) as the last line.
-MEASURE = ("import resource, subprocess, sys; r = subprocess.run(sys.argv[1:]); "
-           "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(r.returncode)")
+MEASURE = (
+    "import resource, subprocess, sys; r = subprocess.run(sys.argv[1:]); "
+    "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(r.returncode)"
+)
 
 
 def write_pair(folder: Path, voxels: float, planes: int) -> tuple[Path, Path, tuple[int, int, int]]:
@@ -49,12 +53,36 @@ def write_pair(folder: Path, voxels: float, planes: int) -> tuple[Path, Path, tu
 
 
 def command_line(command: str, volume: Path, sparse: Path, out: Path, base: int, iterations: int) -> list[str]:
-    """The `sparseseg densify` (labels and probabilities into ``out``) or `sparseseg train` (model folder ``out``) to measure."""
-    common = ["--base", str(base), "--iterations", str(iterations), "--seed", "0", "--device", "cpu", "--json", "--overwrite"]
+    """The `sparseseg densify` (labels and probabilities into ``out``) or `sparseseg train` (model folder ``out``) to
+    measure."""
+    common = [
+        "--base",
+        str(base),
+        "--iterations",
+        str(iterations),
+        "--seed",
+        "0",
+        "--device",
+        "cpu",
+        "--json",
+        "--overwrite",
+    ]
     if command == "train":
         return [sys.executable, "-m", "sparseseg", "train", "--pair", f"{volume}:{sparse}", "-o", str(out), *common]
-    return [sys.executable, "-m", "sparseseg", "densify", str(volume), "--slices", str(sparse), "-o", str(out),
-            "--probabilities", str(out.with_name(out.stem + "_prob.zarr")), *common]
+    return [
+        sys.executable,
+        "-m",
+        "sparseseg",
+        "densify",
+        str(volume),
+        "--slices",
+        str(sparse),
+        "-o",
+        str(out),
+        "--probabilities",
+        str(out.with_name(out.stem + "_prob.zarr")),
+        *common,
+    ]
 
 
 def measure(command: list[str]) -> dict:
@@ -85,12 +113,24 @@ def main() -> None:
         volume, sparse, shape = write_pair(out, size * 1e6, args.planes)
         target = out / (f"seg_{shape[0]}.tif" if args.command == "densify" else f"model_{shape[0]}")
         run = measure(command_line(args.command, volume, sparse, target, args.base, args.iterations))
-        rows.append(dict(shape=shape, voxels_m=round(float(np.prod(shape)) / 1e6, 1), peak_gib=round(run["peak_gib"], 3),
-                         wall_s=run["wall_s"], seconds_infer=run.get("seconds_infer")))
+        rows.append(
+            dict(
+                shape=shape,
+                voxels_m=round(float(np.prod(shape)) / 1e6, 1),
+                peak_gib=round(run["peak_gib"], 3),
+                wall_s=run["wall_s"],
+                seconds_infer=run.get("seconds_infer"),
+            )
+        )
         print(json.dumps(rows[-1]), flush=True)
-    print(f"\nsparseseg {args.command}, base {args.base}, {args.iterations} iterations, {args.planes} annotated z-planes:")
+    print(
+        f"\nsparseseg {args.command}, base {args.base}, {args.iterations} iterations, {args.planes} annotated z-planes:"
+    )
     for r in rows:
-        print(f"{r['voxels_m']:8.1f} M voxels {str(r['shape']):>18}  peak RSS {r['peak_gib']:.2f} GiB  wall {r['wall_s']:7.0f} s")
+        print(
+            f"{r['voxels_m']:8.1f} M voxels {str(r['shape']):>18}  peak RSS {r['peak_gib']:.2f} GiB  wall "
+            f"{r['wall_s']:7.0f} s"
+        )
     if len(rows) > 1:
         peaks = [r["peak_gib"] for r in rows]
         print(f"peak memory spread: {100 * (max(peaks) / min(peaks) - 1):.1f} % between the sizes")

@@ -6,7 +6,8 @@ Each CASE_DIR holds a model folder ``model`` saved by `sparseseg densify --save-
 volumes it was trained on (``raw*.tif``, or the paths in ``volumes.txt``, one per line), the
 sparse annotation ``sparse.tif`` and the dense truth ``gt.tif``. For each variant
 ``PASSES:OVERLAP[:WIDE_OVERLAP]`` (the overlap across the annotated planes, and along the
-windows' wide axes, by default the same; see `sparseseg.method.planning.window_overlaps`) the model's probabilities are computed block by block as `predict` does,
+windows' wide axes, by default the same; see `sparseseg.method.planning.window_overlaps`) the model's probabilities are
+computed block by block as `predict` does,
 calibrated on the annotated voxels as `densify` does, decided, and scored with
 ``../shared/bench/score.py`` on the unannotated voxels. PASSES is ``all`` (one pass per
 annotated axis, the default), ``first`` (only the first annotated axis's window) or ``cube``
@@ -28,8 +29,8 @@ import tifffile
 import torch
 
 from sparseseg import io
-from sparseseg.method.core import calibrate, decide
 from sparseseg.method.annotation import read_annotation
+from sparseseg.method.core import calibrate, decide
 from sparseseg.method.modelfolder import load_model
 from sparseseg.method.planning import window_overlaps
 from sparseseg.method.streaming import plan_volume, run_blocks
@@ -88,16 +89,32 @@ def run_variant(case: Path, passes: str, overlap: float, wide: float) -> dict:
     labels = decide(model, probabilities)
     pred = case / f"pred_{passes}_{overlap}_{wide}.tif"
     tifffile.imwrite(pred, labels)
-    text = subprocess.run([sys.executable, str(SHARED / "bench" / "score.py"), str(pred), str(case / "gt.tif"),
-                           str(case / "sparse.tif")], check=True, capture_output=True, text=True).stdout
+    text = subprocess.run(
+        [sys.executable, str(SHARED / "bench" / "score.py"), str(pred), str(case / "gt.tif"), str(case / "sparse.tif")],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     per_class, mean = text.strip().rsplit(" mean_fg_iou ", 1)
     bare, bare_voxels = bare_seconds(network, windows, window_overlaps(shapes, overlap, wide), shape, source.shape[0])
     voxels = int(np.prod(shape))
-    return dict(case=case.name, passes=passes, overlap=overlap, wide_overlap=wide, windows=[list(w) for w in windows],
-                blocks=len(plan.blocks), block=[s.stop - s.start for s in plan.blocks[0]], halo=list(plan.halo),
-                mean_fg_iou=round(float(mean), 4), iou=json.loads(per_class), seconds=round(seconds, 1),
-                redundancy=round(bare_voxels / voxels, 2), e2e_kvox_s=round(voxels / seconds / 1e3, 1),
-                bare_kvox_s=round(bare_voxels / bare / 1e3, 1), ratio=round(voxels / seconds / (bare_voxels / bare), 3))
+    return dict(
+        case=case.name,
+        passes=passes,
+        overlap=overlap,
+        wide_overlap=wide,
+        windows=[list(w) for w in windows],
+        blocks=len(plan.blocks),
+        block=[s.stop - s.start for s in plan.blocks[0]],
+        halo=list(plan.halo),
+        mean_fg_iou=round(float(mean), 4),
+        iou=json.loads(per_class),
+        seconds=round(seconds, 1),
+        redundancy=round(bare_voxels / voxels, 2),
+        e2e_kvox_s=round(voxels / seconds / 1e3, 1),
+        bare_kvox_s=round(bare_voxels / bare / 1e3, 1),
+        ratio=round(voxels / seconds / (bare_voxels / bare), 3),
+    )
 
 
 def main() -> None:

@@ -20,20 +20,35 @@ from pathlib import Path
 import numpy as np
 
 from sparseseg import io
+from sparseseg.commands.synthetic import sparsify
 from sparseseg.config import Config
-from sparseseg.method.decision import correct_prior
 from sparseseg.method.annotation import read_annotation
 from sparseseg.method.core import densify_arrays, segment
-from sparseseg.commands.synthetic import sparsify
+from sparseseg.method.decision import correct_prior
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 CASES = {
     # name: (raw files, label file, crop, planes per axis, axes, spacing)
-    "brats": (["brats2013_deepmedic/crop_pat0005_96x128x128/raw_flair.tif", "brats2013_deepmedic/crop_pat0005_96x128x128/raw_t1c.tif"],
-              "brats2013_deepmedic/crop_pat0005_96x128x128/label.tif", (slice(None),) * 3, 2, "zyx", None),
+    "brats": (
+        [
+            "brats2013_deepmedic/crop_pat0005_96x128x128/raw_flair.tif",
+            "brats2013_deepmedic/crop_pat0005_96x128x128/raw_t1c.tif",
+        ],
+        "brats2013_deepmedic/crop_pat0005_96x128x128/label.tif",
+        (slice(None),) * 3,
+        2,
+        "zyx",
+        None,
+    ),
     "isbi": (["isbi2012_em/raw.tif"], "isbi2012_em/label.tif", (slice(None),) * 3, 3, "z", (50.0, 4.0, 4.0)),
-    "vnc": (["drosophila_vnc_sstem/raw.tif"], "drosophila_vnc_sstem/label.tif",
-            (slice(None), slice(512, 768), slice(128, 384)), 3, "z", (50.0, 4.6, 4.6)),
+    "vnc": (
+        ["drosophila_vnc_sstem/raw.tif"],
+        "drosophila_vnc_sstem/label.tif",
+        (slice(None), slice(512, 768), slice(128, 384)),
+        3,
+        "z",
+        (50.0, 4.6, 4.6),
+    ),
 }
 
 
@@ -77,7 +92,11 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1, help="runs with seeds SEED..SEED+N-1")
     parser.add_argument("--planes", type=int, help="annotated planes per axis (default: the case's)")
     parser.add_argument("--seed", type=int, default=0, help="first seed (default 0)")
-    parser.add_argument("--prior", action="store_true", help="also score the same model uncalibrated, with other strengths of the prior correction")
+    parser.add_argument(
+        "--prior",
+        action="store_true",
+        help="also score the same model uncalibrated, with other strengths of the prior correction",
+    )
     parser.add_argument("--tta", action="store_true", help="also score the same model with flip test-time augmentation")
     args = parser.parse_intermixed_args()
     raws, label, crop, k, axes, spacing = CASES[args.case]
@@ -95,7 +114,9 @@ def main() -> None:
         scores = score_like_bench(seg.labels, gt, ~annotation.mask)
         extra = {}
         if args.prior:  # the same model, not calibrated, with other strengths of the prior correction
-            uncalibrated = dataclasses.replace(model, offsets=None, config=dataclasses.replace(model.config, prior_correction=0.0))
+            uncalibrated = dataclasses.replace(
+                model, offsets=None, config=dataclasses.replace(model.config, prior_correction=0.0)
+            )
             raw = segment(uncalibrated, image)
             for strength in (0.0, 0.25, 0.5, 0.75, 1.0):
                 probabilities = correct_prior(raw.probabilities.copy(), model.class_weights, strength)
@@ -104,17 +125,38 @@ def main() -> None:
         if args.tta:
             flipped = segment(model, image, tta=True)
             tta_scores = score_like_bench(flipped.labels, gt, ~annotation.mask)
-            extra.update({"mean_fg_iou_tta": mean_fg(tta_scores),
-                     "iou_tta": {c: round(v, 4) for c, v in tta_scores.items()}, "tta_s": round(flipped.seconds, 1)})
-        print(json.dumps({
-            "case": args.case, "planes": k, "overrides": overrides, "seed": seed,
-            "mean_fg_iou": mean_fg(scores),
-            "iou": {c: round(v, 4) for c, v in scores.items()},
-            "steps": log.iterations, "final_loss": round(log.final_loss, 4),
-            "predicted_fraction": {int(c): round(float((seg.labels == c).mean()), 4) for c in np.unique(gt) if c},
-            "true_fraction": {int(c): round(float((gt == c).mean()), 4) for c in np.unique(gt) if c}, "train_s": round(log.seconds, 1), "total_s": round(time.perf_counter() - start, 1),
-            "patch": list(model.config.patch), "base": model.config.base, "predict_s": round(seg.seconds, 1), **extra,
-        }), flush=True)
+            extra.update(
+                {
+                    "mean_fg_iou_tta": mean_fg(tta_scores),
+                    "iou_tta": {c: round(v, 4) for c, v in tta_scores.items()},
+                    "tta_s": round(flipped.seconds, 1),
+                }
+            )
+        print(
+            json.dumps(
+                {
+                    "case": args.case,
+                    "planes": k,
+                    "overrides": overrides,
+                    "seed": seed,
+                    "mean_fg_iou": mean_fg(scores),
+                    "iou": {c: round(v, 4) for c, v in scores.items()},
+                    "steps": log.iterations,
+                    "final_loss": round(log.final_loss, 4),
+                    "predicted_fraction": {
+                        int(c): round(float((seg.labels == c).mean()), 4) for c in np.unique(gt) if c
+                    },
+                    "true_fraction": {int(c): round(float((gt == c).mean()), 4) for c in np.unique(gt) if c},
+                    "train_s": round(log.seconds, 1),
+                    "total_s": round(time.perf_counter() - start, 1),
+                    "patch": list(model.config.patch),
+                    "base": model.config.base,
+                    "predict_s": round(seg.seconds, 1),
+                    **extra,
+                }
+            ),
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

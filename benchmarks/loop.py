@@ -48,8 +48,13 @@ def run(name, image, truth, planes, config, init=None, held=None):
     model, log, seg = densify_arrays(image, annotation, config, init=init)
     seconds = time.perf_counter() - start
     held = ~annotation.mask if held is None else held
-    result = {"run": name, "planes": planes, "mean_fg_iou": round(mean_fg_iou(seg.labels, truth, held), 4),
-              "seconds": round(seconds, 1), "steps": log.iterations}
+    result = {
+        "run": name,
+        "planes": planes,
+        "mean_fg_iou": round(mean_fg_iou(seg.labels, truth, held), 4),
+        "seconds": round(seconds, 1),
+        "steps": log.iterations,
+    }
     print(json.dumps(result), flush=True)
     return model, seg, result
 
@@ -78,8 +83,15 @@ def main() -> None:
     held = ~(planes_mask(even, truth.shape) | planes_mask(suggested, truth.shape))
     if not args.skip_even:
         run("+1 evenly spaced plane per axis, cold", image, truth, even, config, held=held)
-        run("+1 evenly spaced plane per axis, warm start", image, truth, even,
-            replace(config, time_budget=args.time_budget * args.warm_fraction), init=model, held=held)
+        run(
+            "+1 evenly spaced plane per axis, warm start",
+            image,
+            truth,
+            even,
+            replace(config, time_budget=args.time_budget * args.warm_fraction),
+            init=model,
+            held=held,
+        )
     run("+1 suggested plane per axis, cold", image, truth, suggested, config, held=held)
 
 

@@ -37,16 +37,14 @@ import tifffile
 import torch
 
 from sparseseg import io
-
 from sparseseg.commands import synthetic
 from sparseseg.config import Config
 from sparseseg.io.blocks import with_halo
-from sparseseg.method.core import fit, output_chunks, plan_of
 from sparseseg.method.annotation import read_annotation
+from sparseseg.method.core import fit, output_chunks, plan_of
 from sparseseg.method.modelfolder import load_model, save_model
 from sparseseg.method.planning import inference_windows, window_overlaps
 from sparseseg.method.tiling import tile_slices
-
 
 log = logging.getLogger("scale")
 
@@ -81,8 +79,10 @@ def make_volume(path: Path, voxels: float) -> tuple[int, int, int]:
         depth = CHUNKS[0]  # a slab of whole chunks at a time: no chunk is written twice
         for z in range(0, shape[0], depth):
             n = min(depth, shape[0] - z)
-            sink.write((slice(z, z + n), slice(0, shape[1]), slice(0, shape[2])),
-                       rng.integers(0, 255, (n,) + shape[1:], dtype=np.uint8))
+            sink.write(
+                (slice(z, z + n), slice(0, shape[1]), slice(0, shape[2])),
+                rng.integers(0, 255, (n,) + shape[1:], dtype=np.uint8),
+            )
         sink.finish()
         return shape
     if path.suffix == ".zarr":
@@ -92,7 +92,7 @@ def make_volume(path: Path, voxels: float) -> tuple[int, int, int]:
     else:
         data = tifffile.memmap(path, shape=shape, dtype=np.uint8)
     for z in range(0, shape[0], CHUNKS[0]):
-        data[z:z + CHUNKS[0]] = rng.integers(0, 255, (min(CHUNKS[0], shape[0] - z),) + shape[1:], dtype=np.uint8)
+        data[z : z + CHUNKS[0]] = rng.integers(0, 255, (min(CHUNKS[0], shape[0] - z),) + shape[1:], dtype=np.uint8)
     if path.suffix != ".zarr":
         data.flush()
     del data
@@ -162,21 +162,34 @@ def windows_per_voxel(folder: Path, shape: tuple[int, int, int], fmt: str) -> fl
     total = 0
     for zyx in plan.blocks:
         read = tuple(s.stop - s.start for s in with_halo(zyx, plan.halo, shape, plan.extent)[0])
-        for window, overlap in zip(inference_windows(plan.shapes, plan.patch, read, model.network.size_multiple),
-                                   plan.overlaps):
+        for window, overlap in zip(
+            inference_windows(plan.shapes, plan.patch, read, model.network.size_multiple), plan.overlaps
+        ):
             total += len(tile_slices([max(r, w) for r, w in zip(read, window)], window, overlap)) * np.prod(window)
     return total / np.prod(shape)
 
 
 def run_predict(folder: Path, volume: Path, out: Path) -> dict:
-    command = ["/usr/bin/time", "-v", sys.executable, "-m", "sparseseg", "predict", str(folder), str(volume),
-               "-o", str(out), "--json", "--overwrite"]
+    command = [
+        "/usr/bin/time",
+        "-v",
+        sys.executable,
+        "-m",
+        "sparseseg",
+        "predict",
+        str(folder),
+        str(volume),
+        "-o",
+        str(out),
+        "--json",
+        "--overwrite",
+    ]
     result = subprocess.run(command, capture_output=True, text=True, check=True)
     summary = json.loads(result.stdout)
     peak = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", result.stderr).group(1))
     wall = re.search(r"Elapsed \(wall clock\) time.*: (.+)", result.stderr).group(1).strip()
     parts = [float(p) for p in wall.split(":")]
-    summary["wall_s"] = sum(p * 60 ** i for i, p in enumerate(reversed(parts)))
+    summary["wall_s"] = sum(p * 60**i for i, p in enumerate(reversed(parts)))
     summary["peak_gb"] = peak / 2**20
     return summary
 
@@ -190,9 +203,12 @@ def run_predict_here(folder: Path, volume: Path, out: Path, device: str) -> dict
     torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
     report = predict(folder, [volume], out, outputs=Outputs(overwrite=True), device=device)
-    return dict(wall_s=time.perf_counter() - start, windows=[list(w) for w in report.windows],
-                device_peak_gb=torch.cuda.max_memory_allocated() / 2**30,
-                peak_gb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)
+    return dict(
+        wall_s=time.perf_counter() - start,
+        windows=[list(w) for w in report.windows],
+        device_peak_gb=torch.cuda.max_memory_allocated() / 2**30,
+        peak_gb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+    )
 
 
 def main() -> None:
@@ -200,18 +216,37 @@ def main() -> None:
     parser.add_argument("--sizes", default="32,256", help="volume sizes in M voxels")
     parser.add_argument("--base", type=int, default=8)
     parser.add_argument("--axes", default="zyx", help="axes of the model's annotated planes (z: one inference pass)")
-    parser.add_argument("--format", choices=("zarr", "ome.zarr", "tif"), default="zarr",
-                        help="of the volume and the segmentation (a TIFF is memory-mapped: its pages count as resident; "
-                             "ome.zarr: the labels go into the image's labels/seg)")
-    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
-                        help="where predict and the bare network run (cuda: predict in this process, see above)")
-    parser.add_argument("--overlap", type=float, default=None,
-                        help="the model's window overlap across its annotated planes (default: sparseseg's)")
-    parser.add_argument("--wide-overlap", type=float, default=None,
-                        help="the model's window overlap along the other axes (default: sparseseg's)")
+    parser.add_argument(
+        "--format",
+        choices=("zarr", "ome.zarr", "tif"),
+        default="zarr",
+        help="of the volume and the segmentation (a TIFF is memory-mapped: its pages count as resident; "
+        "ome.zarr: the labels go into the image's labels/seg)",
+    )
+    parser.add_argument(
+        "--device",
+        choices=("cpu", "cuda"),
+        default="cpu",
+        help="where predict and the bare network run (cuda: predict in this process, see above)",
+    )
+    parser.add_argument(
+        "--overlap",
+        type=float,
+        default=None,
+        help="the model's window overlap across its annotated planes (default: sparseseg's)",
+    )
+    parser.add_argument(
+        "--wide-overlap",
+        type=float,
+        default=None,
+        help="the model's window overlap along the other axes (default: sparseseg's)",
+    )
     parser.add_argument("--out", default="scale_out")
-    parser.add_argument("--plan-only", action="store_true",
-                        help="print how many window voxels predict would run per volume voxel, and run nothing")
+    parser.add_argument(
+        "--plan-only",
+        action="store_true",
+        help="print how many window voxels predict would run per volume voxel, and run nothing",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     out = Path(args.out)
@@ -220,7 +255,10 @@ def main() -> None:
     if args.plan_only:
         for size in (float(s) for s in args.sizes.split(",")):
             shape = volume_shape(size * 1e6)
-            print(f"{size:g} M voxels {shape}: {windows_per_voxel(out / 'model', shape, args.format):.2f} window voxels per voxel")
+            print(
+                f"{size:g} M voxels {shape}: {windows_per_voxel(out / 'model', shape, args.format):.2f} window "
+                "voxels per voxel"
+            )
         return
     rows = []
     for size in (float(s) for s in args.sizes.split(",")):
@@ -237,22 +275,41 @@ def main() -> None:
         after = bare_throughput(out / "model", shape, args.device)
         bare = (before + after) / 2
         voxels = float(np.prod(shape))
-        rows.append(dict(shape=shape, voxels_m=voxels / 1e6, peak_gb=run["peak_gb"], wall_s=run["wall_s"],
-                         e2e_kvox_s=voxels / run["wall_s"] / 1e3, bare_kvox_s=bare / 1e3,
-                         bare_before_after=[round(before / 1e3, 1), round(after / 1e3, 1)],
-                         ratio=voxels / run["wall_s"] / bare, windows=run["windows"],
-                         windows_per_voxel=windows_per_voxel(out / "model", shape, args.format),
-                         device_peak_gb=run.get("device_peak_gb")))
+        rows.append(
+            dict(
+                shape=shape,
+                voxels_m=voxels / 1e6,
+                peak_gb=run["peak_gb"],
+                wall_s=run["wall_s"],
+                e2e_kvox_s=voxels / run["wall_s"] / 1e3,
+                bare_kvox_s=bare / 1e3,
+                bare_before_after=[round(before / 1e3, 1), round(after / 1e3, 1)],
+                ratio=voxels / run["wall_s"] / bare,
+                windows=run["windows"],
+                windows_per_voxel=windows_per_voxel(out / "model", shape, args.format),
+                device_peak_gb=run.get("device_peak_gb"),
+            )
+        )
         shutil.rmtree(volume) if volume.is_dir() else volume.unlink()
         print(json.dumps(rows[-1]), flush=True)
-    overlaps = f"overlap {args.overlap}, wide overlap {args.wide_overlap}" if (args.overlap, args.wide_overlap) != (None, None) else "default overlaps"
-    print(f"\nbase {args.base} model annotated on {args.axes}, {overlaps}, predict on {args.device}; peak memory, end-to-end and bare-network throughput (k voxels/s):")
+    overlaps = (
+        f"overlap {args.overlap}, wide overlap {args.wide_overlap}"
+        if (args.overlap, args.wide_overlap) != (None, None)
+        else "default overlaps"
+    )
+    print(
+        f"\nbase {args.base} model annotated on {args.axes}, {overlaps}, predict on {args.device}; peak memory, "
+        "end-to-end and bare-network throughput (k voxels/s):"
+    )
     for r in rows:
-        print(f"{r['voxels_m']:8.1f} M voxels {str(r['shape']):>18}  peak {r['peak_gb']:.2f} GB  wall {r['wall_s']:7.0f} s  "
-              f"e2e {r['e2e_kvox_s']:6.1f}  bare {r['bare_kvox_s']:6.1f} (before {r['bare_before_after'][0]}, after "
-              f"{r['bare_before_after'][1]})  ratio {r['ratio']:.3f}  "
-              f"window voxels per voxel {r['windows_per_voxel']:.2f}"
-              + ("" if r["device_peak_gb"] is None else f"  GPU peak {r['device_peak_gb']:.2f} GB"))
+        print(
+            f"{r['voxels_m']:8.1f} M voxels {str(r['shape']):>18}  peak {r['peak_gb']:.2f} GB  wall "
+            f"{r['wall_s']:7.0f} s  "
+            f"e2e {r['e2e_kvox_s']:6.1f}  bare {r['bare_kvox_s']:6.1f} (before {r['bare_before_after'][0]}, after "
+            f"{r['bare_before_after'][1]})  ratio {r['ratio']:.3f}  "
+            f"window voxels per voxel {r['windows_per_voxel']:.2f}"
+            + ("" if r["device_peak_gb"] is None else f"  GPU peak {r['device_peak_gb']:.2f} GB")
+        )
     if len(rows) > 1:
         peaks = [r["peak_gb"] for r in rows]
         print(f"peak memory spread: {100 * (max(peaks) / min(peaks) - 1):.1f} % between the sizes")

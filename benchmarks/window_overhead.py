@@ -12,9 +12,9 @@ import time
 import numpy as np
 import torch
 
-from sparseseg.method.sliding_window import predict_probabilities
 from sparseseg.method.network import UNet3D
 from sparseseg.method.planning import inference_patch, pooling_kernels
+from sparseseg.method.sliding_window import predict_probabilities
 from sparseseg.method.tiling import tile_slices
 
 
@@ -52,7 +52,9 @@ def main() -> None:
             best[name] = min(best[name], time.perf_counter() - start)
     overhead = best["sliding window"] / best["bare"] - 1
     print(f"volume {shape}, window {window}, {len(tiles)} tiles, base {args.base}, {torch.get_num_threads()} threads")
-    print(f"bare forward on the tiles: {best['bare']:.2f} s; sliding window with blending: {best['sliding window']:.2f} s")
+    print(
+        f"bare forward on the tiles: {best['bare']:.2f} s; sliding window with blending: {best['sliding window']:.2f} s"
+    )
     print(f"overhead {overhead:+.1%} (target <= +10%)")
 
 

@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 
 from sparseseg import io
-
 from sparseseg.commands import synthetic
 
 OUT = Path("demo_out")
@@ -32,8 +31,21 @@ def main() -> None:
         io.write_volume(OUT / f"{name}.tif", data, overwrite=True)
     annotated = (sparse != 255).mean()
     print(f"synthetic volume {image.shape}, 3 classes; annotated planes {planes} ({annotated:.1%} of voxels)")
-    run("densify", f"{OUT}/raw.tif", "--slices", f"{OUT}/sparse.tif", "-o", f"{OUT}/seg.tif",
-        "--time-budget", "90s", "--seed", "0", "--overwrite", "--preview", f"{OUT}/seg.png")
+    run(
+        "densify",
+        f"{OUT}/raw.tif",
+        "--slices",
+        f"{OUT}/sparse.tif",
+        "-o",
+        f"{OUT}/seg.tif",
+        "--time-budget",
+        "90s",
+        "--seed",
+        "0",
+        "--overwrite",
+        "--preview",
+        f"{OUT}/seg.png",
+    )
     run("eval", f"{OUT}/seg.tif", "--gt", f"{OUT}/truth.tif", "--ignore", f"{OUT}/sparse.tif")
 
 

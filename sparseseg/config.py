@@ -152,8 +152,11 @@ class Config:
         checks = [
             (self.base is None or 1 <= self.base <= MAX_BASE, "base", f"must lie in 1..{MAX_BASE}"),
             (0 <= self.depth <= 6, "depth", "must lie in 0..6"),
-            (self.patch is None or (len(self.patch) == 3 and 1 <= min(self.patch) and max(self.patch) <= MAX_PATCH),
-             "patch", f"must be three sizes z,y,x in 1..{MAX_PATCH}"),
+            (
+                self.patch is None or (len(self.patch) == 3 and 1 <= min(self.patch) and max(self.patch) <= MAX_PATCH),
+                "patch",
+                f"must be three sizes z,y,x in 1..{MAX_PATCH}",
+            ),
             (self.thin is None or self.thin >= 1, "thin", "must be >= 1"),
             (self.batch_size is None or 1 <= self.batch_size <= MAX_BATCH, "batch_size", f"must lie in 1..{MAX_BATCH}"),
             (self.iterations is None or self.iterations >= 0, "iterations", "must be >= 0"),
@@ -164,7 +167,11 @@ class Config:
             (self.dice >= 0, "dice", "must be >= 0"),
             (0 <= self.overlap < 1, "overlap", "must lie in [0, 1)"),
             (0 <= self.wide_overlap < 1, "wide_overlap", "must lie in [0, 1)"),
-            (self.spacing is None or (len(self.spacing) == 3 and min(self.spacing) > 0), "spacing", "must be three numbers z,y,x > 0"),
+            (
+                self.spacing is None or (len(self.spacing) == 3 and min(self.spacing) > 0),
+                "spacing",
+                "must be three numbers z,y,x > 0",
+            ),
             (self.seed is None or 0 <= self.seed <= MAX_SEED, "seed", f"must lie in 0..{MAX_SEED} (2**32 - 1)"),
             (self.device in DEVICES, "device", "must be " + ", ".join(DEVICES)),
             (0 <= self.unlabeled <= 65535, "unlabeled", "must lie in 0..65535"),
@@ -173,7 +180,7 @@ class Config:
             if not ok:
                 raise InputError(rule, param=name, value=getattr(self, name))
 
-    def resolved(self, cuda: bool) -> "Config":
+    def resolved(self, cuda: bool) -> Config:
         """A copy with the device-dependent defaults filled in."""
         values = {k: v[int(cuda)] for k, v in DEVICE_DEFAULTS.items() if getattr(self, k) is None}
         return replace(self, **values)
@@ -182,7 +189,7 @@ class Config:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "Config":
+    def from_dict(cls, data: dict) -> Config:
         """The config saved by `to_dict`; an unknown, missing or mistyped field is an `InputError` naming it."""
         if not isinstance(data, dict):
             raise InputError("config: expected an object of settings")
@@ -191,15 +198,23 @@ class Config:
         unknown = sorted(set(data) - set(known))
         missing = [name for name in known if name not in data]
         if unknown or missing:
-            found = "; ".join(p for p in (f"unknown field(s) {unknown}" if unknown else "",
-                                          f"missing field(s) {missing}" if missing else "") if p)
+            found = "; ".join(
+                p
+                for p in (
+                    f"unknown field(s) {unknown}" if unknown else "",
+                    f"missing field(s) {missing}" if missing else "",
+                )
+                if p
+            )
             raise InputError(f"config: {found}")
         values = {}
         for f in fields(cls):
             value = data[f.name]
             if not _fits(value, str(f.type)):
-                raise InputError(f"config: field {f.name!r} must be {_KINDS_SAID[_kind(str(f.type))]}, "
-                                 f"found {json.dumps(value)[:40]}")
+                raise InputError(
+                    f"config: field {f.name!r} must be {_KINDS_SAID[_kind(str(f.type))]}, "
+                    f"found {json.dumps(value)[:40]}"
+                )
             if isinstance(value, (list, tuple)):
                 value = tuple(value)
             elif _kind(str(f.type)) == "int" and value is not None:
@@ -212,8 +227,13 @@ def _kind(annotation: str) -> str:
     return next(k for k in ("tuple", "bool", "int", "float", "str") if k in annotation)
 
 
-_KINDS_SAID = {"tuple": "three numbers z,y,x", "bool": "true or false", "int": "a whole number", "float": "a number",
-               "str": "a word"}
+_KINDS_SAID = {
+    "tuple": "three numbers z,y,x",
+    "bool": "true or false",
+    "int": "a whole number",
+    "float": "a number",
+    "str": "a word",
+}
 
 
 def _fits(value, annotation: str) -> bool:
@@ -222,12 +242,15 @@ def _fits(value, annotation: str) -> bool:
         return "None" in annotation
     kind = _kind(annotation)
     number = isinstance(value, (int, float)) and not isinstance(value, bool)
-    return {"tuple": isinstance(value, (list, tuple)) and len(value) == 3 and all(
-                isinstance(v, (int, float)) and not isinstance(v, bool) for v in value),
-            "bool": isinstance(value, bool),
-            "int": number and float(value).is_integer(),
-            "float": number,
-            "str": isinstance(value, str)}[kind]
+    return {
+        "tuple": isinstance(value, (list, tuple))
+        and len(value) == 3
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value),
+        "bool": isinstance(value, bool),
+        "int": number and float(value).is_integer(),
+        "float": number,
+        "str": isinstance(value, str),
+    }[kind]
 
 
 def _check_finite(name: str, value) -> None:

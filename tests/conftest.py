@@ -11,8 +11,8 @@ import pytest
 import tifffile
 from typer.testing import CliRunner
 
-from sparseseg.commands import synthetic
 from sparseseg.cli.app import app
+from sparseseg.commands import synthetic
 from sparseseg.config import Config
 
 #: ../shared/data relative to the repository root (real volumes; tests marked `shared` need it).
@@ -22,7 +22,20 @@ SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 SMALL = (12, 24, 24)
 
 #: Training options of a command-line run that takes a second or two on a CPU (see `train_args`).
-TRAIN = ["--iterations", "3", "--base", "4", "--patch", "8,16,16", "--seed", "0", "--device", "cpu", "--batch-size", "1"]
+TRAIN = [
+    "--iterations",
+    "3",
+    "--base",
+    "4",
+    "--patch",
+    "8,16,16",
+    "--seed",
+    "0",
+    "--device",
+    "cpu",
+    "--batch-size",
+    "1",
+]
 #: The class values of the `trained` model.
 TRAINED_CLASSES = [0, 10, 200]
 
@@ -196,15 +209,38 @@ def trained(tmp_path_factory, blobs_small, sparse_small, one_torch_thread):
     folder = tmp_path_factory.mktemp("trained")
     image, truth = blobs_small
     sparse, planes = sparse_small
-    t = SimpleNamespace(folder=folder, volume=folder / "volume.tif", sparse=folder / "sparse.tif",
-                        truth=folder / "truth.tif", seg=folder / "seg.tif", prob=folder / "prob.tif",
-                        model=folder / "model", planes=planes, shape=image.shape, image=image,
-                        classes=list(TRAINED_CLASSES))
+    t = SimpleNamespace(
+        folder=folder,
+        volume=folder / "volume.tif",
+        sparse=folder / "sparse.tif",
+        truth=folder / "truth.tif",
+        seg=folder / "seg.tif",
+        prob=folder / "prob.tif",
+        model=folder / "model",
+        planes=planes,
+        shape=image.shape,
+        image=image,
+        classes=list(TRAINED_CLASSES),
+    )
     tifffile.imwrite(t.volume, image)
     tifffile.imwrite(t.sparse, _relabel(sparse))
     tifffile.imwrite(t.truth, _relabel(truth))
-    t.result = _run("densify", t.volume, "--slices", t.sparse, "-o", t.seg, "--probabilities", t.prob,
-                    "--save-model", t.model, "--spacing", "2,1,1", *TRAIN, "--json")
+    t.result = _run(
+        "densify",
+        t.volume,
+        "--slices",
+        t.sparse,
+        "-o",
+        t.seg,
+        "--probabilities",
+        t.prob,
+        "--save-model",
+        t.model,
+        "--spacing",
+        "2,1,1",
+        *TRAIN,
+        "--json",
+    )
     assert t.result.exit_code == 0, t.result.output
     return t
 

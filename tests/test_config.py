@@ -61,8 +61,16 @@ def test_parse_triple_none():
 
 @pytest.mark.parametrize(
     "text, kind",
-    [("1,2", float), ("1,2,3,4", float), ("a,b,c", float), ("", float), ("0,1,1", float), ("-1,2,2", float),
-     ("1.5,2,2", int), ("8,16,", int)],
+    [
+        ("1,2", float),
+        ("1,2,3,4", float),
+        ("a,b,c", float),
+        ("", float),
+        ("0,1,1", float),
+        ("-1,2,2", float),
+        ("1.5,2,2", int),
+        ("8,16,", int),
+    ],
 )
 def test_parse_triple_rejects(text, kind):
     with pytest.raises(InputError, match="patch="):

@@ -15,10 +15,27 @@ PACKAGE = Path(__file__).resolve().parents[1] / "sparseseg"
 LAYERS = [{"napari", "cli", "__main__"}, {"commands"}, {"large"}, {"method"}, {"io"}, {"config", "errors", "__init__"}]
 
 #: Modules that must import without torch installed.
-NUMPY_ONLY = ["config", "errors", "io", "io.blocks", "io.paths", "method.annotation", "method.decision",
-              "method.forest", "method.forest_file", "method.holdout", "method.metrics", "method.planning",
-              "method.preprocess", "method.tiling", "method.uncertainty", "large.slabs", "commands.plot",
-              "commands.preview", "commands.synthetic"]
+NUMPY_ONLY = [
+    "config",
+    "errors",
+    "io",
+    "io.blocks",
+    "io.paths",
+    "method.annotation",
+    "method.decision",
+    "method.forest",
+    "method.forest_file",
+    "method.holdout",
+    "method.metrics",
+    "method.planning",
+    "method.preprocess",
+    "method.tiling",
+    "method.uncertainty",
+    "large.slabs",
+    "commands.plot",
+    "commands.preview",
+    "commands.synthetic",
+]
 
 #: Top-level packages of the GUI: only sparseseg.napari imports them.
 GUI = ("napari", "qtpy", "PyQt5", "PyQt6", "PySide2", "PySide6", "magicgui", "superqt", "vispy", "npe2")
@@ -93,16 +110,20 @@ def _external_imports(path: Path) -> set[str]:
     return found - {"sparseseg"}
 
 
-@pytest.mark.parametrize("path", sorted(p for p in PACKAGE.rglob("*.py") if _layer_of(p) != "napari"),
-                         ids=lambda p: str(p.relative_to(PACKAGE)))
+@pytest.mark.parametrize(
+    "path",
+    sorted(p for p in PACKAGE.rglob("*.py") if _layer_of(p) != "napari"),
+    ids=lambda p: str(p.relative_to(PACKAGE)),
+)
 def test_only_the_plugin_imports_the_gui(path):
     assert not _external_imports(path) & set(GUI), f"{path.relative_to(PACKAGE)} imports a GUI package"
 
 
 def test_the_command_line_loads_no_gui():
-    code = ("import sys, sparseseg.cli, sparseseg.commands.workflows, sparseseg.napari, sparseseg.napari.loop, "
-            f"sparseseg.napari.files; print(sorted(m for m in sys.modules if m.split('.')[0] in {GUI!r}))")
+    code = (
+        "import sys, sparseseg.cli, sparseseg.commands.workflows, sparseseg.napari, sparseseg.napari.loop, "
+        f"sparseseg.napari.files; print(sorted(m for m in sys.modules if m.split('.')[0] in {GUI!r}))"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
-

@@ -1,4 +1,5 @@
-"""The `sparseseg` command line: thin commands over `sparseseg.commands.workflows`, `sparseseg.commands.sweep` and `sparseseg.commands.export`.
+"""The `sparseseg` command line: thin commands over `sparseseg.commands.workflows`, `sparseseg.commands.sweep` and
+`sparseseg.commands.export`.
 
 Each command parses its options (declared once, in `sparseseg.cli.options`), builds a
 `Config`, calls one library function and prints a summary. Results go to stdout (with
@@ -24,10 +25,40 @@ from rich.table import Table
 
 from sparseseg import UNLABELED, __version__
 from sparseseg.cli.options import (
-    TTA, AsJson, Common, Device, Gt, Init, Output, Overwrite, Planes, Preview, Probabilities, Scheduler, Slices, Spacing, Unlabeled, Volumes, Workers, add_options, flag, parse_triple,
+    TTA,
+    AsJson,
+    Common,
+    Device,
+    Gt,
+    Init,
+    Output,
+    Overwrite,
+    Planes,
+    Preview,
+    Probabilities,
+    Scheduler,
+    Slices,
+    Spacing,
+    Unlabeled,
+    Volumes,
+    Workers,
+    add_options,
+    flag,
+    parse_triple,
 )
 from sparseseg.cli.output import (
-    EXIT_INTERRUPTED, BlockProgress, TrainingProgress, err, finish, fmt, out, print_json, setup_output, summary_table, sweep_table, train_summary,
+    EXIT_INTERRUPTED,
+    BlockProgress,
+    TrainingProgress,
+    err,
+    finish,
+    fmt,
+    out,
+    print_json,
+    setup_output,
+    summary_table,
+    sweep_table,
+    train_summary,
 )
 from sparseseg.config import Config
 from sparseseg.errors import InputError, Interrupted
@@ -97,9 +128,13 @@ def handle_errors(command):
             raise typer.Exit(EXIT_BAD_INPUT) from None
         except Interrupted as exc:
             of = f" of {exc.total}" if exc.total else ""
-            err.print(f"interrupted: {exc.done}{of} blocks are done and kept in {', '.join(exc.folders)}; run the same "
-                      "command again with --resume to finish (or delete that folder)", style="red", markup=False,
-                      soft_wrap=True)
+            err.print(
+                f"interrupted: {exc.done}{of} blocks are done and kept in {', '.join(exc.folders)}; run the same "
+                "command again with --resume to finish (or delete that folder)",
+                style="red",
+                markup=False,
+                soft_wrap=True,
+            )
             raise typer.Exit(EXIT_INTERRUPTED) from None
         except KeyboardInterrupt:
             err.print("interrupted (no output is left half-written)", style="red")
@@ -109,8 +144,12 @@ def handle_errors(command):
         except Exception as exc:
             if os.environ.get("SPARSESEG_DEBUG"):
                 raise
-            err.print(one_line(f"internal error: {type(exc).__name__}: {exc} (SPARSESEG_DEBUG=1 shows the traceback)"),
-                      style="red", markup=False, soft_wrap=True)
+            err.print(
+                one_line(f"internal error: {type(exc).__name__}: {exc} (SPARSESEG_DEBUG=1 shows the traceback)"),
+                style="red",
+                markup=False,
+                soft_wrap=True,
+            )
             raise typer.Exit(EXIT_INTERNAL) from None
 
     return wrapper
@@ -131,6 +170,7 @@ def _split_planes(volumes: list[Path], planes: list[str] | None) -> tuple[list[P
 @contextlib.contextmanager
 def sigterm_as_interrupt():
     """SIGTERM (a batch system's stop) taken as Ctrl-C while the block: a resumable output is kept as on Ctrl-C."""
+
     def interrupt(signum, frame):
         raise KeyboardInterrupt
 
@@ -159,8 +199,9 @@ class _Command(typer.core.TyperCommand):
             record = param.get_help_record(ctx)
             if record is not None:
                 panel = getattr(param, "rich_help_panel", None)
-                panels.setdefault(panel or ("Arguments" if param.param_type_name == "argument" else "Options"),
-                                  []).append(record)
+                panels.setdefault(
+                    panel or ("Arguments" if param.param_type_name == "argument" else "Options"), []
+                ).append(record)
         for panel, records in panels.items():
             with formatter.section(panel):
                 formatter.write_dl(records)
@@ -201,12 +242,26 @@ def densify(
     common: Common,
     unlabeled: Unlabeled = UNLABELED,
     planes: Planes = None,
-    weights_out: Annotated[Optional[Path], typer.Option(help="Also write the per-voxel loss weight map (0 = unlabeled).", show_default=False, rich_help_panel="Extra outputs")] = None,
+    weights_out: Annotated[
+        Optional[Path],
+        typer.Option(
+            help="Also write the per-voxel loss weight map (0 = unlabeled).",
+            show_default=False,
+            rich_help_panel="Extra outputs",
+        ),
+    ] = None,
     probabilities: Probabilities = None,
     preview: Preview = None,
-    save_model: Annotated[Optional[Path], typer.Option(help="Also save the trained model in this folder.", show_default=False, rich_help_panel="Extra outputs")] = None,
+    save_model: Annotated[
+        Optional[Path],
+        typer.Option(
+            help="Also save the trained model in this folder.", show_default=False, rich_help_panel="Extra outputs"
+        ),
+    ] = None,
     init: Init = None,
-    partial: Annotated[bool, typer.Option(help="On Ctrl-C, still segment with the model trained so far (exit code 130).")] = True,
+    partial: Annotated[
+        bool, typer.Option(help="On Ctrl-C, still segment with the model trained so far (exit code 130).")
+    ] = True,
     workers: Workers = None,
     scheduler: Scheduler = None,
 ) -> None:
@@ -217,9 +272,19 @@ def densify(
     volumes, planes = _split_planes(volumes, planes)
     with TrainingProgress(config, common.silent) as progress:
         report = workflows.densify(
-            volumes, slices, output, config, planes=planes, weights_out=weights_out,
-            outputs=workflows.Outputs(probabilities, preview, common.overwrite), save_model_to=save_model, init=init,
-            partial=partial, progress=progress, workers=workers, scheduler=scheduler,
+            volumes,
+            slices,
+            output,
+            config,
+            planes=planes,
+            weights_out=weights_out,
+            outputs=workflows.Outputs(probabilities, preview, common.overwrite),
+            save_model_to=save_model,
+            init=init,
+            partial=partial,
+            progress=progress,
+            workers=workers,
+            scheduler=scheduler,
         )
     summary = {"output": [str(p) for p in report.written], "annotation": report.how}
     summary.update(train_summary(report.model, report.train_log))
@@ -234,12 +299,16 @@ def _parse_pair(pair: str) -> tuple[list[str], str]:
     HDF5 file (a ':' right after .h5 or .hdf5 and before a '/'): 'a.h5:/raw:b.h5:/labels' ->
     (['a.h5:/raw'], 'b.h5:/labels').
     """
-    cuts = [i for i, char in enumerate(pair) if char == ":"
-            and not (pair[:i].lower().endswith((".h5", ".hdf5")) and pair[i + 1:i + 2] == "/")]
-    volumes, labels = (pair[:cuts[-1]], pair[cuts[-1] + 1:]) if cuts else ("", "")
+    cuts = [
+        i
+        for i, char in enumerate(pair)
+        if char == ":" and not (pair[:i].lower().endswith((".h5", ".hdf5")) and pair[i + 1 : i + 2] == "/")
+    ]
+    volumes, labels = (pair[: cuts[-1]], pair[cuts[-1] + 1 :]) if cuts else ("", "")
     if not volumes or not labels or "" in volumes.split(","):
-        raise InputError("expected VOLUME[,VOLUME...]:LABELS (an HDF5 dataset as file.h5:/path)", param="pairs",
-                         value=pair)
+        raise InputError(
+            "expected VOLUME[,VOLUME...]:LABELS (an HDF5 dataset as file.h5:/path)", param="pairs", value=pair
+        )
     return volumes.split(","), labels
 
 
@@ -251,8 +320,21 @@ def _parse_pair(pair: str) -> tuple[list[str], str]:
 )
 @add_options(training=True)
 def train(
-    pair: Annotated[list[str], typer.Option(help="VOLUME[,VOLUME...]:LABELS, one per sparsely annotated volume (repeat); an HDF5 dataset as file.h5:/path, e.g. a.h5:/raw:a.h5:/labels.", show_default=False, rich_help_panel="Everyday options")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Model folder to write.", show_default=False, rich_help_panel="Everyday options")],
+    pair: Annotated[
+        list[str],
+        typer.Option(
+            help="VOLUME[,VOLUME...]:LABELS, one per sparsely annotated volume (repeat); an HDF5 dataset as "
+            "file.h5:/path, e.g. a.h5:/raw:a.h5:/labels.",
+            show_default=False,
+            rich_help_panel="Everyday options",
+        ),
+    ],
+    output: Annotated[
+        Path,
+        typer.Option(
+            "--output", "-o", help="Model folder to write.", show_default=False, rich_help_panel="Everyday options"
+        ),
+    ],
     config: Config,
     common: Common,
     unlabeled: Unlabeled = UNLABELED,
@@ -264,7 +346,9 @@ def train(
     setup_output(common.quiet)
     pairs = [_parse_pair(p) for p in pair]
     with TrainingProgress(config, common.silent) as progress:
-        model, train_log, folder = workflows.train_files(pairs, output, config, overwrite=common.overwrite, init=init, progress=progress)
+        model, train_log, folder = workflows.train_files(
+            pairs, output, config, overwrite=common.overwrite, init=init, progress=progress
+        )
     finish({"model": str(folder), **train_summary(model, train_log)}, common.as_json, common.quiet)
 
 
@@ -279,54 +363,128 @@ def train(
 )
 @add_options()
 def predict(
-    model: Annotated[Path, typer.Argument(metavar="MODEL", help="Model folder (from densify --save-model or train), or a package from export (.zip).", show_default=False)],
+    model: Annotated[
+        Path,
+        typer.Argument(
+            metavar="MODEL",
+            help="Model folder (from densify --save-model or train), or a package from export (.zip).",
+            show_default=False,
+        ),
+    ],
     volumes: Volumes,
     output: Output,
     common: Common,
     device: Device = "auto",
-    tta: Annotated[Optional[bool], typer.Option(help="Average predictions over flips (8x slower) [default: as trained].", show_default=False)] = None,
+    tta: Annotated[
+        Optional[bool],
+        typer.Option(help="Average predictions over flips (8x slower) [default: as trained].", show_default=False),
+    ] = None,
     probabilities: Probabilities = None,
     preview: Preview = None,
     workers: Workers = None,
     scheduler: Scheduler = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Go on with the .zarr or .ome.zarr output that an interrupted run of the same command left: only the blocks it does not hold are predicted.", rich_help_panel="Large volumes")] = False,
-    overlap: Annotated[Optional[float], typer.Option(help="Overlap of the windows across the annotated planes, 0 to below 1 [default: as trained: 0 for new models, 0.75 for models trained before sparseseg put the planes at any depth of a patch].", show_default=False, rich_help_panel="Large volumes")] = None,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume",
+            help="Go on with the .zarr or .ome.zarr output that an interrupted run of the same command left: only the "
+            "blocks it does not hold are predicted.",
+            rich_help_panel="Large volumes",
+        ),
+    ] = False,
+    overlap: Annotated[
+        Optional[float],
+        typer.Option(
+            help="Overlap of the windows across the annotated planes, 0 to below 1 [default: as trained: 0 for new "
+            "models, 0.75 for models trained before sparseseg put the planes at any depth of a patch].",
+            show_default=False,
+            rich_help_panel="Large volumes",
+        ),
+    ] = None,
 ) -> None:
     """Apply a saved model to a new volume (the fully automatic setting)."""
     from sparseseg.commands import workflows
 
     setup_output(common.quiet)
     with BlockProgress(common.silent) as progress, sigterm_as_interrupt():
-        report = workflows.predict(model, volumes, output, outputs=workflows.Outputs(probabilities, preview, common.overwrite),
-                                   device=device, tta=tta, progress=progress, workers=workers, scheduler=scheduler,
-                                   resume=resume, overlap=overlap)
-    summary = {"output": [str(p) for p in report.written], "classes": report.model.classes.tolist(),
-               "seconds_infer": round(report.seconds, 2), "windows": [list(w) for w in report.windows]}
+        report = workflows.predict(
+            model,
+            volumes,
+            output,
+            outputs=workflows.Outputs(probabilities, preview, common.overwrite),
+            device=device,
+            tta=tta,
+            progress=progress,
+            workers=workers,
+            scheduler=scheduler,
+            resume=resume,
+            overlap=overlap,
+        )
+    summary = {
+        "output": [str(p) for p in report.written],
+        "classes": report.model.classes.tolist(),
+        "seconds_infer": round(report.seconds, 2),
+        "windows": [list(w) for w in report.windows],
+    }
     summary_table(summary, common.as_json, common.quiet)
 
 
 @command(
     "export",
-    "sparseseg export kidney_model -o kidney.zip --author \"Ada Lovelace\"",
-    "sparseseg export kidney_model -o kidney.zip --sample volume.tif --name \"Kidney 3D U-Net\" --license CC0-1.0",
+    'sparseseg export kidney_model -o kidney.zip --author "Ada Lovelace"',
+    'sparseseg export kidney_model -o kidney.zip --sample volume.tif --name "Kidney 3D U-Net" --license CC0-1.0',
     "sparseseg predict kidney.zip new_volume.tif -o new_seg.tif",
 )
 @add_options()
 def export(
-    model: Annotated[Path, typer.Argument(metavar="MODEL", help="Model folder (from densify --save-model or train).", show_default=False)],
-    output: Annotated[Path, typer.Option("--output", "-o", help="bioimage.io model package to write (.zip).", show_default=False, rich_help_panel="Everyday options")],
+    model: Annotated[
+        Path,
+        typer.Argument(metavar="MODEL", help="Model folder (from densify --save-model or train).", show_default=False),
+    ],
+    output: Annotated[
+        Path,
+        typer.Option(
+            "--output",
+            "-o",
+            help="bioimage.io model package to write (.zip).",
+            show_default=False,
+            rich_help_panel="Everyday options",
+        ),
+    ],
     common: Common,
-    sample: Annotated[Optional[list[Path]], typer.Option(help="Volume (repeat: channels) to cut the test input and cover from [default: a synthetic volume].", show_default=False, rich_help_panel="Everyday options")] = None,
-    name: Annotated[Optional[str], typer.Option(help="Name on bioimage.io [default: sparseseg 3D U-Net and the folder's name].", show_default=False, rich_help_panel="Everyday options")] = None,
-    author: Annotated[Optional[list[str]], typer.Option(help="An author's name (repeat for several).", show_default=False, rich_help_panel="Everyday options")] = None,
-    license: Annotated[str, typer.Option(help="SPDX license identifier of the weights.", rich_help_panel="Everyday options")] = "CC-BY-4.0",
+    sample: Annotated[
+        Optional[list[Path]],
+        typer.Option(
+            help="Volume (repeat: channels) to cut the test input and cover from [default: a synthetic volume].",
+            show_default=False,
+            rich_help_panel="Everyday options",
+        ),
+    ] = None,
+    name: Annotated[
+        Optional[str],
+        typer.Option(
+            help="Name on bioimage.io [default: sparseseg 3D U-Net and the folder's name].",
+            show_default=False,
+            rich_help_panel="Everyday options",
+        ),
+    ] = None,
+    author: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            help="An author's name (repeat for several).", show_default=False, rich_help_panel="Everyday options"
+        ),
+    ] = None,
+    license: Annotated[
+        str, typer.Option(help="SPDX license identifier of the weights.", rich_help_panel="Everyday options")
+    ] = "CC-BY-4.0",
 ) -> None:
     """Write a model as a bioimage.io model package (format 0.5), checked by bioimageio.spec (the bioimage extra)."""
     from sparseseg.commands.export import export_model
 
     setup_output(common.quiet)
-    path = export_model(model, output, sample=sample, name=name, authors=author or [], license=license,
-                        overwrite=common.overwrite)
+    path = export_model(
+        model, output, sample=sample, name=name, authors=author or [], license=license, overwrite=common.overwrite
+    )
     summary_table({"output": str(path)}, common.as_json, common.quiet)
 
 
@@ -339,8 +497,18 @@ def export(
 def suggest(
     volumes: Volumes,
     model: Annotated[Optional[Path], typer.Option(help="Model folder to predict with.", show_default=False)] = None,
-    probabilities: Annotated[Optional[Path], typer.Option(help="Probabilities from densify/predict --probabilities (no prediction needed).", show_default=False)] = None,
-    slices: Annotated[Optional[Path], typer.Option("--slices", "-s", help="Sparse labels: their annotated planes are not suggested.", show_default=False)] = None,
+    probabilities: Annotated[
+        Optional[Path],
+        typer.Option(
+            help="Probabilities from densify/predict --probabilities (no prediction needed).", show_default=False
+        ),
+    ] = None,
+    slices: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--slices", "-s", help="Sparse labels: their annotated planes are not suggested.", show_default=False
+        ),
+    ] = None,
     unlabeled: Unlabeled = UNLABELED,
     top: Annotated[int, typer.Option(help="How many planes to suggest.")] = 5,
     device: Device = "auto",
@@ -349,8 +517,9 @@ def suggest(
     """Suggest which planes to annotate next: the ones where the model is least sure."""
     from sparseseg.commands import workflows
 
-    suggestions = workflows.suggest(volumes, model=model, probabilities=probabilities, slices=slices,
-                                    unlabeled=unlabeled, top=top, device=device)
+    suggestions = workflows.suggest(
+        volumes, model=model, probabilities=probabilities, slices=slices, unlabeled=unlabeled, top=top, device=device
+    )
     if as_json:
         print_json({"suggestions": [vars(s) for s in suggestions]})
         return
@@ -372,9 +541,16 @@ def suggest(
 )
 def preview_(
     volume: Annotated[Path, typer.Argument(metavar="VOLUME", help="Raw volume.", show_default=False)],
-    labels: Annotated[Optional[Path], typer.Argument(metavar="LABELS", help="Labels to overlay (sparse or dense).", show_default=False)] = None,
-    output: Annotated[Path, typer.Option("--output", "-o", help="PNG to write.", show_default=False)] = Path("preview.png"),
-    centre: Annotated[Optional[str], typer.Option(help="Plane indices z,y,x to show [default: the centre].", show_default=False)] = None,
+    labels: Annotated[
+        Optional[Path],
+        typer.Argument(metavar="LABELS", help="Labels to overlay (sparse or dense).", show_default=False),
+    ] = None,
+    output: Annotated[Path, typer.Option("--output", "-o", help="PNG to write.", show_default=False)] = Path(
+        "preview.png"
+    ),
+    centre: Annotated[
+        Optional[str], typer.Option(help="Plane indices z,y,x to show [default: the centre].", show_default=False)
+    ] = None,
     planes: Planes = None,
     unlabeled: Unlabeled = UNLABELED,
     spacing: Spacing = None,
@@ -391,8 +567,16 @@ def preview_(
             raise InputError(f"--centre {centre!r}: expected three plane indices z,y,x") from None
         if len(where) != 3:
             raise InputError(f"--centre {centre!r}: expected three plane indices z,y,x")
-    path = workflows.preview([volume], labels, output, centre=where, planes=planes, unlabeled=unlabeled, overwrite=overwrite,
-                            spacing=parse_triple(spacing, "spacing"))
+    path = workflows.preview(
+        [volume],
+        labels,
+        output,
+        centre=where,
+        planes=planes,
+        unlabeled=unlabeled,
+        overwrite=overwrite,
+        spacing=parse_triple(spacing, "spacing"),
+    )
     out.print(f"wrote {path}")
 
 
@@ -411,9 +595,25 @@ def sweep(
     common: Common,
     planes: Annotated[str, typer.Option(help="Numbers of evenly spaced annotated planes per axis to try.")] = "1,2,4",
     axes: Annotated[str, typer.Option(help="Axes whose planes are annotated: zyx, z, ...")] = "zyx",
-    repeats: Annotated[int, typer.Option(help="Training runs per plane count (seeds --seed, --seed + 1, ...); the report gives each run and their mean.")] = 1,
-    stagger: Annotated[bool, typer.Option("--stagger", help="Shift the planes by (run + 0.5) / repeats of their spacing in each run, so that the runs of every plane count annotate all parts of the volume equally often.")] = False,
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Report folder: sweep.csv, sweep.json, sweep.png.", show_default=False)] = None,
+    repeats: Annotated[
+        int,
+        typer.Option(
+            help="Training runs per plane count (seeds --seed, --seed + 1, ...); the report gives each run and their "
+            "mean."
+        ),
+    ] = 1,
+    stagger: Annotated[
+        bool,
+        typer.Option(
+            "--stagger",
+            help="Shift the planes by (run + 0.5) / repeats of their spacing in each run, so that the runs of every "
+            "plane count annotate all parts of the volume equally often.",
+        ),
+    ] = False,
+    output: Annotated[
+        Optional[Path],
+        typer.Option("--output", "-o", help="Report folder: sweep.csv, sweep.json, sweep.png.", show_default=False),
+    ] = None,
     unlabeled: Unlabeled = UNLABELED,
 ) -> None:
     """How many planes are worth annotating: simulate k annotated planes per axis, densify, score the rest."""
@@ -424,21 +624,42 @@ def sweep(
         ks = [int(v) for v in planes.split(",")]
     except ValueError:
         raise InputError("expected plane counts such as 1,2,4", param="ks", value=planes) from None
-    bars = {(k, r): TrainingProgress(config, common.silent, label=f"k={k}" + (f" run {r + 1}" if repeats > 1 else ""))
-            for k in ks for r in range(repeats)}
+    bars = {
+        (k, r): TrainingProgress(config, common.silent, label=f"k={k}" + (f" run {r + 1}" if repeats > 1 else ""))
+        for k in ks
+        for r in range(repeats)
+    }
     try:
-        rows, written = experiment.sweep(volumes, gt, ks, axes.lower(), config, report=output, overwrite=common.overwrite,
-                                         progress_for=lambda k, r: bars.get((k, r)), repeats=repeats, stagger=stagger)
+        rows, written = experiment.sweep(
+            volumes,
+            gt,
+            ks,
+            axes.lower(),
+            config,
+            report=output,
+            overwrite=common.overwrite,
+            progress_for=lambda k, r: bars.get((k, r)),
+            repeats=repeats,
+            stagger=stagger,
+        )
     finally:
         for bar in bars.values():
             bar.__exit__(None, None, None)
     header, body = experiment.sweep_table(rows)
     mean_header, means = experiment.sweep_means(rows)
     if common.as_json:
-        print_json({"rows": [dict(zip(header, line)) for line in body],
-                     "means": [dict(zip(mean_header, line)) for line in means], "written": [str(p) for p in written]})
+        print_json(
+            {
+                "rows": [dict(zip(header, line)) for line in body],
+                "means": [dict(zip(mean_header, line)) for line in means],
+                "written": [str(p) for p in written],
+            }
+        )
         return
-    runs = [[str(k), str(seed), f"{fraction:.2%}", f"{seconds:.0f}", *map(fmt, iou)] for k, seed, fraction, seconds, *iou in body]
+    runs = [
+        [str(k), str(seed), f"{fraction:.2%}", f"{seconds:.0f}", *map(fmt, iou)]
+        for k, seed, fraction, seconds, *iou in body
+    ]
     out.print(sweep_table("IoU on unannotated voxels against annotated planes per axis", header, runs))
     if repeats > 1:
         means = [[str(k), str(n), *map(fmt, iou)] for k, n, *iou in means]
@@ -453,9 +674,14 @@ def sweep(
     "sparseseg eval seg.tif --gt truth.tif --ignore sparse.tif --json",
 )
 def eval_(
-    prediction: Annotated[Path, typer.Argument(metavar="PREDICTION", help="Segmentation to score.", show_default=False)],
+    prediction: Annotated[
+        Path, typer.Argument(metavar="PREDICTION", help="Segmentation to score.", show_default=False)
+    ],
     gt: Gt,
-    ignore: Annotated[Optional[Path], typer.Option(help="Sparse label file: score only voxels NOT annotated in it.", show_default=False)] = None,
+    ignore: Annotated[
+        Optional[Path],
+        typer.Option(help="Sparse label file: score only voxels NOT annotated in it.", show_default=False),
+    ] = None,
     unlabeled: Annotated[int, typer.Option(help="Value of unannotated voxels in --ignore.")] = UNLABELED,
     as_json: AsJson = False,
 ) -> None:
@@ -483,7 +709,9 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _main(
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")
+    ] = False,
 ) -> None:
     """Dense 3D segmentation from a few annotated planes (3D U-Net, Cicek et al. 2016).
 

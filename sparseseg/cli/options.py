@@ -70,60 +70,197 @@ def parse_triple(text: str | None, name: str, kind=float) -> tuple | None:
 
 
 # Options shared by several commands.
-Volumes = Annotated[list[Path], typer.Argument(metavar="VOLUME", help="Raw volume(s): TIFF (ZYX, or with channels), NIfTI, Zarr, OME-Zarr or HDF5 (file.h5:/dataset). Several files = channels.", show_default=False)]
-Output = Annotated[Path, typer.Option("--output", "-o", help="Dense segmentation to write: .tif, .nii.gz, .zarr, .ome.zarr, IMAGE.ome.zarr/labels/NAME or file.h5:/dataset.", show_default=False, rich_help_panel=EVERYDAY)]
-Slices = Annotated[Path, typer.Option("--slices", "-s", help="Sparse labels: class ids on annotated voxels, --unlabeled elsewhere.", show_default=False, rich_help_panel=EVERYDAY)]
+Volumes = Annotated[
+    list[Path],
+    typer.Argument(
+        metavar="VOLUME",
+        help="Raw volume(s): TIFF (ZYX, or with channels), NIfTI, Zarr, OME-Zarr or HDF5 (file.h5:/dataset). Several "
+        "files = channels.",
+        show_default=False,
+    ),
+]
+Output = Annotated[
+    Path,
+    typer.Option(
+        "--output",
+        "-o",
+        help="Dense segmentation to write: .tif, .nii.gz, .zarr, .ome.zarr, IMAGE.ome.zarr/labels/NAME or "
+        "file.h5:/dataset.",
+        show_default=False,
+        rich_help_panel=EVERYDAY,
+    ),
+]
+Slices = Annotated[
+    Path,
+    typer.Option(
+        "--slices",
+        "-s",
+        help="Sparse labels: class ids on annotated voxels, --unlabeled elsewhere.",
+        show_default=False,
+        rich_help_panel=EVERYDAY,
+    ),
+]
 Unlabeled = Annotated[int, typer.Option(help="Value of voxels nobody annotated.", rich_help_panel=EVERYDAY)]
-Planes = Annotated[Optional[list[str]], typer.Option(metavar="AXIS=I,J", help="Annotated planes, e.g. z=12,40 y=64 (everything else is unlabeled).", show_default=False, rich_help_panel=EVERYDAY)]
+Planes = Annotated[
+    Optional[list[str]],
+    typer.Option(
+        metavar="AXIS=I,J",
+        help="Annotated planes, e.g. z=12,40 y=64 (everything else is unlabeled).",
+        show_default=False,
+        rich_help_panel=EVERYDAY,
+    ),
+]
 Device = Annotated[str, typer.Option(help="auto (CUDA when available), cpu or cuda.", rich_help_panel=EVERYDAY)]
-Probabilities = Annotated[Optional[Path], typer.Option(help="Also write class probabilities (uint8 0..255, one channel per class).", show_default=False, rich_help_panel=OUTPUTS)]
-Preview = Annotated[Optional[Path], typer.Option(help="Also write a PNG: three planes with the segmentation overlaid.", show_default=False, rich_help_panel=OUTPUTS)]
+Probabilities = Annotated[
+    Optional[Path],
+    typer.Option(
+        help="Also write class probabilities (uint8 0..255, one channel per class).",
+        show_default=False,
+        rich_help_panel=OUTPUTS,
+    ),
+]
+Preview = Annotated[
+    Optional[Path],
+    typer.Option(
+        help="Also write a PNG: three planes with the segmentation overlaid.",
+        show_default=False,
+        rich_help_panel=OUTPUTS,
+    ),
+]
 Overwrite = Annotated[bool, typer.Option(help="Replace earlier outputs (never an input).", rich_help_panel=EVERYDAY)]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or messages.", rich_help_panel=EVERYDAY)]
 AsJson = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.", rich_help_panel=EVERYDAY)]
-Spacing = Annotated[Optional[str], typer.Option(metavar="Z,Y,X", help="Voxel size z,y,x, e.g. 50,4,4 [default: from the file].", show_default=False, rich_help_panel=EVERYDAY)]
-Init = Annotated[Optional[Path], typer.Option(help="Warm start: begin from this saved model folder.", show_default=False, rich_help_panel=EVERYDAY)]
-Workers = Annotated[Optional[int], typer.Option(help="Segment on a local dask cluster of this many worker processes (predict: output .zarr or .ome.zarr).", show_default=False, rich_help_panel="Large volumes")]
-Scheduler = Annotated[Optional[str], typer.Option(help="Segment on the dask cluster at this address, e.g. tcp://10.0.0.5:8786.", show_default=False, rich_help_panel="Large volumes")]
+Spacing = Annotated[
+    Optional[str],
+    typer.Option(
+        metavar="Z,Y,X",
+        help="Voxel size z,y,x, e.g. 50,4,4 [default: from the file].",
+        show_default=False,
+        rich_help_panel=EVERYDAY,
+    ),
+]
+Init = Annotated[
+    Optional[Path],
+    typer.Option(help="Warm start: begin from this saved model folder.", show_default=False, rich_help_panel=EVERYDAY),
+]
+Workers = Annotated[
+    Optional[int],
+    typer.Option(
+        help="Segment on a local dask cluster of this many worker processes (predict: output .zarr or .ome.zarr).",
+        show_default=False,
+        rich_help_panel="Large volumes",
+    ),
+]
+Scheduler = Annotated[
+    Optional[str],
+    typer.Option(
+        help="Segment on the dask cluster at this address, e.g. tcp://10.0.0.5:8786.",
+        show_default=False,
+        rich_help_panel="Large volumes",
+    ),
+]
 Gt = Annotated[Path, typer.Option("--gt", help="Dense ground truth of the same shape.", show_default=False)]
 
 
 def _option(name, annotation, default, help, panel=LEVERS, show_default=True, flags=()):
     """One training option as a keyword-only parameter, for `training_options`."""
     info = typer.Option(*flags, help=help, show_default=show_default, rich_help_panel=panel)
-    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=Annotated[annotation, info])
+    return inspect.Parameter(
+        name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=Annotated[annotation, info]
+    )
 
 
 #: The training options of densify, train and sweep, declared once.
 TRAINING = [
     inspect.Parameter("spacing", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Spacing),
-    _option("time_budget", Optional[str], None, f"Most training time: seconds or e.g. 5m {_by_device('time_budget', 'min')}.", EVERYDAY, False),
+    _option(
+        "time_budget",
+        Optional[str],
+        None,
+        f"Most training time: seconds or e.g. 5m {_by_device('time_budget', 'min')}.",
+        EVERYDAY,
+        False,
+    ),
     _option("iterations", Optional[int], None, f"Most training steps {_by_device('iterations')}.", EVERYDAY, False),
     _option("device", str, Config.device, "auto (CUDA when available), cpu or cuda.", EVERYDAY),
-    _option("seed", Optional[int], None, "Random seed; the same seed repeats a CPU run, to within floating-point rounding, when --iterations ends it.", EVERYDAY, False),
-    _option("base", Optional[int], None, f"Channels of the first layer (the paper: 32) {_by_device('base')}.", show_default=False),
-    _option("patch", Optional[str], None, "Largest training patch z,y,x [default: a physical cube of ~64^3 voxels].", show_default=False),
-    _option("thin", int, Config.thin, "Patch depth across annotated planes, in voxels of the finest axis (0: cube patches)."),
+    _option(
+        "seed",
+        Optional[int],
+        None,
+        "Random seed; the same seed repeats a CPU run, to within floating-point rounding, when --iterations ends it.",
+        EVERYDAY,
+        False,
+    ),
+    _option(
+        "base",
+        Optional[int],
+        None,
+        f"Channels of the first layer (the paper: 32) {_by_device('base')}.",
+        show_default=False,
+    ),
+    _option(
+        "patch",
+        Optional[str],
+        None,
+        "Largest training patch z,y,x [default: a physical cube of ~64^3 voxels].",
+        show_default=False,
+    ),
+    _option(
+        "thin", int, Config.thin, "Patch depth across annotated planes, in voxels of the finest axis (0: cube patches)."
+    ),
     _option("batch_size", Optional[int], None, f"Patches per step {_by_device('batch_size')}.", show_default=False),
     _option("lr", float, Config.lr, "Initial learning rate (decays to 0)."),
     _option("dice", float, Config.dice, "Weight of a soft-Dice term added to the cross-entropy."),
-    _option("class_power", float, Config.class_power, "Class balancing: loss weight = annotated class frequency ** -power (0: equal)."),
-    _option("prior_correction", float, Config.prior_correction,
-            "At prediction, divide class probabilities by class weight ** this (0..1), taking back that part of the balancing."),
-    _option("augment", bool, Config.augment, "Augment while training: flips, rotations, scaling, gray values, elastic deformation.",
-            flags=("--augment/--no-augment",)),
-    _option("calibrate", bool, Config.calibrate, "After training, tune one offset per class so that the prediction fits the annotated voxels best."),
-    _option("holdout", bool, Config.holdout, "Hold out one annotated plane per axis (of those with 2+) to estimate the IoU "
-            "and choose the blend and offsets there; then train on all planes."),
-    _option("forest", bool, Config.forest, "Blend the network with a random forest on filter features (ilastik's pixel "
-            "classifier), weighted on the held-out planes."),
+    _option(
+        "class_power",
+        float,
+        Config.class_power,
+        "Class balancing: loss weight = annotated class frequency ** -power (0: equal).",
+    ),
+    _option(
+        "prior_correction",
+        float,
+        Config.prior_correction,
+        "At prediction, divide class probabilities by class weight ** this (0..1), taking back that part of the "
+        "balancing.",
+    ),
+    _option(
+        "augment",
+        bool,
+        Config.augment,
+        "Augment while training: flips, rotations, scaling, gray values, elastic deformation.",
+        flags=("--augment/--no-augment",),
+    ),
+    _option(
+        "calibrate",
+        bool,
+        Config.calibrate,
+        "After training, tune one offset per class so that the prediction fits the annotated voxels best.",
+    ),
+    _option(
+        "holdout",
+        bool,
+        Config.holdout,
+        "Hold out one annotated plane per axis (of those with 2+) to estimate the IoU "
+        "and choose the blend and offsets there; then train on all planes.",
+    ),
+    _option(
+        "forest",
+        bool,
+        Config.forest,
+        "Blend the network with a random forest on filter features (ilastik's pixel "
+        "classifier), weighted on the held-out planes.",
+    ),
 ]
 
 
 def training_config(unlabeled: int, *, spacing, time_budget, patch, thin, **values) -> Config:
     """A `Config` from the training options as typed (None: the default)."""
-    values.update(spacing=parse_triple(spacing, "spacing"), time_budget=parse_duration(time_budget),
-                  patch=parse_triple(patch, "patch", int))
+    values.update(
+        spacing=parse_triple(spacing, "spacing"),
+        time_budget=parse_duration(time_budget),
+        patch=parse_triple(patch, "patch", int),
+    )
     return Config(unlabeled=unlabeled, thin=thin or None, **{k: v for k, v in values.items() if v is not None})
 
 
@@ -142,8 +279,10 @@ class Common:
 
 
 #: The options of `Common`, declared once.
-COMMON = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=False, annotation=alias)
-          for name, alias in (("overwrite", Overwrite), ("quiet", Quiet), ("as_json", AsJson))]
+COMMON = [
+    inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=False, annotation=alias)
+    for name, alias in (("overwrite", Overwrite), ("quiet", Quiet), ("as_json", AsJson))
+]
 
 
 def add_options(*extra: inspect.Parameter, training: bool = False):
@@ -157,7 +296,11 @@ def add_options(*extra: inspect.Parameter, training: bool = False):
     def decorate(command):
         signature = inspect.signature(command)
         hints = typing.get_type_hints(command, include_extras=True)  # the command's own annotations, resolved
-        own = [p.replace(annotation=hints[p.name]) for p in signature.parameters.values() if p.name not in ("config", "common")]
+        own = [
+            p.replace(annotation=hints[p.name])
+            for p in signature.parameters.values()
+            if p.name not in ("config", "common")
+        ]
         added = (TRAINING if training else []) + list(extra) + COMMON
         to_config = [p.name for p in TRAINING + list(extra)] if training else []
 
@@ -165,7 +308,9 @@ def add_options(*extra: inspect.Parameter, training: bool = False):
         def wrapper(**kwargs):
             kwargs["common"] = Common(**{p.name: kwargs.pop(p.name) for p in COMMON})
             if training:
-                kwargs["config"] = training_config(kwargs["unlabeled"], **{name: kwargs.pop(name) for name in to_config})
+                kwargs["config"] = training_config(
+                    kwargs["unlabeled"], **{name: kwargs.pop(name) for name in to_config}
+                )
             return command(**kwargs)
 
         wrapper.__signature__ = signature.replace(parameters=own + added)

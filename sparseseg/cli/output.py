@@ -89,8 +89,16 @@ class BlockProgress:
     """A rich progress bar on stderr over the blocks of a volume: voxels done, voxels per second, time left."""
 
     def __init__(self, quiet: bool, label: str = "predicting"):
-        self.bar = Progress(TextColumn(label), BarColumn(), TextColumn("{task.fields[rate]}"), TimeElapsedColumn(),
-                            TextColumn("left"), TimeRemainingColumn(), console=err, disable=quiet)
+        self.bar = Progress(
+            TextColumn(label),
+            BarColumn(),
+            TextColumn("{task.fields[rate]}"),
+            TimeElapsedColumn(),
+            TextColumn("left"),
+            TimeRemainingColumn(),
+            console=err,
+            disable=quiet,
+        )
         self.task = self.bar.add_task(label, total=None, rate="")
         self.started = time.perf_counter()
         self.shown = False
@@ -109,8 +117,12 @@ class BlockProgress:
             self.bar.start()
             self.shown = True
         rate = done / max(time.perf_counter() - self.started, 1e-9)
-        self.bar.update(self.task, completed=done, total=total, rate=f"{done / 1e6:.1f} of {total / 1e6:.1f} M voxels, "
-                        f"{rate / 1e3:.0f} k voxels/s")
+        self.bar.update(
+            self.task,
+            completed=done,
+            total=total,
+            rate=f"{done / 1e6:.1f} of {total / 1e6:.1f} M voxels, {rate / 1e3:.0f} k voxels/s",
+        )
 
 
 def _finite(value):
@@ -146,16 +158,23 @@ def summary_table(summary: dict, as_json: bool, quiet: bool) -> None:
 def estimate_said(estimate: dict) -> str:
     """'IoU 0.66 ± 0.05 (0.62 on held-out planes z=33, y=68, +0.04 from the forest fitted without each plane in turn;
     network 0.58, forest 0.60; network weight 0.7)'."""
+
     def number(v):
         return "n/a" if v is None else f"{v:.2f}"
+
     planes = ", ".join(f"{a}={i}" for a, v in estimate["held_out_planes"].items() for i in v)
     spread = "" if estimate["spread"] is None else f" ± {estimate['spread']:.2f}"
     correction = estimate.get("correction") or 0.0  # model folders saved before the correction have none
-    held = (f"on held-out planes {planes}" if not correction else
-            f"{number(estimate['held_out_iou'])} on held-out planes {planes}, {correction:+.2f} from the forest "
-            "fitted without each plane in turn")
-    return (f"IoU {number(estimate['iou'])}{spread} ({held}; network {number(estimate['network_iou'])}, "
-            f"forest {number(estimate['forest_iou'])}; network weight {estimate['blend']:.1f})")
+    held = (
+        f"on held-out planes {planes}"
+        if not correction
+        else f"{number(estimate['held_out_iou'])} on held-out planes {planes}, {correction:+.2f} from the forest "
+        "fitted without each plane in turn"
+    )
+    return (
+        f"IoU {number(estimate['iou'])}{spread} ({held}; network {number(estimate['network_iou'])}, "
+        f"forest {number(estimate['forest_iou'])}; network weight {estimate['blend']:.1f})"
+    )
 
 
 def fmt(value: float) -> str:
@@ -163,8 +182,14 @@ def fmt(value: float) -> str:
 
 
 def sweep_table(title: str, header: list[str], lines: list[list[str]]) -> Table:
-    short = {"planes_per_axis": "planes", "annotated_fraction": "annotated", "seconds": "s", "mean_fg_iou": "mean fg",
-             "mean_fg_iou_min": "lowest", "mean_fg_iou_max": "highest"}
+    short = {
+        "planes_per_axis": "planes",
+        "annotated_fraction": "annotated",
+        "seconds": "s",
+        "mean_fg_iou": "mean fg",
+        "mean_fg_iou_min": "lowest",
+        "mean_fg_iou_max": "highest",
+    }
     table = Table(title=title)
     for column in header:
         table.add_column(short.get(column, column.replace("iou_", "class ")), justify="right", no_wrap=True)

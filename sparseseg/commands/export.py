@@ -63,11 +63,11 @@ from pathlib import Path
 import numpy as np
 
 from sparseseg import __version__, io
-from sparseseg.method.core import Model
 from sparseseg.errors import InputError
+from sparseseg.io.paths import check_distinct
+from sparseseg.method.core import Model
 from sparseseg.method.forest_file import save_forest
 from sparseseg.method.modelfolder import CONFIG, FOREST, WEIGHTS, load_model, model_meta, model_state
-from sparseseg.io.paths import check_distinct
 from sparseseg.method.preprocess import intensity_stats, normalise_with
 
 log = logging.getLogger("sparseseg")
@@ -88,8 +88,11 @@ TOLERANCE = {"absolute_tolerance": 1e-3, "relative_tolerance": 1e-3, "mismatched
 
 #: The 3D U-Net paper, and sparseseg.
 CITE = [
-    {"text": "Cicek, Abdulkadir, Lienkamp, Brox, Ronneberger (2016). 3D U-Net: Learning Dense Volumetric "
-             "Segmentation from Sparse Annotation. MICCAI 2016 (arXiv:1606.06650)", "doi": "10.1007/978-3-319-46723-8_49"},
+    {
+        "text": "Cicek, Abdulkadir, Lienkamp, Brox, Ronneberger (2016). 3D U-Net: Learning Dense Volumetric "
+        "Segmentation from Sparse Annotation. MICCAI 2016 (arXiv:1606.06650)",
+        "doi": "10.1007/978-3-319-46723-8_49",
+    },
 ]
 TAGS = ["3d", "unet", "semantic-segmentation", "sparse-annotation", "pytorch", "sparseseg"]
 #: Characters bioimage.io allows in a name (5 to 128 of them).
@@ -149,9 +152,13 @@ def export_model(
     authors = _authors(authors)
     model = load_model(model_dir)
     if model.forest is not None and model.blend < 1:
-        log.warning("export: %s blends the network (weight %.2f) with a pixel-classifier forest; sparseseg predict on "
-                    "the package does the same, but other bioimage.io consumers run the network alone%s", model_dir,
-                    model.blend, _held_out(model))
+        log.warning(
+            "export: %s blends the network (weight %.2f) with a pixel-classifier forest; sparseseg predict on "
+            "the package does the same, but other bioimage.io consumers run the network alone%s",
+            model_dir,
+            model.blend,
+            _held_out(model),
+        )
     spec = _spec()
     raw, spacing = _test_input(model, sample), _spacing(model)
     with tempfile.TemporaryDirectory(prefix="sparseseg-export-") as tmp:
@@ -169,7 +176,9 @@ def _spec():
     try:
         import bioimageio.spec as spec
     except ImportError:
-        raise InputError('exporting a bioimage.io package needs bioimageio.spec: pip install "sparseseg[bioimage]"') from None
+        raise InputError(
+            'exporting a bioimage.io package needs bioimageio.spec: pip install "sparseseg[bioimage]"'
+        ) from None
     return spec
 
 
@@ -203,12 +212,18 @@ def _test_input(model: Model, sample: Sequence[Path]) -> np.ndarray:
         volume = io.read_image(sample)
         image = volume.data
         if image.shape[0] != model.in_channels:
-            raise InputError(f"the model takes {model.in_channels} channel(s), the sample has {image.shape[0]}",
-                             param="sample", value=sample[0])
+            raise InputError(
+                f"the model takes {model.in_channels} channel(s), the sample has {image.shape[0]}",
+                param="sample",
+                value=sample[0],
+            )
         small = [axis for axis, s, m in zip("zyx", image.shape[1:], multiple) if s < m]
         if small:
-            raise InputError(f"axis {small[0]} is smaller than the network's size multiple {multiple}", param="sample",
-                             value=sample[0])
+            raise InputError(
+                f"axis {small[0]} is smaller than the network's size multiple {multiple}",
+                param="sample",
+                value=sample[0],
+            )
     else:
         from sparseseg.commands import synthetic
 
@@ -244,7 +259,9 @@ def _write_files(folder: Path, model: Model, raw: np.ndarray, spacing) -> None:
     if model.forest is not None:
         save_forest(model.forest, folder / FOREST)
     example = torch.from_numpy(normalise_with(raw, intensity_stats(raw, *PERCENTILES))[None])
-    with warnings.catch_warnings():  # torch.jit says it is deprecated in favour of torch.export; bioimage.io reads TorchScript
+    with (
+        warnings.catch_warnings()
+    ):  # torch.jit says it is deprecated in favour of torch.export; bioimage.io reads TorchScript
         warnings.simplefilter("ignore")
         traced = torch.jit.trace(model.network.cpu().eval(), example, check_trace=False)
         torch.jit.save(traced, str(folder / TORCHSCRIPT))
@@ -283,16 +300,22 @@ def _description(model: Model, spacing, name: str, authors: list[str], license: 
     postprocessing = [{"id": "softmax", "kwargs": {"axis": "channel"}}]
     if any(offsets):
         postprocessing.insert(0, {"id": "scale_linear", "kwargs": {"axis": "channel", "offset": offsets}})
-    kwargs = {"in_channels": model.in_channels, "n_classes": len(classes), "base": model.config.base,
-              "pools": [list(p) for p in model.network.pools]}
+    kwargs = {
+        "in_channels": model.in_channels,
+        "n_classes": len(classes),
+        "base": model.config.base,
+        "pools": [list(p) for p in model.network.pools],
+    }
     pytorch_version = torch.__version__.split("+")[0]
     return {
         "type": "model",
         "format_version": format_version,
         "name": name,
-        "description": (f"3D U-Net (Cicek et al. 2016) trained with sparseseg {__version__} from sparsely annotated "
-                        f"planes: {model.in_channels} channel(s) in, {len(classes)} classes {classes} out, voxel size "
-                        f"z,y,x {','.join(f'{s:g}' for s in spacing)}."),
+        "description": (
+            f"3D U-Net (Cicek et al. 2016) trained with sparseseg {__version__} from sparsely annotated "
+            f"planes: {model.in_channels} channel(s) in, {len(classes)} classes {classes} out, voxel size "
+            f"z,y,x {','.join(f'{s:g}' for s in spacing)}."
+        ),
         "authors": [{"name": a} for a in authors],
         "cite": CITE,
         "license": license,
@@ -300,23 +323,27 @@ def _description(model: Model, spacing, name: str, authors: list[str], license: 
         "documentation": {"source": README},
         "covers": [{"source": COVER}],
         "attachments": [{"source": CONFIG}] + ([{"source": FOREST}] if model.forest is not None else []),
-        "inputs": [{
-            "id": INPUT_ID,
-            "description": "raw intensities, any value range (normalised per channel by the preprocessing)",
-            "axes": _axes(model, spacing, output=False),
-            "test_tensor": {"source": TEST_INPUT},
-            "data": {"type": "float32"},
-            "preprocessing": preprocessing,
-        }],
-        "outputs": [{
-            "id": OUTPUT_ID,
-            "description": "class probabilities with sparseseg's decision offsets: the label is the <id> of the largest "
-                           "channel class_<id>",
-            "axes": _axes(model, spacing, output=True),
-            "test_tensor": {"source": TEST_OUTPUT},
-            "data": {"type": "float32", "range": [0.0, 1.0]},
-            "postprocessing": postprocessing,
-        }],
+        "inputs": [
+            {
+                "id": INPUT_ID,
+                "description": "raw intensities, any value range (normalised per channel by the preprocessing)",
+                "axes": _axes(model, spacing, output=False),
+                "test_tensor": {"source": TEST_INPUT},
+                "data": {"type": "float32"},
+                "preprocessing": preprocessing,
+            }
+        ],
+        "outputs": [
+            {
+                "id": OUTPUT_ID,
+                "description": "class probabilities with sparseseg's decision offsets: the label is the <id> of the "
+                "largest channel class_<id>",
+                "axes": _axes(model, spacing, output=True),
+                "test_tensor": {"source": TEST_OUTPUT},
+                "data": {"type": "float32", "range": [0.0, 1.0]},
+                "postprocessing": postprocessing,
+            }
+        ],
         "weights": {
             "pytorch_state_dict": {
                 "source": WEIGHTS,
@@ -337,10 +364,15 @@ def _check_valid(descr, license: str) -> None:
         return
     errors = list(summary.errors)
     if any(error.loc and str(error.loc[0]) == "license" for error in errors):
-        raise InputError("not an SPDX license identifier that bioimage.io accepts (such as CC-BY-4.0, CC0-1.0 or MIT)",
-                         param="license", value=license)
+        raise InputError(
+            "not an SPDX license identifier that bioimage.io accepts (such as CC-BY-4.0, CC0-1.0 or MIT)",
+            param="license",
+            value=license,
+        )
     where = ".".join(map(str, errors[0].loc)) if errors else "?"
-    raise RuntimeError(f"bioimageio.spec refuses the exported description at {where}: {errors[0].msg if errors else descr}")
+    raise RuntimeError(
+        f"bioimageio.spec refuses the exported description at {where}: {errors[0].msg if errors else descr}"
+    )
 
 
 def _held_out(model: Model) -> str:
@@ -355,8 +387,10 @@ def _held_out(model: Model) -> str:
 def _forest_note(model: Model) -> str:
     if model.forest is None or model.blend >= 1:
         return ""
-    return (f"\n\nsparseseg blends this network (weight {model.blend:.2f}) with a random forest on filter features, "
-            f"`{FOREST}` (numeric arrays). Other bioimage.io consumers run the network alone{_held_out(model)}.")
+    return (
+        f"\n\nsparseseg blends this network (weight {model.blend:.2f}) with a random forest on filter features, "
+        f"`{FOREST}` (numeric arrays). Other bioimage.io consumers run the network alone{_held_out(model)}."
+    )
 
 
 def _readme(model: Model, spacing) -> str:
@@ -367,13 +401,13 @@ def _readme(model: Model, spacing) -> str:
 A 3D U-Net (Cicek et al. 2016, arXiv:1606.06650) trained with sparseseg {__version__} on sparsely annotated planes.
 
 - Input `{INPUT_ID}`: {model.in_channels} channel(s), axes z, y, x of any size that is a multiple of
-  {','.join(map(str, model.network.size_multiple))}; voxel size z,y,x {','.join(f'{s:g}' for s in spacing)}.
+  {",".join(map(str, model.network.size_multiple))}; voxel size z,y,x {",".join(f"{s:g}" for s in spacing)}.
 - Preprocessing, per channel of each volume: clip to its {PERCENTILES[0]} and {PERCENTILES[1]} percentiles, subtract
   the mean and divide by the standard deviation of the clipped values.
 - Output `{OUTPUT_ID}`: one channel per class value {classes}, the softmax of the network's scores plus the decision
   offsets ({offsets}); the label of a voxel is the class value of its largest channel.
 
-sparseseg itself predicts with a Gaussian-blended sliding window of {','.join(map(str, model.config.patch))}
+sparseseg itself predicts with a Gaussian-blended sliding window of {",".join(map(str, model.config.patch))}
 voxels (overlap {model.config.overlap} across the annotated planes, {model.config.wide_overlap} along the other axes):
 `sparseseg predict model.zip volume.tif -o labels.tif` gives the labels of
 the model folder this package was exported from. `{CONFIG}` is that folder's config.{_forest_note(model)}
@@ -383,4 +417,3 @@ the model folder this package was exported from. `{CONFIG}` is that folder's con
 The test output was made by sparseseg from the test input, with its own normalisation (numpy's linear percentiles)
 and the network in one pass. The package was checked with bioimageio.spec when it was written.
 """
-

@@ -7,8 +7,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 # Okabe-Ito colours (colour-blind friendly) minus yellow, which is faint on white.
-_PALETTE = [(230, 159, 0), (86, 180, 233), (0, 158, 115), (0, 114, 178),
-            (213, 94, 0), (204, 121, 167), (0, 0, 0)]
+_PALETTE = [(230, 159, 0), (86, 180, 233), (0, 158, 115), (0, 114, 178), (213, 94, 0), (204, 121, 167), (0, 0, 0)]
 _WHITE, _TEXT, _FRAME, _GRID = (255, 255, 255), (0, 0, 0), (90, 90, 90), (225, 225, 225)
 _MIN_SIZE, _PAD, _TICK, _R = (200, 150), 8, 4, 3  # px: smallest chart, margin, tick, marker radius
 
@@ -25,9 +24,9 @@ def _fmt(value, step):
     return f"{value:.3g}" if d is None else f"{round(value, d) + 0.0:.{d}f}"
 
 
-def line_chart(series, *, title="", xlabel="", ylabel="", ylim=(0.0, 1.0),
-               size=(720, 480)) -> np.ndarray:
-    """A line chart as an (H, W, 3) uint8 RGB array (white background), for `sparseseg sweep`'s plot of IoU against annotated planes.
+def line_chart(series, *, title="", xlabel="", ylabel="", ylim=(0.0, 1.0), size=(720, 480)) -> np.ndarray:
+    """A line chart as an (H, W, 3) uint8 RGB array (white background), for `sparseseg sweep`'s plot of IoU against
+    annotated planes.
 
     Parameters
     ----------
@@ -72,14 +71,21 @@ def line_chart(series, *, title="", xlabel="", ylabel="", ylim=(0.0, 1.0),
         data.append((str(name), xs[o].astype(np.float64), ys[o].astype(np.float64)))
     if not all(isinstance(t, str) for t in (title, xlabel, ylabel)):
         raise ValueError(f"title, xlabel, ylabel must be strings, got {(title, xlabel, ylabel)!r}")
-    if (not isinstance(size, (tuple, list)) or len(size) != 2
-            or not all(isinstance(s, Integral) and not isinstance(s, bool) for s in size)
-            or size[0] < _MIN_SIZE[0] or size[1] < _MIN_SIZE[1]):
+    if (
+        not isinstance(size, (tuple, list))
+        or len(size) != 2
+        or not all(isinstance(s, Integral) and not isinstance(s, bool) for s in size)
+        or size[0] < _MIN_SIZE[0]
+        or size[1] < _MIN_SIZE[1]
+    ):
         raise ValueError(f"size must be (width, height) integers >= {_MIN_SIZE}, got {size!r}")
     if ylim is not None and (
-            not isinstance(ylim, (tuple, list)) or len(ylim) != 2
-            or not all(isinstance(v, Real) and not isinstance(v, bool) for v in ylim)
-            or not ylim[0] < ylim[1] or not math.isfinite(ylim[1] - ylim[0])):
+        not isinstance(ylim, (tuple, list))
+        or len(ylim) != 2
+        or not all(isinstance(v, Real) and not isinstance(v, bool) for v in ylim)
+        or not ylim[0] < ylim[1]
+        or not math.isfinite(ylim[1] - ylim[0])
+    ):
         raise ValueError(f"ylim must be None or finite (low, high), low < high, got {ylim!r}")
     if ylim is None:  # data range plus a little padding
         finite = np.concatenate([ys[np.isfinite(ys)] for _, _, ys in data])
@@ -88,8 +94,7 @@ def line_chart(series, *, title="", xlabel="", ylabel="", ylim=(0.0, 1.0),
         ylim = (lo - pad, hi + pad)
     lo, hi = float(ylim[0]), float(ylim[1])
     step = _nice_step(hi - lo)
-    yticks = [k * step for k in range(math.ceil(lo / step - 1e-9),
-                                      math.floor(hi / step + 1e-9) + 1)]
+    yticks = [k * step for k in range(math.ceil(lo / step - 1e-9), math.floor(hi / step + 1e-9) + 1)]
     xticks = np.unique(np.concatenate([xs for _, xs, _ in data]))
     xl, xh = float(xticks[0]), float(xticks[-1])
     xpad = 0.05 * (xh - xl) if xh > xl else 1.0
@@ -100,8 +105,13 @@ def line_chart(series, *, title="", xlabel="", ylabel="", ylim=(0.0, 1.0),
     line_h = int(math.ceil(measure.textbbox((0, 0), "Ag", font=font)[3])) + 4
     width, height, swatch = int(size[0]), int(size[1]), 22
     ylabels = [_fmt(v, step) for v in yticks]
-    names = [n if text_w(n) <= width // 3 else  # long legend names are cut to 1/3 of the width
-             n[:max(1, len(n) * (width // 3) // text_w(n) - 3)] + "..." for n, _, _ in data]
+    names = [
+        n
+        if text_w(n) <= width // 3
+        # long legend names are cut to 1/3 of the width
+        else n[: max(1, len(n) * (width // 3) // text_w(n) - 3)] + "..."
+        for n, _, _ in data
+    ]
     legend_w = swatch + 6 + max(text_w(n) for n in names) + 2 * _PAD
     x0 = _PAD + (line_h if ylabel else 0) + max(text_w(t) for t in ylabels) + _TICK + 4
     y0 = _PAD + (line_h if title else line_h // 2)
@@ -112,8 +122,7 @@ def line_chart(series, *, title="", xlabel="", ylabel="", ylim=(0.0, 1.0),
     py = lambda y: ph - 1 - m - (y - lo) / (hi - lo) * (ph - 1 - 2 * m)  # noqa: E731
     area = Image.new("RGB", (pw, ph), _WHITE)  # drawn apart so that lines are clipped to it
     draw = ImageDraw.Draw(area)
-    for line in ([[(px(x), 0), (px(x), ph)] for x in xticks]
-                 + [[(0, py(y)), (pw, py(y))] for y in yticks]):
+    for line in [[(px(x), 0), (px(x), ph)] for x in xticks] + [[(0, py(y)), (pw, py(y))] for y in yticks]:
         draw.line(line, fill=_GRID)
     for k, (_, xs, ys) in enumerate(data):
         colour, ok = _PALETTE[k % len(_PALETTE)], np.isfinite(ys)
@@ -130,8 +139,7 @@ def line_chart(series, *, title="", xlabel="", ylabel="", ylim=(0.0, 1.0),
     for y, label in zip(yticks, ylabels):
         v = y0 + py(y)
         draw.line([(x0 - 1 - _TICK, v), (x0 - 1, v)], fill=_FRAME)
-        draw.text((x0 - _TICK - 3 - text_w(label), v - line_h // 2 + 1), label,
-                  fill=_TEXT, font=font)
+        draw.text((x0 - _TICK - 3 - text_w(label), v - line_h // 2 + 1), label, fill=_TEXT, font=font)
     right = -math.inf
     for x in xticks:  # labels that would overlap their left neighbour are left out
         u, label = x0 + px(x), f"{float(x):g}"
@@ -139,8 +147,7 @@ def line_chart(series, *, title="", xlabel="", ylabel="", ylim=(0.0, 1.0),
         if u - text_w(label) / 2 >= right + 4:
             draw.text((u - text_w(label) / 2, y1 + _TICK + 2), label, fill=_TEXT, font=font)
             right = u + text_w(label) / 2
-    draw.text(((x0 + x1 - text_w(xlabel)) / 2, y1 + _TICK + 2 + line_h), xlabel,
-              fill=_TEXT, font=font)
+    draw.text(((x0 + x1 - text_w(xlabel)) / 2, y1 + _TICK + 2 + line_h), xlabel, fill=_TEXT, font=font)
     draw.text((max(_PAD, (x0 + x1 - text_w(title)) // 2), _PAD), title, fill=_TEXT, font=font)
     if ylabel:
         label = Image.new("RGB", (text_w(ylabel), line_h), _WHITE)

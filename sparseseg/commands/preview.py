@@ -8,14 +8,15 @@ from PIL import Image, ImageDraw, ImageFont
 from sparseseg.method.planning import AXES
 
 # Okabe-Ito colours (colour-blind friendly) minus yellow/black; yellow marks annotated planes.
-_PALETTE = np.array([(230, 159, 0), (86, 180, 233), (0, 158, 115), (0, 114, 178),
-                     (213, 94, 0), (204, 121, 167)], dtype=np.float64)
+_PALETTE = np.array(
+    [(230, 159, 0), (86, 180, 233), (0, 158, 115), (0, 114, 178), (213, 94, 0), (204, 121, 167)], dtype=np.float64
+)
 _PLANE_COLOUR = (255, 255, 0)
-_MAX_STRETCH = 4.0   # no axis grows beyond this factor
-_MAX_SIDE = 1800     # longest side of the three views together, in px
-_MIN_SIDE = 480      # small volumes are zoomed up (integer factor) towards this
+_MAX_STRETCH = 4.0  # no axis grows beyond this factor
+_MAX_SIDE = 1800  # longest side of the three views together, in px
+_MIN_SIDE = 480  # small volumes are zoomed up (integer factor) towards this
 _PAD = 6
-_MAX_LEGEND = 20     # classes listed in the legend
+_MAX_LEGEND = 20  # classes listed in the legend
 
 
 def _index(value, size, what):
@@ -52,8 +53,9 @@ def _overlay(grey, lab, unlabeled, alpha):
     return Image.fromarray(np.round(rgb).astype(np.uint8))
 
 
-def render_preview(image, labels=None, *, planes=None, centre=None, spacing=None,
-                   class_names=None, unlabeled=255, alpha=0.45) -> np.ndarray:
+def render_preview(
+    image, labels=None, *, planes=None, centre=None, spacing=None, class_names=None, unlabeled=255, alpha=0.45
+) -> np.ndarray:
     """Three orthogonal planes through a volume, with labels as a coloured overlay.
 
     Parameters
@@ -94,8 +96,7 @@ def render_preview(image, labels=None, *, planes=None, centre=None, spacing=None
     """
     image = np.asarray(image)
     if image.ndim not in (3, 4) or 0 in image.shape:
-        raise ValueError(f"image must be a non-empty (Z, Y, X) or (C, Z, Y, X) array, "
-                         f"got shape {image.shape}")
+        raise ValueError(f"image must be a non-empty (Z, Y, X) or (C, Z, Y, X) array, got shape {image.shape}")
     if not (np.issubdtype(image.dtype, np.number) or image.dtype == bool) or np.iscomplexobj(image):
         raise ValueError(f"image must be real numeric, got dtype {image.dtype}")
     vol = image[0] if image.ndim == 4 else image
@@ -122,31 +123,34 @@ def render_preview(image, labels=None, *, planes=None, centre=None, spacing=None
             annotated[a] = {_index(i, n, f"plane {a}={i!r}") for i in idx}
     if spacing is None:
         spacing = (1.0, 1.0, 1.0)
-    elif np.ndim(spacing) != 1 or len(spacing) != 3 or not all(
-            isinstance(s, Real) and not isinstance(s, bool) and np.isfinite(s) and s > 0
-            for s in spacing):
+    elif (
+        np.ndim(spacing) != 1
+        or len(spacing) != 3
+        or not all(isinstance(s, Real) and not isinstance(s, bool) and np.isfinite(s) and s > 0 for s in spacing)
+    ):
         raise ValueError(f"spacing must be 3 positive finite numbers (z, y, x), got {spacing!r}")
     if class_names is not None and not isinstance(class_names, dict):
         raise ValueError(f"class_names must be a dict {{class_id: name}}, got {class_names!r}")
     if isinstance(alpha, bool) or not isinstance(alpha, Real) or not 0 <= alpha <= 1:
         raise ValueError(f"alpha must be a number in [0, 1], got {alpha!r}")
 
-    classes = [] if labels is None else [int(c) for c in np.unique(labels)
-                                         if c != unlabeled and c > 0]
+    classes = [] if labels is None else [int(c) for c in np.unique(labels) if c != unlabeled and c > 0]
     lines = {a: v if 2 * len(v) <= n else set() for (a, v), n in zip(annotated.items(), shape)}
     lo, hi = _grey_range(vol)
     cuts = (np.s_[centre[0]], np.s_[:, centre[1]], np.s_[:, :, centre[2]])
     # (image slice, labels slice, row axis, column axis) per view
-    views = [(vol[k], None if labels is None else labels[k], r, c)
-             for k, (r, c) in zip(cuts, [(1, 2), (0, 2), (0, 1)])]
+    views = [(vol[k], None if labels is None else labels[k], r, c) for k, (r, c) in zip(cuts, [(1, 2), (0, 2), (0, 1)])]
 
     # Per-axis scale: anisotropy (capped), then one zoom so the picture has a sane size.
     sp = np.asarray(spacing, dtype=np.float64)
     stretch = np.minimum(sp / sp.min(), _MAX_STRETCH)
     nat = np.asarray(shape) * stretch
     long_side = max(nat[2] * 2 + nat[1], nat[1], nat[0])
-    zoom = _MAX_SIDE / long_side if long_side > _MAX_SIDE else \
-        max(1, min(_MIN_SIDE // long_side, int(_MAX_STRETCH // stretch.max())))
+    zoom = (
+        _MAX_SIDE / long_side
+        if long_side > _MAX_SIDE
+        else max(1, min(_MIN_SIDE // long_side, int(_MAX_STRETCH // stretch.max())))
+    )
     scale = stretch * zoom
     size = [max(1, int(round(n * s))) for n, s in zip(shape, scale)]
 
@@ -163,17 +167,20 @@ def render_preview(image, labels=None, *, planes=None, centre=None, spacing=None
         for ax, across in ((r, True), (c, False)):  # annotated planes of the other two axes
             for i in lines[AXES[ax]]:
                 p = min(size[ax] - 1, int((i + 0.5) * scale[ax]))
-                draw.line([(0, p), (size[c] - 1, p)] if across else [(p, 0), (p, size[r] - 1)],
-                          fill=_PLANE_COLOUR)
+                draw.line([(0, p), (size[c] - 1, p)] if across else [(p, 0), (p, size[r] - 1)], fill=_PLANE_COLOUR)
         tiles.append(tile)
         mark = " (annotated)" if centre[axis] in annotated[AXES[axis]] else ""
         titles.append(f"{AXES[axis]} = {centre[axis]}{mark}")
 
     cols = [max(t.width, text_w(s)) for t, s in zip(tiles, titles)]
     width = sum(cols) + _PAD * (len(cols) + 1)
-    items = [(tuple(int(v) for v in _PALETTE[(k - 1) % len(_PALETTE)]),
-              str(class_names.get(k, f"class {k}")) if class_names else f"class {k}")
-             for k in classes[:_MAX_LEGEND]]
+    items = [
+        (
+            tuple(int(v) for v in _PALETTE[(k - 1) % len(_PALETTE)]),
+            str(class_names.get(k, f"class {k}")) if class_names else f"class {k}",
+        )
+        for k in classes[:_MAX_LEGEND]
+    ]
     if len(classes) > _MAX_LEGEND:
         items.append((None, f"... {len(classes) - _MAX_LEGEND} more classes"))
     if any(lines.values()):

@@ -14,15 +14,14 @@ from pathlib import Path
 import numpy as np
 
 from sparseseg import UNLABELED, io
-
-from sparseseg.large import bounded
 from sparseseg.errors import InputError
-from sparseseg.method.annotation import annotated_mask, check_class_ids, parse_planes
-from sparseseg.method.metrics import Scores, score
-from sparseseg.method.core import resolve_device
-from sparseseg.method.modelfolder import load_model
 from sparseseg.io.paths import check_distinct
+from sparseseg.large import bounded
 from sparseseg.large.slabs import scan_labels
+from sparseseg.method.annotation import annotated_mask, check_class_ids, parse_planes
+from sparseseg.method.core import resolve_device
+from sparseseg.method.metrics import Scores, score
+from sparseseg.method.modelfolder import load_model
 
 PathLike = str | os.PathLike
 
@@ -108,8 +107,9 @@ def preview(
         elif np.any(data == unlabeled):
             _, plane_dict, _ = annotated_mask(data, unlabeled, name=str(label_volume.path))
     try:
-        picture = render_preview(image.data, data, planes=plane_dict, centre=centre, spacing=spacing or image.spacing,
-                                 unlabeled=unlabeled)
+        picture = render_preview(
+            image.data, data, planes=plane_dict, centre=centre, spacing=spacing or image.spacing, unlabeled=unlabeled
+        )
     except ValueError as exc:
         raise InputError(f"{out}: {exc}") from exc
     return io.write_png(out, picture, overwrite)

@@ -17,15 +17,15 @@ from pathlib import Path
 import numpy as np
 
 from sparseseg import io
+from sparseseg.commands.workflows import same_shape, with_spacing
 from sparseseg.config import Config
-from sparseseg.method.ensemble import densify_arrays
 from sparseseg.errors import InputError
-from sparseseg.method.annotation import check_class_ids, planes_mask, read_annotation
-from sparseseg.method.metrics import Scores, score
 from sparseseg.io.paths import check_distinct
+from sparseseg.method.annotation import check_class_ids, planes_mask, read_annotation
+from sparseseg.method.ensemble import densify_arrays
+from sparseseg.method.metrics import Scores, score
 from sparseseg.method.planning import AXES
 from sparseseg.method.training import Progress
-from sparseseg.commands.workflows import same_shape, with_spacing
 
 log = logging.getLogger("sparseseg")
 
@@ -77,11 +77,19 @@ def sweep_arrays(
             annotated = planes_mask(planes, truth.shape)
             seen = np.unique(truth[annotated])
             if len(seen) == 1:
-                log.warning("k=%s, planes %s: only class %s is annotated; scored as %s everywhere", k, planes, int(seen[0]), int(seen[0]))
+                log.warning(
+                    "k=%s, planes %s: only class %s is annotated; scored as %s everywhere",
+                    k,
+                    planes,
+                    int(seen[0]),
+                    int(seen[0]),
+                )
                 labels = np.full_like(truth, seen[0])
             else:
                 annotation, _ = read_annotation(sparse, config.unlabeled, planes, name=f"k={k}")
-                labels = densify_arrays(image, annotation, replace(config, seed=seed), progress_for(k, repeat))[2].labels
+                labels = densify_arrays(image, annotation, replace(config, seed=seed), progress_for(k, repeat))[
+                    2
+                ].labels
             scores = score(labels, truth, ~annotated)
             rows.append(SweepRow(k, seed, planes, float(annotated.mean()), scores, time.perf_counter() - start, offset))
     return rows
@@ -134,19 +142,23 @@ def sweep(
 
 
 def sweep_table(rows: Sequence[SweepRow]) -> tuple[list[str], list[list]]:
-    """Header and rows of the sweep report, one per run: k, seed, annotated fraction, seconds, mean foreground IoU, IoU per class."""
+    """Header and rows of the sweep report, one per run: k, seed, annotated fraction, seconds, mean foreground IoU, IoU
+    per class."""
     labels = sorted({c.label for row in rows for c in row.scores.classes})
     header = ["planes_per_axis", "seed", "annotated_fraction", "seconds", "mean_fg_iou"] + [f"iou_{v}" for v in labels]
     body = []
     for row in rows:
         per_class = {c.label: c.iou for c in row.scores.classes}
-        body.append([row.k, row.seed, row.annotated_fraction, row.seconds, row.scores.mean("iou")]
-                    + [per_class.get(v, float("nan")) for v in labels])
+        body.append(
+            [row.k, row.seed, row.annotated_fraction, row.seconds, row.scores.mean("iou")]
+            + [per_class.get(v, float("nan")) for v in labels]
+        )
     return header, body
 
 
 def sweep_means(rows: Sequence[SweepRow]) -> tuple[list[str], list[list]]:
-    """Per k, over its runs: k, runs, the mean of each IoU column of `sweep_table`, and the lowest and highest mean foreground IoU."""
+    """Per k, over its runs: k, runs, the mean of each IoU column of `sweep_table`, and the lowest and highest mean
+    foreground IoU."""
     header, body = sweep_table(rows)
     iou = header[4:]
     out = []
@@ -162,8 +174,18 @@ def _write_sweep_report(folder: Path, rows: Sequence[SweepRow], overwrite: bool)
 
     header, body = sweep_table(rows)
     csv = "\n".join(",".join(map(str, line)) for line in [header] + body) + "\n"
-    data = [{"planes_per_axis": r.k, "seed": r.seed, "offset": r.offset, "planes": r.planes,
-             "annotated_fraction": r.annotated_fraction, "seconds": r.seconds, "scores": r.scores.as_dict()} for r in rows]
+    data = [
+        {
+            "planes_per_axis": r.k,
+            "seed": r.seed,
+            "offset": r.offset,
+            "planes": r.planes,
+            "annotated_fraction": r.annotated_fraction,
+            "seconds": r.seconds,
+            "scores": r.scores.as_dict(),
+        }
+        for r in rows
+    ]
     names, means = sweep_means(rows)
     ks = [line[0] for line in means]
     series = {"mean foreground": (ks, [line[2] for line in means])}
@@ -172,7 +194,9 @@ def _write_sweep_report(folder: Path, rows: Sequence[SweepRow], overwrite: bool)
             series[f"class {name[4:]}"] = (ks, [line[i] for line in means])
     runs = f", mean of {means[0][1]} runs" if means[0][1] > 1 else ""
     runs += ", staggered planes" if rows[0].offset is not None else ""
-    picture = line_chart(series, title=f"IoU on unannotated voxels{runs}", xlabel="annotated planes per axis", ylabel="IoU")
+    picture = line_chart(
+        series, title=f"IoU on unannotated voxels{runs}", xlabel="annotated planes per axis", ylabel="IoU"
+    )
     return [
         io.write_text(folder / "sweep.csv", csv, overwrite, suffixes=(".csv",)),
         io.write_json(folder / "sweep.json", data, overwrite),

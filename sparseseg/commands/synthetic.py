@@ -63,7 +63,9 @@ def sparsify(
     ``offset`` places the planes as in `evenly_spaced`.
     """
     planes = {a: (evenly_spaced(labels.shape[AXES.index(a)], k, offset) if a in axes else []) for a in AXES}
-    sparse = np.full(labels.shape, unlabeled, dtype=labels.dtype if unlabeled <= np.iinfo(labels.dtype).max else np.uint16)
+    sparse = np.full(
+        labels.shape, unlabeled, dtype=labels.dtype if unlabeled <= np.iinfo(labels.dtype).max else np.uint16
+    )
     mask = planes_mask(planes, labels.shape)
     sparse[mask] = labels[mask]
     return sparse, planes

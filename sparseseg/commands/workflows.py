@@ -25,23 +25,31 @@ from pathlib import Path
 import numpy as np
 
 from sparseseg import __version__, io
-
-from sparseseg.large import bounded
-
 from sparseseg.commands import review
+from sparseseg.commands.review import open_labels, same_shape
 from sparseseg.config import Config
+from sparseseg.errors import InputError
+from sparseseg.io.blocks import Source
+from sparseseg.io.paths import check_distinct
+from sparseseg.large import bounded
+from sparseseg.large.slabs import LabelScan, scan_labels, write_weights
+from sparseseg.method.annotation import Annotation, check_two_classes, parse_planes, read_annotation
 from sparseseg.method.core import (
-    Model, Segmentation, calibrate, check_training, fit, labels_dtype, loss_weights, network_probabilities, output_chunks,
-    resolve_device, segment_source, with_overlap,
+    Model,
+    Segmentation,
+    calibrate,
+    check_training,
+    fit,
+    labels_dtype,
+    loss_weights,
+    network_probabilities,
+    output_chunks,
+    resolve_device,
+    segment_source,
+    with_overlap,
 )
 from sparseseg.method.ensemble import fit_estimated, segment_estimated
-from sparseseg.errors import InputError
-from sparseseg.method.annotation import Annotation, check_two_classes, parse_planes, read_annotation
 from sparseseg.method.modelfolder import check_model_folder, load_model, model_digest, save_model
-from sparseseg.io.paths import check_distinct
-from sparseseg.commands.review import open_labels, same_shape
-from sparseseg.io.blocks import Source
-from sparseseg.large.slabs import LabelScan, scan_labels, write_weights
 from sparseseg.method.streaming import BlockProgress
 from sparseseg.method.training import CtrlC, Progress, TrainLog, ctrl_c_stops_training
 
@@ -58,7 +66,12 @@ class Outputs:
     preview: PathLike | None = None
     overwrite: bool = False
 
-    def check(self, inputs: Sequence[PathLike | None], volumes: Sequence[PathLike | None], folders: Sequence[PathLike | None] = ()) -> None:
+    def check(
+        self,
+        inputs: Sequence[PathLike | None],
+        volumes: Sequence[PathLike | None],
+        folders: Sequence[PathLike | None] = (),
+    ) -> None:
         """Check every output before any work: ``volumes`` are the command's own volume outputs."""
         for path in [*volumes, self.probabilities]:
             if path is not None:
@@ -79,13 +92,20 @@ class Outputs:
             written.append(io.write_png(self.preview, picture, overwrite=self.overwrite))
         return written
 
-    def write_preview(self, volumes: Sequence[PathLike], labels: PathLike, planes: dict | None = None,
-                      spacing: tuple[float, float, float] | None = None) -> Path:
+    def write_preview(
+        self,
+        volumes: Sequence[PathLike],
+        labels: PathLike,
+        planes: dict | None = None,
+        spacing: tuple[float, float, float] | None = None,
+    ) -> Path:
         """The preview of a segmentation already written to ``labels``: reads the volume and the labels whole."""
         from sparseseg.commands.preview import render_preview
 
         image = io.read_image(volumes)
-        picture = render_preview(image.data, io.read_labels(labels).data, planes=planes, spacing=spacing or image.spacing)
+        picture = render_preview(
+            image.data, io.read_labels(labels).data, planes=planes, spacing=spacing or image.spacing
+        )
         return io.write_png(self.preview, picture, overwrite=self.overwrite)
 
 
@@ -114,15 +134,18 @@ def with_spacing(config: Config, image: io.Volume) -> Config:
     if config.spacing is None and image.spacing is not None:
         spacing = tuple(image.spacing)
         if len(spacing) != 3 or not all(math.isfinite(s) and s > 0 for s in spacing):
-            raise InputError(f"'{getattr(image, 'path', 'the volume')}': its voxel size (z,y,x) "
-                             f"{','.join(f'{s:g}' for s in spacing)} is not three positive numbers; give the right one "
-                             "with --spacing")
+            raise InputError(
+                f"'{getattr(image, 'path', 'the volume')}': its voxel size (z,y,x) "
+                f"{','.join(f'{s:g}' for s in spacing)} is not three positive numbers; give the right one "
+                "with --spacing"
+            )
         return replace(config, spacing=spacing)
     return config
 
 
-def read_pair(volumes: Sequence[PathLike], labels: PathLike, unlabeled: int,
-              planes: list[str] | None = None) -> tuple[io.Volume, Annotation, str]:
+def read_pair(
+    volumes: Sequence[PathLike], labels: PathLike, unlabeled: int, planes: list[str] | None = None
+) -> tuple[io.Volume, Annotation, str]:
     """Read an image and its sparse labels as an `Annotation`; also how its annotated voxels were found."""
     image = io.read_image(volumes)
     sparse = io.read_labels(labels)
@@ -153,7 +176,8 @@ def densify(
     A volume of more than `sparseseg.large.bounded.SLAB_THRESHOLD` voxels whose annotation holds
     whole planes is trained on the slabs around them and segmented block by block into the
     outputs (the report's segmentation then holds no arrays, only its seconds and windows);
-    only ``outputs.preview`` reads it whole. Every input and output path is checked before training starts. Ctrl-C during training
+    only ``outputs.preview`` reads it whole. Every input and output path is checked before training starts. Ctrl-C
+    during training
     ends it early and the segmentation is made with the model trained so far (the report
     says ``interrupted``); with ``partial=False`` nothing is written then and
     KeyboardInterrupt is raised.
@@ -173,8 +197,20 @@ def densify(
     resolve_device(config.device)
     start_model = load_model(init) if init is not None else None
     if workers is None and scheduler is None and _voxels(volumes) > bounded.SLAB_THRESHOLD:
-        report = _densify_slabs(volumes, io.open_source(volumes), labels, out, config, planes, weights_out, outputs, save_model_to,
-                                start_model, progress, partial)
+        report = _densify_slabs(
+            volumes,
+            io.open_source(volumes),
+            labels,
+            out,
+            config,
+            planes,
+            weights_out,
+            outputs,
+            save_model_to,
+            start_model,
+            progress,
+            partial,
+        )
         if report is not None:
             return report
     image, annotation, how = read_pair(volumes, labels, config.unlabeled, planes)
@@ -184,11 +220,21 @@ def densify(
         estimated = fit_estimated(image.data, annotation, with_spacing(config, image), stoppable, start_model)
     model, train_log = estimated.model, stoppable.told(estimated.train_log)
     _interrupted(train_log, partial)
-    image = replace(image, spacing=model.config.spacing)  # outputs carry the voxel size trained with (file or --spacing)
+    image = replace(
+        image, spacing=model.config.spacing
+    )  # outputs carry the voxel size trained with (file or --spacing)
     every = [out, weights_out, outputs.probabilities, outputs.preview, save_model_to]
     with io.outputs_together(every):
-        written, segmentation, model = _write_densified(estimated, image, annotation, out, weights_out, outputs,
-                                                        save_model_to, (volumes, workers, scheduler, config.device))
+        written, segmentation, model = _write_densified(
+            estimated,
+            image,
+            annotation,
+            out,
+            weights_out,
+            outputs,
+            save_model_to,
+            (volumes, workers, scheduler, config.device),
+        )
     return DensifyReport(how, model, train_log, segmentation, written)
 
 
@@ -201,8 +247,9 @@ def _write_densified(estimated, image, annotation, out, weights_out, outputs, sa
         written = [io.write_volume(out, segmentation.labels, reference=image, overwrite=outputs.overwrite)]
     else:
         estimated.network = estimated.features = None  # the workers run the network and the forest on their blocks
-        model, segmentation = _segment_on_cluster(model, volumes, image, annotation, out, outputs, workers, scheduler,
-                                                  device)
+        model, segmentation = _segment_on_cluster(
+            model, volumes, image, annotation, out, outputs, workers, scheduler, device
+        )
         written = [Path(out)] + ([Path(outputs.probabilities)] if outputs.probabilities is not None else [])
         outputs = replace(outputs, probabilities=None)  # written already
     if weights_out is not None:
@@ -214,8 +261,17 @@ def _write_densified(estimated, image, annotation, out, weights_out, outputs, sa
     return written, segmentation, model
 
 
-def _segment_on_cluster(model: Model, volumes, image: io.Volume, annotation: Annotation, out, outputs: Outputs, workers,
-                        scheduler, device: str) -> tuple[Model, Segmentation]:
+def _segment_on_cluster(
+    model: Model,
+    volumes,
+    image: io.Volume,
+    annotation: Annotation,
+    out,
+    outputs: Outputs,
+    workers,
+    scheduler,
+    device: str,
+) -> tuple[Model, Segmentation]:
     """Densify's dense inference over a dask cluster, to the labels (and probabilities) one process gives.
 
     The trained model goes to a temporary model folder beside ``out``, which each worker loads
@@ -229,8 +285,8 @@ def _segment_on_cluster(model: Model, volumes, image: io.Volume, annotation: Ann
 
     import zarr
 
-    from sparseseg.large import cluster
     from sparseseg.io.blocks import ArraySource, all_or_nothing
+    from sparseseg.large import cluster
     from sparseseg.method.core import plan_of, write_decided
 
     start = time.perf_counter()
@@ -244,12 +300,26 @@ def _segment_on_cluster(model: Model, volumes, image: io.Volume, annotation: Ann
             plan = plan_of(model, ArraySource(image.data))
             block = tuple(s.stop - s.start for s in plan.blocks[0])
             store = scratch / "probabilities.zarr"
-            zarr.create_array(store=str(store), shape=(len(model.classes),) + shape, chunks=(len(model.classes),) + block,
-                              dtype="float32", fill_value=0)
-            mask = annotation.mask if model.config.calibrate and model.estimate is None else None  # else: held-out offsets
+            zarr.create_array(
+                store=str(store),
+                shape=(len(model.classes),) + shape,
+                chunks=(len(model.classes),) + block,
+                dtype="float32",
+                fill_value=0,
+            )
+            mask = (
+                annotation.mask if model.config.calibrate and model.estimate is None else None
+            )  # else: held-out offsets
             with cluster.client(workers, scheduler) as dask_client:
-                annotated = cluster.probabilities_on_cluster(scratch / "model", io.open_source(volumes), plan, store,
-                                                             dask_client=dask_client, device=device, mask=mask)
+                annotated = cluster.probabilities_on_cluster(
+                    scratch / "model",
+                    io.open_source(volumes),
+                    plan,
+                    store,
+                    dask_client=dask_client,
+                    device=device,
+                    mask=mask,
+                )
             if annotated is not None:
                 model = calibrate(model, [annotated], [annotation])
             array = zarr.open_array(str(store), mode="r")
@@ -304,9 +374,11 @@ def _scan_for_slabs(source, labels: PathLike, config: Config, planes: list[str] 
     return sparse, scan, config
 
 
-def _densify_slabs(volumes, source, labels, out, config, planes, weights_out, outputs, save_model_to, start_model, progress,
-                   partial):
-    """`densify` of a large volume in bounded memory (`sparseseg.large.bounded`); None where it needs the volume whole."""
+def _densify_slabs(
+    volumes, source, labels, out, config, planes, weights_out, outputs, save_model_to, start_model, progress, partial
+):
+    """`densify` of a large volume in bounded memory (`sparseseg.large.bounded`); None where it needs the volume
+    whole."""
     scanned = _scan_for_slabs(source, labels, config, planes, start_model)
     if scanned is None:
         return None
@@ -319,8 +391,9 @@ def _densify_slabs(volumes, source, labels, out, config, planes, weights_out, ou
     train_log = stoppable.told(train_log)
     _interrupted(train_log, partial)
     with io.outputs_together([out, weights_out, outputs.probabilities, outputs.preview, save_model_to]):
-        model, written, windows, seconds = _write_slabs(model, source, sparse, scan,
-                                                        (volumes, out, weights_out, outputs, save_model_to))
+        model, written, windows, seconds = _write_slabs(
+            model, source, sparse, scan, (volumes, out, weights_out, outputs, save_model_to)
+        )
     return DensifyReport(scan.how, model, train_log, Segmentation(None, None, seconds, windows), written)
 
 
@@ -341,8 +414,9 @@ def _write_slabs(model, source, sparse, scan, paths):
     windows, seconds = segment_source(model, source, sink, probabilities, device=config.device)
     written = [Path(out)]
     if weights_out is not None:
-        with io.create_sink(weights_out, shape, np.float32, spacing=model.config.spacing, reference=source,
-                            overwrite=outputs.overwrite) as weights:
+        with io.create_sink(
+            weights_out, shape, np.float32, spacing=model.config.spacing, reference=source, overwrite=outputs.overwrite
+        ) as weights:
             write_weights(sparse, scan, model.classes, model.class_weights, weights)
             written.append(weights.finish())
     written += [Path(outputs.probabilities)] if probabilities is not None else []
@@ -372,20 +446,32 @@ class _TrainingPair:
 
 def _whole_pair(volumes: Sequence[PathLike], labels: PathLike, unlabeled: int) -> _TrainingPair:
     image, annotation, how = read_pair(volumes, labels, unlabeled)
-    return _TrainingPair(image.path, image.data.shape[1:], image.data.shape[0], image.spacing, how, image.data, annotation)
+    return _TrainingPair(
+        image.path, image.data.shape[1:], image.data.shape[0], image.spacing, how, image.data, annotation
+    )
 
 
-def _slab_pair(volumes: Sequence[PathLike], labels: PathLike, config: Config, init: Model | None) -> _TrainingPair | None:
-    """A large volume's pair opened and its labels scanned (`sparseseg.large.slabs.scan_labels`); None where it needs the volume whole."""
+def _slab_pair(
+    volumes: Sequence[PathLike], labels: PathLike, config: Config, init: Model | None
+) -> _TrainingPair | None:
+    """A large volume's pair opened and its labels scanned (`sparseseg.large.slabs.scan_labels`); None where it needs
+    the volume whole."""
     source = io.open_source(volumes)
     shape = tuple(source.shape[1:])
     scanned = _scan_for_slabs(source, labels, config, None, init)
     if scanned is None:
         return None
     sparse, scan, _ = scanned
-    return _TrainingPair(Path(source.path), shape, source.shape[0], source.spacing,
-                         f"{scan.how}; training on the slabs around the annotated planes", source=source, labels=sparse,
-                         scan=scan)
+    return _TrainingPair(
+        Path(source.path),
+        shape,
+        source.shape[0],
+        source.spacing,
+        f"{scan.how}; training on the slabs around the annotated planes",
+        source=source,
+        labels=sparse,
+        scan=scan,
+    )
 
 
 def train_files(
@@ -397,7 +483,8 @@ def train_files(
     init: PathLike | None = None,
     progress: Progress | None = None,
 ) -> tuple[Model, TrainLog, Path]:
-    """Train one model on several sparsely annotated volumes, given as (volumes, labels) pairs, and save it as a model folder.
+    """Train one model on several sparsely annotated volumes, given as (volumes, labels) pairs, and save it as a model
+    folder.
 
     The pair of a volume of more than `sparseseg.large.bounded.SLAB_THRESHOLD` voxels whose annotation
     holds whole planes is not read whole, as densify does not read it: its labels are read a few
@@ -433,8 +520,9 @@ def train_files(
             annotations.append(pair.annotation)
             wholes.append(None)
         else:
-            stacks, stack_annotations, whole = bounded.read_slabs(pair.source, pair.labels, pair.scan, config, start_model,
-                                                                  smallest)
+            stacks, stack_annotations, whole = bounded.read_slabs(
+                pair.source, pair.labels, pair.scan, config, start_model, smallest
+            )
             images += stacks
             annotations += stack_annotations
             wholes += [whole] * len(stacks)
@@ -449,7 +537,9 @@ def train_files(
     return model, train_log, save_model(folder, model, overwrite)
 
 
-def _annotated_probabilities(model: Model, opened: Sequence[_TrainingPair]) -> tuple[list[np.ndarray], list[Annotation]]:
+def _annotated_probabilities(
+    model: Model, opened: Sequence[_TrainingPair]
+) -> tuple[list[np.ndarray], list[Annotation]]:
     """The network's probabilities of the annotated voxels of each training pair, and their annotations."""
     annotated, annotations = [], []
     for pair in opened:
@@ -457,8 +547,9 @@ def _annotated_probabilities(model: Model, opened: Sequence[_TrainingPair]) -> t
             annotated.append(network_probabilities(model, pair.image, model.config.device)[0][:, pair.annotation.mask])
             annotations.append(pair.annotation)
         else:
-            probabilities, annotation = bounded.annotated_probabilities(model, pair.source, pair.labels, pair.scan,
-                                                                        model.config.device)
+            probabilities, annotation = bounded.annotated_probabilities(
+                model, pair.source, pair.labels, pair.scan, model.config.device
+            )
             annotated.append(probabilities)
             annotations.append(annotation)
     return annotated, annotations
@@ -518,18 +609,23 @@ def predict(
     model = with_overlap(load_model(folder), overlap)
     source = io.open_source(volumes)
     if source.shape[0] != model.in_channels:
-        raise InputError(f"{source.path}: the model {folder} takes {model.in_channels} channel(s), got {source.shape[0]}")
+        raise InputError(
+            f"{source.path}: the model {folder} takes {model.in_channels} channel(s), got {source.shape[0]}"
+        )
     key = run_key(folder, volumes, model.config.tta if tta is None else tta)
     shared = workers is not None or scheduler is not None
     with io.outputs_together([out, outputs.probabilities, outputs.preview]):
-        labels, probabilities = block_sinks(out, outputs, model, source.shape[1:], source, key=key, resume=resume,
-                                            shared=shared)
+        labels, probabilities = block_sinks(
+            out, outputs, model, source.shape[1:], source, key=key, resume=resume, shared=shared
+        )
         if not shared:
-            windows, seconds = segment_source(model, source, labels, probabilities, device=device, tta=tta,
-                                              progress=progress)
+            windows, seconds = segment_source(
+                model, source, labels, probabilities, device=device, tta=tta, progress=progress
+            )
         else:
-            windows, seconds = _on_cluster(model, folder, source, labels, probabilities, workers, scheduler, device, tta,
-                                           progress)
+            windows, seconds = _on_cluster(
+                model, folder, source, labels, probabilities, workers, scheduler, device, tta, progress
+            )
         written = [Path(out)] + ([Path(outputs.probabilities)] if probabilities is not None else [])
         if outputs.preview is not None:
             written.append(outputs.write_preview(volumes, out))
@@ -537,14 +633,30 @@ def predict(
 
 
 def run_key(folder: PathLike, volumes: Sequence[PathLike], tta: bool) -> dict:
-    """The fingerprint of a block-by-block segmentation: what an output an interrupted run left must match to be resumed."""
-    return {"sparseseg": __version__, "model": model_digest(folder), "volumes": [io.stamp(v) for v in volumes],
-            "tta": bool(tta)}
+    """The fingerprint of a block-by-block segmentation: what an output an interrupted run left must match to be
+    resumed."""
+    return {
+        "sparseseg": __version__,
+        "model": model_digest(folder),
+        "volumes": [io.stamp(v) for v in volumes],
+        "tta": bool(tta),
+    }
 
 
-def block_sinks(out: PathLike, outputs: Outputs, model: Model, shape, reference, *, spacing=None, key: dict | None = None,
-                resume: bool = False, shared: bool = False):
-    """The labels sink (and the probabilities sink, chunked alike) of a block-by-block segmentation of a (Z, Y, X) ``shape``.
+def block_sinks(
+    out: PathLike,
+    outputs: Outputs,
+    model: Model,
+    shape,
+    reference,
+    *,
+    spacing=None,
+    key: dict | None = None,
+    resume: bool = False,
+    shared: bool = False,
+):
+    """The labels sink (and the probabilities sink, chunked alike) of a block-by-block segmentation of a (Z, Y, X)
+    ``shape``.
 
     A chunked output is chunked in whole steps of the model's windows (`sparseseg.method.core.output_chunks`).
 
@@ -554,14 +666,31 @@ def block_sinks(out: PathLike, outputs: Outputs, model: Model, shape, reference,
     """
     made = []
     try:
-        labels = io.create_sink(out, shape, labels_dtype(model.classes), spacing=spacing, reference=reference,
-                                overwrite=outputs.overwrite, chunks=output_chunks(model, shape), key=key, resume=resume)
+        labels = io.create_sink(
+            out,
+            shape,
+            labels_dtype(model.classes),
+            spacing=spacing,
+            reference=reference,
+            overwrite=outputs.overwrite,
+            chunks=output_chunks(model, shape),
+            key=key,
+            resume=resume,
+        )
         made.append(labels)
         probabilities = None
         if outputs.probabilities is not None:
-            probabilities = io.create_sink(outputs.probabilities, (len(model.classes),) + shape, np.uint8, spacing=spacing,
-                                           reference=reference, overwrite=outputs.overwrite, chunks=labels.chunks,
-                                           key=key, resume=resume)
+            probabilities = io.create_sink(
+                outputs.probabilities,
+                (len(model.classes),) + shape,
+                np.uint8,
+                spacing=spacing,
+                reference=reference,
+                overwrite=outputs.overwrite,
+                chunks=labels.chunks,
+                key=key,
+                resume=resume,
+            )
             made.append(probabilities)
         if shared:
             from sparseseg.large import cluster
@@ -575,7 +704,8 @@ def block_sinks(out: PathLike, outputs: Outputs, model: Model, shape, reference,
 
 
 def _on_cluster(model, folder, source, labels, probabilities, workers, scheduler, device, tta, progress):
-    """Segment on a dask cluster (`sparseseg.large.cluster`) with ``model``, saved in ``folder``; the windows and the seconds."""
+    """Segment on a dask cluster (`sparseseg.large.cluster`) with ``model``, saved in ``folder``; the windows and the
+    seconds."""
     from sparseseg.large import cluster
 
     start = time.perf_counter()
@@ -587,8 +717,17 @@ def _on_cluster(model, folder, source, labels, probabilities, workers, scheduler
                 sink.release()
         raise
     with dask_client:
-        windows = cluster.segment_on_cluster(model, folder, source, labels, probabilities, dask_client=dask_client,
-                                             device=device, tta=tta, progress=progress)
+        windows = cluster.segment_on_cluster(
+            model,
+            folder,
+            source,
+            labels,
+            probabilities,
+            dask_client=dask_client,
+            device=device,
+            tta=tta,
+            progress=progress,
+        )
     return windows, time.perf_counter() - start
 
 

@@ -37,8 +37,18 @@ from sparseseg.io.atomic import outputs_together
 from sparseseg.io.base import FileSink, FileSource
 from sparseseg.io.checks import check_output
 from sparseseg.io.hdf5 import Hdf5Sink, Hdf5Source
-from sparseseg.io.locations import (FORMATS_EXTRA, HDF5_SUFFIXES, NIFTI_SUFFIXES, SUFFIXES, TIFF_SUFFIXES, ZARR_SUFFIXES,
-                                    Location, locate, stamp, suffix_of)
+from sparseseg.io.locations import (
+    FORMATS_EXTRA,
+    HDF5_SUFFIXES,
+    NIFTI_SUFFIXES,
+    SUFFIXES,
+    TIFF_SUFFIXES,
+    ZARR_SUFFIXES,
+    Location,
+    locate,
+    stamp,
+    suffix_of,
+)
 from sparseseg.io.metadata import DEFAULT_UNIT
 from sparseseg.io.nifti import NiftiSink, NiftiSource
 from sparseseg.io.ome_zarr import NGFF_VERSION, PYRAMID_BLOCK_BYTES, OmeLabelsSink, OmeZarrSink
@@ -50,16 +60,53 @@ from sparseseg.io.zarr_store import OmeZarrSource, ZarrSink, ZarrSource
 
 __all__ = [
     # naming and checking
-    "TIFF_SUFFIXES", "NIFTI_SUFFIXES", "ZARR_SUFFIXES", "HDF5_SUFFIXES", "SUFFIXES", "FORMATS_EXTRA", "Location", "locate",
-    "suffix_of", "check_output", "check_resumable", "stamp",
+    "TIFF_SUFFIXES",
+    "NIFTI_SUFFIXES",
+    "ZARR_SUFFIXES",
+    "HDF5_SUFFIXES",
+    "SUFFIXES",
+    "FORMATS_EXTRA",
+    "Location",
+    "locate",
+    "suffix_of",
+    "check_output",
+    "check_resumable",
+    "stamp",
     # reading
-    "Volume", "read_volume", "read_image", "read_labels", "open_source", "FileSource", "ChannelStack", "TiffSource",
-    "NiftiSource", "ZarrSource", "OmeZarrSource", "Hdf5Source",
+    "Volume",
+    "read_volume",
+    "read_image",
+    "read_labels",
+    "open_source",
+    "FileSource",
+    "ChannelStack",
+    "TiffSource",
+    "NiftiSource",
+    "ZarrSource",
+    "OmeZarrSource",
+    "Hdf5Source",
     # writing
-    "write_volume", "create_sink", "FileSink", "TiffSink", "NiftiSink", "ZarrSink", "OmeZarrSink", "OmeLabelsSink",
-    "Hdf5Sink", "NGFF_VERSION", "BIGTIFF_BYTES", "IMAGEJ_DTYPES", "PYRAMID_BLOCK_BYTES", "DEFAULT_UNIT",
+    "write_volume",
+    "create_sink",
+    "FileSink",
+    "TiffSink",
+    "NiftiSink",
+    "ZarrSink",
+    "OmeZarrSink",
+    "OmeLabelsSink",
+    "Hdf5Sink",
+    "NGFF_VERSION",
+    "BIGTIFF_BYTES",
+    "IMAGEJ_DTYPES",
+    "PYRAMID_BLOCK_BYTES",
+    "DEFAULT_UNIT",
     # small files
-    "write_png", "write_text", "write_json", "write_file", "read_json", "outputs_together",
+    "write_png",
+    "write_text",
+    "write_json",
+    "write_file",
+    "read_json",
+    "outputs_together",
 ]
 
 # Internals the tests reach as sparseseg.io.NAME. Their callers look them up in the module that defines them, so a

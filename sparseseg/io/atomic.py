@@ -18,7 +18,8 @@ from sparseseg.io.locations import SUFFIXES, locate
 
 
 def _file_mode(path) -> None:
-    """Give a file made by mkstemp (0600) or a folder made by mkdtemp (0700) the mode a plain open() or mkdir() would."""
+    """Give a file made by mkstemp (0600) or a folder made by mkdtemp (0700) the mode a plain open() or mkdir()
+    would."""
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(path, (0o777 if os.path.isdir(path) else 0o666) & ~umask)
@@ -46,8 +47,10 @@ def _place(tmp: Path, final: Path, overwrite: bool) -> None:
     if overwrite:
         _into_place(tmp, final)
         return
-    taken = InputError(f"'{final}': exists already, made while this run worked (use --overwrite to replace it); "
-                       "nothing was written there")
+    taken = InputError(
+        f"'{final}': exists already, made while this run worked (use --overwrite to replace it); "
+        "nothing was written there"
+    )
     if final.exists() or final.is_symlink():
         raise taken
     if tmp.is_dir():

@@ -30,7 +30,8 @@ def _norm(zyx, shape) -> tuple[slice, slice, slice]:
 
 
 class _Opened:
-    """A volume in a file, its handle opened on first use: shown by path, shape and dtype; pickled without the handle."""
+    """A volume in a file, its handle opened on first use: shown by path, shape and dtype; pickled without the
+    handle."""
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({str(self.path)!r}, shape={self.shape}, dtype={self.dtype})"
@@ -98,8 +99,10 @@ class FileSource(_Opened):
         """The (C, z, y, x) block at ``zyx`` in the file's dtype; an `InputError` where the file changed or vanished
         since it was opened (a Zarr store deleted mid-run would otherwise read as its fill value)."""
         if _stamp(self.path) != self._stamp:
-            raise InputError(f"'{self.path}': changed or vanished while it was being read; run again on a volume that "
-                             "stays as it is until the run ends")
+            raise InputError(
+                f"'{self.path}': changed or vanished while it was being read; run again on a volume that "
+                "stays as it is until the run ends"
+            )
         zyx = _norm(zyx, self.shape[1:])
         index = []
         for axis in self.axes:
@@ -147,7 +150,8 @@ def _stamp(path: Path) -> tuple | None:
 
 
 class FileSink(_Opened):
-    """An output written block by block, a `sparseseg.io.blocks.Sink`: nothing is visible under its name before `finish`.
+    """An output written block by block, a `sparseseg.io.blocks.Sink`: nothing is visible under its name before
+    `finish`.
 
     ``write(zyx, block)`` takes a (Z, Y, X) block, or (C, Z, Y, X) for a 4D output;
     ``finish()`` makes the output visible and returns its path; ``abort()`` removes what was
@@ -235,5 +239,8 @@ class _Reference:
 
 
 def _reference(reference, spacing=None) -> _Reference:
-    return _Reference(spacing if spacing is not None else getattr(reference, "spacing", None),
-                      getattr(reference, "unit", None), getattr(reference, "nifti", None))
+    return _Reference(
+        spacing if spacing is not None else getattr(reference, "spacing", None),
+        getattr(reference, "unit", None),
+        getattr(reference, "nifti", None),
+    )

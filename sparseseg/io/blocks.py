@@ -122,7 +122,8 @@ def _abort(sinks) -> None:
 
 
 def _kept(sinks) -> Interrupted | None:
-    """Keep every sink, where all can be resumed and hold a block in common; what to tell the user (None: nothing kept)."""
+    """Keep every sink, where all can be resumed and hold a block in common; what to tell the user (None: nothing
+    kept)."""
     if not sinks or not all(getattr(s, "resumable", False) for s in sinks):
         return None
     done = set.intersection(*(s.marked() for s in sinks))
@@ -145,9 +146,12 @@ def blocks_to_write(blocks: Sequence[Block], layout: dict, *sinks: Sink | None) 
     if not all(s.check_layout(layout) for s in sinks):
         for sink in sinks:
             sink.release()
-        raise InputError("the interrupted run cut the volume into other blocks (another sparseseg or block size), "
-                         "so its output is not taken up; run without --resume", param="resume",
-                         value=str(getattr(sinks[0], "path", "")))
+        raise InputError(
+            "the interrupted run cut the volume into other blocks (another sparseseg or block size), "
+            "so its output is not taken up; run without --resume",
+            param="resume",
+            value=str(getattr(sinks[0], "path", "")),
+        )
     done = set.intersection(*(s.begin(layout) for s in sinks))
     return [zyx for zyx in blocks if block_name(zyx) not in done]
 
@@ -169,10 +173,14 @@ def plan_blocks(shape: Sequence[int], block: Sequence[int]) -> list[Block]:
     if len(shape) != 3 or len(block) != 3 or min(block) < 1:
         raise ValueError(f"need a 3D shape and a block of three sizes >= 1, got {tuple(shape)} and {tuple(block)}")
     starts = [range(0, s, b) for s, b in zip(shape, block)]
-    return [tuple(slice(o, min(o + b, s)) for o, b, s in zip(origin, block, shape)) for origin in itertools.product(*starts)]
+    return [
+        tuple(slice(o, min(o + b, s)) for o, b, s in zip(origin, block, shape)) for origin in itertools.product(*starts)
+    ]
 
 
-def with_halo(zyx: Block, halo: Sequence[int], shape: Sequence[int], least: Sequence[int] = (0, 0, 0)) -> tuple[Block, Block]:
+def with_halo(
+    zyx: Block, halo: Sequence[int], shape: Sequence[int], least: Sequence[int] = (0, 0, 0)
+) -> tuple[Block, Block]:
     """The block widened by ``halo`` voxels per axis (inside the volume), and where ``zyx`` lies in it.
 
     The read is at least ``least`` voxels long along each axis where the volume is: a short block
@@ -188,7 +196,9 @@ def with_halo(zyx: Block, halo: Sequence[int], shape: Sequence[int], least: Sequ
     return read, crop
 
 
-def block_shape(shape: Sequence[int], window: Sequence[int], bytes_per_voxel: float, budget: float) -> tuple[int, int, int]:
+def block_shape(
+    shape: Sequence[int], window: Sequence[int], bytes_per_voxel: float, budget: float
+) -> tuple[int, int, int]:
     """Blocks of about ``budget`` bytes: whole planes of the volume where they fit, else tiles of whole windows.
 
     Each axis is a whole number of ``window`` lengths (or the whole axis), so that windows

@@ -6,8 +6,8 @@ An output that exists may be replaced only with overwrite; the library it needs 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from sparseseg.errors import InputError
 from sparseseg.io.locations import SUFFIXES, Location, _have, _need, locate
@@ -40,8 +40,10 @@ def check_output(path: str | os.PathLike, overwrite: bool = False, suffixes: Seq
     if not path.parent.is_dir():
         raise InputError(f"{path}: folder {path.parent} does not exist")
     if path.is_symlink() and not path.exists() and not overwrite:
-        raise InputError(f"{path}: is a symbolic link to nothing (to {os.readlink(path)}); use --overwrite to replace "
-                         "the link, or give another name")
+        raise InputError(
+            f"{path}: is a symbolic link to nothing (to {os.readlink(path)}); use --overwrite to replace "
+            "the link, or give another name"
+        )
     if path.exists() and not overwrite:
         raise InputError(f"{path}: exists already (use --overwrite to replace it)")
     return path
@@ -53,7 +55,9 @@ def _check_replaceable(loc: Location, target: Path, overwrite: bool) -> None:
     if not overwrite:
         raise InputError(f"{loc.path}: exists already (use --overwrite to replace it)")
     if not target.is_dir() or _zarr_kind(target) is None:
-        raise InputError(f"{loc.path}: is not a Zarr array or group, so --overwrite does not replace it; give another name")
+        raise InputError(
+            f"{loc.path}: is not a Zarr array or group, so --overwrite does not replace it; give another name"
+        )
 
 
 def _check_zarr_output(loc: Location, overwrite: bool) -> None:
@@ -73,7 +77,9 @@ def _check_zarr_output(loc: Location, overwrite: bool) -> None:
         _have("ome_zarr", loc.path, "writing OME-Zarr labels")
         folder = loc.file.joinpath(*image)
         if _ngff(_zarr_meta(folder)) is None:
-            raise InputError(f"{loc.path}: {folder} is not an OME-Zarr image (no multiscales metadata); labels/NAME goes into one")
+            raise InputError(
+                f"{loc.path}: {folder} is not an OME-Zarr image (no multiscales metadata); labels/NAME goes into one"
+            )
         labels = folder / "labels"
         if labels.exists() and _zarr_kind(labels) != "group":
             raise InputError(f"{loc.path}: {labels} is not a Zarr group")

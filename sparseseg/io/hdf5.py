@@ -6,7 +6,6 @@ A dataset is written into a new file, or into an existing one beside its other d
 from __future__ import annotations
 
 import contextlib
-import os
 import posixpath
 import secrets
 import shutil
@@ -61,7 +60,11 @@ class Hdf5Source(FileSource):
             given = node.attrs.get("axes")
             if isinstance(given, bytes):
                 given = given.decode(errors="replace")
-            names = labels if all(labels) else (list(given) if isinstance(given, str) and len(given) == len(shape) else None)
+            names = (
+                labels
+                if all(labels)
+                else (list(given) if isinstance(given, str) and len(given) == len(shape) else None)
+            )
             axes = _named_axes(names, shape, loc.path) if names else None
             spacing, unit = _attrs_spacing(node.attrs)
         super().__init__(loc.path, axes or _file_axes(shape, "", loc.path), shape, dtype, spacing, unit)
@@ -87,7 +90,8 @@ class Hdf5Source(FileSource):
 
 
 class Hdf5Sink(FileSink):
-    """An HDF5 dataset, ``file.h5:/path``: chunked and gzip-compressed, with ``element_size_um`` where the voxel size is known.
+    """An HDF5 dataset, ``file.h5:/path``: chunked and gzip-compressed, with ``element_size_um`` where the voxel size is
+    known.
 
     The dataset is written into a temporary file beside the target and renamed onto it on `finish`: a new file, or a
     copy of an existing file that the dataset is added to (replacing an earlier dataset there only with overwrite).
@@ -104,7 +108,9 @@ class Hdf5Sink(FileSink):
         self.chunks = tuple(chunks[-3:])
         self.existing = loc.file.exists()
         self.tmp_file = _temp_file(loc.file, loc.file.suffix)
-        self.tmp_name = self.name if not self.existing else f"/.{posixpath.basename(self.name)}.partial-{secrets.token_hex(4)}"
+        self.tmp_name = (
+            self.name if not self.existing else f"/.{posixpath.basename(self.name)}.partial-{secrets.token_hex(4)}"
+        )
         self.h5 = None
         try:
             with _undone_on_failure(self._cleanup):
@@ -112,12 +118,19 @@ class Hdf5Sink(FileSink):
                     _room(self.tmp_file, loc.file.stat().st_size)
                     shutil.copyfile(loc.file, self.tmp_file)
                 self.h5 = h5py.File(self.tmp_file, "r+" if self.existing else "w")
-                dataset = self.h5.create_dataset(self.tmp_name, shape=self.shape, dtype=self.dtype, chunks=chunks,
-                                                 compression="gzip", compression_opts=4, fillvalue=0)
+                dataset = self.h5.create_dataset(
+                    self.tmp_name,
+                    shape=self.shape,
+                    dtype=self.dtype,
+                    chunks=chunks,
+                    compression="gzip",
+                    compression_opts=4,
+                    fillvalue=0,
+                )
                 if reference.spacing is not None:
                     unit = reference.unit or DEFAULT_UNIT
                     dataset.attrs["element_size_um"] = [s * _MICROMETRES.get(unit, 1.0) for s in reference.spacing]
-                dataset.attrs["axes"] = "czyx"[-len(self.shape):]
+                dataset.attrs["axes"] = "czyx"[-len(self.shape) :]
         except OSError as exc:
             raise InputError(f"'{self.path}': cannot write ({exc}); nothing was written there") from exc
 

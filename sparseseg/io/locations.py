@@ -77,14 +77,15 @@ def locate(path: str | os.PathLike) -> Location:
     for i, part in enumerate(parts):
         if part.lower().endswith(".zarr"):
             suffix = ".ome.zarr" if part.lower().endswith(".ome.zarr") else ".zarr"
-            return Location(Path(text), Path(*parts[: i + 1]), "/".join(parts[i + 1:]), suffix)
+            return Location(Path(text), Path(*parts[: i + 1]), "/".join(parts[i + 1 :]), suffix)
     name = Path(text).name.lower()
     suffix = next((s for s in TIFF_SUFFIXES + NIFTI_SUFFIXES if name.endswith(s)), "")
     return Location(Path(text), Path(text), "", suffix)
 
 
 def suffix_of(path: str | os.PathLike) -> str:
-    """The format suffix of ``path`` ('.tif', '.tiff', '.nii', '.nii.gz', '.zarr', '.ome.zarr', '.h5', '.hdf5'), lower case."""
+    """The format suffix of ``path`` ('.tif', '.tiff', '.nii', '.nii.gz', '.zarr', '.ome.zarr', '.h5', '.hdf5'), lower
+    case."""
     suffix = locate(path).suffix
     if not suffix:
         raise InputError(f"{path}: unsupported file type (use one of {', '.join(SUFFIXES)})")
@@ -120,6 +121,10 @@ def stamp(path: str | os.PathLike) -> list:
     which labels written into an OME-Zarr image change)."""
     loc = locate(path)
     place = loc.file.joinpath(*loc.parts) if loc.zarr else loc.file
-    files = [place / m for m in ("zarr.json", ".zarray", ".zattrs", ".zgroup") if (place / m).is_file()] if loc.zarr else [place]
+    files = (
+        [place / m for m in ("zarr.json", ".zarray", ".zattrs", ".zgroup") if (place / m).is_file()]
+        if loc.zarr
+        else [place]
+    )
     stats = [os.stat(f) for f in files]
     return [os.path.abspath(path)] + [[s.st_size, s.st_mtime_ns] for s in stats]

@@ -15,13 +15,37 @@ from sparseseg.errors import InputError
 DEFAULT_UNIT = "um"
 
 _UNITS = {
-    "um": "um", "µm": "um", "\u03bcm": "um", "\\u00b5m": "um", "micron": "um", "microns": "um", "micrometer": "um",
-    "micrometre": "um", "nm": "nm", "nanometer": "nm", "nanometre": "nm", "mm": "mm", "millimeter": "mm",
-    "millimetre": "mm", "cm": "cm", "centimeter": "cm", "centimetre": "cm", "m": "m", "meter": "m", "metre": "m",
-    "angstrom": "angstrom", "å": "angstrom",
+    "um": "um",
+    "µm": "um",
+    "\u03bcm": "um",
+    "\\u00b5m": "um",
+    "micron": "um",
+    "microns": "um",
+    "micrometer": "um",
+    "micrometre": "um",
+    "nm": "nm",
+    "nanometer": "nm",
+    "nanometre": "nm",
+    "mm": "mm",
+    "millimeter": "mm",
+    "millimetre": "mm",
+    "cm": "cm",
+    "centimeter": "cm",
+    "centimetre": "cm",
+    "m": "m",
+    "meter": "m",
+    "metre": "m",
+    "angstrom": "angstrom",
+    "å": "angstrom",
 }
-_NGFF_UNITS = {"um": "micrometer", "nm": "nanometer", "mm": "millimeter", "cm": "centimeter", "m": "meter",
-               "angstrom": "angstrom"}
+_NGFF_UNITS = {
+    "um": "micrometer",
+    "nm": "nanometer",
+    "mm": "millimeter",
+    "cm": "centimeter",
+    "m": "meter",
+    "angstrom": "angstrom",
+}
 _MICROMETRES = {"nm": 1e-3, "um": 1.0, "mm": 1e3, "cm": 1e4, "m": 1e6, "angstrom": 1e-4}
 
 
@@ -69,7 +93,17 @@ def _file_axes(shape: tuple[int, ...], letters: str, path) -> str:
     raise InputError(f"{path}: expected a 3D volume (Z, Y, X), got an array of shape {tuple(shape)}")
 
 
-_AXIS_NAMES = {"z": "Z", "y": "Y", "x": "X", "c": "C", "ch": "C", "channel": "C", "channels": "C", "t": "T", "time": "T"}
+_AXIS_NAMES = {
+    "z": "Z",
+    "y": "Y",
+    "x": "X",
+    "c": "C",
+    "ch": "C",
+    "channel": "C",
+    "channels": "C",
+    "t": "T",
+    "time": "T",
+}
 
 
 def _named_axes(names, shape, path, strict: bool = False) -> str | None:
@@ -91,5 +125,7 @@ def _named_axes(names, shape, path, strict: bool = False) -> str | None:
         return None
     for letter, name, n in zip(letters, names, shape):
         if letter == "T" and n != 1:
-            raise InputError(f"{path}: axis {name!r} has {n} points; sparseseg reads one (Z, Y, X) volume, give one time point")
+            raise InputError(
+                f"{path}: axis {name!r} has {n} points; sparseseg reads one (Z, Y, X) volume, give one time point"
+            )
     return "".join(letters)

@@ -16,7 +16,8 @@ from sparseseg.io.metadata import _unit
 
 
 class NiftiSource(FileSource):
-    """A NIfTI file through nibabel's array proxy: slicing the proxy reads only that part (a .nii.gz is decompressed up to it)."""
+    """A NIfTI file through nibabel's array proxy: slicing the proxy reads only that part (a .nii.gz is decompressed up
+    to it)."""
 
     format = "nifti"
 
@@ -76,7 +77,8 @@ def _write_nifti(path: Path, data: np.ndarray, reference) -> None:
 
 
 class NiftiSink(FileSink):
-    """A NIfTI output, held in memory and written on `finish` (medical volumes are small; NIfTI has no chunks to write blocks into)."""
+    """A NIfTI output, held in memory and written on `finish` (medical volumes are small; NIfTI has no chunks to write
+    blocks into)."""
 
     def __init__(self, path, shape, dtype, reference: _Reference):
         super().__init__(path, shape, dtype)

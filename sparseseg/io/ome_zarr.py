@@ -1,4 +1,5 @@
-"""Writing OME-Zarr (NGFF): a new image with a scale pyramid, and labels into an existing image at each of its levels."""
+"""Writing OME-Zarr (NGFF): a new image with a scale pyramid, and labels into an existing image at each of its
+levels."""
 
 from __future__ import annotations
 
@@ -8,10 +9,10 @@ import warnings
 
 import numpy as np
 
-from sparseseg.io.blocks import block_shape, plan_blocks
 from sparseseg.errors import InputError
 from sparseseg.io.atomic import _place, _remove, _undone_on_failure
 from sparseseg.io.base import _default_chunks, _Reference
+from sparseseg.io.blocks import block_shape, plan_blocks
 from sparseseg.io.locations import Location, _need
 from sparseseg.io.metadata import _NGFF_UNITS, DEFAULT_UNIT, _named_axes
 from sparseseg.io.ngff import _ngff, _ngff_axis_names, _ngff_scale, _ngff_version, _zarr_format
@@ -25,7 +26,8 @@ PYRAMID_BLOCK_BYTES = 64 * 2**20
 
 
 def _ome_writer():
-    """ome-zarr's writer module (it warns about its own deprecated Scaler while it is imported: not the user's business)."""
+    """ome-zarr's writer module (it warns about its own deprecated Scaler while it is imported: not the user's
+    business)."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=DeprecationWarning)
         return importlib.import_module("ome_zarr.writer")
@@ -84,8 +86,17 @@ class OmeZarrSink(PartialSink):
     place. Pickles for worker processes, and is kept and resumed, as `ZarrSink`.
     """
 
-    def __init__(self, loc: Location, shape, dtype, reference: _Reference, chunks=None, version: str = NGFF_VERSION,
-                 key=None, resume=False):
+    def __init__(
+        self,
+        loc: Location,
+        shape,
+        dtype,
+        reference: _Reference,
+        chunks=None,
+        version: str = NGFF_VERSION,
+        key=None,
+        resume=False,
+    ):
         super().__init__(loc.path, shape, dtype)
         zarr = _need("zarr", loc.path, "writing OME-Zarr")
         _need("ome_zarr", loc.path, "writing OME-Zarr")
@@ -95,7 +106,7 @@ class OmeZarrSink(PartialSink):
         chunks = tuple(chunks) if chunks is not None else _default_chunks(self.shape)
         self.level_chunks = (1,) * (len(self.shape) - len(chunks)) + chunks
         self.chunks = tuple(self.level_chunks[-3:])
-        self.names = ["c", "z", "y", "x"][-len(self.shape):]
+        self.names = ["c", "z", "y", "x"][-len(self.shape) :]
         if self._partial(self.final, loc.path, _sink_key(key, self), resume):
             with _undone_on_failure(lambda: _remove(self.tmp), self.path):
                 group = zarr.open_group(str(self.tmp), mode="w", zarr_format=self.zarr_format)
@@ -179,13 +190,21 @@ class OmeLabelsSink(PartialSink):
         self.letters = _named_axes(names, arrays[0].shape, loc.path, strict=True)
         image_zyx = tuple(n for a, n in zip(self.letters, arrays[0].shape) if a in "ZYX")
         if self.shape != image_zyx:
-            raise InputError(f"{loc.path}: labels of shape {self.shape} do not fit the image {self.image} of shape {image_zyx}")
+            raise InputError(
+                f"{loc.path}: labels of shape {self.shape} do not fit the image {self.image} of shape {image_zyx}"
+            )
         # Each level: (shape, chunks, coordinate transformations, ratio to the level above). A level's voxel i is voxel
         # i * factor of level 0 (nearest, from its first voxel), so its scale is level 0's times the factor and its
         # translation level 0's (an image's own pyramid may be shifted by half a voxel where it was averaged).
         scale0 = _ngff_scale({"datasets": multiscale["datasets"][:1]}, 0) or [1.0] * len(names)
-        shift0 = next((t.get("translation") for t in multiscale["datasets"][0].get("coordinateTransformations") or []
-                       if t.get("type") == "translation"), None)
+        shift0 = next(
+            (
+                t.get("translation")
+                for t in multiscale["datasets"][0].get("coordinateTransformations") or []
+                if t.get("type") == "translation"
+            ),
+            None,
+        )
         self.levels = []
         above, factor = None, [1] * len(names)
         for array in arrays:
@@ -243,7 +262,11 @@ class OmeLabelsSink(PartialSink):
         import zarr
 
         writer = _ome_writer()
-        add_metadata, get_metadata, write_multiscales_metadata = writer.add_metadata, writer.get_metadata, writer.write_multiscales_metadata
+        add_metadata, get_metadata, write_multiscales_metadata = (
+            writer.add_metadata,
+            writer.get_metadata,
+            writer.write_multiscales_metadata,
+        )
         self._handle = None
         fmt = _ngff_format(self.version)
         group = zarr.open_group(str(self.tmp), mode="r+")
@@ -252,7 +275,9 @@ class OmeLabelsSink(PartialSink):
         for level, (shape, chunks, transforms, ratio) in enumerate(self.levels):
             if level:
                 target = _zarr_array(zarr, (group, str(level)), shape, chunks, self.dtype, self.zarr_format, names)
-                _downsample(_SpatialView(group[str(level - 1)], self.letters), _SpatialView(target, self.letters), ratio)
+                _downsample(
+                    _SpatialView(group[str(level - 1)], self.letters), _SpatialView(target, self.letters), ratio
+                )
             datasets.append({"path": str(level), "coordinateTransformations": transforms})
         write_multiscales_metadata(group, datasets, fmt=fmt, axes=self.axes_meta, name=self.name)
         if self.overall:

@@ -16,10 +16,10 @@ import json
 import logging
 from pathlib import Path
 
-from sparseseg.io.blocks import block_name
 from sparseseg.errors import InputError
 from sparseseg.io.atomic import _atomic, _remove, _temp_dir
 from sparseseg.io.base import FileSink
+from sparseseg.io.blocks import block_name
 
 #: The fingerprint of the run that writes a partial folder, and its block plan.
 RESUME_FILE = ".sparseseg-resume.json"
@@ -39,8 +39,14 @@ def partials(final: Path) -> list[Path]:
     """The partial folders beside ``final`` that a run of a fingerprint left (newest first)."""
     if not final.parent.is_dir():
         return []
-    found = [p for p in final.parent.iterdir() if p.name.startswith(f".{final.name}.") and p.name.endswith(".partial")
-             and p.is_dir() and (p / RESUME_FILE).is_file()]
+    found = [
+        p
+        for p in final.parent.iterdir()
+        if p.name.startswith(f".{final.name}.")
+        and p.name.endswith(".partial")
+        and p.is_dir()
+        and (p / RESUME_FILE).is_file()
+    ]
     return sorted(found, key=lambda p: p.stat().st_mtime_ns, reverse=True)
 
 
@@ -58,11 +64,16 @@ def find_partial(final: Path, key: dict, path) -> Path:
     if matching:
         return max(matching, key=lambda p: len(_marked(p)))
     if not found:
-        raise InputError("nothing to resume: no interrupted run left an unfinished output for it", param="resume",
-                         value=path)
+        raise InputError(
+            "nothing to resume: no interrupted run left an unfinished output for it", param="resume", value=path
+        )
     why = ", ".join(_differ(key, _read_key(found[0]) or {}))
-    raise InputError(f"{found[0]} was left by a run with other inputs ({why} differ), so it is not taken up; run without "
-                     "--resume, or delete that folder", param="resume", value=path)
+    raise InputError(
+        f"{found[0]} was left by a run with other inputs ({why} differ), so it is not taken up; run without "
+        "--resume, or delete that folder",
+        param="resume",
+        value=path,
+    )
 
 
 def _marked(folder: Path) -> set[str]:
@@ -95,8 +106,11 @@ class PartialSink(FileSink):
             self.layout = self.key.pop("layout", None)
             return False
         if self.key is not None and any(not _differ(self.key, _read_key(p) or {}) for p in partials(final)):
-            logging.getLogger("sparseseg").warning("%s: an interrupted run of the same inputs left an unfinished output "
-                                                   "beside it; --resume would go on from it (it is left as it is)", path)
+            logging.getLogger("sparseseg").warning(
+                "%s: an interrupted run of the same inputs left an unfinished output "
+                "beside it; --resume would go on from it (it is left as it is)",
+                path,
+            )
         self.tmp = _temp_dir(final, path)
         return True
 
@@ -116,7 +130,8 @@ class PartialSink(FileSink):
         return self.layout is None or self.layout == json.loads(json.dumps(layout))
 
     def begin(self, layout: dict) -> set[str]:
-        """Record the block plan before the first block; the names of the blocks already written whole (`block_name`)."""
+        """Record the block plan before the first block; the names of the blocks already written whole
+        (`block_name`)."""
         if self.key is None:
             return set()
         if self.layout is None:

@@ -40,7 +40,7 @@ def _changes(out: io.Location, source: io.Location) -> str | None:
         if out.parts == source.parts:
             return "same"
         image = out.labels_image()
-        if image is not None and source.parts[:len(image)] == image and source.parts[:len(out.parts)] != out.parts:
+        if image is not None and source.parts[: len(image)] == image and source.parts[: len(out.parts)] != out.parts:
             return None  # labels written into an input OME-Zarr image (or beside its other labels): allowed
         return "inside"
     if source.zarr and inside(out.file, source.file):
@@ -58,8 +58,9 @@ def _overlap(a: io.Location, b: io.Location) -> bool:
     return (a.zarr and inside(b.file, a.file)) or (b.zarr and inside(a.file, b.file))
 
 
-def check_distinct(inputs: Iterable[PathLike | None], outputs: Iterable[PathLike | None],
-                   folders: Iterable[PathLike | None] = ()) -> None:
+def check_distinct(
+    inputs: Iterable[PathLike | None], outputs: Iterable[PathLike | None], folders: Iterable[PathLike | None] = ()
+) -> None:
     """Raise `InputError` if an output clashes with an input or with another output.
 
     Parameters
@@ -82,11 +83,15 @@ def check_distinct(inputs: Iterable[PathLike | None], outputs: Iterable[PathLike
         for source in inputs:
             clash = _changes(where, io.locate(source))
             if clash == "same" or (out in folders and inside(io.locate(source).file, out)):
-                raise InputError(f"{out}: is also an input ({source}); an input is never overwritten, give another output path")
+                raise InputError(
+                    f"{out}: is also an input ({source}); an input is never overwritten, give another output path"
+                )
             if clash == "inside":
-                raise InputError(f"{out}: would write inside the input {source}; an input is never changed, give another output path")
+                raise InputError(
+                    f"{out}: would write inside the input {source}; an input is never changed, give another output path"
+                )
     for i, out in enumerate(written):
-        for other in written[i + 1:]:
+        for other in written[i + 1 :]:
             if _overlap(io.locate(out), io.locate(other)):
                 raise InputError(f"{out}: given for two outputs ({other}); output paths must differ")
         for folder in folders:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -22,9 +22,18 @@ from sparseseg.io.tiff import TiffSink
 from sparseseg.io.zarr_store import ZarrSink
 
 
-def create_sink(path: str | os.PathLike, shape: Sequence[int], dtype, *, spacing=None, reference=None,
-                overwrite: bool = False, chunks: Sequence[int] | None = None, key: dict | None = None,
-                resume: bool = False) -> FileSink:
+def create_sink(
+    path: str | os.PathLike,
+    shape: Sequence[int],
+    dtype,
+    *,
+    spacing=None,
+    reference=None,
+    overwrite: bool = False,
+    chunks: Sequence[int] | None = None,
+    key: dict | None = None,
+    resume: bool = False,
+) -> FileSink:
     """An output of ``shape`` (Z, Y, X) or (C, Z, Y, X) to write block by block (a `sparseseg.io.blocks.Sink`).
 
     The format is ``path``'s (as `check_output` reads it, and checked as it does).
@@ -70,11 +79,14 @@ def _sink(loc, path, shape, dtype, ref, chunks, key, resume) -> FileSink:
 def check_resumable(path: str | os.PathLike) -> None:
     """Refuse ``resume`` for an output that cannot be taken up again: anything but Zarr or OME-Zarr."""
     if not locate(path).zarr:
-        raise InputError("only a Zarr or OME-Zarr output (.zarr, .ome.zarr) can be resumed", param="resume",
-                         value=str(path))
+        raise InputError(
+            "only a Zarr or OME-Zarr output (.zarr, .ome.zarr) can be resumed", param="resume", value=str(path)
+        )
 
 
-def write_volume(path: str | os.PathLike, data: np.ndarray, reference: Volume | None = None, overwrite: bool = False) -> Path:
+def write_volume(
+    path: str | os.PathLike, data: np.ndarray, reference: Volume | None = None, overwrite: bool = False
+) -> Path:
     """Write a (Z, Y, X) or (C, Z, Y, X) array atomically, in the format of ``path``.
 
     A TIFF gets the voxel size (and unit) of ``reference``, as an ImageJ hyperstack; a NIfTI

@@ -1,11 +1,13 @@
-"""Small files beside the volumes: PNG previews, JSON or CSV reports and other files (a model package), written atomically, and JSON read."""
+"""Small files beside the volumes: PNG previews, JSON or CSV reports and other files (a model package), written
+atomically, and JSON read."""
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -23,7 +25,9 @@ def write_png(path: str | os.PathLike, rgb: np.ndarray, overwrite: bool = False)
     return path
 
 
-def write_text(path: str | os.PathLike, text: str, overwrite: bool = False, suffixes: Sequence[str] = (".json", ".csv")) -> Path:
+def write_text(
+    path: str | os.PathLike, text: str, overwrite: bool = False, suffixes: Sequence[str] = (".json", ".csv")
+) -> Path:
     """Write a text file (a JSON or CSV report), atomically."""
     path = check_output(path, overwrite, suffixes=suffixes)
     _atomic(path, lambda tmp: tmp.write_text(text), overwrite)
@@ -35,8 +39,9 @@ def write_json(path: str | os.PathLike, obj: Any, overwrite: bool = False) -> Pa
     return write_text(path, json.dumps(obj, indent=2) + "\n", overwrite, suffixes=(".json",))
 
 
-def write_file(path: str | os.PathLike, write: Callable[[Path], None], overwrite: bool = False,
-               suffixes: Sequence[str] = (".zip",)) -> Path:
+def write_file(
+    path: str | os.PathLike, write: Callable[[Path], None], overwrite: bool = False, suffixes: Sequence[str] = (".zip",)
+) -> Path:
     """Write a file by calling ``write(tmp)`` on a temporary file beside ``path`` (same suffix), atomically."""
     path = check_output(path, overwrite, suffixes=suffixes)
     _atomic(path, write, overwrite)

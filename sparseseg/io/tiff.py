@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import os
 from pathlib import Path
 from typing import Any
 
@@ -106,7 +105,11 @@ class TiffSource(FileSource):
                 mode = "memmap"
             elif series.keyframe.is_tiled and _installed("zarr"):
                 mode = "zarr"  # only the tiles a block needs
-            elif len(shape) >= 3 and tuple(series.keyframe.shape) == shape[-2:] and len(series.pages) == math.prod(shape[:-2]):
+            elif (
+                len(shape) >= 3
+                and tuple(series.keyframe.shape) == shape[-2:]
+                and len(series.pages) == math.prod(shape[:-2])
+            ):
                 mode = "pages"
             else:
                 mode = "zarr"
@@ -216,7 +219,8 @@ def _tiff_layout(shape, dtype, spacing, unit) -> tuple[dict, bool]:
 
 
 def _write_tiff(path: Path, data: np.ndarray | None, spacing, unit=None, *, shape=None, dtype=None) -> None:
-    """Write ``data`` (compressed), or with ``data`` None an empty uncompressed file of ``shape`` and ``dtype`` to memory-map."""
+    """Write ``data`` (compressed), or with ``data`` None an empty uncompressed file of ``shape`` and ``dtype`` to
+    memory-map."""
     import tifffile
 
     shape = tuple(data.shape if data is not None else shape)

@@ -95,9 +95,16 @@ def _open_zarr(loc: Location) -> FileSource:
 
 
 def _zarr_array(zarr, store, shape, chunks, dtype, zarr_format: int, names: list[str], attributes: dict | None = None):
-    """A new Zarr array, compressed (zarr's default codec) with '/'-separated chunk keys (as NGFF asks) in both formats."""
-    kwargs: dict[str, Any] = {"shape": shape, "chunks": chunks, "dtype": dtype, "fill_value": 0, "zarr_format": zarr_format,
-                              "attributes": dict(attributes or {})}
+    """A new Zarr array, compressed (zarr's default codec) with '/'-separated chunk keys (as NGFF asks) in both
+    formats."""
+    kwargs: dict[str, Any] = {
+        "shape": shape,
+        "chunks": chunks,
+        "dtype": dtype,
+        "fill_value": 0,
+        "zarr_format": zarr_format,
+        "attributes": dict(attributes or {}),
+    }
     if zarr_format == 3:
         kwargs["dimension_names"] = names
     else:
@@ -118,7 +125,8 @@ def _sink_key(key: dict | None, sink) -> dict | None:
 
 
 class ZarrSink(PartialSink):
-    """A plain Zarr array: ``out.zarr`` (a new store, Zarr format 3) or ``store.zarr/name`` (in an existing group, its format).
+    """A plain Zarr array: ``out.zarr`` (a new store, Zarr format 3) or ``store.zarr/name`` (in an existing group, its
+    format).
 
     Chunked and compressed; blocks are written as they come into a temporary folder beside the
     target, renamed onto it on `finish`. Worker processes may write blocks of one sink (it
@@ -138,7 +146,7 @@ class ZarrSink(PartialSink):
         attributes = {}
         if reference.spacing is not None:
             attributes = {"spacing": list(reference.spacing), "unit": reference.unit or DEFAULT_UNIT}
-        names = ["c", "z", "y", "x"][-len(self.shape):]
+        names = ["c", "z", "y", "x"][-len(self.shape) :]
         if self._partial(self.final, loc.path, _sink_key(key, self), resume):
             with _undone_on_failure(lambda: _remove(self.tmp), self.path):
                 _zarr_array(zarr, self.tmp, self.shape, chunks, self.dtype, zarr_format, names, attributes)

@@ -14,34 +14,43 @@ from __future__ import annotations
 
 import numpy as np
 
-from sparseseg.method import augment
-from sparseseg.io.blocks import Source, sample_planes
-from sparseseg.method.decision import apply_offsets
 from sparseseg.config import Config
-from sparseseg.method.core import (
-    Model, calibrate, fit, forest_part, mixed, plan_training, resolve_device, run_model,
-)
 from sparseseg.errors import InputError
+from sparseseg.io.blocks import Source, sample_planes
+from sparseseg.large.slabs import LabelScan, read_stack, z_blocks
+from sparseseg.method import augment
 from sparseseg.method.annotation import Annotation
+from sparseseg.method.core import (
+    Model,
+    calibrate,
+    fit,
+    forest_part,
+    mixed,
+    plan_training,
+    resolve_device,
+    run_model,
+)
+from sparseseg.method.decision import apply_offsets
 from sparseseg.method.planning import AXES, patch_shapes, size_multiple, thin_depths
 from sparseseg.method.preprocess import intensity_stats
-from sparseseg.large.slabs import LabelScan, read_stack, z_blocks
-from sparseseg.method.uncertainty import PlaneEntropy
 from sparseseg.method.training import Progress, TrainLog, WholeVolume, crop_shapes
+from sparseseg.method.uncertainty import PlaneEntropy
 
 #: Volumes of more voxels than this are densified from slabs; smaller ones are read whole, as they always were.
 SLAB_THRESHOLD = 2**23
 
 
-def training_crops(config: Config, scan: LabelScan, init: Model | None = None,
-                   shape: tuple[int, int, int] | None = None) -> dict:
+def training_crops(
+    config: Config, scan: LabelScan, init: Model | None = None, shape: tuple[int, int, int] | None = None
+) -> dict:
     """The crops `fit` cuts per annotated axis for the volume of ``scan`` (key None: cubes around any annotated voxel).
 
     The patch is planned for ``shape`` (default: the scanned volume's); `fit` on several volumes
     plans it for the smallest extent along each axis of them all.
     """
-    config, pools, patch, _ = plan_training(config, scan.shape if shape is None else shape, init,
-                                            resolve_device(config.device))
+    config, pools, patch, _ = plan_training(
+        config, scan.shape if shape is None else shape, init, resolve_device(config.device)
+    )
     axes = [a for a in AXES if scan.planes.get(a)]
     thin = thin_depths(config.thin, config.spacing, size_multiple(pools), patch) if config.thin else None
     return crop_shapes(patch_shapes(patch, thin, axes), augment.AugmentParams() if config.augment else None)
@@ -56,8 +65,14 @@ def fits_slabs(config: Config, scan: LabelScan, init: Model | None = None) -> bo
     return None not in training_crops(config, scan, init)
 
 
-def read_slabs(image: Source, labels: Source, scan: LabelScan, config: Config, init: Model | None = None,
-               shape: tuple[int, int, int] | None = None) -> tuple[list[np.ndarray], list[Annotation], WholeVolume]:
+def read_slabs(
+    image: Source,
+    labels: Source,
+    scan: LabelScan,
+    config: Config,
+    init: Model | None = None,
+    shape: tuple[int, int, int] | None = None,
+) -> tuple[list[np.ndarray], list[Annotation], WholeVolume]:
     """The stacks of slabs `fit` trains on for the volume of ``scan``, one per annotated axis, and its `WholeVolume`.
 
     Parameters
@@ -93,9 +108,16 @@ def read_slabs(image: Source, labels: Source, scan: LabelScan, config: Config, i
     return images, annotations, WholeVolume(scan.shape, stats, scan.classes, scan.counts)
 
 
-def fit_slabs(image: Source, labels: Source, scan: LabelScan, config: Config, progress: Progress | None = None,
-              init: Model | None = None) -> tuple[Model, TrainLog]:
-    """`sparseseg.method.core.fit` on the slabs of ``image`` around the annotated planes of ``scan``, one stack per axis.
+def fit_slabs(
+    image: Source,
+    labels: Source,
+    scan: LabelScan,
+    config: Config,
+    progress: Progress | None = None,
+    init: Model | None = None,
+) -> tuple[Model, TrainLog]:
+    """`sparseseg.method.core.fit` on the slabs of ``image`` around the annotated planes of ``scan``, one stack per
+    axis.
 
     Each crop of training sees what it sees in the whole volume, the images are normalised
     by the statistics of the block inference and the class weights come from all annotated
@@ -105,8 +127,9 @@ def fit_slabs(image: Source, labels: Source, scan: LabelScan, config: Config, pr
     return fit(images, annotations, config, progress, init, whole)
 
 
-def annotated_probabilities(model: Model, image: Source, labels: Source, scan: LabelScan, device: str = "auto",
-                            chunks=None) -> tuple[np.ndarray, Annotation]:
+def annotated_probabilities(
+    model: Model, image: Source, labels: Source, scan: LabelScan, device: str = "auto", chunks=None
+) -> tuple[np.ndarray, Annotation]:
     """The network's probabilities on every annotated voxel of ``scan``, predicting only the windows over them.
 
     The blocks are those `segment_source` cuts for an output of ``chunks``, so each annotated
@@ -136,12 +159,16 @@ def annotated_probabilities(model: Model, image: Source, labels: Source, scan: L
     run_model(model, image, add, device, chunks=chunks, needed=lambda zyx: annotated(zyx)[1])
     order = np.argsort(np.concatenate(where), kind="stable")  # the voxels in the order of the whole volume's mask
     target = np.concatenate(targets)[order]
-    return np.concatenate(probabilities, axis=1)[:, order], Annotation(scan.classes, target, np.ones(target.shape, bool), {})
+    return np.concatenate(probabilities, axis=1)[:, order], Annotation(
+        scan.classes, target, np.ones(target.shape, bool), {}
+    )
 
 
-def calibrate_slabs(model: Model, image: Source, labels: Source, scan: LabelScan, device: str = "auto",
-                    chunks=None) -> Model:
-    """`sparseseg.method.core.calibrate` on every annotated voxel (`annotated_probabilities`); returns the calibrated model."""
+def calibrate_slabs(
+    model: Model, image: Source, labels: Source, scan: LabelScan, device: str = "auto", chunks=None
+) -> Model:
+    """`sparseseg.method.core.calibrate` on every annotated voxel (`annotated_probabilities`); returns the calibrated
+    model."""
     if not model.config.calibrate:
         return model
     probabilities, annotated = annotated_probabilities(model, image, labels, scan, device, chunks)
@@ -149,7 +176,8 @@ def calibrate_slabs(model: Model, image: Source, labels: Source, scan: LabelScan
 
 
 def model_uncertainty(model: Model, image: Source, device: str = "auto") -> dict[str, np.ndarray]:
-    """`sparseseg.method.uncertainty.plane_uncertainty` of the model's decided probabilities (with its forest, if any), block by block."""
+    """`sparseseg.method.uncertainty.plane_uncertainty` of the model's decided probabilities (with its forest, if any),
+    block by block."""
     planes = PlaneEntropy(image.shape[1:])
 
     def add(zyx, p):
@@ -160,10 +188,13 @@ def model_uncertainty(model: Model, image: Source, device: str = "auto") -> dict
 
 
 def file_uncertainty(probabilities: Source, shape: tuple[int, int, int]) -> dict[str, np.ndarray]:
-    """`sparseseg.method.uncertainty.plane_uncertainty` of a (K, Z, Y, X) probabilities source (uint8 0..255 or float 0..1), a few planes at a time."""
+    """`sparseseg.method.uncertainty.plane_uncertainty` of a (K, Z, Y, X) probabilities source (uint8 0..255 or float
+    0..1), a few planes at a time."""
     found = tuple(probabilities.shape) if probabilities.channels else tuple(probabilities.shape[1:])
     if len(found) != 4 or found[1:] != tuple(shape):
-        raise InputError(f"{probabilities.path}: expected (classes, {', '.join(map(str, shape))}) probabilities, got {found}")
+        raise InputError(
+            f"{probabilities.path}: expected (classes, {', '.join(map(str, shape))}) probabilities, got {found}"
+        )
     if found[0] < 2:
         raise InputError(f"{probabilities.path}: expected one channel per class (at least 2), got {found[0]}")
     scale = 255.0 if probabilities.dtype == np.uint8 else 1.0
@@ -171,8 +202,8 @@ def file_uncertainty(probabilities: Source, shape: tuple[int, int, int]) -> dict
     for zyx in z_blocks(shape, max(1, (2**24) // found[0])):
         p = np.asarray(probabilities.read_raw(zyx)).astype(np.float32) / scale
         if not np.isfinite(p).all() or p.min() < 0 or p.max() > 1:
-            raise InputError(f"{probabilities.path}: probabilities must be finite (no NaN or Inf) and lie in 0..1 "
-                             "(or uint8 0..255)")
+            raise InputError(
+                f"{probabilities.path}: probabilities must be finite (no NaN or Inf) and lie in 0..1 (or uint8 0..255)"
+            )
         planes.add(zyx, p)
     return planes.result()
-

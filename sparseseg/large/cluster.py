@@ -14,9 +14,9 @@ import os
 import re
 from pathlib import Path
 
+from sparseseg.errors import InputError
 from sparseseg.io.blocks import all_or_nothing, blocks_to_write
 from sparseseg.method.core import Model, plan_of, resolve_device, write_decided
-from sparseseg.errors import InputError
 from sparseseg.method.modelfolder import load_model
 from sparseseg.method.streaming import BlockProgress, block_probabilities, voxels
 
@@ -32,8 +32,9 @@ def _model(folder: str) -> Model:
 def _predict_block(folder, source, labels, probabilities, zyx, plan, device, tta) -> int:
     """One block, on a worker: predict, decide, write; the voxels done."""
     model = _model(folder)
-    p = block_probabilities(model.network, source, zyx, plan, device=resolve_device(device),
-                            tta=model.config.tta if tta is None else tta)
+    p = block_probabilities(
+        model.network, source, zyx, plan, device=resolve_device(device), tta=model.config.tta if tta is None else tta
+    )
     write_decided(model, labels, probabilities, source)(zyx, p)
     return voxels(zyx)
 
@@ -52,8 +53,11 @@ def check_cluster(workers: int | None = None, scheduler: str | None = None) -> N
     if scheduler is not None:
         match = ADDRESS.fullmatch(scheduler)
         if match is None or not 1 <= int(match.group(3)) <= 65535:
-            raise InputError("must be a scheduler address tcp://HOST:PORT, e.g. tcp://10.0.0.5:8786", param="scheduler",
-                             value=scheduler)
+            raise InputError(
+                "must be a scheduler address tcp://HOST:PORT, e.g. tcp://10.0.0.5:8786",
+                param="scheduler",
+                value=scheduler,
+            )
     if workers is not None or scheduler is not None:
         need_dask()
 
@@ -81,15 +85,29 @@ def client(workers: int | None = None, scheduler: str | None = None):
 
 
 def check_shared(labels, probabilities=None) -> None:
-    """Refuse an output that workers cannot write together: anything but Zarr or OME-Zarr (`sparseseg.io.partial.PartialSink`)."""
+    """Refuse an output that workers cannot write together: anything but Zarr or OME-Zarr
+    (`sparseseg.io.partial.PartialSink`)."""
     for param, sink in (("out", labels), ("probabilities", probabilities)):
         if sink is not None and not getattr(sink, "shared", False):
-            raise InputError("several workers need a chunked output that they can share: a .zarr or .ome.zarr path",
-                             param=param, value=str(getattr(sink, "path", "")))
+            raise InputError(
+                "several workers need a chunked output that they can share: a .zarr or .ome.zarr path",
+                param=param,
+                value=str(getattr(sink, "path", "")),
+            )
 
 
-def segment_on_cluster(model: Model, folder, source, labels, probabilities=None, *, dask_client, device: str = "auto",
-                       tta: bool | None = None, progress: BlockProgress | None = None) -> list[tuple[int, int, int]]:
+def segment_on_cluster(
+    model: Model,
+    folder,
+    source,
+    labels,
+    probabilities=None,
+    *,
+    dask_client,
+    device: str = "auto",
+    tta: bool | None = None,
+    progress: BlockProgress | None = None,
+) -> list[tuple[int, int, int]]:
     """Segment ``source`` block by block on ``dask_client``'s workers with ``model``, saved in ``folder``.
 
     ``model`` plans the blocks and windows here (with the overlap it holds, e.g. from
@@ -109,8 +127,12 @@ def segment_on_cluster(model: Model, folder, source, labels, probabilities=None,
         todo = blocks_to_write(plan.blocks, plan.layout, labels, probabilities)  # a resumed output's are not submitted
         total = sum(voxels(b) for b in plan.blocks)
         done = total - sum(voxels(b) for b in todo)
-        futures = [dask_client.submit(_predict_block, folder, source, labels, probabilities, zyx, plan, device, tta,
-                                      pure=False) for zyx in todo]
+        futures = [
+            dask_client.submit(
+                _predict_block, folder, source, labels, probabilities, zyx, plan, device, tta, pure=False
+            )
+            for zyx in todo
+        ]
         for future in as_completed(futures):
             done += future.result()
             if progress:
@@ -119,12 +141,12 @@ def segment_on_cluster(model: Model, folder, source, labels, probabilities=None,
 
 
 def _probabilities_block(folder, source, store, zyx, plan, device, annotated):
-    """One block, on a worker: its probabilities into the float32 Zarr array at ``store``; those of the ``annotated`` voxels."""
+    """One block, on a worker: its probabilities into the float32 Zarr array at ``store``; those of the ``annotated``
+    voxels."""
     import zarr
 
     model = _model(folder)
-    p = block_probabilities(model.network, source, zyx, plan, device=resolve_device(device),
-                            tta=model.config.tta)
+    p = block_probabilities(model.network, source, zyx, plan, device=resolve_device(device), tta=model.config.tta)
     zarr.open_array(store, mode="r+")[(slice(None),) + tuple(zyx)] = p
     return p[:, annotated] if annotated is not None else None
 
@@ -141,8 +163,20 @@ def probabilities_on_cluster(folder, source, plan, store, *, dask_client, device
     from dask.distributed import as_completed
 
     folder = str(Path(folder).resolve())
-    futures = {dask_client.submit(_probabilities_block, folder, source, str(store), zyx, plan, device,
-                                  None if mask is None else mask[zyx], pure=False): zyx for zyx in plan.blocks}
+    futures = {
+        dask_client.submit(
+            _probabilities_block,
+            folder,
+            source,
+            str(store),
+            zyx,
+            plan,
+            device,
+            None if mask is None else mask[zyx],
+            pure=False,
+        ): zyx
+        for zyx in plan.blocks
+    }
     if mask is None:
         for future in as_completed(futures):
             future.result()

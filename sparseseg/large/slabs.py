@@ -11,15 +11,21 @@ the stacks is training on the volume, in memory that grows with the annotation, 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
-from sparseseg.io.blocks import Block, Sink, Source, plan_blocks
 from sparseseg.errors import InputError
+from sparseseg.io.blocks import Block, Sink, Source, plan_blocks
 from sparseseg.method.annotation import (
-    HOW_TO_SAY, Annotation, check_class_range, check_class_type, check_unlabeled_counts, describe_how, planes_from_occupied,
+    HOW_TO_SAY,
+    Annotation,
+    check_class_range,
+    check_class_type,
+    check_unlabeled_counts,
+    describe_how,
+    planes_from_occupied,
     planes_mask,
 )
 from sparseseg.method.planning import AXES
@@ -29,7 +35,8 @@ SCAN_VOXELS = 2**24
 
 
 def z_blocks(shape: Sequence[int], voxels: int | None = None) -> list[Block]:
-    """Whole z-planes of a (Z, Y, X) volume, about ``voxels`` (default `SCAN_VOXELS`) voxels, at least one plane, at a time."""
+    """Whole z-planes of a (Z, Y, X) volume, about ``voxels`` (default `SCAN_VOXELS`) voxels, at least one plane, at a
+    time."""
     _, y, x = shape
     voxels = SCAN_VOXELS if voxels is None else voxels
     return plan_blocks(shape, (max(1, voxels // max(1, y * x)), y, x))
@@ -79,7 +86,8 @@ class LabelScan:
         return mask
 
     def target(self, labels: np.ndarray, mask: np.ndarray, classes: np.ndarray | None = None) -> np.ndarray:
-        """Class indices into ``classes`` (default: the annotated ones) on the ``mask`` of a label block, 0 elsewhere."""
+        """Class indices into ``classes`` (default: the annotated ones) on the ``mask`` of a label block, 0
+        elsewhere."""
         target = np.zeros(labels.shape, dtype=np.int64)
         target[mask] = np.searchsorted(self.classes if classes is None else classes, labels[mask].astype(np.int64))
         return target
@@ -89,8 +97,9 @@ def _label_block(labels: Source, zyx: Block) -> np.ndarray:
     return np.asarray(labels.read_raw(zyx))[0]
 
 
-def scan_labels(labels: Source, unlabeled: int | None, planes: dict[str, list[int]] | None = None,
-                name: str = "labels") -> LabelScan:
+def scan_labels(
+    labels: Source, unlabeled: int | None, planes: dict[str, list[int]] | None = None, name: str = "labels"
+) -> LabelScan:
     """Scan a (1, Z, Y, X) sparse label source, a few planes at a time, for its annotated voxels.
 
     Follows `sparseseg.method.annotation.annotated_mask` (its rules, its errors, raised as `InputError`)
@@ -129,8 +138,15 @@ def scan_labels(labels: Source, unlabeled: int | None, planes: dict[str, list[in
         except InputError as exc:
             raise InputError(f"{name}: {exc}") from None
         within, found = planes, "detected"
-    scan = LabelScan(shape, unlabeled, planes, within, np.zeros(0, np.int64), np.zeros(0, np.int64),
-                     describe_how(found, unlabeled, planes))
+    scan = LabelScan(
+        shape,
+        unlabeled,
+        planes,
+        within,
+        np.zeros(0, np.int64),
+        np.zeros(0, np.int64),
+        describe_how(found, unlabeled, planes),
+    )
     totals: dict = {}
     for zyx in z_blocks(shape):
         block = _label_block(labels, zyx)

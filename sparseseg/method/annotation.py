@@ -23,6 +23,7 @@ import numpy as np
 from sparseseg import UNLABELED
 from sparseseg.errors import InputError
 from sparseseg.method.planning import AXES
+
 #: Largest class id a label volume may hold (uint16 output).
 MAX_CLASS_ID = 65535
 
@@ -113,7 +114,9 @@ def planes_from_occupied(occupied: dict[str, list[int]], shape: tuple[int, int, 
     candidates = [a for a in AXES if 0 < len(occupied[a]) <= shape[AXES.index(a)] // 2]
     if len(candidates) != 1:
         found = ", ".join(f"{a}: {len(occupied[a])}/{shape[AXES.index(a)]}" for a in AXES)
-        raise InputError(f"cannot tell which planes are annotated (planes with labels per axis: {found}); " + HOW_TO_SAY)
+        raise InputError(
+            f"cannot tell which planes are annotated (planes with labels per axis: {found}); " + HOW_TO_SAY
+        )
     axis = candidates[0]
     return {a: (occupied[a] if a == axis else []) for a in AXES}
 
@@ -135,7 +138,8 @@ def check_class_ids(labels: np.ndarray, name: str = "labels") -> None:
 
 
 def check_class_type(labels: np.ndarray, name: str = "labels") -> None:
-    """Raise `InputError` unless ``labels`` (a whole volume or a block of one) holds whole numbers; see `check_class_ids`."""
+    """Raise `InputError` unless ``labels`` (a whole volume or a block of one) holds whole numbers; see
+    `check_class_ids`."""
     if labels.dtype == bool:
         return
     if not np.issubdtype(labels.dtype, np.number) or np.iscomplexobj(labels):
@@ -209,8 +213,11 @@ def _check_unlabeled(labels: np.ndarray, mask: np.ndarray, unlabeled: int, name:
     check_unlabeled_counts(values, counts, mask.size, unlabeled, name)
 
 
-def check_unlabeled_counts(values: np.ndarray, counts: np.ndarray, size: int, unlabeled: int, name: str = "labels") -> None:
-    """The check of `_check_unlabeled` from the annotated ``values`` (sorted) and their ``counts`` in a volume of ``size`` voxels."""
+def check_unlabeled_counts(
+    values: np.ndarray, counts: np.ndarray, size: int, unlabeled: int, name: str = "labels"
+) -> None:
+    """The check of `_check_unlabeled` from the annotated ``values`` (sorted) and their ``counts`` in a volume of
+    ``size`` voxels."""
     if not len(values):
         return
     top = int(np.argmax(counts))
@@ -258,7 +265,9 @@ def read_annotation(
 def check_two_classes(classes: np.ndarray, name: str = "labels") -> None:
     """Raise `InputError` unless at least two classes (sorted ids) were annotated."""
     if len(classes) < 2:
-        raise InputError(f"{name}: only class {classes[0]} is annotated; annotate at least two classes (e.g. background 0 and 1)")
+        raise InputError(
+            f"{name}: only class {classes[0]} is annotated; annotate at least two classes (e.g. background 0 and 1)"
+        )
 
 
 def _describe(planes: dict[str, list[int]]) -> str:
@@ -275,7 +284,8 @@ def class_weights(annotation: Annotation, power: float = 0.5) -> np.ndarray:
 
 
 def weights_from_counts(counts: np.ndarray, power: float = 0.5) -> np.ndarray:
-    """The weights of `class_weights` from annotated voxel counts per class: ``frequency ** -power``, mean 1 over annotated voxels; 0 for absent classes."""
+    """The weights of `class_weights` from annotated voxel counts per class: ``frequency ** -power``, mean 1 over
+    annotated voxels; 0 for absent classes."""
     if power < 0:
         raise ValueError(f"power must be >= 0, got {power}")
     counts = np.asarray(counts, dtype=np.float64)

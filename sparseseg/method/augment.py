@@ -103,7 +103,9 @@ def sampling_grid(
     patch size along both.
     """
     coords = torch.stack(
-        torch.meshgrid(*(torch.arange(p, dtype=torch.float32, device=device) - (p - 1) / 2 for p in patch), indexing="ij")
+        torch.meshgrid(
+            *(torch.arange(p, dtype=torch.float32, device=device) - (p - 1) / 2 for p in patch), indexing="ij"
+        )
     )  # (3, Z, Y, X), centred
     coords = coords.unsqueeze(0).expand(batch, -1, -1, -1, -1)
     matrix = torch.eye(3, device=device).repeat(batch, 1, 1)
@@ -114,7 +116,9 @@ def sampling_grid(
             angle = angle + torch.randint(0, 4, (batch,), generator=generator, device=device) * (math.pi / 2)
         cos, sin = torch.cos(angle), torch.sin(angle)
         matrix[:, a, a], matrix[:, a, b], matrix[:, b, a], matrix[:, b, b] = cos, -sin, sin, cos
-    fine = torch.tensor([float(r < COARSE) for r in anisotropy], device=device)  # 1: an axis that is scaled and deformed
+    fine = torch.tensor(
+        [float(r < COARSE) for r in anisotropy], device=device
+    )  # 1: an axis that is scaled and deformed
     if params.scale:
         factor = _uniform(batch, 1 - params.scale, 1 + params.scale, generator, device).view(batch, 1)
         matrix = matrix * (1 + (factor - 1) * fine).view(batch, 3, 1)

@@ -18,16 +18,23 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
-from sparseseg.method import augment
-from sparseseg.io.blocks import ArraySink, ArraySource, Sink, Source, all_or_nothing, blocks_to_write, mark_written
-from sparseseg.method.decision import apply_offsets, fit_offsets, prior_offsets
 from sparseseg.config import DEVICES, Config
 from sparseseg.errors import InputError
-from sparseseg.method.holdout import blend_probabilities
+from sparseseg.io.blocks import ArraySink, ArraySource, Sink, Source, all_or_nothing, blocks_to_write, mark_written
+from sparseseg.method import augment
 from sparseseg.method.annotation import Annotation, weight_map
+from sparseseg.method.decision import apply_offsets, fit_offsets, prior_offsets
+from sparseseg.method.holdout import blend_probabilities
 from sparseseg.method.network import UNet3D, count_parameters
 from sparseseg.method.planning import (
-    anisotropy, inference_windows, pooling_kernels, size_multiple, thin_depths, training_patch, window_chunks, window_overlaps,
+    anisotropy,
+    inference_windows,
+    pooling_kernels,
+    size_multiple,
+    thin_depths,
+    training_patch,
+    window_chunks,
+    window_overlaps,
 )
 from sparseseg.method.preprocess import normalise, normalise_with
 from sparseseg.method.streaming import BlockPlan, BlockProgress, plan_volume, run_blocks
@@ -47,9 +54,13 @@ class Model:
     shapes: dict = field(default_factory=dict)  # training patch per annotated axis ('z', 'y', 'x'; None: cubes)
     class_weights: np.ndarray | None = None  # the loss's class weights, for the prior correction (None: not known)
     offsets: np.ndarray | None = None  # log-probability offset per class fitted by `calibrate` (None: not calibrated)
-    forest: object | None = None  # a `sparseseg.method.forest.Forest` whose probabilities are blended in (None: the network alone)
+    forest: object | None = (
+        None  # a `sparseseg.method.forest.Forest` whose probabilities are blended in (None: the network alone)
+    )
     blend: float = 1.0  # weight of the network's probabilities in the blend; 1 - blend is the forest's
-    estimate: dict | None = None  # the IoU estimated on held-out planes (`sparseseg.method.holdout.Estimate.as_dict`), if made
+    estimate: dict | None = (
+        None  # the IoU estimated on held-out planes (`sparseseg.method.holdout.Estimate.as_dict`), if made
+    )
 
     @property
     def decision_offsets(self) -> np.ndarray:
@@ -72,7 +83,8 @@ class Model:
 
 @dataclass
 class Segmentation:
-    """labels: (Z, Y, X) with the class values; probabilities: (K, Z, Y, X) float32 after `decide`, row k = class ``classes[k]``.
+    """labels: (Z, Y, X) with the class values; probabilities: (K, Z, Y, X) float32 after `decide`, row k = class
+    ``classes[k]``.
 
     windows: the sliding-window shapes, one pass each (see `inference_windows`).
     """
@@ -125,8 +137,12 @@ def check_memory(patch: Sequence[int], batch_size: int, base: int, device: torch
     else:
         have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     if need > have:
-        raise InputError(f"a training step needs about {need / 2**30:.0f} GiB, more than the {have / 2**30:.0f} GiB "
-                         "here: lower patch, batch_size or base", param="patch", value=tuple(patch))
+        raise InputError(
+            f"a training step needs about {need / 2**30:.0f} GiB, more than the {have / 2**30:.0f} GiB "
+            "here: lower patch, batch_size or base",
+            param="patch",
+            value=tuple(patch),
+        )
 
 
 def plan_training(config: Config, shape: Sequence[int], init: Model | None, device: torch.device):
@@ -195,22 +211,34 @@ def fit(
     found = np.unique(np.concatenate([a.classes for a in annotations]))
     if init is not None:
         if init.in_channels != channels:
-            raise InputError(f"the model takes {init.in_channels} channel(s), the volume has {channels}", param="init", value="model")
+            raise InputError(
+                f"the model takes {init.in_channels} channel(s), the volume has {channels}", param="init", value="model"
+            )
         missing = np.setdiff1d(found, init.classes)
         if missing.size:
-            raise InputError(f"the model knows classes {init.classes.tolist()}, the labels also hold {missing.tolist()}",
-                             param="init", value="model")
+            raise InputError(
+                f"the model knows classes {init.classes.tolist()}, the labels also hold {missing.tolist()}",
+                param="init",
+                value="model",
+            )
     wholes = per_image(whole, len(images))
-    smallest = tuple(min((a.target.shape if w is None else w.shape)[i] for a, w in zip(annotations, wholes)) for i in range(3))
+    smallest = tuple(
+        min((a.target.shape if w is None else w.shape)[i] for a, w in zip(annotations, wholes)) for i in range(3)
+    )
     asked = config.patch
     config, pools, patch, clipped = plan_training(config, smallest, init, device)
     multiple = size_multiple(pools)
     if clipped:
         log.warning("patch %s is larger than the volume %s: clipped to %s", asked, smallest, patch)
-    warnings = [f"{name} is 0: training ends before its first step, so the segmentation comes from an untrained network"
-                for name in ("iterations", "time_budget") if getattr(config, name) == 0]
+    warnings = [
+        f"{name} is 0: training ends before its first step, so the segmentation comes from an untrained network"
+        for name in ("iterations", "time_budget")
+        if getattr(config, name) == 0
+    ]
     if any(np.ptp(image[c]) == 0 for image in images for c in range(channels)):
-        warnings.append("the volume is constant (a channel holds one value): the network has no intensity to learn from")
+        warnings.append(
+            "the volume is constant (a channel holds one value): the network has no intensity to learn from"
+        )
     for text in warnings:
         log.warning(text)
     seed = config.seed if config.seed is not None else secrets.randbits(31)
@@ -225,14 +253,37 @@ def fit(
     data = []
     for image, annotation, w in zip(images, annotations, wholes):
         target, voxel_weights = loss_weights(annotation, classes, weights)
-        data.append(TrainData(normalise(image) if w is None else normalise_with(image, w.stats), target,
-                              voxel_weights, annotation.planes))
-    log.info("training on %s: patch %s (thin %s), %d parameters, seed %d", device, patch, thin, count_parameters(network), seed)
+        data.append(
+            TrainData(
+                normalise(image) if w is None else normalise_with(image, w.stats),
+                target,
+                voxel_weights,
+                annotation.planes,
+            )
+        )
+    log.info(
+        "training on %s: patch %s (thin %s), %d parameters, seed %d",
+        device,
+        patch,
+        thin,
+        count_parameters(network),
+        seed,
+    )
     try:
         train_log = train(
-            network, data, patch=patch, batch_size=config.batch_size, iterations=config.iterations,
-            time_budget=config.time_budget, lr=config.lr, device=device, seed=seed, dice=config.dice, thin=thin,
-            params=augment.AugmentParams() if config.augment else None, anisotropy=anisotropy(config.spacing),
+            network,
+            data,
+            patch=patch,
+            batch_size=config.batch_size,
+            iterations=config.iterations,
+            time_budget=config.time_budget,
+            lr=config.lr,
+            device=device,
+            seed=seed,
+            dice=config.dice,
+            thin=thin,
+            params=augment.AugmentParams() if config.augment else None,
+            anisotropy=anisotropy(config.spacing),
             progress=progress,
         )
     except torch.OutOfMemoryError as exc:
@@ -258,9 +309,18 @@ def with_overlap(model: Model, overlap: float | None) -> Model:
 
 
 def plan_of(model: Model, source: Source, budget: float | None = None, chunks=None) -> BlockPlan:
-    """How the model's windows cut ``source`` into blocks (`sparseseg.method.streaming.plan_volume`), overlapping as it says."""
-    return plan_volume(model.network, source, model.windows, model.config.patch, budget, chunks,
-                       overlap=model.config.overlap, wide_overlap=model.config.wide_overlap)
+    """How the model's windows cut ``source`` into blocks (`sparseseg.method.streaming.plan_volume`), overlapping as it
+    says."""
+    return plan_volume(
+        model.network,
+        source,
+        model.windows,
+        model.config.patch,
+        budget,
+        chunks,
+        overlap=model.config.overlap,
+        wide_overlap=model.config.wide_overlap,
+    )
 
 
 def output_chunks(model: Model, shape) -> tuple[int, int, int]:
@@ -272,13 +332,32 @@ def output_chunks(model: Model, shape) -> tuple[int, int, int]:
     return window_chunks(shape, windows, overlaps)
 
 
-def run_model(model: Model, source: Source, write, device: str, tta: bool | None = None,
-              progress: BlockProgress | None = None, chunks=None, todo=None, needed=None):
+def run_model(
+    model: Model,
+    source: Source,
+    write,
+    device: str,
+    tta: bool | None = None,
+    progress: BlockProgress | None = None,
+    chunks=None,
+    todo=None,
+    needed=None,
+):
     """The model's class probabilities, before `decide`, of every block of ``source`` (or of those ``todo(plan)`` keeps;
-    over the voxels ``needed(zyx)`` wants, where given: `sparseseg.method.streaming.run_blocks`), handed to ``write(zyx, p)``."""
+    over the voxels ``needed(zyx)`` wants, where given: `sparseseg.method.streaming.run_blocks`), handed to
+    ``write(zyx, p)``."""
     _check_channels(model, source.shape[0])
-    return run_blocks(model.network, source, plan_of(model, source, chunks=chunks), write, device=resolve_device(device),
-                      tta=model.config.tta if tta is None else tta, progress=progress, todo=todo, needed=needed)
+    return run_blocks(
+        model.network,
+        source,
+        plan_of(model, source, chunks=chunks),
+        write,
+        device=resolve_device(device),
+        tta=model.config.tta if tta is None else tta,
+        progress=progress,
+        todo=todo,
+        needed=needed,
+    )
 
 
 def prior_of(model: Model) -> np.ndarray:
@@ -306,7 +385,8 @@ def mixed(model: Model, network: np.ndarray, forest: np.ndarray | None) -> np.nd
 
 
 def write_decided(model: Model, labels: Sink, probabilities: Sink | None = None, source: Source | None = None):
-    """``write(zyx, p)``: the labels `decide` gives for block probabilities ``p`` (and ``p`` as uint8 0..255) into the sinks.
+    """``write(zyx, p)``: the labels `decide` gives for block probabilities ``p`` (and ``p`` as uint8 0..255) into the
+    sinks.
 
     A model with a forest blends in the forest's probabilities of the block, read from
     ``source`` (the raw volume; needed then). Once both sinks are written the block is marked
@@ -321,6 +401,7 @@ def write_decided(model: Model, labels: Sink, probabilities: Sink | None = None,
         if probabilities is not None:
             probabilities.write(zyx, np.round(p * 255).astype(np.uint8))
         mark_written(zyx, labels, probabilities)
+
     return write
 
 
@@ -341,8 +422,9 @@ def network_probabilities(
         raise InputError(f"must have the image's shape {image.shape[1:]}, got {needed.shape}", param="needed")
     start = time.perf_counter()
     sink = ArraySink((len(model.classes),) + image.shape[1:], np.float32)
-    windows = run_model(model, ArraySource(image), sink.write, device, tta,
-                        needed=None if needed is None else needed.__getitem__)
+    windows = run_model(
+        model, ArraySource(image), sink.write, device, tta, needed=None if needed is None else needed.__getitem__
+    )
     return sink.finish(), windows, time.perf_counter() - start
 
 
@@ -366,14 +448,22 @@ def segment_source(
     """
     start = time.perf_counter()
     with all_or_nothing(labels, probabilities):
-        windows = run_model(model, source, write_decided(model, labels, probabilities, source), device, tta, progress,
-                            getattr(labels, "chunks", None),
-                            lambda plan: blocks_to_write(plan.blocks, plan.layout, labels, probabilities))
+        windows = run_model(
+            model,
+            source,
+            write_decided(model, labels, probabilities, source),
+            device,
+            tta,
+            progress,
+            getattr(labels, "chunks", None),
+            lambda plan: blocks_to_write(plan.blocks, plan.layout, labels, probabilities),
+        )
     return windows, time.perf_counter() - start
 
 
 def decide(model: Model, probabilities: np.ndarray) -> np.ndarray:
-    """The decision, in one place: apply the model's offsets to ``probabilities`` (in place), then the most probable class.
+    """The decision, in one place: apply the model's offsets to ``probabilities`` (in place), then the most probable
+    class.
 
     The offsets are the prior correction and the calibrated offsets (`Model.decision_offsets`).
     Returns (Z, Y, X) labels holding the class values. The most probable class is taken a few
@@ -390,7 +480,8 @@ def decide(model: Model, probabilities: np.ndarray) -> np.ndarray:
 
 
 def segment(model: Model, image: np.ndarray, device: str = "auto", tta: bool | None = None) -> Segmentation:
-    """Apply a model to a raw (C, Z, Y, X) image with the sliding window (blended with its forest, if any), and `decide`."""
+    """Apply a model to a raw (C, Z, Y, X) image with the sliding window (blended with its forest, if any), and
+    `decide`."""
     probabilities, windows, seconds = network_probabilities(model, image, device, tta)
     probabilities = mixed(model, probabilities, forest_part(model, image))
     return Segmentation(decide(model, probabilities), probabilities, seconds, windows)
@@ -409,13 +500,21 @@ def calibrate(model: Model, annotated: Sequence[np.ndarray], annotations: Sequen
     decided = apply_offsets(np.concatenate(annotated, axis=1), model.decision_offsets)
     fitted = fit_offsets(decided, target, foreground=model.classes != 0)
     offsets = model.decision_offsets + fitted
-    log.info("class offsets calibrated on %d annotated voxels: %s (prior correction %s, fitted change %s)", target.size,
-             np.round(offsets, 3).tolist(), np.round(model.decision_offsets, 3).tolist(), np.round(fitted, 2).tolist())
+    log.info(
+        "class offsets calibrated on %d annotated voxels: %s (prior correction %s, fitted change %s)",
+        target.size,
+        np.round(offsets, 3).tolist(),
+        np.round(model.decision_offsets, 3).tolist(),
+        np.round(fitted, 2).tolist(),
+    )
     return replace(model, offsets=offsets)
 
 
-def segment_calibrated(model: Model, image: np.ndarray, annotation: Annotation, device: str = "auto") -> tuple[Model, Segmentation]:
-    """Segment the image the model was trained on, calibrating it on its annotation first; the model and its segmentation."""
+def segment_calibrated(
+    model: Model, image: np.ndarray, annotation: Annotation, device: str = "auto"
+) -> tuple[Model, Segmentation]:
+    """Segment the image the model was trained on, calibrating it on its annotation first; the model and its
+    segmentation."""
     probabilities, windows, seconds = network_probabilities(model, image, device)
     model = calibrate(model, [probabilities[:, annotation.mask]], [annotation])
     return model, Segmentation(decide(model, probabilities), probabilities, seconds, windows)

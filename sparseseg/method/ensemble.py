@@ -56,14 +56,30 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from sparseseg.config import Config
+from sparseseg.method.annotation import Annotation
 from sparseseg.method.core import (
-    Model, Segmentation, decide, fit, forest_part, mixed, network_probabilities, prior_of, resolve_device, segment_calibrated,
+    Model,
+    Segmentation,
+    decide,
+    fit,
+    forest_part,
+    mixed,
+    network_probabilities,
+    prior_of,
+    resolve_device,
+    segment_calibrated,
 )
 from sparseseg.method.holdout import (
-    Estimate, blend_probabilities, choose_blend, classes_on_planes, held_out_planes, plane_correction, plane_voxels,
-    planes_mask, without_planes,
+    Estimate,
+    blend_probabilities,
+    choose_blend,
+    classes_on_planes,
+    held_out_planes,
+    plane_correction,
+    plane_voxels,
+    planes_mask,
+    without_planes,
 )
-from sparseseg.method.annotation import Annotation
 from sparseseg.method.planning import AXES
 from sparseseg.method.training import Progress, TrainLog, stop_requested
 
@@ -79,7 +95,8 @@ FINE_TUNE_LR = 1 / 3
 
 
 class _Shifted:
-    """A progress callback that counts on from an earlier training phase (steps and seconds), asking to stop as it does."""
+    """A progress callback that counts on from an earlier training phase (steps and seconds), asking to stop as it
+    does."""
 
     def __init__(self, progress: Progress | None, steps: int, seconds: float):
         self.progress, self.steps, self.seconds = progress, steps, seconds
@@ -104,10 +121,16 @@ def _forest_on_planes(forest, image, classes, held: dict, features=None) -> dict
     from sparseseg.method.forest import HALO, forest_probabilities
 
     shape = image.shape[1:]
-    slabs = sum(min(2 * HALO + 1, shape[AXES.index(axis)]) * math.prod(shape) // shape[AXES.index(axis)]
-                for axis, indices in held.items() for _ in indices)
-    whole = (forest_probabilities(forest, image, classes, features=features)
-             if features is not None or slabs >= math.prod(shape) else None)
+    slabs = sum(
+        min(2 * HALO + 1, shape[AXES.index(axis)]) * math.prod(shape) // shape[AXES.index(axis)]
+        for axis, indices in held.items()
+        for _ in indices
+    )
+    whole = (
+        forest_probabilities(forest, image, classes, features=features)
+        if features is not None or slabs >= math.prod(shape)
+        else None
+    )
     planes = {}
     for axis, indices in held.items():
         k = 1 + AXES.index(axis)
@@ -120,8 +143,9 @@ def _forest_on_planes(forest, image, classes, held: dict, features=None) -> dict
     return planes
 
 
-def _held_out(model: Model, network: np.ndarray | None, forest, image, annotation: Annotation, held: dict,
-              features=None):
+def _held_out(
+    model: Model, network: np.ndarray | None, forest, image, annotation: Annotation, held: dict, features=None
+):
     """The probabilities (network prior-corrected, or None; forest or None), classes and plane numbers of the held-out
     voxels."""
     nets, forests, targets, planes, names = [], [], [], [], []
@@ -141,26 +165,36 @@ def _held_out(model: Model, network: np.ndarray | None, forest, image, annotatio
             planes.append(np.full(int(mask.sum()), len(names)))
             names.append(f"{axis}={index}")
     join = np.concatenate
-    return (join(nets, axis=1) if nets else None, join(forests, axis=1) if forests else None, join(targets),
-            join(planes), names)
+    return (
+        join(nets, axis=1) if nets else None,
+        join(forests, axis=1) if forests else None,
+        join(targets),
+        join(planes),
+        names,
+    )
 
 
 def _corrected(estimate: Estimate, sample, annotation: Annotation, held: dict, config: Config) -> Estimate:
-    """The estimate with the forest's correction for what the held-out planes miss (`sparseseg.method.holdout.plane_correction`)."""
+    """The estimate with the forest's correction for what the held-out planes miss
+    (`sparseseg.method.holdout.plane_correction`)."""
     from sparseseg.method.forest import plane_folds
 
     start = time.perf_counter()
     folds = [held] + [{axis: [index]} for axis, indices in annotation.planes.items() for index in indices]
     first, *each = plane_folds(sample, annotation, folds, seed=config.seed)
     correction = plane_correction(first, each, np.asarray(annotation.classes) != 0, fit=config.calibrate)
-    log.info("the forest fitted without each annotated plane in turn: %+.3f to the estimate, %.1f s", correction,
-             time.perf_counter() - start)
+    log.info(
+        "the forest fitted without each annotated plane in turn: %+.3f to the estimate, %.1f s",
+        correction,
+        time.perf_counter() - start,
+    )
     return replace(estimate, iou=estimate.iou + correction, correction=correction)
 
 
 @dataclass
 class Estimated:
-    """What `fit_estimated` returns: the model, the training log of both phases, and the estimate (None: none could be made)."""
+    """What `fit_estimated` returns: the model, the training log of both phases, and the estimate (None: none could be
+    made)."""
 
     model: Model
     train_log: TrainLog
@@ -191,12 +225,23 @@ def _joined(first: TrainLog, second: TrainLog | None) -> TrainLog:
     if second is None:
         return first
     stopped = first.stopped_by if first.stopped_by in ("interrupt", "stop") else second.stopped_by
-    return replace(second, iterations=first.iterations + second.iterations, seconds=first.seconds + second.seconds,
-                   losses=first.losses + second.losses, stopped_by=stopped, warnings=first.warnings + second.warnings)
+    return replace(
+        second,
+        iterations=first.iterations + second.iterations,
+        seconds=first.seconds + second.seconds,
+        losses=first.losses + second.losses,
+        stopped_by=stopped,
+        warnings=first.warnings + second.warnings,
+    )
 
 
-def fit_estimated(image: np.ndarray, annotation: Annotation, config: Config, progress: Progress | None = None,
-                  init: Model | None = None) -> Estimated:
+def fit_estimated(
+    image: np.ndarray,
+    annotation: Annotation,
+    config: Config,
+    progress: Progress | None = None,
+    init: Model | None = None,
+) -> Estimated:
     """Train on a sparsely annotated (C, Z, Y, X) image with held-out planes (see the module's text).
 
     Parameters
@@ -219,15 +264,20 @@ def fit_estimated(image: np.ndarray, annotation: Annotation, config: Config, pro
     device = resolve_device(config.device)
     config = replace(config, seed=config.seed if config.seed is not None else secrets.randbits(31))
     shown = config.resolved(device.type == "cuda")
-    held = (held_out_planes(annotation.planes, np.random.default_rng(config.seed), classes_on_planes(annotation))
-            if config.holdout else {})
+    held = (
+        held_out_planes(annotation.planes, np.random.default_rng(config.seed), classes_on_planes(annotation))
+        if config.holdout
+        else {}
+    )
     kept = without_planes(annotation, held) if held else None
     if kept is not None and (len(np.unique(kept.target[kept.mask])) < 2 or kept.mask.sum() == annotation.mask.sum()):
         held = {}  # the other planes hold one class only, or the held-out planes no annotated voxel
     if not held:
         if config.holdout:
-            log.warning("no estimate of the quality: it needs two annotated planes on an axis, to hold one out "
-                        "and keep two classes on the others")
+            log.warning(
+                "no estimate of the quality: it needs two annotated planes on an axis, to hold one out "
+                "and keep two classes on the others"
+            )
         model, train_log = fit([image], [annotation], config, progress, init)
         return Estimated(model, train_log, None)
     log.info("holding out planes %s to estimate the quality", ", ".join(f"{a}={v[0]}" for a, v in held.items()))
@@ -242,7 +292,9 @@ def fit_estimated(image: np.ndarray, annotation: Annotation, config: Config, pro
         log.info("forest on the other planes: %.1f s", time.perf_counter() - start)
     first_budget = max(FIRST_PART * shown.time_budget - (time.perf_counter() - start), 0.0)
     first_steps = math.ceil(FIRST_PART * shown.iterations)
-    model, first = fit([image], [kept], replace(config, time_budget=first_budget, iterations=first_steps), progress, init)
+    model, first = fit(
+        [image], [kept], replace(config, time_budget=first_budget, iterations=first_steps), progress, init
+    )
     # fine-tuning to follow: the network's probabilities are needed on the held-out planes only; otherwise the
     # network stays as it is, and its probabilities over the whole volume are kept for the segmentation
     whole = not _fine_tuning_follows(first, progress, shown, time.perf_counter() - start)
@@ -275,16 +327,27 @@ def fit_estimated(image: np.ndarray, annotation: Annotation, config: Config, pro
             sample = annotated_sample(image, annotation, seed=config.seed, features=features, spacing=config.spacing)
             estimate = _corrected(estimate, sample, annotation, held, config) if corrects else estimate
             forest = fit_forest(image, annotation, seed=config.seed, sample=sample) if estimate.blend < 1 else forest
-    log.info("estimated IoU %.3f +- %.3f (%.3f on the held-out planes, %+.3f as the forest fitted without each plane "
-             "in turn sees it; network %s, forest %s), network weight %.1f", estimate.iou, estimate.spread,
-             estimate.held_out_iou, estimate.correction, _shown(estimate.network_iou),
-             _shown(estimate.forest_iou), estimate.blend)
+    log.info(
+        "estimated IoU %.3f +- %.3f (%.3f on the held-out planes, %+.3f as the forest fitted without each plane "
+        "in turn sees it; network %s, forest %s), network weight %.1f",
+        estimate.iou,
+        estimate.spread,
+        estimate.held_out_iou,
+        estimate.correction,
+        _shown(estimate.network_iou),
+        _shown(estimate.forest_iou),
+        estimate.blend,
+    )
     if hasattr(progress, "estimated"):
         progress.estimated(estimate.iou, estimate.spread)
     if tunes:
-        tune = replace(config, seed=(config.seed + 1) % 2**31, lr=config.lr * FINE_TUNE_LR,
-                       time_budget=shown.time_budget - elapsed,
-                       iterations=shown.iterations - first.iterations)
+        tune = replace(
+            config,
+            seed=(config.seed + 1) % 2**31,
+            lr=config.lr * FINE_TUNE_LR,
+            time_budget=shown.time_budget - elapsed,
+            iterations=shown.iterations - first.iterations,
+        )
         model, second = fit([image], [annotation], tune, _Shifted(progress, first.iterations, first.seconds), model)
     train_log = _joined(first, second)
     train_log.warnings += estimate.warnings
@@ -297,15 +360,23 @@ def fit_estimated(image: np.ndarray, annotation: Annotation, config: Config, pro
         offsets = np.zeros_like(estimate.offsets)
     else:
         offsets = prior_of(model) + (estimate.offsets if second is None else 0)
-    model = replace(model, config=replace(model.config, seed=config.seed, lr=config.lr, time_budget=shown.time_budget,
-                                          iterations=shown.iterations),
-                    forest=forest if blend < 1 else None, blend=blend, offsets=offsets, estimate=estimate.as_dict())
+    model = replace(
+        model,
+        config=replace(
+            model.config, seed=config.seed, lr=config.lr, time_budget=shown.time_budget, iterations=shown.iterations
+        ),
+        forest=forest if blend < 1 else None,
+        blend=blend,
+        offsets=offsets,
+        estimate=estimate.as_dict(),
+    )
     kept_network = (probabilities, windows) if probabilities is not None and second is None and blend > 0 else None
     return Estimated(model, train_log, estimate, kept_network, features if blend < 1 else None)
 
 
-def segment_estimated(estimated: Estimated, image: np.ndarray, annotation: Annotation,
-                      device: str = "auto") -> tuple[Model, Segmentation]:
+def segment_estimated(
+    estimated: Estimated, image: np.ndarray, annotation: Annotation, device: str = "auto"
+) -> tuple[Model, Segmentation]:
     """Segment the image `fit_estimated` trained on: with the offsets chosen on the held-out planes, or (no estimate)
     calibrated on the annotation as `sparseseg.method.core.segment_calibrated` does.
 
@@ -320,17 +391,29 @@ def segment_estimated(estimated: Estimated, image: np.ndarray, annotation: Annot
     kept, estimated.network = estimated.network, None
     features, estimated.features = estimated.features, None
     if model.forest is not None and model.blend == 0:  # the forest alone: the network's probabilities weigh nothing
-        probabilities, windows = mixed(model, np.zeros((len(model.classes),) + image.shape[1:], np.float32),
-                                       forest_part(model, image, features=features)), []
+        probabilities, windows = (
+            mixed(
+                model,
+                np.zeros((len(model.classes),) + image.shape[1:], np.float32),
+                forest_part(model, image, features=features),
+            ),
+            [],
+        )
     else:
         network, windows = kept if kept is not None else network_probabilities(model, image, device)[:2]
         probabilities = mixed(model, network, forest_part(model, image, features=features))
     return model, Segmentation(decide(model, probabilities), probabilities, time.perf_counter() - start, windows)
 
 
-def densify_arrays(image: np.ndarray, annotation: Annotation, config: Config, progress: Progress | None = None,
-                   init: Model | None = None) -> tuple[Model, TrainLog, Segmentation]:
-    """Train on one sparsely annotated (C, Z, Y, X) image (`fit_estimated`) and segment all of it (on the training device).
+def densify_arrays(
+    image: np.ndarray,
+    annotation: Annotation,
+    config: Config,
+    progress: Progress | None = None,
+    init: Model | None = None,
+) -> tuple[Model, TrainLog, Segmentation]:
+    """Train on one sparsely annotated (C, Z, Y, X) image (`fit_estimated`) and segment all of it (on the training
+    device).
 
     The model's ``estimate`` holds the estimate, where one was made.
     """

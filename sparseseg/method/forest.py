@@ -43,8 +43,8 @@ from skimage import filters
 from skimage.feature import hessian_matrix_eigvals
 from sklearn.ensemble import RandomForestClassifier
 
-from sparseseg.io.blocks import ArraySource, Block, plan_blocks, sample_planes, with_halo
 from sparseseg.errors import InputError
+from sparseseg.io.blocks import ArraySource, Block, plan_blocks, sample_planes, with_halo
 from sparseseg.method.annotation import Annotation, planes_mask
 from sparseseg.method.planning import anisotropy
 from sparseseg.method.preprocess import intensity_stats, normalise_with
@@ -70,7 +70,8 @@ MIN_BLOCK = 16
 #: Voxels each tree is fitted on, drawn with replacement from the sample (`fit_forest`): all of them where fewer.
 TREE_SAMPLES = 32_000
 #: Trees of each forest `plane_folds` fits: only their score is wanted. On the development benchmark the estimate
-#: corrected with 25 trees' scores (`sparseseg.method.holdout.plane_correction`) came as near the truth as with 100 trees'
+#: corrected with 25 trees' scores (`sparseseg.method.holdout.plane_correction`) came as near the truth as with 100
+#: trees'
 #: (within 0.05 on 15 of 18 runs each; the corrections differ by up to 0.03), in a quarter of the time.
 FOLD_TREES = 25
 
@@ -179,7 +180,8 @@ def filter_features(image: np.ndarray, spacing: Sequence[float] | None = None) -
     Parameters
     ----------
     image : ndarray, (C, Z, Y, X)
-        Normalised intensities (`sparseseg.method.preprocess.normalise`); any real dtype, taken as float32 (never rescaled).
+        Normalised intensities (`sparseseg.method.preprocess.normalise`); any real dtype, taken as float32 (never
+        rescaled).
     spacing : (float, float, float), optional
         Voxel size (z, y, x) in any unit. None, or no axis `ANISOTROPIC` times coarser than the finest: the
         features are exactly those of `skimage.feature.multiscale_basic_features` at `SIGMAS`.
@@ -233,15 +235,23 @@ def _spacing(spacing) -> tuple[float, float, float] | None:
     if spacing is None:
         return None
     values = list(spacing) if isinstance(spacing, (tuple, list, np.ndarray)) else []
-    if len(values) != 3 or not all(isinstance(v, Real) and not isinstance(v, bool) and np.isfinite(v) and v > 0
-                                   for v in values):
+    if len(values) != 3 or not all(
+        isinstance(v, Real) and not isinstance(v, bool) and np.isfinite(v) and v > 0 for v in values
+    ):
         raise InputError("must be three positive numbers (z, y, x)", param="spacing", value=spacing)
     return tuple(float(v) for v in values)
 
 
-def annotated_sample(image, annotation: Annotation, *, seed: int, max_samples: int = 200_000,
-                     stats: np.ndarray | None = None, features: VolumeFeatures | None = None,
-                     spacing: Sequence[float] | None = None) -> Sample:
+def annotated_sample(
+    image,
+    annotation: Annotation,
+    *,
+    seed: int,
+    max_samples: int = 200_000,
+    stats: np.ndarray | None = None,
+    features: VolumeFeatures | None = None,
+    spacing: Sequence[float] | None = None,
+) -> Sample:
     """Draw annotated voxels to fit forests on, and compute their filter features.
 
     Parameters
@@ -255,8 +265,10 @@ def annotated_sample(image, annotation: Annotation, *, seed: int, max_samples: i
     max_samples : int
         At most this many annotated voxels, drawn at random without replacement; all of them where fewer.
     stats : ndarray (C, 4), optional
-        Intensity statistics to normalise with (`sparseseg.method.preprocess.intensity_stats`), e.g. those of a whole volume
-        when ``image`` is one slab of it. Default: those of the whole image (of `sparseseg.io.blocks.sample_planes` for a
+        Intensity statistics to normalise with (`sparseseg.method.preprocess.intensity_stats`), e.g. those of a whole
+        volume
+        when ``image`` is one slab of it. Default: those of the whole image (of `sparseseg.io.blocks.sample_planes` for
+        a
         Source), which is what `sparseseg.method.preprocess.normalise` does.
     features : VolumeFeatures, optional
         The image's features (`volume_features`), computed once for several forests: then none are computed here,
@@ -285,19 +297,26 @@ def annotated_sample(image, annotation: Annotation, *, seed: int, max_samples: i
     if features is not None:
         _check_features(features, source, "features")
         if stats is not None:
-            raise InputError("give stats or features, not both (features carry their statistics)", param="stats",
-                             value=np.shape(stats))
+            raise InputError(
+                "give stats or features, not both (features carry their statistics)",
+                param="stats",
+                value=np.shape(stats),
+            )
         if spacing is not None and spacing != features.spacing:
-            raise InputError(f"differs from the voxel size the features were computed for, {features.spacing}",
-                             param="spacing", value=spacing)
+            raise InputError(
+                f"differs from the voxel size the features were computed for, {features.spacing}",
+                param="spacing",
+                value=spacing,
+            )
         stats, spacing = features.stats, features.spacing
     stats = _stats(source, image, stats)
 
     chosen = np.flatnonzero(annotation.mask)
     ids = np.asarray(annotation.classes)[annotation.target.ravel()[chosen]]
     if len(np.unique(ids)) < 2:
-        raise InputError("needs annotated voxels of at least two classes", param="annotation",
-                         value=np.unique(ids).tolist())
+        raise InputError(
+            "needs annotated voxels of at least two classes", param="annotation", value=np.unique(ids).tolist()
+        )
     rng = np.random.default_rng(seed)
     if len(chosen) > max_samples:
         keep = np.sort(rng.choice(len(chosen), max_samples, replace=False))
@@ -309,10 +328,19 @@ def annotated_sample(image, annotation: Annotation, *, seed: int, max_samples: i
     return Sample(chosen, ids, values, stats, spacing)
 
 
-def fit_forest(image, annotation: Annotation, *, seed: int, max_samples: int = 200_000, n_estimators: int = 100,
-               tree_samples: int = TREE_SAMPLES, stats: np.ndarray | None = None,
-               features: VolumeFeatures | None = None, spacing: Sequence[float] | None = None,
-               sample: Sample | None = None) -> Forest:
+def fit_forest(
+    image,
+    annotation: Annotation,
+    *,
+    seed: int,
+    max_samples: int = 200_000,
+    n_estimators: int = 100,
+    tree_samples: int = TREE_SAMPLES,
+    stats: np.ndarray | None = None,
+    features: VolumeFeatures | None = None,
+    spacing: Sequence[float] | None = None,
+    sample: Sample | None = None,
+) -> Forest:
     """Fit a random forest on the filter features of (a random sample of) the annotated voxels.
 
     Parameters
@@ -348,8 +376,9 @@ def fit_forest(image, annotation: Annotation, *, seed: int, max_samples: int = 2
     tree_samples = _integer(tree_samples, "tree_samples", 1)
     start = time.perf_counter()
     if sample is None:
-        sample = annotated_sample(image, annotation, seed=seed, max_samples=max_samples, stats=stats,
-                                  features=features, spacing=spacing)
+        sample = annotated_sample(
+            image, annotation, seed=seed, max_samples=max_samples, stats=stats, features=features, spacing=spacing
+        )
     else:
         _check_sample(sample, annotation)
     seed = _integer(seed, "seed", 0, 2**32 - 1)
@@ -357,15 +386,30 @@ def fit_forest(image, annotation: Annotation, *, seed: int, max_samples: int = 2
     classes = np.asarray(classifier.classes_, dtype=np.int64)
     lost = np.setdiff1d(annotation.classes, classes)
     if len(lost):
-        log.warning("forest: classes %s have no voxel among the %d sampled; the forest never predicts them",
-                    [int(c) for c in lost], len(sample.ids))
-    log.info("forest: %d trees on %d voxels, %d features, %.1f s", n_estimators, len(sample.ids),
-             sample.features.shape[1], time.perf_counter() - start)
+        log.warning(
+            "forest: classes %s have no voxel among the %d sampled; the forest never predicts them",
+            [int(c) for c in lost],
+            len(sample.ids),
+        )
+    log.info(
+        "forest: %d trees on %d voxels, %d features, %.1f s",
+        n_estimators,
+        len(sample.ids),
+        sample.features.shape[1],
+        time.perf_counter() - start,
+    )
     return Forest(classifier, classes, sample.stats, sample.spacing)
 
 
-def plane_folds(sample: Sample, annotation: Annotation, folds: Sequence[dict], *, seed: int,
-                n_estimators: int = FOLD_TREES, tree_samples: int = TREE_SAMPLES) -> list[tuple[np.ndarray, np.ndarray]]:
+def plane_folds(
+    sample: Sample,
+    annotation: Annotation,
+    folds: Sequence[dict],
+    *,
+    seed: int,
+    n_estimators: int = FOLD_TREES,
+    tree_samples: int = TREE_SAMPLES,
+) -> list[tuple[np.ndarray, np.ndarray]]:
     """Out-of-fold forest probabilities on annotated planes: each fold's planes scored by a forest fitted without them.
 
     For each fold, a forest is fitted on the sampled voxels that lie on none of its planes and
@@ -410,8 +454,9 @@ def plane_folds(sample: Sample, annotation: Annotation, folds: Sequence[dict], *
             raise InputError("must be annotated planes per axis, e.g. {'z': [12]}", param="folds", value=fold)
         on = planes_mask(fold, annotation.mask.shape).ravel()[sample.indices]
         if on.all() or not on.any():
-            raise InputError(f"its planes hold {'all' if on.any() else 'none'} of the sampled voxels", param="folds",
-                             value=fold)
+            raise InputError(
+                f"its planes hold {'all' if on.any() else 'none'} of the sampled voxels", param="folds", value=fold
+            )
         masks.append(on)
     targets = annotation.target.ravel()[sample.indices]
     out = []
@@ -424,8 +469,9 @@ def plane_folds(sample: Sample, annotation: Annotation, folds: Sequence[dict], *
     return out
 
 
-def forest_probabilities(forest: Forest, image, classes, region: Block | None = None,
-                         features: VolumeFeatures | None = None) -> np.ndarray:
+def forest_probabilities(
+    forest: Forest, image, classes, region: Block | None = None, features: VolumeFeatures | None = None
+) -> np.ndarray:
     """The forest's class probabilities over a region of an image, computed block by block.
 
     Parameters
@@ -456,12 +502,18 @@ def forest_probabilities(forest: Forest, image, classes, region: Block | None = 
         A bad image or one with other channels, ``classes`` that miss one of the forest's, a bad region.
     """
     if not isinstance(forest, Forest):
-        raise InputError(f"must be a sparseseg.method.forest.Forest, not {type(forest).__name__}", param="forest",
-                         value=type(forest).__name__)
+        raise InputError(
+            f"must be a sparseseg.method.forest.Forest, not {type(forest).__name__}",
+            param="forest",
+            value=type(forest).__name__,
+        )
     source = _source(image)
     if source.shape[0] != forest.n_channels:
-        raise InputError(f"has {source.shape[0]} channel(s), the forest was fitted on {forest.n_channels}",
-                         param="image", value=source.shape)
+        raise InputError(
+            f"has {source.shape[0]} channel(s), the forest was fitted on {forest.n_channels}",
+            param="image",
+            value=source.shape,
+        )
     rows, n_rows = _rows(classes, forest.classes)
     shape = source.shape[1:]
     region = _region(region, shape)
@@ -470,11 +522,15 @@ def forest_probabilities(forest: Forest, image, classes, region: Block | None = 
     if features is not None:
         _check_features(features, source, "features")
         if not np.array_equal(features.stats, forest.stats):
-            raise InputError("were normalised with other statistics than the forest's", param="features",
-                             value=features.values.shape)
+            raise InputError(
+                "were normalised with other statistics than the forest's", param="features", value=features.values.shape
+            )
         if features.spacing != forest.spacing:
-            raise InputError(f"were computed for voxels of {features.spacing}, the forest's are {forest.spacing}",
-                             param="features", value=features.values.shape)
+            raise InputError(
+                f"were computed for voxels of {features.spacing}, the forest's are {forest.spacing}",
+                param="features",
+                value=features.values.shape,
+            )
     blocks = _plan(region, shape, forest.n_channels)
     for zyx in blocks:
         if features is None:
@@ -485,8 +541,12 @@ def forest_probabilities(forest: Forest, image, classes, region: Block | None = 
         p = forest.classifier.predict_proba(block.reshape(-1, block.shape[-1]))
         where = tuple(slice(s.start - r.start, s.stop - r.start) for s, r in zip(zyx, region))
         out[(rows,) + where] = p.T.reshape((len(rows),) + block.shape[:3])
-    log.debug("forest: probabilities of %d voxels in %d block(s), %.1f s", out[0].size, len(blocks),
-              time.perf_counter() - start)
+    log.debug(
+        "forest: probabilities of %d voxels in %d block(s), %.1f s",
+        out[0].size,
+        len(blocks),
+        time.perf_counter() - start,
+    )
     return out
 
 
@@ -510,8 +570,11 @@ def _source(image):
     """``image`` as a Source: a numpy array, a Source (with ``read``) or anything indexable with a ``shape``."""
     shape = getattr(image, "shape", None)
     if shape is None:
-        raise InputError(f"must be a (C, Z, Y, X) array or a sparseseg.io.blocks.Source, not {type(image).__name__}",
-                         param="image", value=type(image).__name__)
+        raise InputError(
+            f"must be a (C, Z, Y, X) array or a sparseseg.io.blocks.Source, not {type(image).__name__}",
+            param="image",
+            value=type(image).__name__,
+        )
     shape = tuple(shape)
     if len(shape) != 4:
         raise InputError("must be a (C, Z, Y, X) image (4 axes)", param="image", value=shape)
@@ -530,43 +593,58 @@ def _stats(source, image, stats) -> np.ndarray:
         return intensity_stats(np.asarray(sample, dtype=np.float32))
     stats = np.array(stats, dtype=np.float64)  # a copy: the forest keeps it
     if stats.shape != (channels, 4) or not np.isfinite(stats).all():
-        raise InputError(f"must be ({channels}, 4) finite numbers (sparseseg.method.preprocess.intensity_stats)",
-                         param="stats", value=stats.shape)
+        raise InputError(
+            f"must be ({channels}, 4) finite numbers (sparseseg.method.preprocess.intensity_stats)",
+            param="stats",
+            value=stats.shape,
+        )
     return stats
 
 
 def _check_features(features, source, name: str) -> None:
     if not isinstance(features, VolumeFeatures):
-        raise InputError(f"must be sparseseg.method.forest.VolumeFeatures, not {type(features).__name__}", param=name,
-                         value=type(features).__name__)
+        raise InputError(
+            f"must be sparseseg.method.forest.VolumeFeatures, not {type(features).__name__}",
+            param=name,
+            value=type(features).__name__,
+        )
     expected = tuple(source.shape[1:]) + (n_features(source.shape[0]),)
     if features.values.shape != expected:
         raise InputError(f"must be the image's features, of shape {expected}", param=name, value=features.values.shape)
 
 
-def _fit_classifier(features: np.ndarray, ids: np.ndarray, n_estimators: int, tree_samples: int,
-                    seed: int) -> RandomForestClassifier:
+def _fit_classifier(
+    features: np.ndarray, ids: np.ndarray, n_estimators: int, tree_samples: int, seed: int
+) -> RandomForestClassifier:
     """A random forest fitted on these rows, each tree on a bootstrap of at most ``tree_samples`` of them."""
-    classifier = RandomForestClassifier(n_estimators=n_estimators, n_jobs=-1, max_samples=min(len(ids), tree_samples),
-                                        random_state=seed)
+    classifier = RandomForestClassifier(
+        n_estimators=n_estimators, n_jobs=-1, max_samples=min(len(ids), tree_samples), random_state=seed
+    )
     return classifier.fit(features, ids)
 
 
 def _check_annotation(annotation) -> None:
     if not isinstance(annotation, Annotation):
-        raise InputError(f"must be a sparseseg.method.annotation.Annotation, not {type(annotation).__name__}", param="annotation",
-                         value=type(annotation).__name__)
+        raise InputError(
+            f"must be a sparseseg.method.annotation.Annotation, not {type(annotation).__name__}",
+            param="annotation",
+            value=type(annotation).__name__,
+        )
 
 
 def _check_sample(sample, annotation) -> None:
     if not isinstance(sample, Sample):
-        raise InputError(f"must be a sparseseg.method.forest.Sample, not {type(sample).__name__}", param="sample",
-                         value=type(sample).__name__)
+        raise InputError(
+            f"must be a sparseseg.method.forest.Sample, not {type(sample).__name__}",
+            param="sample",
+            value=type(sample).__name__,
+        )
     _check_annotation(annotation)
     indices = np.asarray(sample.indices)
     if indices.size and (indices.max() >= annotation.mask.size or not annotation.mask.ravel()[indices].all()):
-        raise InputError("was not drawn from this annotation (a voxel of it is not annotated)", param="sample",
-                         value=len(indices))
+        raise InputError(
+            "was not drawn from this annotation (a voxel of it is not annotated)", param="sample", value=len(indices)
+        )
 
 
 def _integer(value, name: str, low: int, high: int | None = None) -> int:
@@ -585,8 +663,11 @@ def _rows(classes, fitted: np.ndarray) -> tuple[np.ndarray, int]:
         raise InputError("must not repeat a class id", param="classes", value=given.tolist())
     missing = np.setdiff1d(fitted, given)
     if len(missing):
-        raise InputError(f"must hold every class of the forest {fitted.tolist()}; it lacks {missing.tolist()}",
-                         param="classes", value=given.tolist())
+        raise InputError(
+            f"must hold every class of the forest {fitted.tolist()}; it lacks {missing.tolist()}",
+            param="classes",
+            value=given.tolist(),
+        )
     return np.array([int(np.flatnonzero(given == c)[0]) for c in fitted], dtype=np.intp), len(given)
 
 
@@ -621,7 +702,9 @@ def _plan(region: Block, shape, channels: int) -> list[Block]:
     for s, n in zip(region, shape):
         size = s.stop - s.start
         cuts = sorted({math.ceil(size / k) for k in range(1, max(1, math.ceil(size / MIN_BLOCK)) + 1)}, reverse=True)
-        reads = [[min(n, min(o + b, s.stop) + HALO) - max(0, o - HALO) for o in range(s.start, s.stop, b)] for b in cuts]
+        reads = [
+            [min(n, min(o + b, s.stop) + HALO) - max(0, o - HALO) for o in range(s.start, s.stop, b)] for b in cuts
+        ]
         sizes.append(cuts)
         widest.append(np.array([max(r) for r in reads], dtype=np.float64))
         total.append(np.array([sum(r) for r in reads], dtype=np.float64))

@@ -1,6 +1,7 @@
 """The forest's file, ``forest.npz``: the trees as plain numeric arrays, read without pickle.
 
-A `sparseseg.method.forest.Forest` is written as one NumPy ``.npz`` archive of numbers only (the trees' nodes, thresholds and
+A `sparseseg.method.forest.Forest` is written as one NumPy ``.npz`` archive of numbers only (the trees' nodes,
+thresholds and
 class fractions, the classes, the normalisation statistics and the voxel size) and read with ``allow_pickle=False``:
 opening the file builds arrays and nothing else, so a crafted file cannot run code. Before the trees are handed to
 scikit-learn, every tree is checked: its children lie after their parent and inside the tree, its features inside the
@@ -37,7 +38,8 @@ LEAF = -1  # scikit-learn's TREE_LEAF
 
 
 def save_forest(forest, path: str | os.PathLike) -> None:
-    """Write ``forest`` (a `sparseseg.method.forest.Forest`) to ``path`` as numeric arrays (see the module's docstring)."""
+    """Write ``forest`` (a `sparseseg.method.forest.Forest`) to ``path`` as numeric arrays (see the module's
+    docstring)."""
     classifier = forest.classifier
     trees = [estimator.tree_ for estimator in classifier.estimators_]
     counts = np.array([tree.node_count for tree in trees], dtype=np.int64)
@@ -45,11 +47,20 @@ def save_forest(forest, path: str | os.PathLike) -> None:
     values = np.concatenate([tree.value[:, 0, :] for tree in trees])
     spacing = np.full(3, np.nan) if forest.spacing is None else np.asarray(forest.spacing, dtype=np.float64)
     with open(path, "wb") as f:
-        np.savez_compressed(f, format=np.int64(FOREST_FORMAT), classes=np.asarray(forest.classes, dtype=np.int64),
-                 stats=np.asarray(forest.stats, dtype=np.float64), spacing=spacing,
-                 n_features=np.int64(classifier.n_features_in_), node_counts=counts,
-                 left=nodes[0].astype(np.int32), right=nodes[1].astype(np.int32), feature=nodes[2].astype(np.int32),
-                 threshold=nodes[3].astype(np.float64), values=values.astype(np.float64))
+        np.savez_compressed(
+            f,
+            format=np.int64(FOREST_FORMAT),
+            classes=np.asarray(forest.classes, dtype=np.int64),
+            stats=np.asarray(forest.stats, dtype=np.float64),
+            spacing=spacing,
+            n_features=np.int64(classifier.n_features_in_),
+            node_counts=counts,
+            left=nodes[0].astype(np.int32),
+            right=nodes[1].astype(np.int32),
+            feature=nodes[2].astype(np.int32),
+            threshold=nodes[3].astype(np.float64),
+            values=values.astype(np.float64),
+        )
 
 
 def load_forest(source: str | os.PathLike | bytes, where: str | os.PathLike | None = None):
@@ -76,8 +87,9 @@ def _read_arrays(source, where: str) -> dict[str, np.ndarray]:
     try:
         with zipfile.ZipFile(handle) as archive:
             if sum(info.file_size for info in archive.infolist()) > MAX_FOREST_BYTES:
-                raise InputError(f"'{where}': unpacks to more than {MAX_FOREST_BYTES >> 20} MiB, far more than a "
-                                 "forest; not read")
+                raise InputError(
+                    f"'{where}': unpacks to more than {MAX_FOREST_BYTES >> 20} MiB, far more than a forest; not read"
+                )
         if isinstance(handle, io.BytesIO):
             handle.seek(0)
         with np.load(handle, allow_pickle=False) as archive:
@@ -85,8 +97,10 @@ def _read_arrays(source, where: str) -> dict[str, np.ndarray]:
     except InputError:
         raise
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
-        raise InputError(f"'{where}': cannot read the forest, not a file written by sparseseg "
-                         f"({type(exc).__name__}: {str(exc)[:80]})") from None
+        raise InputError(
+            f"'{where}': cannot read the forest, not a file written by sparseseg "
+            f"({type(exc).__name__}: {str(exc)[:80]})"
+        ) from None
 
 
 def _array(data: dict, name: str, kind: str, ndim: int) -> np.ndarray:
@@ -119,18 +133,26 @@ def _forest_from(data: dict):
     from sparseseg.method.forest import n_features as expected_features
 
     if n_features != expected_features(stats.shape[0]):
-        raise InputError(f"{n_features} features, but {stats.shape[0]} channel(s) give {expected_features(stats.shape[0])}")
+        raise InputError(
+            f"{n_features} features, but {stats.shape[0]} channel(s) give {expected_features(stats.shape[0])}"
+        )
     trees = _trees(data, n_features, len(classes))
     classifier = _classifier(trees, classes, n_features)
-    return Forest(classifier, classes.astype(np.int64), stats.astype(np.float64),
-                  None if np.isnan(spacing).all() else tuple(float(s) for s in spacing))
+    return Forest(
+        classifier,
+        classes.astype(np.int64),
+        stats.astype(np.float64),
+        None if np.isnan(spacing).all() else tuple(float(s) for s in spacing),
+    )
 
 
 def _trees(data: dict, n_features: int, n_classes: int) -> list[dict]:
     """Each tree's node arrays, checked so that no index leads outside its tree or back up it."""
     counts = _array(data, "node_counts", "iu", 1)
-    arrays = {name: _array(data, name, kind, 1) for name, kind in
-              (("left", "i"), ("right", "i"), ("feature", "i"), ("threshold", "f"))}
+    arrays = {
+        name: _array(data, name, kind, 1)
+        for name, kind in (("left", "i"), ("right", "i"), ("feature", "i"), ("threshold", "f"))
+    }
     values = _array(data, "values", "f", 2)
     total = int(counts.sum()) if len(counts) else 0
     if len(counts) < 1 or counts.min() < 1 or any(len(a) != total for a in arrays.values()):
@@ -139,8 +161,8 @@ def _trees(data: dict, n_features: int, n_classes: int) -> list[dict]:
         raise InputError("its class values do not fit its nodes and classes")
     trees, start = [], 0
     for count in counts.tolist():
-        part = {name: a[start:start + count] for name, a in arrays.items()}
-        part["values"] = values[start:start + count]
+        part = {name: a[start : start + count] for name, a in arrays.items()}
+        part["values"] = values[start : start + count]
         _check_tree(part, count, n_features)
         trees.append(part)
         start += count
@@ -154,8 +176,12 @@ def _check_tree(tree: dict, count: int, n_features: int) -> None:
     if not np.array_equal(leaf, right == LEAF):
         raise InputError("a node has one child")
     inner = ~leaf
-    if np.any(left[inner] <= index[inner]) or np.any(right[inner] <= index[inner]) \
-            or np.any(left[inner] >= count) or np.any(right[inner] >= count):
+    if (
+        np.any(left[inner] <= index[inner])
+        or np.any(right[inner] <= index[inner])
+        or np.any(left[inner] >= count)
+        or np.any(right[inner] >= count)
+    ):
         raise InputError("a node's child lies outside its tree or before it")
     if np.any(feature[inner] < 0) or np.any(feature[inner] >= n_features):
         raise InputError("a node splits on a feature that does not exist")
@@ -176,8 +202,14 @@ def _classifier(trees: list[dict], classes: np.ndarray, n_features: int):
         nodes["feature"] = np.where(part["left"] == LEAF, -2, part["feature"])  # scikit-learn's TREE_UNDEFINED
         nodes["threshold"] = np.where(part["left"] == LEAF, -2.0, part["threshold"])
         tree = Tree(n_features, np.array([n_classes], dtype=np.intp), 1)
-        tree.__setstate__({"max_depth": _depth(part["left"], part["right"]), "node_count": count, "nodes": nodes,
-                           "values": np.ascontiguousarray(part["values"][:, None, :])})
+        tree.__setstate__(
+            {
+                "max_depth": _depth(part["left"], part["right"]),
+                "node_count": count,
+                "nodes": nodes,
+                "values": np.ascontiguousarray(part["values"][:, None, :]),
+            }
+        )
         estimator = DecisionTreeClassifier()
         estimator.tree_, estimator.n_outputs_, estimator.n_features_in_ = tree, 1, n_features
         estimator.classes_, estimator.n_classes_ = np.arange(n_classes), n_classes

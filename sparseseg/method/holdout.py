@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from sparseseg.method.decision import apply_offsets, fit_offsets, mean_iou
 from sparseseg.errors import InputError
 from sparseseg.method.annotation import Annotation, planes_mask
+from sparseseg.method.decision import apply_offsets, fit_offsets, mean_iou
 from sparseseg.method.planning import AXES
 
 #: Network weights tried by `choose_blend` (1: the network alone, 0: the forest alone).
@@ -77,11 +77,15 @@ class Estimate:
         """Why the estimate says the result may not be worth much."""
         said = []
         if not self.iou >= LOW:
-            said.append(f"the estimated IoU is low ({self.iou:.2f}{self._source}): annotate more planes, "
-                        "or planes where the result is wrong")
+            said.append(
+                f"the estimated IoU is low ({self.iou:.2f}{self._source}): annotate more planes, "
+                "or planes where the result is wrong"
+            )
         if self.spread > UNSTABLE:
-            said.append(f"the estimate is unstable (it varies by {self.spread:.2f} between the held-out planes): "
-                        "the quality differs across the volume")
+            said.append(
+                f"the estimate is unstable (it varies by {self.spread:.2f} between the held-out planes): "
+                "the quality differs across the volume"
+            )
         return said
 
     @property
@@ -92,11 +96,17 @@ class Estimate:
         return " on the held-out planes"
 
     def as_dict(self) -> dict:
-        return {"iou": _number(self.iou), "held_out_iou": _number(self.held_out_iou),
-                "correction": _number(self.correction), "spread": _number(self.spread),
-                "per_plane": {k: _number(v) for k, v in self.per_plane.items()}, "blend": float(self.blend),
-                "network_iou": _number(self.network_iou), "forest_iou": _number(self.forest_iou),
-                "held_out_planes": {a: list(v) for a, v in self.planes.items() if v}}
+        return {
+            "iou": _number(self.iou),
+            "held_out_iou": _number(self.held_out_iou),
+            "correction": _number(self.correction),
+            "spread": _number(self.spread),
+            "per_plane": {k: _number(v) for k, v in self.per_plane.items()},
+            "blend": float(self.blend),
+            "network_iou": _number(self.network_iou),
+            "forest_iou": _number(self.forest_iou),
+            "held_out_planes": {a: list(v) for a, v in self.planes.items() if v},
+        }
 
 
 def _number(value: float) -> float | None:
@@ -130,7 +140,9 @@ def held_out_planes(planes: dict, rng: np.random.Generator, present: dict | None
     options = [sorted(planes[a]) for a in axes]
     count = int(np.prod([len(o) for o in options]))
     if count <= MAX_CHOICES:
-        choices = [tuple(int(v) for v in c) for c in np.stack(np.meshgrid(*options, indexing="ij"), -1).reshape(-1, len(axes))]
+        choices = [
+            tuple(int(v) for v in c) for c in np.stack(np.meshgrid(*options, indexing="ij"), -1).reshape(-1, len(axes))
+        ]
     else:
         choices = [tuple(int(rng.choice(o)) for o in options) for _ in range(MAX_CHOICES)]
     if present is not None:
@@ -183,13 +195,22 @@ def _decided_iou(probabilities: np.ndarray, target: np.ndarray, foreground: np.n
     return mean_iou(decided, target, len(foreground), foreground)
 
 
-def _fitted(probabilities: np.ndarray, target: np.ndarray, foreground: np.ndarray, fit: bool) -> tuple[np.ndarray, float]:
+def _fitted(
+    probabilities: np.ndarray, target: np.ndarray, foreground: np.ndarray, fit: bool
+) -> tuple[np.ndarray, float]:
     offsets = fit_offsets(probabilities, target, foreground) if fit else np.zeros(len(foreground))
     return offsets, _decided_iou(probabilities, target, foreground, offsets)
 
 
-def choose_blend(network: np.ndarray, forest: np.ndarray | None, target: np.ndarray, plane: np.ndarray,
-                 foreground: np.ndarray, names: list[str] | None = None, fit: bool = True) -> Estimate:
+def choose_blend(
+    network: np.ndarray,
+    forest: np.ndarray | None,
+    target: np.ndarray,
+    plane: np.ndarray,
+    foreground: np.ndarray,
+    names: list[str] | None = None,
+    fit: bool = True,
+) -> Estimate:
     """Choose the network's weight against the forest and the class offsets on held-out voxels, and estimate the IoU.
 
     For each weight in `BLENDS` the blend ``w * network + (1 - w) * forest`` gets the class
@@ -218,28 +239,34 @@ def choose_blend(network: np.ndarray, forest: np.ndarray | None, target: np.ndar
     if forest is not None and forest.shape != network.shape:
         raise InputError(f"must have the network's shape {network.shape}", param="forest", value=forest.shape)
     if target.shape != network.shape[1:] or plane.shape != network.shape[1:]:
-        raise InputError(f"must hold one value per voxel ({network.shape[1]})", param="target",
-                         value=(target.shape, plane.shape))
+        raise InputError(
+            f"must hold one value per voxel ({network.shape[1]})", param="target", value=(target.shape, plane.shape)
+        )
     n_planes = int(plane.max()) + 1
     names = names or [f"plane {i}" for i in range(n_planes)]
     if len(names) != n_planes:
         raise InputError(f"must name each of the {n_planes} planes", param="names", value=names)
     trials = {}
-    for w in (BLENDS[::-1] if forest is not None else (1.0,)):
+    for w in BLENDS[::-1] if forest is not None else (1.0,):
         mixed = network if w == 1 else w * network + (1 - w) * forest
         trials[float(w)] = (mixed, *_fitted(mixed, target, foreground, fit))
     blend = max(trials, key=lambda w: (np.nan_to_num(trials[w][2], nan=-1.0), w))
     mixed, offsets, iou = trials[blend]
-    per_plane = {names[i]: _decided_iou(mixed[:, plane == i], target[plane == i], foreground, offsets)
-                 for i in range(n_planes)}
+    per_plane = {
+        names[i]: _decided_iou(mixed[:, plane == i], target[plane == i], foreground, offsets) for i in range(n_planes)
+    }
     values = [v for v in per_plane.values() if not np.isnan(v)]
     spread = float(np.std(values)) if len(values) >= 2 else float("nan")
     forest_iou = trials[0.0][2] if forest is not None else float("nan")
     return Estimate(iou, spread, per_plane, blend, offsets, trials[1.0][2], forest_iou)
 
 
-def plane_correction(held: tuple[np.ndarray, np.ndarray], each: list[tuple[np.ndarray, np.ndarray]],
-                     foreground: np.ndarray, fit: bool = True) -> float:
+def plane_correction(
+    held: tuple[np.ndarray, np.ndarray],
+    each: list[tuple[np.ndarray, np.ndarray]],
+    foreground: np.ndarray,
+    fit: bool = True,
+) -> float:
     """How far the held-out planes' score falls short of the IoU of models trained on every plane, as a forest sees it.
 
     The held-out planes judge models trained on the other planes only, and judge them on a few
@@ -261,7 +288,8 @@ def plane_correction(held: tuple[np.ndarray, np.ndarray], each: list[tuple[np.nd
     foreground : ndarray of bool, (K,)
         Classes whose IoU is averaged.
     fit : bool
-        Score each with the class offsets that suit it best (`sparseseg.method.decision.fit_offsets`), as the estimate is.
+        Score each with the class offsets that suit it best (`sparseseg.method.decision.fit_offsets`), as the estimate
+        is.
 
     Returns
     -------
@@ -272,11 +300,15 @@ def plane_correction(held: tuple[np.ndarray, np.ndarray], each: list[tuple[np.nd
         raise InputError("must hold at least one plane's probabilities", param="each", value=0)
     for name, (p, t) in [("held", held)] + [("each", pair) for pair in each]:
         if p.ndim != 2 or p.shape[0] != len(foreground) or t.shape != p.shape[1:]:
-            raise InputError(f"must be (K, N) probabilities of K = {len(foreground)} classes with the N voxels' "
-                             "classes", param=name, value=(p.shape, t.shape))
+            raise InputError(
+                f"must be (K, N) probabilities of K = {len(foreground)} classes with the N voxels' classes",
+                param=name,
+                value=(p.shape, t.shape),
+            )
     _, first = _fitted(*held, foreground, fit)
-    _, every = _fitted(np.concatenate([p for p, _ in each], axis=1), np.concatenate([t for _, t in each]), foreground,
-                       fit)
+    _, every = _fitted(
+        np.concatenate([p for p, _ in each], axis=1), np.concatenate([t for _, t in each]), foreground, fit
+    )
     correction = every - first
     return 0.0 if np.isnan(correction) else float(correction)
 

@@ -1,9 +1,11 @@
 """The model folder: ``config.json`` (what the network is and how to apply it), ``weights.pt`` and ``forest.npz``.
 
-``forest.npz`` is there only for a model that has a pixel classifier (`sparseseg.method.forest.Forest`) to blend the network
+``forest.npz`` is there only for a model that has a pixel classifier (`sparseseg.method.forest.Forest`) to blend the
+network
 with; ``config.json`` names it (field ``forest``, else null) and holds the network's weight in the blend (``blend``).
 Nothing in a model folder runs code when it is read: the weights are read with ``torch.load(weights_only=True)``, the
-forest is numeric arrays read without pickle (`sparseseg.method.forest_file`), and every file is size-capped before it is
+forest is numeric arrays read without pickle (`sparseseg.method.forest_file`), and every file is size-capped before it
+is
 read. A folder of format 2 whose forest is a pickle (``forest.joblib``) is refused with a message saying how to re-save
 it, unless a ``forest.npz`` lies beside it.
 
@@ -32,10 +34,10 @@ import numpy as np
 
 from sparseseg import __version__, io
 from sparseseg.config import Config
-from sparseseg.method.core import Model
 from sparseseg.errors import InputError
-from sparseseg.method.forest_file import FOREST_FILE, MAX_FOREST_BYTES, load_forest, save_forest
 from sparseseg.io.atomic import _file_mode
+from sparseseg.method.core import Model
+from sparseseg.method.forest_file import FOREST_FILE, MAX_FOREST_BYTES, load_forest, save_forest
 from sparseseg.method.preprocess import NORMALISATION
 
 #: Version of the folder's layout and fields; raised whenever a field is added, removed or changes meaning.
@@ -53,8 +55,18 @@ PICKLED_FOREST = "forest.joblib"
 MAX_CONFIG_BYTES = 1 << 20
 #: Largest input channel count a model may declare.
 MAX_CHANNELS = 256
-FIELDS_V1 = ("format_version", "sparseseg_version", "in_channels", "classes", "class_weights", "class_offsets",
-             "pools", "train_shapes", "normalisation", "config")
+FIELDS_V1 = (
+    "format_version",
+    "sparseseg_version",
+    "in_channels",
+    "classes",
+    "class_weights",
+    "class_offsets",
+    "pools",
+    "train_shapes",
+    "normalisation",
+    "config",
+)
 FIELDS = FIELDS_V1 + ("blend", "forest", "estimate")
 
 
@@ -150,21 +162,32 @@ def check_blend(model: Model) -> None:
         raise InputError("must be a number in [0, 1] (the network's weight in the blend)", param="blend", value=blend)
     if model.forest is None:
         if blend != 1:
-            raise InputError("must be 1 for a model without a forest (nothing to blend with)", param="blend", value=blend)
+            raise InputError(
+                "must be 1 for a model without a forest (nothing to blend with)", param="blend", value=blend
+            )
         return
     from sparseseg.method.forest import Forest
 
     forest = model.forest
     if not isinstance(forest, Forest):
-        raise InputError(f"must be a sparseseg.method.forest.Forest, not {type(forest).__name__}", param="forest",
-                         value=type(forest).__name__)
+        raise InputError(
+            f"must be a sparseseg.method.forest.Forest, not {type(forest).__name__}",
+            param="forest",
+            value=type(forest).__name__,
+        )
     if forest.n_channels != model.in_channels:
-        raise InputError(f"was fitted on {forest.n_channels} channel(s), the network takes {model.in_channels}",
-                         param="forest", value=forest.n_channels)
+        raise InputError(
+            f"was fitted on {forest.n_channels} channel(s), the network takes {model.in_channels}",
+            param="forest",
+            value=forest.n_channels,
+        )
     extra = np.setdiff1d(forest.classes, model.classes)
     if len(extra):
-        raise InputError(f"knows classes {extra.tolist()} that the network does not ({model.classes.tolist()})",
-                         param="forest", value=forest.classes.tolist())
+        raise InputError(
+            f"knows classes {extra.tolist()} that the network does not ({model.classes.tolist()})",
+            param="forest",
+            value=forest.classes.tolist(),
+        )
 
 
 def model_digest(folder: str | os.PathLike) -> str:
@@ -190,7 +213,9 @@ class _Files:
     def __init__(self, path: Path):
         self.path, self.package = path, path.is_file()
         if self.package and not path.name.lower().endswith(".zip"):
-            raise InputError(f"'{path}': no such model folder, and not a bioimage.io package (.zip) from sparseseg export")
+            raise InputError(
+                f"'{path}': no such model folder, and not a bioimage.io package (.zip) from sparseseg export"
+            )
         if not self.package and not path.is_dir():
             raise InputError(f"'{path}': no such model folder")
         if not self.exists(CONFIG):
@@ -217,7 +242,9 @@ class _Files:
             raise InputError(f"{self.label(name)}: no such file")
         size = self._members()[name].file_size if self.package else (self.path / name).stat().st_size
         if size > cap:
-            raise InputError(f"{self.label(name)}: {size} bytes, more than the {cap} that such a file can hold; not read")
+            raise InputError(
+                f"{self.label(name)}: {size} bytes, more than the {cap} that such a file can hold; not read"
+            )
         try:
             if not self.package:
                 return (self.path / name).read_bytes()
@@ -259,27 +286,39 @@ def _field(meta: dict, name: str, check, rule: str):
 
 
 def _ints(n: int | None = None, low: int = 0, high: int = 65535):
-    return lambda v: isinstance(v, list) and all(isinstance(i, int) and not isinstance(i, bool) and low <= i <= high
-                                                 for i in v) and (n is None or len(v) == n)
+    return lambda v: (
+        isinstance(v, list)
+        and all(isinstance(i, int) and not isinstance(i, bool) and low <= i <= high for i in v)
+        and (n is None or len(v) == n)
+    )
 
 
 def _numbers_or_none(n: int, positive: bool = False):
     def fits(v):
-        return v is None or (isinstance(v, list) and len(v) == n and all(
-            isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and (x > 0 or not positive)
-            for x in v))
+        return v is None or (
+            isinstance(v, list)
+            and len(v) == n
+            and all(
+                isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and (x > 0 or not positive)
+                for x in v
+            )
+        )
 
     return fits
 
 
 def _check_version(meta: dict, where: str) -> int:
     if "format_version" not in meta:
-        raise InputError(f"{where}: field 'format_version' missing: written by an older sparseseg, or not a model "
-                         f"(train the model again with this version)")
+        raise InputError(
+            f"{where}: field 'format_version' missing: written by an older sparseseg, or not a model "
+            f"(train the model again with this version)"
+        )
     version = meta["format_version"]
     if isinstance(version, bool) or version not in READ_VERSIONS:
-        raise InputError(f"{where}: field 'format_version' is {json.dumps(version)[:40]}, this sparseseg reads "
-                         f"versions {', '.join(map(str, READ_VERSIONS))} (train the model again with this version)")
+        raise InputError(
+            f"{where}: field 'format_version' is {json.dumps(version)[:40]}, this sparseseg reads "
+            f"versions {', '.join(map(str, READ_VERSIONS))} (train the model again with this version)"
+        )
     missing = [name for name in (FIELDS_V1 if version == 1 else FIELDS) if name not in meta]
     if missing:
         raise InputError(f"{where}: field(s) {missing} missing")
@@ -291,31 +330,66 @@ def _check_fields(meta: dict, version: int) -> dict:
     from sparseseg.config import MAX_PATCH
 
     f = {"version": version}
-    f["channels"] = _field(meta, "in_channels", lambda v: isinstance(v, int) and not isinstance(v, bool)
-                           and 1 <= v <= MAX_CHANNELS, f"must be a channel count in 1..{MAX_CHANNELS}")
-    f["classes"] = _field(meta, "classes", lambda v: _ints()(v) and len(v) >= 2 and v == sorted(set(v)),
-                          "must list at least 2 distinct class ids in 0..65535, in increasing order")
+    f["channels"] = _field(
+        meta,
+        "in_channels",
+        lambda v: isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_CHANNELS,
+        f"must be a channel count in 1..{MAX_CHANNELS}",
+    )
+    f["classes"] = _field(
+        meta,
+        "classes",
+        lambda v: _ints()(v) and len(v) >= 2 and v == sorted(set(v)),
+        "must list at least 2 distinct class ids in 0..65535, in increasing order",
+    )
     n = len(f["classes"])
-    f["weights"] = _field(meta, "class_weights", _numbers_or_none(n, positive=True),
-                          f"must be null or {n} finite numbers > 0")
+    f["weights"] = _field(
+        meta, "class_weights", _numbers_or_none(n, positive=True), f"must be null or {n} finite numbers > 0"
+    )
     f["offsets"] = _field(meta, "class_offsets", _numbers_or_none(n), f"must be null or {n} finite numbers")
-    f["pools"] = _field(meta, "pools", lambda v: isinstance(v, list) and len(v) <= 6 and all(_ints(3, 1, 2)(p) for p in v),
-                        "must list at most 6 pooling kernels [z, y, x] of 1s and 2s, one per level")
-    f["shapes"] = _field(meta, "train_shapes", lambda v: isinstance(v, dict) and set(v) <= {"z", "y", "x", "cube"}
-                         and all(_ints(3, 1, MAX_PATCH)(s) for s in v.values()),
-                         f"must map z, y, x or cube to a patch [z, y, x] of sizes in 1..{MAX_PATCH}")
+    f["pools"] = _field(
+        meta,
+        "pools",
+        lambda v: isinstance(v, list) and len(v) <= 6 and all(_ints(3, 1, 2)(p) for p in v),
+        "must list at most 6 pooling kernels [z, y, x] of 1s and 2s, one per level",
+    )
+    f["shapes"] = _field(
+        meta,
+        "train_shapes",
+        lambda v: (
+            isinstance(v, dict)
+            and set(v) <= {"z", "y", "x", "cube"}
+            and all(_ints(3, 1, MAX_PATCH)(s) for s in v.values())
+        ),
+        f"must map z, y, x or cube to a patch [z, y, x] of sizes in 1..{MAX_PATCH}",
+    )
     _field(meta, "config", lambda v: isinstance(v, dict), "must be an object of training settings")
     f["config"] = Config.from_dict(meta["config"])
-    f["blend"] = 1.0 if version == 1 else float(_field(
-        meta, "blend", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-        and 0 <= v <= 1, "must be a number in [0, 1]"))
+    f["blend"] = (
+        1.0
+        if version == 1
+        else float(
+            _field(
+                meta,
+                "blend",
+                lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and 0 <= v <= 1,
+                "must be a number in [0, 1]",
+            )
+        )
+    )
     forest_name = FOREST if version >= 3 else PICKLED_FOREST
-    f["forest"] = None if version == 1 else _field(meta, "forest", lambda v: v is None or v == forest_name,
-                                                   f"must be null or {forest_name!r}")
+    f["forest"] = (
+        None
+        if version == 1
+        else _field(meta, "forest", lambda v: v is None or v == forest_name, f"must be null or {forest_name!r}")
+    )
     if f["forest"] is None and f["blend"] != 1:
         raise InputError(f"field 'blend' is {f['blend']} but 'forest' is null: nothing to blend the network with")
-    f["estimate"] = None if version == 1 else _field(meta, "estimate", lambda v: v is None or isinstance(v, dict),
-                                                     "must be an object or null")
+    f["estimate"] = (
+        None
+        if version == 1
+        else _field(meta, "estimate", lambda v: v is None or isinstance(v, dict), "must be an object or null")
+    )
     if f["config"].base is None or f["config"].patch is None:
         raise InputError("field 'config' holds no network width (base) or patch: not a trained model")
     return f
@@ -344,11 +418,16 @@ def load_model(folder: str | os.PathLike) -> Model:
     network = UNet3D(f["channels"], len(f["classes"]), f["config"].base, [tuple(p) for p in f["pools"]])
     _load_weights(network, files)
     model = Model(
-        network.eval(), np.asarray(f["classes"], dtype=np.int64), f["config"], f["channels"],
+        network.eval(),
+        np.asarray(f["classes"], dtype=np.int64),
+        f["config"],
+        f["channels"],
         {(None if k == "cube" else k): tuple(v) for k, v in f["shapes"].items()},
         None if f["weights"] is None else np.asarray(f["weights"], dtype=np.float32),
         None if f["offsets"] is None else np.asarray(f["offsets"], dtype=np.float64),
-        forest=None if f["forest"] is None else _read_forest(files), blend=f["blend"], estimate=f["estimate"],
+        forest=None if f["forest"] is None else _read_forest(files),
+        blend=f["blend"],
+        estimate=f["estimate"],
     )
     try:
         check_blend(model)
@@ -365,9 +444,10 @@ def _read_forest(files: _Files):
         old = files.path / PICKLED_FOREST
         raise InputError(
             f"'{old}' is a pickle, which can run code when it is read, and sparseseg does not read it. Train the model "
-            f"again, or, only if you trust where it came from, re-save its forest beside it: python -c \"import joblib; "
+            f'again, or, only if you trust where it came from, re-save its forest beside it: python -c "import joblib; '
             f"from sparseseg.method.forest_file import save_forest; save_forest(joblib.load('{old}'), "
-            f"'{files.path / FOREST}')\"")
+            f"'{files.path / FOREST}')\""
+        )
     raise InputError(f"{files.label(FOREST)}: no such file, but {CONFIG} names a forest (field 'forest')")
 
 
@@ -405,4 +485,6 @@ def _load_weights(network, files: _Files) -> None:
         network.load_state_dict(state)
     except (RuntimeError, TypeError) as exc:  # torch's first line is a header; the next says what does not fit
         lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
-        raise InputError(f"{where}: weights do not match {CONFIG} ({' '.join(lines[1:2] or lines[:1])[:160]})") from None
+        raise InputError(
+            f"{where}: weights do not match {CONFIG} ({' '.join(lines[1:2] or lines[:1])[:160]})"
+        ) from None

@@ -75,13 +75,16 @@ class UNet3D(nn.Module):
     base : int
         Channels of the first convolution (the paper: 32). Level i ends with ``base * 2**(i+1)``.
     pools : sequence of (int, int, int)
-        Pooling kernel of each step, e.g. from `sparseseg.method.planning.pooling_kernels`. The paper: three times (2, 2, 2).
+        Pooling kernel of each step, e.g. from `sparseseg.method.planning.pooling_kernels`. The paper: three times (2,
+        2, 2).
     """
 
     def __init__(self, in_channels: int, n_classes: int, base: int = 32, pools: Sequence[Kernel] = ((2, 2, 2),) * 3):
         super().__init__()
         if in_channels < 1 or n_classes < 2 or base < 1:
-            raise ValueError(f"need in_channels >= 1, n_classes >= 2, base >= 1; got {in_channels}, {n_classes}, {base}")
+            raise ValueError(
+                f"need in_channels >= 1, n_classes >= 2, base >= 1; got {in_channels}, {n_classes}, {base}"
+            )
         self.pools = [tuple(p) for p in pools]
         widths = [base * 2**i for i in range(len(self.pools) + 1)]
         self.encoders = nn.ModuleList(

@@ -109,12 +109,19 @@ def training_patch(
     """
     patch = tuple(int(p) for p in patch) if patch else default_patch(shape, spacing, multiple)
     if any(p % m for p, m in zip(patch, multiple)):
-        raise InputError(f"each axis must be a multiple of {','.join(map(str, multiple))} for this network",
-                         param="patch", value=patch)
+        raise InputError(
+            f"each axis must be a multiple of {','.join(map(str, multiple))} for this network",
+            param="patch",
+            value=patch,
+        )
     clipped = clip_patch(patch, shape, multiple)
     if batch_size * int(np.prod([p // m for p, m in zip(clipped, multiple)])) < 2:
-        raise InputError(f"too small for this network (one voxel at its deepest level, batch size {batch_size}): "
-                         f"make an axis at least {2 * max(multiple)} or the batch size at least 2", param="patch", value=clipped)
+        raise InputError(
+            f"too small for this network (one voxel at its deepest level, batch size {batch_size}): "
+            f"make an axis at least {2 * max(multiple)} or the batch size at least 2",
+            param="patch",
+            value=clipped,
+        )
     return clipped, clipped != patch
 
 
@@ -158,7 +165,9 @@ def patch_shapes(
     return shapes
 
 
-def inference_patch(train_patch: Sequence[int], shape: Sequence[int], multiple: Sequence[int], factor: int = 2) -> tuple[int, int, int]:
+def inference_patch(
+    train_patch: Sequence[int], shape: Sequence[int], multiple: Sequence[int], factor: int = 2
+) -> tuple[int, int, int]:
     """Sliding-window patch: ``factor`` times the training patch, no larger than the volume needs."""
     return clip_patch([p * factor for p in train_patch], shape, multiple)
 
@@ -188,7 +197,9 @@ def inference_windows(
             continue
         i = AXES.index(axis)
         widen = 2 * np.sqrt(patch[i] / train_shape[i])
-        window = list(clip_patch([int(round(p * widen / m)) * m for p, m in zip(train_shape, multiple)], shape, multiple))
+        window = list(
+            clip_patch([int(round(p * widen / m)) * m for p, m in zip(train_shape, multiple)], shape, multiple)
+        )
         window[i] = int(train_shape[i])
         windows.append(tuple(window))
     return windows
@@ -209,8 +220,10 @@ def window_overlaps(
     for name, value in (("overlap", overlap), ("wide_overlap", wide_overlap)):
         if not 0 <= value < 1:
             raise InputError("must lie in [0, 1)", param=name, value=value)
-    return [tuple(overlap if axis is not None and i == AXES.index(axis) else wide_overlap for i in range(3))
-            for axis in shapes]
+    return [
+        tuple(overlap if axis is not None and i == AXES.index(axis) else wide_overlap for i in range(3))
+        for axis in shapes
+    ]
 
 
 def window_halo(windows: Sequence[Sequence[int]], overlaps: Sequence[Sequence[float]]) -> tuple[int, int, int]:
@@ -222,7 +235,9 @@ def window_halo(windows: Sequence[Sequence[int]], overlaps: Sequence[Sequence[fl
     no less context than the tiling gives any voxel. The most over the passes; 1 plane for a
     3-deep window stepping by one, 28 voxels for a 224-wide one overlapping by a quarter.
     """
-    return tuple(max(math.ceil((w[i] - tile_step(w[i], o[i])) / 2) for w, o in zip(windows, overlaps)) for i in range(3))
+    return tuple(
+        max(math.ceil((w[i] - tile_step(w[i], o[i])) / 2) for w, o in zip(windows, overlaps)) for i in range(3)
+    )
 
 
 def window_extent(windows: Sequence[Sequence[int]]) -> tuple[int, int, int]:
@@ -230,7 +245,9 @@ def window_extent(windows: Sequence[Sequence[int]]) -> tuple[int, int, int]:
     return tuple(max(int(w[i]) for w in windows) for i in range(3))
 
 
-def block_halo(block: Sequence[int], windows: Sequence[Sequence[int]], overlaps: Sequence[Sequence[float]]) -> tuple[int, int, int]:
+def block_halo(
+    block: Sequence[int], windows: Sequence[Sequence[int]], overlaps: Sequence[Sequence[float]]
+) -> tuple[int, int, int]:
     """The halo of blocks of ``block``: `window_halo`, widened where a block is shorter than a step so that the widest
     window still fits a block read with its halo."""
     halo = window_halo(windows, overlaps)
@@ -240,8 +257,9 @@ def block_halo(block: Sequence[int], windows: Sequence[Sequence[int]], overlaps:
 def _window_voxels(size: int, block: int, halo: int, window: int, overlap: float, least: int = 0) -> int:
     """Voxels of the windows (along one axis) that blocks of ``block`` read with ``halo``, and at least ``least`` long
     (`sparseseg.io.blocks.with_halo`), run over an axis of ``size``."""
-    reads = Counter(min(size, max(least, min(size, start + block + halo) - max(0, start - halo)))
-                    for start in range(0, size, block))
+    reads = Counter(
+        min(size, max(least, min(size, start + block + halo) - max(0, start - halo))) for start in range(0, size, block)
+    )
     return sum(n * len(tile_starts(r, min(window, r), overlap)) * min(window, r) for r, n in reads.items())
 
 
@@ -281,11 +299,15 @@ def block_for_windows(
     extent = window_extent(windows)  # no read is shorter (`sparseseg.io.blocks.with_halo`)
 
     def along(i: int, w: Sequence[int], o: Sequence[float]) -> np.ndarray:
-        return np.array([_window_voxels(shape[i], b, h, int(w[i]), o[i], extent[i]) for b, h in zip(lengths[i], halos[i])],
-                        dtype=float)
+        return np.array(
+            [_window_voxels(shape[i], b, h, int(w[i]), o[i], extent[i]) for b, h in zip(lengths[i], halos[i])],
+            dtype=float,
+        )
 
-    reads = [np.array([b if b >= shape[i] else min(shape[i], b + 2 * h) for b, h in zip(lengths[i], halos[i])], dtype=float)
-             for i in range(3)]
+    reads = [
+        np.array([b if b >= shape[i] else min(shape[i], b + 2 * h) for b, h in zip(lengths[i], halos[i])], dtype=float)
+        for i in range(3)
+    ]
     cost = sum(np.einsum("i,j,k->ijk", *[along(i, w, o) for i in range(3)]) for w, o in zip(windows, overlaps))
     size = np.einsum("i,j,k->ijk", *[np.asarray(v, dtype=float) for v in lengths])
     cost[np.einsum("i,j,k->ijk", *reads) > voxels] = np.inf

@@ -22,7 +22,8 @@ def intensity_stats(image: np.ndarray, low: float = 0.5, high: float = 99.5) -> 
 
 
 def normalise_with(image: np.ndarray, stats: np.ndarray) -> np.ndarray:
-    """Normalise a (C, Z, Y, X) image (or a block of one) by `intensity_stats`: clip, subtract the mean, divide by the std."""
+    """Normalise a (C, Z, Y, X) image (or a block of one) by `intensity_stats`: clip, subtract the mean, divide by the
+    std."""
     if image.ndim != 4 or stats.shape != (image.shape[0], 4):
         raise ValueError(f"expected a (C, Z, Y, X) image and (C, 4) stats, got shapes {image.shape} and {stats.shape}")
     out = np.empty(image.shape, dtype=np.float32)

@@ -88,7 +88,8 @@ def predict_probabilities(
     tta: bool = False,
     needed: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Class probabilities (K, Z, Y, X), float32, of a normalised (C, Z, Y, X) image (valid on ``needed``, see `sliding_window`)."""
+    """Class probabilities (K, Z, Y, X), float32, of a normalised (C, Z, Y, X) image (valid on ``needed``, see
+    `sliding_window`)."""
     model = model.to(device, memory_format=torch.channels_last_3d).eval()
     n_classes = model.head.out_channels
     amp = device.type == "cuda"

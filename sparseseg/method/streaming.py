@@ -21,11 +21,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from sparseseg.io.blocks import Block, Source, plan_blocks, sample_planes, with_halo
 from sparseseg.errors import InputError
-from sparseseg.method.sliding_window import predict_probabilities
+from sparseseg.io.blocks import Block, Source, plan_blocks, sample_planes, with_halo
 from sparseseg.method.planning import block_for_windows, block_halo, inference_windows, window_extent, window_overlaps
 from sparseseg.method.preprocess import intensity_stats, normalise_with
+from sparseseg.method.sliding_window import predict_probabilities
 
 #: Memory for one block read with its halo, and its buffers, in bytes, unless the caller says otherwise.
 BLOCK_BUDGET = 512 * 2**20
@@ -61,8 +61,13 @@ class BlockPlan:
     def layout(self) -> dict:
         """How the plan cuts the volume, as JSON: what a resumed output must have been cut by (`blocks_to_write`)."""
         first = self.blocks[0]
-        return {"blocks": len(self.blocks), "block": [s.stop - s.start for s in first], "halo": list(self.halo),
-                "windows": [list(w) for w in self.windows], "overlaps": [list(o) for o in self.overlaps]}
+        return {
+            "blocks": len(self.blocks),
+            "block": [s.stop - s.start for s in first],
+            "halo": list(self.halo),
+            "windows": [list(w) for w in self.windows],
+            "overlaps": [list(o) for o in self.overlaps],
+        }
 
 
 def plan_volume(
@@ -76,11 +81,13 @@ def plan_volume(
     overlap: float = 0.5,
     wide_overlap: float | None = None,
 ) -> BlockPlan:
-    """The `BlockPlan` of ``source``: blocks read (halo included) in about ``budget`` bytes, whole ``chunks`` of the output
+    """The `BlockPlan` of ``source``: blocks read (halo included) in about ``budget`` bytes, whole ``chunks`` of the
+    output
     where it has chunks.
 
     ``shapes`` are the training patches per annotated axis and ``patch`` the largest one
-    (see `sparseseg.method.planning.inference_windows`); ``budget`` is `BLOCK_BUDGET` unless given. With ``chunks`` every block is a whole
+    (see `sparseseg.method.planning.inference_windows`); ``budget`` is `BLOCK_BUDGET` unless given. With ``chunks``
+    every block is a whole
     number of chunks, so that blocks written at once by several workers never share a chunk.
     The windows overlap by ``overlap`` across each pass's annotated planes and by
     ``wide_overlap`` (None: ``overlap``) along its other axes (`sparseseg.method.planning.window_overlaps`).
@@ -89,20 +96,36 @@ def plan_volume(
     windows = inference_windows(shapes, patch, shape, network.size_multiple)
     overlaps = window_overlaps(shapes, overlap, overlap if wide_overlap is None else wide_overlap)
     per_voxel = 4 * (source.shape[0] + 3 * network.head.out_channels + 1)  # input, probabilities, blend, weights
-    block = block_for_windows(shape, windows, overlaps, (BLOCK_BUDGET if budget is None else budget) / per_voxel, chunks)
+    block = block_for_windows(
+        shape, windows, overlaps, (BLOCK_BUDGET if budget is None else budget) / per_voxel, chunks
+    )
     halo = tuple(0 if b >= s else h for b, s, h in zip(block, shape, block_halo(block, windows, overlaps)))
-    return BlockPlan(plan_blocks(shape, block), halo, intensity_stats(sample_planes(source)), dict(shapes),
-                     tuple(patch), windows, overlaps)
+    return BlockPlan(
+        plan_blocks(shape, block),
+        halo,
+        intensity_stats(sample_planes(source)),
+        dict(shapes),
+        tuple(patch),
+        windows,
+        overlaps,
+    )
 
 
 def block_probabilities(
-    network: torch.nn.Module, source: Source, zyx: Block, plan: BlockPlan, *, device: torch.device,
-    tta: bool = False, needed: np.ndarray | None = None,
+    network: torch.nn.Module,
+    source: Source,
+    zyx: Block,
+    plan: BlockPlan,
+    *,
+    device: torch.device,
+    tta: bool = False,
+    needed: np.ndarray | None = None,
 ) -> np.ndarray:
     """Class probabilities (K, z, y, x) of one block of the plan, before any decision (windows overlapping as planned).
 
     With ``needed`` (bool, the block's shape) only the windows over its voxels are run: they
-    get what a full run gives them, the other voxels are not valid (see `sparseseg.method.sliding_window.sliding_window`).
+    get what a full run gives them, the other voxels are not valid (see
+    `sparseseg.method.sliding_window.sliding_window`).
     """
     release_freed_memory()  # what the blocks before this one freed (one process or a worker alike)
     shape = tuple(source.shape[1:])
@@ -123,7 +146,9 @@ def block_probabilities(
             p = predict_probabilities(network, image, window, device, overlaps, tta=tta, needed=needed)
             probabilities = p if probabilities is None else np.add(probabilities, p, out=probabilities)
     except torch.OutOfMemoryError as exc:
-        raise InputError("out of GPU memory: lower patch or batch_size (or use the CPU)", param="device", value="cuda") from exc
+        raise InputError(
+            "out of GPU memory: lower patch or batch_size (or use the CPU)", param="device", value="cuda"
+        ) from exc
     probabilities /= len(passes)
     return probabilities[(slice(None),) + crop]
 

@@ -8,7 +8,8 @@ import numpy as np
 
 
 def tile_step(patch: int, overlap: float) -> int:
-    """The longest step between neighbouring patches of length ``patch`` that overlap by about ``overlap`` (at least 1)."""
+    """The longest step between neighbouring patches of length ``patch`` that overlap by about ``overlap`` (at least
+    1)."""
     return max(1, int(patch * (1 - overlap)))
 
 
@@ -28,7 +29,9 @@ def tile_starts(size: int, patch: int, overlap: float) -> list[int]:
     return [int(round(v)) for v in np.linspace(0, size - patch, n)]
 
 
-def tile_slices(shape: Sequence[int], patch: Sequence[int], overlap: float | Sequence[float] = 0.5) -> list[tuple[slice, ...]]:
+def tile_slices(
+    shape: Sequence[int], patch: Sequence[int], overlap: float | Sequence[float] = 0.5
+) -> list[tuple[slice, ...]]:
     """All patch windows (as tuples of slices) that tile a volume of ``shape``.
 
     ``overlap`` is one fraction for every axis, or one per axis.
@@ -40,7 +43,9 @@ def tile_slices(shape: Sequence[int], patch: Sequence[int], overlap: float | Seq
         raise ValueError(f"overlap {tuple(overlaps)} needs one value per axis of shape {tuple(shape)}")
     starts = [tile_starts(s, p, o) for s, p, o in zip(shape, patch, overlaps)]
     grid = np.meshgrid(*starts, indexing="ij")
-    return [tuple(slice(int(o), int(o) + p) for o, p in zip(origin, patch)) for origin in zip(*(g.ravel() for g in grid))]
+    return [
+        tuple(slice(int(o), int(o) + p) for o, p in zip(origin, patch)) for origin in zip(*(g.ravel() for g in grid))
+    ]
 
 
 def gaussian_weight(patch: Sequence[int], sigma_scale: float = 0.125, floor: float = 1e-3) -> np.ndarray:

@@ -23,8 +23,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from sparseseg.method import augment
 from sparseseg.errors import InputError
+from sparseseg.method import augment
 from sparseseg.method.annotation import Annotation, weights_from_counts
 from sparseseg.method.planning import AXES, patch_shapes
 
@@ -75,9 +75,14 @@ def per_image(whole: WholeVolume | Sequence[WholeVolume | None] | None, n: int) 
     return whole
 
 
-def class_weights_of(annotations: Sequence[Annotation], classes: np.ndarray, class_power: float,
-                     whole: WholeVolume | Sequence[WholeVolume | None] | None = None) -> np.ndarray:
-    """Class weights over all ``annotations`` for the network's ``classes``; the loss uses them and the model keeps them.
+def class_weights_of(
+    annotations: Sequence[Annotation],
+    classes: np.ndarray,
+    class_power: float,
+    whole: WholeVolume | Sequence[WholeVolume | None] | None = None,
+) -> np.ndarray:
+    """Class weights over all ``annotations`` for the network's ``classes``; the loss uses them and the model keeps
+    them.
 
     Where ``whole`` (see `per_image`) gives an annotation a `WholeVolume`, that volume's class
     counts stand for it, once per volume however many of its slabs are given (the same object);
@@ -99,10 +104,14 @@ class TrainLog:
     iterations: int = 0
     seconds: float = 0.0
     losses: list[float] = field(default_factory=list)
-    stopped_by: str = "iterations"  # 'iterations', 'time', 'interrupt' (Ctrl-C) or 'stop' (asked by the progress object)
+    stopped_by: str = (
+        "iterations"  # 'iterations', 'time', 'interrupt' (Ctrl-C) or 'stop' (asked by the progress object)
+    )
     device: str = "cpu"
     shapes: dict = field(default_factory=dict)  # training patch per annotated axis (None: cube patches)
-    warnings: list[str] = field(default_factory=list)  # why the result may not be worth much (see `sparseseg.method.core.fit`)
+    warnings: list[str] = field(
+        default_factory=list
+    )  # why the result may not be worth much (see `sparseseg.method.core.fit`)
 
     @property
     def final_loss(self) -> float:
@@ -160,15 +169,20 @@ class VolumeCrops:
             pools = [np.flatnonzero(region & (data.target == k)) for k in np.unique(data.target[region])]
             if pools:
                 self.centres[axis] = pools
-                self.weights[axis] = torch.from_numpy(np.pad(np.where(region, data.weight, 0).astype(np.float32), pads)).to(device)
+                self.weights[axis] = torch.from_numpy(
+                    np.pad(np.where(region, data.weight, 0).astype(np.float32), pads)
+                ).to(device)
 
     def crop_at(self, rng: np.random.Generator, axis: str | None, crop: tuple[int, int, int]):
         pools = self.centres[axis]
         pool = pools[rng.integers(len(pools))]
         centre = np.unravel_index(pool[rng.integers(len(pool))], self.shape)
         # across the thin axis the plane lies at any depth of the crop (centre offset c // 2 - depth), so that every
-        # plane of a window is learnt and windows need not overlap much there (`sparseseg.method.planning.window_overlaps`)
-        jitter = [c // 2 - rng.integers(c) if a == axis else rng.integers(-(c // 4), c // 4 + 1) for a, c in zip(AXES, crop)]
+        # plane of a window is learnt and windows need not overlap much there
+        # (`sparseseg.method.planning.window_overlaps`)
+        jitter = [
+            c // 2 - rng.integers(c) if a == axis else rng.integers(-(c // 4), c // 4 + 1) for a, c in zip(AXES, crop)
+        ]
         start = [
             int(np.clip(v + j + p - c // 2, 0, s + 2 * p - c))  # padded coordinates, centred on v + j
             for v, j, p, c, s in zip(centre, jitter, self.pads, crop, self.shape)
@@ -196,13 +210,18 @@ class PatchSampler:
         """(axis, image, target, weight) for one batch."""
         axis = self.axes[self.rng.integers(len(self.axes))]
         volumes = [v for v in self.volumes if axis in v.centres]
-        crops = [volumes[self.rng.integers(len(volumes))].crop_at(self.rng, axis, self.crops[axis]) for _ in range(batch)]
+        crops = [
+            volumes[self.rng.integers(len(volumes))].crop_at(self.rng, axis, self.crops[axis]) for _ in range(batch)
+        ]
         return (axis, *(torch.stack(parts) for parts in zip(*crops)))
 
 
 def crop_shapes(shapes: dict, params: augment.AugmentParams | None) -> dict:
     """The crop cut for each training patch shape: the patch and the margins its augmentation needs (``params``)."""
-    return {a: s if params is None else tuple(p + 2 * m for p, m in zip(s, augment.margin(s, params))) for a, s in shapes.items()}
+    return {
+        a: s if params is None else tuple(p + 2 * m for p, m in zip(s, augment.margin(s, params)))
+        for a, s in shapes.items()
+    }
 
 
 def poly_lr(base: float, progress: float, power: float = 0.9) -> float:
@@ -238,7 +257,8 @@ class CtrlC:
         return getattr(self.__dict__["progress"], name)
 
     def told(self, train_log: TrainLog) -> TrainLog:
-        """``train_log``, saying 'interrupt' where Ctrl-C was pressed (training stopped at its request, or ended before)."""
+        """``train_log``, saying 'interrupt' where Ctrl-C was pressed (training stopped at its request, or ended
+        before)."""
         return replace(train_log, stopped_by="interrupt") if self.pressed else train_log
 
 
@@ -254,7 +274,10 @@ def ctrl_c_stops_training(progress: Progress | None) -> Iterator[CtrlC]:
     where SIGINT is not Python's default handler, nothing changes.
     """
     ctrl_c = CtrlC(progress)
-    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
         yield ctrl_c
         return
 
@@ -262,7 +285,9 @@ def ctrl_c_stops_training(progress: Progress | None) -> Iterator[CtrlC]:
         if ctrl_c.pressed:
             raise KeyboardInterrupt
         ctrl_c.pressed = True
-        logger.warning("Ctrl-C: training stops, and the result is made with what was trained so far (Ctrl-C again to quit)")
+        logger.warning(
+            "Ctrl-C: training stops, and the result is made with what was trained so far (Ctrl-C again to quit)"
+        )
 
     signal.signal(signal.SIGINT, pressed)
     try:

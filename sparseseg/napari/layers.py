@@ -22,13 +22,23 @@ def _replace(viewer, name: str, add, data, **kwargs):
 
 
 def show_result(viewer, result, scale) -> tuple:
-    """Add, or update, the segmentation as a Labels layer (painted voxels as painted) and the uncertainty as an image layer.
+    """Add, or update, the segmentation as a Labels layer (painted voxels as painted) and the uncertainty as an image
+    layer.
 
     Returns both layers.
     """
     labels = _replace(viewer, SEGMENTATION, viewer.add_labels, result.labels(), scale=scale, opacity=0.4)
-    uncertainty = _replace(viewer, UNCERTAINTY, viewer.add_image, result.uncertainty(), scale=scale, colormap="magma",
-                           blending="additive", contrast_limits=(0.0, 1.0), visible=False)
+    uncertainty = _replace(
+        viewer,
+        UNCERTAINTY,
+        viewer.add_image,
+        result.uncertainty(),
+        scale=scale,
+        colormap="magma",
+        blending="additive",
+        contrast_limits=(0.0, 1.0),
+        visible=False,
+    )
     return labels, uncertainty
 
 
@@ -53,8 +63,15 @@ def go_to_plane(viewer, axis: str, index: int, shape, scale) -> None:
     name = f"{NEXT_PLANE} {axis}={index}"
     for layer in [layer for layer in viewer.layers if layer.name.startswith(NEXT_PLANE)]:
         viewer.layers.remove(layer)
-    viewer.add_shapes([np.array(corners)], shape_type="rectangle", name=name, scale=scale, edge_color="yellow",
-                      face_color="transparent", edge_width=max(1.0, min(shape) / 40))
+    viewer.add_shapes(
+        [np.array(corners)],
+        shape_type="rectangle",
+        name=name,
+        scale=scale,
+        edge_color="yellow",
+        face_color="transparent",
+        edge_width=max(1.0, min(shape) / 40),
+    )
 
 
 def painted_plane(viewer, layer) -> tuple[str, int] | None:

@@ -70,7 +70,8 @@ class Result:
         return entropy(self.segmentation.probabilities)
 
     def suggestion(self) -> Suggestion | None:
-        """The unannotated plane the model is least sure about (`sparseseg.method.uncertainty.rank_planes`), None if none is left."""
+        """The unannotated plane the model is least sure about (`sparseseg.method.uncertainty.rank_planes`), None if
+        none is left."""
         ranked = rank_planes(plane_uncertainty(self.segmentation.probabilities), self.annotation.planes, top=1)
         return ranked[0] if ranked else None
 
@@ -134,8 +135,9 @@ def spacing_of(scale: Sequence[float]) -> tuple[float, float, float]:
     return spacing
 
 
-def annotation_of(labels: np.ndarray, planes: str = "", painted: dict[str, set[int]] | None = None,
-                  unlabeled: int = UNLABELED) -> tuple[Annotation, str]:
+def annotation_of(
+    labels: np.ndarray, planes: str = "", painted: dict[str, set[int]] | None = None, unlabeled: int = UNLABELED
+) -> tuple[Annotation, str]:
     """The annotation of a Labels layer's data, and how its annotated voxels were found, in words.
 
     The annotated planes are, first of all, those written in ``planes`` ('z=12,40 y=64'); else
@@ -159,8 +161,9 @@ def annotation_of(labels: np.ndarray, planes: str = "", painted: dict[str, set[i
     except InputError as exc:
         if chosen is not None:
             raise
-        raise InputError(f"{exc}. Here: paint the planes in this viewer (2D view), or write them in the planes field "
-                         "(z=12,40 y=64)") from None
+        raise InputError(
+            f"{exc}. Here: paint the planes in this viewer (2D view), or write them in the planes field (z=12,40 y=64)"
+        ) from None
     if chosen is not None:
         said = " ".join(f"{a}={','.join(map(str, v))}" for a, v in chosen.items() if v)
         how = ("planes given: " if planes.strip() else "painted planes: ") + said
@@ -185,8 +188,9 @@ def progress_for(config: Config) -> TrainingProgress:
     return TrainingProgress(shown.iterations, shown.time_budget)
 
 
-def densify(image: np.ndarray, annotation: Annotation, config: Config, progress: TrainingProgress | None = None,
-            init=None) -> Result:
+def densify(
+    image: np.ndarray, annotation: Annotation, config: Config, progress: TrainingProgress | None = None, init=None
+) -> Result:
     """Train (from ``init``, a model, when given), calibrate and segment: `sparseseg.method.ensemble.densify_arrays`."""
     from sparseseg.method.ensemble import densify_arrays
 

@@ -1,4 +1,5 @@
-"""The dock widget: pick the layers, Densify in a worker thread (Cancel keeps the model so far), Suggest, save or load a model.
+"""The dock widget: pick the layers, Densify in a worker thread (Cancel keeps the model so far), Suggest, save or load a
+model.
 
 The work is the library's (`sparseseg.napari.loop`); this module only reads the layers, runs
 it off the GUI thread and shows what comes back (`sparseseg.napari.layers`).
@@ -11,15 +12,27 @@ from pathlib import Path
 from napari.layers import Image, Labels
 from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import (
-    QAbstractItemView, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QHBoxLayout, QLabel, QLineEdit, QListWidget,
-    QListWidgetItem, QProgressBar, QPushButton, QVBoxLayout, QWidget,
+    QAbstractItemView,
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QListWidgetItem,
+    QProgressBar,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
 )
 
 from sparseseg.config import Config
 from sparseseg.errors import InputError
+from sparseseg.method.planning import AXES
 from sparseseg.napari import layers as shown
 from sparseseg.napari import loop
-from sparseseg.method.planning import AXES
 
 #: Default time budget of one Densify, in seconds: short, for a loop.
 DEFAULT_BUDGET = 60.0
@@ -92,9 +105,12 @@ class DensifyWidget(QWidget):
         form.addRow("planes", self.planes)
         form.addRow("time budget", self.budget)
 
-        self.densify_button = self._button("Densify", "Train a new model on the painted planes and segment", self.densify)
-        self.again_button = self._button("Densify again", "Train on from the last model (warm start)",
-                                         lambda: self.densify(warm=True))
+        self.densify_button = self._button(
+            "Densify", "Train a new model on the painted planes and segment", self.densify
+        )
+        self.again_button = self._button(
+            "Densify again", "Train on from the last model (warm start)", lambda: self.densify(warm=True)
+        )
         self.cancel_button = self._button("Cancel", "Stop training now and segment with the model so far", self.cancel)
         self.suggest_button = self._button("Suggest", "Go to the plane the model is least sure about", self.suggest)
         self.save_button = self._button("Save model…", "Save the model as a sparseseg model folder", self._ask_save)
@@ -108,8 +124,11 @@ class DensifyWidget(QWidget):
 
         layout = QVBoxLayout(self)
         layout.addLayout(form)
-        for row in ((self.densify_button, self.again_button), (self.cancel_button, self.suggest_button),
-                    (self.save_button, self.load_button)):
+        for row in (
+            (self.densify_button, self.again_button),
+            (self.cancel_button, self.suggest_button),
+            (self.save_button, self.load_button),
+        ):
             line = QHBoxLayout()
             for button in row:
                 line.addWidget(button)
@@ -138,8 +157,11 @@ class DensifyWidget(QWidget):
 
     def _layers_of(self, kind: type) -> list:
         """The viewer's layers of ``kind`` that are not the widget's own results."""
-        return [layer for layer in self.viewer.layers if isinstance(layer, kind)
-                and not layer.name.startswith(("sparseseg ", shown.NEXT_PLANE))]
+        return [
+            layer
+            for layer in self.viewer.layers
+            if isinstance(layer, kind) and not layer.name.startswith(("sparseseg ", shown.NEXT_PLANE))
+        ]
 
     def _refresh_layers(self, event=None) -> None:
         picked = {item.text() for item in self.images.selectedItems()}
@@ -209,8 +231,16 @@ class DensifyWidget(QWidget):
             self._say(f"error: {exc}")
             return
         self._say(f"training: {how}")
-        self.worker = create_worker(loop.densify, image, annotation, config, self.progress,
-                                    self.model if warm else None, _start_thread=False, _ignore_errors=True)
+        self.worker = create_worker(
+            loop.densify,
+            image,
+            annotation,
+            config,
+            self.progress,
+            self.model if warm else None,
+            _start_thread=False,
+            _ignore_errors=True,
+        )
         self.worker.returned.connect(self._finished)
         self.worker.errored.connect(self._failed)
         self.worker.finished.connect(self._stopped)
@@ -242,9 +272,12 @@ class DensifyWidget(QWidget):
         shown.show_result(self.viewer, result, self._scale)
         log = result.train_log
         said = "cancelled" if result.cancelled else f"stopped by {log.stopped_by}"
-        self._say(f"done: {log.iterations} steps in {log.seconds:.0f} s ({said}), loss {log.final_loss:.4f}, the network "
-                  f"agrees with {result.fit():.0%} of the painted voxels. " + " ".join(log.warnings)
-                  + " Suggest shows where to paint next.")
+        self._say(
+            f"done: {log.iterations} steps in {log.seconds:.0f} s ({said}), loss {log.final_loss:.4f}, the network "
+            f"agrees with {result.fit():.0%} of the painted voxels. "
+            + " ".join(log.warnings)
+            + " Suggest shows where to paint next."
+        )
 
     def _failed(self, exc: Exception) -> None:
         """Say a bad input in the status line; anything else goes to napari's notifications too, as a bug."""
@@ -272,10 +305,13 @@ class DensifyWidget(QWidget):
         if suggestion is None:
             self._say("no unannotated plane is left to suggest")
             return None
-        shown.go_to_plane(self.viewer, suggestion.axis, suggestion.index, self.result.annotation.target.shape,
-                          self._scale)
-        self._say(f"paint {suggestion.axis}={suggestion.index} next (uncertainty {suggestion.uncertainty:.3f}), "
-                  "then Densify again")
+        shown.go_to_plane(
+            self.viewer, suggestion.axis, suggestion.index, self.result.annotation.target.shape, self._scale
+        )
+        self._say(
+            f"paint {suggestion.axis}={suggestion.index} next (uncertainty {suggestion.uncertainty:.3f}), "
+            "then Densify again"
+        )
         return suggestion
 
     def save_model(self, folder) -> Path | None:

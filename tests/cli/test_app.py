@@ -59,18 +59,23 @@ def test_densify_table_and_progress(files, monkeypatch, run):
 def test_the_estimate_is_said_with_its_correction():
     from sparseseg.cli.output import estimate_said
 
-    said = dict(iou=0.66, spread=0.05, held_out_planes={"z": [33], "y": [68]}, network_iou=0.58, forest_iou=0.6,
-                blend=0.7)
-    assert estimate_said(said) == ("IoU 0.66 ± 0.05 (on held-out planes z=33, y=68; network 0.58, forest 0.60; "
-                                   "network weight 0.7)")  # as a model folder saved before the correction holds it
+    said = dict(
+        iou=0.66, spread=0.05, held_out_planes={"z": [33], "y": [68]}, network_iou=0.58, forest_iou=0.6, blend=0.7
+    )
+    assert estimate_said(said) == (
+        "IoU 0.66 ± 0.05 (on held-out planes z=33, y=68; network 0.58, forest 0.60; network weight 0.7)"
+    )  # as a model folder saved before the correction holds it
     assert estimate_said({**said, "held_out_iou": 0.62, "correction": 0.04}) == (
         "IoU 0.66 ± 0.05 (0.62 on held-out planes z=33, y=68, +0.04 from the forest fitted without each plane in "
-        "turn; network 0.58, forest 0.60; network weight 0.7)")
+        "turn; network 0.58, forest 0.60; network weight 0.7)"
+    )
 
 
 def test_densify_quiet_prints_nothing(files, run):
     # --no-holdout: a run this short is estimated low, which -q still warns of (warnings are not silenced)
-    result = run("densify", files.volume, "--slices", files.sparse, "-o", files.folder / "seg.tif", *TRAIN, "-q", "--no-holdout")
+    result = run(
+        "densify", files.volume, "--slices", files.sparse, "-o", files.folder / "seg.tif", *TRAIN, "-q", "--no-holdout"
+    )
     _assert_ok(result)
     assert result.stdout == "" and result.stderr == ""
     assert (files.folder / "seg.tif").is_file()
@@ -89,8 +94,23 @@ def test_densify_two_channels_and_extra_outputs(files, run):
     tifffile.imwrite(second, -tifffile.imread(files.volume))
     out, weights, prob, preview = (files.folder / n for n in ("seg.tif", "w.tif", "p.tif", "p.png"))
     result = run(
-        "densify", files.volume, second, "--slices", files.sparse, "-o", out, *TRAIN, "--json",
-        "--weights-out", weights, "--probabilities", prob, "--preview", preview, "--save-model", files.folder / "model",
+        "densify",
+        files.volume,
+        second,
+        "--slices",
+        files.sparse,
+        "-o",
+        out,
+        *TRAIN,
+        "--json",
+        "--weights-out",
+        weights,
+        "--probabilities",
+        prob,
+        "--preview",
+        preview,
+        "--save-model",
+        files.folder / "model",
     )
     _assert_ok(result)
     summary = json.loads(result.stdout)
@@ -112,8 +132,17 @@ def _painted(files):
 
 def test_densify_with_planes_as_the_shell_splits_them(files, run):
     result = run(
-        "densify", files.volume, "--slices", _painted(files), "-o", files.folder / "seg.tif", *TRAIN, "--json",
-        "--planes", "z=3", "y=12",  # the shell hands `--planes z=3 y=12` over like this
+        "densify",
+        files.volume,
+        "--slices",
+        _painted(files),
+        "-o",
+        files.folder / "seg.tif",
+        *TRAIN,
+        "--json",
+        "--planes",
+        "z=3",
+        "y=12",  # the shell hands `--planes z=3 y=12` over like this
     )
     _assert_ok(result)
     assert "z=3 y=12" in json.loads(result.stdout)["annotation"]
@@ -165,8 +194,16 @@ def _volume(files):
 
 
 def _densify(files, volume=None, slices=None, out=None, *extra):
-    return ["densify", volume or files.volume, "--slices", slices or files.sparse, "-o", out or files.folder / "seg.tif",
-            *TRAIN, *extra]
+    return [
+        "densify",
+        volume or files.volume,
+        "--slices",
+        slices or files.sparse,
+        "-o",
+        out or files.folder / "seg.tif",
+        *TRAIN,
+        *extra,
+    ]
 
 
 def _with_nan(files):
@@ -230,7 +267,9 @@ def _other_shape(files):
 def _channel_shapes(files):
     other = _write(files, "other.tif", _volume(files)[:-1])
     return ["densify", files.volume, other, "--slices", files.sparse, "-o", files.folder / "seg.tif", *TRAIN], [
-        "other.tif", "shape"]
+        "other.tif",
+        "shape",
+    ]
 
 
 def _two_d(files):
@@ -292,7 +331,9 @@ def _plane_two_axes(files):
 
 def _plane_without_option(files):
     return ["densify", files.volume, "y=12", "--slices", files.sparse, "-o", files.folder / "seg.tif", *TRAIN], [
-        "y=12", "--planes"]
+        "y=12",
+        "--planes",
+    ]
 
 
 def _bad_time_budget(files):
@@ -321,7 +362,6 @@ def _prior_correction_above_one(files):
 
 def _bad_init(files):
     return _densify(files, None, None, None, "--init", files.folder / "no_model"), ["no_model"]
-
 
 
 DENSIFY_BAD = [
@@ -478,7 +518,7 @@ def test_help_reads_at_80_columns(name):
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     assert re.match(rf"Usage: \S+ {name} \[OPTIONS\]", lines[0]) and "{" not in lines[0], lines[0]
-    body = lines[:next(i for i, line in enumerate(lines) if line.strip() == "Examples:")]
+    body = lines[: next(i for i, line in enumerate(lines) if line.strip() == "Examples:")]
     starts = [m.end() for line in body if (m := re.match(r"^  (-|[A-Z]).*?\S  +(?=\S)", line))]
     assert starts and 80 - max(starts) >= 30, (max(starts), result.output)
     assert max(len(line) for line in body) <= 80

@@ -41,22 +41,50 @@ class Case:
 @pytest.fixture
 def c(files, request, train_args):
     """What a row builds on: the `files` fixture's volume, labels and truth, tiny training options, and the model."""
-    return SimpleNamespace(folder=files.folder, volume=files.volume, sparse=files.sparse, truth=files.truth,
-                           shape=files.shape, train=train_args, trained=lambda: request.getfixturevalue("trained"))
+    return SimpleNamespace(
+        folder=files.folder,
+        volume=files.volume,
+        sparse=files.sparse,
+        truth=files.truth,
+        shape=files.shape,
+        train=train_args,
+        trained=lambda: request.getfixturevalue("trained"),
+    )
 
 
 def _densify(c, *extra, volume=None, slices=None, out=None):
-    return ["densify", volume or c.volume, "--slices", slices or c.sparse, "-o", out or c.folder / "seg.tif",
-            *c.train, *extra]
+    return [
+        "densify",
+        volume or c.volume,
+        "--slices",
+        slices or c.sparse,
+        "-o",
+        out or c.folder / "seg.tif",
+        *c.train,
+        *extra,
+    ]
 
 
 def _sweep(c, *extra):
-    return ["sweep", c.volume, "--gt", c.truth, "--planes", "1", "--axes", "z", "-o", c.folder / "report", *c.train,
-            *extra]
+    return [
+        "sweep",
+        c.volume,
+        "--gt",
+        c.truth,
+        "--planes",
+        "1",
+        "--axes",
+        "z",
+        "-o",
+        c.folder / "report",
+        *c.train,
+        *extra,
+    ]
 
 
 def _model_copy(c, name="mymodel", change=None):
-    """A copy of the trained model in the test's folder; ``change(meta)`` edits its config.json (or returns new text)."""
+    """A copy of the trained model in the test's folder; ``change(meta)`` edits its config.json (or returns new
+    text)."""
     folder = c.folder / name
     shutil.copytree(c.trained().model, folder)
     if change is not None:
@@ -115,8 +143,9 @@ def _preview_command_out_is_the_labels(c):
 
 def _out_inside_the_model_folder(c):
     (c.folder / "outdir").mkdir()
-    return Case(_densify(c, "--save-model", c.folder / "outdir", out=c.folder / "outdir" / "seg.tif"),
-                ["outdir", "seg.tif"])
+    return Case(
+        _densify(c, "--save-model", c.folder / "outdir", out=c.folder / "outdir" / "seg.tif"), ["outdir", "seg.tif"]
+    )
 
 
 def _save_model_is_the_out(c):
@@ -128,8 +157,10 @@ def _save_model_is_the_out(c):
 def _save_model_is_the_init(c):
     model = _model_copy(c)
     shutil.copy(c.trained().sparse, c.folder / "sparse10.tif")  # the model's classes 0, 10, 200
-    return Case(_densify(c, "--init", model, "--save-model", model, "--overwrite", slices=c.folder / "sparse10.tif"),
-                ["mymodel", "input"])
+    return Case(
+        _densify(c, "--init", model, "--save-model", model, "--overwrite", slices=c.folder / "sparse10.tif"),
+        ["mymodel", "input"],
+    )
 
 
 def _out_is_the_probabilities(c):
@@ -143,8 +174,10 @@ def _out_is_an_existing_folder(c):
 
 
 def _sweep_report_is_the_truth(c):
-    return Case(["sweep", c.volume, "--gt", c.truth, "--planes", "1", "--axes", "z", "-o", c.truth, *c.train,
-                 "--overwrite"], ["truth.tif"])
+    return Case(
+        ["sweep", c.volume, "--gt", c.truth, "--planes", "1", "--axes", "z", "-o", c.truth, *c.train, "--overwrite"],
+        ["truth.tif"],
+    )
 
 
 def _export(c, *extra, out=None):
@@ -175,13 +208,17 @@ def _predict_with_a_zip_that_is_no_package(c):
 
     with zipfile.ZipFile(c.folder / "other.zip", "w") as archive:
         archive.writestr("rdf.yaml", "type: model\n")
-    return Case(["predict", c.folder / "other.zip", c.volume, "-o", c.folder / "seg.tif"],
-                ["other.zip", "config.json", "sparseseg export"])
+    return Case(
+        ["predict", c.folder / "other.zip", c.volume, "-o", c.folder / "seg.tif"],
+        ["other.zip", "config.json", "sparseseg export"],
+    )
 
 
 def _predict_with_a_broken_zip(c):
     (c.folder / "broken.zip").write_bytes(b"not a zip at all")
-    return Case(["predict", c.folder / "broken.zip", c.volume, "-o", c.folder / "seg.tif"], ["broken.zip", "cannot read"])
+    return Case(
+        ["predict", c.folder / "broken.zip", c.volume, "-o", c.folder / "seg.tif"], ["broken.zip", "cannot read"]
+    )
 
 
 def _export_no_such_model(c):
@@ -239,26 +276,33 @@ def _truncated_nifti(c):
 
 
 def _predict_device(c):
-    return Case(["predict", c.trained().model, c.volume, "-o", c.folder / "seg.tif", "--device", "tpu"],
-                ["--device", "tpu"])
+    return Case(
+        ["predict", c.trained().model, c.volume, "-o", c.folder / "seg.tif", "--device", "tpu"], ["--device", "tpu"]
+    )
 
 
 def _predict_overlap(c):
-    return Case(["predict", c.trained().model, c.volume, "-o", c.folder / "seg.tif", "--overlap", "1"], ["--overlap", "1"])
+    return Case(
+        ["predict", c.trained().model, c.volume, "-o", c.folder / "seg.tif", "--overlap", "1"], ["--overlap", "1"]
+    )
 
 
 def _predict_resume(out, probabilities=None):
     def case(c):
         extra = ["--probabilities", c.folder / probabilities] if probabilities else []
-        return Case(["predict", c.trained().model, c.volume, "-o", c.folder / out, "--resume", *extra],
-                    ["--resume", probabilities or out, "Zarr"])
+        return Case(
+            ["predict", c.trained().model, c.volume, "-o", c.folder / out, "--resume", *extra],
+            ["--resume", probabilities or out, "Zarr"],
+        )
 
     return case
 
 
 def _predict_resume_nothing(c):
-    return Case(["predict", c.trained().model, c.volume, "-o", c.folder / "seg.zarr", "--resume"],
-                ["--resume", "seg.zarr", "nothing to resume"])
+    return Case(
+        ["predict", c.trained().model, c.volume, "-o", c.folder / "seg.zarr", "--resume"],
+        ["--resume", "seg.zarr", "nothing to resume"],
+    )
 
 
 def _suggest_device(c):
@@ -270,8 +314,10 @@ def _suggest_top_zero(c):
 
 
 def _train_batch_size_zero(c):
-    return Case(["train", "--pair", f"{c.volume}:{c.sparse}", "-o", c.folder / "model", *c.train, "--batch-size", "0"],
-                ["--batch-size"])
+    return Case(
+        ["train", "--pair", f"{c.volume}:{c.sparse}", "-o", c.folder / "model", *c.train, "--batch-size", "0"],
+        ["--batch-size"],
+    )
 
 
 # --- values that mean nothing ---------------------------------------------------------------
@@ -343,8 +389,9 @@ def _save_model_into_a_folder_of_other_files(*extra):
 def _train_into_a_folder_of_other_files(c):
     (c.folder / "notes").mkdir()
     (c.folder / "notes" / "keep.txt").write_text("not a model")
-    return Case(["train", "--pair", f"{c.volume}:{c.sparse}", "-o", c.folder / "notes", *c.train, "--overwrite"],
-                ["notes"])
+    return Case(
+        ["train", "--pair", f"{c.volume}:{c.sparse}", "-o", c.folder / "notes", *c.train, "--overwrite"], ["notes"]
+    )
 
 
 # --- a corrupt model config: the field, in the user's words, never Python's -----------------
@@ -353,8 +400,9 @@ def _train_into_a_folder_of_other_files(c):
 def _config(change, *needles):
     def case(c):
         model = _model_copy(c, "m", change)
-        return Case(["predict", model, c.volume, "-o", c.folder / "seg.tif"], ["config.json", *needles],
-                    absent=INTERNALS)
+        return Case(
+            ["predict", model, c.volume, "-o", c.folder / "seg.tif"], ["config.json", *needles], absent=INTERNALS
+        )
 
     return case
 
@@ -407,7 +455,9 @@ ROWS = [
     pytest.param(_option("--base", "100000", needles=["--base", str(MAX_BASE)]), id="base-100000"),
     pytest.param(_option("--batch-size", "0", needles=["--batch-size", str(MAX_BATCH)]), id="batch-size-0"),
     pytest.param(_option("--name", "x", needles=["--name x", "5 to 128"], command=_export), id="export-name-too-short"),
-    pytest.param(_option("--name", "a/b c", needles=["--name a/b c", "letters"], command=_export), id="export-name-slash"),
+    pytest.param(
+        _option("--name", "a/b c", needles=["--name a/b c", "letters"], command=_export), id="export-name-slash"
+    ),
     pytest.param(_option("--author", "a/b", needles=["--author a/b"], command=_export), id="export-author-slash"),
     pytest.param(_option("--batch-size", "1000", needles=["--batch-size", str(MAX_BATCH)]), id="batch-size-1000"),
     pytest.param(_option("--lr", "0", needles=["--lr"]), id="lr-0"),
@@ -429,7 +479,9 @@ ROWS = [
     pytest.param(_predict_resume_nothing, id="predict-resume-nothing-to-resume"),
     pytest.param(_option("--planes", "0", needles=["--planes"], command=_sweep), id="sweep-planes-0"),
     pytest.param(_option("--repeats", "0", needles=["--repeats"], command=_sweep), id="sweep-repeats-0"),
-    pytest.param(_option("--base", "100000", needles=["--base", str(MAX_BASE)], command=_sweep), id="sweep-base-100000"),
+    pytest.param(
+        _option("--base", "100000", needles=["--base", str(MAX_BASE)], command=_sweep), id="sweep-base-100000"
+    ),
     pytest.param(_suggest_top_zero, id="suggest-top-0"),
     pytest.param(_train_batch_size_zero, id="train-batch-size-0"),
     # numbers that are not finite or out of range (issue 42), refused before any work
@@ -442,10 +494,13 @@ ROWS = [
     pytest.param(_option("--seed", str(2**70), needles=["--seed", "4294967295"]), id="seed-2-to-the-70"),
     pytest.param(_option("--workers", "0", needles=["--workers", "1.."]), id="workers-0"),
     pytest.param(_option("--workers", "-1", needles=["--workers", "1.."]), id="workers-negative"),
-    pytest.param(_option("--scheduler", "not-an-address", needles=["--scheduler", "tcp://"]), id="scheduler-not-an-address"),
+    pytest.param(
+        _option("--scheduler", "not-an-address", needles=["--scheduler", "tcp://"]), id="scheduler-not-an-address"
+    ),
     pytest.param(_predict_option("--workers", "0", needles=["--workers"]), id="predict-workers-0"),
-    pytest.param(_predict_option("--scheduler", "10.0.0.5", needles=["--scheduler", "tcp://"]),
-                 id="predict-scheduler-no-scheme"),
+    pytest.param(
+        _predict_option("--scheduler", "10.0.0.5", needles=["--scheduler", "tcp://"]), id="predict-scheduler-no-scheme"
+    ),
     # usage errors: one error line with a hint to --help, never click's box
     pytest.param(_option("--iterations", "abc", needles=["--iterations", "--help"]), id="iterations-abc"),
     pytest.param(_option("--base", "2.5", needles=["--base", "--help"]), id="base-2.5"),
@@ -457,8 +512,10 @@ ROWS = [
     pytest.param(_ome_zarr_with_scale("[0, -1, 1]"), id="ome-zarr-scale-not-positive"),
     pytest.param(_truncated_nifti, id="truncated-nifti"),
     # a file name with a newline stays on the one error line
-    pytest.param(lambda c: Case(_densify(c, volume=c.folder / "no\nsuch.tif"), ["no\\nsuch.tif"]),
-                 id="volume-name-with-a-newline"),
+    pytest.param(
+        lambda c: Case(_densify(c, volume=c.folder / "no\nsuch.tif"), ["no\\nsuch.tif"]),
+        id="volume-name-with-a-newline",
+    ),
     # an output name that is a symbolic link to nothing is never replaced without --overwrite
     pytest.param(_dangling_output, id="out-is-a-dangling-symlink"),
     # values that mean nothing
@@ -513,7 +570,9 @@ def test_refused(row, c, run, bad_input, listing):
 def test_patch_larger_than_the_volume_is_clipped_with_a_note(c, run, one_json):
     result = run(*_densify(c, "--patch", "1000,1000,1000", "--iterations", "1", "--json"))
     summary = one_json(result)
-    assert all(p <= -(-s // 8) * 8 for p, s in zip(summary["patch"], c.shape)), summary["patch"]  # the volume, rounded up
+    assert all(p <= -(-s // 8) * 8 for p, s in zip(summary["patch"], c.shape)), summary[
+        "patch"
+    ]  # the volume, rounded up
     assert "clipped" in result.stderr and "patch" in result.stderr
     assert tifffile.imread(c.folder / "seg.tif").shape == c.shape
 

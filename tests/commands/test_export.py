@@ -11,7 +11,6 @@ import json
 import socket
 import sys
 import zipfile
-
 from types import SimpleNamespace
 
 import numpy as np
@@ -22,8 +21,11 @@ pytestmark = [
     pytest.mark.usefixtures("one_torch_thread"),
     # bioimageio leaves files it read open (ResourceWarning, reported as unraisable when collected; `_collect` has
     # them collected within each test), and torch 2.10+ calls TorchScript deprecated, which bioimage.io still reads
-    pytest.mark.filterwarnings("ignore::ResourceWarning", "ignore::pytest.PytestUnraisableExceptionWarning",
-                               "ignore:`torch.jit.load` is deprecated:DeprecationWarning"),
+    pytest.mark.filterwarnings(
+        "ignore::ResourceWarning",
+        "ignore::pytest.PytestUnraisableExceptionWarning",
+        "ignore:`torch.jit.load` is deprecated:DeprecationWarning",
+    ),
 ]
 
 
@@ -70,10 +72,21 @@ def package(trained, spec, run, tmp_path_factory):
     path = tmp_path_factory.mktemp("export") / "model.zip"
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(socket.socket, "connect", _refuse)
-        result = run("export", trained.model, "-o", path, "--sample", trained.volume, "--author", "Test Author",
-                     "--name", "tiny test model", "--json")
+        result = run(
+            "export",
+            trained.model,
+            "-o",
+            path,
+            "--sample",
+            trained.volume,
+            "--author",
+            "Test Author",
+            "--name",
+            "tiny test model",
+            "--json",
+        )
     assert result.exit_code == 0, result.output
-    assert result.stdout.strip() == '{"output": "%s"}' % path
+    assert result.stdout.strip() == f'{{"output": "{path}"}}'
     return path
 
 
@@ -88,8 +101,16 @@ def _npy(path, name):
 
 def test_package_holds_what_bioimage_io_needs(package, trained, spec, no_network):
     with zipfile.ZipFile(package) as archive:
-        assert {"rdf.yaml", "weights.pt", "weights_torchscript.pt", "test_input.npy", "test_output.npy", "cover.png",
-                "README.md", "config.json"} <= set(archive.namelist())
+        assert {
+            "rdf.yaml",
+            "weights.pt",
+            "weights_torchscript.pt",
+            "test_input.npy",
+            "test_output.npy",
+            "cover.png",
+            "README.md",
+            "config.json",
+        } <= set(archive.namelist())
     descr = spec.load_description(package, perform_io_checks=False)
     assert descr.validation_summary.status == "valid-format", descr.validation_summary.display()
     assert descr.type == "model" and str(descr.format_version).startswith("0.5")
@@ -121,8 +142,18 @@ def test_bioimageio_core_test_run_passes(package, no_network):
 
 def test_predict_with_the_package_gives_the_folder_labels(package, trained, run, tmp_path, no_network):
     for model, name in ((trained.model, "folder"), (package, "package")):
-        result = run("predict", model, trained.volume, "-o", tmp_path / f"{name}.tif", "--probabilities",
-                     tmp_path / f"{name}_prob.tif", "--device", "cpu", "--quiet")
+        result = run(
+            "predict",
+            model,
+            trained.volume,
+            "-o",
+            tmp_path / f"{name}.tif",
+            "--probabilities",
+            tmp_path / f"{name}_prob.tif",
+            "--device",
+            "cpu",
+            "--quiet",
+        )
         assert result.exit_code == 0, result.output
     assert np.array_equal(tifffile.imread(tmp_path / "package.tif"), tifffile.imread(tmp_path / "folder.tif"))
     assert np.array_equal(tifffile.imread(tmp_path / "package_prob.tif"), tifffile.imread(tmp_path / "folder_prob.tif"))
@@ -185,20 +216,20 @@ def test_without_the_extra_export_says_what_to_install(trained, run, bad_input, 
 def test_a_model_with_a_forest_exports_the_whole_model_with_a_warning(trained, spec, tmp_path, caplog, no_network):
     from dataclasses import replace
 
-    from sparseseg.method import forest
-
-    from sparseseg.method import modelfolder
     from sparseseg.commands.export import export_model
+    from sparseseg.method import forest, modelfolder
     from sparseseg.method.annotation import Annotation
 
     sparse = tifffile.imread(trained.sparse)
     mask = sparse != 255
     classes = np.array(trained.classes)
-    annotation = Annotation(classes, np.where(mask, np.searchsorted(classes, np.where(mask, sparse, 0)), 0), mask,
-                            trained.planes)
+    annotation = Annotation(
+        classes, np.where(mask, np.searchsorted(classes, np.where(mask, sparse, 0)), 0), mask, trained.planes
+    )
     fitted = forest.fit_forest(trained.image[None], annotation, seed=0, n_estimators=3)
-    folder = modelfolder.save_model(tmp_path / "blended", replace(modelfolder.load_model(trained.model), forest=fitted,
-                                                                  blend=0.7))
+    folder = modelfolder.save_model(
+        tmp_path / "blended", replace(modelfolder.load_model(trained.model), forest=fitted, blend=0.7)
+    )
     with caplog.at_level("WARNING", logger="sparseseg"):
         path = export_model(folder, tmp_path / "m.zip", sample=[trained.volume])
     assert any("network alone" in r.getMessage() and r.levelname == "WARNING" for r in caplog.records)

@@ -9,24 +9,12 @@ import torch
 from PIL import Image
 
 from sparseseg import io
-
-from sparseseg.method import decision as C
-
-from sparseseg.method import annotation as L
-
-from sparseseg.commands import synthetic
-
-from sparseseg.method import core
-
-from sparseseg.method import ensemble
-
-from sparseseg.method import modelfolder
-
-from sparseseg.commands import sweep
-
-from sparseseg.commands import workflows
+from sparseseg.commands import sweep, synthetic, workflows
 from sparseseg.config import Config
 from sparseseg.errors import InputError
+from sparseseg.method import annotation as L
+from sparseseg.method import core, ensemble, modelfolder
+from sparseseg.method import decision as C
 from sparseseg.method.metrics import score
 
 
@@ -64,9 +52,14 @@ def test_decide_takes_the_most_probable_class_a_slab_at_a_time(monkeypatch):
 
 
 def test_with_overlap_replaces_the_overlap_across_the_planes_only():
-    model = core.Model(network=None, classes=np.array([0, 1]), config=Config(overlap=0.75, wide_overlap=0.25), in_channels=1)
+    model = core.Model(
+        network=None, classes=np.array([0, 1]), config=Config(overlap=0.75, wide_overlap=0.25), in_channels=1
+    )
     assert core.with_overlap(model, None) is model
-    assert (core.with_overlap(model, 0.5).config.overlap, core.with_overlap(model, 0.5).config.wide_overlap) == (0.5, 0.25)
+    assert (core.with_overlap(model, 0.5).config.overlap, core.with_overlap(model, 0.5).config.wide_overlap) == (
+        0.5,
+        0.25,
+    )
     with pytest.raises(InputError, match="^overlap=1"):
         core.with_overlap(model, 1.0)
 
@@ -127,14 +120,20 @@ def test_prior_correction_takes_back_the_class_weights(blobs_small, small_annota
     model, _, corrected = ensemble.densify_arrays(image, small_annotation, tiny_config(calibrate=False, holdout=False))
     assert model.config.prior_correction == 0.5 and model.class_weights.shape == model.classes.shape
     assert model.offsets is None
-    raw = core.segment(dataclasses.replace(model, config=dataclasses.replace(model.config, prior_correction=0.0)), image)
+    raw = core.segment(
+        dataclasses.replace(model, config=dataclasses.replace(model.config, prior_correction=0.0)), image
+    )
     expected = raw.probabilities / np.sqrt(model.class_weights).reshape(-1, 1, 1, 1)
     np.testing.assert_allclose(corrected.probabilities, expected / expected.sum(axis=0), atol=1e-6)
 
 
-def test_calibration_fits_the_annotated_voxels_on_top_of_the_prior_correction(blobs_small, small_annotation, tiny_config):
+def test_calibration_fits_the_annotated_voxels_on_top_of_the_prior_correction(
+    blobs_small, small_annotation, tiny_config
+):
     image, mask = blobs_small[0][None], small_annotation.mask
-    uncalibrated, _, before = ensemble.densify_arrays(image, small_annotation, tiny_config(calibrate=False, holdout=False))
+    uncalibrated, _, before = ensemble.densify_arrays(
+        image, small_annotation, tiny_config(calibrate=False, holdout=False)
+    )
     model, _, after = ensemble.densify_arrays(image, small_annotation, tiny_config(holdout=False))
     target = small_annotation.classes[small_annotation.target]
     fit = [score(s.labels, target, mask).mean("iou") for s in (before, after)]
@@ -179,7 +178,11 @@ def test_densify_files(files, tiny_config, listing):
     weights = files.folder / "weights.tif"
     probabilities = files.folder / "prob.tif"
     report = workflows.densify(
-        [files.volume], files.sparse, out, tiny_config(), weights_out=weights,
+        [files.volume],
+        files.sparse,
+        out,
+        tiny_config(),
+        weights_out=weights,
         outputs=workflows.Outputs(probabilities=probabilities),
     )
     assert report.written == [out, weights, probabilities]
@@ -198,12 +201,19 @@ def test_densify_files(files, tiny_config, listing):
 def test_densify_outputs_carry_the_voxel_size_trained_with(files, tiny_config):
     out, picture = files.folder / "seg.tif", files.folder / "seg.png"
     assert io.read_volume(files.volume).spacing is None  # the input says nothing
-    workflows.densify([files.volume], files.sparse, out, tiny_config(spacing=(2.0, 1.0, 1.0)),
-                      outputs=workflows.Outputs(preview=picture))
+    workflows.densify(
+        [files.volume],
+        files.sparse,
+        out,
+        tiny_config(spacing=(2.0, 1.0, 1.0)),
+        outputs=workflows.Outputs(preview=picture),
+    )
     assert io.read_volume(out).spacing == (2.0, 1.0, 1.0)
     planes = [f"{a}={','.join(map(str, v))}" for a, v in files.planes.items() if v]
     flat = workflows.preview([files.volume], out, files.folder / "flat.png", planes=planes)
-    to_scale = workflows.preview([files.volume], out, files.folder / "scaled.png", planes=planes, spacing=(2.0, 1.0, 1.0))
+    to_scale = workflows.preview(
+        [files.volume], out, files.folder / "scaled.png", planes=planes, spacing=(2.0, 1.0, 1.0)
+    )
     size = {}
     for path in (picture, flat, to_scale):
         with Image.open(path) as image:

@@ -26,8 +26,7 @@ def _runs(idx):
 
 
 def test_shape_dtype_white_background():
-    out = line_chart({"a": ([1, 2, 4], [0.2, 0.5, 0.9])}, title="IoU", xlabel="planes",
-                     ylabel="IoU", size=(640, 400))
+    out = line_chart({"a": ([1, 2, 4], [0.2, 0.5, 0.9])}, title="IoU", xlabel="planes", ylabel="IoU", size=(640, 400))
     assert out.shape == (400, 640, 3) and out.dtype == np.uint8
     assert tuple(out[0, 0]) == (255, 255, 255)
     assert _has(out, (255, 255, 255)).mean() > 0.5
@@ -94,37 +93,43 @@ def test_distinct_colours_for_many_series():
         assert _has(out, colour).sum() > 10
 
 
-@pytest.mark.parametrize("series", [
-    {},
-    [([1, 2], [0.1, 0.2])],
-    {"a": ([1, 2, 3], [0.1, 0.2])},
-    {"a": ([], [])},
-    {"a": (["1", "2"], [0.1, 0.2])},
-    {"a": ([1, 2], ["x", 0.2])},
-    {"a": ([1, None], [0.1, 0.2])},
-    {"a": ([1, 2], [[0.1], [0.2]])},
-    {"a": ([1, NAN], [0.1, 0.2])},
-    {"a": [1, 2]},
-])
+@pytest.mark.parametrize(
+    "series",
+    [
+        {},
+        [([1, 2], [0.1, 0.2])],
+        {"a": ([1, 2, 3], [0.1, 0.2])},
+        {"a": ([], [])},
+        {"a": (["1", "2"], [0.1, 0.2])},
+        {"a": ([1, 2], ["x", 0.2])},
+        {"a": ([1, None], [0.1, 0.2])},
+        {"a": ([1, 2], [[0.1], [0.2]])},
+        {"a": ([1, NAN], [0.1, 0.2])},
+        {"a": [1, 2]},
+    ],
+)
 def test_bad_series_raise(series):
     with pytest.raises(ValueError):
         line_chart(series)
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"size": (720,)}, "size"),
-    ({"size": (0, 480)}, "size"),
-    ({"size": (720.0, 480)}, "size"),
-    ({"size": (True, 480)}, "size"),
-    ({"size": (100, 100)}, "size"),
-    ({"ylim": (1.0, 0.0)}, "ylim"),
-    ({"ylim": (0.5, 0.5)}, "ylim"),
-    ({"ylim": (0.0, NAN)}, "ylim"),
-    ({"ylim": (0.0, float("inf"))}, "ylim"),
-    ({"ylim": (0.0,)}, "ylim"),
-    ({"ylim": ("0", "1")}, "ylim"),
-    ({"title": 3}, "title"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"size": (720,)}, "size"),
+        ({"size": (0, 480)}, "size"),
+        ({"size": (720.0, 480)}, "size"),
+        ({"size": (True, 480)}, "size"),
+        ({"size": (100, 100)}, "size"),
+        ({"ylim": (1.0, 0.0)}, "ylim"),
+        ({"ylim": (0.5, 0.5)}, "ylim"),
+        ({"ylim": (0.0, NAN)}, "ylim"),
+        ({"ylim": (0.0, float("inf"))}, "ylim"),
+        ({"ylim": (0.0,)}, "ylim"),
+        ({"ylim": ("0", "1")}, "ylim"),
+        ({"title": 3}, "title"),
+    ],
+)
 def test_bad_options_raise(kwargs, match):
     with pytest.raises(ValueError, match=match):
         line_chart({"a": ([1, 2], [0.1, 0.2])}, **kwargs)

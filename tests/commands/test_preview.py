@@ -44,8 +44,7 @@ def _views(out):
 def _pixel(out, box, shape2d, i, j):
     """Colour of voxel (i, j) of a view with box ``box`` showing a ``shape2d`` slice."""
     r0, r1, c0, c1 = box
-    return tuple(out[r0 + int((i + 0.5) * (r1 - r0) / shape2d[0]),
-                     c0 + int((j + 0.5) * (c1 - c0) / shape2d[1])])
+    return tuple(out[r0 + int((i + 0.5) * (r1 - r0) / shape2d[0]), c0 + int((j + 0.5) * (c1 - c0) / shape2d[1])])
 
 
 def _blend(colour, alpha=0.45):
@@ -159,25 +158,28 @@ def test_large_slices_are_downscaled():
     assert max(out.shape[:2]) < 2000
 
 
-@pytest.mark.parametrize("kwargs", [
-    {"image": np.zeros((30, 40))},  # 2D image
-    {"image": np.zeros((0, 30, 40))},  # empty
-    {"image": np.zeros(SHAPE, dtype=complex)},
-    {"labels": np.zeros((20, 30, 41), np.uint8)},  # shape mismatch
-    {"labels": np.zeros(SHAPE, np.float32)},
-    {"centre": (20, 0, 0)},  # out of range
-    {"centre": (-1, 0, 0)},
-    {"centre": (1, 2)},
-    {"spacing": (1.0, -1.0, 1.0)},
-    {"spacing": (1.0, 0.0, 1.0)},
-    {"spacing": (1.0, 1.0)},
-    {"spacing": (1.0, float("nan"), 1.0)},
-    {"planes": {"z": [20]}},
-    {"planes": {"t": [1]}},
-    {"alpha": 1.5},
-    {"unlabeled": "255"},
-    {"class_names": ["a", "b"]},
-])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"image": np.zeros((30, 40))},  # 2D image
+        {"image": np.zeros((0, 30, 40))},  # empty
+        {"image": np.zeros(SHAPE, dtype=complex)},
+        {"labels": np.zeros((20, 30, 41), np.uint8)},  # shape mismatch
+        {"labels": np.zeros(SHAPE, np.float32)},
+        {"centre": (20, 0, 0)},  # out of range
+        {"centre": (-1, 0, 0)},
+        {"centre": (1, 2)},
+        {"spacing": (1.0, -1.0, 1.0)},
+        {"spacing": (1.0, 0.0, 1.0)},
+        {"spacing": (1.0, 1.0)},
+        {"spacing": (1.0, float("nan"), 1.0)},
+        {"planes": {"z": [20]}},
+        {"planes": {"t": [1]}},
+        {"alpha": 1.5},
+        {"unlabeled": "255"},
+        {"class_names": ["a", "b"]},
+    ],
+)
 def test_bad_input_raises_value_error(kwargs):
     kwargs = {"image": np.zeros(SHAPE), **kwargs}
     with pytest.raises(ValueError):

@@ -15,10 +15,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sparseseg.method import ensemble
-
 from sparseseg.commands import synthetic
 from sparseseg.config import ADDED, Config
+from sparseseg.method import ensemble
 from sparseseg.method.annotation import read_annotation
 
 DATA = Path(__file__).parents[1] / "data"
@@ -37,8 +36,18 @@ def _seeded_run():
     image, truth = synthetic.blobs((12, 24, 24), seed=0)
     sparse, _ = synthetic.sparsify(truth, 2)
     annotation, _ = read_annotation(sparse, 255, None)
-    config = Config(iterations=20, time_budget=600.0, base=4, batch_size=2, seed=0, device="cpu", patch=(8, 16, 16),
-                    forest=False, holdout=False, **CHANGED)
+    config = Config(
+        iterations=20,
+        time_budget=600.0,
+        base=4,
+        batch_size=2,
+        seed=0,
+        device="cpu",
+        patch=(8, 16, 16),
+        forest=False,
+        holdout=False,
+        **CHANGED,
+    )
     return ensemble.densify_arrays(image[None].astype(np.float32), annotation, config)[2]
 
 
@@ -54,8 +63,9 @@ def _cpu_vendor() -> str:
 def test_a_seeded_run_gives_the_labels_it_gave_before_the_split():
     segmentation = _seeded_run()
     saved = np.load(DATA / "restructure_reference.npz")
-    same_kernels = (torch.backends.cpu.get_cpu_capability() == str(saved["capability"])
-                    and _cpu_vendor() == str(saved["vendor"]))
+    same_kernels = torch.backends.cpu.get_cpu_capability() == str(saved["capability"]) and _cpu_vendor() == str(
+        saved["vendor"]
+    )
     if same_kernels:  # the kind of CPU it was recorded on: float round-off may flip a voxel on a tie, no more
         agree, atol = 0.999, 2e-3
     else:  # other kernels round 20 steps apart (AVX2 against AVX-512: 0.9975 of the labels, 0.006 at most; an Intel
@@ -67,6 +77,10 @@ def test_a_seeded_run_gives_the_labels_it_gave_before_the_split():
 
 if __name__ == "__main__":  # record the seeded run's reference on this machine
     run = _seeded_run()
-    np.savez_compressed(DATA / "restructure_reference.npz", labels=run.labels,
-                        probabilities=run.probabilities.astype(np.float16),
-                        capability=torch.backends.cpu.get_cpu_capability(), vendor=_cpu_vendor())
+    np.savez_compressed(
+        DATA / "restructure_reference.npz",
+        labels=run.labels,
+        probabilities=run.probabilities.astype(np.float16),
+        capability=torch.backends.cpu.get_cpu_capability(),
+        vendor=_cpu_vendor(),
+    )

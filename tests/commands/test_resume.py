@@ -12,14 +12,11 @@ import pytest
 import zarr
 
 from sparseseg import io
-
 from sparseseg.cli import app as cli
-
-from sparseseg.method import streaming
-
 from sparseseg.commands import workflows
 from sparseseg.errors import InputError, Interrupted
 from sparseseg.io import ome_zarr, partial
+from sparseseg.method import streaming
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -29,6 +26,7 @@ TARGETS = ["seg.zarr", "seg.ome.zarr", "image.ome.zarr/labels/seg"]
 @pytest.fixture
 def small_blocks(monkeypatch):
     """Blocks and chunks of 8 x 16 x 16 voxels: the 12 x 24 x 24 volume is cut into 8 blocks."""
+
     def chunks(shape):
         return (1,) * (len(shape) - 3) + tuple(min(n, c) for n, c in zip(shape[-3:], (8, 16, 16)))
 
@@ -53,6 +51,7 @@ def counted(monkeypatch):
 
 def _stop_after(blocks):
     """A progress callback that presses Ctrl-C once ``blocks`` blocks are written."""
+
     def progress(done, total):
         progress.calls += 1
         if progress.calls == blocks:

@@ -19,18 +19,11 @@ import torch
 from PIL import Image
 
 from sparseseg import __version__, io
-
 from sparseseg.cli import app as cli
-
-from sparseseg.commands import synthetic
-
-from sparseseg.method import core
-
-from sparseseg.method import modelfolder
-
-from sparseseg.commands import workflows
-from sparseseg.method import annotation as L
+from sparseseg.commands import synthetic, workflows
 from sparseseg.config import Config
+from sparseseg.method import annotation as L
+from sparseseg.method import core, modelfolder
 from sparseseg.method.training import TrainLog
 from sparseseg.method.uncertainty import plane_uncertainty, rank_planes
 
@@ -108,8 +101,17 @@ def test_densify_refuses_an_existing_model_folder(trained, tmp_path, listing, ru
     model = tmp_path / "model"
     shutil.copytree(trained.model, model)
     before = listing(tmp_path)
-    result = run("densify", trained.volume, "--slices", trained.sparse, "-o", tmp_path / "seg.tif",
-                 "--save-model", model, *train_args)
+    result = run(
+        "densify",
+        trained.volume,
+        "--slices",
+        trained.sparse,
+        "-o",
+        tmp_path / "seg.tif",
+        "--save-model",
+        model,
+        *train_args,
+    )
     bad_input(result, "model", "--overwrite")
     assert listing(tmp_path) == before
 
@@ -118,8 +120,21 @@ def test_densify_overwrites_a_model_folder_with_overwrite(trained, tmp_path, run
     model = tmp_path / "model"
     shutil.copytree(trained.model, model)
     (model / "config.json").write_text(json.dumps({**json.loads((model / "config.json").read_text()), "marker": 1}))
-    result = run("densify", trained.volume, "--slices", trained.sparse, "-o", tmp_path / "seg.tif",
-                 "--save-model", model, *train_args, "--iterations", "1", "--overwrite", "-q")
+    result = run(
+        "densify",
+        trained.volume,
+        "--slices",
+        trained.sparse,
+        "-o",
+        tmp_path / "seg.tif",
+        "--save-model",
+        model,
+        *train_args,
+        "--iterations",
+        "1",
+        "--overwrite",
+        "-q",
+    )
     assert result.exit_code == 0, result.output
     assert "marker" not in json.loads((model / "config.json").read_text())
     assert modelfolder.load_model(model).in_channels == 1
@@ -235,7 +250,9 @@ def test_train_two_volumes(files, tmp_path, run, one_json, bad_input, train_args
     tifffile.imwrite(tmp_path / "s2.tif", sparse)
     folder = tmp_path / "model"
     second = f"{tmp_path / 'v2.tif'}:{tmp_path / 's2.tif'}"
-    result = run("train", "--pair", f"{files.volume}:{files.sparse}", "--pair", second, "-o", folder, *train_args, "--json")
+    result = run(
+        "train", "--pair", f"{files.volume}:{files.sparse}", "--pair", second, "-o", folder, *train_args, "--json"
+    )
     summary = one_json(result)
     assert summary["model"] == str(folder)
     assert summary["classes"] == [0, 1, 2] and summary["iterations"] == 3 and summary["stopped_by"] == "iterations"
@@ -267,7 +284,9 @@ def test_train_two_channels_then_predict_needs_two_channels(files, tmp_path, lis
     assert io.read_labels(tmp_path / "seg.tif").data.shape == files.shape
 
 
-@pytest.mark.parametrize("pair", ["{v}", "{v}:", ":{s}", "{v}{s}"], ids=["no-colon", "no-labels", "no-volume", "no-colon-2"])
+@pytest.mark.parametrize(
+    "pair", ["{v}", "{v}:", ":{s}", "{v}{s}"], ids=["no-colon", "no-labels", "no-volume", "no-colon-2"]
+)
 def test_train_refuses_bad_pair_syntax(files, pair, listing, run, bad_input, train_args):
     pair = pair.format(v=files.volume.name, s=files.sparse.name)
     before = listing(files.folder)
@@ -276,14 +295,17 @@ def test_train_refuses_bad_pair_syntax(files, pair, listing, run, bad_input, tra
     assert listing(files.folder) == before
 
 
-@pytest.mark.parametrize("pair, volumes, labels", [
-    ("a.tif:b.tif", ["a.tif"], "b.tif"),
-    ("f.nii.gz,t.nii.gz:s.nii.gz", ["f.nii.gz", "t.nii.gz"], "s.nii.gz"),
-    ("a.h5:/raw:b.h5:/labels", ["a.h5:/raw"], "b.h5:/labels"),
-    ("a.h5:/raw,a.h5:/raw2:a.hdf5:/g/labels", ["a.h5:/raw", "a.h5:/raw2"], "a.hdf5:/g/labels"),
-    ("a.h5:b.tif", ["a.h5"], "b.tif"),  # an HDF5 file of one dataset, then labels
-    ("v.zarr/raw:a.H5:/labels", ["v.zarr/raw"], "a.H5:/labels"),
-])
+@pytest.mark.parametrize(
+    "pair, volumes, labels",
+    [
+        ("a.tif:b.tif", ["a.tif"], "b.tif"),
+        ("f.nii.gz,t.nii.gz:s.nii.gz", ["f.nii.gz", "t.nii.gz"], "s.nii.gz"),
+        ("a.h5:/raw:b.h5:/labels", ["a.h5:/raw"], "b.h5:/labels"),
+        ("a.h5:/raw,a.h5:/raw2:a.hdf5:/g/labels", ["a.h5:/raw", "a.h5:/raw2"], "a.hdf5:/g/labels"),
+        ("a.h5:b.tif", ["a.h5"], "b.tif"),  # an HDF5 file of one dataset, then labels
+        ("v.zarr/raw:a.H5:/labels", ["v.zarr/raw"], "a.H5:/labels"),
+    ],
+)
 def test_pair_splits_volumes_from_labels_past_hdf5_datasets(pair, volumes, labels):
     assert cli._parse_pair(pair) == (volumes, labels)
 
@@ -301,8 +323,9 @@ def test_train_on_hdf5_datasets(files, run, one_json, train_args):
     with h5py.File(h5, "w") as f:
         f["raw"] = tifffile.imread(files.volume)
         f["sparse"] = tifffile.imread(files.sparse)
-    summary = one_json(run("train", "--pair", f"{h5}:/raw:{h5}:/sparse", "-o", files.folder / "model", *train_args,
-                           "--json"))
+    summary = one_json(
+        run("train", "--pair", f"{h5}:/raw:{h5}:/sparse", "-o", files.folder / "model", *train_args, "--json")
+    )
     assert summary["classes"] == [0, 1, 2]
 
 
@@ -310,8 +333,16 @@ def test_train_refuses_pairs_with_different_channel_counts(files, listing, run, 
     second = files.folder / "second.tif"
     tifffile.imwrite(second, tifffile.imread(files.volume))
     before = listing(files.folder)
-    result = run("train", "--pair", f"{files.volume}:{files.sparse}", "--pair", f"{files.volume},{second}:{files.sparse}",
-                 "-o", files.folder / "model", *train_args)
+    result = run(
+        "train",
+        "--pair",
+        f"{files.volume}:{files.sparse}",
+        "--pair",
+        f"{files.volume},{second}:{files.sparse}",
+        "-o",
+        files.folder / "model",
+        *train_args,
+    )
     bad_input(result, "channels", "the first volume has 1")
     assert listing(files.folder) == before
 
@@ -327,11 +358,15 @@ def test_train_needs_a_pair(files, run, train_args):
 
 def test_predict_writes_segmentation_probabilities_and_preview(trained, tmp_path, run, one_json):
     out, prob, png = tmp_path / "seg.tif", tmp_path / "p.tif", tmp_path / "seg.png"
-    result = run("predict", trained.model, trained.volume, "-o", out, "--probabilities", prob, "--preview", png, "--json")
+    result = run(
+        "predict", trained.model, trained.volume, "-o", out, "--probabilities", prob, "--preview", png, "--json"
+    )
     summary = one_json(result)
     assert summary["output"] == [str(out), str(prob), str(png)]
     # one sliding-window pass per annotated axis, each window as deep as the training patch across that axis
-    assert summary["classes"] == trained.classes and len(summary["windows"]) == sum(bool(v) for v in trained.planes.values())
+    assert summary["classes"] == trained.classes and len(summary["windows"]) == sum(
+        bool(v) for v in trained.planes.values()
+    )
     assert all(len(w) == 3 for w in summary["windows"])
     seg = io.read_labels(out).data
     assert seg.shape == trained.shape and seg.dtype == np.uint8
@@ -368,7 +403,9 @@ def test_predict_uint16_class_values(files, tmp_path, run, one_json, train_args)
     sparse, _ = synthetic.sparsify(truth, 2)
     tifffile.imwrite(tmp_path / "s16.tif", sparse)
     folder = tmp_path / "model"
-    assert run("train", "--pair", f"{files.volume}:{tmp_path / 's16.tif'}", "-o", folder, *train_args, "-q").exit_code == 0
+    assert (
+        run("train", "--pair", f"{files.volume}:{tmp_path / 's16.tif'}", "-o", folder, *train_args, "-q").exit_code == 0
+    )
     summary = one_json(run("predict", folder, files.volume, "-o", tmp_path / "seg.nii.gz", "--json"))
     assert summary["classes"] == [0, 7, 1000]
     seg = io.read_labels(tmp_path / "seg.nii.gz").data
@@ -393,12 +430,32 @@ def test_predict_refuses_a_bad_device(trained, tmp_path, run, bad_input):
 # --- warm start ----------------------------------------------------------------------------
 
 
-def test_warm_start_with_zero_iterations_keeps_the_network_and_predicts_like_its_model(trained, tmp_path, listing, run,
-                                                                                         one_json):
+def test_warm_start_with_zero_iterations_keeps_the_network_and_predicts_like_its_model(
+    trained, tmp_path, listing, run, one_json
+):
     before = listing(trained.model)
     out, again = tmp_path / "seg.tif", tmp_path / "model"
-    result = run("densify", trained.volume, "--slices", trained.sparse, "-o", out, "--init", trained.model,
-                 "--iterations", "0", "--patch", "8,16,16", "--device", "cpu", "--seed", "0", "--json", "--save-model", again)
+    result = run(
+        "densify",
+        trained.volume,
+        "--slices",
+        trained.sparse,
+        "-o",
+        out,
+        "--init",
+        trained.model,
+        "--iterations",
+        "0",
+        "--patch",
+        "8,16,16",
+        "--device",
+        "cpu",
+        "--seed",
+        "0",
+        "--json",
+        "--save-model",
+        again,
+    )
     summary = one_json(result)  # final_loss is NaN after 0 steps: it must come out as null
     assert summary["iterations"] == 0 and summary["final_loss"] is None
     assert summary["classes"] == trained.classes
@@ -435,8 +492,22 @@ def test_warm_start_keeps_the_model_classes(trained, tmp_path, run, one_json, tr
     sparse = io.read_labels(trained.sparse).data.copy()
     sparse[sparse == 200] = 255
     tifffile.imwrite(tmp_path / "fewer.tif", sparse)
-    result = run("densify", trained.volume, "--slices", tmp_path / "fewer.tif", "-o", tmp_path / "seg.tif",
-                 "--init", trained.model, "--save-model", tmp_path / "m2", *train_args, "--iterations", "2", "--json")
+    result = run(
+        "densify",
+        trained.volume,
+        "--slices",
+        tmp_path / "fewer.tif",
+        "-o",
+        tmp_path / "seg.tif",
+        "--init",
+        trained.model,
+        "--save-model",
+        tmp_path / "m2",
+        *train_args,
+        "--iterations",
+        "2",
+        "--json",
+    )
     summary = one_json(result)
     assert summary["classes"] == trained.classes and summary["iterations"] == 2
     assert json.loads((tmp_path / "m2" / "config.json").read_text())["classes"] == trained.classes
@@ -447,16 +518,35 @@ def test_warm_start_refuses_an_unknown_class(trained, tmp_path, listing, run, ba
     sparse[sparse == 10] = 7
     tifffile.imwrite(tmp_path / "other.tif", sparse)
     before = listing(tmp_path)
-    result = run("densify", trained.volume, "--slices", tmp_path / "other.tif", "-o", tmp_path / "seg.tif",
-                 "--init", trained.model, *train_args)
+    result = run(
+        "densify",
+        trained.volume,
+        "--slices",
+        tmp_path / "other.tif",
+        "-o",
+        tmp_path / "seg.tif",
+        "--init",
+        trained.model,
+        *train_args,
+    )
     bad_input(result, "--init", "[7]")
     assert listing(tmp_path) == before
 
 
 def test_warm_start_refuses_another_channel_count(trained, tmp_path, listing, run, bad_input, train_args):
     before = listing(tmp_path)
-    result = run("densify", trained.volume, trained.volume, "--slices", trained.sparse, "-o", tmp_path / "seg.tif",
-                 "--init", trained.model, *train_args)
+    result = run(
+        "densify",
+        trained.volume,
+        trained.volume,
+        "--slices",
+        trained.sparse,
+        "-o",
+        tmp_path / "seg.tif",
+        "--init",
+        trained.model,
+        *train_args,
+    )
     bad_input(result, "--init", "channel")
     assert listing(tmp_path) == before
 
@@ -516,8 +606,19 @@ def test_suggest_table(files, run):
 
 
 def test_suggest_with_a_model(trained, run, one_json):
-    result = run("suggest", trained.volume, "--model", trained.model, "--slices", trained.sparse, "--top", "3",
-                 "--device", "cpu", "--json")
+    result = run(
+        "suggest",
+        trained.volume,
+        "--model",
+        trained.model,
+        "--slices",
+        trained.sparse,
+        "--top",
+        "3",
+        "--device",
+        "cpu",
+        "--json",
+    )
     data = one_json(result)
     _check_suggestions(data["suggestions"], trained.planes, 3)
     model = modelfolder.load_model(trained.model)
@@ -548,8 +649,11 @@ def test_suggest_refuses_slices_of_another_shape(files, run, bad_input):
     prob = files.folder / "p.tif"
     io.write_volume(prob, _probabilities(files.shape))
     tifffile.imwrite(files.folder / "small.tif", tifffile.imread(files.sparse)[1:])
-    bad_input(run("suggest", files.volume, "--probabilities", prob, "--slices", files.folder / "small.tif"),
-               "small.tif", "differs")
+    bad_input(
+        run("suggest", files.volume, "--probabilities", prob, "--slices", files.folder / "small.tif"),
+        "small.tif",
+        "differs",
+    )
 
 
 def test_suggest_refuses_one_channel_probabilities(files, run, bad_input):
@@ -587,8 +691,15 @@ def test_preview_writes_a_png(files, run):
 
 @pytest.mark.parametrize(
     "centre, needle",
-    [("12,0,0", "centre"), ("0,0,24", "centre"), ("-1,0,0", "centre"), ("1,2", "--centre"), ("a,b,c", "--centre"),
-     ("1,2,3,4", "--centre"), ("", "--centre")],
+    [
+        ("12,0,0", "centre"),
+        ("0,0,24", "centre"),
+        ("-1,0,0", "centre"),
+        ("1,2", "--centre"),
+        ("a,b,c", "--centre"),
+        ("1,2,3,4", "--centre"),
+        ("", "--centre"),
+    ],
     ids=["z-too-large", "x-too-large", "negative", "two-values", "not-numbers", "four-values", "empty"],
 )
 def test_preview_refuses_a_bad_centre(files, centre, needle, listing, run, bad_input):
@@ -621,8 +732,22 @@ def test_preview_refuses_other_outputs_and_shapes(files, listing, run, bad_input
 
 def test_sweep_writes_a_report(files, run, one_json, train_args):
     report = files.folder / "report"
-    result = run("sweep", files.volume, "--gt", files.truth, "--planes", "1,2", "--axes", "z", "-o", report,
-                 *train_args, "--iterations", "2", "--json")
+    result = run(
+        "sweep",
+        files.volume,
+        "--gt",
+        files.truth,
+        "--planes",
+        "1,2",
+        "--axes",
+        "z",
+        "-o",
+        report,
+        *train_args,
+        "--iterations",
+        "2",
+        "--json",
+    )
     data = one_json(result)
     assert [row["planes_per_axis"] for row in data["rows"]] == [1, 2]
     assert data["written"] == [str(report / n) for n in ("sweep.csv", "sweep.json", "sweep.png")]
@@ -640,8 +765,24 @@ def test_sweep_writes_a_report(files, run, one_json, train_args):
 
 
 def test_sweep_repeats_each_plane_count_with_successive_seeds(files, run, one_json, train_args):
-    result = run("sweep", files.volume, "--gt", files.truth, "--planes", "1,2", "--axes", "z", "--repeats", "2",
-                 *train_args, "--iterations", "1", "--seed", "5", "--json")
+    result = run(
+        "sweep",
+        files.volume,
+        "--gt",
+        files.truth,
+        "--planes",
+        "1,2",
+        "--axes",
+        "z",
+        "--repeats",
+        "2",
+        *train_args,
+        "--iterations",
+        "1",
+        "--seed",
+        "5",
+        "--json",
+    )
     data = one_json(result)
     assert [(r["planes_per_axis"], r["seed"]) for r in data["rows"]] == [(1, 5), (1, 6), (2, 5), (2, 6)]
     assert result.stderr.count("seed 5") == 2 and result.stderr.count("seed 6") == 2
@@ -655,8 +796,26 @@ def test_sweep_repeats_each_plane_count_with_successive_seeds(files, run, one_js
 
 def test_sweep_stagger_shifts_the_planes_in_each_run(files, run, train_args):
     report = files.folder / "report"
-    result = run("sweep", files.volume, "--gt", files.truth, "--planes", "1", "--axes", "z", "--repeats", "2",
-                 "--stagger", "-o", report, *train_args, "--iterations", "1", "--seed", "0")
+    result = run(
+        "sweep",
+        files.volume,
+        "--gt",
+        files.truth,
+        "--planes",
+        "1",
+        "--axes",
+        "z",
+        "--repeats",
+        "2",
+        "--stagger",
+        "-o",
+        report,
+        *train_args,
+        "--iterations",
+        "1",
+        "--seed",
+        "0",
+    )
     assert result.exit_code == 0, result.stderr
     rows = json.loads((report / "sweep.json").read_text())
     assert [r["offset"] for r in rows] == [0.25, 0.75]
@@ -666,10 +825,23 @@ def test_sweep_stagger_shifts_the_planes_in_each_run(files, run, train_args):
 def test_sweep_tables_are_whole_in_a_pipe(files, monkeypatch, run, train_args):
     monkeypatch.delenv("COLUMNS", raising=False)
     truth = tifffile.imread(files.truth)
-    truth[..., truth.shape[2] // 2:] *= 2  # classes 0, 1, 2, 4: as many columns as BraTS, wider than 80
+    truth[..., truth.shape[2] // 2 :] *= 2  # classes 0, 1, 2, 4: as many columns as BraTS, wider than 80
     tifffile.imwrite(files.folder / "five.tif", truth)
-    result = run("sweep", files.volume, "--gt", files.folder / "five.tif", "--planes", "1", "--axes", "z",
-                 "--repeats", "2", *train_args, "--iterations", "1")
+    result = run(
+        "sweep",
+        files.volume,
+        "--gt",
+        files.folder / "five.tif",
+        "--planes",
+        "1",
+        "--axes",
+        "z",
+        "--repeats",
+        "2",
+        *train_args,
+        "--iterations",
+        "1",
+    )
     assert result.exit_code == 0, result.stderr
     assert "lowest" in result.stdout and "highest" in result.stdout
     assert "…" not in result.stdout
@@ -687,16 +859,40 @@ def test_sweep_refuses_existing_report_files(files, listing, run, bad_input, tra
 
 @pytest.mark.parametrize(
     "option, value, needle",
-    [("--planes", "0", "--planes"), ("--planes", "a", "--planes"), ("--planes", "1,,2", "--planes"),
-     ("--planes", "-1", "--planes"), ("--axes", "q", "--axes"), ("--axes", "zz", "--axes"), ("--axes", "", "--axes"),
-     ("--repeats", "0", "--repeats")],
-    ids=["planes-0", "planes-a", "planes-empty-item", "planes-negative", "axes-q", "axes-zz", "axes-empty", "repeats-0"],
+    [
+        ("--planes", "0", "--planes"),
+        ("--planes", "a", "--planes"),
+        ("--planes", "1,,2", "--planes"),
+        ("--planes", "-1", "--planes"),
+        ("--axes", "q", "--axes"),
+        ("--axes", "zz", "--axes"),
+        ("--axes", "", "--axes"),
+        ("--repeats", "0", "--repeats"),
+    ],
+    ids=[
+        "planes-0",
+        "planes-a",
+        "planes-empty-item",
+        "planes-negative",
+        "axes-q",
+        "axes-zz",
+        "axes-empty",
+        "repeats-0",
+    ],
 )
 def test_sweep_refuses_bad_planes_and_axes(files, option, value, needle, listing, run, bad_input, train_args):
     args = {"--planes": "1", "--axes": "z", option: value}
     before = listing(files.folder)
-    result = run("sweep", files.volume, "--gt", files.truth, *(x for kv in args.items() for x in kv),
-                 "-o", files.folder / "report", *train_args)
+    result = run(
+        "sweep",
+        files.volume,
+        "--gt",
+        files.truth,
+        *(x for kv in args.items() for x in kv),
+        "-o",
+        files.folder / "report",
+        *train_args,
+    )
     bad_input(result, needle)
     assert listing(files.folder) == before
 
@@ -708,16 +904,38 @@ def test_sweep_refuses_more_planes_than_the_axis_has(files, run, bad_input, trai
 
 def test_sweep_bad_plane_count_writes_nothing(files, listing, run, train_args):
     before = listing(files.folder)
-    result = run("sweep", files.volume, "--gt", files.truth, "--planes", "13", "--axes", "z", "-o",
-                 files.folder / "report", *train_args)
+    result = run(
+        "sweep",
+        files.volume,
+        "--gt",
+        files.truth,
+        "--planes",
+        "13",
+        "--axes",
+        "z",
+        "-o",
+        files.folder / "report",
+        *train_args,
+    )
     assert result.exit_code == 2
     assert listing(files.folder) == before
 
 
 def test_sweep_refuses_a_report_path_that_is_a_file(files, run, bad_input, train_args):
     (files.folder / "report").write_text("x")
-    result = run("sweep", files.volume, "--gt", files.truth, "--planes", "1", "--axes", "z", "-o",
-                 files.folder / "report", *train_args)
+    result = run(
+        "sweep",
+        files.volume,
+        "--gt",
+        files.truth,
+        "--planes",
+        "1",
+        "--axes",
+        "z",
+        "-o",
+        files.folder / "report",
+        *train_args,
+    )
     bad_input(result, "report")
 
 
@@ -745,9 +963,15 @@ def test_interrupt_without_partial_writes_nothing(files, tiny_config, listing):
     progress = _stop_at(2)
     with pytest.raises(KeyboardInterrupt):
         workflows.densify(
-            [files.volume], files.sparse, out, tiny_config(iterations=5), weights_out=files.folder / "w.tif",
+            [files.volume],
+            files.sparse,
+            out,
+            tiny_config(iterations=5),
+            weights_out=files.folder / "w.tif",
             outputs=workflows.Outputs(probabilities=files.folder / "p.tif", preview=files.folder / "p.png"),
-            save_model_to=files.folder / "model", partial=False, progress=progress,
+            save_model_to=files.folder / "model",
+            partial=False,
+            progress=progress,
         )
     assert progress.calls == 2
     assert listing(files.folder) == before  # no output, no model folder, no temporary file
@@ -782,8 +1006,7 @@ def test_ctrl_c_while_the_forest_is_fitted_segments_with_the_forest(files, tiny_
 
 
 def test_ctrl_c_during_the_estimate_skips_the_fine_tuning(files, tiny_config, monkeypatch, sigint_default):
-    from sparseseg.method import ensemble
-    from sparseseg.method import forest
+    from sparseseg.method import ensemble, forest
 
     monkeypatch.setattr(ensemble, "network_probabilities", _pressing_ctrl_c(ensemble.network_probabilities))
     monkeypatch.setattr(forest, "fit_forest", _pressing_ctrl_c(forest.fit_forest, press=False))
@@ -800,7 +1023,9 @@ def test_ctrl_c_during_the_estimate_skips_the_fine_tuning(files, tiny_config, mo
 def test_ctrl_c_during_the_calibration_of_train_still_saves_the_model(files, tiny_config, monkeypatch, sigint_default):
     monkeypatch.setattr(workflows, "network_probabilities", _pressing_ctrl_c(workflows.network_probabilities))
     folder = files.folder / "model"
-    model, train_log, written = workflows.train_files([([files.volume], files.sparse)], folder, tiny_config(iterations=3))
+    model, train_log, written = workflows.train_files(
+        [([files.volume], files.sparse)], folder, tiny_config(iterations=3)
+    )
     assert len(workflows.network_probabilities.calls) == 1
     assert train_log.stopped_by == "interrupt" and train_log.iterations == 3
     assert written == folder and modelfolder.load_model(folder).offsets is not None
@@ -821,8 +1046,21 @@ def ctrl_c_at_step_2(monkeypatch):
 
 def test_cli_interrupt_without_partial_exits_130(files, ctrl_c_at_step_2, listing, run, train_args):
     before = listing(files.folder)
-    result = run("densify", files.volume, "--slices", files.sparse, "-o", files.folder / "seg.tif", *train_args,
-                 "--iterations", "5", "--save-model", files.folder / "model", "--no-partial", "--json")
+    result = run(
+        "densify",
+        files.volume,
+        "--slices",
+        files.sparse,
+        "-o",
+        files.folder / "seg.tif",
+        *train_args,
+        "--iterations",
+        "5",
+        "--save-model",
+        files.folder / "model",
+        "--no-partial",
+        "--json",
+    )
     assert result.exit_code == 130, result.output
     assert result.stdout == ""
     assert "interrupted" in result.stderr and "Traceback" not in result.output
@@ -831,7 +1069,9 @@ def test_cli_interrupt_without_partial_exits_130(files, ctrl_c_at_step_2, listin
 
 def test_cli_interrupt_with_partial_segments_with_the_model_so_far(files, ctrl_c_at_step_2, run, one_json, train_args):
     out = files.folder / "seg.tif"
-    result = run("densify", files.volume, "--slices", files.sparse, "-o", out, *train_args, "--iterations", "5", "--json")
+    result = run(
+        "densify", files.volume, "--slices", files.sparse, "-o", out, *train_args, "--iterations", "5", "--json"
+    )
     summary = one_json(result, exit_code=130)
     assert summary["stopped_by"] == "interrupt" and summary["iterations"] == 2 and summary["interrupted"] is True
     assert "interrupted" in result.stderr
@@ -840,8 +1080,20 @@ def test_cli_interrupt_with_partial_segments_with_the_model_so_far(files, ctrl_c
 
 def test_cli_train_interrupted_saves_the_model_so_far(files, ctrl_c_at_step_2, run, one_json, train_args):
     folder = files.folder / "model"
-    summary = one_json(run("train", "--pair", f"{files.volume}:{files.sparse}", "-o", folder, *train_args,
-                            "--iterations", "5", "--json"), exit_code=130)
+    summary = one_json(
+        run(
+            "train",
+            "--pair",
+            f"{files.volume}:{files.sparse}",
+            "-o",
+            folder,
+            *train_args,
+            "--iterations",
+            "5",
+            "--json",
+        ),
+        exit_code=130,
+    )
     assert summary["stopped_by"] == "interrupt" and summary["iterations"] == 2 and summary["interrupted"] is True
     assert modelfolder.load_model(folder).classes.tolist() == [0, 1, 2]
 

@@ -16,9 +16,8 @@ import tifffile
 import torch
 
 from sparseseg import io
-
-from sparseseg.method import modelfolder
 from sparseseg.errors import InputError
+from sparseseg.method import modelfolder
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -28,7 +27,8 @@ FAILED = (OSError, InputError)
 
 
 def _half_then_fail(path, *args, **kwargs):
-    """A writer on a full disk (as `_write_tiff(path, ...)` is called): some bytes reach ``path``, then OSError ENOSPC."""
+    """A writer on a full disk (as `_write_tiff(path, ...)` is called): some bytes reach ``path``, then OSError
+    ENOSPC."""
     with open(path, "wb") as f:
         f.write(b"II*\x00" + b"\x00" * 100)
     raise OSError(errno.ENOSPC, NO_SPACE)
@@ -104,8 +104,19 @@ def test_cli_densify_on_a_full_disk_keeps_the_previous_output(files, run, train_
     out = files.folder / "seg.tif"
     tifffile.imwrite(out, np.zeros(files.shape, np.uint8))
     before = listing(files.folder)
-    result = run("densify", files.volume, "--slices", files.sparse, "-o", out, *train_args, "--iterations", "1",
-                 "--overwrite", "--json")
+    result = run(
+        "densify",
+        files.volume,
+        "--slices",
+        files.sparse,
+        "-o",
+        out,
+        *train_args,
+        "--iterations",
+        "1",
+        "--overwrite",
+        "--json",
+    )
     _check_failed_command(result)
     assert listing(files.folder) == before
 
@@ -120,6 +131,7 @@ def _torch_save_fails(monkeypatch, target=None):
 
 def _config_write_fails(monkeypatch, target=None):
     """The weights are saved; writing config.json fails halfway."""
+
     def write_json(path, obj, overwrite=False):
         _half_then_fail(path)
 
@@ -132,8 +144,13 @@ def _rename_into_place_fails(monkeypatch, target):
     failed = []
 
     def replace(src, dst):
-        if os.path.abspath(dst) == os.path.abspath(target) and not failed and os.path.isdir(src) \
-                and os.path.isfile(os.path.join(src, modelfolder.WEIGHTS)) and os.path.abspath(src) != os.path.abspath(target):
+        if (
+            os.path.abspath(dst) == os.path.abspath(target)
+            and not failed
+            and os.path.isdir(src)
+            and os.path.isfile(os.path.join(src, modelfolder.WEIGHTS))
+            and os.path.abspath(src) != os.path.abspath(target)
+        ):
             failed.append(src)
             raise OSError(errno.ENOSPC, NO_SPACE)
         return real(src, dst)
@@ -188,8 +205,21 @@ def test_cli_densify_save_model_fails_keeps_the_old_model(trained, tmp_path, run
     shutil.copytree(trained.model, folder)
     before = listing(folder)
     _torch_save_fails(monkeypatch)
-    result = run("densify", trained.volume, "--slices", trained.sparse, "-o", tmp_path / "seg.tif",
-                 "--save-model", folder, *train_args, "--iterations", "1", "--overwrite", "--json")
+    result = run(
+        "densify",
+        trained.volume,
+        "--slices",
+        trained.sparse,
+        "-o",
+        tmp_path / "seg.tif",
+        "--save-model",
+        folder,
+        *train_args,
+        "--iterations",
+        "1",
+        "--overwrite",
+        "--json",
+    )
     monkeypatch.undo()
     _check_failed_command(result)
     assert listing(folder) == before
@@ -200,8 +230,17 @@ def test_cli_densify_save_model_fails_keeps_the_old_model(trained, tmp_path, run
 
 def test_cli_train_fails_to_save_leaves_no_model(files, tmp_path, run, train_args, monkeypatch):
     _torch_save_fails(monkeypatch)
-    result = run("train", "--pair", f"{files.volume}:{files.sparse}", "-o", tmp_path / "fresh", *train_args,
-                 "--iterations", "1", "--json")
+    result = run(
+        "train",
+        "--pair",
+        f"{files.volume}:{files.sparse}",
+        "-o",
+        tmp_path / "fresh",
+        *train_args,
+        "--iterations",
+        "1",
+        "--json",
+    )
     monkeypatch.undo()
     _check_failed_command(result)
     assert not (tmp_path / "fresh").exists()

@@ -23,12 +23,10 @@ import tifffile
 import zarr
 
 from sparseseg import io
-
-from sparseseg.io import paths
-
 from sparseseg.commands import synthetic
-from sparseseg.io.blocks import plan_blocks
 from sparseseg.errors import InputError
+from sparseseg.io import paths
+from sparseseg.io.blocks import plan_blocks
 
 SHAPE = (6, 70, 52)  # z, y, x: distinct sizes, y and x past 64 so that an OME-Zarr output has two levels
 SPACING = (2.0, 0.5, 0.25)
@@ -46,7 +44,8 @@ def ome():
     """ome-zarr's writer, reader and formats (its writer warns about its own deprecations while imported)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        from ome_zarr import format, io as ome_io, reader, writer
+        from ome_zarr import format, reader, writer
+        from ome_zarr import io as ome_io
     return format, ome_io, reader, writer
 
 
@@ -74,7 +73,7 @@ def _write_in_blocks(sink, array):
 def _digest(folder, skip=None):
     """Every file under ``folder`` (but those under ``skip``) with the hash of its bytes."""
     found = {}
-    for root, dirs, files in os.walk(folder):
+    for root, _dirs, files in os.walk(folder):
         if skip is not None and os.path.abspath(root).startswith(os.path.abspath(skip)):
             continue
         for name in files:
@@ -91,11 +90,14 @@ def _visible(folder):
 # --- sources: every one reads blocks equal to the whole --------------------------------------------
 
 
-@pytest.mark.parametrize("how, mode", [
-    (dict(), "memmap"),
-    (dict(compression="zlib"), "pages"),
-    (dict(tile=(16, 16), compression="zlib"), "zarr"),
-])
+@pytest.mark.parametrize(
+    "how, mode",
+    [
+        (dict(), "memmap"),
+        (dict(compression="zlib"), "pages"),
+        (dict(tile=(16, 16), compression="zlib"), "zarr"),
+    ],
+)
 def test_tiff_source_reads_lazily_and_blocks_equal_the_whole(tmp_path, data, how, mode):
     image = data[0]
     path = tmp_path / "v.tif"
@@ -118,8 +120,13 @@ def test_tiff_source_last_resort_reads_whole(tmp_path, data):
 def test_tiff_source_4d_imagej_hyperstack_channels_first(tmp_path, data):
     image = np.stack([data[0], data[0] * 2])
     path = tmp_path / "h.tif"
-    tifffile.imwrite(path, np.ascontiguousarray(image.transpose(1, 0, 2, 3)), imagej=True, metadata={"axes": "ZCYX"},
-                     compression="zlib")
+    tifffile.imwrite(
+        path,
+        np.ascontiguousarray(image.transpose(1, 0, 2, 3)),
+        imagej=True,
+        metadata={"axes": "ZCYX"},
+        compression="zlib",
+    )
     with io.open_source(path) as source:
         assert source.shape == (2,) + SHAPE
         np.testing.assert_array_equal(_read_in_blocks(source), image)
@@ -139,8 +146,9 @@ def test_nifti_source_reads_blocks_through_the_proxy(tmp_path, data, name):
 
 @pytest.mark.parametrize("zarr_format", [2, 3])
 def test_plain_zarr_array_and_array_in_a_group(tmp_path, data, zarr_format):
-    z = zarr.create_array(store=str(tmp_path / "v.zarr"), shape=SHAPE, chunks=(2, 32, 32), dtype="float32",
-                          zarr_format=zarr_format)
+    z = zarr.create_array(
+        store=str(tmp_path / "v.zarr"), shape=SHAPE, chunks=(2, 32, 32), dtype="float32", zarr_format=zarr_format
+    )
     z[:] = data[0]
     z.attrs["element_size_um"] = list(SPACING)
     source = io.open_source(tmp_path / "v.zarr")
@@ -158,8 +166,13 @@ def test_plain_zarr_array_and_array_in_a_group(tmp_path, data, zarr_format):
 
 def test_zarr_dimension_names_place_the_channel_axis(tmp_path, data):
     zyxc = np.stack([data[0], -data[0]], -1)
-    z = zarr.create_array(store=str(tmp_path / "c.zarr"), shape=zyxc.shape, chunks=(3, 32, 32, 2), dtype="float32",
-                          dimension_names=["z", "y", "x", "c"])
+    z = zarr.create_array(
+        store=str(tmp_path / "c.zarr"),
+        shape=zyxc.shape,
+        chunks=(3, 32, 32, 2),
+        dtype="float32",
+        dimension_names=["z", "y", "x", "c"],
+    )
     z[:] = zyxc
     source = io.open_source(tmp_path / "c.zarr")
     assert source.shape == (2,) + SHAPE
@@ -172,10 +185,16 @@ def test_ome_zarr_written_by_ome_zarr_is_read_at_level_0_with_axes_and_voxel_siz
     tczyx = np.stack([data[0], data[0] * 3])[None]
     fmt = format.FormatV04() if version == "0.4" else format.FormatV05()
     group = zarr.open_group(str(tmp_path / "i.ome.zarr"), mode="w", zarr_format=fmt.zarr_format)
-    writer.write_image(tczyx, group, scale_factors=(2,), axes="tczyx", fmt=fmt,
-                       scale={"t": 1.0, "c": 1.0, "z": 2.0, "y": 0.5, "x": 0.25},
-                       axes_units={"z": "micrometer", "y": "micrometer", "x": "micrometer"},
-                       storage_options={"chunks": (1, 1, 3, 32, 32)})
+    writer.write_image(
+        tczyx,
+        group,
+        scale_factors=(2,),
+        axes="tczyx",
+        fmt=fmt,
+        scale={"t": 1.0, "c": 1.0, "z": 2.0, "y": 0.5, "x": 0.25},
+        axes_units={"z": "micrometer", "y": "micrometer", "x": "micrometer"},
+        storage_options={"chunks": (1, 1, 3, 32, 32)},
+    )
     source = io.open_source(tmp_path / "i.ome.zarr")
     assert source.format == "ome-zarr" and source.version == version
     assert source.shape == (2,) + SHAPE  # the t axis of one point is dropped, c is the channel axis
@@ -186,8 +205,14 @@ def test_ome_zarr_written_by_ome_zarr_is_read_at_level_0_with_axes_and_voxel_siz
 def test_ome_zarr_time_series_is_refused(tmp_path, data, ome):
     format, _, _, writer = ome
     group = zarr.open_group(str(tmp_path / "t.ome.zarr"), mode="w", zarr_format=2)
-    writer.write_image(np.stack([data[1]] * 2), group, scale_factors=(), axes="tzyx", fmt=format.FormatV04(),
-                       scale={"t": 1.0, "z": 1.0, "y": 1.0, "x": 1.0})
+    writer.write_image(
+        np.stack([data[1]] * 2),
+        group,
+        scale_factors=(),
+        axes="tzyx",
+        fmt=format.FormatV04(),
+        scale={"t": 1.0, "z": 1.0, "y": 1.0, "x": 1.0},
+    )
     with pytest.raises(InputError, match="2 points"):
         io.open_source(tmp_path / "t.ome.zarr")
 
@@ -254,9 +279,10 @@ def test_sources_pickle_and_reopen(tmp_path, data):
 
 
 def test_written_tiff_is_an_imagej_hyperstack_with_voxel_size_and_unit(tmp_path, data):
-    for name, write in [("whole.tif", lambda p: io.write_volume(p, data[1], reference=_reference())),
-                        ("blocks.tif", lambda p: _write_in_blocks(io.create_sink(p, SHAPE, np.uint8, reference=_reference()),
-                                                                   data[1]))]:
+    for name, write in [
+        ("whole.tif", lambda p: io.write_volume(p, data[1], reference=_reference())),
+        ("blocks.tif", lambda p: _write_in_blocks(io.create_sink(p, SHAPE, np.uint8, reference=_reference()), data[1])),
+    ]:
         path = write(tmp_path / name)
         with tifffile.TiffFile(path) as tif:
             assert tif.is_imagej
@@ -405,9 +431,15 @@ def image(request, tmp_path, data, ome):
     fmt = format.FormatV04() if request.param == "0.4" else format.FormatV05()
     path = tmp_path / "image.ome.zarr"
     group = zarr.open_group(str(path), mode="w", zarr_format=fmt.zarr_format)
-    writer.write_image(np.stack([data[0], data[0] / 2])[None], group, scale_factors=(2, 4), axes="tczyx", fmt=fmt,
-                       scale={"t": 1.0, "c": 1.0, "z": 2.0, "y": 0.5, "x": 0.25},
-                       storage_options={"chunks": (1, 1, 3, 32, 32)})
+    writer.write_image(
+        np.stack([data[0], data[0] / 2])[None],
+        group,
+        scale_factors=(2, 4),
+        axes="tczyx",
+        fmt=fmt,
+        scale={"t": 1.0, "c": 1.0, "z": 2.0, "y": 0.5, "x": 0.25},
+        storage_options={"chunks": (1, 1, 3, 32, 32)},
+    )
     return path, request.param
 
 
@@ -432,8 +464,12 @@ def test_labels_into_an_image_leave_the_image_untouched_and_are_listed(image, da
     label = _ome_attrs(path / "labels" / "seg")
     assert label["image-label"]["version"] == version and label["image-label"]["source"] == {"image": "../../"}
     assert [a["name"] for a in label["multiscales"][0]["axes"]] == ["t", "c", "z", "y", "x"]
-    levels = [zarr.open_array(str(path / "labels" / "seg" / d["path"]), mode="r") for d in label["multiscales"][0]["datasets"]]
-    image_levels = [zarr.open_array(str(path / d["path"]), mode="r") for d in _ome_attrs(path)["multiscales"][0]["datasets"]]
+    levels = [
+        zarr.open_array(str(path / "labels" / "seg" / d["path"]), mode="r") for d in label["multiscales"][0]["datasets"]
+    ]
+    image_levels = [
+        zarr.open_array(str(path / d["path"]), mode="r") for d in _ome_attrs(path)["multiscales"][0]["datasets"]
+    ]
     assert [a.shape[2:] for a in levels] == [a.shape[2:] for a in image_levels]  # the labels lie on every level
     np.testing.assert_array_equal(levels[0][0, 0], data[1])
     np.testing.assert_array_equal(levels[2][0, 0], data[1][:, ::4, ::4][:, :17])  # ome-zarr's levels: 70, 35, 17
@@ -520,15 +556,18 @@ def test_hdf5_dataset_added_to_an_existing_file_keeps_the_others(tmp_path, data)
 # --- checks before any work -------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name, message", [
-    ("nowhere/seg.zarr", "does not exist"),
-    ("nowhere/seg.h5:/seg", "does not exist"),
-    ("seg.h5", "name the dataset"),
-    ("missing.zarr/seg", "does not exist"),
-    ("folder.zarr", "not a Zarr array"),
-    ("not.h5:/seg", "not an HDF5 file"),
-    ("seg.n5", "unsupported output type"),
-])
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        ("nowhere/seg.zarr", "does not exist"),
+        ("nowhere/seg.h5:/seg", "does not exist"),
+        ("seg.h5", "name the dataset"),
+        ("missing.zarr/seg", "does not exist"),
+        ("folder.zarr", "not a Zarr array"),
+        ("not.h5:/seg", "not an HDF5 file"),
+        ("seg.n5", "unsupported output type"),
+    ],
+)
 def test_check_output_refuses_new_forms(tmp_path, name, message):
     (tmp_path / "folder.zarr").mkdir()
     (tmp_path / "not.h5").write_bytes(b"text")
@@ -546,16 +585,22 @@ def test_missing_optional_library_says_what_to_install(tmp_path, monkeypatch, da
     io.write_volume(tmp_path / "v.zarr", data[1])
     for module in ["zarr", "h5py"]:
         monkeypatch.setitem(sys.modules, module, None)
-    for call in [lambda: io.read_volume(tmp_path / "v.zarr"), lambda: io.check_output(tmp_path / "new.zarr"),
-                 lambda: io.check_output(f"{tmp_path}/x.h5:/seg"), lambda: io.open_source(f"{tmp_path}/x.h5:/seg")]:
+    for call in [
+        lambda: io.read_volume(tmp_path / "v.zarr"),
+        lambda: io.check_output(tmp_path / "new.zarr"),
+        lambda: io.check_output(f"{tmp_path}/x.h5:/seg"),
+        lambda: io.open_source(f"{tmp_path}/x.h5:/seg"),
+    ]:
         with pytest.raises(InputError, match=r'pip install "sparseseg\[formats\]"') as info:
             call()
         assert len(str(info.value).splitlines()) == 1
 
 
 def test_io_imports_without_the_optional_libraries():
-    code = ("import sys\nfor m in ['torch', 'zarr', 'h5py', 'ome_zarr', 'dask']: sys.modules[m] = None\n"
-            "import sparseseg.io, sparseseg.io.paths\nsparseseg.io.check_output('x.tif')")
+    code = (
+        "import sys\nfor m in ['torch', 'zarr', 'h5py', 'ome_zarr', 'dask']: sys.modules[m] = None\n"
+        "import sparseseg.io, sparseseg.io.paths\nsparseseg.io.check_output('x.tif')"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
 

@@ -75,8 +75,17 @@ def test_a_failed_preview_leaves_no_segmentation(trained, tmp_path, run, bad_inp
         raise InputError(f"'{tmp_path / 'p.png'}': cannot write (No space left on device)")
 
     monkeypatch.setattr(io, "write_png", full)
-    result = run("predict", trained.model, trained.volume, "-o", tmp_path / "seg.tif", "--probabilities",
-                 tmp_path / "p.tif", "--preview", tmp_path / "p.png")
+    result = run(
+        "predict",
+        trained.model,
+        trained.volume,
+        "-o",
+        tmp_path / "seg.tif",
+        "--probabilities",
+        tmp_path / "p.tif",
+        "--preview",
+        tmp_path / "p.png",
+    )
     bad_input(result, "p.png")
     assert sorted(os.listdir(tmp_path)) == []
 
@@ -89,8 +98,19 @@ def test_a_failed_model_folder_leaves_no_segmentation(files, run, train_args, ba
 
     monkeypatch.setattr(workflows, "save_model", full)
     before = _content(files.folder)
-    result = run("densify", files.volume, "--slices", files.sparse, "-o", files.folder / "seg.tif", "--preview",
-                 files.folder / "seg.png", "--save-model", files.folder / "model", *train_args)
+    result = run(
+        "densify",
+        files.volume,
+        "--slices",
+        files.sparse,
+        "-o",
+        files.folder / "seg.tif",
+        "--preview",
+        files.folder / "seg.png",
+        "--save-model",
+        files.folder / "model",
+        *train_args,
+    )
     bad_input(result, "model", "No space left")
     assert _content(files.folder) == before
 
@@ -105,8 +125,9 @@ def small_disk(tmp_path):
     mount.mkdir()
     if os.geteuid() != 0 or shutil.which("mount") is None:
         pytest.skip("mounting a tmpfs needs root")
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", f"sparseseg-{uuid.uuid4().hex[:8]}", str(mount)],
-                          capture_output=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m", f"sparseseg-{uuid.uuid4().hex[:8]}", str(mount)], capture_output=True
+    )
     if done.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
     try:
@@ -133,8 +154,9 @@ def test_predict_on_a_full_disk_is_one_line_and_keeps_what_was_there(trained, sm
             f["raw"] = np.arange(100, dtype=np.uint8)
     _fill(small_disk)
     before = _content(small_disk)
-    result = run("predict", trained.model, trained.volume, "-o", small_disk / out, "--probabilities",
-                 small_disk / "prob.tif")
+    result = run(
+        "predict", trained.model, trained.volume, "-o", small_disk / out, "--probabilities", small_disk / "prob.tif"
+    )
     bad_input(result, "cannot write")
     assert _content(small_disk) == before  # an existing .h5 byte for byte, no temporary file
 
@@ -142,8 +164,17 @@ def test_predict_on_a_full_disk_is_one_line_and_keeps_what_was_there(trained, sm
 def test_save_model_on_a_full_disk_leaves_no_segmentation(files, small_disk, run, train_args, bad_input):
     _fill(small_disk)
     before = _content(small_disk)
-    result = run("densify", files.volume, "--slices", files.sparse, "-o", files.folder / "seg.tif", "--save-model",
-                 small_disk / "m", *train_args)
+    result = run(
+        "densify",
+        files.volume,
+        "--slices",
+        files.sparse,
+        "-o",
+        files.folder / "seg.tif",
+        "--save-model",
+        small_disk / "m",
+        *train_args,
+    )
     bad_input(result, "m")
     assert _content(small_disk) == before and not (files.folder / "seg.tif").exists()
 

@@ -10,17 +10,10 @@ import pytest
 import tifffile
 
 from sparseseg import io
-
-from sparseseg.large import bounded
-
-from sparseseg.method import core
-
-from sparseseg.large import slabs
-
-from sparseseg.commands import synthetic
-
-from sparseseg.commands import workflows
+from sparseseg.commands import synthetic, workflows
 from sparseseg.errors import InputError
+from sparseseg.large import bounded, slabs
+from sparseseg.method import core
 from sparseseg.method.modelfolder import load_model
 from sparseseg.method.training import WholeVolume, class_weights_of
 
@@ -65,8 +58,9 @@ def _same_model(a, b):
     assert a.shapes == b.shapes and a.config == b.config
 
 
-def test_train_reads_a_large_volume_in_slabs_and_trains_what_the_whole_read_trains(files, tiny_config, monkeypatch,
-                                                                                   recorded, one_torch_thread):
+def test_train_reads_a_large_volume_in_slabs_and_trains_what_the_whole_read_trains(
+    files, tiny_config, monkeypatch, recorded, one_torch_thread
+):
     config = tiny_config(iterations=3, seed=3)
     pairs = [([files.volume], files.sparse)]
     whole, whole_log, _ = workflows.train_files(pairs, files.folder / "whole_model", config)
@@ -78,7 +72,7 @@ def test_train_reads_a_large_volume_in_slabs_and_trains_what_the_whole_read_trai
     np.testing.assert_array_equal(sliced_log.losses, whole_log.losses)
     (volume,), stacked = recorded  # normalised by the whole volume's statistics: the planes hold the same values
     for data in stacked:
-        (axis, places), = [(a, v) for a, v in data.planes.items() if v]
+        ((axis, places),) = [(a, v) for a, v in data.planes.items() if v]
         i = "zyx".index(axis)
         for v, at in zip(files.planes[axis], places):
             np.testing.assert_array_equal(np.take(data.image, at, axis=i + 1), np.take(volume.image, v, axis=i + 1))
@@ -115,7 +109,9 @@ def test_an_annotation_without_whole_planes_is_read_whole(files, tiny_config, mo
     sparse[np.random.default_rng(0).random(sparse.shape) < 0.1] = 255  # no whole plane: cube crops need the volume
     tifffile.imwrite(files.sparse, sparse)
     monkeypatch.setattr(bounded, "SLAB_THRESHOLD", 0)
-    monkeypatch.setattr(bounded, "read_stack", lambda *a: pytest.fail("read slabs of an annotation with no whole plane"))
+    monkeypatch.setattr(
+        bounded, "read_stack", lambda *a: pytest.fail("read slabs of an annotation with no whole plane")
+    )
     model, _, _ = workflows.train_files([([files.volume], files.sparse)], files.folder / "model", tiny_config())
     assert "read whole" in caplog.text and model.offsets is not None
 
@@ -140,9 +136,12 @@ def test_class_weights_count_each_whole_volume_once():
     volume = WholeVolume((4, 4, 4), np.zeros((1, 4)), classes, np.array([30, 10]))
     few = Annotation(classes, np.array([[[0, 1, 1]]]), np.ones((1, 1, 3), bool), {})
     counted = Annotation(classes, np.array([[[0] * 31 + [1] * 12]]), np.ones((1, 1, 43), bool), {})  # 30 + 1, 10 + 2
-    np.testing.assert_array_equal(class_weights_of([few, few, few], classes, 1.0, [volume, volume, None]),
-                                  class_weights_of([counted], classes, 1.0))
-    np.testing.assert_array_equal(class_weights_of([few, few], classes, 1.0, volume),
-                                  class_weights_of([few], classes, 1.0, volume))
+    np.testing.assert_array_equal(
+        class_weights_of([few, few, few], classes, 1.0, [volume, volume, None]),
+        class_weights_of([counted], classes, 1.0),
+    )
+    np.testing.assert_array_equal(
+        class_weights_of([few, few], classes, 1.0, volume), class_weights_of([few], classes, 1.0, volume)
+    )
     with pytest.raises(InputError, match="one whole-volume entry"):
         class_weights_of([few, few], classes, 1.0, [volume])

@@ -1,18 +1,14 @@
-"""Tests for sparseseg.large.cluster: predict on a local dask.distributed cluster gives the single-process labels exactly."""
+"""Tests for sparseseg.large.cluster: predict on a local dask.distributed cluster gives the single-process labels
+exactly."""
 
 import numpy as np
 import pytest
 import zarr
 
 from sparseseg import io
-
-from sparseseg.large import cluster
-
-from sparseseg.method import core
-
-from sparseseg.method import streaming
-
 from sparseseg.commands import workflows
+from sparseseg.large import cluster
+from sparseseg.method import core, streaming
 from sparseseg.method.modelfolder import load_model
 
 pytest.importorskip("dask.distributed")
@@ -27,13 +23,17 @@ def test_two_workers_give_the_single_process_labels(trained, tmp_path, monkeypat
     k = len(model.classes)
     sinks = {}
     for name in ("one", "two"):
-        sinks[name] = (io.create_sink(tmp_path / f"{name}.zarr", shape, np.uint8, chunks=(8, 16, 16)),
-                       io.create_sink(tmp_path / f"{name}_p.zarr", (k,) + shape, np.uint8, chunks=(8, 16, 16)))
+        sinks[name] = (
+            io.create_sink(tmp_path / f"{name}.zarr", shape, np.uint8, chunks=(8, 16, 16)),
+            io.create_sink(tmp_path / f"{name}_p.zarr", (k,) + shape, np.uint8, chunks=(8, 16, 16)),
+        )
     core.segment_source(model, source, *sinks["one"])
     with cluster.client(workers=2) as dask_client:
         cluster.segment_on_cluster(model, trained.model, source, *sinks["two"], dask_client=dask_client)
-    assert len(streaming.plan_volume(model.network, source, model.windows, model.config.patch,
-                                     chunks=(8, 16, 16)).blocks) == 8
+    assert (
+        len(streaming.plan_volume(model.network, source, model.windows, model.config.patch, chunks=(8, 16, 16)).blocks)
+        == 8
+    )
     for name in ("", "_p"):
         single = zarr.open(tmp_path / f"one{name}.zarr", mode="r")[...]
         several = zarr.open(tmp_path / f"two{name}.zarr", mode="r")[...]
@@ -48,17 +48,21 @@ def test_workers_need_a_chunked_output(trained, tmp_path, listing):
     assert listing(tmp_path) == before
 
 
-
 @pytest.mark.filterwarnings("ignore::ResourceWarning", "ignore::pytest.PytestUnraisableExceptionWarning")
 def test_densify_on_two_workers_gives_the_single_process_labels(files, tiny_config, monkeypatch):
     monkeypatch.setattr(streaming, "BLOCK_BUDGET", 1.0)  # several blocks, so that both workers have some
     reports = {}
     for name, workers in (("one", None), ("two", 2)):
         outputs = workflows.Outputs(probabilities=files.folder / f"{name}_p.tif")
-        reports[name] = workflows.densify([files.volume], files.sparse, files.folder / f"{name}.zarr", tiny_config(),
-                                          outputs=outputs, workers=workers)
-    np.testing.assert_array_equal(zarr.open(files.folder / "two.zarr", mode="r")[...], reports["one"].segmentation.labels)
-    np.testing.assert_array_equal(io.read_volume(files.folder / "two_p.tif").data, io.read_volume(files.folder / "one_p.tif").data)
+        reports[name] = workflows.densify(
+            [files.volume], files.sparse, files.folder / f"{name}.zarr", tiny_config(), outputs=outputs, workers=workers
+        )
+    np.testing.assert_array_equal(
+        zarr.open(files.folder / "two.zarr", mode="r")[...], reports["one"].segmentation.labels
+    )
+    np.testing.assert_array_equal(
+        io.read_volume(files.folder / "two_p.tif").data, io.read_volume(files.folder / "one_p.tif").data
+    )
     np.testing.assert_array_equal(reports["two"].model.offsets, reports["one"].model.offsets)  # calibrated alike
     assert not [p for p in files.folder.iterdir() if p.name.startswith(".")]  # no temporary model or probabilities left
 
@@ -80,7 +84,9 @@ def test_resume_on_workers_submits_only_the_blocks_not_done(trained, tmp_path, m
     monkeypatch.setattr(cluster, "blocks_to_write", lambda *args: left.extend(real(*args)) or left)
     workflows.predict(trained.model, [trained.volume], out, device="cpu", workers=2, resume=True)
     assert len(left) == 7
-    workflows.predict(trained.model, [trained.volume], tmp_path / "ref.zarr", device="cpu")  # uninterrupted, same blocks
+    workflows.predict(
+        trained.model, [trained.volume], tmp_path / "ref.zarr", device="cpu"
+    )  # uninterrupted, same blocks
     np.testing.assert_array_equal(zarr.open(out, mode="r")[...], zarr.open(tmp_path / "ref.zarr", mode="r")[...])
 
 
@@ -88,10 +94,13 @@ def test_resume_on_workers_submits_only_the_blocks_not_done(trained, tmp_path, m
 def test_workers_follow_the_overlap_given_to_predict(trained, tmp_path):
     def probabilities(name, **kwargs):
         outputs = workflows.Outputs(probabilities=tmp_path / f"{name}_p.zarr")
-        workflows.predict(trained.model, [trained.volume], tmp_path / f"{name}.zarr", outputs=outputs, device="cpu",
-                          **kwargs)
+        workflows.predict(
+            trained.model, [trained.volume], tmp_path / f"{name}.zarr", outputs=outputs, device="cpu", **kwargs
+        )
         return zarr.open(tmp_path / f"{name}_p.zarr", mode="r")[...]
 
     one = probabilities("one", overlap=0.75)
     np.testing.assert_array_equal(probabilities("two", overlap=0.75, workers=2), one)
-    assert not np.array_equal(probabilities("default"), one)  # the overlap changed the windows: the equality means something
+    assert not np.array_equal(
+        probabilities("default"), one
+    )  # the overlap changed the windows: the equality means something

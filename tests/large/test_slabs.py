@@ -1,4 +1,5 @@
-"""Tests for sparseseg.large.slabs and sparseseg.large.bounded: densify and suggest in memory that does not grow with the volume.
+"""Tests for sparseseg.large.slabs and sparseseg.large.bounded: densify and suggest in memory that does not grow with
+the volume.
 
 The slab path (forced here on small volumes by lowering `bounded.SLAB_THRESHOLD`) must give
 what the whole-array path gives: the same labels, probabilities, weights and offsets.
@@ -9,21 +10,11 @@ import pytest
 import tifffile
 
 from sparseseg import io
-
-from sparseseg.large import bounded
-
-from sparseseg.method import core
-
-from sparseseg.method import annotation as L
-
-from sparseseg.large import slabs
-
-from sparseseg.method import streaming
-
-from sparseseg.commands import synthetic
-
-from sparseseg.commands import workflows
+from sparseseg.commands import synthetic, workflows
 from sparseseg.errors import InputError
+from sparseseg.large import bounded, slabs
+from sparseseg.method import annotation as L
+from sparseseg.method import core, streaming
 from sparseseg.method.uncertainty import PlaneEntropy, plane_uncertainty, rank_planes
 
 
@@ -47,8 +38,12 @@ def _painted(blobs_small):
 
 @pytest.mark.parametrize("kind", ["unlabeled", "painted", "given", "given-unlabeled"])
 def test_scan_finds_what_annotated_mask_finds(tmp_path, blobs_small, sparse_small, few_planes, kind):
-    sparse = {"unlabeled": sparse_small[0], "painted": _painted(blobs_small), "given": blobs_small[1],
-              "given-unlabeled": sparse_small[0]}[kind]
+    sparse = {
+        "unlabeled": sparse_small[0],
+        "painted": _painted(blobs_small),
+        "given": blobs_small[1],
+        "given-unlabeled": sparse_small[0],
+    }[kind]
     planes = {"z": [2, 7], "y": [], "x": [5]} if kind.startswith("given") else None
     scan = slabs.scan_labels(_source(tmp_path, sparse), 255, planes)
     annotation, how = L.read_annotation(sparse, 255, planes)
@@ -59,13 +54,16 @@ def test_scan_finds_what_annotated_mask_finds(tmp_path, blobs_small, sparse_smal
         np.testing.assert_array_equal(scan.mask(sparse[zyx], zyx), annotation.mask[zyx])
 
 
-@pytest.mark.parametrize("make, unlabeled, message", [
-    (lambda s: np.full_like(s, 255), 255, "no voxel is annotated"),
-    (lambda s: np.zeros_like(s), 255, "no non-zero voxel"),
-    (lambda s: s, 0, "255 fills"),
-    (lambda s: s.astype(np.float32) + 0.5, 255, "whole numbers"),
-    (lambda s: np.where(s == 255, 255, -1).astype(np.int16), 255, "found values from -1 to 255"),
-])
+@pytest.mark.parametrize(
+    "make, unlabeled, message",
+    [
+        (lambda s: np.full_like(s, 255), 255, "no voxel is annotated"),
+        (lambda s: np.zeros_like(s), 255, "no non-zero voxel"),
+        (lambda s: s, 0, "255 fills"),
+        (lambda s: s.astype(np.float32) + 0.5, 255, "whole numbers"),
+        (lambda s: np.where(s == 255, 255, -1).astype(np.int16), 255, "found values from -1 to 255"),
+    ],
+)
 def test_scan_refuses_what_annotated_mask_refuses(tmp_path, sparse_small, few_planes, make, unlabeled, message):
     sparse = make(sparse_small[0])
     with pytest.raises(InputError, match=message) as whole:
@@ -90,36 +88,53 @@ def test_a_stack_holds_each_crop_as_the_volume_does(tmp_path, blobs_small, spars
     whole, _ = L.read_annotation(sparse)
     for v, at in zip(planes["y"], annotation.planes["y"]):
         lo = max(0, v - 5)
-        np.testing.assert_array_equal(stack[0, :, at - (v - lo):at + 6], image[:, lo:v + 6].astype(np.float32))
+        np.testing.assert_array_equal(stack[0, :, at - (v - lo) : at + 6], image[:, lo : v + 6].astype(np.float32))
         np.testing.assert_array_equal(annotation.mask[:, at], whole.mask[:, v])
         np.testing.assert_array_equal(annotation.target[:, at], whole.target[:, v])
 
 
 def _densify(files, out, tiny_config, **overrides):
     config = tiny_config(iterations=6, batch_size=2, seed=3, **overrides)
-    return workflows.densify([files.volume], files.sparse, out, config, weights_out=out.with_name(out.stem + "_w.tif"),
-                             outputs=workflows.Outputs(probabilities=out.with_name(out.stem + "_p.tif")))
+    return workflows.densify(
+        [files.volume],
+        files.sparse,
+        out,
+        config,
+        weights_out=out.with_name(out.stem + "_w.tif"),
+        outputs=workflows.Outputs(probabilities=out.with_name(out.stem + "_p.tif")),
+    )
 
 
 #: Planes near the faces and far apart, with thin crops: slabs apart, clipped by the volume.
 APART = {"z": [0, 19], "y": [3, 30], "x": [44]}
 
 
-@pytest.mark.parametrize("shape, planes, budget, overrides", [
-    ((12, 24, 24), None, None, {}),
-    ((20, 48, 48), None, 20 * 48 * 48 * 44 / 4, {"augment": True}),  # augmented crops: deeper slabs
-    ((20, 48, 48), APART, None, {"thin": 4}),
-], ids=["one-block", "eight-blocks", "slabs-apart"])
-def test_the_slab_path_gives_the_whole_paths_results(files, tiny_config, monkeypatch, one_torch_thread, shape, planes,
-                                                     budget, overrides):
+@pytest.mark.parametrize(
+    "shape, planes, budget, overrides",
+    [
+        ((12, 24, 24), None, None, {}),
+        ((20, 48, 48), None, 20 * 48 * 48 * 44 / 4, {"augment": True}),  # augmented crops: deeper slabs
+        ((20, 48, 48), APART, None, {"thin": 4}),
+    ],
+    ids=["one-block", "eight-blocks", "slabs-apart"],
+)
+def test_the_slab_path_gives_the_whole_paths_results(
+    files, tiny_config, monkeypatch, one_torch_thread, shape, planes, budget, overrides
+):
     if shape != files.shape:
         image, truth = synthetic.blobs(shape, seed=1)
-        sparse = synthetic.sparsify(truth, 2)[0] if planes is None else np.where(L.planes_mask(planes, shape), truth, 255)
+        sparse = (
+            synthetic.sparsify(truth, 2)[0] if planes is None else np.where(L.planes_mask(planes, shape), truth, 255)
+        )
         tifffile.imwrite(files.volume, image)
         tifffile.imwrite(files.sparse, sparse.astype(np.uint8))
     if budget is not None:  # blocks and their halos: calibration gathers the annotated voxels of each
         monkeypatch.setattr(streaming, "BLOCK_BUDGET", budget)
-    overrides = {**overrides, "holdout": False, "forest": False}  # the slab path has neither yet: compare like with like
+    overrides = {
+        **overrides,
+        "holdout": False,
+        "forest": False,
+    }  # the slab path has neither yet: compare like with like
     whole = _densify(files, files.folder / "whole.tif", tiny_config, **overrides)
     monkeypatch.setattr(bounded, "SLAB_THRESHOLD", 0)
     monkeypatch.setattr(io, "read_image", lambda *a: pytest.fail("the slab path read the volume whole"))
@@ -132,8 +147,9 @@ def test_the_slab_path_gives_the_whole_paths_results(files, tiny_config, monkeyp
     np.testing.assert_array_equal(sliced.model.offsets, whole.model.offsets)
     np.testing.assert_array_equal(sliced.train_log.losses, whole.train_log.losses)
     for suffix in (".tif", "_w.tif", "_p.tif"):
-        np.testing.assert_array_equal(io.read_volume(files.folder / f"slabs{suffix}").data,
-                                      io.read_volume(files.folder / f"whole{suffix}").data)
+        np.testing.assert_array_equal(
+            io.read_volume(files.folder / f"slabs{suffix}").data, io.read_volume(files.folder / f"whole{suffix}").data
+        )
 
 
 def test_an_annotation_without_whole_planes_is_read_whole(files, tiny_config, monkeypatch, caplog):

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from sparseseg.method import annotation as L
 from sparseseg.errors import InputError
+from sparseseg.method import annotation as L
 
 SHAPE = (12, 24, 24)
 
@@ -249,8 +249,6 @@ def test_read_annotation_rejects(make, message):
         L.read_annotation(make(), name="my_labels.tif")
 
 
-
-
 @pytest.mark.parametrize(
     "make",
     [
@@ -339,7 +337,9 @@ def test_weight_map_rejects_wrong_number_of_weights(sparse_small):
 
 def test_weights_from_counts_match_class_weights():
     counts = [450, 45, 5]
-    np.testing.assert_allclose(L.weights_from_counts(counts, 0.5), L.class_weights(_annotation_with_counts(counts), 0.5))
+    np.testing.assert_allclose(
+        L.weights_from_counts(counts, 0.5), L.class_weights(_annotation_with_counts(counts), 0.5)
+    )
 
 
 def test_weights_from_counts_give_absent_classes_weight_zero():

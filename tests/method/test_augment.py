@@ -157,11 +157,15 @@ def test_deformation_std_follows_sigma():
 
 def test_anisotropy_shrinks_displacements_along_the_coarse_axis():
     crop = patch = (8, 16, 16)
-    params = AugmentParams(flip=False, rot90=False, rotate_deg=0.0, scale=0.0, deform_sigma=4.0, deform_grid=4, gray=0.0)
+    params = AugmentParams(
+        flip=False, rot90=False, rotate_deg=0.0, scale=0.0, deform_sigma=4.0, deform_grid=4, gray=0.0
+    )
     generator = torch.Generator().manual_seed(0)
     identity = augment.sampling_grid(16, patch, crop, OFF, generator, "cpu")
     iso = augment.sampling_grid(16, patch, crop, params, torch.Generator().manual_seed(0), "cpu")
-    aniso = augment.sampling_grid(16, patch, crop, params, torch.Generator().manual_seed(0), "cpu", anisotropy=(1.5, 1.0, 1.0))
+    aniso = augment.sampling_grid(
+        16, patch, crop, params, torch.Generator().manual_seed(0), "cpu", anisotropy=(1.5, 1.0, 1.0)
+    )
     # grid_sample order (x, y, z): z is the last coordinate; displacement in voxels = normalised * size / 2
     dz_iso = ((iso - identity)[..., 2] * crop[0] / 2).abs().mean()
     dz_aniso = ((aniso - identity)[..., 2] * crop[0] / 2).abs().mean()
@@ -175,7 +179,9 @@ def test_sections_of_a_coarse_axis_are_never_blended():
     """Sections 12.5x thicker than the pixels: scaling and deformation act within each section only."""
     crop, patch = (9, 40, 40), (3, 16, 16)
     params = AugmentParams(rotate_deg=15.0, scale=0.3, deform_sigma=4.0, deform_grid=8)
-    grid = augment.sampling_grid(32, patch, crop, params, torch.Generator().manual_seed(0), "cpu", anisotropy=(12.5, 1.0, 1.0))
+    grid = augment.sampling_grid(
+        32, patch, crop, params, torch.Generator().manual_seed(0), "cpu", anisotropy=(12.5, 1.0, 1.0)
+    )
     z = (grid[..., 2] + 1) * crop[0] / 2 - 0.5  # voxel coordinate along z in the crop
     centre = (crop[0] - 1) / 2
     torch.testing.assert_close(z[:, 1], torch.full_like(z[:, 1], centre))  # the annotated (centre) section stays whole

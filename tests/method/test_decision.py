@@ -41,11 +41,15 @@ def test_prior_correction_zero_strength_or_unannotated_class_changes_nothing():
     np.testing.assert_allclose(C.correct_prior(p.copy(), np.array([0.0, 0.0, 0.0]), 1.0), p, rtol=1e-6)
 
 
-@pytest.mark.parametrize("weights, strength, message", [
-    (np.ones(3), 1.5, "strength"),
-    (np.ones(3), -0.1, "strength"),
-    (np.ones(2), 0.5, "class weights"),
-], ids=["strength-above-one", "negative-strength", "wrong-number-of-weights"])
+@pytest.mark.parametrize(
+    "weights, strength, message",
+    [
+        (np.ones(3), 1.5, "strength"),
+        (np.ones(3), -0.1, "strength"),
+        (np.ones(2), 0.5, "class weights"),
+    ],
+    ids=["strength-above-one", "negative-strength", "wrong-number-of-weights"],
+)
 def test_prior_correction_rejects(weights, strength, message):
     with pytest.raises(ValueError, match=message):
         C.correct_prior(_probabilities(), weights, strength)
@@ -99,13 +103,17 @@ def test_fit_offsets_scores_only_foreground_classes():
     assert not np.array_equal(fg, every)
 
 
-@pytest.mark.parametrize("probabilities, target, message", [
-    (np.ones((3,)), np.zeros(3, int), "probabilities"),
-    (np.ones((1, 4)), np.zeros(4, int), "probabilities"),
-    (np.ones((2, 4)), np.zeros(3, int), "target"),
-    (np.ones((2, 0)), np.zeros(0, int), "at least one"),
-    (np.ones((2, 4)), np.array([0, 1, 2, 0]), "target classes"),
-], ids=["one-dimensional", "one-class", "target-length", "no-voxels", "class-out-of-range"])
+@pytest.mark.parametrize(
+    "probabilities, target, message",
+    [
+        (np.ones((3,)), np.zeros(3, int), "probabilities"),
+        (np.ones((1, 4)), np.zeros(4, int), "probabilities"),
+        (np.ones((2, 4)), np.zeros(3, int), "target"),
+        (np.ones((2, 0)), np.zeros(0, int), "at least one"),
+        (np.ones((2, 4)), np.array([0, 1, 2, 0]), "target classes"),
+    ],
+    ids=["one-dimensional", "one-class", "target-length", "no-voxels", "class-out-of-range"],
+)
 def test_fit_offsets_rejects(probabilities, target, message):
     with pytest.raises(ValueError, match=message):
         C.fit_offsets(probabilities, target)
@@ -135,8 +143,11 @@ def test_apply_offsets_multiplies_and_renormalises():
     np.testing.assert_allclose(out, expected / expected.sum(axis=0), rtol=1e-5)
 
 
-@pytest.mark.parametrize("offsets, message", [(np.zeros(2), "3 class offsets"), (np.array([0.0, np.inf, 0.0]), "finite")],
-                         ids=["wrong-length", "infinite"])
+@pytest.mark.parametrize(
+    "offsets, message",
+    [(np.zeros(2), "3 class offsets"), (np.array([0.0, np.inf, 0.0]), "finite")],
+    ids=["wrong-length", "infinite"],
+)
 def test_apply_offsets_rejects(offsets, message):
     with pytest.raises(ValueError, match=message):
         C.apply_offsets(_probabilities(), offsets)

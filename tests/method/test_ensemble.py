@@ -4,12 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from sparseseg.method import core
-
-from sparseseg.method import ensemble
-
 from sparseseg.commands import synthetic
 from sparseseg.config import Config
+from sparseseg.method import core, ensemble
 from sparseseg.method.annotation import read_annotation
 from sparseseg.method.metrics import score
 from sparseseg.method.training import weighted_loss
@@ -42,7 +39,9 @@ def test_held_out_planes_get_no_gradient_in_the_first_phase(monkeypatch):
     assert set(held) == {"z", "y", "x"}
     first = seen[0][0]
     logits = torch.randn((1, 3) + first.target.shape, requires_grad=True)
-    loss = weighted_loss(logits, torch.from_numpy(first.target[None].astype(np.int64)), torch.from_numpy(first.weight[None]))
+    loss = weighted_loss(
+        logits, torch.from_numpy(first.target[None].astype(np.int64)), torch.from_numpy(first.weight[None])
+    )
     loss.backward()
     grad = logits.grad[0].abs().sum(0).numpy()
     for axis, (index,) in held.items():
@@ -239,8 +238,13 @@ def test_after_a_stop_the_segmentation_reuses_the_estimate_s_network_run(monkeyp
     np.testing.assert_array_equal(reused.labels, again.labels)
 
 
-@pytest.mark.parametrize("shape, held", [((12, 24, 160), {"x": [70]}),  # one thin slab: plane by plane
-                                         ((24, 48, 48), {"z": [5], "y": [20], "x": [30]})])  # the whole volume once
+@pytest.mark.parametrize(
+    "shape, held",
+    [
+        ((12, 24, 160), {"x": [70]}),  # one thin slab: plane by plane
+        ((24, 48, 48), {"z": [5], "y": [20], "x": [30]}),
+    ],
+)  # the whole volume once
 def test_the_forest_on_held_out_planes_equals_the_whole_volume_s(shape, held):
     from sparseseg.method.forest import fit_forest, forest_probabilities
 
@@ -261,11 +265,14 @@ def test_the_volume_s_features_are_computed_once_and_change_nothing(monkeypatch)
     config = _config(iterations=3)
     filtered = []
     real = forest.filter_features
-    monkeypatch.setattr(forest, "filter_features",
-                        lambda image, spacing=None: filtered.append(image.shape) or real(image, spacing))
+    monkeypatch.setattr(
+        forest, "filter_features", lambda image, spacing=None: filtered.append(image.shape) or real(image, spacing)
+    )
     once = ensemble.densify_arrays(image, annotation, config)
     assert once[0].forest is not None and once[0].blend < 1 and filtered == [image.shape]
-    monkeypatch.setattr(forest, "volume_features", lambda image, spacing=None: None)  # block by block, as for a large volume
+    monkeypatch.setattr(
+        forest, "volume_features", lambda image, spacing=None: None
+    )  # block by block, as for a large volume
     blockwise = ensemble.densify_arrays(image, annotation, config)
     assert len(filtered) > 1
     np.testing.assert_array_equal(once[2].labels, blockwise[2].labels)

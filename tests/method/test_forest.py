@@ -1,4 +1,5 @@
-"""sparseseg.method.forest: the pixel classifier learns blobs from two planes, blockwise equals whole, classes line up, the
+"""sparseseg.method.forest: the pixel classifier learns blobs from two planes, blockwise equals whole, classes line up,
+the
 seed decides, and bad input is refused with an InputError naming the parameter."""
 
 from types import SimpleNamespace
@@ -7,10 +8,10 @@ import numpy as np
 import pytest
 from skimage.feature import multiscale_basic_features
 
-from sparseseg.method import forest as F
 from sparseseg.commands import synthetic
-from sparseseg.io.blocks import ArraySource, with_halo
 from sparseseg.errors import InputError
+from sparseseg.io.blocks import ArraySource, with_halo
+from sparseseg.method import forest as F
 from sparseseg.method.annotation import Annotation, planes_mask
 from sparseseg.method.preprocess import intensity_stats, normalise, normalise_with
 
@@ -32,8 +33,13 @@ def case():
     sparse, planes = synthetic.sparsify(truth, 1, axes="zy")
     annotation = _annotation(sparse, planes)
     forest = F.fit_forest(image[None], annotation, seed=0, n_estimators=TREES)
-    return SimpleNamespace(image=image[None], truth=truth, annotation=annotation, forest=forest,
-                           whole=F.forest_probabilities(forest, image[None], [0, 1, 2]))
+    return SimpleNamespace(
+        image=image[None],
+        truth=truth,
+        annotation=annotation,
+        forest=forest,
+        whole=F.forest_probabilities(forest, image[None], [0, 1, 2]),
+    )
 
 
 def _reference(forest, image):
@@ -50,8 +56,9 @@ def test_features_are_those_of_skimage_at_the_five_scales(case):
     assert features.dtype == np.float32
     sigmas = np.logspace(np.log2(0.7), np.log2(8), 5, base=2)
     assert np.allclose(F.SIGMAS, sigmas, atol=1e-12)
-    skimage = multiscale_basic_features(np.moveaxis(image, 0, -1), sigma_min=0.7, sigma_max=8, num_sigma=5,
-                                        channel_axis=-1)
+    skimage = multiscale_basic_features(
+        np.moveaxis(image, 0, -1), sigma_min=0.7, sigma_max=8, num_sigma=5, channel_axis=-1
+    )
     np.testing.assert_allclose(features, skimage, atol=1e-6)
     assert np.array_equal(F.filter_features(image, spacing=(3.0, 3.0, 3.0)), features)  # only the ratio counts
     assert np.array_equal(F.filter_features(image, spacing=(2.0, 1.0, 1.0)), features)  # below ANISOTROPIC
@@ -69,8 +76,9 @@ def test_thick_sections_are_not_smoothed_into_one_another():
     ramp = np.broadcast_to(np.arange(12, dtype=np.float32)[None, :, None, None], (1, 12, 16, 16))
     # a step of 1 per section is 1 per 12.5 pixels: the gradient is taken per pixel (Sobel: 2 per step)
     np.testing.assert_allclose(F.filter_features(ramp)[5, 8, 8, 1] * np.sqrt(3), 2, rtol=1e-5)
-    np.testing.assert_allclose(F.filter_features(ramp, spacing=(50, 4, 4))[5, 8, 8, 1] * np.sqrt(3), 2 / 12.5,
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+        F.filter_features(ramp, spacing=(50, 4, 4))[5, 8, 8, 1] * np.sqrt(3), 2 / 12.5, rtol=1e-5
+    )
 
 
 def test_anisotropic_blockwise_equals_whole(case, monkeypatch):
@@ -79,8 +87,9 @@ def test_anisotropic_blockwise_equals_whole(case, monkeypatch):
     whole = F.forest_probabilities(forest, case.image, [0, 1, 2])
     features = F.volume_features(case.image, spacing=[4, 1, 1])
     assert features.spacing == (4.0, 1.0, 1.0)
-    np.testing.assert_allclose(F.forest_probabilities(forest, case.image, [0, 1, 2], features=features), whole,
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        F.forest_probabilities(forest, case.image, [0, 1, 2], features=features), whole, atol=1e-6
+    )
     assert not np.allclose(whole, case.whole, atol=0.05)  # the voxel size changed the features
     _cut(monkeypatch)
     np.testing.assert_allclose(F.forest_probabilities(forest, case.image, [0, 1, 2]), whole, atol=1e-6)
@@ -158,10 +167,14 @@ def test_features_computed_once_give_the_same_forest_and_probabilities(case):
     assert np.array_equal(features.stats, case.forest.stats)
     forest = F.fit_forest(case.image, case.annotation, seed=0, n_estimators=TREES, features=features)
     region = (slice(3, 20), slice(None, 40), slice(50, 64))
-    np.testing.assert_allclose(F.forest_probabilities(forest, case.image, [0, 1, 2], features=features), case.whole,
-                               atol=1e-6)
-    np.testing.assert_allclose(F.forest_probabilities(forest, case.image, [0, 1, 2], region, features),
-                               case.whole[(slice(None),) + region], atol=1e-6)
+    np.testing.assert_allclose(
+        F.forest_probabilities(forest, case.image, [0, 1, 2], features=features), case.whole, atol=1e-6
+    )
+    np.testing.assert_allclose(
+        F.forest_probabilities(forest, case.image, [0, 1, 2], region, features),
+        case.whole[(slice(None),) + region],
+        atol=1e-6,
+    )
 
 
 def test_volume_features_are_none_past_the_budget(case):
@@ -212,8 +225,9 @@ def test_same_seed_same_probabilities_other_seed_others(case):
 
 def test_each_tree_is_fitted_on_a_bootstrap_of_the_sample_up_to_tree_samples(case):
     def per_tree(tree_samples):
-        forest = F.fit_forest(case.image, case.annotation, seed=0, n_estimators=2, max_samples=4000,
-                              tree_samples=tree_samples)
+        forest = F.fit_forest(
+            case.image, case.annotation, seed=0, n_estimators=2, max_samples=4000, tree_samples=tree_samples
+        )
         return forest.classifier.max_samples, forest.classifier.bootstrap
 
     assert per_tree(F.TREE_SAMPLES) == (4000, True)  # the classic forest: a bootstrap as large as the sample
@@ -228,8 +242,10 @@ def test_a_sample_gives_the_forest_fitted_without_it(case):
     region = (slice(0, 8), slice(0, 32), slice(0, 32))
     given = F.fit_forest(case.image, case.annotation, seed=0, n_estimators=TREES, sample=sample)
     drawn = F.fit_forest(case.image, case.annotation, seed=0, n_estimators=TREES, max_samples=2000)
-    assert np.array_equal(F.forest_probabilities(given, case.image, [0, 1, 2], region),
-                          F.forest_probabilities(drawn, case.image, [0, 1, 2], region))
+    assert np.array_equal(
+        F.forest_probabilities(given, case.image, [0, 1, 2], region),
+        F.forest_probabilities(drawn, case.image, [0, 1, 2], region),
+    )
 
 
 def test_plane_folds_score_each_fold_s_planes_with_a_forest_fitted_without_them(case, monkeypatch):
@@ -266,8 +282,9 @@ def _folds(case, folds=None, sample=None, annotation=None, **args):
 
 
 def _predict(case, image=None, classes=(0, 1, 2), region=None, forest=None, features=None):
-    return lambda: F.forest_probabilities(case.forest if forest is None else forest,
-                                          case.image if image is None else image, classes, region, features)
+    return lambda: F.forest_probabilities(
+        case.forest if forest is None else forest, case.image if image is None else image, classes, region, features
+    )
 
 
 def _one_class(case):
@@ -301,9 +318,14 @@ BAD = [
     pytest.param(lambda c: lambda: F.filter_features(c.image, spacing=(0, 1, 1)), "spacing", id="features-spacing-0"),
     pytest.param(lambda c: lambda: F.volume_features(c.image, spacing="50,4,4"), "spacing", id="volume-spacing-text"),
     pytest.param(lambda c: _fit(c, spacing=(1, float("nan"), 1)), "spacing", id="fit-spacing-nan"),
-    pytest.param(lambda c: _fit(c, features=_features(c), spacing=(2, 1, 1)), "spacing", id="fit-features-other-spacing"),
-    pytest.param(lambda c: _predict(c, features=_features(c, spacing=(2.0, 1.0, 1.0))), "features",
-                 id="predict-features-other-spacing"),
+    pytest.param(
+        lambda c: _fit(c, features=_features(c), spacing=(2, 1, 1)), "spacing", id="fit-features-other-spacing"
+    ),
+    pytest.param(
+        lambda c: _predict(c, features=_features(c, spacing=(2.0, 1.0, 1.0))),
+        "features",
+        id="predict-features-other-spacing",
+    ),
     pytest.param(lambda c: _fit(c, image=c.image[0]), "image", id="fit-image-3d"),
     pytest.param(lambda c: _fit(c, image=[1, 2]), "image", id="fit-image-a-list"),
     pytest.param(lambda c: _fit(c, annotation=c.annotation.mask), "annotation", id="fit-annotation-an-array"),
@@ -317,29 +339,42 @@ BAD = [
     pytest.param(lambda c: _fit(c, tree_samples=0.5), "tree_samples", id="fit-tree-samples-a-fraction"),
     pytest.param(lambda c: _fit(c, stats=np.zeros((2, 4))), "stats", id="fit-stats-of-2-channels"),
     pytest.param(lambda c: _fit(c, features=c.image), "features", id="fit-features-an-array"),
-    pytest.param(lambda c: _fit(c, features=_features(c, shape=SHAPE + (3,))), "features", id="fit-features-other-shape"),
+    pytest.param(
+        lambda c: _fit(c, features=_features(c, shape=SHAPE + (3,))), "features", id="fit-features-other-shape"
+    ),
     pytest.param(lambda c: _fit(c, features=_features(c), stats=c.forest.stats), "stats", id="fit-features-and-stats"),
     pytest.param(lambda c: _fit(c, sample=c.annotation), "sample", id="fit-sample-not-a-sample"),
     pytest.param(lambda c: _folds(c, sample="sample"), "sample", id="folds-sample-not-a-sample"),
     pytest.param(lambda c: _folds(c, annotation=_moved(c)), "sample", id="folds-sample-of-another-annotation"),
     pytest.param(lambda c: _folds(c, folds=[{"z": [0]}]), "folds", id="folds-plane-not-annotated"),
     pytest.param(lambda c: _folds(c, folds=[{}]), "folds", id="folds-empty-fold"),
-    pytest.param(lambda c: _folds(c, folds=[{"z": c.annotation.planes["z"], "y": c.annotation.planes["y"]}]), "folds",
-                 id="folds-holding-every-voxel"),
+    pytest.param(
+        lambda c: _folds(c, folds=[{"z": c.annotation.planes["z"], "y": c.annotation.planes["y"]}]),
+        "folds",
+        id="folds-holding-every-voxel",
+    ),
     pytest.param(lambda c: _folds(c, seed=-1), "seed", id="folds-seed-negative"),
     pytest.param(lambda c: _folds(c, n_estimators=0), "n_estimators", id="folds-no-trees"),
     pytest.param(lambda c: _predict(c, forest="forest"), "forest", id="predict-not-a-forest"),
-    pytest.param(lambda c: _predict(c, features=_features(c, stats_from=2.0)), "features", id="predict-features-other-stats"),
+    pytest.param(
+        lambda c: _predict(c, features=_features(c, stats_from=2.0)), "features", id="predict-features-other-stats"
+    ),
     pytest.param(lambda c: _predict(c, image=c.image[0]), "image", id="predict-image-3d"),
     pytest.param(lambda c: _predict(c, image=np.concatenate([c.image] * 2)), "image", id="predict-other-channels"),
     pytest.param(lambda c: _predict(c, classes=[0, 1]), "classes", id="predict-classes-not-a-superset"),
     pytest.param(lambda c: _predict(c, classes=[0, 1, 2, 2]), "classes", id="predict-classes-repeated"),
     pytest.param(lambda c: _predict(c, classes=[0.0, 1.0, 2.0]), "classes", id="predict-classes-floats"),
-    pytest.param(lambda c: _predict(c, region=(slice(0, 8), slice(0, 8), slice(60, 70))), "region",
-                 id="predict-region-out-of-bounds"),
-    pytest.param(lambda c: _predict(c, region=(slice(5, 5), slice(None), slice(None))), "region", id="predict-region-empty"),
-    pytest.param(lambda c: _predict(c, region=(slice(0, 8, 2), slice(None), slice(None))), "region",
-                 id="predict-region-step-2"),
+    pytest.param(
+        lambda c: _predict(c, region=(slice(0, 8), slice(0, 8), slice(60, 70))),
+        "region",
+        id="predict-region-out-of-bounds",
+    ),
+    pytest.param(
+        lambda c: _predict(c, region=(slice(5, 5), slice(None), slice(None))), "region", id="predict-region-empty"
+    ),
+    pytest.param(
+        lambda c: _predict(c, region=(slice(0, 8, 2), slice(None), slice(None))), "region", id="predict-region-step-2"
+    ),
     pytest.param(lambda c: _predict(c, region=(slice(0, 8), slice(None))), "region", id="predict-region-two-slices"),
 ]
 

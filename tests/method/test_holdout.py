@@ -1,12 +1,13 @@
-"""Tests for sparseseg.method.holdout: which planes are held out, the annotation without them, the blend and the estimate."""
+"""Tests for sparseseg.method.holdout: which planes are held out, the annotation without them, the blend and the
+estimate."""
 
 from dataclasses import replace
 
 import numpy as np
 import pytest
 
-from sparseseg.method import holdout as H
 from sparseseg.errors import InputError
+from sparseseg.method import holdout as H
 from sparseseg.method.annotation import Annotation, planes_mask
 
 
@@ -46,7 +47,9 @@ def test_without_planes_unannotates_the_held_out_planes_only():
     assert not kept.mask[5].any() and not kept.mask[:, 3].any()
     assert kept.planes == {"z": [2], "y": [7], "x": [4]}
     np.testing.assert_array_equal(kept.classes, annotation.classes)
-    other = planes_mask({"z": [2], "y": [7], "x": [4]}, annotation.mask.shape) & ~planes_mask({"z": [5], "y": [3]}, annotation.mask.shape)
+    other = planes_mask({"z": [2], "y": [7], "x": [4]}, annotation.mask.shape) & ~planes_mask(
+        {"z": [5], "y": [3]}, annotation.mask.shape
+    )
     np.testing.assert_array_equal(kept.mask, other)
     np.testing.assert_array_equal(kept.target[kept.mask], annotation.target[kept.mask])
 
@@ -103,14 +106,25 @@ def test_a_low_warning_says_where_a_corrected_estimate_comes_from():
     estimate = H.choose_blend(network, None, target, plane, np.array([False, True, True]), fit=False)
     corrected = replace(estimate, iou=estimate.iou - 0.1, correction=-0.1)
     assert f"{estimate.iou:.2f} on the held-out planes)" in estimate.warnings[0]
-    assert f"{corrected.iou:.2f}; {estimate.iou:.2f} on the held-out planes, corrected by -0.10" in corrected.warnings[0]
+    assert (
+        f"{corrected.iou:.2f}; {estimate.iou:.2f} on the held-out planes, corrected by -0.10" in corrected.warnings[0]
+    )
 
 
 def test_the_estimate_reads_as_plain_numbers():
     network, forest, target, plane = _voxels()
     said = H.choose_blend(network, forest, target, plane, np.array([False, True, True]), ["z=1", "y=4"]).as_dict()
-    assert set(said) == {"iou", "held_out_iou", "correction", "spread", "per_plane", "blend", "network_iou",
-                         "forest_iou", "held_out_planes"}
+    assert set(said) == {
+        "iou",
+        "held_out_iou",
+        "correction",
+        "spread",
+        "per_plane",
+        "blend",
+        "network_iou",
+        "forest_iou",
+        "held_out_planes",
+    }
     assert all(isinstance(v, float) for v in (said["iou"], said["spread"], said["blend"]))
     assert said["held_out_iou"] == said["iou"] and said["correction"] == 0.0  # no correction made
 

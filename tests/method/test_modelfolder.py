@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from sparseseg.method import forest as F
-from sparseseg.method import modelfolder
 from sparseseg.commands import synthetic
 from sparseseg.config import Config
-from sparseseg.method.core import Model
 from sparseseg.errors import InputError
+from sparseseg.method import forest as F
+from sparseseg.method import modelfolder
 from sparseseg.method.annotation import Annotation
+from sparseseg.method.core import Model
 from sparseseg.method.network import UNet3D
 
 SHAPE = (12, 24, 24)
@@ -111,14 +111,17 @@ def test_the_fingerprint_covers_the_forest(model, volume, tmp_path):
 # --- refused: on saving, an InputError naming the parameter; on loading, one naming the file --------------------
 
 
-@pytest.mark.parametrize(("changes", "param"), [
-    pytest.param(dict(blend=1.5), "blend", id="blend-above-1"),
-    pytest.param(dict(blend=float("nan")), "blend", id="blend-nan"),
-    pytest.param(dict(forest=None, blend=0.5), "blend", id="blend-without-a-forest"),
-    pytest.param(dict(forest="a forest"), "forest", id="forest-not-a-forest"),
-    pytest.param(dict(in_channels=2), "forest", id="forest-of-other-channels"),
-    pytest.param(dict(classes=np.array([0, 1])), "forest", id="forest-knows-other-classes"),
-])
+@pytest.mark.parametrize(
+    ("changes", "param"),
+    [
+        pytest.param(dict(blend=1.5), "blend", id="blend-above-1"),
+        pytest.param(dict(blend=float("nan")), "blend", id="blend-nan"),
+        pytest.param(dict(forest=None, blend=0.5), "blend", id="blend-without-a-forest"),
+        pytest.param(dict(forest="a forest"), "forest", id="forest-not-a-forest"),
+        pytest.param(dict(in_channels=2), "forest", id="forest-of-other-channels"),
+        pytest.param(dict(classes=np.array([0, 1])), "forest", id="forest-knows-other-classes"),
+    ],
+)
 def test_saving_a_bad_blend_or_forest_is_refused(model, tmp_path, changes, param):
     with pytest.raises(InputError) as refused:
         modelfolder.save_model(tmp_path / "m", replace(model, **changes))
@@ -132,6 +135,7 @@ def _set(key, value):
 
 def _set_raw(key, text):
     """Set ``key`` to JSON ``text`` as written (1e999 reads as infinity, which json.dumps cannot write)."""
+
     def change(folder):
         _rewrite(folder, lambda meta: meta.__setitem__(key, "RAW"))
         path = folder / modelfolder.CONFIG
@@ -154,6 +158,7 @@ def _not_a_forest(folder):
 
 def _edit_forest(change):
     """Rewrite forest.npz with ``change(arrays)`` applied to its arrays."""
+
     def damage(folder):
         with np.load(folder / modelfolder.FOREST) as archive:
             arrays = {name: archive[name] for name in archive.files}
@@ -176,30 +181,36 @@ def _pickled_array(arrays):
     arrays["classes"] = np.array([{"a": 1}], dtype=object)
 
 
-@pytest.mark.parametrize(("damage", "needles"), [
-    pytest.param(_set("blend", 2), ["blend"], id="blend-2"),
-    pytest.param(_set("blend", "half"), ["blend"], id="blend-a-string"),
-    pytest.param(_drop("blend"), ["blend", "missing"], id="blend-missing"),
-    pytest.param(_set("forest", "other.npz"), ["forest"], id="forest-another-file"),
-    pytest.param(_set("forest", None), ["blend", "forest"], id="forest-null-but-blend-below-1"),
-    pytest.param(lambda folder: (folder / modelfolder.FOREST).unlink(), ["forest.npz", "no such file"],
-                 id="forest-file-missing"),
-    pytest.param(_garbage, ["forest.npz", "cannot read"], id="forest-file-garbage"),
-    pytest.param(_not_a_forest, ["forest.npz", "no array"], id="forest-file-not-a-forest"),
-    pytest.param(_edit_forest(_child_before_parent), ["forest.npz", "child"], id="forest-tree-loops"),
-    pytest.param(_edit_forest(_child_outside), ["forest.npz", "child"], id="forest-tree-points-outside"),
-    pytest.param(_edit_forest(_pickled_array), ["forest.npz", "cannot read"], id="forest-object-array"),
-    pytest.param(_set("class_weights", [1, -1, 1]), ["class_weights"], id="class-weights-negative"),
-    pytest.param(_set_raw("class_weights", "[1, 1e999, 1]"), ["class_weights"], id="class-weights-infinite"),
-    pytest.param(_set_raw("class_offsets", "[0, 0, 1e999]"), ["class_offsets"], id="class-offsets-infinite"),
-    pytest.param(_set("classes", [0, 1, 70000]), ["classes", "65535"], id="classes-above-65535"),
-    pytest.param(_set("classes", [-5, 1, 2]), ["classes", "65535"], id="classes-negative"),
-    pytest.param(_set("train_shapes", {"z": [10**9, 48, 48]}), ["train_shapes"], id="train-shape-huge"),
-    pytest.param(_set("train_shapes", {"z": [0, 0, 0]}), ["train_shapes"], id="train-shape-zero"),
-    pytest.param(_set("pools", [[0, 2, 2], [2, 2, 2]]), ["pools"], id="pool-kernel-0"),
-    pytest.param(_set("in_channels", 10**6), ["in_channels"], id="in-channels-a-million"),
-    pytest.param(_set("format_version", 4), ["format_version", "1, 2, 3"], id="format-4"),
-])
+@pytest.mark.parametrize(
+    ("damage", "needles"),
+    [
+        pytest.param(_set("blend", 2), ["blend"], id="blend-2"),
+        pytest.param(_set("blend", "half"), ["blend"], id="blend-a-string"),
+        pytest.param(_drop("blend"), ["blend", "missing"], id="blend-missing"),
+        pytest.param(_set("forest", "other.npz"), ["forest"], id="forest-another-file"),
+        pytest.param(_set("forest", None), ["blend", "forest"], id="forest-null-but-blend-below-1"),
+        pytest.param(
+            lambda folder: (folder / modelfolder.FOREST).unlink(),
+            ["forest.npz", "no such file"],
+            id="forest-file-missing",
+        ),
+        pytest.param(_garbage, ["forest.npz", "cannot read"], id="forest-file-garbage"),
+        pytest.param(_not_a_forest, ["forest.npz", "no array"], id="forest-file-not-a-forest"),
+        pytest.param(_edit_forest(_child_before_parent), ["forest.npz", "child"], id="forest-tree-loops"),
+        pytest.param(_edit_forest(_child_outside), ["forest.npz", "child"], id="forest-tree-points-outside"),
+        pytest.param(_edit_forest(_pickled_array), ["forest.npz", "cannot read"], id="forest-object-array"),
+        pytest.param(_set("class_weights", [1, -1, 1]), ["class_weights"], id="class-weights-negative"),
+        pytest.param(_set_raw("class_weights", "[1, 1e999, 1]"), ["class_weights"], id="class-weights-infinite"),
+        pytest.param(_set_raw("class_offsets", "[0, 0, 1e999]"), ["class_offsets"], id="class-offsets-infinite"),
+        pytest.param(_set("classes", [0, 1, 70000]), ["classes", "65535"], id="classes-above-65535"),
+        pytest.param(_set("classes", [-5, 1, 2]), ["classes", "65535"], id="classes-negative"),
+        pytest.param(_set("train_shapes", {"z": [10**9, 48, 48]}), ["train_shapes"], id="train-shape-huge"),
+        pytest.param(_set("train_shapes", {"z": [0, 0, 0]}), ["train_shapes"], id="train-shape-zero"),
+        pytest.param(_set("pools", [[0, 2, 2], [2, 2, 2]]), ["pools"], id="pool-kernel-0"),
+        pytest.param(_set("in_channels", 10**6), ["in_channels"], id="in-channels-a-million"),
+        pytest.param(_set("format_version", 4), ["format_version", "1, 2, 3"], id="format-4"),
+    ],
+)
 def test_loading_a_damaged_folder_is_refused(model, tmp_path, damage, needles):
     folder = modelfolder.save_model(tmp_path / "m", model)
     damage(folder)
@@ -213,11 +224,14 @@ def _config_text(folder, text):
     (folder / modelfolder.CONFIG).write_text(text)
 
 
-@pytest.mark.parametrize(("text", "needles"), [
-    pytest.param("[" * 100_000 + "]" * 100_000, ["config.json", "nested too deep"], id="nested-100000-deep"),
-    pytest.param('{"format_version": NaN}', ["config.json", "NaN"], id="nan-constant"),
-    pytest.param(" " * (modelfolder.MAX_CONFIG_BYTES + 1), ["config.json", "bytes"], id="config-too-large"),
-])
+@pytest.mark.parametrize(
+    ("text", "needles"),
+    [
+        pytest.param("[" * 100_000 + "]" * 100_000, ["config.json", "nested too deep"], id="nested-100000-deep"),
+        pytest.param('{"format_version": NaN}', ["config.json", "NaN"], id="nan-constant"),
+        pytest.param(" " * (modelfolder.MAX_CONFIG_BYTES + 1), ["config.json", "bytes"], id="config-too-large"),
+    ],
+)
 def test_a_config_that_cannot_be_a_model_is_refused(model, tmp_path, text, needles):
     folder = modelfolder.save_model(tmp_path / "m", model)
     _config_text(folder, text)
@@ -249,5 +263,6 @@ def test_the_saved_forest_predicts_as_the_fitted_one(model, volume, tmp_path):
     folder = modelfolder.save_model(tmp_path / "m", model)
     loaded = modelfolder.load_model(folder)
     features = np.random.default_rng(0).normal(size=(500, model.forest.classifier.n_features_in_)).astype(np.float32)
-    assert np.array_equal(loaded.forest.classifier.predict_proba(features),
-                          model.forest.classifier.predict_proba(features))
+    assert np.array_equal(
+        loaded.forest.classifier.predict_proba(features), model.forest.classifier.predict_proba(features)
+    )

@@ -20,13 +20,18 @@ def test_parameter_count_of_a_small_network():
     """Counted layer by layer for base 4, two poolings, 2 channels in, 5 classes out."""
     b = 4
     expected = (
-        _conv(2, b, 3) + _conv(b, 2 * b, 3)  # level 0: 2 -> 4 -> 8
-        + _conv(2 * b, 2 * b, 3) + _conv(2 * b, 4 * b, 3)  # level 1: 8 -> 8 -> 16
-        + _conv(4 * b, 4 * b, 3) + _conv(4 * b, 8 * b, 3)  # level 2: 16 -> 16 -> 32
+        _conv(2, b, 3)
+        + _conv(b, 2 * b, 3)  # level 0: 2 -> 4 -> 8
+        + _conv(2 * b, 2 * b, 3)
+        + _conv(2 * b, 4 * b, 3)  # level 1: 8 -> 8 -> 16
+        + _conv(4 * b, 4 * b, 3)
+        + _conv(4 * b, 8 * b, 3)  # level 2: 16 -> 16 -> 32
         + 8 * b * 8 * b * 8  # up-convolution 32 -> 32, 2x2x2, no bias
-        + _conv(8 * b + 4 * b, 4 * b, 3) + _conv(4 * b, 4 * b, 3)  # 48 -> 16 -> 16
+        + _conv(8 * b + 4 * b, 4 * b, 3)
+        + _conv(4 * b, 4 * b, 3)  # 48 -> 16 -> 16
         + 4 * b * 4 * b * 8  # up-convolution 16 -> 16
-        + _conv(4 * b + 2 * b, 2 * b, 3) + _conv(2 * b, 2 * b, 3)  # 24 -> 8 -> 8
+        + _conv(4 * b + 2 * b, 2 * b, 3)
+        + _conv(2 * b, 2 * b, 3)  # 24 -> 8 -> 8
         + _conv(2 * b, 5, 1)  # head
     )
     assert count_parameters(UNet3D(2, 5, b, [(2, 2, 2)] * 2)) == expected

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from sparseseg.method import planning
 from sparseseg.errors import InputError
+from sparseseg.method import planning
 from sparseseg.method.tiling import tile_starts
 
 
@@ -46,10 +46,16 @@ def test_inference_patch():
 
 def test_inference_windows_keep_the_training_depth_across_thin_axes():
     # as deep as training across z; as many voxels as twice the 12x152x152 patch: 4x wider, within the volume
-    assert planning.inference_windows({"z": (3, 152, 152)}, (12, 152, 152), (30, 512, 512), (1, 8, 8)) == [(3, 512, 512)]
-    assert planning.inference_windows({"z": (3, 152, 152)}, (12, 152, 152), (30, 900, 900), (1, 8, 8)) == [(3, 608, 608)]
+    assert planning.inference_windows({"z": (3, 152, 152)}, (12, 152, 152), (30, 512, 512), (1, 8, 8)) == [
+        (3, 512, 512)
+    ]
+    assert planning.inference_windows({"z": (3, 152, 152)}, (12, 152, 152), (30, 900, 900), (1, 8, 8)) == [
+        (3, 608, 608)
+    ]
     # one pass per annotated axis; z: the volume needs no more than 104
-    windows = planning.inference_windows({"z": (16, 64, 64), "x": (64, 64, 16)}, (64, 64, 64), (100, 300, 300), (8, 8, 8))
+    windows = planning.inference_windows(
+        {"z": (16, 64, 64), "x": (64, 64, 16)}, (64, 64, 64), (100, 300, 300), (8, 8, 8)
+    )
     assert windows == [(16, 256, 256), (104, 256, 16)]
     # cube patches: twice the patch, no larger than the volume needs
     assert planning.inference_windows({None: (16, 64, 64)}, (16, 64, 64), (20, 100, 300), (8, 8, 8)) == [(24, 104, 128)]
@@ -58,7 +64,9 @@ def test_inference_windows_keep_the_training_depth_across_thin_axes():
 def test_window_overlaps_keep_the_overlap_across_the_planes_and_take_the_wide_one_elsewhere():
     shapes = {"z": (3, 152, 152), "x": (64, 64, 16)}
     assert planning.window_overlaps(shapes, 0.5, 0.25) == [(0.5, 0.25, 0.25), (0.25, 0.25, 0.5)]
-    assert planning.window_overlaps({None: (16, 64, 64)}, 0.5, 0.125) == [(0.125, 0.125, 0.125)]  # a cube: wide axes only
+    assert planning.window_overlaps({None: (16, 64, 64)}, 0.5, 0.125) == [
+        (0.125, 0.125, 0.125)
+    ]  # a cube: wide axes only
 
 
 @pytest.mark.parametrize("overlap, wide_overlap, bad", [(1.0, 0.25, "overlap"), (0.5, -0.1, "wide_overlap")])
@@ -133,8 +141,10 @@ def _window_voxels_of_blocks(shape, block, window, overlap, halo):
 
     total = 0
     for zyx in plan_blocks(shape, block):
-        read = [s.stop - s.start for s in with_halo(zyx, [h if b < n else 0 for h, b, n in zip(halo, block, shape)],
-                                                       shape, window)[0]]
+        read = [
+            s.stop - s.start
+            for s in with_halo(zyx, [h if b < n else 0 for h, b, n in zip(halo, block, shape)], shape, window)[0]
+        ]
         w = [min(a, b) for a, b in zip(window, read)]
         total += len(tile_slices(read, w, overlap)) * np.prod(w)
     return total
@@ -159,16 +169,20 @@ def test_block_for_windows_cuts_whole_chunks_within_the_budget():
     block = planning.block_for_windows((64, 2000, 2000), windows, overlaps, 12e6, chunks=(32, 128, 128))
     assert np.prod(block) <= 12e6
     assert all(b % c == 0 or b == n for b, c, n in zip(block, (32, 128, 128), (64, 2000, 2000)))
-    chosen = _window_voxels_of_blocks((64, 2000, 2000), block, windows[0], overlaps[0],
-                                      planning.block_halo(block, windows, overlaps))
+    chosen = _window_voxels_of_blocks(
+        (64, 2000, 2000), block, windows[0], overlaps[0], planning.block_halo(block, windows, overlaps)
+    )
     for other in [(32, 512, 640), (64, 256, 640), (32, 256, 1280)]:
-        assert chosen <= _window_voxels_of_blocks((64, 2000, 2000), other, windows[0], overlaps[0],
-                                                  planning.block_halo(other, windows, overlaps))
+        assert chosen <= _window_voxels_of_blocks(
+            (64, 2000, 2000), other, windows[0], overlaps[0], planning.block_halo(other, windows, overlaps)
+        )
 
 
 def test_block_halo_widens_for_a_block_shorter_than_a_step_so_that_the_window_fits():
     windows, overlaps = [(16, 224, 224)], [(0.5, 0.25, 0.25)]
-    assert planning.block_halo((64, 512, 512), windows, overlaps) == planning.window_halo(windows, overlaps) == (4, 28, 28)
+    assert (
+        planning.block_halo((64, 512, 512), windows, overlaps) == planning.window_halo(windows, overlaps) == (4, 28, 28)
+    )
     assert planning.block_halo((8, 128, 512), windows, overlaps) == (4, 48, 28)  # 128 + 2 x 48 = 224
 
 
@@ -209,7 +223,9 @@ def test_whole_step_chunks_need_fewer_windows_than_the_default_chunks():
 
     def cost(chunks):
         block = planning.block_for_windows(shape, windows, overlaps, 12e6, chunks=chunks)
-        return _window_voxels_of_blocks(shape, block, windows[0], overlaps[0], planning.block_halo(block, windows, overlaps))
+        return _window_voxels_of_blocks(
+            shape, block, windows[0], overlaps[0], planning.block_halo(block, windows, overlaps)
+        )
 
     stepped, default = cost(planning.window_chunks(shape, windows, overlaps)), cost(planning.OUTPUT_CHUNKS)
     assert stepped < 0.9 * default

@@ -53,16 +53,31 @@ def cases(draw):
         size = shape[AXES.index(axis)]
         annotated[axis] = draw(st.lists(st.integers(0, size - 1), min_size=1, max_size=min(3, size), unique=True))
     planes = None
-    if draw(st.sampled_from([False, False, True])):  # name planes, maybe not the annotated ones, maybe outside the volume
-        planes = [f"{axis}={','.join(map(str, draw(st.lists(st.integers(0, shape[AXES.index(axis)] + 2), min_size=1, max_size=2))))}"
-                  for axis in draw(st.lists(st.sampled_from(AXES), min_size=1, max_size=2, unique=True))]
+    if draw(
+        st.sampled_from([False, False, True])
+    ):  # name planes, maybe not the annotated ones, maybe outside the volume
+
+        def indices(axis):  # up to two planes past the volume's end
+            return st.lists(st.integers(0, shape[AXES.index(axis)] + 2), min_size=1, max_size=2)
+
+        planes = [
+            f"{axis}={','.join(map(str, draw(indices(axis))))}"
+            for axis in draw(st.lists(st.sampled_from(AXES), min_size=1, max_size=2, unique=True))
+        ]
     options = {flag: draw(st.sampled_from(values)) for flag, values in GOOD.items()}
     options["--unlabeled"] = 255
     broken = draw(st.sampled_from([None, None, None, None, *BAD]))  # at most one option out of range
     if broken is not None:
         options[broken] = draw(st.sampled_from(BAD[broken]))
-    return dict(shape=shape, classes=classes, fill=fill, annotated=annotated, planes=planes, options=options,
-                seed=draw(st.integers(0, 2**16)))
+    return dict(
+        shape=shape,
+        classes=classes,
+        fill=fill,
+        annotated=annotated,
+        planes=planes,
+        options=options,
+        seed=draw(st.integers(0, 2**16)),
+    )
 
 
 def _write_inputs(folder: Path, case: dict) -> tuple[Path, Path]:
@@ -83,8 +98,14 @@ def _write_inputs(folder: Path, case: dict) -> tuple[Path, Path]:
 
 def _found(shape, patch, batch_size, iterations):
     """A case Hypothesis found (two classes on plane z=0), run first on every run."""
-    options = {"--patch": patch, "--base": 2, "--batch-size": batch_size, "--iterations": iterations,
-               "--time-budget": "5", "--unlabeled": 255}
+    options = {
+        "--patch": patch,
+        "--base": 2,
+        "--batch-size": batch_size,
+        "--iterations": iterations,
+        "--time-budget": "5",
+        "--unlabeled": 255,
+    }
     return dict(shape=shape, classes=[0, 1], fill=255, annotated={"z": [0]}, planes=None, options=options, seed=0)
 
 
@@ -139,16 +160,32 @@ def test_a_volume_of_three_or_four_planes_is_written_as_planes_not_rgb(planes, f
         assert len(tif.pages) == planes
 
 
-@pytest.mark.parametrize("patch", [
-    "8,8,8",
-    "16,8,8",
-])
+@pytest.mark.parametrize(
+    "patch",
+    [
+        "8,8,8",
+        "16,8,8",
+    ],
+)
 def test_a_patch_whose_deepest_level_is_one_voxel_with_batch_size_1(patch, files, run, train_args, bad_input, listing):
     """8,8,8 pooled three times is 1x1x1: with one patch per step the batch norm there has one value per channel."""
     out = files.folder / "seg.tif"
     before = listing(files.folder)
-    result = run("densify", files.volume, "--slices", files.sparse, "-o", out, *train_args, "--patch", patch,
-                 "--batch-size", "1", "--iterations", "2")
+    result = run(
+        "densify",
+        files.volume,
+        "--slices",
+        files.sparse,
+        "-o",
+        out,
+        *train_args,
+        "--patch",
+        patch,
+        "--batch-size",
+        "1",
+        "--iterations",
+        "2",
+    )
     assert result.exit_code in (0, 2), result.output  # never an internal error
     if result.exit_code == 2:
         line = bad_input(result, alone=True)

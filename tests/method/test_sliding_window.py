@@ -10,7 +10,13 @@ from sparseseg.method.network import UNet3D
 
 @pytest.mark.parametrize(
     "shape",
-    [(9, 13, 17), (20, 31, 41), (3, 5, 7), (8, 16, 16), (4, 40, 10)],  # odd, larger, smaller than the patch, exact, mixed
+    [
+        (9, 13, 17),
+        (20, 31, 41),
+        (3, 5, 7),
+        (8, 16, 16),
+        (4, 40, 10),
+    ],  # odd, larger, smaller than the patch, exact, mixed
 )
 @pytest.mark.parametrize("overlap", [0.0, 0.5])
 @pytest.mark.parametrize("batch_size", [1, 3])

@@ -6,13 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from sparseseg.io import blocks
-
-from sparseseg.method import core
-
-from sparseseg.method import streaming
-
 from sparseseg.commands import synthetic
+from sparseseg.io import blocks
+from sparseseg.method import core, streaming
 from sparseseg.method.annotation import read_annotation
 from sparseseg.method.streaming import plan_volume, release_freed_memory, run_blocks
 
@@ -92,7 +88,9 @@ def test_blocks_give_the_whole_volume_result(model):
     assert reads == [image.shape[1:]] * 2  # the sample for the statistics (all of it), then one block: the volume
     split, reads = _probabilities(model, image, budget=np.prod(image.shape) * 4 * 6 / 8)  # an eighth of the volume
     blocks_read = reads[1:]
-    assert len(blocks_read) > 4 and max(np.prod(r) for r in blocks_read) < 0.75 * np.prod(image.shape[1:])  # block + halo, never all
+    assert len(blocks_read) > 4 and max(np.prod(r) for r in blocks_read) < 0.75 * np.prod(
+        image.shape[1:]
+    )  # block + halo, never all
     # the halo gives each block's border voxels the context the whole volume's tiling gives any voxel, but not the same
     # windows: the barely trained test network's probabilities differ by up to 0.03-0.08 at a few voxels (seeds 0-2)
     assert np.abs(split - whole).mean() < 0.005

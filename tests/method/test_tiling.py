@@ -25,7 +25,11 @@ def test_tile_starts_cover_the_axis(size, patch, overlap):
 
 
 def test_more_overlap_more_windows():
-    assert len(tiling.tile_starts(100, 16, 0.75)) > len(tiling.tile_starts(100, 16, 0.5)) > len(tiling.tile_starts(100, 16, 0.0))
+    assert (
+        len(tiling.tile_starts(100, 16, 0.75))
+        > len(tiling.tile_starts(100, 16, 0.5))
+        > len(tiling.tile_starts(100, 16, 0.0))
+    )
 
 
 def test_no_overlap_on_an_exact_fit():

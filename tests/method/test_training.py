@@ -110,8 +110,17 @@ def _train(data, iterations=3, time_budget=60.0, seed=0, params=None, progress=N
     torch.manual_seed(seed)
     model = UNet3D(1, 3, 4, [(2, 2, 2)] * 3)
     log = train(
-        model, data, patch=(8, 16, 16), batch_size=2, iterations=iterations, time_budget=time_budget,
-        lr=lr, device=CPU, seed=seed, params=params, progress=progress,
+        model,
+        data,
+        patch=(8, 16, 16),
+        batch_size=2,
+        iterations=iterations,
+        time_budget=time_budget,
+        lr=lr,
+        device=CPU,
+        seed=seed,
+        params=params,
+        progress=progress,
     )
     return model, log
 

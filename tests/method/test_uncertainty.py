@@ -1,4 +1,5 @@
-"""Tests for sparseseg.method.uncertainty: predictive entropy, per-plane uncertainty and the ranking of planes to annotate."""
+"""Tests for sparseseg.method.uncertainty: predictive entropy, per-plane uncertainty and the ranking of planes to
+annotate."""
 
 import numpy as np
 import pytest

@@ -68,8 +68,17 @@ def _paths(crafted, trained, tmp_path, train_args):
     return {
         "predict": ["predict", model, trained.volume, "-o", tmp_path / "seg.tif"],
         "suggest": ["suggest", trained.volume, "--model", model, "--slices", trained.sparse],
-        "densify-init": ["densify", trained.volume, "--slices", trained.sparse, "-o", tmp_path / "seg.tif",
-                         "--init", model, *train_args],
+        "densify-init": [
+            "densify",
+            trained.volume,
+            "--slices",
+            trained.sparse,
+            "-o",
+            tmp_path / "seg.tif",
+            "--init",
+            model,
+            *train_args,
+        ],
         "export": ["export", model, "-o", tmp_path / "out.zip"],
     }
 

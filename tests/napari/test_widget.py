@@ -15,14 +15,16 @@ import pytest
 napari = pytest.importorskip("napari")
 pytest.importorskip("pytestqt")
 if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
-    pytest.skip("no display for napari's OpenGL canvas: install Xvfb (pytest-xvfb then starts it)", allow_module_level=True)
+    pytest.skip(
+        "no display for napari's OpenGL canvas: install Xvfb (pytest-xvfb then starts it)", allow_module_level=True
+    )
 
 from qtpy.QtCore import Qt  # noqa: E402
 
 from sparseseg.commands import synthetic  # noqa: E402
+from sparseseg.method.planning import AXES  # noqa: E402
 from sparseseg.napari import files, layers  # noqa: E402
 from sparseseg.napari.widget import DensifyWidget  # noqa: E402
-from sparseseg.method.planning import AXES  # noqa: E402
 
 pytestmark = [
     pytest.mark.usefixtures("one_torch_thread"),
