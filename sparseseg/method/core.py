@@ -369,7 +369,7 @@ def prior_of(model: Model) -> np.ndarray:
 
 def forest_part(model: Model, image, region=None, features=None) -> np.ndarray | None:
     """The model's forest's probabilities over ``region`` of ``image`` for the model's classes (None: no forest);
-    ``features``: the image's (`sparseseg.method.forest.volume_features`), where computed already."""
+    ``features``: the image's (`sparseseg.method.features.volume_features`), where computed already."""
     if model.forest is None or model.blend == 1:
         return None
     from sparseseg.method.forest import forest_probabilities

@@ -84,7 +84,7 @@ from sparseseg.method.planning import AXES
 from sparseseg.method.training import Progress, TrainLog, stop_requested
 
 if TYPE_CHECKING:  # sparseseg.method.forest imports scikit-learn: only where a forest is fitted
-    from sparseseg.method.forest import VolumeFeatures
+    from sparseseg.method.features import VolumeFeatures
 
 log = logging.getLogger("sparseseg")
 
@@ -113,12 +113,13 @@ class _Shifted:
 def _forest_on_planes(forest, image, classes, held: dict, features=None) -> dict:
     """The forest's probabilities (K, plane) on each held-out plane, keyed by (axis, index).
 
-    A plane's probabilities need the filters' context around it (`sparseseg.method.forest.HALO`
+    A plane's probabilities need the filters' context around it (`sparseseg.method.features.HALO`
     planes each side): where the volume's ``features`` are given, or those slabs add up to
     the volume or more, the whole volume is computed once and the planes taken from it;
     otherwise plane by plane.
     """
-    from sparseseg.method.forest import HALO, forest_probabilities
+    from sparseseg.method.features import HALO
+    from sparseseg.method.forest import forest_probabilities
 
     shape = image.shape[1:]
     slabs = sum(
@@ -202,7 +203,7 @@ class Estimated:
     #: The network's probabilities and windows over the whole volume, kept where the network was not
     #: fine-tuned after the estimate (and weighs something in the blend): `segment_estimated` uses them.
     network: tuple[np.ndarray, list] | None = None
-    #: The volume's filter features (`sparseseg.method.forest.volume_features`), where the forests were fitted on them
+    #: The volume's filter features (`sparseseg.method.features.volume_features`), where the forests were fitted on them
     #: and the forest weighs something in the blend: `segment_estimated` uses them.
     features: VolumeFeatures | None = None
 
@@ -284,7 +285,8 @@ def fit_estimated(
     forest = features = None
     if config.forest:
         # here: scikit-learn takes a second to import; bound for the refit below
-        from sparseseg.method.forest import annotated_sample, fit_forest, volume_features
+        from sparseseg.method.features import volume_features
+        from sparseseg.method.forest import annotated_sample, fit_forest
 
         # for both forests and the segmentation, where they fit in memory
         features = volume_features(image, spacing=config.spacing)

@@ -130,7 +130,7 @@ def _forest_from(data: dict):
         raise InputError("its statistics or voxel size have the wrong shape")
     if not (np.isnan(spacing).all() or (np.isfinite(spacing).all() and (spacing > 0).all())):
         raise InputError("its voxel size must be three positive numbers")
-    from sparseseg.method.forest import n_features as expected_features
+    from sparseseg.method.features import n_features as expected_features
 
     if n_features != expected_features(stats.shape[0]):
         raise InputError(

@@ -259,19 +259,19 @@ def test_the_forest_on_held_out_planes_equals_the_whole_volume_s(shape, held):
 
 
 def test_the_volume_s_features_are_computed_once_and_change_nothing(monkeypatch):
-    from sparseseg.method import forest
+    from sparseseg.method import features
 
     image, _, annotation = _case()
     config = _config(iterations=3)
     filtered = []
-    real = forest.filter_features
+    real = features.filter_features
     monkeypatch.setattr(
-        forest, "filter_features", lambda image, spacing=None: filtered.append(image.shape) or real(image, spacing)
+        features, "filter_features", lambda image, spacing=None: filtered.append(image.shape) or real(image, spacing)
     )
     once = ensemble.densify_arrays(image, annotation, config)
     assert once[0].forest is not None and once[0].blend < 1 and filtered == [image.shape]
     monkeypatch.setattr(
-        forest, "volume_features", lambda image, spacing=None: None
+        features, "volume_features", lambda image, spacing=None: None
     )  # block by block, as for a large volume
     blockwise = ensemble.densify_arrays(image, annotation, config)
     assert len(filtered) > 1

@@ -11,6 +11,7 @@ from skimage.feature import multiscale_basic_features
 from sparseseg.commands import synthetic
 from sparseseg.errors import InputError
 from sparseseg.io.blocks import ArraySource, with_halo
+from sparseseg.method import features as FE
 from sparseseg.method import forest as F
 from sparseseg.method.annotation import Annotation, planes_mask
 from sparseseg.method.preprocess import intensity_stats, normalise, normalise_with
@@ -44,24 +45,24 @@ def case():
 
 def _reference(forest, image):
     """The whole-image computation, in one piece: features of the whole normalised image, then the forest."""
-    features = F.filter_features(normalise_with(image, forest.stats))
+    features = FE.filter_features(normalise_with(image, forest.stats))
     p = forest.classifier.predict_proba(features.reshape(-1, features.shape[-1]))
     return p.T.reshape((-1,) + image.shape[1:]).astype(np.float32)
 
 
 def test_features_are_those_of_skimage_at_the_five_scales(case):
     image = np.concatenate([case.image, 2 * case.image])[:, :8, :16, :16]
-    features = F.filter_features(image)
-    assert features.shape == (8, 16, 16, F.n_features(2)) == (8, 16, 16, 50)
+    features = FE.filter_features(image)
+    assert features.shape == (8, 16, 16, FE.n_features(2)) == (8, 16, 16, 50)
     assert features.dtype == np.float32
     sigmas = np.logspace(np.log2(0.7), np.log2(8), 5, base=2)
-    assert np.allclose(F.SIGMAS, sigmas, atol=1e-12)
+    assert np.allclose(FE.SIGMAS, sigmas, atol=1e-12)
     skimage = multiscale_basic_features(
         np.moveaxis(image, 0, -1), sigma_min=0.7, sigma_max=8, num_sigma=5, channel_axis=-1
     )
     np.testing.assert_allclose(features, skimage, atol=1e-6)
-    assert np.array_equal(F.filter_features(image, spacing=(3.0, 3.0, 3.0)), features)  # only the ratio counts
-    assert np.array_equal(F.filter_features(image, spacing=(2.0, 1.0, 1.0)), features)  # below ANISOTROPIC
+    assert np.array_equal(FE.filter_features(image, spacing=(3.0, 3.0, 3.0)), features)  # only the ratio counts
+    assert np.array_equal(FE.filter_features(image, spacing=(2.0, 1.0, 1.0)), features)  # below ANISOTROPIC
 
 
 def test_thick_sections_are_not_smoothed_into_one_another():
@@ -69,15 +70,15 @@ def test_thick_sections_are_not_smoothed_into_one_another():
     isotropic filters mix them; and a ramp of 1 per section has a gradient of 1 per 12.5 pixels."""
     image = np.zeros((1, 12, 16, 16), np.float32)
     image[0, ::2] = 1
-    iso = F.filter_features(image)
-    aniso = F.filter_features(image, spacing=(50, 4, 4))
+    iso = FE.filter_features(image)
+    aniso = FE.filter_features(image, spacing=(50, 4, 4))
     finest = aniso[..., 0]  # intensity at sigma 0.7: 0.056 sections across z
     assert np.ptp(finest[2:10, 8, 8]) > 0.99 and np.ptp(iso[2:10, 8, 8, 0]) < 0.6
     ramp = np.broadcast_to(np.arange(12, dtype=np.float32)[None, :, None, None], (1, 12, 16, 16))
     # a step of 1 per section is 1 per 12.5 pixels: the gradient is taken per pixel (Sobel: 2 per step)
-    np.testing.assert_allclose(F.filter_features(ramp)[5, 8, 8, 1] * np.sqrt(3), 2, rtol=1e-5)
+    np.testing.assert_allclose(FE.filter_features(ramp)[5, 8, 8, 1] * np.sqrt(3), 2, rtol=1e-5)
     np.testing.assert_allclose(
-        F.filter_features(ramp, spacing=(50, 4, 4))[5, 8, 8, 1] * np.sqrt(3), 2 / 12.5, rtol=1e-5
+        FE.filter_features(ramp, spacing=(50, 4, 4))[5, 8, 8, 1] * np.sqrt(3), 2 / 12.5, rtol=1e-5
     )
 
 
@@ -85,7 +86,7 @@ def test_anisotropic_blockwise_equals_whole(case, monkeypatch):
     forest = F.fit_forest(case.image, case.annotation, seed=0, n_estimators=TREES, spacing=(4.0, 1.0, 1.0))
     assert forest.spacing == (4.0, 1.0, 1.0)
     whole = F.forest_probabilities(forest, case.image, [0, 1, 2])
-    features = F.volume_features(case.image, spacing=[4, 1, 1])
+    features = FE.volume_features(case.image, spacing=[4, 1, 1])
     assert features.spacing == (4.0, 1.0, 1.0)
     np.testing.assert_allclose(
         F.forest_probabilities(forest, case.image, [0, 1, 2], features=features), whole, atol=1e-6
@@ -97,7 +98,7 @@ def test_anisotropic_blockwise_equals_whole(case, monkeypatch):
 
 def test_integer_images_are_not_rescaled():
     image = np.arange(2 * 6 * 8 * 8).reshape(1, 12, 8, 8) % 7
-    assert np.array_equal(F.filter_features(image.astype(np.uint8)), F.filter_features(image.astype(np.float32)))
+    assert np.array_equal(FE.filter_features(image.astype(np.uint8)), FE.filter_features(image.astype(np.float32)))
 
 
 def test_forest_learns_blobs_from_two_planes(case):
@@ -123,9 +124,9 @@ def test_whole_equals_the_one_piece_computation(case):
 
 def _cut(monkeypatch):
     """Make the planner cut the small volume: no block fits, so the finest cut, of blocks 32 wide (1 x 2 x 2)."""
-    monkeypatch.setattr(F, "BLOCK_BYTES", 1)
-    monkeypatch.setattr(F, "MIN_BLOCK", 32)
-    assert len(F._plan(tuple(slice(0, n) for n in SHAPE), SHAPE, 1)) == 4
+    monkeypatch.setattr(FE, "BLOCK_BYTES", 1)
+    monkeypatch.setattr(FE, "MIN_BLOCK", 32)
+    assert len(FE.plan_feature_blocks(tuple(slice(0, n) for n in SHAPE), SHAPE, 1)) == 4
 
 
 def test_blockwise_equals_whole(case, monkeypatch):
@@ -136,23 +137,23 @@ def test_blockwise_equals_whole(case, monkeypatch):
 @pytest.mark.parametrize(("shape", "channels"), [((128, 256, 256), 2), ((40, 700, 500), 1), ((30, 50, 60), 3)])
 def test_plan_tiles_the_region_in_blocks_that_fit(shape, channels):
     region = (slice(3, shape[0]), slice(0, shape[1] - 5), slice(10, shape[2]))
-    blocks = F._plan(region, shape, channels)
+    blocks = FE.plan_feature_blocks(region, shape, channels)
     seen = np.zeros(shape, dtype=np.int8)
     for zyx in blocks:
         seen[zyx] += 1
-        read, _ = with_halo(zyx, (F.HALO,) * 3, shape)
-        assert np.prod([s.stop - s.start for s in read]) * F.n_features(channels) * 4 <= F.BLOCK_BYTES
+        read, _ = with_halo(zyx, (FE.HALO,) * 3, shape)
+        assert np.prod([s.stop - s.start for s in read]) * FE.n_features(channels) * 4 <= FE.BLOCK_BYTES
     assert (seen[region] == 1).all() and seen.sum() == seen[region].size
 
 
 def test_blockwise_features_of_the_fit_equal_the_whole_ones(case, monkeypatch):
     chosen = np.flatnonzero(case.annotation.mask)[::7]
     for spacing in (None, (4.0, 1.0, 1.0)):
-        whole = F.filter_features(normalise_with(case.image, case.forest.stats), spacing)
+        whole = FE.filter_features(normalise_with(case.image, case.forest.stats), spacing)
         with monkeypatch.context() as patched:
             _cut(patched)
-            blockwise = F._features_at(ArraySource(case.image), case.forest.stats, chosen, spacing)
-        assert np.array_equal(blockwise, whole.reshape(-1, F.n_features(1))[chosen])
+            blockwise = FE.features_at(ArraySource(case.image), case.forest.stats, chosen, spacing)
+        assert np.array_equal(blockwise, whole.reshape(-1, FE.n_features(1))[chosen])
 
 
 def test_region_equals_the_whole_there(case):
@@ -163,7 +164,7 @@ def test_region_equals_the_whole_there(case):
 
 
 def test_features_computed_once_give_the_same_forest_and_probabilities(case):
-    features = F.volume_features(case.image)
+    features = FE.volume_features(case.image)
     assert np.array_equal(features.stats, case.forest.stats)
     forest = F.fit_forest(case.image, case.annotation, seed=0, n_estimators=TREES, features=features)
     region = (slice(3, 20), slice(None, 40), slice(50, 64))
@@ -178,9 +179,9 @@ def test_features_computed_once_give_the_same_forest_and_probabilities(case):
 
 
 def test_volume_features_are_none_past_the_budget(case):
-    size = 4 * F.n_features(1) * int(np.prod(SHAPE))
-    assert F.volume_features(case.image, budget=size) is not None
-    assert F.volume_features(case.image, budget=size - 1) is None
+    size = 4 * FE.n_features(1) * int(np.prod(SHAPE))
+    assert FE.volume_features(case.image, budget=size) is not None
+    assert FE.volume_features(case.image, budget=size - 1) is None
 
 
 def test_classes_a_superset_in_any_order(case):
@@ -304,19 +305,19 @@ def _other_shape(case):
 
 
 def _features(case, stats_from=None, shape=None, spacing=None):
-    features = F.volume_features(case.image)
+    features = FE.volume_features(case.image)
     values = features.values if shape is None else np.zeros(shape, np.float32)
     stats = features.stats if stats_from is None else intensity_stats(case.image * stats_from)
-    return F.VolumeFeatures(values, stats, spacing)
+    return FE.VolumeFeatures(values, stats, spacing)
 
 
 BAD = [
-    pytest.param(lambda c: lambda: F.filter_features(c.image[0]), "image", id="features-image-3d"),
-    pytest.param(lambda c: lambda: F.filter_features(c.image.astype(complex)), "image", id="features-image-complex"),
-    pytest.param(lambda c: lambda: F.filter_features(c.image[:, :1]), "image", id="features-one-plane"),
-    pytest.param(lambda c: lambda: F.filter_features(c.image, spacing=(1, 1)), "spacing", id="features-spacing-2"),
-    pytest.param(lambda c: lambda: F.filter_features(c.image, spacing=(0, 1, 1)), "spacing", id="features-spacing-0"),
-    pytest.param(lambda c: lambda: F.volume_features(c.image, spacing="50,4,4"), "spacing", id="volume-spacing-text"),
+    pytest.param(lambda c: lambda: FE.filter_features(c.image[0]), "image", id="features-image-3d"),
+    pytest.param(lambda c: lambda: FE.filter_features(c.image.astype(complex)), "image", id="features-image-complex"),
+    pytest.param(lambda c: lambda: FE.filter_features(c.image[:, :1]), "image", id="features-one-plane"),
+    pytest.param(lambda c: lambda: FE.filter_features(c.image, spacing=(1, 1)), "spacing", id="features-spacing-2"),
+    pytest.param(lambda c: lambda: FE.filter_features(c.image, spacing=(0, 1, 1)), "spacing", id="features-spacing-0"),
+    pytest.param(lambda c: lambda: FE.volume_features(c.image, spacing="50,4,4"), "spacing", id="volume-spacing-text"),
     pytest.param(lambda c: _fit(c, spacing=(1, float("nan"), 1)), "spacing", id="fit-spacing-nan"),
     pytest.param(
         lambda c: _fit(c, features=_features(c), spacing=(2, 1, 1)), "spacing", id="fit-features-other-spacing"
