@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from sparseseg import io
-from sparseseg.commands.workflows import same_shape, with_spacing
+from sparseseg.commands.outputs import with_spacing
+from sparseseg.commands.review import same_shape
 from sparseseg.config import Config
 from sparseseg.errors import InputError
 from sparseseg.io.paths import check_distinct

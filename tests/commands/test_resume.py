@@ -31,7 +31,7 @@ def small_blocks(monkeypatch):
         return (1,) * (len(shape) - 3) + tuple(min(n, c) for n, c in zip(shape[-3:], (8, 16, 16)))
 
     monkeypatch.setattr(streaming, "BLOCK_BUDGET", 1.0)
-    monkeypatch.setattr(workflows, "output_chunks", lambda model, shape: chunks(shape))
+    monkeypatch.setattr("sparseseg.commands.outputs.output_chunks", lambda model, shape: chunks(shape))
     monkeypatch.setattr(ome_zarr, "_default_chunks", chunks)  # the image that labels are written into
 
 

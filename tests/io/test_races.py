@@ -91,12 +91,12 @@ def test_a_failed_preview_leaves_no_segmentation(trained, tmp_path, run, bad_inp
 
 
 def test_a_failed_model_folder_leaves_no_segmentation(files, run, train_args, bad_input, monkeypatch):
-    from sparseseg.commands import workflows
+    from sparseseg.commands import densify
 
     def full(folder, *args, **kwargs):
         raise InputError(f"'{folder}': cannot write the model (No space left on device); nothing was changed there")
 
-    monkeypatch.setattr(workflows, "save_model", full)
+    monkeypatch.setattr(densify, "save_model", full)
     before = _content(files.folder)
     result = run(
         "densify",

@@ -72,7 +72,7 @@ def test_resume_on_workers_submits_only_the_blocks_not_done(trained, tmp_path, m
     from sparseseg.errors import Interrupted
 
     monkeypatch.setattr(streaming, "BLOCK_BUDGET", 1.0)
-    monkeypatch.setattr(workflows, "output_chunks", lambda model, shape: (8, 16, 16))  # 8 blocks
+    monkeypatch.setattr("sparseseg.commands.outputs.output_chunks", lambda model, shape: (8, 16, 16))  # 8 blocks
 
     def stop(done, total):
         raise KeyboardInterrupt
