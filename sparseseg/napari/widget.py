@@ -7,6 +7,7 @@ it off the GUI thread and shows what comes back (`sparseseg.napari.layers`).
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 from napari.layers import Image, Labels
@@ -36,6 +37,8 @@ from sparseseg.napari import loop
 
 #: Default time budget of one Densify, in seconds: short, for a loop.
 DEFAULT_BUDGET = 60.0
+#: The key of a Labels layer's metadata under which the widget records the planes painted in it ({'z': [12, 40]}).
+PAINTED = "sparseseg_painted_planes"
 
 
 class DensifyWidget(QWidget):
@@ -56,7 +59,8 @@ class DensifyWidget(QWidget):
     model : sparseseg.method.core.Model or None
         The model "Densify again" starts from: the last run's, or one loaded from a folder.
     painted : dict
-        The planes painted per axis ({'z': {12, 40}, ...}) of the chosen Labels layer.
+        The planes painted per axis ({'z': {12, 40}, ...}) of the chosen Labels layer, read from its metadata
+        (`PAINTED`), where they are recorded as they are painted.
     worker : napari.qt.threading.FunctionWorker or None
         The running densify, if any.
     """
@@ -67,10 +71,9 @@ class DensifyWidget(QWidget):
         self.config = config or Config()
         self.result = None
         self.model = None
-        self.painted: dict[str, set[int]] = {a: set() for a in AXES}
         self.worker = None
         self.progress = None
-        self._watched = None
+        self._watched = None  # the Labels layer whose paint events reach `_painted` (napari may hand a proxy of it)
         self._build()
         self.viewer.layers.events.inserted.connect(self._refresh_layers)
         self.viewer.layers.events.removed.connect(self._refresh_layers)
@@ -182,21 +185,37 @@ class DensifyWidget(QWidget):
         self._watch_labels(self.labels.currentText())
 
     def _watch_labels(self, name: str) -> None:
-        """Record the planes painted in the chosen Labels layer from now on."""
+        """Record the planes painted in the chosen Labels layer from now on.
+
+        The layer is known by its name, not by identity: napari hands a plugin its viewer behind a proxy, and each
+        ``viewer.layers[name]`` is then a new object. The record itself lives in the layer's metadata (`PAINTED`), so
+        that adding, removing or renaming layers never loses it, and it travels with the layer.
+        """
         layer = self.viewer.layers[name] if name in self.viewer.layers else None
-        if layer is self._watched:
+        if layer is not None and self._watched is not None and layer.name == self._watched.name:
             return
         if self._watched is not None:
-            self._watched.events.paint.disconnect(self._painted)
+            with contextlib.suppress(Exception):  # the layer may be gone from the viewer already
+                self._watched.events.paint.disconnect(self._painted)
         self._watched = layer
-        self.painted = {a: set() for a in AXES}
         if layer is not None:
             layer.events.paint.connect(self._painted)
 
+    @property
+    def painted(self) -> dict[str, set[int]]:
+        """The planes painted per axis ({'z': {12, 40}, ...}) in the chosen Labels layer, kept in its metadata."""
+        layer = self.labels_layer()
+        record = {} if layer is None else layer.metadata.get(PAINTED, {})
+        return {axis: set(record.get(axis, ())) for axis in AXES}
+
     def _painted(self, event=None) -> None:
-        plane = shown.painted_plane(self.viewer, self._watched)
-        if plane is not None:
-            self.painted[plane[0]].add(plane[1])
+        layer = self._watched
+        plane = shown.painted_plane(self.viewer, layer)
+        if layer is None or plane is None:
+            return
+        record = dict(layer.metadata.get(PAINTED, {}))
+        record[plane[0]] = sorted(set(record.get(plane[0], ())) | {plane[1]})
+        layer.metadata = {**layer.metadata, PAINTED: record}
 
     def image_layers(self) -> list:
         """The picked image layers (channels), in the viewer's order."""

@@ -241,3 +241,26 @@ class _Payload:
 
     def __reduce__(self):
         return (open, (self.path, "w"))
+
+
+def test_the_painted_record_survives_the_plugin_menu_and_layer_changes(make_napari_viewer, volume):
+    """Docked through napari's plugin menu, the widget sees its viewer behind napari's proxy, where each
+    ``viewer.layers[name]`` is a new object: the planes painted must survive any layer added, renamed or removed, and
+    travel in the Labels layer's metadata."""
+    from sparseseg.napari.widget import PAINTED
+
+    image, truth = volume
+    viewer = make_napari_viewer()
+    viewer.add_image(image, name="volume", scale=SCALE)
+    painted = viewer.add_labels(np.zeros(SHAPE, dtype=np.uint8), name="painted", scale=SCALE)
+    _, widget = viewer.window.add_plugin_dock_widget("sparseseg", "Densify")
+    assert type(widget).__name__ == "DensifyWidget"
+    for z in Z_PLANES:
+        _paint_plane(viewer, painted, truth, "z", z)
+    viewer.add_image(image, name="another", scale=SCALE)  # each change of the layer list refreshes the widget
+    viewer.layers["another"].name = "renamed"
+    viewer.add_labels(np.zeros(SHAPE, dtype=np.uint8), name="sparseseg segmentation", scale=SCALE)
+    viewer.layers.remove("renamed")
+    _paint_plane(viewer, painted, truth, "y", Y_PLANE)
+    assert widget.painted == {"z": set(Z_PLANES), "y": {Y_PLANE}, "x": set()}
+    assert painted.metadata[PAINTED] == {"z": sorted(Z_PLANES), "y": [Y_PLANE]}
