@@ -27,20 +27,25 @@ from sparseseg import UNLABELED, __version__
 from sparseseg.cli.options import (
     TTA,
     AsJson,
+    Authors,
     Common,
     Device,
     Gt,
     Init,
     Output,
     Overwrite,
+    PackageName,
     Planes,
     Preview,
     Probabilities,
+    Sample,
+    SaveModel,
     Scheduler,
     Slices,
     Spacing,
     Unlabeled,
     Volumes,
+    WeightsOut,
     Workers,
     add_options,
     flag,
@@ -242,22 +247,10 @@ def densify(
     common: Common,
     unlabeled: Unlabeled = UNLABELED,
     planes: Planes = None,
-    weights_out: Annotated[
-        Optional[Path],
-        typer.Option(
-            help="Also write the per-voxel loss weight map (0 = unlabeled).",
-            show_default=False,
-            rich_help_panel="Extra outputs",
-        ),
-    ] = None,
+    weights_out: WeightsOut = None,
     probabilities: Probabilities = None,
     preview: Preview = None,
-    save_model: Annotated[
-        Optional[Path],
-        typer.Option(
-            help="Also save the trained model in this folder.", show_default=False, rich_help_panel="Extra outputs"
-        ),
-    ] = None,
+    save_model: SaveModel = None,
     init: Init = None,
     partial: Annotated[
         bool, typer.Option(help="On Ctrl-C, still segment with the model trained so far (exit code 130).")
@@ -452,28 +445,9 @@ def export(
         ),
     ],
     common: Common,
-    sample: Annotated[
-        Optional[list[Path]],
-        typer.Option(
-            help="Volume (repeat: channels) to cut the test input and cover from [default: a synthetic volume].",
-            show_default=False,
-            rich_help_panel="Everyday options",
-        ),
-    ] = None,
-    name: Annotated[
-        Optional[str],
-        typer.Option(
-            help="Name on bioimage.io [default: sparseseg 3D U-Net and the folder's name].",
-            show_default=False,
-            rich_help_panel="Everyday options",
-        ),
-    ] = None,
-    author: Annotated[
-        Optional[list[str]],
-        typer.Option(
-            help="An author's name (repeat for several).", show_default=False, rich_help_panel="Everyday options"
-        ),
-    ] = None,
+    sample: Sample = None,
+    name: PackageName = None,
+    author: Authors = None,
     license: Annotated[
         str, typer.Option(help="SPDX license identifier of the weights.", rich_help_panel="Everyday options")
     ] = "CC-BY-4.0",

@@ -26,6 +26,7 @@ from sparseseg.errors import InputError
 EVERYDAY = "Everyday options"
 OUTPUTS = "Extra outputs"
 LEVERS = "Expert levers"
+LARGE = "Large volumes"
 
 #: Library parameter -> command-line flag, where the flag is not ``--`` + the name with dashes.
 FLAGS = {"ks": "--planes", "pairs": "--pair", "save_model_to": "--save-model", "authors": "--author", "out": "--output"}
@@ -67,6 +68,11 @@ def parse_triple(text: str | None, name: str, kind=float) -> tuple | None:
     if len(values) != 3 or not all(math.isfinite(v) and v > 0 for v in values):
         raise InputError("expected three finite numbers z,y,x greater than 0", param=name, value=text)
     return values
+
+
+def optional(kind, help: str, panel: str = EVERYDAY):
+    """An option of type ``kind`` that may be left out (None, no default shown), in the help panel ``panel``."""
+    return Annotated[Optional[kind], typer.Option(help=help, show_default=False, rich_help_panel=panel)]
 
 
 # Options shared by several commands.
@@ -111,22 +117,17 @@ Planes = Annotated[
     ),
 ]
 Device = Annotated[str, typer.Option(help="auto (CUDA when available), cpu or cuda.", rich_help_panel=EVERYDAY)]
-Probabilities = Annotated[
-    Optional[Path],
-    typer.Option(
-        help="Also write class probabilities (uint8 0..255, one channel per class).",
-        show_default=False,
-        rich_help_panel=OUTPUTS,
-    ),
-]
-Preview = Annotated[
-    Optional[Path],
-    typer.Option(
-        help="Also write a PNG: three planes with the segmentation overlaid.",
-        show_default=False,
-        rich_help_panel=OUTPUTS,
-    ),
-]
+
+
+Probabilities = optional(Path, "Also write class probabilities (uint8 0..255, one channel per class).", OUTPUTS)
+Preview = optional(Path, "Also write a PNG: three planes with the segmentation overlaid.", OUTPUTS)
+WeightsOut = optional(Path, "Also write the per-voxel loss weight map (0 = unlabeled).", OUTPUTS)
+SaveModel = optional(Path, "Also save the trained model in this folder.", OUTPUTS)
+Sample = optional(
+    list[Path], "Volume (repeat: channels) to cut the test input and cover from [default: a synthetic volume]."
+)
+PackageName = optional(str, "Name on bioimage.io [default: sparseseg 3D U-Net and the folder's name].")
+Authors = optional(list[str], "An author's name (repeat for several).")
 Overwrite = Annotated[bool, typer.Option(help="Replace earlier outputs (never an input).", rich_help_panel=EVERYDAY)]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or messages.", rich_help_panel=EVERYDAY)]
 AsJson = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.", rich_help_panel=EVERYDAY)]
@@ -139,26 +140,11 @@ Spacing = Annotated[
         rich_help_panel=EVERYDAY,
     ),
 ]
-Init = Annotated[
-    Optional[Path],
-    typer.Option(help="Warm start: begin from this saved model folder.", show_default=False, rich_help_panel=EVERYDAY),
-]
-Workers = Annotated[
-    Optional[int],
-    typer.Option(
-        help="Segment on a local dask cluster of this many worker processes (predict: output .zarr or .ome.zarr).",
-        show_default=False,
-        rich_help_panel="Large volumes",
-    ),
-]
-Scheduler = Annotated[
-    Optional[str],
-    typer.Option(
-        help="Segment on the dask cluster at this address, e.g. tcp://10.0.0.5:8786.",
-        show_default=False,
-        rich_help_panel="Large volumes",
-    ),
-]
+Init = optional(Path, "Warm start: begin from this saved model folder.")
+Workers = optional(
+    int, "Segment on a local dask cluster of this many worker processes (predict: output .zarr or .ome.zarr).", LARGE
+)
+Scheduler = optional(str, "Segment on the dask cluster at this address, e.g. tcp://10.0.0.5:8786.", LARGE)
 Gt = Annotated[Path, typer.Option("--gt", help="Dense ground truth of the same shape.", show_default=False)]
 
 
