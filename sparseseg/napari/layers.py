@@ -21,6 +21,11 @@ def _replace(viewer, name: str, add, data, **kwargs):
     return add(data, name=name, **kwargs)
 
 
+#: The key of the segmentation layer's metadata that holds the run's estimate (`sparseseg.method.holdout.Estimate`,
+#: as a dict), or None where no plane could be held out.
+ESTIMATE = "sparseseg_estimate"
+
+
 def show_result(viewer, result, scale) -> tuple:
     """Add, or update, the segmentation as a Labels layer (painted voxels as painted) and the uncertainty as an image
     layer.
@@ -28,6 +33,7 @@ def show_result(viewer, result, scale) -> tuple:
     Returns both layers.
     """
     labels = _replace(viewer, SEGMENTATION, viewer.add_labels, result.labels(), scale=scale, opacity=0.4)
+    labels.metadata = {**labels.metadata, ESTIMATE: result.model.estimate}
     uncertainty = _replace(
         viewer,
         UNCERTAINTY,

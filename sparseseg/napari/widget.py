@@ -292,10 +292,8 @@ class DensifyWidget(QWidget):
         log = result.train_log
         said = "cancelled" if result.cancelled else f"stopped by {log.stopped_by}"
         self._say(
-            f"done: {log.iterations} steps in {log.seconds:.0f} s ({said}), loss {log.final_loss:.4f}, the network "
-            f"agrees with {result.fit():.0%} of the painted voxels. "
-            + " ".join(log.warnings)
-            + " Suggest shows where to paint next."
+            f"done: {estimate_said(result.model.estimate)}; {log.iterations} network steps in {log.seconds:.0f} s "
+            f"({said}). " + " ".join(log.warnings) + " Suggest shows where to paint next."
         )
 
     def _failed(self, exc: Exception) -> None:
@@ -369,3 +367,13 @@ class DensifyWidget(QWidget):
 
     def _say(self, text: str) -> None:
         self.status.setText(text)
+
+
+def estimate_said(estimate: dict | None) -> str:
+    """The run's estimate in a few words: the IoU on the voxels nobody painted, its spread over the held-out planes,
+    and the network's weight in the blend; where none was made, how to get one."""
+    if not estimate or estimate.get("iou") is None:
+        return "no quality estimate (paint two planes of one axis for one)"
+    spread = estimate.get("spread")
+    plus = f" ± {spread:.2f}" if isinstance(spread, (int, float)) else ""
+    return f"estimated IoU {estimate['iou']:.2f}{plus} on unpainted voxels (network weight {estimate['blend']:.1f})"

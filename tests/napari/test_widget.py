@@ -86,7 +86,10 @@ def test_densify_suggest_densify_again(loop, qtbot, tmp_path):
     assert [layer.name for layer in widget.image_layers()] == ["volume"] and widget.labels_layer() is painted
 
     first = _densify(qtbot, widget, widget.densify_button)
+    estimate = first.model.estimate  # two z planes painted: one is held out, and the quality is estimated
+    assert estimate is not None and f"estimated IoU {estimate['iou']:.2f}" in widget.status.text()
     result = viewer.layers[layers.SEGMENTATION]
+    assert result.metadata[layers.ESTIMATE] == estimate
     assert isinstance(result, napari.layers.Labels)
     assert result.data.shape == SHAPE and tuple(result.scale) == SCALE
     annotated = np.zeros(SHAPE, bool)
