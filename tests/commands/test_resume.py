@@ -13,6 +13,7 @@ import zarr
 
 from sparseseg import io
 from sparseseg.cli import app as cli
+from sparseseg.cli import models
 from sparseseg.commands import workflows
 from sparseseg.errors import InputError, Interrupted
 from sparseseg.io import ome_zarr, partial
@@ -155,20 +156,20 @@ def test_an_interrupt_before_the_first_block_keeps_nothing(trained, tmp_path, sm
 
 
 def test_cli_says_how_to_resume_and_resume_finishes(trained, tmp_path, reference, monkeypatch, run, one_json):
-    real = cli.BlockProgress.__call__
+    real = models.BlockProgress.__call__
 
     def call(self, done, total):
         real(self, done, total)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli.BlockProgress, "__call__", call)
+    monkeypatch.setattr(models.BlockProgress, "__call__", call)
     args = ["predict", trained.model, trained.volume, "-o", tmp_path / "seg.zarr", "--device", "cpu"]
     result = run(*args)
     assert result.exit_code == 130, result.output
     line = result.stderr.strip().splitlines()[-1]  # after the progress bar: one line
     assert line.startswith("interrupted: 1 of 8 blocks") and "--resume" in line and ".seg.zarr." in line, line
     assert "Traceback" not in result.output
-    monkeypatch.setattr(cli.BlockProgress, "__call__", real)
+    monkeypatch.setattr(models.BlockProgress, "__call__", real)
     summary = one_json(run(*args, "--resume", "--json"))
     assert summary["output"] == [str(tmp_path / "seg.zarr")]
     np.testing.assert_array_equal(_labels(tmp_path / "seg.zarr"), reference[0])

@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 
 from sparseseg import __version__, io
-from sparseseg.cli import app as cli
+from sparseseg.cli import models
 from sparseseg.commands import synthetic, workflows
 from sparseseg.config import Config
 from sparseseg.method import annotation as L
@@ -307,13 +307,13 @@ def test_train_refuses_bad_pair_syntax(files, pair, listing, run, bad_input, tra
     ],
 )
 def test_pair_splits_volumes_from_labels_past_hdf5_datasets(pair, volumes, labels):
-    assert cli._parse_pair(pair) == (volumes, labels)
+    assert models._parse_pair(pair) == (volumes, labels)
 
 
 @pytest.mark.parametrize("pair", ["a.h5:/raw", "a.tif,:b.tif", "a.h5:/raw:"])
 def test_pair_without_labels_is_refused(pair):
     with pytest.raises(core.InputError, match="VOLUME"):
-        cli._parse_pair(pair)
+        models._parse_pair(pair)
 
 
 def test_train_on_hdf5_datasets(files, run, one_json, train_args):
@@ -1034,14 +1034,14 @@ def test_ctrl_c_during_the_calibration_of_train_still_saves_the_model(files, tin
 @pytest.fixture
 def ctrl_c_at_step_2(monkeypatch):
     """Makes the command's progress bar press Ctrl-C after the second training step."""
-    real = cli.TrainingProgress.__call__
+    real = models.TrainingProgress.__call__
 
     def call(self, iteration, loss, elapsed):
         real(self, iteration, loss, elapsed)
         if iteration >= 2:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli.TrainingProgress, "__call__", call)
+    monkeypatch.setattr(models.TrainingProgress, "__call__", call)
 
 
 def test_cli_interrupt_without_partial_exits_130(files, ctrl_c_at_step_2, listing, run, train_args):
