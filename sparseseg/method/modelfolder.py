@@ -22,8 +22,6 @@ holding the same files beside its ``rdf.yaml``. Its members are size-capped befo
 from __future__ import annotations
 
 import io as _bytes
-import json
-import math
 import os
 import shutil
 import tempfile
@@ -33,41 +31,25 @@ from pathlib import Path
 import numpy as np
 
 from sparseseg import __version__, io
-from sparseseg.config import Config
 from sparseseg.errors import InputError
 from sparseseg.io.atomic import _file_mode
 from sparseseg.method.core import Model
 from sparseseg.method.forest_file import FOREST_FILE, MAX_FOREST_BYTES, load_forest, save_forest
+from sparseseg.method.model_config import (
+    PICKLED_FOREST,
+    check_fields,
+    check_version,
+    read_config,
+)
+from sparseseg.method.model_files import CONFIG, ModelFiles
 from sparseseg.method.preprocess import NORMALISATION
 
 #: Version of the folder's layout and fields; raised whenever a field is added, removed or changes meaning.
 #: 2: the fields ``blend``, ``forest`` and ``estimate`` (the IoU estimated on held-out planes, or null) and the file
 #: ``forest.joblib``; 3: the forest as ``forest.npz`` (numeric arrays, no pickle).
 FORMAT_VERSION = 3
-#: The versions `load_model` reads.
-READ_VERSIONS = (1, 2, 3)
-CONFIG = "config.json"
 WEIGHTS = "weights.pt"
 FOREST = FOREST_FILE
-#: The forest file of format 2: a pickle, never read.
-PICKLED_FOREST = "forest.joblib"
-#: Largest ``config.json`` read: a model's config is a few kB.
-MAX_CONFIG_BYTES = 1 << 20
-#: Largest input channel count a model may declare.
-MAX_CHANNELS = 256
-FIELDS_V1 = (
-    "format_version",
-    "sparseseg_version",
-    "in_channels",
-    "classes",
-    "class_weights",
-    "class_offsets",
-    "pools",
-    "train_shapes",
-    "normalisation",
-    "config",
-)
-FIELDS = FIELDS_V1 + ("blend", "forest", "estimate")
 
 
 def is_model_folder(folder: str | os.PathLike) -> bool:
@@ -206,195 +188,6 @@ def model_digest(folder: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-class _Files:
-    """A model's files as they are read: from a folder, or from the members of a package (.zip); every file's
-    unpacked size is capped before it is read."""
-
-    def __init__(self, path: Path):
-        self.path, self.package = path, path.is_file()
-        if self.package and not path.name.lower().endswith(".zip"):
-            raise InputError(
-                f"'{path}': no such model folder, and not a bioimage.io package (.zip) from sparseseg export"
-            )
-        if not self.package and not path.is_dir():
-            raise InputError(f"'{path}': no such model folder")
-        if not self.exists(CONFIG):
-            what = "a package written by sparseseg export" if self.package else "a sparseseg model folder"
-            raise InputError(f"'{path}': not {what} (no {CONFIG})")
-
-    def label(self, name: str) -> str:
-        """The file as a message shows it, quoted."""
-        return f"'{self.path / name}'"
-
-    def _members(self) -> dict[str, zipfile.ZipInfo]:
-        try:
-            with zipfile.ZipFile(self.path) as archive:
-                return {info.filename: info for info in archive.infolist()}
-        except (zipfile.BadZipFile, OSError) as exc:
-            raise InputError(f"'{self.path}': cannot read the package ({exc})") from None
-
-    def exists(self, name: str) -> bool:
-        return name in self._members() if self.package else (self.path / name).is_file()
-
-    def read(self, name: str, cap: int) -> bytes:
-        """The file's bytes; an `InputError` where it is missing or would unpack to more than ``cap`` bytes."""
-        if not self.exists(name):
-            raise InputError(f"{self.label(name)}: no such file")
-        size = self._members()[name].file_size if self.package else (self.path / name).stat().st_size
-        if size > cap:
-            raise InputError(
-                f"{self.label(name)}: {size} bytes, more than the {cap} that such a file can hold; not read"
-            )
-        try:
-            if not self.package:
-                return (self.path / name).read_bytes()
-            with zipfile.ZipFile(self.path) as archive, archive.open(name) as member:
-                data = member.read(cap + 1)
-        except (zipfile.BadZipFile, OSError, EOFError) as exc:
-            raise InputError(f"{self.label(name)}: cannot read it ({exc})") from None
-        if len(data) > cap:
-            raise InputError(f"{self.label(name)}: unpacks to more than {cap} bytes; not read")
-        return data
-
-
-def _read_config(files: _Files) -> dict:
-    """``config.json``, parsed: an `InputError` where it is too large, not JSON, nested too deep or not an object."""
-    where = files.label(CONFIG)
-    try:
-        meta = json.loads(files.read(CONFIG, MAX_CONFIG_BYTES), parse_constant=_no_constant)
-    except (ValueError, RecursionError) as exc:
-        reason = "nested too deep" if isinstance(exc, RecursionError) else str(exc)[:120]
-        raise InputError(f"{where}: cannot read JSON ({reason})") from None
-    if not isinstance(meta, dict):
-        raise InputError(f"{where}: not a sparseseg model config (expected an object of fields)")
-    return meta
-
-
-def _no_constant(name: str):
-    raise ValueError(f"{name} is not a number JSON allows")
-
-
-def _field(meta: dict, name: str, check, rule: str):
-    value = meta[name]
-    try:
-        ok = check(value)
-    except (TypeError, ValueError, OverflowError):
-        ok = False
-    if not ok:
-        raise InputError(f"field {name!r} {rule}, found {json.dumps(value)[:80]}")
-    return value
-
-
-def _ints(n: int | None = None, low: int = 0, high: int = 65535):
-    return lambda v: (
-        isinstance(v, list)
-        and all(isinstance(i, int) and not isinstance(i, bool) and low <= i <= high for i in v)
-        and (n is None or len(v) == n)
-    )
-
-
-def _numbers_or_none(n: int, positive: bool = False):
-    def fits(v):
-        return v is None or (
-            isinstance(v, list)
-            and len(v) == n
-            and all(
-                isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and (x > 0 or not positive)
-                for x in v
-            )
-        )
-
-    return fits
-
-
-def _check_version(meta: dict, where: str) -> int:
-    if "format_version" not in meta:
-        raise InputError(
-            f"{where}: field 'format_version' missing: written by an older sparseseg, or not a model "
-            f"(train the model again with this version)"
-        )
-    version = meta["format_version"]
-    if isinstance(version, bool) or version not in READ_VERSIONS:
-        raise InputError(
-            f"{where}: field 'format_version' is {json.dumps(version)[:40]}, this sparseseg reads "
-            f"versions {', '.join(map(str, READ_VERSIONS))} (train the model again with this version)"
-        )
-    missing = [name for name in (FIELDS_V1 if version == 1 else FIELDS) if name not in meta]
-    if missing:
-        raise InputError(f"{where}: field(s) {missing} missing")
-    return int(version)
-
-
-def _check_fields(meta: dict, version: int) -> dict:
-    """The fields of a config of ``version``, each checked for type and range (an `InputError` names the field)."""
-    from sparseseg.config import MAX_PATCH
-
-    f = {"version": version}
-    f["channels"] = _field(
-        meta,
-        "in_channels",
-        lambda v: isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_CHANNELS,
-        f"must be a channel count in 1..{MAX_CHANNELS}",
-    )
-    f["classes"] = _field(
-        meta,
-        "classes",
-        lambda v: _ints()(v) and len(v) >= 2 and v == sorted(set(v)),
-        "must list at least 2 distinct class ids in 0..65535, in increasing order",
-    )
-    n = len(f["classes"])
-    f["weights"] = _field(
-        meta, "class_weights", _numbers_or_none(n, positive=True), f"must be null or {n} finite numbers > 0"
-    )
-    f["offsets"] = _field(meta, "class_offsets", _numbers_or_none(n), f"must be null or {n} finite numbers")
-    f["pools"] = _field(
-        meta,
-        "pools",
-        lambda v: isinstance(v, list) and len(v) <= 6 and all(_ints(3, 1, 2)(p) for p in v),
-        "must list at most 6 pooling kernels [z, y, x] of 1s and 2s, one per level",
-    )
-    f["shapes"] = _field(
-        meta,
-        "train_shapes",
-        lambda v: (
-            isinstance(v, dict)
-            and set(v) <= {"z", "y", "x", "cube"}
-            and all(_ints(3, 1, MAX_PATCH)(s) for s in v.values())
-        ),
-        f"must map z, y, x or cube to a patch [z, y, x] of sizes in 1..{MAX_PATCH}",
-    )
-    _field(meta, "config", lambda v: isinstance(v, dict), "must be an object of training settings")
-    f["config"] = Config.from_dict(meta["config"])
-    f["blend"] = (
-        1.0
-        if version == 1
-        else float(
-            _field(
-                meta,
-                "blend",
-                lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and 0 <= v <= 1,
-                "must be a number in [0, 1]",
-            )
-        )
-    )
-    forest_name = FOREST if version >= 3 else PICKLED_FOREST
-    f["forest"] = (
-        None
-        if version == 1
-        else _field(meta, "forest", lambda v: v is None or v == forest_name, f"must be null or {forest_name!r}")
-    )
-    if f["forest"] is None and f["blend"] != 1:
-        raise InputError(f"field 'blend' is {f['blend']} but 'forest' is null: nothing to blend the network with")
-    f["estimate"] = (
-        None
-        if version == 1
-        else _field(meta, "estimate", lambda v: v is None or isinstance(v, dict), "must be an object or null")
-    )
-    if f["config"].base is None or f["config"].patch is None:
-        raise InputError("field 'config' holds no network width (base) or patch: not a trained model")
-    return f
-
-
 def load_model(folder: str | os.PathLike) -> Model:
     """Read a model folder written by `save_model`, or a package of ``sparseseg export`` (a .zip).
 
@@ -407,12 +200,12 @@ def load_model(folder: str | os.PathLike) -> Model:
     """
     from sparseseg.method.network import UNet3D
 
-    files = _Files(Path(folder))
-    meta = _read_config(files)
+    files = ModelFiles(Path(folder))
+    meta = read_config(files)
     where = files.label(CONFIG)
-    version = _check_version(meta, where)
+    version = check_version(meta, where)
     try:
-        f = _check_fields(meta, version)
+        f = check_fields(meta, version)
     except InputError as exc:
         raise InputError(f"{where}: {exc}") from None
     network = UNet3D(f["channels"], len(f["classes"]), f["config"].base, [tuple(p) for p in f["pools"]])
@@ -436,7 +229,7 @@ def load_model(folder: str | os.PathLike) -> Model:
     return model
 
 
-def _read_forest(files: _Files):
+def _read_forest(files: ModelFiles):
     """The model's forest, from ``forest.npz``; a pickled ``forest.joblib`` alone is refused, never read."""
     if files.exists(FOREST):
         return load_forest(files.read(FOREST, MAX_FOREST_BYTES), files.path / FOREST)
@@ -457,7 +250,7 @@ def _state_bytes(network) -> int:
     return sum(t.numel() * t.element_size() for t in state.values()) + 4096 * len(state) + (1 << 20)
 
 
-def _load_weights(network, files: _Files) -> None:
+def _load_weights(network, files: ModelFiles) -> None:
     """Load ``weights.pt`` into ``network``: size-capped by what the network holds, read with ``weights_only=True``."""
     import warnings
 

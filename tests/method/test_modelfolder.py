@@ -14,7 +14,7 @@ from sparseseg.commands import synthetic
 from sparseseg.config import Config
 from sparseseg.errors import InputError
 from sparseseg.method import forest as F
-from sparseseg.method import modelfolder
+from sparseseg.method import model_config, modelfolder
 from sparseseg.method.annotation import Annotation
 from sparseseg.method.core import Model
 from sparseseg.method.network import UNet3D
@@ -84,7 +84,7 @@ def test_a_format_1_folder_still_loads(model, tmp_path):
         del meta["blend"], meta["forest"], meta["estimate"]
 
     _rewrite(folder, to_format_1)
-    assert set(_meta(folder)) == set(modelfolder.FIELDS_V1)
+    assert set(_meta(folder)) == set(model_config.FIELDS_V1)
     loaded = modelfolder.load_model(folder)
     assert loaded.forest is None and loaded.blend == 1.0 and loaded.classes.tolist() == [0, 1, 2]
 
@@ -229,7 +229,7 @@ def _config_text(folder, text):
     [
         pytest.param("[" * 100_000 + "]" * 100_000, ["config.json", "nested too deep"], id="nested-100000-deep"),
         pytest.param('{"format_version": NaN}', ["config.json", "NaN"], id="nan-constant"),
-        pytest.param(" " * (modelfolder.MAX_CONFIG_BYTES + 1), ["config.json", "bytes"], id="config-too-large"),
+        pytest.param(" " * (model_config.MAX_CONFIG_BYTES + 1), ["config.json", "bytes"], id="config-too-large"),
     ],
 )
 def test_a_config_that_cannot_be_a_model_is_refused(model, tmp_path, text, needles):
