@@ -19,11 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from sparseseg import io
+from sparseseg import densify_arrays, io, segment
 from sparseseg.commands.synthetic import sparsify
 from sparseseg.config import Config
 from sparseseg.method.annotation import read_annotation
-from sparseseg.method.core import densify_arrays, segment
 from sparseseg.method.decision import correct_prior
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"

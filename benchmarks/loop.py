@@ -21,10 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from sparseseg import io
+from sparseseg import densify_arrays, io
 from sparseseg.config import Config
 from sparseseg.method.annotation import planes_mask, read_annotation
-from sparseseg.method.core import densify_arrays
 from sparseseg.method.metrics import score
 from sparseseg.method.uncertainty import plane_uncertainty, rank_planes
 

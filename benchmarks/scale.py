@@ -41,7 +41,8 @@ from sparseseg.commands import synthetic
 from sparseseg.config import Config
 from sparseseg.io.blocks import with_halo
 from sparseseg.method.annotation import read_annotation
-from sparseseg.method.core import fit, output_chunks, plan_of
+from sparseseg.method.core import output_chunks, plan_of
+from sparseseg.method.fitting import fit
 from sparseseg.method.modelfolder import load_model, save_model
 from sparseseg.method.planning import inference_windows, window_overlaps
 from sparseseg.method.tiling import tile_slices

@@ -35,16 +35,8 @@ from sparseseg.io.paths import check_distinct
 from sparseseg.large import bounded
 from sparseseg.large.slabs import LabelScan
 from sparseseg.method.annotation import Annotation
-from sparseseg.method.core import (
-    Model,
-    calibrate,
-    check_training,
-    fit,
-    network_probabilities,
-    resolve_device,
-    segment_source,
-    with_overlap,
-)
+from sparseseg.method.core import Model, calibrate, network_probabilities, resolve_device, segment_source, with_overlap
+from sparseseg.method.fitting import check_training, fit
 from sparseseg.method.modelfolder import check_model_folder, load_model, save_model
 from sparseseg.method.streaming import BlockProgress
 from sparseseg.method.training import Progress, TrainLog, ctrl_c_stops_training

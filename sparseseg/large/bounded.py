@@ -20,17 +20,9 @@ from sparseseg.io.blocks import Source, sample_planes
 from sparseseg.large.slabs import LabelScan, read_stack, z_blocks
 from sparseseg.method import augment
 from sparseseg.method.annotation import Annotation
-from sparseseg.method.core import (
-    Model,
-    calibrate,
-    fit,
-    forest_part,
-    mixed,
-    plan_training,
-    resolve_device,
-    run_model,
-)
+from sparseseg.method.core import Model, calibrate, forest_part, mixed, resolve_device, run_model
 from sparseseg.method.decision import apply_offsets
+from sparseseg.method.fitting import fit, plan_training
 from sparseseg.method.planning import AXES, patch_shapes, size_multiple, thin_depths
 from sparseseg.method.preprocess import intensity_stats
 from sparseseg.method.training import Progress, TrainLog, WholeVolume, crop_shapes

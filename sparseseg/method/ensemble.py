@@ -61,7 +61,6 @@ from sparseseg.method.core import (
     Model,
     Segmentation,
     decide,
-    fit,
     forest_part,
     mixed,
     network_probabilities,
@@ -69,6 +68,7 @@ from sparseseg.method.core import (
     resolve_device,
     segment_calibrated,
 )
+from sparseseg.method.fitting import fit
 from sparseseg.method.holdout import (
     Estimate,
     blend_probabilities,

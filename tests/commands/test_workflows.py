@@ -23,7 +23,7 @@ from sparseseg.cli import models
 from sparseseg.commands import synthetic, workflows
 from sparseseg.config import Config
 from sparseseg.method import annotation as L
-from sparseseg.method import core, modelfolder
+from sparseseg.method import core, fitting, modelfolder
 from sparseseg.method.training import TrainLog
 from sparseseg.method.uncertainty import plane_uncertainty, rank_planes
 
@@ -477,10 +477,10 @@ def test_warm_start_starts_from_the_saved_weights(trained, monkeypatch):
         seen["state"] = {k: v.clone() for k, v in network.state_dict().items()}
         return TrainLog(iterations=0)
 
-    monkeypatch.setattr(core, "train", fake_train)
+    monkeypatch.setattr(fitting, "train", fake_train)
     init = modelfolder.load_model(trained.model)
     annotation, _ = L.read_annotation(io.read_labels(trained.sparse).data)
-    model, _ = core.fit([trained.image[None]], [annotation], Config(device="cpu", seed=1), init=init)
+    model, _ = fitting.fit([trained.image[None]], [annotation], Config(device="cpu", seed=1), init=init)
     saved = torch.load(trained.model / "weights.pt", weights_only=True)
     for name, tensor in saved.items():
         torch.testing.assert_close(seen["state"][name], tensor, rtol=0, atol=0)

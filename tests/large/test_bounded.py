@@ -13,7 +13,7 @@ from sparseseg import io
 from sparseseg.commands import synthetic, workflows
 from sparseseg.errors import InputError
 from sparseseg.large import bounded, slabs
-from sparseseg.method import core
+from sparseseg.method import core, fitting
 from sparseseg.method.modelfolder import load_model
 from sparseseg.method.training import WholeVolume, class_weights_of
 
@@ -22,13 +22,13 @@ from sparseseg.method.training import WholeVolume, class_weights_of
 def recorded(monkeypatch):
     """What `fit` hands to the training loop, call by call: the list of `TrainData` of each run."""
     runs = []
-    train = core.train
+    train = fitting.train
 
     def record(network, data, **kwargs):
         runs.append(list(data))
         return train(network, data, **kwargs)
 
-    monkeypatch.setattr(core, "train", record)
+    monkeypatch.setattr(fitting, "train", record)
     return runs
 
 

@@ -6,7 +6,7 @@ import torch
 
 from sparseseg.commands import synthetic
 from sparseseg.config import Config
-from sparseseg.method import core, ensemble
+from sparseseg.method import core, ensemble, fitting
 from sparseseg.method.annotation import read_annotation
 from sparseseg.method.metrics import score
 from sparseseg.method.training import weighted_loss
@@ -27,13 +27,13 @@ def _config(**overrides):
 def test_held_out_planes_get_no_gradient_in_the_first_phase(monkeypatch):
     image, _, annotation = _case()
     seen = []
-    real = core.train
+    real = fitting.train
 
     def spy(network, data, **kwargs):
         seen.append(data)
         return real(network, data, **kwargs)
 
-    monkeypatch.setattr(core, "train", spy)
+    monkeypatch.setattr(fitting, "train", spy)
     estimated = ensemble.fit_estimated(image, annotation, _config(iterations=4, forest=False))
     held = estimated.estimate.planes
     assert set(held) == {"z", "y", "x"}
@@ -96,7 +96,7 @@ def test_nothing_is_held_out_with_one_plane_per_axis(caplog):
 def test_holdout_off_trains_on_everything_as_before():
     image, _, annotation = _case()
     model, train_log, _ = ensemble.densify_arrays(image, annotation, _config(iterations=3, holdout=False))
-    reference, reference_log = core.fit([image], [annotation], _config(iterations=3, holdout=False))
+    reference, reference_log = fitting.fit([image], [annotation], _config(iterations=3, holdout=False))
     assert model.estimate is None and model.forest is None
     assert train_log.losses == reference_log.losses
 

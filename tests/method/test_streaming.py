@@ -8,7 +8,7 @@ import torch
 
 from sparseseg.commands import synthetic
 from sparseseg.io import blocks
-from sparseseg.method import core, streaming
+from sparseseg.method import core, fitting, streaming
 from sparseseg.method.annotation import read_annotation
 from sparseseg.method.streaming import plan_volume, release_freed_memory, run_blocks
 
@@ -70,7 +70,7 @@ def model(blobs_small, sparse_small):
     from sparseseg.config import Config
 
     config = Config(iterations=10, time_budget=60.0, base=4, batch_size=2, seed=0, device="cpu", patch=(8, 16, 16))
-    return core.fit([image[None].astype(np.float32)], [annotation], config)[0]
+    return fitting.fit([image[None].astype(np.float32)], [annotation], config)[0]
 
 
 def _probabilities(model, image, budget, wide_overlap=None):

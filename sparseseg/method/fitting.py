@@ -1,0 +1,211 @@
+"""Training a 3D U-Net on sparsely annotated images (`fit`): the memory check, the training plan for the device,
+the loss weights, and the calibration of the class offsets after training. Errors name the library's parameters
+(``patch``, ``device``, ...).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from collections.abc import Sequence
+from dataclasses import replace
+
+import numpy as np
+import torch
+
+from sparseseg.config import Config
+from sparseseg.errors import InputError
+from sparseseg.method import augment
+from sparseseg.method.annotation import Annotation, weight_map
+from sparseseg.method.core import Model, resolve_device
+from sparseseg.method.network import UNet3D, count_parameters
+from sparseseg.method.planning import (
+    anisotropy,
+    pooling_kernels,
+    size_multiple,
+    thin_depths,
+    training_patch,
+)
+from sparseseg.method.preprocess import normalise, normalise_with
+from sparseseg.method.training import Progress, TrainData, TrainLog, WholeVolume, class_weights_of, per_image, train
+
+log = logging.getLogger("sparseseg")
+
+
+def _out_of_memory() -> InputError:
+    return InputError("out of GPU memory: lower patch or batch_size (or use the CPU)", param="device", value="cuda")
+
+
+def loss_weights(annotation: Annotation, classes: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Class indices into ``classes`` (a superset of the annotated ones) and the per-voxel loss weights."""
+    target = np.searchsorted(classes, annotation.classes[annotation.target])
+    return target, weight_map(Annotation(classes, target, annotation.mask, annotation.planes), weights)
+
+
+#: Rough bytes of activations and gradients per patch voxel and first-layer channel in a training step.
+TRAIN_BYTES_PER_VOXEL_CHANNEL = 64
+
+
+def check_memory(patch: Sequence[int], batch_size: int, base: int, device: torch.device) -> None:
+    """Refuse a training step that could not fit in the device's memory, before allocating anything."""
+    need = float(np.prod(patch)) * batch_size * base * TRAIN_BYTES_PER_VOXEL_CHANNEL
+    if device.type == "cuda":
+        have = torch.cuda.get_device_properties(device).total_memory
+    else:
+        have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if need > have:
+        raise InputError(
+            f"a training step needs about {need / 2**30:.0f} GiB, more than the {have / 2**30:.0f} GiB "
+            "here: lower patch, batch_size or base",
+            param="patch",
+            value=tuple(patch),
+        )
+
+
+def plan_training(config: Config, shape: Sequence[int], init: Model | None, device: torch.device):
+    """The resolved config (a warm start's network kept), the pooling and the training patch for a volume of ``shape``.
+
+    Returns (config, pools, patch, clipped); raises `InputError` for a patch or a step that cannot work.
+    """
+    config = config.resolved(device.type == "cuda")
+    if init is not None:
+        config = replace(config, base=init.config.base, depth=init.config.depth, spacing=init.config.spacing)
+    pools = init.network.pools if init is not None else pooling_kernels(config.spacing, config.depth)
+    patch, clipped = training_patch(config.patch, shape, config.spacing, size_multiple(pools), config.batch_size)
+    check_memory(patch, config.batch_size, config.base, device)
+    return config, pools, patch, clipped
+
+
+def check_training(config: Config, shape: Sequence[int], init: Model | None = None) -> None:
+    """Check before reading anything more that ``config`` can train on a volume of ``shape`` (raises `InputError`)."""
+    plan_training(config, shape, init, resolve_device(config.device))
+
+
+def fit(
+    images: Sequence[np.ndarray],
+    annotations: Sequence[Annotation],
+    config: Config,
+    progress: Progress | None = None,
+    init: Model | None = None,
+    whole: WholeVolume | Sequence[WholeVolume | None] | None = None,
+) -> tuple[Model, TrainLog]:
+    """Train a 3D U-Net on one or more sparsely annotated images.
+
+    Parameters
+    ----------
+    images : sequence of ndarray, (C, Z, Y, X)
+        Raw images with the same channels; each is normalised here.
+    annotations : sequence of Annotation
+        One per image.
+    config : Config
+        Settings; device-dependent defaults are filled in here.
+    progress : callable, optional
+        Called as ``progress(iteration, loss, elapsed_seconds)`` after each step.
+    init : Model, optional
+        Start from this model (a warm start) instead of random weights; its classes,
+        network shape and spacing are kept.
+    whole : WholeVolume or sequence of (WholeVolume or None), optional
+        The images are slabs of one volume (`sparseseg.large.slabs.read_stack`): the patch is
+        planned for the whole volume, the images are normalised by its statistics and the
+        class weights come from its class counts. A sequence gives each image its own (the
+        slabs of one volume share one object; None: the image is a volume read whole).
+
+    Returns
+    -------
+    model : Model
+    train_log : TrainLog
+        Its ``warnings`` say when the result is not worth much (a constant volume, no step made).
+    """
+    if len(images) != len(annotations) or not images:
+        raise InputError(f"need one annotation per image, got {len(images)} images and {len(annotations)} annotations")
+    channels = images[0].shape[0]
+    for image, annotation in zip(images, annotations):
+        if image.ndim != 4 or image.shape[1:] != annotation.target.shape:
+            raise InputError(f"image shape {image.shape[1:]} differs from label shape {annotation.target.shape}")
+        if image.shape[0] != channels:
+            raise InputError(f"all images need the same number of channels, got {channels} and {image.shape[0]}")
+    device = resolve_device(config.device)
+    found = np.unique(np.concatenate([a.classes for a in annotations]))
+    if init is not None:
+        if init.in_channels != channels:
+            raise InputError(
+                f"the model takes {init.in_channels} channel(s), the volume has {channels}", param="init", value="model"
+            )
+        missing = np.setdiff1d(found, init.classes)
+        if missing.size:
+            raise InputError(
+                f"the model knows classes {init.classes.tolist()}, the labels also hold {missing.tolist()}",
+                param="init",
+                value="model",
+            )
+    wholes = per_image(whole, len(images))
+    smallest = tuple(
+        min((a.target.shape if w is None else w.shape)[i] for a, w in zip(annotations, wholes)) for i in range(3)
+    )
+    asked = config.patch
+    config, pools, patch, clipped = plan_training(config, smallest, init, device)
+    multiple = size_multiple(pools)
+    if clipped:
+        log.warning("patch %s is larger than the volume %s: clipped to %s", asked, smallest, patch)
+    warnings = [
+        f"{name} is 0: training ends before its first step, so the segmentation comes from an untrained network"
+        for name in ("iterations", "time_budget")
+        if getattr(config, name) == 0
+    ]
+    if any(np.ptp(image[c]) == 0 for image in images for c in range(channels)):
+        warnings.append(
+            "the volume is constant (a channel holds one value): the network has no intensity to learn from"
+        )
+    for text in warnings:
+        log.warning(text)
+    seed = config.seed if config.seed is not None else secrets.randbits(31)
+    torch.manual_seed(seed)
+    if init is not None:
+        classes, network = init.classes, init.network
+    else:
+        classes = found
+        network = UNet3D(channels, len(classes), config.base, pools)
+    thin = thin_depths(config.thin, config.spacing, multiple, patch) if config.thin else None
+    weights = class_weights_of(annotations, classes, config.class_power, whole)
+    data = []
+    for image, annotation, w in zip(images, annotations, wholes):
+        target, voxel_weights = loss_weights(annotation, classes, weights)
+        data.append(
+            TrainData(
+                normalise(image) if w is None else normalise_with(image, w.stats),
+                target,
+                voxel_weights,
+                annotation.planes,
+            )
+        )
+    log.info(
+        "training on %s: patch %s (thin %s), %d parameters, seed %d",
+        device,
+        patch,
+        thin,
+        count_parameters(network),
+        seed,
+    )
+    try:
+        train_log = train(
+            network,
+            data,
+            patch=patch,
+            batch_size=config.batch_size,
+            iterations=config.iterations,
+            time_budget=config.time_budget,
+            lr=config.lr,
+            device=device,
+            seed=seed,
+            dice=config.dice,
+            thin=thin,
+            params=augment.AugmentParams() if config.augment else None,
+            anisotropy=anisotropy(config.spacing),
+            progress=progress,
+        )
+    except torch.OutOfMemoryError as exc:
+        raise _out_of_memory() from exc
+    train_log.warnings = warnings
+    model = Model(network, classes, replace(config, seed=seed, patch=tuple(patch)), channels, train_log.shapes, weights)
+    return model, train_log
