@@ -108,7 +108,7 @@ def fit_slabs(
     progress: Progress | None = None,
     init: Model | None = None,
 ) -> tuple[Model, TrainLog]:
-    """`sparseseg.method.core.fit` on the slabs of ``image`` around the annotated planes of ``scan``, one stack per
+    """`sparseseg.method.fitting.fit` on the slabs of ``image`` around the annotated planes of ``scan``, one stack per
     axis.
 
     Each crop of training sees what it sees in the whole volume, the images are normalised

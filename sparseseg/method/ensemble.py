@@ -252,14 +252,14 @@ def fit_estimated(
     annotation : Annotation
         Its annotation. Without two annotated planes on any axis (or with ``config.holdout``
         off) nothing is held out: the network is trained and calibrated on all the
-        annotation, as `sparseseg.method.core.fit` does, and no estimate is made.
+        annotation, as `sparseseg.method.fitting.fit` does, and no estimate is made.
     config : Config
         ``config.forest`` blends in the forest; ``config.holdout`` holds out planes.
     progress : callable, optional
-        As for `sparseseg.method.core.fit`, counting on over both phases; an object with an
+        As for `sparseseg.method.fitting.fit`, counting on over both phases; an object with an
         ``estimated(iou, spread)`` method is told the estimate when it is made.
     init : Model, optional
-        A warm start, as for `sparseseg.method.core.fit`.
+        A warm start, as for `sparseseg.method.fitting.fit`.
     """
     start = time.perf_counter()
     device = resolve_device(config.device)

@@ -63,7 +63,7 @@ class WholeVolume:
 
 
 def per_image(whole: WholeVolume | Sequence[WholeVolume | None] | None, n: int) -> list[WholeVolume | None]:
-    """`sparseseg.method.core.fit`'s ``whole`` as one entry per image (None: the image is a volume read whole).
+    """`sparseseg.method.fitting.fit`'s ``whole`` as one entry per image (None: the image is a volume read whole).
 
     One `WholeVolume` is that of all ``n`` images (slabs of one volume); a sequence must hold one entry per image.
     """
@@ -111,7 +111,7 @@ class TrainLog:
     shapes: dict = field(default_factory=dict)  # training patch per annotated axis (None: cube patches)
     warnings: list[str] = field(
         default_factory=list
-    )  # why the result may not be worth much (see `sparseseg.method.core.fit`)
+    )  # why the result may not be worth much (see `sparseseg.method.fitting.fit`)
 
     @property
     def final_loss(self) -> float:
