@@ -237,9 +237,10 @@ def _read_forest(files: ModelFiles):
         old = files.path / PICKLED_FOREST
         raise InputError(
             f"'{old}' is a pickle, which can run code when it is read, and sparseseg does not read it. Train the model "
-            f'again, or, only if you trust where it came from, re-save its forest beside it: python -c "import joblib; '
-            f"from sparseseg.method.forest_file import save_forest; save_forest(joblib.load('{old}'), "
-            f"'{files.path / FOREST}')\""
+            f'again, or, only if you trust where it came from, re-save its forest beside it: python -c "import sys; '
+            f"from joblib import load; from sparseseg.method import forest, forest_file; "
+            f"sys.modules['sparseseg.forest'] = forest; "
+            f"forest_file.save_forest(load('{old}'), '{files.path / FOREST}')\""
         )
     raise InputError(f"{files.label(FOREST)}: no such file, but {CONFIG} names a forest (field 'forest')")
 

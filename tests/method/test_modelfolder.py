@@ -242,21 +242,37 @@ def test_a_config_that_cannot_be_a_model_is_refused(model, tmp_path, text, needl
 
 
 def test_a_format_2_folder_with_a_pickled_forest_is_refused_with_how_to_resave(model, tmp_path):
+    import re
+    import subprocess
+    import sys
+
     import joblib
 
     folder = modelfolder.save_model(tmp_path / "m", model)
     (folder / modelfolder.FOREST).unlink()
-    joblib.dump(model.forest, folder / modelfolder.PICKLED_FOREST)
+    # a forest pickled by sparseseg before its packages, whose class was sparseseg.forest.Forest
+    old_module = F.Forest.__module__
+    sys.modules["sparseseg.forest"], F.Forest.__module__ = F, "sparseseg.forest"
+    try:
+        joblib.dump(model.forest, folder / modelfolder.PICKLED_FOREST)
+    finally:
+        F.Forest.__module__ = old_module
+        del sys.modules["sparseseg.forest"]
     _rewrite(folder, lambda meta: meta.update(format_version=2, forest=modelfolder.PICKLED_FOREST))
     with pytest.raises(InputError) as refused:
         modelfolder.load_model(folder)
-    assert "pickle" in str(refused.value) and "save_forest" in str(refused.value)
-    # the re-save the message gives makes the folder load, with the same forest
-    from sparseseg.method.forest_file import save_forest
-
-    save_forest(joblib.load(folder / modelfolder.PICKLED_FOREST), folder / modelfolder.FOREST)
+    message = str(refused.value)
+    assert "pickle" in message and "\n" not in message
+    # the command the message gives, run as a user would, makes the folder load, with the same forest
+    command = re.search(r'python -c "(.*)"', message).group(1)
+    done = subprocess.run([sys.executable, "-c", command], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
     loaded = modelfolder.load_model(folder)
     assert loaded.blend == 0.5 and np.array_equal(loaded.forest.classes, model.forest.classes)
+    features = np.random.default_rng(0).normal(size=(100, model.forest.classifier.n_features_in_)).astype(np.float32)
+    assert np.array_equal(
+        loaded.forest.classifier.predict_proba(features), model.forest.classifier.predict_proba(features)
+    )
 
 
 def test_the_saved_forest_predicts_as_the_fitted_one(model, volume, tmp_path):
