@@ -6,6 +6,7 @@ Also the check that the disk has room for a memory-mapped file before it is made
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import errno
 import os
 import secrets
@@ -36,6 +37,27 @@ def _atomic(path: Path, write, overwrite: bool = True) -> None:
         _place(tmp, path, overwrite)
 
 
+#: The outputs this run put in place, as (device, inode), while an `outputs_together` block runs; None outside one.
+_WRITTEN: contextvars.ContextVar[set | None] = contextvars.ContextVar("sparseseg_written", default=None)
+
+
+def record_written(final: Path) -> None:
+    """Note that this run put ``final`` in place (for `outputs_together`, which takes back only what this run wrote)."""
+    written = _WRITTEN.get()
+    if written is not None:
+        with contextlib.suppress(OSError):
+            info = os.lstat(final)
+            written.add((info.st_dev, info.st_ino))
+
+
+def _written_here(target: Path) -> bool:
+    try:
+        info = os.lstat(target)
+    except OSError:
+        return False
+    return (info.st_dev, info.st_ino) in (_WRITTEN.get() or ())
+
+
 def _place(tmp: Path, final: Path, overwrite: bool) -> None:
     """Rename a finished temporary file or folder onto ``final``.
 
@@ -46,6 +68,7 @@ def _place(tmp: Path, final: Path, overwrite: bool) -> None:
     """
     if overwrite:
         _into_place(tmp, final)
+        record_written(final)
         return
     taken = InputError(
         f"'{final}': exists already, made while this run worked (use --overwrite to replace it); "
@@ -60,6 +83,7 @@ def _place(tmp: Path, final: Path, overwrite: bool) -> None:
             if exc.errno in (errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR, errno.EISDIR):
                 raise taken from None
             raise
+        record_written(final)
         return
     try:
         os.link(tmp, final)
@@ -69,8 +93,9 @@ def _place(tmp: Path, final: Path, overwrite: bool) -> None:
         if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
             raise
         os.replace(tmp, final)  # a file system without hard links: checked just above
-        return
-    tmp.unlink()
+    else:
+        tmp.unlink()
+    record_written(final)
 
 
 @contextlib.contextmanager
@@ -154,21 +179,27 @@ def _output_target(path) -> Path:
 @contextlib.contextmanager
 def outputs_together(paths):
     """Outputs that appear together or not at all: where the body fails (a full disk under the preview, a model folder
-    that cannot be written), the outputs among ``paths`` that were not there before it are removed again.
+    that cannot be written), the outputs among ``paths`` that were not there before it, and that this run put in place
+    (`record_written`), are removed again. What another run put at one of those paths meanwhile is kept.
 
     An output that replaced an earlier one (overwrite), or a dataset added to an existing HDF5 file, cannot be taken
     back: the error says which were kept.
     """
-    fresh = [p for p in paths if p is not None and not _taken(_output_target(p))]
+    paths = [p for p in paths if p is not None]
+    fresh = [p for p in paths if not _taken(_output_target(p))]
+    token = _WRITTEN.set(set())
     try:
         yield
     except BaseException as exc:
         for path in fresh:
-            _remove(_output_target(path))
-        kept = [str(p) for p in paths if p is not None and p not in fresh and _taken(_output_target(p))]
+            if _written_here(_output_target(path)):
+                _remove(_output_target(path))
+        kept = [str(p) for p in paths if p not in fresh and _taken(_output_target(p))]
         if isinstance(exc, InputError) and kept:
             raise InputError(f"{exc}; kept as it was before this run or replaced by it: {', '.join(kept)}") from None
         raise
+    finally:
+        _WRITTEN.reset(token)
 
 
 def _taken(target: Path) -> bool:

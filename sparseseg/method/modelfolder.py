@@ -32,7 +32,7 @@ import numpy as np
 
 from sparseseg import __version__, io
 from sparseseg.errors import InputError
-from sparseseg.io.atomic import _file_mode
+from sparseseg.io.atomic import _file_mode, record_written
 from sparseseg.method.core import Model
 from sparseseg.method.forest_file import FOREST_FILE, MAX_FOREST_BYTES, load_forest, save_forest
 from sparseseg.method.model_config import (
@@ -121,6 +121,7 @@ def save_model(folder: str | os.PathLike, model: Model, overwrite: bool = False)
             folder.rmdir()
         _file_mode(tmp)  # mkdtemp makes 0700; give the folder the mode a plain mkdir would
         os.replace(tmp, folder)
+        record_written(folder)
     except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         if old is not None and not folder.exists():

@@ -219,3 +219,16 @@ def test_a_source_whose_file_changes_is_refused(tmp_path):
     tifffile.imwrite(path, np.ones((6, 8, 9), np.float32))
     with pytest.raises(InputError, match="changed or vanished"):
         source.read((slice(2, 4), slice(0, 8), slice(0, 8)))
+
+
+def test_a_failed_run_takes_back_only_what_it_wrote(tmp_path):
+    """When a later output fails, the outputs this run put in place go, and what another run put at one of this run's
+    paths meanwhile stays."""
+    ours, theirs = tmp_path / "seg.tif", tmp_path / "prob.tif"
+    data = np.zeros((4, 8, 8), np.uint8)
+    with pytest.raises(InputError, match="preview"), io.outputs_together([ours, theirs, tmp_path / "p.png"]):
+        io.write_volume(ours, data)
+        tifffile.imwrite(theirs, np.ones((4, 8, 8), np.uint8), photometric="minisblack")  # another run, meanwhile
+        raise InputError(f"'{tmp_path / 'p.png'}': cannot write the preview (No space left on device)")
+    assert not ours.exists()
+    assert np.array_equal(tifffile.imread(theirs), np.ones((4, 8, 8), np.uint8))
