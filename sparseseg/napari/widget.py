@@ -240,6 +240,11 @@ class DensifyWidget(QWidget):
             if labels is None:
                 raise InputError("add a Labels layer and paint a few planes in it")
             image = loop.image_of([layer.data for layer in images])
+            if warm and self.model is not None and image.shape[0] != self.model.in_channels:
+                raise InputError(
+                    f"the model takes {self.model.in_channels} channel(s), and {image.shape[0]} image layer(s) are "
+                    "picked: pick as many as the model was trained on"
+                )
             if image.shape[1:] != labels.data.shape:
                 raise InputError(f"the image {image.shape[1:]} and the labels {labels.data.shape} differ in shape")
             annotation, how = loop.annotation_of(labels.data, self.planes.text(), self.painted, self.config.unlabeled)

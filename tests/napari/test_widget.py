@@ -267,3 +267,17 @@ def test_the_painted_record_survives_the_plugin_menu_and_layer_changes(make_napa
     _paint_plane(viewer, painted, truth, "y", Y_PLANE)
     assert widget.painted == {"z": set(Z_PLANES), "y": {Y_PLANE}, "x": set()}
     assert painted.metadata[PAINTED] == {"z": sorted(Z_PLANES), "y": [Y_PLANE]}
+
+
+def test_a_model_of_other_channels_is_refused_on_the_click(loop, qtbot, trained):
+    """Densify again with a loaded 1-channel model and two image layers picked: refused at once, no run started."""
+    viewer, widget, painted, truth = loop
+    viewer.add_image(viewer.layers["volume"].data.copy(), name="second channel", scale=SCALE)
+    for index in range(widget.images.count()):
+        widget.images.item(index).setSelected(True)
+    assert len(widget.image_layers()) == 2
+    widget.load_model(trained.model)
+    assert widget.model is not None and widget.model.in_channels == 1
+    qtbot.mouseClick(widget.again_button, Qt.LeftButton)
+    assert widget.worker is None
+    assert widget.status.text().startswith("error:") and "1 channel(s)" in widget.status.text()
