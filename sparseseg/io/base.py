@@ -6,8 +6,6 @@ module subclasses them.
 
 from __future__ import annotations
 
-import os
-import stat
 import zlib
 from pathlib import Path
 
@@ -15,6 +13,7 @@ import numpy as np
 
 from sparseseg.errors import InputError
 from sparseseg.io.atomic import _undone_on_failure
+from sparseseg.io.locations import stamp
 
 
 def _norm(zyx, shape) -> tuple[slice, slice, slice]:
@@ -137,16 +136,12 @@ class FileSource(_Opened):
         self.close()
 
 
-def _stamp(path: Path) -> tuple | None:
-    """What says that an input is still what it was: a file's size and time, a folder's (a Zarr store's) being
-    there; None where it is gone."""
-    from sparseseg.io.locations import locate
-
+def _stamp(path: Path) -> list | None:
+    """`sparseseg.io.locations.stamp` (what says that an input is still the one read), or None where it is gone."""
     try:
-        info = os.stat(locate(path).file)
+        return stamp(path)
     except OSError:
         return None
-    return ("folder",) if stat.S_ISDIR(info.st_mode) else (info.st_size, info.st_mtime_ns)
 
 
 class FileSink(_Opened):
