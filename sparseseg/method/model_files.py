@@ -25,6 +25,7 @@ class ModelFiles:
             )
         if not self.package and not path.is_dir():
             raise InputError(f"'{path}': no such model folder")
+        self._listing = self._members() if self.package else None
         if not self.exists(CONFIG):
             what = "a package written by sparseseg export" if self.package else "a sparseseg model folder"
             raise InputError(f"'{path}': not {what} (no {CONFIG})")
@@ -41,13 +42,13 @@ class ModelFiles:
             raise InputError(f"'{self.path}': cannot read the package ({exc})") from None
 
     def exists(self, name: str) -> bool:
-        return name in self._members() if self.package else (self.path / name).is_file()
+        return name in self._listing if self.package else (self.path / name).is_file()
 
     def read(self, name: str, cap: int) -> bytes:
         """The file's bytes; an `InputError` where it is missing or would unpack to more than ``cap`` bytes."""
         if not self.exists(name):
             raise InputError(f"{self.label(name)}: no such file")
-        size = self._members()[name].file_size if self.package else (self.path / name).stat().st_size
+        size = self._listing[name].file_size if self.package else (self.path / name).stat().st_size
         if size > cap:
             raise InputError(
                 f"{self.label(name)}: {size} bytes, more than the {cap} that such a file can hold; not read"
