@@ -24,7 +24,7 @@ MAX_PATCH = 1024
 MAX_SEED = 2**32 - 1
 
 #: Fields added after the first model folders, with the value that means what those folders did.
-ADDED = {"forest": False, "holdout": False, "wide_overlap": 0.5}
+ADDED = {"forest": False, "holdout": False, "wide_overlap": 0.5, "filters": False}
 
 #: Defaults that depend on the device: (cpu, cuda).
 DEVICE_DEFAULTS = {
@@ -81,6 +81,11 @@ class Config:
         pixel classifier ilastik users know), with the network's weight chosen on held-out
         planes (needs ``holdout``): where the forest reads the classes from intensity better,
         it gets the larger weight, so that the result is not worse than the forest alone.
+    filters : bool
+        The network reads the forest's filter features (smoothed intensity, gradient magnitude and
+        Hessian eigenvalues at five scales, `sparseseg.method.inputs`) beside the raw channels:
+        the multiscale view a pixel classifier starts from, which the network need not learn
+        from a few planes.
     holdout : bool
         Hold out one annotated plane per axis that has two or more, to estimate the IoU on
         unannotated voxels and to choose the blend on voxels the network did not train on;
@@ -133,6 +138,7 @@ class Config:
     prior_correction: float = 0.5
     calibrate: bool = True
     forest: bool = True
+    filters: bool = True
     holdout: bool = True
     dice: float = 0.0
     augment: bool = False

@@ -237,6 +237,13 @@ TRAINING = [
         "Blend the network with a random forest on filter features (ilastik's pixel "
         "classifier), weighted on the held-out planes.",
     ),
+    _option(
+        "filters",
+        bool,
+        Config.filters,
+        "The network reads the forest's filter features (smoothing, edges, Hessian at 5 scales) beside the raw "
+        "channels.",
+    ),
 ]
 
 

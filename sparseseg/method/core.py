@@ -20,6 +20,7 @@ from sparseseg.io.blocks import ArraySink, ArraySource, Sink, Source, all_or_not
 from sparseseg.method.annotation import Annotation
 from sparseseg.method.decision import apply_offsets, fit_offsets, prior_offsets
 from sparseseg.method.holdout import blend_probabilities
+from sparseseg.method.inputs import NetworkInputs, raw_inputs
 from sparseseg.method.network import UNet3D, count_parameters
 from sparseseg.method.planning import (
     inference_windows,
@@ -49,6 +50,12 @@ class Model:
     estimate: dict | None = (
         None  # the IoU estimated on held-out planes (`sparseseg.method.holdout.Estimate.as_dict`), if made
     )
+    inputs: NetworkInputs | None = None  # what the network reads (`sparseseg.method.inputs`; None: the raw channels)
+
+    @property
+    def network_inputs(self) -> NetworkInputs:
+        """What the network reads: `inputs`, or the raw channels alone."""
+        return self.inputs if self.inputs is not None else raw_inputs(self.in_channels)
 
     @property
     def decision_offsets(self) -> np.ndarray:
@@ -130,6 +137,7 @@ def plan_of(model: Model, source: Source, budget: float | None = None, chunks=No
         chunks,
         overlap=model.config.overlap,
         wide_overlap=model.config.wide_overlap,
+        inputs=model.network_inputs,
     )
 
 

@@ -51,7 +51,6 @@ import math
 import secrets
 import time
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -68,6 +67,7 @@ from sparseseg.method.core import (
     resolve_device,
     segment_calibrated,
 )
+from sparseseg.method.features import BLOCK_BYTES, VolumeFeatures, volume_features
 from sparseseg.method.fitting import fit
 from sparseseg.method.holdout import (
     Estimate,
@@ -82,9 +82,6 @@ from sparseseg.method.holdout import (
 )
 from sparseseg.method.planning import AXES
 from sparseseg.method.training import Progress, TrainLog, stop_requested
-
-if TYPE_CHECKING:  # sparseseg.method.forest imports scikit-learn: only where a forest is fitted
-    from sparseseg.method.features import VolumeFeatures
 
 log = logging.getLogger("sparseseg")
 
@@ -283,19 +280,26 @@ def fit_estimated(
         return Estimated(model, train_log, None)
     log.info("holding out planes %s to estimate the quality", ", ".join(f"{a}={v[0]}" for a, v in held.items()))
     forest = features = None
+    if config.forest or config.filters:
+        # for both forests, the segmentation and the network's inputs; where the network does not read them, only
+        # where they fit in memory
+        features = volume_features(image, BLOCK_BYTES if not config.filters else math.inf, config.spacing)
     if config.forest:
         # here: scikit-learn takes a second to import; bound for the refit below
-        from sparseseg.method.features import volume_features
         from sparseseg.method.forest import annotated_sample, fit_forest
 
-        # for both forests and the segmentation, where they fit in memory
-        features = volume_features(image, spacing=config.spacing)
         forest = fit_forest(image, kept, seed=config.seed, features=features, spacing=config.spacing)
         log.info("forest on the other planes: %.1f s", time.perf_counter() - start)
     first_budget = max(FIRST_PART * shown.time_budget - (time.perf_counter() - start), 0.0)
     first_steps = math.ceil(FIRST_PART * shown.iterations)
     model, first = fit(
-        [image], [kept], replace(config, time_budget=first_budget, iterations=first_steps), progress, init
+        [image],
+        [kept],
+        replace(config, time_budget=first_budget, iterations=first_steps),
+        progress,
+        init,
+        None,
+        features,
     )
     # fine-tuning to follow: the network's probabilities are needed on the held-out planes only; otherwise the
     # network stays as it is, and its probabilities over the whole volume are kept for the segmentation
@@ -350,7 +354,8 @@ def fit_estimated(
             time_budget=shown.time_budget - elapsed,
             iterations=shown.iterations - first.iterations,
         )
-        model, second = fit([image], [annotation], tune, _Shifted(progress, first.iterations, first.seconds), model)
+        shifted = _Shifted(progress, first.iterations, first.seconds)
+        model, second = fit([image], [annotation], tune, shifted, model, None, features)
     train_log = _joined(first, second)
     train_log.warnings += estimate.warnings
     for text in estimate.warnings:

@@ -19,6 +19,8 @@ from sparseseg.errors import InputError
 from sparseseg.method import augment
 from sparseseg.method.annotation import Annotation, weight_map
 from sparseseg.method.core import Model, resolve_device
+from sparseseg.method.features import VolumeFeatures, filter_features
+from sparseseg.method.inputs import fit_inputs, network_image
 from sparseseg.method.network import UNet3D, count_parameters
 from sparseseg.method.planning import (
     anisotropy,
@@ -77,6 +79,51 @@ def plan_training(config: Config, shape: Sequence[int], init: Model | None, devi
     return config, pools, patch, clipped
 
 
+def _per_image_features(features, n: int) -> list:
+    """`fit`'s ``features`` as one entry per image (None: to be computed)."""
+    if features is None:
+        return [None] * n
+    features = [features] if isinstance(features, VolumeFeatures) else list(features)
+    if len(features) != n:
+        raise InputError(f"need one entry of features (or None) per image, got {len(features)} for {n} images")
+    return features
+
+
+def _network_inputs(images, wholes, features, config: Config, init: Model | None):
+    """What the network reads (a warm start's, or fitted on the first image: `sparseseg.method.inputs.fit_inputs`), and
+    ``inputs_of(i)``, the network's input for image i, made when asked, so that one image's is held at a time.
+
+    Stacks of slabs (``wholes``) give no filter features (they would mix the slabs at their seams): there the network
+    reads the raw channels alone.
+    """
+    slabs = any(w is not None for w in wholes)
+    if slabs and init is not None and init.network_inputs.filters:
+        raise InputError(
+            "the model's network reads filter features, which the slabs of a large volume cannot give it: train anew "
+            "(or read the volume whole)",
+            param="init",
+            value="model",
+        )
+    if slabs and config.filters:
+        log.info("the slabs of a large volume: the network reads the raw channels alone, without filter features")
+        config = replace(config, filters=False)
+    normalised = [normalise(image) if w is None else normalise_with(image, w.stats) for image, w in zip(images, wholes)]
+    values = [None if f is None else f.values for f in _per_image_features(features, len(images))]
+    if init is not None:
+        inputs = init.network_inputs
+    else:
+        if config.filters and values[0] is None:
+            values[0] = filter_features(normalised[0], config.spacing)  # once, for the statistics and the input
+        inputs = fit_inputs(normalised[0], config.filters, config.spacing, values[0])
+
+    def inputs_of(i: int) -> np.ndarray:
+        image = network_image(normalised[i], inputs, values[i])
+        normalised[i] = values[i] = None
+        return image
+
+    return inputs, inputs_of
+
+
 def check_training(config: Config, shape: Sequence[int], init: Model | None = None) -> None:
     """Check before reading anything more that ``config`` can train on a volume of ``shape`` (raises `InputError`)."""
     plan_training(config, shape, init, resolve_device(config.device))
@@ -89,6 +136,7 @@ def fit(
     progress: Progress | None = None,
     init: Model | None = None,
     whole: WholeVolume | Sequence[WholeVolume | None] | None = None,
+    features: VolumeFeatures | Sequence[VolumeFeatures | None] | None = None,
 ) -> tuple[Model, TrainLog]:
     """Train a 3D U-Net on one or more sparsely annotated images.
 
@@ -110,6 +158,9 @@ def fit(
         planned for the whole volume, the images are normalised by its statistics and the
         class weights come from its class counts. A sequence gives each image its own (the
         slabs of one volume share one object; None: the image is a volume read whole).
+    features : VolumeFeatures or sequence of (VolumeFeatures or None), optional
+        The images' filter features (`sparseseg.method.features.volume_features`), where computed already: with
+        ``config.filters`` the network reads them beside the raw channels (`sparseseg.method.inputs`).
 
     Returns
     -------
@@ -161,24 +212,18 @@ def fit(
         log.warning(text)
     seed = config.seed if config.seed is not None else secrets.randbits(31)
     torch.manual_seed(seed)
+    inputs, inputs_of = _network_inputs(images, wholes, features, config, init)
     if init is not None:
         classes, network = init.classes, init.network
     else:
         classes = found
-        network = UNet3D(channels, len(classes), config.base, pools)
+        network = UNet3D(inputs.count, len(classes), config.base, pools)
     thin = thin_depths(config.thin, config.spacing, multiple, patch) if config.thin else None
     weights = class_weights_of(annotations, classes, config.class_power, whole)
     data = []
-    for image, annotation, w in zip(images, annotations, wholes):
+    for i, annotation in enumerate(annotations):
         target, voxel_weights = loss_weights(annotation, classes, weights)
-        data.append(
-            TrainData(
-                normalise(image) if w is None else normalise_with(image, w.stats),
-                target,
-                voxel_weights,
-                annotation.planes,
-            )
-        )
+        data.append(TrainData(inputs_of(i), target, voxel_weights, annotation.planes))
     log.info(
         "training on %s: patch %s (thin %s), %d parameters, seed %d",
         device,
@@ -207,5 +252,13 @@ def fit(
     except torch.OutOfMemoryError as exc:
         raise _out_of_memory() from exc
     train_log.warnings = warnings
-    model = Model(network, classes, replace(config, seed=seed, patch=tuple(patch)), channels, train_log.shapes, weights)
+    model = Model(
+        network,
+        classes,
+        replace(config, seed=seed, patch=tuple(patch), filters=inputs.filters),
+        channels,
+        train_log.shapes,
+        weights,
+        inputs=inputs,
+    )
     return model, train_log

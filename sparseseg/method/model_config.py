@@ -13,12 +13,13 @@ import math
 from sparseseg.config import Config
 from sparseseg.errors import InputError
 from sparseseg.method.forest_file import FOREST_FILE as FOREST
+from sparseseg.method.inputs import inputs_from_dict
 from sparseseg.method.model_files import CONFIG, ModelFiles
 
 #: The forest file of format 2: a pickle, never read.
 PICKLED_FOREST = "forest.joblib"
 #: The versions `load_model` reads.
-READ_VERSIONS = (1, 2, 3)
+READ_VERSIONS = (1, 2, 3, 4)
 
 
 #: Largest ``config.json`` read: a model's config is a few kB.
@@ -44,6 +45,8 @@ FIELDS_V1 = (
 
 
 FIELDS = FIELDS_V1 + ("blend", "forest", "estimate")
+#: Fields of format 4 and later: what the network reads (`sparseseg.method.inputs`).
+FIELDS_V4 = FIELDS + ("inputs",)
 
 
 def read_config(files: ModelFiles) -> dict:
@@ -108,7 +111,8 @@ def check_version(meta: dict, where: str) -> int:
             f"{where}: field 'format_version' is {json.dumps(version)[:40]}, this sparseseg reads "
             f"versions {', '.join(map(str, READ_VERSIONS))} (train the model again with this version)"
         )
-    missing = [name for name in (FIELDS_V1 if version == 1 else FIELDS) if name not in meta]
+    expected = FIELDS_V1 if version == 1 else FIELDS if version < 4 else FIELDS_V4
+    missing = [name for name in expected if name not in meta]
     if missing:
         raise InputError(f"{where}: field(s) {missing} missing")
     return int(version)
@@ -179,6 +183,10 @@ def check_fields(meta: dict, version: int) -> dict:
         if version == 1
         else _field(meta, "estimate", lambda v: v is None or isinstance(v, dict), "must be an object or null")
     )
+    try:
+        f["inputs"] = inputs_from_dict(meta["inputs"] if version >= 4 else None, f["channels"])
+    except InputError as exc:
+        raise InputError(f"field 'inputs' {exc.rule}") from None
     if f["config"].base is None or f["config"].patch is None:
         raise InputError("field 'config' holds no network width (base) or patch: not a trained model")
     return f

@@ -46,8 +46,9 @@ from sparseseg.method.preprocess import NORMALISATION
 
 #: Version of the folder's layout and fields; raised whenever a field is added, removed or changes meaning.
 #: 2: the fields ``blend``, ``forest`` and ``estimate`` (the IoU estimated on held-out planes, or null) and the file
-#: ``forest.joblib``; 3: the forest as ``forest.npz`` (numeric arrays, no pickle).
-FORMAT_VERSION = 3
+#: ``forest.joblib``; 3: the forest as ``forest.npz`` (numeric arrays, no pickle); 4: the field ``inputs`` (what the
+#: network reads: null for the raw channels, or the filter features' normalisation).
+FORMAT_VERSION = 4
 WEIGHTS = "weights.pt"
 FOREST = FOREST_FILE
 
@@ -92,6 +93,7 @@ def model_meta(model: Model) -> dict:
         "blend": float(model.blend),
         "forest": None if model.forest is None else FOREST,
         "estimate": model.estimate,
+        "inputs": model.network_inputs.as_dict(),
     }
 
 
@@ -209,7 +211,8 @@ def load_model(folder: str | os.PathLike) -> Model:
         f = check_fields(meta, version)
     except InputError as exc:
         raise InputError(f"{where}: {exc}") from None
-    network = UNet3D(f["channels"], len(f["classes"]), f["config"].base, [tuple(p) for p in f["pools"]])
+    forest = None if f["forest"] is None else _read_forest(files)  # first: a pickled forest is refused unread
+    network = UNet3D(f["inputs"].count, len(f["classes"]), f["config"].base, [tuple(p) for p in f["pools"]])
     _load_weights(network, files)
     model = Model(
         network.eval(),
@@ -219,9 +222,10 @@ def load_model(folder: str | os.PathLike) -> Model:
         {(None if k == "cube" else k): tuple(v) for k, v in f["shapes"].items()},
         None if f["weights"] is None else np.asarray(f["weights"], dtype=np.float32),
         None if f["offsets"] is None else np.asarray(f["offsets"], dtype=np.float64),
-        forest=None if f["forest"] is None else _read_forest(files),
+        forest=forest,
         blend=f["blend"],
         estimate=f["estimate"],
+        inputs=f["inputs"],
     )
     try:
         check_blend(model)

@@ -23,6 +23,7 @@ import torch
 
 from sparseseg.errors import InputError
 from sparseseg.io.blocks import Block, Source, plan_blocks, sample_planes, with_halo
+from sparseseg.method.inputs import NetworkInputs, network_image, raw_inputs
 from sparseseg.method.planning import block_for_windows, block_halo, inference_windows, window_extent, window_overlaps
 from sparseseg.method.preprocess import intensity_stats, normalise_with
 from sparseseg.method.sliding_window import predict_probabilities
@@ -50,6 +51,7 @@ class BlockPlan:
     patch: tuple[int, int, int]
     windows: list[tuple[int, int, int]]
     overlaps: list[tuple[float, float, float]]
+    inputs: NetworkInputs | None = None  # what the network reads (`sparseseg.method.inputs`; None: the raw channels)
 
     @property
     def extent(self) -> tuple[int, int, int]:
@@ -80,6 +82,7 @@ def plan_volume(
     *,
     overlap: float = 0.5,
     wide_overlap: float | None = None,
+    inputs: NetworkInputs | None = None,
 ) -> BlockPlan:
     """The `BlockPlan` of ``source``: blocks read (halo included) in about ``budget`` bytes, whole ``chunks`` of the
     output
@@ -95,7 +98,9 @@ def plan_volume(
     shape = tuple(source.shape[1:])
     windows = inference_windows(shapes, patch, shape, network.size_multiple)
     overlaps = window_overlaps(shapes, overlap, overlap if wide_overlap is None else wide_overlap)
-    per_voxel = 4 * (source.shape[0] + 3 * network.head.out_channels + 1)  # input, probabilities, blend, weights
+    inputs = inputs if inputs is not None else raw_inputs(source.shape[0])
+    # input (and the features it is made of), probabilities, blend, weights
+    per_voxel = 4 * ((2 if inputs.filters else 1) * inputs.count + 3 * network.head.out_channels + 1)
     block = block_for_windows(
         shape, windows, overlaps, (BLOCK_BUDGET if budget is None else budget) / per_voxel, chunks
     )
@@ -108,7 +113,22 @@ def plan_volume(
         tuple(patch),
         windows,
         overlaps,
+        inputs,
     )
+
+
+def block_input(source: Source, read: Block, plan: BlockPlan) -> np.ndarray:
+    """The network's input (`sparseseg.method.inputs.network_image`) over ``read``: the block normalised, and its
+    filter features computed with their context read around it, where the network reads them."""
+    shape = tuple(source.shape[1:])
+    inputs = plan.inputs if plan.inputs is not None else raw_inputs(source.shape[0])
+    wide, inner = with_halo(read, (inputs.halo,) * 3, shape)
+    raw = source.read(wide)
+    if not np.isfinite(raw).all():
+        raise InputError(f"the volume holds NaN or Inf values in block {_said(wide)}")
+    image = network_image(normalise_with(raw, plan.stats), inputs)
+    del raw
+    return image if wide == read else np.ascontiguousarray(image[(slice(None),) + inner])
 
 
 def block_probabilities(
@@ -130,11 +150,7 @@ def block_probabilities(
     release_freed_memory()  # what the blocks before this one freed (one process or a worker alike)
     shape = tuple(source.shape[1:])
     read, crop = with_halo(zyx, plan.halo, shape, plan.extent)
-    raw = source.read(read)
-    if not np.isfinite(raw).all():
-        raise InputError(f"the volume holds NaN or Inf values in block {_said(read)}")
-    image = normalise_with(raw, plan.stats)
-    del raw
+    image = block_input(source, read, plan)
     if needed is not None:
         widened = np.zeros(image.shape[1:], dtype=bool)
         widened[crop] = needed

@@ -2,8 +2,8 @@
 
 tests/data holds the resolved CPU and CUDA defaults of the code before the split (commit
 759ff18), and the labels and probabilities of a seeded, step-bound densify of the small
-synthetic volume. The held-out planes, the forest and the wide axes' own overlap came later
-(`sparseseg.config.ADDED`), and the overlap across the annotated planes went from a half to
+synthetic volume. The held-out planes, the forest, the wide axes' own overlap and the network's filter
+inputs came later (`sparseseg.config.ADDED`), and the overlap across the annotated planes went from a half to
 none (`CHANGED`): with them as they were, densify is the method it was. The seeded run was
 recorded again when training began to put the annotated plane at any depth of a crop (a
 change of method, meant): ``python tests/commands/test_reference.py`` records it on this machine.
@@ -46,6 +46,7 @@ def _seeded_run():
         patch=(8, 16, 16),
         forest=False,
         holdout=False,
+        filters=False,
         **CHANGED,
     )
     return ensemble.densify_arrays(image[None].astype(np.float32), annotation, config)[2]

@@ -199,7 +199,7 @@ def _missing_key(folder, trained):
 def _weights_of_another_shape(folder, trained):
     shutil.copytree(trained.model, folder / "m")
     meta = json.loads((folder / "m" / "config.json").read_text())
-    meta["in_channels"] = 2
+    meta["config"]["base"] *= 2  # a network twice as wide as its weights
     (folder / "m" / "config.json").write_text(json.dumps(meta))
     return folder / "m", ["weights.pt", "do not match config.json", "size mismatch"]
 

@@ -61,7 +61,7 @@ def _same_model(a, b):
 def test_train_reads_a_large_volume_in_slabs_and_trains_what_the_whole_read_trains(
     files, tiny_config, monkeypatch, recorded, one_torch_thread
 ):
-    config = tiny_config(iterations=3, seed=3)
+    config = tiny_config(iterations=3, seed=3, filters=False)  # slabs: the raw channels alone
     pairs = [([files.volume], files.sparse)]
     whole, whole_log, _ = workflows.train_files(pairs, files.folder / "whole_model", config)
     monkeypatch.setattr(bounded, "SLAB_THRESHOLD", 0)
@@ -91,7 +91,7 @@ def test_a_small_volume_beside_a_large_one_is_read_whole(files, tiny_config, mon
     tifffile.imwrite(big / "volume.tif", image)
     tifffile.imwrite(big / "sparse.tif", synthetic.sparsify(truth, 2)[0])
     pairs = [([files.volume], files.sparse), ([big / "volume.tif"], big / "sparse.tif")]
-    config = tiny_config(iterations=3, seed=1, thin=4)
+    config = tiny_config(iterations=3, seed=1, thin=4, filters=False)  # slabs: the raw channels alone
     whole, whole_log, _ = workflows.train_files(pairs, files.folder / "whole_model", config)
     monkeypatch.setattr(bounded, "SLAB_THRESHOLD", int(np.prod(files.shape)))  # the first is small, the second large
     stacks = _slabs_only(monkeypatch, "big")

@@ -1,5 +1,5 @@
-"""The model folder with a forest: format 3 saves the forest (forest.npz, numeric arrays) and the blend weight and loads
-them back, format 1 folders still load (the network alone), format 2 folders with a pickled forest are refused, the
+"""The model folder with a forest: formats 3 and 4 save the forest (forest.npz, numeric arrays) and the blend weight and
+load them back, format 1 and 3 folders still load (the network on the raw channels), format 2 folders with a pickled forest are refused, the
 --resume fingerprint covers the forest, bad ones are refused."""
 
 import json
@@ -57,7 +57,7 @@ def test_round_trip_with_a_forest_and_blend(model, volume, tmp_path):
     folder = modelfolder.save_model(tmp_path / "m", model)
     assert sorted(p.name for p in folder.iterdir()) == ["config.json", "forest.npz", "weights.pt"]
     meta = _meta(folder)
-    assert meta["format_version"] == 3 and meta["blend"] == 0.5 and meta["forest"] == "forest.npz"
+    assert meta["format_version"] == 4 and meta["blend"] == 0.5 and meta["forest"] == "forest.npz"
     loaded = modelfolder.load_model(folder)
     assert loaded.blend == 0.5 and isinstance(loaded.forest, F.Forest)
     assert np.array_equal(loaded.forest.classes, model.forest.classes)
@@ -81,12 +81,31 @@ def test_a_format_1_folder_still_loads(model, tmp_path):
 
     def to_format_1(meta):
         meta["format_version"] = 1
-        del meta["blend"], meta["forest"], meta["estimate"]
+        del meta["blend"], meta["forest"], meta["estimate"], meta["inputs"]
 
     _rewrite(folder, to_format_1)
     assert set(_meta(folder)) == set(model_config.FIELDS_V1)
     loaded = modelfolder.load_model(folder)
     assert loaded.forest is None and loaded.blend == 1.0 and loaded.classes.tolist() == [0, 1, 2]
+
+
+def test_a_format_3_folder_still_loads_as_a_network_on_the_raw_channels(model, tmp_path):
+    folder = modelfolder.save_model(tmp_path / "m", model)
+
+    def to_format_3(meta):
+        meta["format_version"] = 3
+        del meta["inputs"]
+
+    _rewrite(folder, to_format_3)
+    loaded = modelfolder.load_model(folder)
+    assert loaded.inputs.count == 1 and not loaded.inputs.filters and loaded.blend == 0.5
+
+
+def test_a_format_4_folder_without_its_inputs_is_refused(model, tmp_path):
+    folder = modelfolder.save_model(tmp_path / "m", model)
+    _rewrite(folder, lambda meta: meta.pop("inputs"))
+    with pytest.raises(InputError, match="inputs"):
+        modelfolder.load_model(folder)
 
 
 def test_a_package_without_a_forest_loads(model, tmp_path):
@@ -208,7 +227,7 @@ def _pickled_array(arrays):
         pytest.param(_set("train_shapes", {"z": [0, 0, 0]}), ["train_shapes"], id="train-shape-zero"),
         pytest.param(_set("pools", [[0, 2, 2], [2, 2, 2]]), ["pools"], id="pool-kernel-0"),
         pytest.param(_set("in_channels", 10**6), ["in_channels"], id="in-channels-a-million"),
-        pytest.param(_set("format_version", 4), ["format_version", "1, 2, 3"], id="format-4"),
+        pytest.param(_set("format_version", 5), ["format_version", "1, 2, 3, 4"], id="format-5"),
     ],
 )
 def test_loading_a_damaged_folder_is_refused(model, tmp_path, damage, needles):

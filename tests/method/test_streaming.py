@@ -69,6 +69,19 @@ def model(blobs_small, sparse_small):
     annotation, _ = read_annotation(sparse_small[0])
     from sparseseg.config import Config
 
+    config = Config(
+        iterations=10, time_budget=60.0, base=4, batch_size=2, seed=0, device="cpu", patch=(8, 16, 16), filters=False
+    )
+    return fitting.fit([image[None].astype(np.float32)], [annotation], config)[0]
+
+
+@pytest.fixture(scope="module")
+def filter_model(blobs_small, sparse_small):
+    """The same, with a network that reads the filter features beside the raw channel."""
+    image, _ = blobs_small
+    annotation, _ = read_annotation(sparse_small[0])
+    from sparseseg.config import Config
+
     config = Config(iterations=10, time_budget=60.0, base=4, batch_size=2, seed=0, device="cpu", patch=(8, 16, 16))
     return fitting.fit([image[None].astype(np.float32)], [annotation], config)[0]
 
@@ -76,7 +89,15 @@ def model(blobs_small, sparse_small):
 def _probabilities(model, image, budget, wide_overlap=None):
     sink = blocks.ArraySink((len(model.classes),) + image.shape[1:], np.float32)
     source = Recording(image)
-    plan = plan_volume(model.network, source, model.windows, model.config.patch, budget, wide_overlap=wide_overlap)
+    plan = plan_volume(
+        model.network,
+        source,
+        model.windows,
+        model.config.patch,
+        budget,
+        wide_overlap=wide_overlap,
+        inputs=model.network_inputs,
+    )
     run_blocks(model.network, source, plan, sink.write, device=torch.device("cpu"))
     return sink.finish(), source.reads
 
@@ -95,6 +116,19 @@ def test_blocks_give_the_whole_volume_result(model):
     # windows: the barely trained test network's probabilities differ by up to 0.03-0.08 at a few voxels (seeds 0-2)
     assert np.abs(split - whole).mean() < 0.005
     assert np.mean(split.argmax(0) == whole.argmax(0)) > 0.99
+
+
+def test_blocks_of_a_network_reading_filter_features_give_the_whole_volume_result(filter_model):
+    image, _ = synthetic.blobs((24, 64, 64), seed=3)
+    image = image[None].astype(np.float32)
+    assert filter_model.inputs.filters
+    whole, _ = _probabilities(filter_model, image, budget=2**34)
+    split, reads = _probabilities(filter_model, image, budget=np.prod(image.shape) * 4 * 60 / 8)
+    assert len(reads) > 3  # the sample, then several blocks, each read with the features' context
+    # the features' context makes each block's features those of the whole volume (tests/method/test_inputs.py); the
+    # windows differ as above, and this network's probabilities are flatter after 10 steps (98.8 % of argmax agree)
+    assert np.abs(split - whole).mean() < 0.005
+    assert np.mean(split.argmax(0) == whole.argmax(0)) > 0.98
 
 
 def test_network_probabilities_on_needed_voxels_equal_the_whole_run_there_with_fewer_windows(model):

@@ -119,6 +119,8 @@ def test_a_package_member_that_unpacks_far_past_a_model_is_not_read(trained, tmp
     package = tmp_path / "bomb.zip"
     with zipfile.ZipFile(package, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         archive.write(trained.model / modelfolder.CONFIG, modelfolder.CONFIG)
+        if (trained.model / modelfolder.FOREST).exists():
+            archive.write(trained.model / modelfolder.FOREST, modelfolder.FOREST)
         with archive.open(modelfolder.WEIGHTS, "w", force_zip64=True) as member:
             zeros = bytes(2**20)
             for _ in range(256):  # 256 MiB of zeros, about 250 kB packed
