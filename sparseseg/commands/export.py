@@ -3,7 +3,9 @@
 The package is a .zip holding ``rdf.yaml`` (the description) and the files it names:
 
 - ``weights.pt``: the ``pytorch_state_dict`` weights, whose architecture is `sparseseg.method.network.UNet3D`
-  with the model's keyword arguments (consumers that have sparseseg installed import it);
+  with the model's keyword arguments, or for a network that reads filter features
+  `sparseseg.method.torch_features.FilteredUNet3D`, which computes them inside from the raw channels (consumers
+  that have sparseseg installed import it);
 - ``weights_torchscript.pt``: the same network as TorchScript (``parent: pytorch_state_dict``), for
   consumers that cannot import sparseseg;
 - ``test_input.npy`` and ``test_output.npy``: a small crop (the training patch) of a sample volume
@@ -17,9 +19,10 @@ The package is a .zip holding ``rdf.yaml`` (the description) and the files it na
   arrays (`sparseseg.method.forest_file`; an attachment).
 
 ``sparseseg predict`` on the package predicts what it predicts on the folder: the network blended
-with the forest (``blend`` < 1). bioimage.io cannot describe the forest nor its filter features,
-so other bioimage.io consumers run the network alone; for such a model `export_model` logs a
-warning with the network's own held-out IoU beside the blend's, and the package's README says so.
+with the forest (``blend`` < 1). bioimage.io cannot describe the forest, so other bioimage.io
+consumers run the network alone (with its filter features, computed inside it per tile); for
+such a model `export_model` logs a warning with the network's own held-out IoU beside the blend's,
+and the package's README says so.
 
 How the description maps sparseseg's method:
 
@@ -232,8 +235,10 @@ def _probabilities(model: Model, raw: np.ndarray) -> np.ndarray:
     normalisation, the network in one pass, the decision offsets, softmax."""
     import torch
 
+    from sparseseg.method.torch_features import runnable_on_raw
+
     image = normalise_with(raw, intensity_stats(raw, *PERCENTILES))
-    network = model.network.cpu().eval()
+    network = runnable_on_raw(model.network.cpu().eval(), model.network_inputs)
     offsets = torch.as_tensor(model.decision_offsets, dtype=torch.float32).view(1, -1, 1, 1, 1)
     with torch.inference_mode():
         return torch.softmax(network(torch.from_numpy(image[None])) + offsets, dim=1).numpy()
@@ -244,6 +249,7 @@ def _write_files(folder: Path, model: Model, raw: np.ndarray, spacing) -> None:
     import torch
 
     from sparseseg.commands.preview import render_preview
+    from sparseseg.method.torch_features import runnable_on_raw
 
     torch.save(model_state(model), folder / WEIGHTS)
     (folder / CONFIG).write_text(json.dumps(model_meta(model), indent=2) + "\n")
@@ -254,7 +260,8 @@ def _write_files(folder: Path, model: Model, raw: np.ndarray, spacing) -> None:
         warnings.catch_warnings()
     ):  # torch.jit says it is deprecated in favour of torch.export; bioimage.io reads TorchScript
         warnings.simplefilter("ignore")
-        traced = torch.jit.trace(model.network.cpu().eval(), example, check_trace=False)
+        network = runnable_on_raw(model.network.cpu().eval(), model.network_inputs)
+        traced = torch.jit.trace(network, example, check_trace=False)
         torch.jit.save(traced, str(folder / TORCHSCRIPT))
     probabilities = _probabilities(model, raw)
     np.save(folder / TEST_INPUT, raw[None])

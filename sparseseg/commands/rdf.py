@@ -60,6 +60,8 @@ def description(model: Model, spacing, name: str, authors: list[str], license: s
     """The rdf.yaml content, for bioimageio.spec to build."""
     import torch
 
+    from sparseseg.method.torch_features import architecture
+
     classes = model.classes.tolist()
     zyx = ["z", "y", "x"]
     preprocessing = [
@@ -70,12 +72,8 @@ def description(model: Model, spacing, name: str, authors: list[str], license: s
     postprocessing = [{"id": "softmax", "kwargs": {"axis": "channel"}}]
     if any(offsets):
         postprocessing.insert(0, {"id": "scale_linear", "kwargs": {"axis": "channel", "offset": offsets}})
-    kwargs = {
-        "in_channels": model.in_channels,
-        "n_classes": len(classes),
-        "base": model.config.base,
-        "pools": [list(p) for p in model.network.pools],
-    }
+    callable_name, kwargs = architecture(model.network, model.network_inputs)
+    module = "sparseseg.method.torch_features" if model.network_inputs.filters else "sparseseg.method.network"
     pytorch_version = torch.__version__.split("+")[0]
     return {
         "type": "model",
@@ -117,7 +115,7 @@ def description(model: Model, spacing, name: str, authors: list[str], license: s
         "weights": {
             "pytorch_state_dict": {
                 "source": WEIGHTS,
-                "architecture": {"callable": "UNet3D", "import_from": "sparseseg.method.network", "kwargs": kwargs},
+                "architecture": {"callable": callable_name, "import_from": module, "kwargs": kwargs},
                 "pytorch_version": pytorch_version,
             },
             "torchscript": {"source": TORCHSCRIPT, "parent": "pytorch_state_dict", "pytorch_version": pytorch_version},
@@ -144,6 +142,18 @@ def forest_note(model: Model) -> str:
     )
 
 
+def filters_note(model: Model) -> str:
+    if not model.network_inputs.filters:
+        return ""
+    return (
+        "The network reads, beside the normalised channels, their filter features (smoothed intensity, gradient "
+        "magnitude and Hessian eigenvalues at five scales, as ilastik's pixel classifier has them), computed inside "
+        "the network from its input. sparseseg computes them with 34 voxels of context around each block; a tool "
+        "that runs the package tile by tile computes them per tile, so results within 34 voxels of a tile's edge "
+        "differ slightly.\n\n"
+    )
+
+
 def readme(model: Model, spacing) -> str:
     classes = model.classes.tolist()
     offsets = ", ".join(f"{o:.4g}" for o in model.decision_offsets)
@@ -158,10 +168,10 @@ A 3D U-Net (Cicek et al. 2016, arXiv:1606.06650) trained with sparseseg {__versi
 - Output `{OUTPUT_ID}`: one channel per class value {classes}, the softmax of the network's scores plus the decision
   offsets ({offsets}); the label of a voxel is the class value of its largest channel.
 
-sparseseg itself predicts with a Gaussian-blended sliding window of {",".join(map(str, model.config.patch))}
-voxels (overlap {model.config.overlap} across the annotated planes, {model.config.wide_overlap} along the other axes):
-`sparseseg predict model.zip volume.tif -o labels.tif` gives the labels of
-the model folder this package was exported from. `{CONFIG}` is that folder's config.{forest_note(model)}
+{filters_note(model)}sparseseg itself predicts with a Gaussian-blended sliding window of
+{",".join(map(str, model.config.patch))} voxels (overlap {model.config.overlap} across the annotated planes,
+{model.config.wide_overlap} along the other axes): `sparseseg predict model.zip volume.tif -o labels.tif` gives
+the labels of the model folder this package was exported from. `{CONFIG}` is that folder's config.{forest_note(model)}
 
 ## Validation
 

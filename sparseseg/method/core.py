@@ -7,6 +7,7 @@ offsets, then argmax), the one decision path; and `calibrate`, which fits the of
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -190,7 +191,7 @@ def forest_part(model: Model, image, region=None, features=None) -> np.ndarray |
     ``features``: the image's (`sparseseg.method.features.volume_features`), where computed already."""
     if model.forest is None or model.blend == 1:
         return None
-    from sparseseg.method.forest import forest_probabilities
+    from sparseseg.method.forest_apply import forest_probabilities
 
     return forest_probabilities(model.forest, image, model.classes, region, features)
 
@@ -239,9 +240,15 @@ def network_probabilities(
     if needed is not None and needed.shape != image.shape[1:]:
         raise InputError(f"must have the image's shape {image.shape[1:]}, got {needed.shape}", param="needed")
     start = time.perf_counter()
-    sink = ArraySink((len(model.classes),) + image.shape[1:], np.float32)
-    windows = run_model(
-        model, ArraySource(image), sink.write, device, tta, needed=None if needed is None else needed.__getitem__
+    sink, source = ArraySink((len(model.classes),) + image.shape[1:], np.float32), ArraySource(image)
+    windows = run_blocks(
+        model.network,
+        source,
+        plan_of(model, source, math.inf),  # the image is held whole already: one block, read once
+        sink.write,
+        device=resolve_device(device),
+        tta=model.config.tta if tta is None else tta,
+        needed=None if needed is None else needed.__getitem__,
     )
     return sink.finish(), windows, time.perf_counter() - start
 

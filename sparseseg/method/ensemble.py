@@ -67,20 +67,17 @@ from sparseseg.method.core import (
     resolve_device,
     segment_calibrated,
 )
+from sparseseg.method.estimating import corrected_estimate, held_out_probabilities
 from sparseseg.method.features import BLOCK_BYTES, VolumeFeatures, volume_features
 from sparseseg.method.fitting import fit
 from sparseseg.method.holdout import (
     Estimate,
-    blend_probabilities,
     choose_blend,
     classes_on_planes,
     held_out_planes,
-    plane_correction,
-    plane_voxels,
     planes_mask,
     without_planes,
 )
-from sparseseg.method.planning import AXES
 from sparseseg.method.training import Progress, TrainLog, stop_requested
 
 log = logging.getLogger("sparseseg")
@@ -105,88 +102,6 @@ class _Shifted:
     def __call__(self, iteration: int, loss: float, elapsed: float) -> None:
         if self.progress is not None:
             self.progress(iteration + self.steps, loss, elapsed + self.seconds)
-
-
-def _forest_on_planes(forest, image, classes, held: dict, features=None) -> dict:
-    """The forest's probabilities (K, plane) on each held-out plane, keyed by (axis, index).
-
-    A plane's probabilities need the filters' context around it (`sparseseg.method.features.HALO`
-    planes each side): where the volume's ``features`` are given, or those slabs add up to
-    the volume or more, the whole volume is computed once and the planes taken from it;
-    otherwise plane by plane.
-    """
-    from sparseseg.method.features import HALO
-    from sparseseg.method.forest import forest_probabilities
-
-    shape = image.shape[1:]
-    slabs = sum(
-        min(2 * HALO + 1, shape[AXES.index(axis)]) * math.prod(shape) // shape[AXES.index(axis)]
-        for axis, indices in held.items()
-        for _ in indices
-    )
-    whole = (
-        forest_probabilities(forest, image, classes, features=features)
-        if features is not None or slabs >= math.prod(shape)
-        else None
-    )
-    planes = {}
-    for axis, indices in held.items():
-        k = 1 + AXES.index(axis)
-        for index in indices:
-            if whole is not None:
-                planes[axis, index] = np.take(whole, index, axis=k)
-            else:
-                region = tuple(slice(index, index + 1) if a == axis else slice(None) for a in AXES)
-                planes[axis, index] = np.take(forest_probabilities(forest, image, classes, region), 0, axis=k)
-    return planes
-
-
-def _held_out(
-    model: Model, network: np.ndarray | None, forest, image, annotation: Annotation, held: dict, features=None
-):
-    """The probabilities (network prior-corrected, or None; forest or None), classes and plane numbers of the held-out
-    voxels."""
-    nets, forests, targets, planes, names = [], [], [], [], []
-    prior = prior_of(model)
-    on_planes = _forest_on_planes(forest, image, model.classes, held, features) if forest is not None else {}
-    for axis, indices in held.items():
-        for index in indices:
-            where, mask = plane_voxels(annotation, axis, index)
-            if not mask.any():
-                continue
-            if network is not None:
-                p = network[(slice(None),) + where][:, mask].astype(np.float32)
-                nets.append(blend_probabilities(p, None, 1.0, prior))
-            if forest is not None:
-                forests.append(on_planes[axis, index][:, mask])
-            targets.append(annotation.target[where][mask])
-            planes.append(np.full(int(mask.sum()), len(names)))
-            names.append(f"{axis}={index}")
-    join = np.concatenate
-    return (
-        join(nets, axis=1) if nets else None,
-        join(forests, axis=1) if forests else None,
-        join(targets),
-        join(planes),
-        names,
-    )
-
-
-def _corrected(estimate: Estimate, sample, annotation: Annotation, held: dict, config: Config) -> Estimate:
-    """The estimate with the forest's correction for what the held-out planes miss
-    (`sparseseg.method.holdout.plane_correction`)."""
-    from sparseseg.method.forest import plane_folds
-
-    start = time.perf_counter()
-    folds = [held] + [{axis: [index]} for axis, indices in annotation.planes.items() for index in indices]
-    first, *each = plane_folds(sample, annotation, folds, seed=config.seed)
-    correction = plane_correction(first, each, np.asarray(annotation.classes) != 0, fit=config.calibrate)
-    log.info(
-        "the forest fitted without each annotated plane in turn: %+.3f to the estimate, %.1f s",
-        correction,
-        time.perf_counter() - start,
-    )
-    return replace(estimate, iou=estimate.iou + correction, correction=correction)
 
 
 @dataclass
@@ -308,14 +223,14 @@ def fit_estimated(
     if whole and first.iterations == 0 and init is None and forest is not None:
         # stopped before the network's first step: it is its random start, and the forest alone decides
         log.info("the network made no training step: the forest alone segments")
-        _, on_planes, *voxels, names = _held_out(model, None, forest, image, annotation, held, features)
+        _, on_planes, *voxels, names = held_out_probabilities(model, None, forest, image, annotation, held, features)
         alone = choose_blend(on_planes, None, *voxels, model.classes != 0, names, fit=config.calibrate)
         estimate = replace(alone, blend=0.0, network_iou=float("nan"), forest_iou=alone.iou, planes=held)
     else:
         log.info("running the network over %s for the estimate", "the volume" if whole else "the held-out planes")
         needed = None if whole else annotation.mask & planes_mask(held, annotation.mask.shape)
         probabilities, windows, _ = network_probabilities(model, image, config.device, needed=needed)
-        *voxels, names = _held_out(model, probabilities, forest, image, annotation, held, features)
+        *voxels, names = held_out_probabilities(model, probabilities, forest, image, annotation, held, features)
         estimate = replace(choose_blend(*voxels, model.classes != 0, names, fit=config.calibrate), planes=held)
         if not whole:
             probabilities = None
@@ -331,7 +246,7 @@ def fit_estimated(
         # forest was fitted above: on all planes now, even after a stop
         if corrects or estimate.blend < 1:
             sample = annotated_sample(image, annotation, seed=config.seed, features=features, spacing=config.spacing)
-            estimate = _corrected(estimate, sample, annotation, held, config) if corrects else estimate
+            estimate = corrected_estimate(estimate, sample, annotation, held, config) if corrects else estimate
             forest = fit_forest(image, annotation, seed=config.seed, sample=sample) if estimate.blend < 1 else forest
     log.info(
         "estimated IoU %.3f +- %.3f (%.3f on the held-out planes, %+.3f as the forest fitted without each plane "

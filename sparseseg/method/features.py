@@ -132,8 +132,7 @@ def filter_features(image: np.ndarray, spacing: Sequence[float] | None = None) -
         raise InputError(f"must hold real numbers, not {image.dtype}", param="image", value=image.shape)
     if image.shape[0] < 1 or min(image.shape[1:]) < 2:
         raise InputError("needs at least one channel and 2 voxels along z, y and x", param="image", value=image.shape)
-    ratio = anisotropy(filter_spacing(spacing))
-    ratio = ratio if max(ratio) >= ANISOTROPIC else (1.0, 1.0, 1.0)
+    ratio = filter_ratio(spacing)
     features = np.empty(image.shape[1:] + (n_features(image.shape[0]),), dtype=np.float32)
     image = image.astype(np.float32, copy=False)
     jobs = [(c, s) for c in range(image.shape[0]) for s in range(len(SIGMAS))]
@@ -156,6 +155,13 @@ def filter_features(image: np.ndarray, spacing: Sequence[float] | None = None) -
     with ThreadPoolExecutor(max_workers=min(len(SIGMAS), os.cpu_count() or 1)) as pool:
         list(pool.map(one_scale, jobs))
     return features
+
+
+def filter_ratio(spacing) -> tuple[float, float, float]:
+    """How many finest voxels each axis's voxel spans, as the filters see it: (1, 1, 1) unless an axis is at least
+    `ANISOTROPIC` times coarser than the finest (`sparseseg.method.planning.anisotropy`)."""
+    ratio = anisotropy(filter_spacing(spacing))
+    return ratio if max(ratio) >= ANISOTROPIC else (1.0, 1.0, 1.0)
 
 
 def filter_spacing(spacing) -> tuple[float, float, float] | None:

@@ -30,7 +30,16 @@ from sparseseg.method.planning import (
     training_patch,
 )
 from sparseseg.method.preprocess import normalise, normalise_with
-from sparseseg.method.training import Progress, TrainData, TrainLog, WholeVolume, class_weights_of, per_image, train
+from sparseseg.method.training import (
+    Progress,
+    TrainData,
+    TrainLog,
+    TrainPlan,
+    WholeVolume,
+    class_weights_of,
+    per_image,
+    train,
+)
 
 log = logging.getLogger("sparseseg")
 
@@ -129,6 +138,48 @@ def check_training(config: Config, shape: Sequence[int], init: Model | None = No
     plan_training(config, shape, init, resolve_device(config.device))
 
 
+def _check_pairs(images, annotations, init: Model | None) -> np.ndarray:
+    """Refuse images and annotations that do not pair up, or that a warm start cannot take; the annotated classes."""
+    if len(images) != len(annotations) or not images:
+        raise InputError(f"need one annotation per image, got {len(images)} images and {len(annotations)} annotations")
+    channels = images[0].shape[0]
+    for image, annotation in zip(images, annotations):
+        if image.ndim != 4 or image.shape[1:] != annotation.target.shape:
+            raise InputError(f"image shape {image.shape[1:]} differs from label shape {annotation.target.shape}")
+        if image.shape[0] != channels:
+            raise InputError(f"all images need the same number of channels, got {channels} and {image.shape[0]}")
+    found = np.unique(np.concatenate([a.classes for a in annotations]))
+    if init is not None:
+        if init.in_channels != channels:
+            raise InputError(
+                f"the model takes {init.in_channels} channel(s), the volume has {channels}", param="init", value="model"
+            )
+        missing = np.setdiff1d(found, init.classes)
+        if missing.size:
+            raise InputError(
+                f"the model knows classes {init.classes.tolist()}, the labels also hold {missing.tolist()}",
+                param="init",
+                value="model",
+            )
+    return found
+
+
+def _warnings(config: Config, images) -> list[str]:
+    """What makes the result not worth much (no step, a constant volume), each logged."""
+    warnings = [
+        f"{name} is 0: training ends before its first step, so the segmentation comes from an untrained network"
+        for name in ("iterations", "time_budget")
+        if getattr(config, name) == 0
+    ]
+    if any(np.ptp(image[c]) == 0 for image in images for c in range(image.shape[0])):
+        warnings.append(
+            "the volume is constant (a channel holds one value): the network has no intensity to learn from"
+        )
+    for text in warnings:
+        log.warning(text)
+    return warnings
+
+
 def fit(
     images: Sequence[np.ndarray],
     annotations: Sequence[Annotation],
@@ -168,28 +219,9 @@ def fit(
     train_log : TrainLog
         Its ``warnings`` say when the result is not worth much (a constant volume, no step made).
     """
-    if len(images) != len(annotations) or not images:
-        raise InputError(f"need one annotation per image, got {len(images)} images and {len(annotations)} annotations")
+    found = _check_pairs(images, annotations, init)
     channels = images[0].shape[0]
-    for image, annotation in zip(images, annotations):
-        if image.ndim != 4 or image.shape[1:] != annotation.target.shape:
-            raise InputError(f"image shape {image.shape[1:]} differs from label shape {annotation.target.shape}")
-        if image.shape[0] != channels:
-            raise InputError(f"all images need the same number of channels, got {channels} and {image.shape[0]}")
     device = resolve_device(config.device)
-    found = np.unique(np.concatenate([a.classes for a in annotations]))
-    if init is not None:
-        if init.in_channels != channels:
-            raise InputError(
-                f"the model takes {init.in_channels} channel(s), the volume has {channels}", param="init", value="model"
-            )
-        missing = np.setdiff1d(found, init.classes)
-        if missing.size:
-            raise InputError(
-                f"the model knows classes {init.classes.tolist()}, the labels also hold {missing.tolist()}",
-                param="init",
-                value="model",
-            )
     wholes = per_image(whole, len(images))
     smallest = tuple(
         min((a.target.shape if w is None else w.shape)[i] for a, w in zip(annotations, wholes)) for i in range(3)
@@ -199,17 +231,7 @@ def fit(
     multiple = size_multiple(pools)
     if clipped:
         log.warning("patch %s is larger than the volume %s: clipped to %s", asked, smallest, patch)
-    warnings = [
-        f"{name} is 0: training ends before its first step, so the segmentation comes from an untrained network"
-        for name in ("iterations", "time_budget")
-        if getattr(config, name) == 0
-    ]
-    if any(np.ptp(image[c]) == 0 for image in images for c in range(channels)):
-        warnings.append(
-            "the volume is constant (a channel holds one value): the network has no intensity to learn from"
-        )
-    for text in warnings:
-        log.warning(text)
+    warnings = _warnings(config, images)
     seed = config.seed if config.seed is not None else secrets.randbits(31)
     torch.manual_seed(seed)
     inputs, inputs_of = _network_inputs(images, wholes, features, config, init)
@@ -233,22 +255,20 @@ def fit(
         seed,
     )
     try:
-        train_log = train(
-            network,
-            data,
-            patch=patch,
-            batch_size=config.batch_size,
-            iterations=config.iterations,
-            time_budget=config.time_budget,
-            lr=config.lr,
-            device=device,
-            seed=seed,
-            dice=config.dice,
-            thin=thin,
-            params=augment.AugmentParams() if config.augment else None,
-            anisotropy=anisotropy(config.spacing),
-            progress=progress,
+        plan = TrainPlan(
+            patch,
+            config.batch_size,
+            config.iterations,
+            config.time_budget,
+            config.lr,
+            device,
+            seed,
+            config.dice,
+            thin,
+            augment.AugmentParams() if config.augment else None,
+            anisotropy(config.spacing),
         )
+        train_log = train(network, data, plan, progress)
     except torch.OutOfMemoryError as exc:
         raise _out_of_memory() from exc
     train_log.warnings = warnings

@@ -24,22 +24,13 @@ STATS_SAMPLE = 2**20
 
 @dataclass(frozen=True)
 class NetworkInputs:
-    """The channels the network reads for a ``channels``-channel volume.
-
-    Attributes
-    ----------
-    channels : int
-        Raw channels of the volume.
-    spacing : (float, float, float) or None
-        The voxel size the filters follow (`sparseseg.method.features.filter_features`).
-    stats : ndarray, (F, 4), or None
-        Normalisation of the F feature channels (`sparseseg.method.preprocess.intensity_stats`); None: the raw
-        channels alone.
-    """
+    """The channels the network reads for a volume of ``channels`` raw channels: those alone, or with the filter
+    features of each (`sparseseg.method.features.filter_features` for voxels of ``spacing``), normalised by ``stats``,
+    (F, 4) rows of `sparseseg.method.preprocess.intensity_stats`, one per feature channel."""
 
     channels: int
-    spacing: tuple[float, float, float] | None = None
-    stats: np.ndarray | None = None
+    spacing: tuple[float, float, float] | None = None  # the voxel size the filters follow (None: isotropic)
+    stats: np.ndarray | None = None  # None: the raw channels alone
 
     @property
     def filters(self) -> bool:

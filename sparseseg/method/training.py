@@ -296,79 +296,85 @@ def ctrl_c_stops_training(progress: Progress | None) -> Iterator[CtrlC]:
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
-def train(
-    model: torch.nn.Module,
-    data: TrainData | Sequence[TrainData],
-    *,
-    patch: tuple[int, int, int],
-    batch_size: int,
-    iterations: int,
-    time_budget: float,
-    lr: float,
-    device: torch.device,
-    seed: int,
-    dice: float = 0.0,
-    thin: Sequence[int] | None = None,
-    params: augment.AugmentParams | None = augment.AugmentParams(),
-    anisotropy: tuple[float, float, float] = (1.0, 1.0, 1.0),
-    progress: Progress | None = None,
-) -> TrainLog:
-    """Train ``model`` in place on ``data`` (one volume or several); return what happened.
+@dataclass(frozen=True)
+class TrainPlan:
+    """How `train` trains: the largest patch, the steps, the time and the loss.
 
-    ``patch`` is the largest patch; with ``thin`` (a depth per axis), each batch is drawn
-    around the annotated planes of one axis with a patch only that deep across them (see
-    `sparseseg.method.planning.patch_shapes`).
+    ``patch`` is the largest patch; with ``thin`` (a depth per axis), each batch is drawn around the annotated planes of
+    one axis with a patch only that deep across them (see `sparseseg.method.planning.patch_shapes`). ``params``: the
+    augmentation (None: none); ``anisotropy``: the voxel size relative to the finest axis, for the augmentation.
+    """
+
+    patch: tuple[int, int, int]
+    batch_size: int
+    iterations: int
+    time_budget: float
+    lr: float
+    device: torch.device
+    seed: int
+    dice: float = 0.0
+    thin: Sequence[int] | None = None
+    params: augment.AugmentParams | None = augment.AugmentParams()
+    anisotropy: tuple[float, float, float] = (1.0, 1.0, 1.0)
+
+    def stop(self, log: TrainLog, elapsed: float, progress: Progress | None) -> str | None:
+        """Why the run ends before its next step ('iterations', 'time', 'stop'), or None."""
+        if log.iterations >= self.iterations:
+            return "iterations"
+        if elapsed >= self.time_budget:
+            return "time"
+        return "stop" if stop_requested(progress) else None
+
+
+def _step(model, optimizer, batch, plan: TrainPlan, generator, shape, normal: int) -> float:
+    """One optimiser step on a batch (image, target, weight), augmented as planned; the loss."""
+    image, target, weight = augment.apply(*batch, shape, plan.params, generator, plan.anisotropy, normal)
+    image = image.contiguous(memory_format=torch.channels_last_3d)
+    with torch.autocast(plan.device.type, dtype=torch.bfloat16, enabled=plan.device.type == "cuda"):
+        logits = model(image)
+    loss = weighted_loss(logits, target, weight, plan.dice)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return float(loss.detach())
+
+
+def train(
+    model: torch.nn.Module, data: TrainData | Sequence[TrainData], plan: TrainPlan, progress: Progress | None = None
+) -> TrainLog:
+    """Train ``model`` in place on ``data`` (one volume or several) as ``plan`` says; return what happened.
+
     ``progress(iteration, loss, elapsed_seconds)`` is called after each step. The run ends
-    after ``iterations`` steps or ``time_budget`` seconds, or at Ctrl-C (KeyboardInterrupt),
+    after ``plan.iterations`` steps or ``plan.time_budget`` seconds, or at Ctrl-C (KeyboardInterrupt),
     which is caught: the model keeps what it learnt so far and ``stopped_by`` says 'interrupt'.
     A ``progress`` object whose ``stop_requested`` is true ends it the same way before the next
     step, with ``stopped_by`` 'stop' (see `Progress`).
     """
-    rng = np.random.default_rng(seed)
-    generator = torch.Generator(device=device)
-    generator.manual_seed(seed)
+    generator = torch.Generator(device=plan.device)
+    generator.manual_seed(plan.seed)
     data = [data] if isinstance(data, TrainData) else list(data)
-    axes = [a for a in AXES if any(d.planes.get(a) for d in data)]
-    shapes = patch_shapes(patch, thin, axes)
-    crops = crop_shapes(shapes, params)
-    sampler = PatchSampler(data, crops, device, rng)
-    model.to(device, memory_format=torch.channels_last_3d).train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    amp = device.type == "cuda"
-    log = TrainLog(device=str(device), shapes=shapes)
+    shapes = patch_shapes(plan.patch, plan.thin, [a for a in AXES if any(d.planes.get(a) for d in data)])
+    sampler = PatchSampler(data, crop_shapes(shapes, plan.params), plan.device, np.random.default_rng(plan.seed))
+    model.to(plan.device, memory_format=torch.channels_last_3d).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=plan.lr)
+    log = TrainLog(device=str(plan.device), shapes=shapes)
     start = time.perf_counter()
     try:
-        while True:
+        while (stopped := plan.stop(log, time.perf_counter() - start, progress)) is None:
             elapsed = time.perf_counter() - start
-            if log.iterations >= iterations:
-                log.stopped_by = "iterations"
-                break
-            if elapsed >= time_budget:
-                log.stopped_by = "time"
-                break
-            if stop_requested(progress):
-                log.stopped_by = "stop"
-                break
-            progress_fraction = max(log.iterations / max(iterations, 1), elapsed / time_budget if time_budget else 1.0)
+            done = max(log.iterations / max(plan.iterations, 1), elapsed / plan.time_budget if plan.time_budget else 1)
             for group in optimizer.param_groups:
-                group["lr"] = poly_lr(lr, progress_fraction)
-            axis, *batch = sampler.sample(batch_size)
+                group["lr"] = poly_lr(plan.lr, done)
+            axis, *batch = sampler.sample(plan.batch_size)
             normal = 0 if axis is None else AXES.index(axis)
-            image, target, weight = augment.apply(*batch, shapes[axis], params, generator, anisotropy, normal)
-            image = image.contiguous(memory_format=torch.channels_last_3d)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                logits = model(image)
-            loss = weighted_loss(logits, target, weight, dice)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            value = float(loss.detach())
+            value = _step(model, optimizer, batch, plan, generator, shapes[axis], normal)
             if not math.isfinite(value):
                 raise FloatingPointError(f"training diverged at step {log.iterations} (loss {value}); lower --lr")
             log.iterations += 1
             log.losses.append(value)
             if progress:
                 progress(log.iterations, value, time.perf_counter() - start)
+        log.stopped_by = stopped
     except KeyboardInterrupt:
         log.stopped_by = "interrupt"
     log.seconds = time.perf_counter() - start

@@ -12,7 +12,7 @@ import pytest
 import tifffile
 import torch
 
-from sparseseg import __version__, io
+from sparseseg import __version__, io, load_model
 from sparseseg.method.metrics import score
 
 TRAIN = ["--iterations", "3", "--base", "4", "--patch", "8,16,16", "--seed", "0", "--device", "cpu"]
@@ -45,6 +45,20 @@ def test_densify_json(files, run):
     labels = io.read_labels(out).data
     assert labels.shape == files.shape and labels.dtype == np.uint8
     assert set(np.unique(labels)) <= {0, 1, 2}
+
+
+@pytest.mark.parametrize("flag, reads", [("--filters", 1 + 25), ("--no-filters", 1)])
+def test_densify_filters_flag_sets_what_the_network_reads(files, run, flag, reads):
+    folder = files.folder / f"model{flag}"
+    result = run(
+        "densify", files.volume, "--slices", files.sparse, "-o", files.folder / "s.tif", *TRAIN, flag,
+        "--save-model", folder, "--overwrite", "--json",
+    )  # fmt: skip
+    _assert_ok(result)
+    meta = json.loads((folder / "config.json").read_text())
+    assert meta["config"]["filters"] == (flag == "--filters")
+    assert (meta["inputs"] is None) == (flag == "--no-filters")
+    assert load_model(folder).network.encoders[0].block[0].in_channels == reads
 
 
 def test_densify_table_and_progress(files, monkeypatch, run):

@@ -217,7 +217,7 @@ def test_a_model_with_a_forest_exports_the_whole_model_with_a_warning(trained, s
     from dataclasses import replace
 
     from sparseseg.commands.export import export_model
-    from sparseseg.method import forest, modelfolder
+    from sparseseg.method import forest, forest_apply, modelfolder
     from sparseseg.method.annotation import Annotation
 
     sparse = tifffile.imread(trained.sparse)
@@ -240,5 +240,7 @@ def test_a_model_with_a_forest_exports_the_whole_model_with_a_warning(trained, s
     assert "network alone" in _member(path, "README.md").decode()
     loaded, original = modelfolder.load_model(path), modelfolder.load_model(folder)
     assert loaded.blend == 0.7
-    expected = forest.forest_probabilities(original.forest, trained.image[None], trained.classes)
-    assert np.array_equal(forest.forest_probabilities(loaded.forest, trained.image[None], trained.classes), expected)
+    expected = forest_apply.forest_probabilities(original.forest, trained.image[None], trained.classes)
+    assert np.array_equal(
+        forest_apply.forest_probabilities(loaded.forest, trained.image[None], trained.classes), expected
+    )

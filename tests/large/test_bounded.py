@@ -24,9 +24,9 @@ def recorded(monkeypatch):
     runs = []
     train = fitting.train
 
-    def record(network, data, **kwargs):
+    def record(network, data, plan, progress=None):
         runs.append(list(data))
-        return train(network, data, **kwargs)
+        return train(network, data, plan, progress)
 
     monkeypatch.setattr(fitting, "train", record)
     return runs

@@ -94,7 +94,7 @@ def test_a_stack_holds_each_crop_as_the_volume_does(tmp_path, blobs_small, spars
 
 
 def _densify(files, out, tiny_config, **overrides):
-    config = tiny_config(iterations=6, batch_size=2, seed=3, filters=False, **overrides)  # slabs: raw inputs
+    config = tiny_config(iterations=6, batch_size=2, seed=3, **overrides)
     return workflows.densify(
         [files.volume],
         files.sparse,
@@ -134,7 +134,8 @@ def test_the_slab_path_gives_the_whole_paths_results(
         **overrides,
         "holdout": False,
         "forest": False,
-    }  # the slab path has neither yet: compare like with like
+        "filters": False,
+    }  # the slab path has none of them yet: compare like with like
     whole = _densify(files, files.folder / "whole.tif", tiny_config, **overrides)
     monkeypatch.setattr(bounded, "SLAB_THRESHOLD", 0)
     monkeypatch.setattr(io, "read_image", lambda *a: pytest.fail("the slab path read the volume whole"))
@@ -150,6 +151,16 @@ def test_the_slab_path_gives_the_whole_paths_results(
         np.testing.assert_array_equal(
             io.read_volume(files.folder / f"slabs{suffix}").data, io.read_volume(files.folder / f"whole{suffix}").data
         )
+
+
+def test_on_the_slab_path_the_network_reads_the_raw_channels_alone(files, tiny_config, monkeypatch, caplog):
+    monkeypatch.setattr(bounded, "SLAB_THRESHOLD", 0)
+    caplog.set_level("INFO", "sparseseg")
+    sliced = _densify(files, files.folder / "slabs.tif", tiny_config)  # the default: the network reads filters
+    assert sliced.segmentation.labels is None and "training on the slabs" in caplog.text
+    assert not sliced.model.network_inputs.filters and not sliced.model.config.filters
+    assert "without filter features" in caplog.text
+    assert sliced.model.network.encoders[0].block[0].in_channels == 1
 
 
 def test_an_annotation_without_whole_planes_is_read_whole(files, tiny_config, monkeypatch, caplog):

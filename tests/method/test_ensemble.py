@@ -6,7 +6,7 @@ import torch
 
 from sparseseg.commands import synthetic
 from sparseseg.config import Config
-from sparseseg.method import core, ensemble, fitting
+from sparseseg.method import core, ensemble, estimating, fitting
 from sparseseg.method.annotation import read_annotation
 from sparseseg.method.metrics import score
 from sparseseg.method.training import weighted_loss
@@ -246,13 +246,14 @@ def test_after_a_stop_the_segmentation_reuses_the_estimate_s_network_run(monkeyp
     ],
 )  # the whole volume once
 def test_the_forest_on_held_out_planes_equals_the_whole_volume_s(shape, held):
-    from sparseseg.method.forest import fit_forest, forest_probabilities
+    from sparseseg.method.forest import fit_forest
+    from sparseseg.method.forest_apply import forest_probabilities
 
     image, _, annotation = _case(shape=shape)
     forest = fit_forest(image, annotation, seed=0, n_estimators=10)
     classes = np.arange(3)
     whole = forest_probabilities(forest, image, classes)
-    planes = ensemble._forest_on_planes(forest, image, classes, held)
+    planes = estimating.forest_on_planes(forest, image, classes, held)
     assert set(planes) == {(axis, i) for axis, indices in held.items() for i in indices}
     for (axis, index), plane in planes.items():
         np.testing.assert_allclose(plane, np.take(whole, index, axis=1 + "zyx".index(axis)), atol=1e-6)

@@ -14,6 +14,7 @@ from sparseseg.io.blocks import ArraySource, with_halo
 from sparseseg.method import features as FE
 from sparseseg.method import forest as F
 from sparseseg.method.annotation import Annotation, planes_mask
+from sparseseg.method.forest_apply import forest_probabilities
 from sparseseg.method.preprocess import intensity_stats, normalise, normalise_with
 
 SHAPE = (32, 64, 64)
@@ -39,7 +40,7 @@ def case():
         truth=truth,
         annotation=annotation,
         forest=forest,
-        whole=F.forest_probabilities(forest, image[None], [0, 1, 2]),
+        whole=forest_probabilities(forest, image[None], [0, 1, 2]),
     )
 
 
@@ -85,15 +86,13 @@ def test_thick_sections_are_not_smoothed_into_one_another():
 def test_anisotropic_blockwise_equals_whole(case, monkeypatch):
     forest = F.fit_forest(case.image, case.annotation, seed=0, n_estimators=TREES, spacing=(4.0, 1.0, 1.0))
     assert forest.spacing == (4.0, 1.0, 1.0)
-    whole = F.forest_probabilities(forest, case.image, [0, 1, 2])
+    whole = forest_probabilities(forest, case.image, [0, 1, 2])
     features = FE.volume_features(case.image, spacing=[4, 1, 1])
     assert features.spacing == (4.0, 1.0, 1.0)
-    np.testing.assert_allclose(
-        F.forest_probabilities(forest, case.image, [0, 1, 2], features=features), whole, atol=1e-6
-    )
+    np.testing.assert_allclose(forest_probabilities(forest, case.image, [0, 1, 2], features=features), whole, atol=1e-6)
     assert not np.allclose(whole, case.whole, atol=0.05)  # the voxel size changed the features
     _cut(monkeypatch)
-    np.testing.assert_allclose(F.forest_probabilities(forest, case.image, [0, 1, 2]), whole, atol=1e-6)
+    np.testing.assert_allclose(forest_probabilities(forest, case.image, [0, 1, 2]), whole, atol=1e-6)
 
 
 def test_integer_images_are_not_rescaled():
@@ -131,7 +130,7 @@ def _cut(monkeypatch):
 
 def test_blockwise_equals_whole(case, monkeypatch):
     _cut(monkeypatch)
-    assert np.allclose(F.forest_probabilities(case.forest, case.image, [0, 1, 2]), case.whole, atol=1e-6)
+    assert np.allclose(forest_probabilities(case.forest, case.image, [0, 1, 2]), case.whole, atol=1e-6)
 
 
 @pytest.mark.parametrize(("shape", "channels"), [((128, 256, 256), 2), ((40, 700, 500), 1), ((30, 50, 60), 3)])
@@ -158,7 +157,7 @@ def test_blockwise_features_of_the_fit_equal_the_whole_ones(case, monkeypatch):
 
 def test_region_equals_the_whole_there(case):
     region = (slice(3, 20), slice(None, 40), slice(50, 64))
-    part = F.forest_probabilities(case.forest, case.image, [0, 1, 2], region=region)
+    part = forest_probabilities(case.forest, case.image, [0, 1, 2], region=region)
     assert part.shape == (3, 17, 40, 14)
     assert np.allclose(part, case.whole[(slice(None),) + region], atol=1e-6)
 
@@ -169,10 +168,10 @@ def test_features_computed_once_give_the_same_forest_and_probabilities(case):
     forest = F.fit_forest(case.image, case.annotation, seed=0, n_estimators=TREES, features=features)
     region = (slice(3, 20), slice(None, 40), slice(50, 64))
     np.testing.assert_allclose(
-        F.forest_probabilities(forest, case.image, [0, 1, 2], features=features), case.whole, atol=1e-6
+        forest_probabilities(forest, case.image, [0, 1, 2], features=features), case.whole, atol=1e-6
     )
     np.testing.assert_allclose(
-        F.forest_probabilities(forest, case.image, [0, 1, 2], region, features),
+        forest_probabilities(forest, case.image, [0, 1, 2], region, features),
         case.whole[(slice(None),) + region],
         atol=1e-6,
     )
@@ -185,7 +184,7 @@ def test_volume_features_are_none_past_the_budget(case):
 
 
 def test_classes_a_superset_in_any_order(case):
-    p = F.forest_probabilities(case.forest, case.image, [7, 2, 0, 1], region=(slice(0, 8), slice(0, 16), slice(0, 16)))
+    p = forest_probabilities(case.forest, case.image, [7, 2, 0, 1], region=(slice(0, 8), slice(0, 16), slice(0, 16)))
     reference = case.whole[:, :8, :16, :16]
     assert p.shape == (4, 8, 16, 16)
     assert not p[0].any()  # a class the forest never saw
@@ -203,14 +202,14 @@ def test_a_source_or_an_indexable_array_gives_the_same(case):
     region = (slice(10, 18), slice(0, 64), slice(20, 40))
     expected = case.whole[(slice(None),) + region]
     for image in (ArraySource(case.image), Indexable(case.image)):
-        assert np.allclose(F.forest_probabilities(case.forest, image, [0, 1, 2], region), expected, atol=1e-6)
+        assert np.allclose(forest_probabilities(case.forest, image, [0, 1, 2], region), expected, atol=1e-6)
 
 
 def test_fit_from_a_source_with_given_stats(case):
     stats = case.forest.stats
     forest = F.fit_forest(ArraySource(case.image), case.annotation, seed=0, n_estimators=TREES, stats=stats)
     assert forest.stats is not stats and np.array_equal(forest.stats, stats)
-    p = F.forest_probabilities(forest, case.image, [0, 1, 2], region=(slice(0, 8), slice(0, 64), slice(0, 64)))
+    p = forest_probabilities(forest, case.image, [0, 1, 2], region=(slice(0, 8), slice(0, 64), slice(0, 64)))
     assert np.allclose(p, case.whole[:, :8], atol=1e-6)  # the same voxels, features and seed: the same forest
 
 
@@ -219,7 +218,7 @@ def test_same_seed_same_probabilities_other_seed_others(case):
     again = F.fit_forest(case.image, case.annotation, seed=0, n_estimators=TREES, max_samples=2000)
     same = F.fit_forest(case.image, case.annotation, seed=0, n_estimators=TREES, max_samples=2000)
     other = F.fit_forest(case.image, case.annotation, seed=1, n_estimators=TREES, max_samples=2000)
-    p = [F.forest_probabilities(f, case.image, [0, 1, 2], region) for f in (again, same, other)]
+    p = [forest_probabilities(f, case.image, [0, 1, 2], region) for f in (again, same, other)]
     assert np.allclose(p[0], p[1], atol=1e-6)
     assert not np.allclose(p[0], p[2], atol=1e-3)
 
@@ -244,8 +243,8 @@ def test_a_sample_gives_the_forest_fitted_without_it(case):
     given = F.fit_forest(case.image, case.annotation, seed=0, n_estimators=TREES, sample=sample)
     drawn = F.fit_forest(case.image, case.annotation, seed=0, n_estimators=TREES, max_samples=2000)
     assert np.array_equal(
-        F.forest_probabilities(given, case.image, [0, 1, 2], region),
-        F.forest_probabilities(drawn, case.image, [0, 1, 2], region),
+        forest_probabilities(given, case.image, [0, 1, 2], region),
+        forest_probabilities(drawn, case.image, [0, 1, 2], region),
     )
 
 
@@ -283,7 +282,7 @@ def _folds(case, folds=None, sample=None, annotation=None, **args):
 
 
 def _predict(case, image=None, classes=(0, 1, 2), region=None, forest=None, features=None):
-    return lambda: F.forest_probabilities(
+    return lambda: forest_probabilities(
         case.forest if forest is None else forest, case.image if image is None else image, classes, region, features
     )
 

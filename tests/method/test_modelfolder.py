@@ -1,6 +1,6 @@
 """The model folder with a forest: formats 3 and 4 save the forest (forest.npz, numeric arrays) and the blend weight and
-load them back, format 1 and 3 folders still load (the network on the raw channels), format 2 folders with a pickled forest are refused, the
---resume fingerprint covers the forest, bad ones are refused."""
+load them back, format 1 and 3 folders still load (the network on the raw channels), format 2 folders with a pickled
+forest are refused, the --resume fingerprint covers the forest, bad ones are refused."""
 
 import json
 import zipfile
@@ -17,6 +17,7 @@ from sparseseg.method import forest as F
 from sparseseg.method import model_config, modelfolder
 from sparseseg.method.annotation import Annotation
 from sparseseg.method.core import Model
+from sparseseg.method.forest_apply import forest_probabilities
 from sparseseg.method.network import UNet3D
 
 SHAPE = (12, 24, 24)
@@ -62,8 +63,8 @@ def test_round_trip_with_a_forest_and_blend(model, volume, tmp_path):
     assert loaded.blend == 0.5 and isinstance(loaded.forest, F.Forest)
     assert np.array_equal(loaded.forest.classes, model.forest.classes)
     assert np.array_equal(loaded.forest.stats, model.forest.stats)
-    expected = F.forest_probabilities(model.forest, volume[0], [0, 1, 2])
-    assert np.array_equal(F.forest_probabilities(loaded.forest, volume[0], [0, 1, 2]), expected)
+    expected = forest_probabilities(model.forest, volume[0], [0, 1, 2])
+    assert np.array_equal(forest_probabilities(loaded.forest, volume[0], [0, 1, 2]), expected)
     for key, value in model.network.state_dict().items():
         assert torch.equal(loaded.network.state_dict()[key], value)
 

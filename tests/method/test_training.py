@@ -12,7 +12,15 @@ from sparseseg.method import annotation as L
 from sparseseg.method.augment import AugmentParams
 from sparseseg.method.network import UNet3D
 from sparseseg.method.preprocess import normalise
-from sparseseg.method.training import PatchSampler, TrainData, ctrl_c_stops_training, poly_lr, train, weighted_loss
+from sparseseg.method.training import (
+    PatchSampler,
+    TrainData,
+    TrainPlan,
+    ctrl_c_stops_training,
+    poly_lr,
+    train,
+    weighted_loss,
+)
 
 CPU = torch.device("cpu")
 
@@ -109,19 +117,8 @@ def test_sampler_crops_hold_annotated_voxels_of_every_class(data):
 def _train(data, iterations=3, time_budget=60.0, seed=0, params=None, progress=None, lr=3e-3):
     torch.manual_seed(seed)
     model = UNet3D(1, 3, 4, [(2, 2, 2)] * 3)
-    log = train(
-        model,
-        data,
-        patch=(8, 16, 16),
-        batch_size=2,
-        iterations=iterations,
-        time_budget=time_budget,
-        lr=lr,
-        device=CPU,
-        seed=seed,
-        params=params,
-        progress=progress,
-    )
+    plan = TrainPlan((8, 16, 16), 2, iterations, time_budget, lr, CPU, seed, params=params)
+    log = train(model, data, plan, progress)
     return model, log
 
 

@@ -1,0 +1,99 @@
+"""The probabilities of a fitted forest (`sparseseg.method.forest.Forest`) over any region of a volume, block by block,
+each block's filter features computed with the context around it (no torch)."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+
+from sparseseg.errors import InputError
+from sparseseg.io.blocks import Block, with_halo
+from sparseseg.method import features as filter_bank
+from sparseseg.method.features import HALO, VolumeFeatures, as_source, check_features, plan_feature_blocks, region_of
+from sparseseg.method.forest import Forest, class_rows
+from sparseseg.method.preprocess import normalise_with
+
+log = logging.getLogger("sparseseg")
+
+
+def forest_probabilities(
+    forest: Forest, image, classes, region: Block | None = None, features: VolumeFeatures | None = None
+) -> np.ndarray:
+    """The forest's class probabilities over a region of an image, computed block by block.
+
+    Parameters
+    ----------
+    forest : Forest
+        From `fit_forest`.
+    image : ndarray or `sparseseg.io.blocks.Source`, (C, Z, Y, X)
+        Raw intensities with the channels the forest was fitted on (normalised here by ``forest.stats``); an object
+        indexable like an array with a ``shape`` (a Zarr or HDF5 array) works too.
+    classes : sequence of int
+        The class ids to give rows for, in this order (e.g. the network's classes): all of ``forest.classes`` and
+        possibly more, whose rows are 0.
+    region : tuple of 3 slices, optional
+        Where in (Z, Y, X): plain slices (step 1) inside the volume. Default: the whole volume. Features see the
+        image around it too (`HALO` voxels), so a region's probabilities equal those of the whole volume there.
+    features : VolumeFeatures, optional
+        The image's features (`volume_features`) with the forest's statistics and voxel size: then none are computed
+        here.
+
+    Returns
+    -------
+    ndarray, (len(classes), z, y, x) float32
+        Row k is the probability of class ``classes[k]``; each voxel's rows sum to 1.
+
+    Raises
+    ------
+    InputError
+        A bad image or one with other channels, ``classes`` that miss one of the forest's, a bad region.
+    """
+    if not isinstance(forest, Forest):
+        raise InputError(
+            f"must be a sparseseg.method.forest.Forest, not {type(forest).__name__}",
+            param="forest",
+            value=type(forest).__name__,
+        )
+    source = as_source(image)
+    if source.shape[0] != forest.n_channels:
+        raise InputError(
+            f"has {source.shape[0]} channel(s), the forest was fitted on {forest.n_channels}",
+            param="image",
+            value=source.shape,
+        )
+    rows, n_rows = class_rows(classes, forest.classes)
+    shape = source.shape[1:]
+    region = region_of(region, shape)
+    start = time.perf_counter()
+    out = np.zeros((n_rows,) + tuple(s.stop - s.start for s in region), np.float32)
+    if features is not None:
+        check_features(features, source, "features")
+        if not np.array_equal(features.stats, forest.stats):
+            raise InputError(
+                "were normalised with other statistics than the forest's", param="features", value=features.values.shape
+            )
+        if features.spacing != forest.spacing:
+            raise InputError(
+                f"were computed for voxels of {features.spacing}, the forest's are {forest.spacing}",
+                param="features",
+                value=features.values.shape,
+            )
+    blocks = plan_feature_blocks(region, shape, forest.n_channels)
+    for zyx in blocks:
+        if features is None:
+            read, crop = with_halo(zyx, (HALO,) * 3, shape)
+            block = filter_bank.filter_features(normalise_with(source.read(read), forest.stats), forest.spacing)[crop]
+        else:
+            block = features.values[zyx]
+        p = forest.classifier.predict_proba(block.reshape(-1, block.shape[-1]))
+        where = tuple(slice(s.start - r.start, s.stop - r.start) for s, r in zip(zyx, region))
+        out[(rows,) + where] = p.T.reshape((len(rows),) + block.shape[:3])
+    log.debug(
+        "forest: probabilities of %d voxels in %d block(s), %.1f s",
+        out[0].size,
+        len(blocks),
+        time.perf_counter() - start,
+    )
+    return out
