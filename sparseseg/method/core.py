@@ -244,7 +244,8 @@ def network_probabilities(
     windows = run_blocks(
         model.network,
         source,
-        plan_of(model, source, math.inf),  # the image is held whole already: one block, read once
+        # an image held whole whose network reads filter features: one block, its features computed once
+        plan_of(model, source, math.inf if model.network_inputs.filters else None),
         sink.write,
         device=resolve_device(device),
         tta=model.config.tta if tta is None else tta,

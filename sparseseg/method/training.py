@@ -361,8 +361,10 @@ def train(
     start = time.perf_counter()
     try:
         while (stopped := plan.stop(log, time.perf_counter() - start, progress)) is None:
-            elapsed = time.perf_counter() - start
-            done = max(log.iterations / max(plan.iterations, 1), elapsed / plan.time_budget if plan.time_budget else 1)
+            # the share of the run done: of the steps, or of the time once a step has run (before it, the clock's
+            # microseconds would make a seeded run's first step, and so the run, differ by rounding)
+            elapsed = time.perf_counter() - start if log.iterations else 0.0
+            done = max(log.iterations / max(plan.iterations, 1), elapsed / plan.time_budget if elapsed else 0.0)
             for group in optimizer.param_groups:
                 group["lr"] = poly_lr(plan.lr, done)
             axis, *batch = sampler.sample(plan.batch_size)

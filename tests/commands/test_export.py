@@ -115,8 +115,10 @@ def test_package_holds_what_bioimage_io_needs(package, trained, spec, no_network
     assert descr.validation_summary.status == "valid-format", descr.validation_summary.display()
     assert descr.type == "model" and str(descr.format_version).startswith("0.5")
     weights = descr.weights
-    assert weights.pytorch_state_dict.architecture.import_from == "sparseseg.method.network"
-    assert weights.pytorch_state_dict.architecture.callable == "UNet3D"
+    # the trained model's network reads filter features (the default): they are computed inside it
+    assert weights.pytorch_state_dict.architecture.import_from == "sparseseg.method.torch_features"
+    assert weights.pytorch_state_dict.architecture.callable == "FilteredUNet3D"
+    assert weights.pytorch_state_dict.architecture.kwargs["in_channels"] == 1  # the raw channel alone
     assert weights.torchscript.parent == "pytorch_state_dict"
     (raw,), (out,) = descr.inputs, descr.outputs
     assert [str(a.type) for a in raw.axes] == ["batch", "channel", "space", "space", "space"]
@@ -169,16 +171,19 @@ def test_unpacked_package_is_a_model_folder(package, trained, run, tmp_path):
 
 
 def test_torchscript_gives_the_state_dict_network_output(package, spec):
+    import importlib
+
     import torch
 
-    from sparseseg.method.network import UNet3D
     from sparseseg.method.preprocess import intensity_stats, normalise_with
 
     descr = spec.load_description(package, perform_io_checks=False)
+    architecture = descr.weights.pytorch_state_dict.architecture
+    built = getattr(importlib.import_module(architecture.import_from), architecture.callable)
     raw = _npy(package, "test_input.npy")
     assert raw.dtype == np.float32 and raw.ndim == 5 and raw.shape[0] == 1
     x = torch.from_numpy(normalise_with(raw[0], intensity_stats(raw[0]))[None])
-    network = UNet3D(**descr.weights.pytorch_state_dict.architecture.kwargs).eval()
+    network = built(**architecture.kwargs).eval()  # as a bioimage.io tool builds it
     network.load_state_dict(torch.load(bytes_io.BytesIO(_member(package, "weights.pt")), weights_only=True))
     scripted = torch.jit.load(bytes_io.BytesIO(_member(package, "weights_torchscript.pt")), map_location="cpu").eval()
     with torch.inference_mode():

@@ -473,7 +473,7 @@ def test_warm_start_starts_from_the_saved_weights(trained, monkeypatch):
     """The network handed to training is the saved one (same weights), not a fresh one."""
     seen = {}
 
-    def fake_train(network, data, **kwargs):
+    def fake_train(network, data, plan, progress=None):
         seen["state"] = {k: v.clone() for k, v in network.state_dict().items()}
         return TrainLog(iterations=0)
 

@@ -29,9 +29,9 @@ def test_held_out_planes_get_no_gradient_in_the_first_phase(monkeypatch):
     seen = []
     real = fitting.train
 
-    def spy(network, data, **kwargs):
+    def spy(network, data, plan, progress=None):
         seen.append(data)
-        return real(network, data, **kwargs)
+        return real(network, data, plan, progress)
 
     monkeypatch.setattr(fitting, "train", spy)
     estimated = ensemble.fit_estimated(image, annotation, _config(iterations=4, forest=False))
@@ -217,7 +217,7 @@ def test_the_estimate_runs_the_network_on_the_held_out_planes_only(monkeypatch):
     (needed,) = calls
     expected = np.zeros(annotation.mask.shape, bool)
     for axis, (index,) in estimated.estimate.planes.items():
-        where, mask = ensemble.plane_voxels(annotation, axis, index)
+        where, mask = estimating.plane_voxels(annotation, axis, index)
         expected[where] = mask
     np.testing.assert_array_equal(needed, expected)
     ensemble.segment_estimated(estimated, image, annotation, "cpu")
