@@ -36,7 +36,8 @@ from sparseseg.method.core import Model, Segmentation, calibrate, resolve_device
 from sparseseg.method.ensemble import fit_estimated, segment_estimated
 from sparseseg.method.fitting import check_training, loss_weights
 from sparseseg.method.modelfolder import check_model_folder, load_model, save_model
-from sparseseg.method.training import Progress, TrainLog
+from sparseseg.method.progress import Progress
+from sparseseg.method.training import TrainLog
 
 
 @dataclass

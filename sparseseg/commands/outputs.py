@@ -30,7 +30,8 @@ from sparseseg.method.core import (
     output_chunks,
 )
 from sparseseg.method.modelfolder import model_digest
-from sparseseg.method.training import CtrlC, Progress, TrainLog, ctrl_c_stops_training
+from sparseseg.method.progress import Progress
+from sparseseg.method.training import CtrlC, TrainLog, ctrl_c_stops_training
 
 log = logging.getLogger("sparseseg")
 

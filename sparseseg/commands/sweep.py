@@ -26,7 +26,7 @@ from sparseseg.method.annotation import check_class_ids, planes_mask, read_annot
 from sparseseg.method.ensemble import densify_arrays
 from sparseseg.method.metrics import Scores, score
 from sparseseg.method.planning import AXES
-from sparseseg.method.training import Progress
+from sparseseg.method.progress import Progress
 
 log = logging.getLogger("sparseseg")
 

@@ -38,8 +38,9 @@ from sparseseg.method.annotation import Annotation
 from sparseseg.method.core import Model, calibrate, network_probabilities, resolve_device, segment_source, with_overlap
 from sparseseg.method.fitting import check_training, fit
 from sparseseg.method.modelfolder import check_model_folder, load_model, save_model
+from sparseseg.method.progress import Progress
 from sparseseg.method.streaming import BlockProgress
-from sparseseg.method.training import Progress, TrainLog, ctrl_c_stops_training
+from sparseseg.method.training import TrainLog, ctrl_c_stops_training
 
 PathLike = str | os.PathLike
 

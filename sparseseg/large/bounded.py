@@ -25,7 +25,8 @@ from sparseseg.method.decision import apply_offsets
 from sparseseg.method.fitting import fit, plan_training
 from sparseseg.method.planning import AXES, patch_shapes, size_multiple, thin_depths
 from sparseseg.method.preprocess import intensity_stats
-from sparseseg.method.training import Progress, TrainLog, WholeVolume, crop_shapes
+from sparseseg.method.progress import Progress
+from sparseseg.method.training import TrainLog, WholeVolume, crop_shapes
 from sparseseg.method.uncertainty import PlaneEntropy
 
 #: Volumes of more voxels than this are densified from slabs; smaller ones are read whole, as they always were.

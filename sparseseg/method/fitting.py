@@ -30,8 +30,8 @@ from sparseseg.method.planning import (
     training_patch,
 )
 from sparseseg.method.preprocess import normalise, normalise_with
+from sparseseg.method.progress import Progress
 from sparseseg.method.training import (
-    Progress,
     TrainData,
     TrainLog,
     TrainPlan,
@@ -138,7 +138,7 @@ def check_training(config: Config, shape: Sequence[int], init: Model | None = No
     plan_training(config, shape, init, resolve_device(config.device))
 
 
-def _check_pairs(images, annotations, init: Model | None) -> np.ndarray:
+def check_pairs(images, annotations, init: Model | None) -> np.ndarray:
     """Refuse images and annotations that do not pair up, or that a warm start cannot take; the annotated classes."""
     if len(images) != len(annotations) or not images:
         raise InputError(f"need one annotation per image, got {len(images)} images and {len(annotations)} annotations")
@@ -219,7 +219,7 @@ def fit(
     train_log : TrainLog
         Its ``warnings`` say when the result is not worth much (a constant volume, no step made).
     """
-    found = _check_pairs(images, annotations, init)
+    found = check_pairs(images, annotations, init)
     channels = images[0].shape[0]
     device = resolve_device(config.device)
     wholes = per_image(whole, len(images))
@@ -259,7 +259,7 @@ def fit(
             patch,
             config.batch_size,
             config.iterations,
-            config.time_budget,
+            config.time_budget if config.time_limit is None else min(config.time_budget, config.time_limit),
             config.lr,
             device,
             seed,

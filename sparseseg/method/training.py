@@ -4,8 +4,8 @@ Patches are drawn around annotated voxels (each class equally often), augmented 
 training device, and scored with a softmax cross-entropy weighted per voxel: weight 0 on
 unlabeled voxels, so only annotated voxels teach the network. The learning rate decays
 polynomially over the run, which ends after a number of steps or a time budget, whichever
-comes first; Ctrl-C, or a progress object that asks to stop (`Progress`), ends it early and
-keeps the model trained so far.
+comes first; Ctrl-C, or a `sparseseg.method.progress.Progress` that asks to stop, ends it
+early and keeps the model trained so far (a cancelled one raises `Cancelled`).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import math
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -27,6 +27,7 @@ from sparseseg.errors import InputError
 from sparseseg.method import augment
 from sparseseg.method.annotation import Annotation, weights_from_counts
 from sparseseg.method.planning import AXES, patch_shapes
+from sparseseg.method.progress import Forward, Progress, as_progress, checkpoint
 
 logger = logging.getLogger("sparseseg")
 
@@ -148,15 +149,15 @@ class VolumeCrops:
     annotated voxel). A crop drawn for an axis is weighted only on that axis's planes, which
     lie at any depth of a patch thin across them (every plane of a thin window is later used
     to predict), not on the planes of other axes that cross it out to its thin faces, which
-    are seen with padding for context. The arrays are padded once so that every crop fits;
-    padding has weight 0.
+    are seen with padding for context. Crops reach past the volume by up to ``pads`` voxels; there the image is 0
+    and the weight is 0 (the targets and weights are padded once, the image, many channels deep, crop by crop).
     """
 
     def __init__(self, data: TrainData, largest: tuple[int, int, int], device: torch.device, by_axis: bool):
         self.pads = [c // 2 + 1 for c in largest]
         pads = [(p, p) for p in self.pads]
         self.shape = data.target.shape
-        self.image = torch.from_numpy(np.pad(data.image, [(0, 0)] + pads)).to(device)
+        self.image = torch.from_numpy(data.image).to(device)
         self.target = torch.from_numpy(np.pad(data.target.astype(np.int64), pads)).to(device)
         labelled = data.weight > 0
         regions = {None: labelled}
@@ -188,7 +189,15 @@ class VolumeCrops:
             for v, j, p, c, s in zip(centre, jitter, self.pads, crop, self.shape)
         ]
         window = tuple(slice(s, s + c) for s, c in zip(start, crop))
-        return self.image[(slice(None),) + window], self.target[window], self.weights[axis][window]
+        return self._image_at(start, crop), self.target[window], self.weights[axis][window]
+
+    def _image_at(self, start, crop) -> torch.Tensor:
+        """The image's crop at ``start`` (in padded coordinates), 0 past the volume's faces."""
+        inside = [slice(max(s - p, 0), min(s - p + c, n)) for s, c, p, n in zip(start, crop, self.pads, self.shape)]
+        placed = [slice(i.start - (s - p), i.stop - (s - p)) for i, s, p in zip(inside, start, self.pads)]
+        out = self.image.new_zeros((self.image.shape[0],) + tuple(crop))
+        out[(slice(None),) + tuple(placed)] = self.image[(slice(None),) + tuple(inside)]
+        return out
 
 
 class PatchSampler:
@@ -229,32 +238,16 @@ def poly_lr(base: float, progress: float, power: float = 0.9) -> float:
     return base * (1 - min(max(progress, 0.0), 1.0)) ** power
 
 
-#: ``progress(iteration, loss, elapsed_seconds)``, called after each step. An object whose ``stop_requested``
-#: attribute turns true (a Cancel button in a GUI) ends the run before its next step, as Ctrl-C does.
-Progress = Callable[[int, float, float], None]
+class CtrlC(Forward):
+    """A `Progress` that passes everything on to ``inner`` and asks training to stop once Ctrl-C was pressed."""
 
-
-def stop_requested(progress: Progress | None) -> bool:
-    """Whether ``progress`` asks the run to end now (its ``stop_requested`` attribute is true)."""
-    return bool(getattr(progress, "stop_requested", False))
-
-
-class CtrlC:
-    """A progress callback that forwards to ``progress`` and asks training to stop once Ctrl-C was pressed."""
-
-    def __init__(self, progress: Progress | None):
-        self.progress, self.pressed = progress, False
+    def __init__(self, inner: Progress | None):
+        super().__init__(as_progress(inner))
+        self.pressed = False
 
     @property
     def stop_requested(self) -> bool:
-        return self.pressed or stop_requested(self.progress)
-
-    def __call__(self, iteration: int, loss: float, elapsed: float) -> None:
-        if self.progress is not None:
-            self.progress(iteration, loss, elapsed)
-
-    def __getattr__(self, name: str):  # the rest of ``progress``'s interface (e.g. ``estimated``)
-        return getattr(self.__dict__["progress"], name)
+        return self.pressed or self.inner.stop_requested
 
     def told(self, train_log: TrainLog) -> TrainLog:
         """``train_log``, saying 'interrupt' where Ctrl-C was pressed (training stopped at its request, or ended
@@ -317,13 +310,15 @@ class TrainPlan:
     params: augment.AugmentParams | None = augment.AugmentParams()
     anisotropy: tuple[float, float, float] = (1.0, 1.0, 1.0)
 
-    def stop(self, log: TrainLog, elapsed: float, progress: Progress | None) -> str | None:
-        """Why the run ends before its next step ('iterations', 'time', 'stop'), or None."""
+    def stop(self, log: TrainLog, elapsed: float, progress: Progress) -> str | None:
+        """Why the run ends before its next step ('iterations', 'time', 'stop'), or None; `Cancelled` where
+        ``progress`` was cancelled."""
+        checkpoint(progress)
         if log.iterations >= self.iterations:
             return "iterations"
         if elapsed >= self.time_budget:
             return "time"
-        return "stop" if stop_requested(progress) else None
+        return "stop" if progress.stop_requested else None
 
 
 def _step(model, optimizer, batch, plan: TrainPlan, generator, shape, normal: int) -> float:
@@ -347,9 +342,10 @@ def train(
     ``progress(iteration, loss, elapsed_seconds)`` is called after each step. The run ends
     after ``plan.iterations`` steps or ``plan.time_budget`` seconds, or at Ctrl-C (KeyboardInterrupt),
     which is caught: the model keeps what it learnt so far and ``stopped_by`` says 'interrupt'.
-    A ``progress`` object whose ``stop_requested`` is true ends it the same way before the next
-    step, with ``stopped_by`` 'stop' (see `Progress`).
+    A ``progress`` whose ``stop_requested`` is true ends it the same way before the next
+    step, with ``stopped_by`` 'stop'; a cancelled one raises `sparseseg.method.progress.Cancelled`.
     """
+    progress = as_progress(progress)
     generator = torch.Generator(device=plan.device)
     generator.manual_seed(plan.seed)
     data = [data] if isinstance(data, TrainData) else list(data)
@@ -374,8 +370,7 @@ def train(
                 raise FloatingPointError(f"training diverged at step {log.iterations} (loss {value}); lower --lr")
             log.iterations += 1
             log.losses.append(value)
-            if progress:
-                progress(log.iterations, value, time.perf_counter() - start)
+            progress(log.iterations, value, time.perf_counter() - start)
         log.stopped_by = stopped
     except KeyboardInterrupt:
         log.stopped_by = "interrupt"

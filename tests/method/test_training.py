@@ -12,6 +12,7 @@ from sparseseg.method import annotation as L
 from sparseseg.method.augment import AugmentParams
 from sparseseg.method.network import UNet3D
 from sparseseg.method.preprocess import normalise
+from sparseseg.method.progress import Quiet, Steps
 from sparseseg.method.training import (
     PatchSampler,
     TrainData,
@@ -167,7 +168,7 @@ def test_ctrl_c_keeps_the_model(data):
 
 
 def test_a_progress_object_can_stop_the_run(data):
-    class Cancel:
+    class Cancel(Quiet):
         """Asks to stop after the second step, as a Cancel button does."""
 
         stop_requested = False
@@ -198,7 +199,7 @@ def test_first_ctrl_c_asks_training_to_stop_and_the_second_quits(sigint_default)
 
 def test_ctrl_c_ends_training_before_its_next_step(data, sigint_default):
     with ctrl_c_stops_training(None) as progress:
-        progress.progress = lambda iteration, loss, elapsed: _ctrl_c() if iteration == 2 else None
+        progress.inner = Steps(lambda iteration, loss, elapsed: _ctrl_c() if iteration == 2 else None)
         model, log = _train(data, iterations=10, progress=progress)
     assert log.stopped_by == "stop" and progress.told(log).stopped_by == "interrupt"
     assert log.iterations == 2
