@@ -24,7 +24,7 @@ MAX_PATCH = 1024
 MAX_SEED = 2**32 - 1
 
 #: Fields added after the first model folders, with the value that means what those folders did.
-ADDED = {"forest": False, "holdout": False, "wide_overlap": 0.5, "filters": False}
+ADDED = {"forest": False, "holdout": False, "wide_overlap": 0.5, "filters": False, "time_limit": None}
 
 #: Defaults that depend on the device: (cpu, cuda).
 DEVICE_DEFAULTS = {
@@ -61,6 +61,11 @@ class Config:
         run first), 2000 on CUDA.
     time_budget : float or None
         Largest training time in seconds. Default 300 on CPU, 120 on CUDA.
+    time_limit : float or None
+        Largest wall time of a whole densify in seconds: features, forests, estimate, training and segmentation.
+        Training then ends when what follows it would no longer end in time (foreseen from the forest's time and the
+        training steps' pace), no fine-tuning follows the estimate, and the forest's correction and refit are made
+        only where they fit (`sparseseg.method.ensemble`). None: no limit beyond ``time_budget``.
     lr : float
         Adam learning rate at the start; it decays polynomially to 0 over the run.
     class_power : float
@@ -133,6 +138,7 @@ class Config:
     batch_size: int | None = None
     iterations: int | None = None
     time_budget: float | None = None
+    time_limit: float | None = None
     lr: float = 3e-3
     class_power: float = 0.5
     prior_correction: float = 0.5
@@ -151,7 +157,16 @@ class Config:
     unlabeled: int = UNLABELED
 
     def __post_init__(self):
-        for name in ("time_budget", "lr", "class_power", "prior_correction", "dice", "overlap", "wide_overlap"):
+        for name in (
+            "time_budget",
+            "time_limit",
+            "lr",
+            "class_power",
+            "prior_correction",
+            "dice",
+            "overlap",
+            "wide_overlap",
+        ):
             _check_finite(name, getattr(self, name))
         if self.spacing is not None:
             _check_finite("spacing", self.spacing)
@@ -167,6 +182,7 @@ class Config:
             (self.batch_size is None or 1 <= self.batch_size <= MAX_BATCH, "batch_size", f"must lie in 1..{MAX_BATCH}"),
             (self.iterations is None or self.iterations >= 0, "iterations", "must be >= 0"),
             (self.time_budget is None or self.time_budget >= 0, "time_budget", "must be >= 0 seconds"),
+            (self.time_limit is None or self.time_limit > 0, "time_limit", "must be > 0 seconds"),
             (0 < self.lr <= 1, "lr", "must lie in (0, 1]"),
             (self.class_power >= 0, "class_power", "must be >= 0"),
             (0 <= self.prior_correction <= 1, "prior_correction", "must lie in [0, 1]"),

@@ -43,7 +43,7 @@ def _by_device(name: str, unit: str = "") -> str:
     return f"[default: {show(cpu)} CPU, {show(cuda)} CUDA]"
 
 
-def parse_duration(text: str | None) -> float | None:
+def parse_duration(text: str | None, name: str = "time_budget") -> float | None:
     """'90' -> 90.0 s, '5m' -> 300.0, '1h30m' -> 5400.0, '2.5m' -> 150.0; None stays None."""
     if text is None:
         return None
@@ -52,7 +52,7 @@ def parse_duration(text: str | None) -> float | None:
         return float(text)
     parts = re.fullmatch(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?", text)
     if not text or parts is None or not any(parts.groups()):
-        raise InputError("expected seconds or a duration such as 90, 90s, 5m, 1h30m", param="time_budget", value=text)
+        raise InputError("expected seconds or a duration such as 90, 90s, 5m, 1h30m", param=name, value=text)
     hours, minutes, seconds = (float(g) if g else 0.0 for g in parts.groups())
     return hours * 3600 + minutes * 60 + seconds
 
@@ -167,6 +167,15 @@ TRAINING = [
         EVERYDAY,
         False,
     ),
+    _option(
+        "time_limit",
+        Optional[str],
+        None,
+        "Most time of the whole densify, features, forest, estimate and segmentation included: training gets what "
+        "they leave (e.g. 2m; train: training only).",
+        EVERYDAY,
+        False,
+    ),
     _option("iterations", Optional[int], None, f"Most training steps {_by_device('iterations')}.", EVERYDAY, False),
     _option("device", str, Config.device, "auto (CUDA when available), cpu or cuda.", EVERYDAY),
     _option(
@@ -247,11 +256,12 @@ TRAINING = [
 ]
 
 
-def training_config(unlabeled: int, *, spacing, time_budget, patch, thin, **values) -> Config:
+def training_config(unlabeled: int, *, spacing, time_budget, time_limit, patch, thin, **values) -> Config:
     """A `Config` from the training options as typed (None: the default)."""
     values.update(
         spacing=parse_triple(spacing, "spacing"),
         time_budget=parse_duration(time_budget),
+        time_limit=parse_duration(time_limit, "time_limit"),
         patch=parse_triple(patch, "patch", int),
     )
     return Config(unlabeled=unlabeled, thin=thin or None, **{k: v for k, v in values.items() if v is not None})

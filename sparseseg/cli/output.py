@@ -17,6 +17,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from rich.table import Table
 
 from sparseseg.config import Config
+from sparseseg.method.progress import Quiet
 
 #: Exit code of a run ended by Ctrl-C (also after writing a partial result).
 EXIT_INTERRUPTED = 130
@@ -35,11 +36,12 @@ def setup_output(quiet: bool) -> None:
         out.width = 160  # into a file or pipe: whole tables, not cut to 80 columns with ellipses
 
 
-class TrainingProgress:
-    """A rich progress bar on stderr showing step, loss, elapsed time and the time budget.
+class TrainingProgress(Quiet):
+    """A rich progress bar on stderr showing the phase, step, loss, estimate, elapsed time and the time budget
+    (a `sparseseg.method.progress.Progress`).
 
     The bar fills with whichever limit is nearer: the steps or the time budget. It appears
-    at the first training step, so errors found while reading the input are not preceded by
+    at the first phase, so errors found while reading the input are not preceded by
     an empty bar.
     """
 
@@ -49,8 +51,9 @@ class TrainingProgress:
         shown = config.resolved(resolve_device(config.device).type == "cuda")
         self.budget = shown.time_budget
         self.iterations = shown.iterations
+        self.label = label
         self.bar = Progress(
-            TextColumn(label),
+            TextColumn("{task.description}"),
             BarColumn(),
             TextColumn("step {task.fields[step]}"),
             TextColumn("loss {task.fields[loss]:.4f}"),
@@ -72,15 +75,25 @@ class TrainingProgress:
             self.started = False
         return False
 
-    def __call__(self, iteration: int, loss: float, elapsed: float) -> None:
+    def _show(self) -> None:
         if not self.started:
             self.bar.start()
             self.started = True
+
+    def phase(self, name: str) -> None:
+        """Name the phase beside the label ('training: forest')."""
+        self._show()
+        self.bar.update(self.task, description=f"{self.label}: {name}")
+
+    def __call__(self, iteration: int, loss: float, elapsed: float) -> None:
+        self._show()
         done = max(iteration / max(self.iterations, 1), elapsed / self.budget if self.budget else 1.0)
         self.bar.update(self.task, completed=min(done, 1.0), step=iteration, loss=loss)
 
     def estimated(self, iou: float, spread: float) -> None:
-        """Show the IoU estimated on the held-out planes (`sparseseg.method.ensemble`) beside the loss."""
+        """Show the IoU estimated on the held-out planes (`sparseseg.method.ensemble`) beside the loss: the forest's
+        first, seconds into the run, then the final one."""
+        self._show()
         said = f"est. IoU {iou:.2f}" + ("" if spread != spread else f" ± {spread:.2f}")
         self.bar.update(self.task, estimate=said)
 
@@ -89,8 +102,9 @@ class BlockProgress:
     """A rich progress bar on stderr over the blocks of a volume: voxels done, voxels per second, time left."""
 
     def __init__(self, quiet: bool, label: str = "predicting"):
+        self.label = label
         self.bar = Progress(
-            TextColumn(label),
+            TextColumn("{task.description}"),
             BarColumn(),
             TextColumn("{task.fields[rate]}"),
             TimeElapsedColumn(),

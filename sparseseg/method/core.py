@@ -225,14 +225,21 @@ def write_decided(model: Model, labels: Sink, probabilities: Sink | None = None,
 
 
 def network_probabilities(
-    model: Model, image: np.ndarray, device: str = "auto", tta: bool | None = None, needed: np.ndarray | None = None
+    model: Model,
+    image: np.ndarray,
+    device: str = "auto",
+    tta: bool | None = None,
+    needed: np.ndarray | None = None,
+    features=None,
 ) -> tuple[np.ndarray, list[tuple[int, int, int]], float]:
     """The network's class probabilities (K, Z, Y, X) for a raw (C, Z, Y, X) image, before `decide`.
 
     Returns the probabilities, the sliding windows used (one pass each, averaged) and the seconds taken.
     ``device`` is where to run ('auto' by default, whatever the model was trained on). With
     ``needed`` (bool, (Z, Y, X)) only the windows over those voxels are run: they get exactly
-    what a run over the whole volume gives them, and the other voxels hold zeros.
+    what a run over the whole volume gives them, and the other voxels hold zeros. ``features``: the image's
+    `sparseseg.method.features.VolumeFeatures`, where computed already (the image the network was trained on, whose
+    normalisation they share): a network that reads filter features takes them from there.
     """
     if image.ndim != 4:
         raise InputError(f"expected a (C, Z, Y, X) image, got shape {image.shape}")
@@ -241,11 +248,14 @@ def network_probabilities(
         raise InputError(f"must have the image's shape {image.shape[1:]}, got {needed.shape}", param="needed")
     start = time.perf_counter()
     sink, source = ArraySink((len(model.classes),) + image.shape[1:], np.float32), ArraySource(image)
+    # an image held whole whose network reads filter features: one block, its features computed once (or given)
+    plan = plan_of(model, source, math.inf if model.network_inputs.filters else None)
+    if features is not None and model.network_inputs.filters and np.array_equal(features.stats, plan.stats):
+        plan = replace(plan, features=features.values)
     windows = run_blocks(
         model.network,
         source,
-        # an image held whole whose network reads filter features: one block, its features computed once
-        plan_of(model, source, math.inf if model.network_inputs.filters else None),
+        plan,
         sink.write,
         device=resolve_device(device),
         tta=model.config.tta if tta is None else tta,

@@ -1,47 +1,36 @@
 """Densify with held-out planes: the network blended with a pixel classifier, and an estimate of the result.
 
-`fit_estimated` is the method `densify` runs on a volume it reads whole:
+`fit_estimated` runs these steps on a volume held whole, each a function below, and tells its
+`sparseseg.method.progress.Progress` the phase it is in:
 
-1. One annotated plane per axis that has two or more is held out (`sparseseg.method.holdout`),
-   drawn so that the classes are seen both on the held-out planes and on the others.
-2. A random forest on filter features (`sparseseg.method.forest`, the ilastik-style pixel
-   classifier) and the network are trained on the other planes, the network for
-   `FIRST_PART` of the time budget.
-3. On the held-out planes, the network's weight against the forest is chosen, each weight
-   with the class offsets that suit it best there (so that the weights are compared on how
-   well they rank the classes, not on how these two first models happen to be calibrated),
-   and the mean foreground IoU of the best is the estimate of the IoU on the voxels nobody
-   annotated, corrected by what a forest loses when it is fitted without the held-out planes,
-   against its score when fitted without each annotated plane in turn
-   (`sparseseg.method.holdout.plane_correction`; small forests on one sample of all the planes,
-   which the forest of step 4 is then fitted on; not charged to the time budget, and not
-   made after a stop, when the user wants the result at once).
-4. Then both are trained on all the planes: the forest anew, the network fine-tuned for the
-   rest of the budget (at a third of the learning rate, so that what was chosen on the
-   held-out planes still fits it). The forest is fitted anew even where the network is not
-   fine-tuned (a stop, or no budget left): it takes seconds, and without the held-out planes
-   it misses a third to a half of the annotation.
+1. ``_held_out``: one annotated plane per axis that has two or more is held out
+   (`sparseseg.method.holdout`), drawn so that the classes are seen both on them and on the others.
+2. ``_first_forest`` (features, forest): the filter features of the volume, and a random forest on them
+   (`sparseseg.method.forest`, the ilastik-style pixel classifier) fitted on the other planes. Where the features
+   are held whole, its segmentation of the volume and its score on the held-out planes are told to the progress at
+   once: the first result, seconds into the run.
+3. ``_train_first`` (network): the network, on the other planes, for `FIRST_PART` of the time budget.
+4. ``_estimate`` (estimate): on the held-out planes the network's weight against the forest is chosen, each weight
+   with the class offsets that suit it best there, and the mean foreground IoU of the best is the estimate of the IoU
+   on the voxels nobody annotated. Where fine-tuning follows, the network runs only over the windows on the
+   held-out planes; otherwise over the whole volume, and the segmentation reuses that pass. A network stopped before
+   its first step (and no warm start) is not run: the forest alone segments, and its score is the estimate.
+5. ``_forest_on_all_planes`` (forest): the estimate is corrected by what a forest loses when it is fitted without the
+   held-out planes, against its score when fitted without each annotated plane in turn
+   (`sparseseg.method.holdout.plane_correction`), and the forest is fitted anew on all planes (it takes seconds, and
+   without the held-out planes it misses a third to a half of the annotation). Not charged to the time budget.
+6. ``_fine_tune`` (network): the network is trained on all planes for the rest of the budget, at `FINE_TUNE_LR` of
+   the learning rate, so that what was chosen on the held-out planes still fits it.
 
-The class offsets of step 3 belong to the two models they were fitted for, trained on fewer
-planes: after step 4 only the weight is kept, and the network's prior correction (on the
-development benchmark, applying those offsets to the final models cost up to 0.07 IoU on 5
-of its 9 volumes; see docs/benchmarks.md). Where the network is not fine-tuned (Ctrl-C in
-step 2, or no budget left) their offsets are applied only if the network alone is used
-(weight 1): with any weight on the forest, the forest they were fitted for has been fitted
-anew.
+The class offsets of step 4 belong to the two models they were fitted for: after step 6 only the weight is kept
+(applying them to the final models cost up to 0.07 IoU on 5 of the 9 development volumes; docs/method.md); without
+step 6 they are kept where the network alone is used (weight 1).
 
-The estimate is therefore that of the models before their last part of training, on planes
-they had not seen, corrected by how much the forest gains from them. Where fine-tuning
-follows, step 3 runs the network only on the windows over the held-out planes (which get there
-what a run over the whole volume gives them), and the time saved goes to the fine-tuning;
-where it does not (a stop, or no budget left), it runs over the whole volume and the
-segmentation (`segment_estimated`) uses that run; where the network was stopped before its
-first step (and is no warm start), it is not run at all: the forest alone segments (weight 0),
-and the estimate is the forest's. Ctrl-C in step 2 goes straight to step 3 with the network
-trained so far; Ctrl-C in step 4 keeps the network fine-tuned so far. A progress object whose
-``stop_requested`` turns true (`sparseseg.method.training.ctrl_c_stops_training`, as `densify` runs
-this) does the same, and also at any moment between: then the step under way finishes, and no
-further one starts.
+A stop (Ctrl-C, or the progress's ``stop_requested``) ends training and goes on with what was trained, without the
+correction's small forests and without fine-tuning. ``Config.time_limit`` bounds the whole run instead: training
+ends when what follows it, foreseen from the forest's measured time and the training steps' pace, would no longer end
+in time; no fine-tuning follows, and the correction and the refit are made only where they fit. A cancelled progress
+ends the run at its next checkpoint with `sparseseg.method.progress.Cancelled`.
 """
 
 from __future__ import annotations
@@ -53,6 +42,7 @@ import time
 from dataclasses import dataclass, replace
 
 import numpy as np
+import torch
 
 from sparseseg.config import Config
 from sparseseg.method.annotation import Annotation
@@ -61,15 +51,16 @@ from sparseseg.method.core import (
     Segmentation,
     decide,
     forest_part,
+    labels_dtype,
     mixed,
     network_probabilities,
     prior_of,
     resolve_device,
     segment_calibrated,
 )
-from sparseseg.method.estimating import corrected_estimate, held_out_probabilities
+from sparseseg.method.estimating import corrected_estimate, forest_on_planes, held_out_probabilities
 from sparseseg.method.features import BLOCK_BYTES, VolumeFeatures, volume_features
-from sparseseg.method.fitting import fit
+from sparseseg.method.fitting import check_pairs, fit, plan_training
 from sparseseg.method.holdout import (
     Estimate,
     choose_blend,
@@ -78,7 +69,9 @@ from sparseseg.method.holdout import (
     planes_mask,
     without_planes,
 )
-from sparseseg.method.training import Progress, TrainLog, stop_requested
+from sparseseg.method.planning import AXES, patch_shapes, size_multiple, thin_depths
+from sparseseg.method.progress import Forward, Progress, as_progress, checkpoint, watched
+from sparseseg.method.training import TrainLog
 
 log = logging.getLogger("sparseseg")
 
@@ -86,22 +79,44 @@ log = logging.getLogger("sparseseg")
 FIRST_PART = 0.6
 #: Learning rate of the fine-tuning on all planes, as a share of ``Config.lr``.
 FINE_TUNE_LR = 1 / 3
+#: Under a time limit, what foresees the phases after training: a network pass over a training patch's voxels takes
+#: this share of a training step (the forward half, windows overlapping), the forest's refit this many times its first
+#: fit (more planes), and the correction's small forests this many.
+FORWARD_SHARE = 0.75
+REFIT_SHARE = 1.3
+CORRECTION_SHARE = 2.5
 
 
-class _Shifted:
-    """A progress callback that counts on from an earlier training phase (steps and seconds), asking to stop as it
-    does."""
+class _Shifted(Forward):
+    """A progress that counts on from an earlier training phase (steps and seconds)."""
 
-    def __init__(self, progress: Progress | None, steps: int, seconds: float):
-        self.progress, self.steps, self.seconds = progress, steps, seconds
+    def __init__(self, inner: Progress, steps: int, seconds: float):
+        super().__init__(inner)
+        self.steps, self.seconds = steps, seconds
+
+    def __call__(self, iteration: int, loss: float, elapsed: float) -> None:
+        self.inner(iteration + self.steps, loss, elapsed + self.seconds)
+
+
+class _Deadline(Forward):
+    """A progress that asks training to stop once what follows it would no longer end by ``deadline`` (a
+    `time.perf_counter` time): ``after`` seconds, and a network pass of ``pass_steps`` training steps."""
+
+    def __init__(self, inner: Progress, deadline: float, after: float, pass_steps: float):
+        super().__init__(inner)
+        self.deadline, self.after, self.pass_steps = deadline, after, pass_steps
+        self.step_seconds = 0.0
+        self.reached = False
+
+    def __call__(self, iteration: int, loss: float, elapsed: float) -> None:
+        self.step_seconds = elapsed / max(iteration, 1)
+        self.inner(iteration, loss, elapsed)
 
     @property
     def stop_requested(self) -> bool:
-        return stop_requested(self.progress)
-
-    def __call__(self, iteration: int, loss: float, elapsed: float) -> None:
-        if self.progress is not None:
-            self.progress(iteration + self.steps, loss, elapsed + self.seconds)
+        left = self.deadline - time.perf_counter() - self.after - self.pass_steps * self.step_seconds
+        self.reached = self.reached or left <= 0
+        return self.reached or self.inner.stop_requested
 
 
 @dataclass
@@ -115,19 +130,61 @@ class Estimated:
     #: The network's probabilities and windows over the whole volume, kept where the network was not
     #: fine-tuned after the estimate (and weighs something in the blend): `segment_estimated` uses them.
     network: tuple[np.ndarray, list] | None = None
-    #: The volume's filter features (`sparseseg.method.features.volume_features`), where the forests were fitted on them
-    #: and the forest weighs something in the blend: `segment_estimated` uses them.
+    #: The volume's filter features (`sparseseg.method.features.volume_features`), where computed and the
+    #: segmentation needs them (the forest weighs something, or the network reads them): `segment_estimated` uses them.
     features: VolumeFeatures | None = None
 
 
-def _stopped(first: TrainLog, progress: Progress | None) -> bool:
+@dataclass
+class _Run:
+    """What the steps of `fit_estimated` share: the inputs, the held-out planes, the clock and what was made."""
+
+    image: np.ndarray
+    annotation: Annotation
+    config: Config  # seeded
+    shown: Config  # resolved for the device
+    held: dict
+    kept: Annotation | None
+    progress: Progress
+    classes: np.ndarray
+    device: torch.device
+    start: float
+    features: VolumeFeatures | None = None
+    forest: object | None = None
+    forest_seconds: float = 0.0  # the first forest's fit
+    predict_seconds: float = 0.0  # its probabilities over the volume
+    forest_alone: Estimate | None = None  # its score on the held-out planes
+    forest_planes: dict | None = None  # its probabilities on the held-out planes
+    pass_seconds: float = 0.0  # the network's pass for the estimate
+    charged: float = 0.0  # seconds charged to the time budget before fine-tuning
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+    def left(self) -> float:
+        """Seconds left of ``Config.time_limit`` (inf: no limit)."""
+        limit = self.config.time_limit
+        return math.inf if limit is None else limit - self.elapsed()
+
+    def enter(self, phase: str) -> None:
+        checkpoint(self.progress)
+        self.progress.phase(phase)
+
+
+def _stopped(first: TrainLog, progress: Progress) -> bool:
     """Whether the user stopped the run (Ctrl-C, or the progress object asked), in the first phase or since."""
-    return first.stopped_by in ("interrupt", "stop") or stop_requested(progress)
+    return first.stopped_by in ("interrupt", "stop") or progress.stop_requested
 
 
-def _fine_tuning_follows(first: TrainLog, progress: Progress | None, shown: Config, elapsed: float) -> bool:
-    """Whether the network is fine-tuned on all planes after the estimate: no stop, and steps and budget are left."""
-    return not _stopped(first, progress) and shown.iterations > first.iterations and elapsed < shown.time_budget
+def _tunes(run: _Run, first: TrainLog) -> bool:
+    """Whether the network is fine-tuned on all planes after the estimate: no time limit, no stop, and steps and budget
+    are left."""
+    return (
+        run.config.time_limit is None
+        and not _stopped(first, run.progress)
+        and run.shown.iterations > first.iterations
+        and run.elapsed() < run.shown.time_budget
+    )
 
 
 def _shown(iou: float) -> str:
@@ -148,6 +205,221 @@ def _joined(first: TrainLog, second: TrainLog | None) -> TrainLog:
     )
 
 
+def _held_out(annotation: Annotation, config: Config) -> tuple[dict, Annotation | None]:
+    """The planes held out and the annotation without them; none where ``config.holdout`` is off, where no axis has
+    two annotated planes, or where the other planes would hold one class only."""
+    if not config.holdout:
+        return {}, None
+    held = held_out_planes(annotation.planes, np.random.default_rng(config.seed), classes_on_planes(annotation))
+    kept = without_planes(annotation, held) if held else None
+    if kept is None or len(np.unique(kept.target[kept.mask])) < 2 or kept.mask.sum() == annotation.mask.sum():
+        log.warning(
+            "no estimate of the quality: it needs two annotated planes on an axis, to hold one out "
+            "and keep two classes on the others"
+        )
+        return {}, None
+    log.info("holding out planes %s to estimate the quality", ", ".join(f"{a}={v[0]}" for a, v in held.items()))
+    return held, kept
+
+
+def _pass_steps(run: _Run, init: Model | None) -> float:
+    """The network's pass over the volume after training, foreseen in training steps (`FORWARD_SHARE`)."""
+    shape = run.image.shape[1:]
+    config, pools, patch, _ = plan_training(run.config, shape, init, run.device)
+    thin = thin_depths(config.thin, config.spacing, size_multiple(pools), patch) if config.thin else None
+    shapes = patch_shapes(patch, thin, [a for a in AXES if run.annotation.planes.get(a)])
+    step = config.batch_size * np.mean([math.prod(s) for s in shapes.values()])
+    return FORWARD_SHARE * len(shapes) * math.prod(shape) / step
+
+
+def _limited(run: _Run, init: Model | None, after: float) -> Progress:
+    """The progress to train with: under ``Config.time_limit``, one that stops training in time for ``after`` seconds
+    and the network's pass."""
+    if run.config.time_limit is None:
+        return run.progress
+    return _Deadline(run.progress, run.start + run.config.time_limit, after, _pass_steps(run, init))
+
+
+def _start(image, annotation: Annotation, config: Config, progress: Progress, init: Model | None) -> _Run:
+    start = time.perf_counter()
+    check_pairs([image], [annotation], init)  # before any forest: a warm start that cannot take these classes
+    device = resolve_device(config.device)
+    config = replace(config, seed=config.seed if config.seed is not None else secrets.randbits(31))
+    held, kept = _held_out(annotation, config)
+    classes = init.classes if init is not None else annotation.classes
+    shown = config.resolved(device.type == "cuda")
+    return _Run(image, annotation, config, shown, held, kept, progress, classes, device, start)
+
+
+def _first_forest(run: _Run) -> None:
+    """The volume's features, and the forest on the other planes with its probabilities on the held-out planes and its
+    score there; where the features are held whole, its segmentation is shown at once."""
+    config = run.config
+    if config.forest or config.filters:
+        run.enter("features")
+        # for both forests, the segmentation and the network's inputs; where the network does not read them, only
+        # where they fit in memory
+        run.features = volume_features(run.image, BLOCK_BYTES if not config.filters else math.inf, config.spacing)
+    if not config.forest:
+        return
+    # here: scikit-learn takes a second to import
+    from sparseseg.method.forest import fit_forest
+    from sparseseg.method.forest_apply import forest_probabilities
+
+    run.enter("forest")
+    started = time.perf_counter()
+    run.forest = fit_forest(run.image, run.kept, seed=config.seed, features=run.features, spacing=config.spacing)
+    run.forest_seconds = time.perf_counter() - started
+    whole = None
+    if run.features is not None:
+        whole = forest_probabilities(run.forest, run.image, run.classes, features=run.features)
+        run.progress.preview(run.classes.astype(labels_dtype(run.classes))[np.argmax(whole, axis=0)], "forest")
+    run.forest_planes = forest_on_planes(run.forest, run.image, run.classes, run.held, run.features, whole)
+    run.predict_seconds = time.perf_counter() - started - run.forest_seconds
+    _, forests, *voxels, names = held_out_probabilities(None, None, run.forest_planes, run.annotation, run.held)
+    run.forest_alone = choose_blend(forests, None, *voxels, run.classes != 0, names, fit=config.calibrate)
+    log.info("forest on the other planes: %.3f on the held-out planes, %.1f s", run.forest_alone.iou, run.elapsed())
+    run.progress.estimated(run.forest_alone.iou, run.forest_alone.spread)
+
+
+def _after_training(run: _Run) -> float:
+    """Seconds the phases after training take besides the network's pass, foreseen: the forest's refit and its
+    probabilities over the volume, where there is a forest."""
+    return REFIT_SHARE * run.forest_seconds + run.predict_seconds
+
+
+def _train_first(run: _Run, init: Model | None) -> tuple[Model, TrainLog]:
+    """The network on the other planes: `FIRST_PART` of the budget and steps (all of them under a time limit)."""
+    run.enter("network")
+    limited = run.config.time_limit is not None
+    share = 1.0 if limited else FIRST_PART
+    budget = max(share * run.shown.time_budget - run.elapsed(), 0.0)
+    steps = math.ceil(share * run.shown.iterations)
+    progress = _limited(run, init, _after_training(run))
+    config = replace(run.config, time_budget=budget, iterations=steps)
+    model, first = fit([run.image], [run.kept], config, progress, init, None, run.features)
+    if isinstance(progress, _Deadline) and progress.reached and not run.progress.stop_requested:
+        first = replace(first, stopped_by="time")
+    return model, first
+
+
+def _estimate(run: _Run, model: Model, first: TrainLog, init: Model | None):
+    """The estimate on the held-out planes and the blend chosen there; and the network's probabilities and windows
+    over the whole volume, where it ran over all of it (no fine-tuning to follow), else None."""
+    run.enter("estimate")
+    whole = not _tunes(run, first)
+    if whole and first.iterations == 0 and init is None and run.forest is not None:
+        log.info("the network made no training step: the forest alone segments")
+        alone = run.forest_alone
+        return replace(alone, blend=0.0, network_iou=float("nan"), forest_iou=alone.iou, planes=run.held), None
+    log.info("running the network over %s for the estimate", "the volume" if whole else "the held-out planes")
+    needed = None if whole else run.annotation.mask & planes_mask(run.held, run.annotation.mask.shape)
+    probabilities, windows, seconds = network_probabilities(
+        model, run.image, run.config.device, needed=needed, features=run.features
+    )
+    run.pass_seconds = seconds
+    nets, forests, targets, planes, names = held_out_probabilities(
+        probabilities, prior_of(model), run.forest_planes, run.annotation, run.held
+    )
+    estimate = choose_blend(nets, forests, targets, planes, model.classes != 0, names, fit=run.config.calibrate)
+    return replace(estimate, planes=run.held), ((probabilities, windows) if whole else None)
+
+
+def _fits(run: _Run, seconds: float) -> bool:
+    return run.left() > seconds
+
+
+def _forest_on_all_planes(run: _Run, estimate: Estimate, first: TrainLog, final: float) -> Estimate:
+    """The estimate corrected by the forest fitted without each plane in turn, and the forest fitted anew on all planes
+    (where it weighs something); under a time limit, the correction only where it fits before the refit and ``final``
+    seconds of segmentation."""
+    if run.forest is None:
+        return estimate
+    from sparseseg.method.forest import annotated_sample, fit_forest
+
+    run.enter("forest")
+    # training left time for the refit: it is skipped only where the run is late by half of it
+    refits = estimate.blend < 1 and _fits(run, REFIT_SHARE * run.forest_seconds / 2)
+    after = (CORRECTION_SHARE + REFIT_SHARE) * run.forest_seconds + final
+    corrects = not _stopped(first, run.progress) and _fits(run, after)
+    if not corrects:
+        log.info("the estimate is the held-out planes' score, without the forest's correction (stopped, or no time)")
+    if estimate.blend < 1 and not refits:
+        log.info("no time left to fit the forest on all planes: it keeps the other planes' fit")
+    if not (corrects or refits):
+        return estimate
+    config, annotation = run.config, run.annotation
+    sample = annotated_sample(run.image, annotation, seed=config.seed, features=run.features, spacing=config.spacing)
+    if corrects:
+        estimate = corrected_estimate(estimate, sample, annotation, run.held, config)
+    if refits and estimate.blend < 1:
+        run.forest = fit_forest(run.image, annotation, seed=config.seed, sample=sample)
+    return estimate
+
+
+def _told(run: _Run, estimate: Estimate) -> None:
+    log.info(
+        "estimated IoU %.3f +- %.3f (%.3f on the held-out planes, %+.3f as the forest fitted without each plane "
+        "in turn sees it; network %s, forest %s), network weight %.1f",
+        estimate.iou,
+        estimate.spread,
+        estimate.held_out_iou,
+        estimate.correction,
+        _shown(estimate.network_iou),
+        _shown(estimate.forest_iou),
+        estimate.blend,
+    )
+    run.progress.estimated(estimate.iou, estimate.spread)
+
+
+def _fine_tune(run: _Run, model: Model, first: TrainLog) -> tuple[Model, TrainLog]:
+    """The network trained on all planes for the rest of the budget and steps, at `FINE_TUNE_LR` of the learning
+    rate."""
+    run.enter("network")
+    config = run.config
+    tune = replace(
+        config,
+        seed=(config.seed + 1) % 2**31,
+        lr=config.lr * FINE_TUNE_LR,
+        time_budget=run.shown.time_budget - run.charged,
+        iterations=run.shown.iterations - first.iterations,
+    )
+    shifted = _Shifted(run.progress, first.iterations, first.seconds)
+    return fit([run.image], [run.annotation], tune, shifted, model, None, run.features)
+
+
+def _finished(run: _Run, model: Model, estimate: Estimate, train_log: TrainLog, tuned: bool, network) -> Estimated:
+    """The model with its blend, offsets and estimate, and what its segmentation can reuse."""
+    train_log.warnings += estimate.warnings
+    for text in estimate.warnings:
+        log.warning(text)
+    blend = estimate.blend if run.forest is not None else 1.0
+    # see the module's text: the held-out offsets are kept only for the network they were fitted for, alone; a blend
+    # corrects the prior inside
+    if blend < 1:
+        offsets = np.zeros_like(estimate.offsets)
+    else:
+        offsets = prior_of(model) + (0 if tuned else estimate.offsets)
+    shown = run.shown
+    model = replace(
+        model,
+        config=replace(
+            model.config,
+            seed=run.config.seed,
+            lr=run.config.lr,
+            time_budget=shown.time_budget,
+            iterations=shown.iterations,
+        ),
+        forest=run.forest if blend < 1 else None,
+        blend=blend,
+        offsets=offsets,
+        estimate=estimate.as_dict(),
+    )
+    network = network if network is not None and not tuned and blend > 0 else None
+    needs_features = blend < 1 or (model.network_inputs.filters and network is None and blend > 0)
+    return Estimated(model, train_log, estimate, network, run.features if needs_features else None)
+
+
 def fit_estimated(
     image: np.ndarray,
     annotation: Annotation,
@@ -166,165 +438,68 @@ def fit_estimated(
         off) nothing is held out: the network is trained and calibrated on all the
         annotation, as `sparseseg.method.fitting.fit` does, and no estimate is made.
     config : Config
-        ``config.forest`` blends in the forest; ``config.holdout`` holds out planes.
-    progress : callable, optional
-        As for `sparseseg.method.fitting.fit`, counting on over both phases; an object with an
-        ``estimated(iou, spread)`` method is told the estimate when it is made.
+        ``config.forest`` blends in the forest; ``config.holdout`` holds out planes; ``config.time_limit`` bounds
+        the run.
+    progress : Progress or callable, optional
+        Told the steps (counting on over both phases), the phases, the forest's first segmentation and the
+        estimates (`sparseseg.method.progress`); it can stop or cancel the run.
     init : Model, optional
         A warm start, as for `sparseseg.method.fitting.fit`.
     """
-    start = time.perf_counter()
-    device = resolve_device(config.device)
-    config = replace(config, seed=config.seed if config.seed is not None else secrets.randbits(31))
-    shown = config.resolved(device.type == "cuda")
-    held = (
-        held_out_planes(annotation.planes, np.random.default_rng(config.seed), classes_on_planes(annotation))
-        if config.holdout
-        else {}
-    )
-    kept = without_planes(annotation, held) if held else None
-    if kept is not None and (len(np.unique(kept.target[kept.mask])) < 2 or kept.mask.sum() == annotation.mask.sum()):
-        held = {}  # the other planes hold one class only, or the held-out planes no annotated voxel
-    if not held:
-        if config.holdout:
-            log.warning(
-                "no estimate of the quality: it needs two annotated planes on an axis, to hold one out "
-                "and keep two classes on the others"
-            )
-        model, train_log = fit([image], [annotation], config, progress, init)
-        return Estimated(model, train_log, None)
-    log.info("holding out planes %s to estimate the quality", ", ".join(f"{a}={v[0]}" for a, v in held.items()))
-    forest = features = None
-    if config.forest or config.filters:
-        # for both forests, the segmentation and the network's inputs; where the network does not read them, only
-        # where they fit in memory
-        features = volume_features(image, BLOCK_BYTES if not config.filters else math.inf, config.spacing)
-    if config.forest:
-        # here: scikit-learn takes a second to import; bound for the refit below
-        from sparseseg.method.forest import annotated_sample, fit_forest
-
-        forest = fit_forest(image, kept, seed=config.seed, features=features, spacing=config.spacing)
-        log.info("forest on the other planes: %.1f s", time.perf_counter() - start)
-    first_budget = max(FIRST_PART * shown.time_budget - (time.perf_counter() - start), 0.0)
-    first_steps = math.ceil(FIRST_PART * shown.iterations)
-    model, first = fit(
-        [image],
-        [kept],
-        replace(config, time_budget=first_budget, iterations=first_steps),
-        progress,
-        init,
-        None,
-        features,
-    )
-    # fine-tuning to follow: the network's probabilities are needed on the held-out planes only; otherwise the
-    # network stays as it is, and its probabilities over the whole volume are kept for the segmentation
-    whole = not _fine_tuning_follows(first, progress, shown, time.perf_counter() - start)
-    probabilities = windows = None
-    if whole and first.iterations == 0 and init is None and forest is not None:
-        # stopped before the network's first step: it is its random start, and the forest alone decides
-        log.info("the network made no training step: the forest alone segments")
-        _, on_planes, *voxels, names = held_out_probabilities(model, None, forest, image, annotation, held, features)
-        alone = choose_blend(on_planes, None, *voxels, model.classes != 0, names, fit=config.calibrate)
-        estimate = replace(alone, blend=0.0, network_iou=float("nan"), forest_iou=alone.iou, planes=held)
-    else:
-        log.info("running the network over %s for the estimate", "the volume" if whole else "the held-out planes")
-        needed = None if whole else annotation.mask & planes_mask(held, annotation.mask.shape)
-        probabilities, windows, _ = network_probabilities(model, image, config.device, needed=needed)
-        *voxels, names = held_out_probabilities(model, probabilities, forest, image, annotation, held, features)
-        estimate = replace(choose_blend(*voxels, model.classes != 0, names, fit=config.calibrate), planes=held)
-        if not whole:
-            probabilities = None
-    second = None
-    elapsed = time.perf_counter() - start  # the forests below are not charged to the budget
-    tunes = _fine_tuning_follows(first, progress, shown, elapsed)
-    if forest is not None:
-        # the user wants the result now after a stop: the small forests of the correction would take seconds more
-        corrects = not _stopped(first, progress)
-        if not corrects:
-            log.info("stopped: the estimate is the held-out planes' score, without the forest's correction")
-        # one sample of all planes, for the correction and for the forest on all planes; a blend below 1 means the
-        # forest was fitted above: on all planes now, even after a stop
-        if corrects or estimate.blend < 1:
-            sample = annotated_sample(image, annotation, seed=config.seed, features=features, spacing=config.spacing)
-            estimate = corrected_estimate(estimate, sample, annotation, held, config) if corrects else estimate
-            forest = fit_forest(image, annotation, seed=config.seed, sample=sample) if estimate.blend < 1 else forest
-    log.info(
-        "estimated IoU %.3f +- %.3f (%.3f on the held-out planes, %+.3f as the forest fitted without each plane "
-        "in turn sees it; network %s, forest %s), network weight %.1f",
-        estimate.iou,
-        estimate.spread,
-        estimate.held_out_iou,
-        estimate.correction,
-        _shown(estimate.network_iou),
-        _shown(estimate.forest_iou),
-        estimate.blend,
-    )
-    if hasattr(progress, "estimated"):
-        progress.estimated(estimate.iou, estimate.spread)
-    if tunes:
-        tune = replace(
-            config,
-            seed=(config.seed + 1) % 2**31,
-            lr=config.lr * FINE_TUNE_LR,
-            time_budget=shown.time_budget - elapsed,
-            iterations=shown.iterations - first.iterations,
-        )
-        shifted = _Shifted(progress, first.iterations, first.seconds)
-        model, second = fit([image], [annotation], tune, shifted, model, None, features)
-    train_log = _joined(first, second)
-    train_log.warnings += estimate.warnings
-    for text in estimate.warnings:
-        log.warning(text)
-    blend = estimate.blend if forest is not None else 1.0
-    # see the module's text: the held-out offsets are kept only for the network they were fitted for, alone; a blend
-    # corrects the prior inside
-    if blend < 1:
-        offsets = np.zeros_like(estimate.offsets)
-    else:
-        offsets = prior_of(model) + (estimate.offsets if second is None else 0)
-    model = replace(
-        model,
-        config=replace(
-            model.config, seed=config.seed, lr=config.lr, time_budget=shown.time_budget, iterations=shown.iterations
-        ),
-        forest=forest if blend < 1 else None,
-        blend=blend,
-        offsets=offsets,
-        estimate=estimate.as_dict(),
-    )
-    kept_network = (probabilities, windows) if probabilities is not None and second is None and blend > 0 else None
-    return Estimated(model, train_log, estimate, kept_network, features if blend < 1 else None)
+    progress = as_progress(progress)
+    with watched(progress):
+        run = _start(image, annotation, config, progress, init)
+        if not run.held:
+            run.enter("network")
+            model, train_log = fit([image], [annotation], run.config, _limited(run, init, 0.0), init)
+            return Estimated(model, train_log, None)
+        _first_forest(run)
+        model, first = _train_first(run, init)
+        estimate, network = _estimate(run, model, first, init)
+        run.charged = run.elapsed()  # the forests below are not charged to the budget
+        tunes = _tunes(run, first)
+        final = run.predict_seconds + (run.pass_seconds if network is None and estimate.blend > 0 else 0.0)
+        estimate = _forest_on_all_planes(run, estimate, first, final)
+        _told(run, estimate)
+        second = None
+        if tunes:
+            model, second = _fine_tune(run, model, first)
+        return _finished(run, model, estimate, _joined(first, second), second is not None, network)
 
 
 def segment_estimated(
-    estimated: Estimated, image: np.ndarray, annotation: Annotation, device: str = "auto"
+    estimated: Estimated,
+    image: np.ndarray,
+    annotation: Annotation,
+    device: str = "auto",
+    progress: Progress | None = None,
 ) -> tuple[Model, Segmentation]:
     """Segment the image `fit_estimated` trained on: with the offsets chosen on the held-out planes, or (no estimate)
     calibrated on the annotation as `sparseseg.method.core.segment_calibrated` does.
 
     The network's probabilities ``estimated.network`` and the volume's features
     ``estimated.features`` are used where `fit_estimated` kept them, and handed over: both are
-    None afterwards (the blend works in place).
+    None afterwards (the blend works in place). ``progress`` hears the phase 'segmenting', and can cancel it.
     """
-    model = estimated.model
-    if estimated.estimate is None:
-        return segment_calibrated(model, image, annotation, device)
-    start = time.perf_counter()
-    kept, estimated.network = estimated.network, None
-    features, estimated.features = estimated.features, None
-    if model.forest is not None and model.blend == 0:  # the forest alone: the network's probabilities weigh nothing
-        probabilities, windows = (
-            mixed(
-                model,
-                np.zeros((len(model.classes),) + image.shape[1:], np.float32),
-                forest_part(model, image, features=features),
-            ),
-            [],
-        )
-    else:
-        network, windows = kept if kept is not None else network_probabilities(model, image, device)[:2]
+    progress = as_progress(progress)
+    with watched(progress):
+        checkpoint(progress)
+        progress.phase("segmenting")
+        model = estimated.model
+        if estimated.estimate is None:
+            return segment_calibrated(model, image, annotation, device)
+        start = time.perf_counter()
+        kept, estimated.network = estimated.network, None
+        features, estimated.features = estimated.features, None
+        if model.forest is not None and model.blend == 0:  # the forest alone: the network's weighs nothing
+            network, windows = np.zeros((len(model.classes),) + image.shape[1:], np.float32), []
+        else:
+            network, windows = (
+                kept if kept is not None else network_probabilities(model, image, device, features=features)[:2]
+            )
         probabilities = mixed(model, network, forest_part(model, image, features=features))
-    return model, Segmentation(decide(model, probabilities), probabilities, time.perf_counter() - start, windows)
+        labels = decide(model, probabilities)
+    return model, Segmentation(labels, probabilities, time.perf_counter() - start, windows)
 
 
 def densify_arrays(
@@ -337,8 +512,9 @@ def densify_arrays(
     """Train on one sparsely annotated (C, Z, Y, X) image (`fit_estimated`) and segment all of it (on the training
     device).
 
-    The model's ``estimate`` holds the estimate, where one was made.
+    The model's ``estimate`` holds the estimate, where one was made. ``progress`` hears the run and can stop or cancel
+    it (`sparseseg.method.progress`); a cancelled run raises `sparseseg.method.progress.Cancelled`.
     """
     estimated = fit_estimated(image, annotation, config, progress, init)
-    model, segmentation = segment_estimated(estimated, image, annotation, config.device)
+    model, segmentation = segment_estimated(estimated, image, annotation, config.device, progress)
     return model, estimated.train_log, segmentation

@@ -13,20 +13,19 @@ import numpy as np
 
 from sparseseg.config import Config
 from sparseseg.method.annotation import Annotation
-from sparseseg.method.core import Model, prior_of
 from sparseseg.method.holdout import Estimate, blend_probabilities, plane_correction, plane_voxels
 from sparseseg.method.planning import AXES
 
 log = logging.getLogger("sparseseg")
 
 
-def forest_on_planes(forest, image, classes, held: dict, features=None) -> dict:
+def forest_on_planes(forest, image, classes, held: dict, features=None, whole: np.ndarray | None = None) -> dict:
     """The forest's probabilities (K, plane) on each held-out plane, keyed by (axis, index).
 
-    A plane's probabilities need the filters' context around it (`sparseseg.method.features.HALO`
-    planes each side): where the volume's ``features`` are given, or those slabs add up to
-    the volume or more, the whole volume is computed once and the planes taken from it;
-    otherwise plane by plane.
+    ``whole``: its probabilities over the whole volume, where computed already. A plane's probabilities need the
+    filters' context around it (`sparseseg.method.features.HALO` planes each side): where the volume's ``features``
+    are given, or those slabs add up to the volume or more, the whole volume is computed once and the planes taken
+    from it; otherwise plane by plane.
     """
     from sparseseg.method.features import HALO
     from sparseseg.method.forest_apply import forest_probabilities
@@ -37,11 +36,8 @@ def forest_on_planes(forest, image, classes, held: dict, features=None) -> dict:
         for axis, indices in held.items()
         for _ in indices
     )
-    whole = (
-        forest_probabilities(forest, image, classes, features=features)
-        if features is not None or slabs >= math.prod(shape)
-        else None
-    )
+    if whole is None and (features is not None or slabs >= math.prod(shape)):
+        whole = forest_probabilities(forest, image, classes, features=features)
     planes = {}
     for axis, indices in held.items():
         k = 1 + AXES.index(axis)
@@ -55,13 +51,12 @@ def forest_on_planes(forest, image, classes, held: dict, features=None) -> dict:
 
 
 def held_out_probabilities(
-    model: Model, network: np.ndarray | None, forest, image, annotation: Annotation, held: dict, features=None
+    network: np.ndarray | None, prior: np.ndarray | None, forest_planes: dict | None, annotation: Annotation, held: dict
 ):
-    """The probabilities (network prior-corrected, or None; forest or None), classes and plane numbers of the held-out
-    voxels."""
+    """The probabilities of the held-out voxels, network's (prior-corrected by ``prior``; None: no network) and
+    forest's (from ``forest_planes``, `forest_on_planes`; None: no forest), their classes, plane numbers and the
+    planes' names."""
     nets, forests, targets, planes, names = [], [], [], [], []
-    prior = prior_of(model)
-    on_planes = forest_on_planes(forest, image, model.classes, held, features) if forest is not None else {}
     for axis, indices in held.items():
         for index in indices:
             where, mask = plane_voxels(annotation, axis, index)
@@ -70,8 +65,8 @@ def held_out_probabilities(
             if network is not None:
                 p = network[(slice(None),) + where][:, mask].astype(np.float32)
                 nets.append(blend_probabilities(p, None, 1.0, prior))
-            if forest is not None:
-                forests.append(on_planes[axis, index][:, mask])
+            if forest_planes is not None:
+                forests.append(forest_planes[axis, index][:, mask])
             targets.append(annotation.target[where][mask])
             planes.append(np.full(int(mask.sum()), len(names)))
             names.append(f"{axis}={index}")

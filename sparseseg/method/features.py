@@ -27,6 +27,7 @@ from sparseseg.errors import InputError
 from sparseseg.io.blocks import ArraySource, Block, plan_blocks, sample_planes, with_halo
 from sparseseg.method.planning import anisotropy
 from sparseseg.method.preprocess import intensity_stats, normalise_with
+from sparseseg.method.progress import checkpoint, current
 
 #: The Gaussian scales of the features, in voxels of the finest axis: evenly spaced in log2 from 0.7 to 8 (0.7, 1.287,
 #: 2.366, 4.351, 8), as ``multiscale_basic_features(sigma_min=0.7, sigma_max=8, num_sigma=5)`` spaces them.
@@ -137,7 +138,10 @@ def filter_features(image: np.ndarray, spacing: Sequence[float] | None = None) -
     image = image.astype(np.float32, copy=False)
     jobs = [(c, s) for c in range(image.shape[0]) for s in range(len(SIGMAS))]
 
+    watching = current()  # the pool's threads do not see the run's progress: each scale checks it
+
     def one_scale(job):
+        checkpoint(watching)
         c, s = job
         first = (c * len(SIGMAS) + s) * FEATURES_PER_SIGMA
         smooth = filters.gaussian(image[c], sigma=[SIGMAS[s] / r for r in ratio], preserve_range=False)

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from sparseseg.method.progress import checkpoint
 from sparseseg.method.tiling import gaussian_weight, tile_slices
 
 
@@ -61,6 +62,7 @@ def sliding_window(
         windows = [w for w in windows if needed[w].any()]
         norm += 1e-30  # voxels no window covers are not valid, but not NaN
     for start in range(0, len(windows), batch_size):
+        checkpoint()  # a cancelled run ends between windows
         chunk = windows[start : start + batch_size]
         batch = torch.stack([image[(slice(None),) + w] for w in chunk])
         result = fn(batch).float()

@@ -16,7 +16,7 @@ import ctypes.util
 import functools
 import platform
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -52,6 +52,9 @@ class BlockPlan:
     windows: list[tuple[int, int, int]]
     overlaps: list[tuple[float, float, float]]
     inputs: NetworkInputs | None = None  # what the network reads (`sparseseg.method.inputs`; None: the raw channels)
+    #: The whole source's (Z, Y, X, F) filter features (`sparseseg.method.features.VolumeFeatures.values`), where
+    #: computed already for this normalisation: blocks take theirs from it instead of computing them.
+    features: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     @property
     def extent(self) -> tuple[int, int, int]:
@@ -126,8 +129,9 @@ def block_input(source: Source, read: Block, plan: BlockPlan) -> np.ndarray:
     raw = source.read(wide)
     if not np.isfinite(raw).all():
         raise InputError(f"the volume holds NaN or Inf values in block {_said(wide)}")
-    image = network_image(normalise_with(raw, plan.stats), inputs)
-    del raw
+    known = None if plan.features is None or not inputs.filters else plan.features[wide]
+    image = network_image(normalise_with(raw, plan.stats), inputs, known)
+    del raw, known
     return image if wide == read else np.ascontiguousarray(image[(slice(None),) + inner])
 
 

@@ -9,6 +9,7 @@ from sparseseg.config import Config
 from sparseseg.method import core, ensemble, estimating, fitting
 from sparseseg.method.annotation import read_annotation
 from sparseseg.method.metrics import score
+from sparseseg.method.progress import Quiet
 from sparseseg.method.training import weighted_loss
 
 
@@ -101,7 +102,7 @@ def test_holdout_off_trains_on_everything_as_before():
     assert train_log.losses == reference_log.losses
 
 
-class _StopAfterTwo:
+class _StopAfterTwo(Quiet):
     stop_requested = False
 
     def __call__(self, iteration, loss, elapsed):
@@ -128,7 +129,7 @@ def test_after_a_stop_the_held_out_offsets_are_not_applied_to_a_forest_fitted_an
     np.testing.assert_allclose(model.offsets, 0)  # ... and are not applied to the one fitted on all planes
 
 
-class _StopAtOnce:
+class _StopAtOnce(Quiet):
     stop_requested = True
 
     def __call__(self, iteration, loss, elapsed):
@@ -168,7 +169,7 @@ def test_after_the_fine_tuning_the_held_out_offsets_are_not_applied(forest):
 def test_the_progress_counts_on_over_both_phases_and_hears_the_estimate():
     image, _, annotation = _case()
 
-    class Recorder:
+    class Recorder(Quiet):
         def __init__(self):
             self.steps, self.estimates = [], []
 
