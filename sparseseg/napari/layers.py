@@ -24,6 +24,8 @@ def _replace(viewer, name: str, add, data, **kwargs):
 #: The key of the segmentation layer's metadata that holds the run's estimate (`sparseseg.method.holdout.Estimate`,
 #: as a dict), or None where no plane could be held out.
 ESTIMATE = "sparseseg_estimate"
+#: The key of its metadata that says what made it: 'densify' (the run's result) or the forest's first result.
+SOURCE = "sparseseg_source"
 
 
 def show_result(viewer, result, scale) -> tuple:
@@ -33,7 +35,7 @@ def show_result(viewer, result, scale) -> tuple:
     Returns both layers.
     """
     labels = _replace(viewer, SEGMENTATION, viewer.add_labels, result.labels(), scale=scale, opacity=0.4)
-    labels.metadata = {**labels.metadata, ESTIMATE: result.model.estimate}
+    labels.metadata = {**labels.metadata, ESTIMATE: result.model.estimate, SOURCE: "densify"}
     uncertainty = _replace(
         viewer,
         UNCERTAINTY,
@@ -46,6 +48,14 @@ def show_result(viewer, result, scale) -> tuple:
         visible=False,
     )
     return labels, uncertainty
+
+
+def show_preview(viewer, labels, scale):
+    """Show the forest's first segmentation as the segmentation layer, until the run's result replaces it; its metadata
+    says so (no estimate yet)."""
+    layer = _replace(viewer, SEGMENTATION, viewer.add_labels, labels, scale=scale, opacity=0.4)
+    layer.metadata = {**layer.metadata, ESTIMATE: None, SOURCE: "forest, first result"}
+    return layer
 
 
 def go_to_plane(viewer, axis: str, index: int, shape, scale) -> None:
@@ -90,3 +100,10 @@ def painted_plane(viewer, layer) -> tuple[str, int] | None:
     world = viewer.dims.point[viewer.dims.not_displayed[-1]]
     index = int(round((world - layer.translate[sliced]) / layer.scale[sliced]))
     return AXES[sliced], index
+
+
+def drop_outline(viewer, axis: str, index: int) -> None:
+    """Remove the outline of the suggested plane ``axis``=``index`` (it has been painted)."""
+    name = f"{NEXT_PLANE} {axis}={index}"
+    if name in viewer.layers:
+        viewer.layers.remove(name)

@@ -7,6 +7,7 @@ that a Cancel button can stop, and ranks the plane to annotate next.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -16,9 +17,10 @@ import numpy as np
 from sparseseg import UNLABELED
 from sparseseg.config import Config
 from sparseseg.errors import InputError
-from sparseseg.method.annotation import Annotation, parse_planes, read_annotation
-from sparseseg.method.planning import AXES
+from sparseseg.method.annotation import Annotation, read_annotation
+from sparseseg.method.progress import Quiet
 from sparseseg.method.uncertainty import Suggestion, entropy, plane_uncertainty, rank_planes
+from sparseseg.napari.planes import PlaneRecord
 
 
 @dataclass
@@ -30,7 +32,7 @@ class Result:
     model : sparseseg.method.core.Model
         The trained (calibrated) model; the next run can warm-start from it.
     train_log : sparseseg.method.training.TrainLog
-        What training did; ``stopped_by`` is 'stop' after Cancel.
+        What training did (``stopped_by`` 'time' where the time limit ended it).
     segmentation : sparseseg.method.core.Segmentation
         Labels (Z, Y, X) and probabilities (K, Z, Y, X) of the whole volume.
     annotation : Annotation
@@ -41,10 +43,6 @@ class Result:
     train_log: object
     segmentation: object
     annotation: Annotation
-
-    @property
-    def cancelled(self) -> bool:
-        return self.train_log.stopped_by == "stop"
 
     def annotated_classes(self) -> np.ndarray:
         """The class values of the annotated voxels (in the order of ``annotation.mask``'s True voxels)."""
@@ -57,14 +55,6 @@ class Result:
         labels[self.annotation.mask] = self.annotated_classes()
         return labels
 
-    def fit(self) -> float:
-        """Fraction of the annotated voxels on which the network's own segmentation agrees with the annotation.
-
-        It is measured on the voxels trained on, so it says how well the model fits them, not how
-        good the segmentation is elsewhere.
-        """
-        return float(np.mean(self.segmentation.labels[self.annotation.mask] == self.annotated_classes()))
-
     def uncertainty(self) -> np.ndarray:
         """Normalised predictive entropy per voxel (Z, Y, X), 0 (sure) to 1."""
         return entropy(self.segmentation.probabilities)
@@ -76,42 +66,80 @@ class Result:
         return ranked[0] if ranked else None
 
 
-class TrainingProgress:
-    """Progress of a training run, written by the worker thread and read by the GUI; `cancel` asks it to stop.
-
-    Called as ``progress(iteration, loss, elapsed)`` after each step (`sparseseg.method.training.Progress`);
-    its ``stop_requested`` ends the run before the next step, keeping the model so far.
+class RunProgress(Quiet):
+    """What a densify run tells the widget (a `sparseseg.method.progress.Progress`): written by the worker thread, read
+    by the GUI's timer.
 
     Parameters
     ----------
-    iterations : int
-        The run's largest number of steps.
-    time_budget : float
-        The run's time budget in seconds.
+    budget : float
+        The run's time limit in seconds (``Config.time_limit``), counted from now.
+
+    Attributes
+    ----------
+    phase_name : str
+        The phase under way (`sparseseg.method.progress.PHASES`), '' before the first.
+    iteration, loss : int, float
+        The last training step.
+    estimate : tuple of float or None
+        The last estimate told (IoU, spread): the forest's first, then the run's.
+    preview : ndarray or None
+        The forest's segmentation (Z, Y, X class ids), once it exists, until the widget takes it (`take_preview`).
     """
 
-    def __init__(self, iterations: int, time_budget: float):
-        self.iterations = iterations
-        self.time_budget = time_budget
-        self.iteration = 0
-        self.loss = float("nan")
-        self.elapsed = 0.0
+    def __init__(self, budget: float):
+        self.budget = float(budget)
         self.started = time.perf_counter()
+        self.phase_name = ""
+        self.iteration, self.loss = 0, float("nan")
+        self.estimate = None
+        self._preview = None
+        self._lock = threading.Lock()
         self.stop_requested = False
+        self.cancelled = False
 
     def __call__(self, iteration: int, loss: float, elapsed: float) -> None:
-        self.iteration, self.loss, self.elapsed = iteration, loss, elapsed
+        self.iteration, self.loss = iteration, loss
+
+    def phase(self, name: str) -> None:
+        self.phase_name = name
+
+    def estimated(self, iou: float, spread: float) -> None:
+        self.estimate = (iou, spread)
+
+    def preview(self, labels: np.ndarray, source: str) -> None:
+        with self._lock:
+            self._preview = labels
+
+    def take_preview(self) -> np.ndarray | None:
+        """The forest's segmentation, once: None where none came since the last call."""
+        with self._lock:
+            labels, self._preview = self._preview, None
+        return labels
 
     def cancel(self) -> None:
-        """Ask the run to stop after the current step."""
-        self.stop_requested = True
+        """Give the run up: it ends at its next checkpoint (within about a second of work) without a result."""
+        self.cancelled = self.stop_requested = True
+
+    @property
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
 
     @property
     def fraction(self) -> float:
-        """How far training is, 0..1: the nearer of the step limit and the time budget."""
-        elapsed = time.perf_counter() - self.started
-        done = max(self.iteration / max(self.iterations, 1), elapsed / self.time_budget if self.time_budget else 1.0)
-        return min(done, 1.0)
+        """How far the run is through its time limit, 0..1."""
+        return min(self.elapsed / self.budget, 1.0) if self.budget else 1.0
+
+    def said(self) -> str:
+        """The phase, the step, the estimate so far and the time left, in a line."""
+        parts = [self.phase_name or "starting"]
+        if self.iteration:
+            parts.append(f"step {self.iteration}, loss {self.loss:.3f}")
+        if self.estimate is not None:
+            parts.append(f"estimated IoU {self.estimate[0]:.2f} so far")
+        left = self.budget - self.elapsed
+        parts.append(f"{left:.0f} s left" if left >= 0 else f"{-left:.0f} s over")
+        return " · ".join(parts)
 
 
 def image_of(arrays: Sequence[np.ndarray]) -> np.ndarray:
@@ -135,61 +163,40 @@ def spacing_of(scale: Sequence[float]) -> tuple[float, float, float]:
     return spacing
 
 
-def annotation_of(
-    labels: np.ndarray, planes: str = "", painted: dict[str, set[int]] | None = None, unlabeled: int = UNLABELED
-) -> tuple[Annotation, str]:
+def annotation_of(labels: np.ndarray, record: PlaneRecord | None = None, unlabeled: int = UNLABELED):
     """The annotation of a Labels layer's data, and how its annotated voxels were found, in words.
 
-    The annotated planes are, first of all, those written in ``planes`` ('z=12,40 y=64'); else
-    the planes painted in the viewer (``painted``, per axis) that still hold a label; else
-    sparseseg's convention (`sparseseg.method.annotation.annotated_mask`): voxels not equal to
-    ``unlabeled``, or the planes of the one axis that hold labels. On an annotated plane,
-    unpainted voxels (0) are background.
+    The annotated planes are those of ``record`` (`sparseseg.napari.planes.PlaneRecord.annotated`: the marked planes,
+    and the painted ones that still hold a label); where it has none, sparseseg's convention
+    (`sparseseg.method.annotation.annotated_mask`): voxels not equal to ``unlabeled``, or the planes of the one axis
+    that hold labels. On an annotated plane, unpainted voxels (0) are background.
     """
     labels = np.asarray(labels)
     if labels.ndim != 3:
         raise InputError(f"the Labels layer must be 3D (Z, Y, X), got shape {labels.shape}")
-    chosen = None
-    if planes.strip():
-        chosen = parse_planes([planes.replace(";", " ")], labels.shape)
-    elif painted and any(painted.values()):
-        chosen = {a: sorted(i for i in painted.get(a, ()) if _holds_labels(labels, a, i)) for a in AXES}
-        if not any(chosen.values()):
-            chosen = None
+    chosen = record.annotated(labels) if record is not None else None
+    if chosen is not None and not any(chosen.values()):
+        chosen = None
     try:
         annotation, how = read_annotation(labels, unlabeled, chosen, name="labels layer")
     except InputError as exc:
         if chosen is not None:
             raise
         raise InputError(
-            f"{exc}. Here: paint the planes in this viewer (2D view), or write them in the planes field (z=12,40 y=64)"
+            f"{exc}. Here: paint the planes in this viewer (2D view), or name them in the planes field (z=12,40 y=64)"
         ) from None
     if chosen is not None:
-        said = " ".join(f"{a}={','.join(map(str, v))}" for a, v in chosen.items() if v)
-        how = ("planes given: " if planes.strip() else "painted planes: ") + said
+        how = "planes: " + " ".join(f"{a}={','.join(map(str, v))}" for a, v in chosen.items() if v)
     return annotation, how
 
 
-def _holds_labels(labels: np.ndarray, axis: str, index: int) -> bool:
-    size = labels.shape[AXES.index(axis)]
-    return 0 <= index < size and bool(np.take(labels, index, axis=AXES.index(axis)).any())
-
-
 def training_config(config: Config, time_budget: float, spacing: tuple[float, float, float]) -> Config:
-    """``config`` with the widget's time budget and the layer's voxel size."""
-    return replace(config, time_budget=float(time_budget), spacing=spacing)
-
-
-def progress_for(config: Config) -> TrainingProgress:
-    """A `TrainingProgress` for the limits ``config`` resolves to on its device."""
-    from sparseseg.method.core import resolve_device
-
-    shown = config.resolved(resolve_device(config.device).type == "cuda")
-    return TrainingProgress(shown.iterations, shown.time_budget)
+    """``config`` with the widget's time budget as the whole run's time limit, and the layer's voxel size."""
+    return replace(config, time_budget=float(time_budget), time_limit=float(time_budget), spacing=spacing)
 
 
 def densify(
-    image: np.ndarray, annotation: Annotation, config: Config, progress: TrainingProgress | None = None, init=None
+    image: np.ndarray, annotation: Annotation, config: Config, progress: RunProgress | None = None, init=None
 ) -> Result:
     """Train (from ``init``, a model, when given), calibrate and segment: `sparseseg.method.ensemble.densify_arrays`."""
     from sparseseg.method.ensemble import densify_arrays
