@@ -33,10 +33,11 @@ from sparseseg.large import bounded
 from sparseseg.large.slabs import scan_labels, write_weights
 from sparseseg.method.annotation import Annotation, check_two_classes, parse_planes
 from sparseseg.method.core import Model, Segmentation, calibrate, resolve_device, segment_source
-from sparseseg.method.ensemble import fit_estimated, segment_estimated
+from sparseseg.method.ensemble import fit_estimated
 from sparseseg.method.fitting import check_training, loss_weights
 from sparseseg.method.modelfolder import check_model_folder, load_model, save_model
 from sparseseg.method.progress import Progress
+from sparseseg.method.segmenting import segment_estimated
 from sparseseg.method.training import TrainLog
 
 

@@ -1,36 +1,25 @@
 """Densify with held-out planes: the network blended with a pixel classifier, and an estimate of the result.
 
-`fit_estimated` runs these steps on a volume held whole, each a function below, and tells its
-`sparseseg.method.progress.Progress` the phase it is in:
+`fit_estimated` runs these steps on a volume held whole, each telling the progress its phase
+(`sparseseg.method.progress`); docs/method.md, step 6, says why each is as it is:
 
-1. ``_held_out``: one annotated plane per axis that has two or more is held out
-   (`sparseseg.method.holdout`), drawn so that the classes are seen both on them and on the others.
-2. ``_first_forest`` (features, forest): the filter features of the volume, and a random forest on them
-   (`sparseseg.method.forest`, the ilastik-style pixel classifier) fitted on the other planes. Where the features
-   are held whole, its segmentation of the volume and its score on the held-out planes are told to the progress at
-   once: the first result, seconds into the run.
-3. ``_train_first`` (network): the network, on the other planes, for `FIRST_PART` of the time budget.
-4. ``_estimate`` (estimate): on the held-out planes the network's weight against the forest is chosen, each weight
-   with the class offsets that suit it best there, and the mean foreground IoU of the best is the estimate of the IoU
-   on the voxels nobody annotated. Where fine-tuning follows, the network runs only over the windows on the
-   held-out planes; otherwise over the whole volume, and the segmentation reuses that pass. A network stopped before
-   its first step (and no warm start) is not run: the forest alone segments, and its score is the estimate.
-5. ``_forest_on_all_planes`` (forest): the estimate is corrected by what a forest loses when it is fitted without the
-   held-out planes, against its score when fitted without each annotated plane in turn
-   (`sparseseg.method.holdout.plane_correction`), and the forest is fitted anew on all planes (it takes seconds, and
-   without the held-out planes it misses a third to a half of the annotation). Not charged to the time budget.
-6. ``_fine_tune`` (network): the network is trained on all planes for the rest of the budget, at `FINE_TUNE_LR` of
-   the learning rate, so that what was chosen on the held-out planes still fits it.
+1. ``_held_out``: one annotated plane per axis that has two or more is held out, drawn so that the classes are seen
+   both on them and on the others (`sparseseg.method.holdout`).
+2. ``_first_forest`` (features, forest): the volume's filter features, and a random forest on them fitted on the other
+   planes; its segmentation of the volume and its score on the held-out planes are told at once, the first result.
+3. ``_train_first`` (network): the network on the other planes, for `FIRST_PART` of the time budget.
+4. ``_estimate``: on the held-out planes the network's weight against the forest is chosen, each weight with its best
+   class offsets; the best's mean foreground IoU estimates the IoU on the voxels nobody annotated. Without
+   fine-tuning to follow, the network's pass covers the volume and the segmentation reuses it; a network stopped
+   before its first step is not run (the forest alone segments).
+5. ``_forest_on_all_planes`` (forest): the estimate is corrected by what a forest loses without the held-out planes
+   (`sparseseg.method.holdout.plane_correction`), and the forest is fitted anew on all planes.
+6. ``_fine_tune`` (network): the rest of the budget on all planes, at `FINE_TUNE_LR` of the learning rate; the
+   held-out offsets are then dropped (kept only for the network they were fitted for, deciding alone).
 
-The class offsets of step 4 belong to the two models they were fitted for: after step 6 only the weight is kept
-(applying them to the final models cost up to 0.07 IoU on 5 of the 9 development volumes; docs/method.md); without
-step 6 they are kept where the network alone is used (weight 1).
-
-A stop (Ctrl-C, or the progress's ``stop_requested``) ends training and goes on with what was trained, without the
-correction's small forests and without fine-tuning. ``Config.time_limit`` bounds the whole run instead: training
-ends when what follows it, foreseen from the forest's measured time and the training steps' pace, would no longer end
-in time; no fine-tuning follows, and the correction and the refit are made only where they fit. A cancelled progress
-ends the run at its next checkpoint with `sparseseg.method.progress.Cancelled`.
+A stop (Ctrl-C, ``stop_requested``) goes on with what was trained, without the correction and the fine-tuning.
+``Config.time_limit`` bounds the whole run (`sparseseg.method.deadline`): training ends in time for what follows, no
+fine-tuning, and the correction only where it fits. A cancelled progress raises `sparseseg.method.progress.Cancelled`.
 """
 
 from __future__ import annotations
@@ -49,18 +38,15 @@ from sparseseg.method.annotation import Annotation
 from sparseseg.method.core import (
     Model,
     Segmentation,
-    decide,
-    forest_part,
     labels_dtype,
-    mixed,
     network_probabilities,
     prior_of,
     resolve_device,
-    segment_calibrated,
 )
+from sparseseg.method.deadline import CORRECTION_SHARE, REFIT_SHARE, Deadline, pass_steps
 from sparseseg.method.estimating import corrected_estimate, forest_on_planes, held_out_probabilities
 from sparseseg.method.features import BLOCK_BYTES, VolumeFeatures, volume_features
-from sparseseg.method.fitting import check_pairs, fit, plan_training
+from sparseseg.method.fitting import check_pairs, fit
 from sparseseg.method.holdout import (
     Estimate,
     choose_blend,
@@ -69,8 +55,8 @@ from sparseseg.method.holdout import (
     planes_mask,
     without_planes,
 )
-from sparseseg.method.planning import AXES, patch_shapes, size_multiple, thin_depths
-from sparseseg.method.progress import Forward, Progress, as_progress, checkpoint, watched
+from sparseseg.method.progress import Progress, Shifted, as_progress, checkpoint, watched
+from sparseseg.method.segmenting import Estimated, segment_estimated
 from sparseseg.method.training import TrainLog
 
 log = logging.getLogger("sparseseg")
@@ -79,60 +65,6 @@ log = logging.getLogger("sparseseg")
 FIRST_PART = 0.6
 #: Learning rate of the fine-tuning on all planes, as a share of ``Config.lr``.
 FINE_TUNE_LR = 1 / 3
-#: Under a time limit, what foresees the phases after training: a network pass over a training patch's voxels takes
-#: this share of a training step (the forward half, windows overlapping), the forest's refit this many times its first
-#: fit (more planes), and the correction's small forests this many.
-FORWARD_SHARE = 0.75
-REFIT_SHARE = 1.3
-CORRECTION_SHARE = 2.5
-
-
-class _Shifted(Forward):
-    """A progress that counts on from an earlier training phase (steps and seconds)."""
-
-    def __init__(self, inner: Progress, steps: int, seconds: float):
-        super().__init__(inner)
-        self.steps, self.seconds = steps, seconds
-
-    def __call__(self, iteration: int, loss: float, elapsed: float) -> None:
-        self.inner(iteration + self.steps, loss, elapsed + self.seconds)
-
-
-class _Deadline(Forward):
-    """A progress that asks training to stop once what follows it would no longer end by ``deadline`` (a
-    `time.perf_counter` time): ``after`` seconds, and a network pass of ``pass_steps`` training steps."""
-
-    def __init__(self, inner: Progress, deadline: float, after: float, pass_steps: float):
-        super().__init__(inner)
-        self.deadline, self.after, self.pass_steps = deadline, after, pass_steps
-        self.step_seconds = 0.0
-        self.reached = False
-
-    def __call__(self, iteration: int, loss: float, elapsed: float) -> None:
-        self.step_seconds = elapsed / max(iteration, 1)
-        self.inner(iteration, loss, elapsed)
-
-    @property
-    def stop_requested(self) -> bool:
-        left = self.deadline - time.perf_counter() - self.after - self.pass_steps * self.step_seconds
-        self.reached = self.reached or left <= 0
-        return self.reached or self.inner.stop_requested
-
-
-@dataclass
-class Estimated:
-    """What `fit_estimated` returns: the model, the training log of both phases, and the estimate (None: none could be
-    made)."""
-
-    model: Model
-    train_log: TrainLog
-    estimate: Estimate | None
-    #: The network's probabilities and windows over the whole volume, kept where the network was not
-    #: fine-tuned after the estimate (and weighs something in the blend): `segment_estimated` uses them.
-    network: tuple[np.ndarray, list] | None = None
-    #: The volume's filter features (`sparseseg.method.features.volume_features`), where computed and the
-    #: segmentation needs them (the forest weighs something, or the network reads them): `segment_estimated` uses them.
-    features: VolumeFeatures | None = None
 
 
 @dataclass
@@ -191,20 +123,6 @@ def _shown(iou: float) -> str:
     return "-" if np.isnan(iou) else f"{iou:.3f}"
 
 
-def _joined(first: TrainLog, second: TrainLog | None) -> TrainLog:
-    if second is None:
-        return first
-    stopped = first.stopped_by if first.stopped_by in ("interrupt", "stop") else second.stopped_by
-    return replace(
-        second,
-        iterations=first.iterations + second.iterations,
-        seconds=first.seconds + second.seconds,
-        losses=first.losses + second.losses,
-        stopped_by=stopped,
-        warnings=first.warnings + second.warnings,
-    )
-
-
 def _held_out(annotation: Annotation, config: Config) -> tuple[dict, Annotation | None]:
     """The planes held out and the annotation without them; none where ``config.holdout`` is off, where no axis has
     two annotated planes, or where the other planes would hold one class only."""
@@ -222,22 +140,13 @@ def _held_out(annotation: Annotation, config: Config) -> tuple[dict, Annotation 
     return held, kept
 
 
-def _pass_steps(run: _Run, init: Model | None) -> float:
-    """The network's pass over the volume after training, foreseen in training steps (`FORWARD_SHARE`)."""
-    shape = run.image.shape[1:]
-    config, pools, patch, _ = plan_training(run.config, shape, init, run.device)
-    thin = thin_depths(config.thin, config.spacing, size_multiple(pools), patch) if config.thin else None
-    shapes = patch_shapes(patch, thin, [a for a in AXES if run.annotation.planes.get(a)])
-    step = config.batch_size * np.mean([math.prod(s) for s in shapes.values()])
-    return FORWARD_SHARE * len(shapes) * math.prod(shape) / step
-
-
 def _limited(run: _Run, init: Model | None, after: float) -> Progress:
     """The progress to train with: under ``Config.time_limit``, one that stops training in time for ``after`` seconds
     and the network's pass."""
     if run.config.time_limit is None:
         return run.progress
-    return _Deadline(run.progress, run.start + run.config.time_limit, after, _pass_steps(run, init))
+    steps = pass_steps(run.config, run.image.shape[1:], run.annotation.planes, init, run.device)
+    return Deadline(run.progress, run.start + run.config.time_limit, after, steps)
 
 
 def _start(image, annotation: Annotation, config: Config, progress: Progress, init: Model | None) -> _Run:
@@ -298,7 +207,7 @@ def _train_first(run: _Run, init: Model | None) -> tuple[Model, TrainLog]:
     progress = _limited(run, init, _after_training(run))
     config = replace(run.config, time_budget=budget, iterations=steps)
     model, first = fit([run.image], [run.kept], config, progress, init, None, run.features)
-    if isinstance(progress, _Deadline) and progress.reached and not run.progress.stop_requested:
+    if isinstance(progress, Deadline) and progress.reached and not run.progress.stop_requested:
         first = replace(first, stopped_by="time")
     return model, first
 
@@ -384,7 +293,7 @@ def _fine_tune(run: _Run, model: Model, first: TrainLog) -> tuple[Model, TrainLo
         time_budget=run.shown.time_budget - run.charged,
         iterations=run.shown.iterations - first.iterations,
     )
-    shifted = _Shifted(run.progress, first.iterations, first.seconds)
+    shifted = Shifted(run.progress, first.iterations, first.seconds)
     return fit([run.image], [run.annotation], tune, shifted, model, None, run.features)
 
 
@@ -464,42 +373,7 @@ def fit_estimated(
         second = None
         if tunes:
             model, second = _fine_tune(run, model, first)
-        return _finished(run, model, estimate, _joined(first, second), second is not None, network)
-
-
-def segment_estimated(
-    estimated: Estimated,
-    image: np.ndarray,
-    annotation: Annotation,
-    device: str = "auto",
-    progress: Progress | None = None,
-) -> tuple[Model, Segmentation]:
-    """Segment the image `fit_estimated` trained on: with the offsets chosen on the held-out planes, or (no estimate)
-    calibrated on the annotation as `sparseseg.method.core.segment_calibrated` does.
-
-    The network's probabilities ``estimated.network`` and the volume's features
-    ``estimated.features`` are used where `fit_estimated` kept them, and handed over: both are
-    None afterwards (the blend works in place). ``progress`` hears the phase 'segmenting', and can cancel it.
-    """
-    progress = as_progress(progress)
-    with watched(progress):
-        checkpoint(progress)
-        progress.phase("segmenting")
-        model = estimated.model
-        if estimated.estimate is None:
-            return segment_calibrated(model, image, annotation, device)
-        start = time.perf_counter()
-        kept, estimated.network = estimated.network, None
-        features, estimated.features = estimated.features, None
-        if model.forest is not None and model.blend == 0:  # the forest alone: the network's weighs nothing
-            network, windows = np.zeros((len(model.classes),) + image.shape[1:], np.float32), []
-        else:
-            network, windows = (
-                kept if kept is not None else network_probabilities(model, image, device, features=features)[:2]
-            )
-        probabilities = mixed(model, network, forest_part(model, image, features=features))
-        labels = decide(model, probabilities)
-    return model, Segmentation(labels, probabilities, time.perf_counter() - start, windows)
+        return _finished(run, model, estimate, first.then(second), second is not None, network)
 
 
 def densify_arrays(

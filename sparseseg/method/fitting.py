@@ -180,6 +180,38 @@ def _warnings(config: Config, images) -> list[str]:
     return warnings
 
 
+def _planned(config: Config, annotations, wholes, init: Model | None, device: torch.device):
+    """The resolved config, the pooling and the training patch for the smallest of the volumes (a patch clipped to it
+    is warned of)."""
+    smallest = tuple(
+        min((a.target.shape if w is None else w.shape)[i] for a, w in zip(annotations, wholes)) for i in range(3)
+    )
+    resolved, pools, patch, clipped = plan_training(config, smallest, init, device)
+    if clipped:
+        log.warning("patch %s is larger than the volume %s: clipped to %s", config.patch, smallest, patch)
+    return resolved, pools, patch
+
+
+def _train_plan(config: Config, patch, pools, device: torch.device, seed: int) -> TrainPlan:
+    """How `train` trains, from a resolved config: the thin depths, the time (within ``time_limit``), the
+    augmentation."""
+    thin = thin_depths(config.thin, config.spacing, size_multiple(pools), patch) if config.thin else None
+    budget = config.time_budget if config.time_limit is None else min(config.time_budget, config.time_limit)
+    return TrainPlan(
+        patch,
+        config.batch_size,
+        config.iterations,
+        budget,
+        config.lr,
+        device,
+        seed,
+        config.dice,
+        thin,
+        augment.AugmentParams() if config.augment else None,
+        anisotropy(config.spacing),
+    )
+
+
 def fit(
     images: Sequence[np.ndarray],
     annotations: Sequence[Annotation],
@@ -220,54 +252,27 @@ def fit(
         Its ``warnings`` say when the result is not worth much (a constant volume, no step made).
     """
     found = check_pairs(images, annotations, init)
-    channels = images[0].shape[0]
     device = resolve_device(config.device)
     wholes = per_image(whole, len(images))
-    smallest = tuple(
-        min((a.target.shape if w is None else w.shape)[i] for a, w in zip(annotations, wholes)) for i in range(3)
-    )
-    asked = config.patch
-    config, pools, patch, clipped = plan_training(config, smallest, init, device)
-    multiple = size_multiple(pools)
-    if clipped:
-        log.warning("patch %s is larger than the volume %s: clipped to %s", asked, smallest, patch)
+    config, pools, patch = _planned(config, annotations, wholes, init, device)
     warnings = _warnings(config, images)
     seed = config.seed if config.seed is not None else secrets.randbits(31)
     torch.manual_seed(seed)
     inputs, inputs_of = _network_inputs(images, wholes, features, config, init)
-    if init is not None:
-        classes, network = init.classes, init.network
-    else:
-        classes = found
-        network = UNet3D(inputs.count, len(classes), config.base, pools)
-    thin = thin_depths(config.thin, config.spacing, multiple, patch) if config.thin else None
+    classes = init.classes if init is not None else found
+    network = init.network if init is not None else UNet3D(inputs.count, len(classes), config.base, pools)
     weights = class_weights_of(annotations, classes, config.class_power, whole)
-    data = []
-    for i, annotation in enumerate(annotations):
-        target, voxel_weights = loss_weights(annotation, classes, weights)
-        data.append(TrainData(inputs_of(i), target, voxel_weights, annotation.planes))
+    data = [TrainData(inputs_of(i), *loss_weights(a, classes, weights), a.planes) for i, a in enumerate(annotations)]
+    plan = _train_plan(config, patch, pools, device, seed)
     log.info(
         "training on %s: patch %s (thin %s), %d parameters, seed %d",
         device,
         patch,
-        thin,
+        plan.thin,
         count_parameters(network),
         seed,
     )
     try:
-        plan = TrainPlan(
-            patch,
-            config.batch_size,
-            config.iterations,
-            config.time_budget if config.time_limit is None else min(config.time_budget, config.time_limit),
-            config.lr,
-            device,
-            seed,
-            config.dice,
-            thin,
-            augment.AugmentParams() if config.augment else None,
-            anisotropy(config.spacing),
-        )
         train_log = train(network, data, plan, progress)
     except torch.OutOfMemoryError as exc:
         raise _out_of_memory() from exc
@@ -276,7 +281,7 @@ def fit(
         network,
         classes,
         replace(config, seed=seed, patch=tuple(patch), filters=inputs.filters),
-        channels,
+        images[0].shape[0],
         train_log.shapes,
         weights,
         inputs=inputs,

@@ -111,6 +111,18 @@ class Forward(Quiet):
         self.inner.preview(labels, source)
 
 
+class Shifted(Forward):
+    """A progress that counts on from an earlier training phase: ``steps`` and ``seconds`` are added to what it is
+    told."""
+
+    def __init__(self, inner: Progress, steps: int, seconds: float):
+        super().__init__(inner)
+        self.steps, self.seconds = steps, seconds
+
+    def __call__(self, iteration: int, loss: float, elapsed: float) -> None:
+        self.inner(iteration + self.steps, loss, elapsed + self.seconds)
+
+
 def as_progress(progress: Progress | Callable[[int, float, float], None] | None) -> Progress:
     """``progress`` as a `Progress`: None is `Quiet`, a plain function hears the training steps (`Steps`)."""
     if progress is None:

@@ -119,6 +119,20 @@ class TrainLog:
         tail = self.losses[-20:]
         return float(np.mean(tail)) if tail else float("nan")
 
+    def then(self, second: TrainLog | None) -> TrainLog:
+        """One log of this phase and a ``second`` that went on from it (None: this one); a stop in the first is kept."""
+        if second is None:
+            return self
+        stopped = self.stopped_by if self.stopped_by in ("interrupt", "stop") else second.stopped_by
+        return replace(
+            second,
+            iterations=self.iterations + second.iterations,
+            seconds=self.seconds + second.seconds,
+            losses=self.losses + second.losses,
+            stopped_by=stopped,
+            warnings=self.warnings + second.warnings,
+        )
+
 
 def weighted_loss(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, dice: float = 0.0) -> torch.Tensor:
     """Weighted softmax cross-entropy, plus ``dice`` times a soft-Dice loss on voxels with weight > 0.

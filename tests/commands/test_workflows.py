@@ -1006,9 +1006,11 @@ def test_ctrl_c_while_the_forest_is_fitted_segments_with_the_forest(files, tiny_
 
 
 def test_ctrl_c_during_the_estimate_skips_the_fine_tuning(files, tiny_config, monkeypatch, sigint_default):
-    from sparseseg.method import ensemble, forest
+    from sparseseg.method import ensemble, forest, segmenting
 
-    monkeypatch.setattr(ensemble, "network_probabilities", _pressing_ctrl_c(ensemble.network_probabilities))
+    pressing = _pressing_ctrl_c(ensemble.network_probabilities)
+    for module in (ensemble, segmenting):
+        monkeypatch.setattr(module, "network_probabilities", pressing)
     monkeypatch.setattr(forest, "fit_forest", _pressing_ctrl_c(forest.fit_forest, press=False))
     out = files.folder / "seg.tif"
     report = workflows.densify([files.volume], files.sparse, out, tiny_config(iterations=5))

@@ -6,7 +6,7 @@ import torch
 
 from sparseseg.commands import synthetic
 from sparseseg.config import Config
-from sparseseg.method import core, ensemble, estimating, fitting
+from sparseseg.method import core, ensemble, estimating, fitting, segmenting
 from sparseseg.method.annotation import read_annotation
 from sparseseg.method.metrics import score
 from sparseseg.method.progress import Quiet
@@ -140,7 +140,8 @@ def test_a_stop_before_the_first_step_segments_with_the_forest_alone_without_run
     image, _, annotation = _case()
     runs = []
     real = ensemble.network_probabilities
-    monkeypatch.setattr(ensemble, "network_probabilities", lambda *a, **k: runs.append(1) or real(*a, **k))
+    for module in (ensemble, segmenting):
+        monkeypatch.setattr(module, "network_probabilities", lambda *a, **k: runs.append(1) or real(*a, **k))
     estimated = ensemble.fit_estimated(image, annotation, _config(iterations=20, forest=True), _StopAtOnce())
     model, estimate = estimated.model, estimated.estimate
     assert estimated.train_log.iterations == 0 and runs == []
@@ -148,7 +149,7 @@ def test_a_stop_before_the_first_step_segments_with_the_forest_alone_without_run
     assert np.isnan(estimate.network_iou) and estimate.forest_iou == estimate.iou > 0.3
     assert estimate.correction == 0  # after a stop the small forests are not fitted
     np.testing.assert_allclose(model.offsets, 0)
-    labels = ensemble.segment_estimated(estimated, image, annotation, "cpu")[1].labels
+    labels = segmenting.segment_estimated(estimated, image, annotation, "cpu")[1].labels
     assert runs == []
     forest = np.argmax(core.forest_part(model, image), axis=0)
     np.testing.assert_array_equal(labels, model.classes[forest])
@@ -199,7 +200,8 @@ def test_a_model_with_a_forest_needs_the_raw_volume_to_decide_blocks():
 
 
 def _network_runs(monkeypatch):
-    """Patch ensemble's network_probabilities to record the ``needed`` of each run (None: the whole volume)."""
+    """Patch the network_probabilities of the estimate and of the segmentation to record the ``needed`` of each run
+    (None: the whole volume)."""
     runs = []
     real = ensemble.network_probabilities
 
@@ -207,7 +209,8 @@ def _network_runs(monkeypatch):
         runs.append(needed)
         return real(*args, needed=needed, **kwargs)
 
-    monkeypatch.setattr(ensemble, "network_probabilities", recorded)
+    for module in (ensemble, segmenting):
+        monkeypatch.setattr(module, "network_probabilities", recorded)
     return runs
 
 
@@ -221,7 +224,7 @@ def test_the_estimate_runs_the_network_on_the_held_out_planes_only(monkeypatch):
         where, mask = estimating.plane_voxels(annotation, axis, index)
         expected[where] = mask
     np.testing.assert_array_equal(needed, expected)
-    ensemble.segment_estimated(estimated, image, annotation, "cpu")
+    segmenting.segment_estimated(estimated, image, annotation, "cpu")
     assert len(calls) == 2 and calls[1] is None  # the segmentation runs it over the whole volume
 
 
@@ -231,9 +234,9 @@ def test_after_a_stop_the_segmentation_reuses_the_estimate_s_network_run(monkeyp
     estimated = ensemble.fit_estimated(image, annotation, _config(iterations=20, forest=False), _StopAfterTwo())
     assert estimated.network is not None and len(runs) == 1
     kept = estimated.network[0].copy()
-    _, reused = ensemble.segment_estimated(estimated, image, annotation, "cpu")
+    _, reused = segmenting.segment_estimated(estimated, image, annotation, "cpu")
     assert len(runs) == 1 and estimated.network is None  # handed over, not run again
-    _, again = ensemble.segment_estimated(estimated, image, annotation, "cpu")  # nothing kept now: run it
+    _, again = segmenting.segment_estimated(estimated, image, annotation, "cpu")  # nothing kept now: run it
     assert len(runs) == 2
     np.testing.assert_allclose(core.network_probabilities(estimated.model, image, "cpu")[0], kept, atol=1e-6)
     np.testing.assert_array_equal(reused.labels, again.labels)
@@ -285,3 +288,66 @@ def test_the_forest_s_filters_follow_the_voxel_size():
     image, _, annotation = _case()
     model = ensemble.densify_arrays(image, annotation, _config(iterations=2, spacing=(4.0, 1.0, 1.0)))[0]
     assert model.forest is not None and model.forest.spacing == (4.0, 1.0, 1.0)
+
+
+class _Watcher(Quiet):
+    """Records what a run tells it, in order; cancels the run at step ``cancel_at``."""
+
+    def __init__(self, cancel_at=None):
+        self.told, self.cancel_at = [], cancel_at
+
+    def __call__(self, iteration, loss, elapsed):
+        self.told.append(("step", iteration))
+        self.cancelled = self.cancel_at is not None and iteration >= self.cancel_at
+
+    def phase(self, name):
+        self.told.append(("phase", name))
+
+    def estimated(self, iou, spread):
+        self.told.append(("estimate", round(iou, 6)))
+
+    def preview(self, labels, source):
+        self.told.append(("preview", source, labels.shape, labels.dtype))
+
+
+def test_the_forests_segmentation_and_score_come_before_the_network_and_the_phases_are_told():
+    image, truth, annotation = _case()
+    watcher = _Watcher()
+    model, _, _ = ensemble.densify_arrays(image, annotation, _config(iterations=4), watcher)
+    kinds = [t[0] for t in watcher.told]
+    assert kinds.index("preview") < kinds.index("step") and kinds.index("estimate") < kinds.index("step")
+    assert ("preview", "forest", truth.shape, np.uint8) in watcher.told
+    phases = [t[1] for t in watcher.told if t[0] == "phase"]
+    assert phases == ["features", "forest", "network", "estimate", "forest", "network", "segmenting"]
+    first_estimate = next(t[1] for t in watcher.told if t[0] == "estimate")
+    assert abs(first_estimate - model.estimate["forest_iou"]) < 1e-4  # the forest's own score on the held-out planes
+
+
+def test_a_cancelled_run_raises_cancelled_and_returns_nothing():
+    from sparseseg.method.progress import Cancelled
+
+    image, _, annotation = _case()
+    watcher = _Watcher(cancel_at=2)
+    with pytest.raises(Cancelled):
+        ensemble.densify_arrays(image, annotation, _config(iterations=50), watcher)
+    assert ("step", 2) in watcher.told and ("step", 3) not in watcher.told
+    assert "estimate" not in [t[1] for t in watcher.told if t[0] == "phase"]
+
+
+def test_a_time_limit_ends_the_whole_run_in_time_without_fine_tuning(monkeypatch):
+    """With steps to spare, a time limit ends training in time for what follows it: no fine-tuning, and the run, the
+    segmentation included, ends near the limit."""
+    import time
+
+    image, _, annotation = _case()
+    fits = []
+    real = ensemble.fit
+    monkeypatch.setattr(ensemble, "fit", lambda *a, **k: fits.append(1) or real(*a, **k))
+    started = time.perf_counter()
+    model, log, segmentation = ensemble.densify_arrays(
+        image, annotation, _config(iterations=10**6, time_limit=12.0, seed=1)
+    )
+    took = time.perf_counter() - started
+    assert len(fits) == 1 and log.stopped_by == "time" and log.iterations > 0
+    assert took < 12.0 * 1.5, took
+    assert segmentation.labels.shape == image.shape[1:] and model.estimate is not None
