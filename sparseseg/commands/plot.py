@@ -51,6 +51,29 @@ def line_chart(series, *, title="", xlabel="", ylabel="", ylim=(0.0, 1.0), size=
     ValueError
         If an argument has a wrong type, shape or value (named in the message).
     """
+    data = _series(series)
+    if not all(isinstance(t, str) for t in (title, xlabel, ylabel)):
+        raise ValueError(f"title, xlabel, ylabel must be strings, got {(title, xlabel, ylabel)!r}")
+    _check_size(size)
+    lo, hi = _ylim(ylim, data)
+    step = _nice_step(hi - lo)
+    yticks = [k * step for k in range(math.ceil(lo / step - 1e-9), math.floor(hi / step + 1e-9) + 1)]
+    xticks = np.unique(np.concatenate([xs for _, xs, _ in data]))
+    frame = _Frame(int(size[0]), int(size[1]))
+    names = [frame.cut(n) for n, _, _ in data]
+    ylabels = [_fmt(v, step) for v in yticks]
+    frame.place(names, ylabels, (title, xlabel, ylabel), (xticks, lo, hi))
+    canvas = Image.new("RGB", (frame.width, frame.height), _WHITE)
+    canvas.paste(_plot_area(frame, data, xticks, yticks), (frame.x0, frame.y0))
+    draw = ImageDraw.Draw(canvas)
+    draw.rectangle([frame.x0 - 1, frame.y0 - 1, frame.x1, frame.y1], outline=_FRAME)
+    _axes(canvas, draw, frame, (xticks, yticks, ylabels), (title, xlabel, ylabel))
+    _legend(draw, frame, names)
+    return np.asarray(canvas, dtype=np.uint8).copy()
+
+
+def _series(series) -> list:
+    """(name, xs, ys) per series, checked and sorted by x."""
     if not isinstance(series, dict) or not series:
         raise ValueError(f"series must be a non-empty dict {{name: (xs, ys)}}, got {series!r}")
     data = []
@@ -69,8 +92,10 @@ def line_chart(series, *, title="", xlabel="", ylabel="", ylim=(0.0, 1.0), size=
             raise ValueError(f"series {name!r} has non-finite x values: {xs.tolist()!r}")
         o = np.argsort(xs, kind="stable")
         data.append((str(name), xs[o].astype(np.float64), ys[o].astype(np.float64)))
-    if not all(isinstance(t, str) for t in (title, xlabel, ylabel)):
-        raise ValueError(f"title, xlabel, ylabel must be strings, got {(title, xlabel, ylabel)!r}")
+    return data
+
+
+def _check_size(size) -> None:
     if (
         not isinstance(size, (tuple, list))
         or len(size) != 2
@@ -79,6 +104,10 @@ def line_chart(series, *, title="", xlabel="", ylabel="", ylim=(0.0, 1.0), size=
         or size[1] < _MIN_SIZE[1]
     ):
         raise ValueError(f"size must be (width, height) integers >= {_MIN_SIZE}, got {size!r}")
+
+
+def _ylim(ylim, data) -> tuple[float, float]:
+    """The y range: ``ylim`` checked, or (None) the data's range with a little padding."""
     if ylim is not None and (
         not isinstance(ylim, (tuple, list))
         or len(ylim) != 2
@@ -87,62 +116,98 @@ def line_chart(series, *, title="", xlabel="", ylabel="", ylim=(0.0, 1.0), size=
         or not math.isfinite(ylim[1] - ylim[0])
     ):
         raise ValueError(f"ylim must be None or finite (low, high), low < high, got {ylim!r}")
-    if ylim is None:  # data range plus a little padding
+    if ylim is None:
         finite = np.concatenate([ys[np.isfinite(ys)] for _, _, ys in data])
         lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
         pad = 0.05 * (hi - lo) if hi > lo else max(0.1 * abs(lo), 0.5)
         ylim = (lo - pad, hi + pad)
-    lo, hi = float(ylim[0]), float(ylim[1])
-    step = _nice_step(hi - lo)
-    yticks = [k * step for k in range(math.ceil(lo / step - 1e-9), math.floor(hi / step + 1e-9) + 1)]
-    xticks = np.unique(np.concatenate([xs for _, xs, _ in data]))
-    xl, xh = float(xticks[0]), float(xticks[-1])
-    xpad = 0.05 * (xh - xl) if xh > xl else 1.0
-    xl, xh = xl - xpad, xh + xpad
-    font = ImageFont.load_default()
-    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-    text_w = lambda t: int(math.ceil(measure.textbbox((0, 0), t, font=font)[2]))  # noqa: E731
-    line_h = int(math.ceil(measure.textbbox((0, 0), "Ag", font=font)[3])) + 4
-    width, height, swatch = int(size[0]), int(size[1]), 22
-    ylabels = [_fmt(v, step) for v in yticks]
-    names = [
-        n
-        if text_w(n) <= width // 3
-        # long legend names are cut to 1/3 of the width
-        else n[: max(1, len(n) * (width // 3) // text_w(n) - 3)] + "..."
-        for n, _, _ in data
-    ]
-    legend_w = swatch + 6 + max(text_w(n) for n in names) + 2 * _PAD
-    x0 = _PAD + (line_h if ylabel else 0) + max(text_w(t) for t in ylabels) + _TICK + 4
-    y0 = _PAD + (line_h if title else line_h // 2)
-    x1 = max(x0 + 20, width - legend_w - 2 * _PAD)
-    y1 = max(y0 + 20, height - _PAD - (line_h if xlabel else 0) - line_h - _TICK - 2)
-    pw, ph, m = x1 - x0, y1 - y0, _R + 2  # plot area; m keeps markers off the frame
-    px = lambda x: m + (x - xl) / (xh - xl) * (pw - 2 * m)  # noqa: E731
-    py = lambda y: ph - 1 - m - (y - lo) / (hi - lo) * (ph - 1 - 2 * m)  # noqa: E731
-    area = Image.new("RGB", (pw, ph), _WHITE)  # drawn apart so that lines are clipped to it
+    return float(ylim[0]), float(ylim[1])
+
+
+class _Frame:
+    """Where a chart's parts go: the font's measures, the plot area (x0, y0)-(x1, y1), the legend's width, and the
+    data's coordinates in the plot area (`px`, `py`)."""
+
+    swatch = 22
+
+    def __init__(self, width: int, height: int):
+        self.width, self.height = width, height
+        self.font = ImageFont.load_default()
+        self._measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+        self.line_h = int(math.ceil(self._measure.textbbox((0, 0), "Ag", font=self.font)[3])) + 4
+
+    def text_w(self, text: str) -> int:
+        return int(math.ceil(self._measure.textbbox((0, 0), text, font=self.font)[2]))
+
+    def cut(self, name: str) -> str:
+        """A legend name cut to a third of the width."""
+        third = self.width // 3
+        return (
+            name if self.text_w(name) <= third else name[: max(1, len(name) * third // self.text_w(name) - 3)] + "..."
+        )
+
+    def place(self, names, ylabels, texts, ranges) -> None:
+        title, xlabel, ylabel = texts
+        xticks, self.lo, self.hi = ranges
+        xl, xh = float(xticks[0]), float(xticks[-1])
+        xpad = 0.05 * (xh - xl) if xh > xl else 1.0
+        self.xl, self.xh = xl - xpad, xh + xpad
+        line_h = self.line_h
+        self.legend_w = self.swatch + 6 + max(self.text_w(n) for n in names) + 2 * _PAD
+        self.x0 = _PAD + (line_h if ylabel else 0) + max(self.text_w(t) for t in ylabels) + _TICK + 4
+        self.y0 = _PAD + (line_h if title else line_h // 2)
+        self.x1 = max(self.x0 + 20, self.width - self.legend_w - 2 * _PAD)
+        self.y1 = max(self.y0 + 20, self.height - _PAD - (line_h if xlabel else 0) - line_h - _TICK - 2)
+        self.pw, self.ph = self.x1 - self.x0, self.y1 - self.y0
+
+    def px(self, x):
+        m = _R + 2  # keeps markers off the frame
+        return m + (x - self.xl) / (self.xh - self.xl) * (self.pw - 2 * m)
+
+    def py(self, y):
+        m = _R + 2
+        return self.ph - 1 - m - (y - self.lo) / (self.hi - self.lo) * (self.ph - 1 - 2 * m)
+
+
+def _plot_area(frame: _Frame, data, xticks, yticks) -> Image.Image:
+    """The grid and the series, drawn apart so that lines are clipped to the plot area."""
+    pw, ph, px, py = frame.pw, frame.ph, frame.px, frame.py
+    area = Image.new("RGB", (pw, ph), _WHITE)
     draw = ImageDraw.Draw(area)
     for line in [[(px(x), 0), (px(x), ph)] for x in xticks] + [[(0, py(y)), (pw, py(y))] for y in yticks]:
         draw.line(line, fill=_GRID)
     for k, (_, xs, ys) in enumerate(data):
         colour, ok = _PALETTE[k % len(_PALETTE)], np.isfinite(ys)
-        pts = np.clip(np.stack([px(xs), py(np.where(ok, ys, lo))], axis=1), -1e4, 1e4)
+        pts = np.clip(np.stack([px(xs), py(np.where(ok, ys, frame.lo))], axis=1), -1e4, 1e4)
         for i in range(len(xs) - 1):
             if ok[i] and ok[i + 1]:
                 draw.line([tuple(pts[i]), tuple(pts[i + 1])], fill=colour, width=2)
         for u, v in pts[ok]:
             draw.ellipse([u - _R, v - _R, u + _R, v + _R], fill=colour)
-    canvas = Image.new("RGB", (width, height), _WHITE)
-    canvas.paste(area, (x0, y0))
-    draw = ImageDraw.Draw(canvas)
-    draw.rectangle([x0 - 1, y0 - 1, x1, y1], outline=_FRAME)
+    return area
+
+
+def _axes(canvas, draw, frame: _Frame, ticks, texts) -> None:
+    """The ticks and their labels (x labels that would overlap their left neighbour are left out), the title and the
+    axis labels."""
+    xticks, yticks, ylabels = ticks
+    title, xlabel, ylabel = texts
+    x0, y0, x1, y1, line_h, font, text_w = (
+        frame.x0,
+        frame.y0,
+        frame.x1,
+        frame.y1,
+        frame.line_h,
+        frame.font,
+        frame.text_w,
+    )
     for y, label in zip(yticks, ylabels):
-        v = y0 + py(y)
+        v = y0 + frame.py(y)
         draw.line([(x0 - 1 - _TICK, v), (x0 - 1, v)], fill=_FRAME)
         draw.text((x0 - _TICK - 3 - text_w(label), v - line_h // 2 + 1), label, fill=_TEXT, font=font)
     right = -math.inf
-    for x in xticks:  # labels that would overlap their left neighbour are left out
-        u, label = x0 + px(x), f"{float(x):g}"
+    for x in xticks:
+        u, label = x0 + frame.px(x), f"{float(x):g}"
         draw.line([(u, y1), (u, y1 + _TICK)], fill=_FRAME)
         if u - text_w(label) / 2 >= right + 4:
             draw.text((u - text_w(label) / 2, y1 + _TICK + 2), label, fill=_TEXT, font=font)
@@ -153,11 +218,15 @@ def line_chart(series, *, title="", xlabel="", ylabel="", ylim=(0.0, 1.0), size=
         label = Image.new("RGB", (text_w(ylabel), line_h), _WHITE)
         ImageDraw.Draw(label).text((0, 1), ylabel, fill=_TEXT, font=font)
         canvas.paste(label.rotate(90, expand=True), (_PAD, max(0, (y0 + y1 - label.width) // 2)))
-    lx, c = x1 + _PAD, x1 + 2 * _PAD + swatch / 2  # legend box left, swatch centre
-    draw.rectangle([lx, y0, lx + legend_w - 1, y0 + line_h * len(names) + _PAD], outline=_GRID)
+
+
+def _legend(draw, frame: _Frame, names) -> None:
+    """The legend, right of the plot: a swatch and a name per series."""
+    line_h, swatch = frame.line_h, frame.swatch
+    lx, c = frame.x1 + _PAD, frame.x1 + 2 * _PAD + swatch / 2  # legend box left, swatch centre
+    draw.rectangle([lx, frame.y0, lx + frame.legend_w - 1, frame.y0 + line_h * len(names) + _PAD], outline=_GRID)
     for k, name in enumerate(names):
-        colour, v = _PALETTE[k % len(_PALETTE)], y0 + _PAD // 2 + k * line_h + line_h // 2
+        colour, v = _PALETTE[k % len(_PALETTE)], frame.y0 + _PAD // 2 + k * line_h + line_h // 2
         draw.line([(c - swatch / 2, v), (c + swatch / 2, v)], fill=colour, width=2)
         draw.ellipse([c - _R, v - _R, c + _R, v + _R], fill=colour)
-        draw.text((c + swatch / 2 + 6, v - line_h // 2 + 1), name, fill=_TEXT, font=font)
-    return np.asarray(canvas, dtype=np.uint8).copy()
+        draw.text((c + swatch / 2 + 6, v - line_h // 2 + 1), name, fill=_TEXT, font=frame.font)

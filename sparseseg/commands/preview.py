@@ -94,6 +94,25 @@ def render_preview(
     ValueError
         If any argument has a wrong shape, type or value (named in the message).
     """
+    vol, labels, centre, annotated, spacing = _checked(image, labels, planes, centre, spacing, class_names, unlabeled)
+    if isinstance(alpha, bool) or not isinstance(alpha, Real) or not 0 <= alpha <= 1:
+        raise ValueError(f"alpha must be a number in [0, 1], got {alpha!r}")
+    shape = vol.shape
+    classes = [] if labels is None else [int(c) for c in np.unique(labels) if c != unlabeled and c > 0]
+    lines = {a: v if 2 * len(v) <= n else set() for (a, v), n in zip(annotated.items(), shape)}
+    scale = _scale(shape, spacing)
+    tiles = _tiles(vol, labels, centre, lines, scale, (unlabeled, alpha))
+    titles = [
+        f"{AXES[axis]} = {centre[axis]}" + (" (annotated)" if centre[axis] in annotated[AXES[axis]] else "")
+        for axis in range(3)
+    ]
+    items = _legend_items(classes, class_names, any(lines.values()))
+    return _composed(tiles, titles, items)
+
+
+def _checked(image, labels, planes, centre, spacing, class_names, unlabeled):
+    """The checked arguments of `render_preview`: the volume shown (Z, Y, X), the labels, the centre, the annotated
+    planes per axis (sets) and the spacing; a `ValueError` names a bad one."""
     image = np.asarray(image)
     if image.ndim not in (3, 4) or 0 in image.shape:
         raise ValueError(f"image must be a non-empty (Z, Y, X) or (C, Z, Y, X) array, got shape {image.shape}")
@@ -113,35 +132,38 @@ def render_preview(
     elif np.ndim(centre) != 1 or len(centre) != 3:
         raise ValueError(f"centre must be (z, y, x), got {centre!r}")
     centre = tuple(_index(c, n, f"centre[{a!r}]") for c, n, a in zip(centre, shape, AXES))
+    if class_names is not None and not isinstance(class_names, dict):
+        raise ValueError(f"class_names must be a dict {{class_id: name}}, got {class_names!r}")
+    return vol, labels, centre, _annotated(planes, shape), _spacing(spacing)
+
+
+def _annotated(planes, shape) -> dict:
     annotated = {a: set() for a in AXES}
-    if planes is not None:
-        if not isinstance(planes, dict) or set(planes) - set(AXES):
-            raise ValueError(f"planes must be a dict with keys among 'z', 'y', 'x', got {planes!r}")
-        for a, idx in planes.items():
-            n = shape[AXES.index(a)]
-            idx = list(idx) if isinstance(idx, (set, frozenset)) else np.ravel(idx).tolist()
-            annotated[a] = {_index(i, n, f"plane {a}={i!r}") for i in idx}
+    if planes is None:
+        return annotated
+    if not isinstance(planes, dict) or set(planes) - set(AXES):
+        raise ValueError(f"planes must be a dict with keys among 'z', 'y', 'x', got {planes!r}")
+    for a, idx in planes.items():
+        n = shape[AXES.index(a)]
+        idx = list(idx) if isinstance(idx, (set, frozenset)) else np.ravel(idx).tolist()
+        annotated[a] = {_index(i, n, f"plane {a}={i!r}") for i in idx}
+    return annotated
+
+
+def _spacing(spacing):
     if spacing is None:
-        spacing = (1.0, 1.0, 1.0)
-    elif (
+        return (1.0, 1.0, 1.0)
+    if (
         np.ndim(spacing) != 1
         or len(spacing) != 3
         or not all(isinstance(s, Real) and not isinstance(s, bool) and np.isfinite(s) and s > 0 for s in spacing)
     ):
         raise ValueError(f"spacing must be 3 positive finite numbers (z, y, x), got {spacing!r}")
-    if class_names is not None and not isinstance(class_names, dict):
-        raise ValueError(f"class_names must be a dict {{class_id: name}}, got {class_names!r}")
-    if isinstance(alpha, bool) or not isinstance(alpha, Real) or not 0 <= alpha <= 1:
-        raise ValueError(f"alpha must be a number in [0, 1], got {alpha!r}")
+    return spacing
 
-    classes = [] if labels is None else [int(c) for c in np.unique(labels) if c != unlabeled and c > 0]
-    lines = {a: v if 2 * len(v) <= n else set() for (a, v), n in zip(annotated.items(), shape)}
-    lo, hi = _grey_range(vol)
-    cuts = (np.s_[centre[0]], np.s_[:, centre[1]], np.s_[:, :, centre[2]])
-    # (image slice, labels slice, row axis, column axis) per view
-    views = [(vol[k], None if labels is None else labels[k], r, c) for k, (r, c) in zip(cuts, [(1, 2), (0, 2), (0, 1)])]
 
-    # Per-axis scale: anisotropy (capped), then one zoom so the picture has a sane size.
+def _scale(shape, spacing) -> np.ndarray:
+    """Pixels per voxel along z, y, x: the anisotropy (capped), then one zoom so the picture has a sane size."""
     sp = np.asarray(spacing, dtype=np.float64)
     stretch = np.minimum(sp / sp.min(), _MAX_STRETCH)
     nat = np.asarray(shape) * stretch
@@ -151,17 +173,18 @@ def render_preview(
         if long_side > _MAX_SIDE
         else max(1, min(_MIN_SIDE // long_side, int(_MAX_STRETCH // stretch.max())))
     )
-    scale = stretch * zoom
-    size = [max(1, int(round(n * s))) for n, s in zip(shape, scale)]
+    return stretch * zoom
 
-    font = ImageFont.load_default()
-    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-    text_w = lambda t: int(np.ceil(measure.textbbox((0, 0), t, font=font)[2]))  # noqa: E731
-    line_h = int(np.ceil(measure.textbbox((0, 0), "Ag", font=font)[3])) + 4
 
-    tiles, titles = [], []
-    for axis, (sl, lab, r, c) in enumerate(views):
-        tile = _overlay(_to_grey(sl, lo, hi), lab, unlabeled, alpha)
+def _tiles(vol, labels, centre, lines, scale, overlay) -> list:
+    """The three views through ``centre`` (YX at z, ZX at y, ZY at x), overlaid (``overlay``: unlabeled, alpha),
+    scaled, with the annotated planes of the other axes drawn across."""
+    size = [max(1, int(round(n * s))) for n, s in zip(vol.shape, scale)]
+    lo, hi = _grey_range(vol)
+    cuts = (np.s_[centre[0]], np.s_[:, centre[1]], np.s_[:, :, centre[2]])
+    tiles = []
+    for cut, (r, c) in zip(cuts, [(1, 2), (0, 2), (0, 1)]):
+        tile = _overlay(_to_grey(vol[cut], lo, hi), None if labels is None else labels[cut], *overlay)
         tile = tile.resize((size[c], size[r]), Image.Resampling.NEAREST)
         draw = ImageDraw.Draw(tile)
         for ax, across in ((r, True), (c, False)):  # annotated planes of the other two axes
@@ -169,11 +192,11 @@ def render_preview(
                 p = min(size[ax] - 1, int((i + 0.5) * scale[ax]))
                 draw.line([(0, p), (size[c] - 1, p)] if across else [(p, 0), (p, size[r] - 1)], fill=_PLANE_COLOUR)
         tiles.append(tile)
-        mark = " (annotated)" if centre[axis] in annotated[AXES[axis]] else ""
-        titles.append(f"{AXES[axis]} = {centre[axis]}{mark}")
+    return tiles
 
-    cols = [max(t.width, text_w(s)) for t, s in zip(tiles, titles)]
-    width = sum(cols) + _PAD * (len(cols) + 1)
+
+def _legend_items(classes, class_names, planes_drawn: bool) -> list:
+    """(colour or None, name) per legend entry: the first `_MAX_LEGEND` classes, how many more, the plane lines."""
     items = [
         (
             tuple(int(v) for v in _PALETTE[(k - 1) % len(_PALETTE)]),
@@ -183,9 +206,20 @@ def render_preview(
     ]
     if len(classes) > _MAX_LEGEND:
         items.append((None, f"... {len(classes) - _MAX_LEGEND} more classes"))
-    if any(lines.values()):
+    if planes_drawn:
         items.append((_PLANE_COLOUR, "annotated plane"))
-    rows, x = [[]], _PAD  # wrap legend items into rows that fit the width
+    return items
+
+
+def _composed(tiles, titles, items) -> np.ndarray:
+    """The tiles side by side under their titles, the legend below, wrapped into rows that fit the width."""
+    font = ImageFont.load_default()
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    text_w = lambda t: int(np.ceil(measure.textbbox((0, 0), t, font=font)[2]))  # noqa: E731
+    line_h = int(np.ceil(measure.textbbox((0, 0), "Ag", font=font)[3])) + 4
+    cols = [max(t.width, text_w(s)) for t, s in zip(tiles, titles)]
+    width = sum(cols) + _PAD * (len(cols) + 1)
+    rows, x = [[]], _PAD
     for colour, name in items:
         w = line_h + 4 + text_w(name) + 2 * _PAD
         if rows[-1] and x + w > width:
