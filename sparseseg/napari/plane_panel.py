@@ -22,6 +22,15 @@ from sparseseg.napari import layers as shown
 from sparseseg.napari.planes import PlaneRecord
 
 
+def short_list(selection, tip: str) -> QListWidget:
+    """A list a few rows high, selecting as ``selection`` says, with a tooltip."""
+    listed = QListWidget()
+    listed.setSelectionMode(selection)
+    listed.setToolTip(tip)
+    listed.setMaximumHeight(90)
+    return listed
+
+
 class PlanesPanel(QWidget):
     """The annotated planes of a Labels layer: shown, recorded as painted, marked, named and forgotten.
 
@@ -39,10 +48,7 @@ class PlanesPanel(QWidget):
         super().__init__()
         self.viewer, self.labels_layer, self._say, self._error = viewer, labels_layer, say, error
         self._watched = None  # the name of the Labels layer whose paint events are recorded
-        self.listed = QListWidget()
-        self.listed.setSelectionMode(QAbstractItemView.ExtendedSelection)
-        self.listed.setToolTip("The annotated planes: painted ones are recorded as you paint")
-        self.listed.setMaximumHeight(90)
+        self.listed = short_list(QAbstractItemView.ExtendedSelection, "The annotated planes, recorded as you paint")
         self.typed = QLineEdit()
         self.typed.setPlaceholderText("add planes, e.g. z=12,40 y=64")
         self.typed.setToolTip("Planes annotated as they are (their unpainted voxels are background); Enter adds them")

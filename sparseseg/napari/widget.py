@@ -19,7 +19,6 @@ from qtpy.QtWidgets import (
     QFormLayout,
     QHBoxLayout,
     QLabel,
-    QListWidget,
     QListWidgetItem,
     QProgressBar,
     QPushButton,
@@ -33,7 +32,7 @@ from sparseseg.errors import InputError
 from sparseseg.method.progress import Cancelled
 from sparseseg.napari import layers as shown
 from sparseseg.napari import loop
-from sparseseg.napari.plane_panel import PlanesPanel
+from sparseseg.napari.plane_panel import PlanesPanel, short_list
 
 #: Default time limit of one Densify, in seconds, everything included: short, for a loop.
 DEFAULT_BUDGET = 60.0
@@ -94,10 +93,7 @@ class DensifyWidget(QWidget):
     # --- building ---------------------------------------------------------------------
 
     def _build(self) -> None:
-        self.images = QListWidget()
-        self.images.setSelectionMode(QAbstractItemView.MultiSelection)
-        self.images.setToolTip("The image layer, or several: one per channel")
-        self.images.setMaximumHeight(90)
+        self.images = short_list(QAbstractItemView.MultiSelection, "The image layer, or several: one per channel")
         self.labels = QComboBox()
         self.labels.setToolTip("The Labels layer you paint planes in (0 on an annotated plane is background)")
         self.planes = PlanesPanel(self.viewer, self.labels_layer, self._say, self._error)

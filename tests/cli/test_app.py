@@ -354,6 +354,14 @@ def _bad_time_budget(files):
     return _densify(files, None, None, None, "--time-budget", "soon"), ["soon", "--time-budget"]
 
 
+def _bad_time_limit(files):
+    return _densify(files, None, None, None, "--time-limit", "soon"), ["soon", "--time-limit"]
+
+
+def _zero_time_limit(files):
+    return _densify(files, None, None, None, "--time-limit", "0"), ["--time-limit", "> 0"]
+
+
 def _bad_patch(files):
     return _densify(files, None, None, None, "--patch", "8,16"), ["--patch", "8,16"]
 
@@ -403,6 +411,8 @@ DENSIFY_BAD = [
     pytest.param(_plane_two_axes, id="plane-axis-zy"),
     pytest.param(_plane_without_option, id="plane-without-option"),
     pytest.param(_bad_time_budget, id="bad-time-budget"),
+    pytest.param(_bad_time_limit, id="bad-time-limit"),
+    pytest.param(_zero_time_limit, id="zero-time-limit"),
     pytest.param(_bad_patch, id="bad-patch"),
     pytest.param(_patch_not_multiple, id="patch-not-multiple"),
     pytest.param(_negative_iterations, id="negative-iterations"),
