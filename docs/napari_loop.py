@@ -3,7 +3,7 @@
 Run from the repository root with a display (Xvfb will do), the napari extra installed and the shared data beside the
 repository (or SPARSESEG_SHARED set)::
 
-    xvfb-run -a -s "-screen 0 1400x900x24" python docs/napari_loop.py [OUT.png]
+    xvfb-run -a -s "-screen 0 1400x900x24" python docs/napari_loop.py [OUT.png [SEED]]
 
 The BraTS crop (FLAIR and T1c as two image layers) gets two painted planes per axis, painted from its ground truth;
 the widget, docked through napari's plugin menu, densifies them with a 60 s limit, suggests the next plane, which is
@@ -31,7 +31,7 @@ OUT = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).with_name("napa
 SHARED = Path(os.environ.get("SPARSESEG_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 CROP = SHARED / "data" / "brats2013_deepmedic" / "crop_pat0005_96x128x128"
 PLANES = {"z": (30, 60), "y": (45, 85), "x": (45, 85)}
-BUDGET, SEED = 60, 0
+BUDGET, SEED = 60, int(sys.argv[2]) if len(sys.argv) > 2 else 0
 
 
 def wait(condition, timeout: float = 600.0) -> None:
