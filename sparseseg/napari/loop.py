@@ -190,6 +190,22 @@ def annotation_of(labels: np.ndarray, record: PlaneRecord | None = None, unlabel
     return annotation, how
 
 
+def check_warm_start(model, image: np.ndarray, annotation: Annotation) -> None:
+    """Refuse, before any work, an image and an annotation that ``model`` cannot train on from where it is: other
+    channels, or classes it does not know."""
+    if image.shape[0] != model.in_channels:
+        raise InputError(
+            f"the model takes {model.in_channels} channel(s), and {image.shape[0]} image layer(s) are picked: pick as "
+            "many as the model was trained on"
+        )
+    missing = np.setdiff1d(annotation.classes, model.classes)
+    if missing.size:
+        raise InputError(
+            f"the model knows classes {model.classes.tolist()}, and the painting also holds {missing.tolist()}: "
+            "Densify trains a new model on them"
+        )
+
+
 def training_config(config: Config, time_budget: float, spacing: tuple[float, float, float]) -> Config:
     """``config`` with the widget's time budget as the whole run's time limit, and the layer's voxel size."""
     return replace(config, time_budget=float(time_budget), time_limit=float(time_budget), spacing=spacing)

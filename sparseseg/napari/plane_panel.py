@@ -52,7 +52,7 @@ class PlanesPanel(QWidget):
         self.typed = QLineEdit()
         self.typed.setPlaceholderText("add planes, e.g. z=12,40 y=64")
         self.typed.setToolTip("Planes annotated as they are (their unpainted voxels are background); Enter adds them")
-        self.typed.returnPressed.connect(self.add_typed)
+        self.typed.returnPressed.connect(self._typed_entered)
         self.mark_button = QPushButton("Mark plane")
         self.mark_button.setToolTip("The plane shown is annotated as it is: its unpainted voxels are background")
         self.mark_button.clicked.connect(lambda checked=False: self.mark())
@@ -118,16 +118,18 @@ class PlanesPanel(QWidget):
         self._say(f"{plane[0]}={plane[1]} is annotated as it is: its unpainted voxels are background")
 
     def add_typed(self) -> None:
-        """Add the planes named in the field to the annotated ones."""
+        """Add the planes named in the field to the annotated ones; an `InputError` says what is wrong with them."""
         layer, text = self.labels_layer(), self.typed.text().strip()
         if layer is None or not text:
             return
+        self._change(lambda record: record.add_text(text, layer.data.shape))
+        self.typed.clear()
+
+    def _typed_entered(self) -> None:
         try:
-            self._change(lambda record: record.add_text(text, layer.data.shape))
+            self.add_typed()
         except InputError as exc:
             self._error(exc)
-            return
-        self.typed.clear()
 
     def forget(self) -> None:
         """Take the planes selected in the list out of the annotation."""

@@ -212,14 +212,11 @@ class DensifyWidget(QWidget):
         if labels is None:
             raise InputError("add a Labels layer and paint a few planes in it")
         image = loop.image_of([layer.data for layer in images])
-        if warm and self.model is not None and image.shape[0] != self.model.in_channels:
-            raise InputError(
-                f"the model takes {self.model.in_channels} channel(s), and {image.shape[0]} image layer(s) are "
-                "picked: pick as many as the model was trained on"
-            )
         if image.shape[1:] != labels.data.shape:
             raise InputError(f"the image {image.shape[1:]} and the labels {labels.data.shape} differ in shape")
         annotation, how = loop.annotation_of(labels.data, self.planes.record, self.config.unlabeled)
+        if warm and self.model is not None:
+            loop.check_warm_start(self.model, image, annotation)
         self._scale = tuple(images[0].scale[-3:])
         config = loop.training_config(self.config, self.budget.value(), loop.spacing_of(self._scale))
         return image, annotation, how, config
@@ -236,6 +233,7 @@ class DensifyWidget(QWidget):
             self._error(exc)
             return
         self._say(f"densify: {how}")
+        self.estimate.setText("")  # the last run's, until this one's
         self.progress = self._runs.progress = loop.RunProgress(self.budget.value())
         self.worker = create_worker(
             loop.densify,

@@ -207,6 +207,9 @@ def test_planes_can_be_marked_typed_and_forgotten(loop, qtbot):
     qtbot.mouseClick(widget.planes.forget_button, Qt.LeftButton)
     assert widget.planes.record.marked["x"] == {3}
     assert painted.metadata[planes.MARKED] == {"x": [3]}
+    widget.planes.typed.setText("x=999")  # outside the volume: Densify refuses it on the click
+    qtbot.mouseClick(widget.densify_button, Qt.LeftButton)
+    assert widget.worker is None and widget.status.text().startswith("error:") and "999" in widget.status.text()
 
 
 def test_bad_input_is_said_not_raised(make_napari_viewer, volume):
@@ -333,3 +336,12 @@ def test_a_model_of_other_channels_is_refused_on_the_click(loop, qtbot, trained)
     qtbot.mouseClick(widget.again_button, Qt.LeftButton)
     assert widget.worker is None
     assert widget.status.text().startswith("error:") and "1 channel(s)" in widget.status.text()
+
+
+def test_a_model_without_a_painted_class_is_refused_on_the_click(loop, qtbot, trained):
+    """Densify again from a loaded model that does not know a painted class: refused at once, no run started."""
+    viewer, widget, painted, truth = loop
+    widget.load_model(trained.model)  # classes 0, 10, 200; the painting holds 1 and 2
+    qtbot.mouseClick(widget.again_button, Qt.LeftButton)
+    assert widget.worker is None
+    assert widget.status.text().startswith("error:") and "classes [0, 10, 200]" in widget.status.text()
