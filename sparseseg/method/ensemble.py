@@ -55,7 +55,7 @@ from sparseseg.method.holdout import (
     planes_mask,
     without_planes,
 )
-from sparseseg.method.progress import Progress, Shifted, as_progress, checkpoint, watched
+from sparseseg.method.progress import Progress, Shifted, as_progress, begin, watched
 from sparseseg.method.segmenting import Estimated, segment_estimated
 from sparseseg.method.training import TrainLog
 
@@ -99,8 +99,7 @@ class _Run:
         return math.inf if limit is None else limit - self.elapsed()
 
     def enter(self, phase: str) -> None:
-        checkpoint(self.progress)
-        self.progress.phase(phase)
+        begin(self.progress, phase)
 
 
 def _stopped(first: TrainLog, progress: Progress) -> bool:
@@ -261,7 +260,7 @@ def _forest_on_all_planes(run: _Run, estimate: Estimate, first: TrainLog, final:
     sample = annotated_sample(run.image, annotation, seed=config.seed, features=run.features, spacing=config.spacing)
     if corrects:
         estimate = corrected_estimate(estimate, sample, annotation, run.held, config)
-    if refits and estimate.blend < 1:
+    if refits:
         run.forest = fit_forest(run.image, annotation, seed=config.seed, sample=sample)
     return estimate
 

@@ -157,3 +157,9 @@ def checkpoint(progress: Progress | None = None) -> None:
     progress = progress if progress is not None else _current.get()
     if progress is not None and progress.cancelled:
         raise Cancelled("the run was cancelled")
+
+
+def begin(progress: Progress, phase: str) -> None:
+    """Begin phase ``phase`` of a run: raise `Cancelled` where ``progress`` was cancelled, else tell it the phase."""
+    checkpoint(progress)
+    progress.phase(phase)

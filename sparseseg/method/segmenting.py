@@ -20,7 +20,7 @@ from sparseseg.method.core import (
 )
 from sparseseg.method.features import VolumeFeatures
 from sparseseg.method.holdout import Estimate
-from sparseseg.method.progress import Progress, as_progress, checkpoint, watched
+from sparseseg.method.progress import Progress, as_progress, begin, watched
 from sparseseg.method.training import TrainLog
 
 
@@ -56,8 +56,7 @@ def segment_estimated(
     """
     progress = as_progress(progress)
     with watched(progress):
-        checkpoint(progress)
-        progress.phase("segmenting")
+        begin(progress, "segmenting")
         model = estimated.model
         if estimated.estimate is None:
             return segment_calibrated(model, image, annotation, device)
