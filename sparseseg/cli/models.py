@@ -94,22 +94,17 @@ def densify(
 
     setup_output(common.quiet)
     volumes, planes = _split_planes(volumes, planes)
+    options = workflows.DensifyOptions(
+        planes=planes,
+        weights_out=weights_out,
+        outputs=workflows.Outputs(probabilities, preview, common.overwrite),
+        save_model_to=save_model,
+        init=init,
+        partial=partial,
+        cluster=workflows.Cluster(workers, scheduler),
+    )
     with TrainingProgress(config, common.silent) as progress:
-        report = workflows.densify(
-            volumes,
-            slices,
-            output,
-            config,
-            planes=planes,
-            weights_out=weights_out,
-            outputs=workflows.Outputs(probabilities, preview, common.overwrite),
-            save_model_to=save_model,
-            init=init,
-            partial=partial,
-            progress=progress,
-            workers=workers,
-            scheduler=scheduler,
-        )
+        report = workflows.densify(volumes, slices, output, config, options, progress)
     summary = {"output": [str(p) for p in report.written], "annotation": report.how}
     summary.update(train_summary(report.model, report.train_log))
     summary["seconds_infer"] = round(report.segmentation.seconds, 2)
@@ -230,20 +225,16 @@ def predict(
     from sparseseg.commands import workflows
 
     setup_output(common.quiet)
+    options = workflows.PredictOptions(
+        outputs=workflows.Outputs(probabilities, preview, common.overwrite),
+        device=device,
+        tta=tta,
+        cluster=workflows.Cluster(workers, scheduler),
+        resume=resume,
+        overlap=overlap,
+    )
     with BlockProgress(common.silent) as progress, sigterm_as_interrupt():
-        report = workflows.predict(
-            model,
-            volumes,
-            output,
-            outputs=workflows.Outputs(probabilities, preview, common.overwrite),
-            device=device,
-            tta=tta,
-            progress=progress,
-            workers=workers,
-            scheduler=scheduler,
-            resume=resume,
-            overlap=overlap,
-        )
+        report = workflows.predict(model, volumes, output, options, progress)
     summary = {
         "output": [str(p) for p in report.written],
         "classes": report.model.classes.tolist(),

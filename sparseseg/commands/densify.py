@@ -29,7 +29,8 @@ from sparseseg.commands.outputs import (
 )
 from sparseseg.commands.review import open_labels
 from sparseseg.config import Config
-from sparseseg.large import bounded
+from sparseseg.large import bounded, cluster
+from sparseseg.large.cluster import Cluster
 from sparseseg.large.slabs import scan_labels, write_weights
 from sparseseg.method.annotation import Annotation, check_two_classes, parse_planes
 from sparseseg.method.core import Model, Segmentation, calibrate, resolve_device, segment_source
@@ -39,6 +40,25 @@ from sparseseg.method.modelfolder import check_model_folder, load_model, save_mo
 from sparseseg.method.progress import Progress
 from sparseseg.method.segmenting import segment_estimated
 from sparseseg.method.training import TrainLog
+
+
+@dataclass(frozen=True)
+class DensifyOptions:
+    """What `densify` does besides the method's `Config`: which planes to read, what else to write, where to start
+    and where the dense inference runs.
+
+    ``planes``: the annotated planes as ``["z=12,40", "y=64"]`` (None: found in the labels); ``weights_out``: the
+    per-voxel loss weights; ``save_model_to``: a model folder; ``init``: a model folder to train on from; ``partial``:
+    Ctrl-C during training segments with the model so far (else nothing is written and KeyboardInterrupt is raised).
+    """
+
+    planes: list[str] | None = None
+    weights_out: PathLike | None = None
+    outputs: Outputs = Outputs()
+    save_model_to: PathLike | None = None
+    init: PathLike | None = None
+    partial: bool = True
+    cluster: Cluster = Cluster()
 
 
 @dataclass
@@ -60,122 +80,96 @@ class DensifyReport:
         return self.train_log.stopped_by == "interrupt"
 
 
+@dataclass(frozen=True)
+class _Job:
+    """One `densify` call: its paths, config, options, progress and the model it starts from."""
+
+    volumes: Sequence[PathLike]
+    labels: PathLike
+    out: PathLike
+    config: Config
+    options: DensifyOptions
+    progress: Progress | None
+    start_model: Model | None
+
+    def every_output(self) -> list:
+        o = self.options
+        return [self.out, o.weights_out, o.outputs.probabilities, o.outputs.preview, o.save_model_to]
+
+
 def densify(
     volumes: Sequence[PathLike],
     labels: PathLike,
     out: PathLike,
     config: Config = Config(),
-    *,
-    planes: list[str] | None = None,
-    weights_out: PathLike | None = None,
-    outputs: Outputs = Outputs(),
-    save_model_to: PathLike | None = None,
-    init: PathLike | None = None,
-    partial: bool = True,
+    options: DensifyOptions = DensifyOptions(),
     progress: Progress | None = None,
-    workers: int | None = None,
-    scheduler: str | None = None,
 ) -> DensifyReport:
     """Densify from files: read, check, train, segment and write.
 
-    A volume of more than `sparseseg.large.bounded.SLAB_THRESHOLD` voxels whose annotation holds
-    whole planes is trained on the slabs around them and segmented block by block into the
-    outputs (the report's segmentation then holds no arrays, only its seconds and windows);
-    only ``outputs.preview`` reads it whole. Every input and output path is checked before training starts. Ctrl-C
-    during training
-    ends it early and the segmentation is made with the model trained so far (the report
-    says ``interrupted``); with ``partial=False`` nothing is written then and
-    KeyboardInterrupt is raised.
+    A volume of more than `sparseseg.large.bounded.SLAB_THRESHOLD` voxels whose annotation holds whole planes is
+    trained on the slabs around them and segmented block by block into the outputs (the report's segmentation then
+    holds no arrays, only its seconds and windows); only ``options.outputs.preview`` reads it whole. Every input and
+    output path is checked before training starts. Ctrl-C during training ends it early and the segmentation is made
+    with the model trained so far (the report says ``interrupted``); see `DensifyOptions.partial`.
 
-    With ``workers`` (a local dask cluster) or ``scheduler`` (an existing one's address) the
-    training stays here and the dense inference after it goes over the cluster (see
-    `_segment_on_cluster`): the same labels, written block by block; the report's
-    segmentation then holds the labels read back and no probabilities.
+    With ``options.cluster`` the training stays here and the dense inference after it goes over a dask cluster (see
+    `_segment_on_cluster`): the same labels, written block by block; the report's segmentation then holds the labels
+    read back and no probabilities.
     """
-    if workers is not None or scheduler is not None:
-        from sparseseg.large import cluster
-
-        cluster.check_cluster(workers, scheduler)
-    outputs.check([*volumes, labels, init], [out, weights_out], [save_model_to])
-    if save_model_to is not None:
-        check_model_folder(save_model_to, outputs.overwrite)
+    options.cluster.check()
+    options.outputs.check([*volumes, labels, options.init], [out, options.weights_out], [options.save_model_to])
+    if options.save_model_to is not None:
+        check_model_folder(options.save_model_to, options.outputs.overwrite)
     resolve_device(config.device)
-    start_model = load_model(init) if init is not None else None
-    if workers is None and scheduler is None and voxel_count(volumes) > bounded.SLAB_THRESHOLD:
-        report = _densify_slabs(
-            volumes,
-            io.open_source(volumes),
-            labels,
-            out,
-            config,
-            planes,
-            weights_out,
-            outputs,
-            save_model_to,
-            start_model,
-            progress,
-            partial,
-        )
+    start_model = load_model(options.init) if options.init is not None else None
+    job = _Job(volumes, labels, out, config, options, progress, start_model)
+    if not options.cluster.used and voxel_count(volumes) > bounded.SLAB_THRESHOLD:
+        report = _densify_slabs(job, io.open_source(volumes))
         if report is not None:
             return report
-    image, annotation, how = read_pair(volumes, labels, config.unlabeled, planes)
-    check_training(with_spacing(config, image), image.data.shape[1:], start_model)
-    log.info("%s: %s", labels, how)
-    with stopping_on_ctrl_c(progress, partial) as stoppable:
-        estimated = fit_estimated(image.data, annotation, with_spacing(config, image), stoppable, start_model)
+    return _densify_whole(job)
+
+
+def _densify_whole(job: _Job) -> DensifyReport:
+    """`densify` of a volume read whole: `fit_estimated`, then `_write_densified`."""
+    image, annotation, how = read_pair(job.volumes, job.labels, job.config.unlabeled, job.options.planes)
+    config = with_spacing(job.config, image)
+    check_training(config, image.data.shape[1:], job.start_model)
+    log.info("%s: %s", job.labels, how)
+    with stopping_on_ctrl_c(job.progress, job.options.partial) as stoppable:
+        estimated = fit_estimated(image.data, annotation, config, stoppable, job.start_model)
     model, train_log = estimated.model, stoppable.told(estimated.train_log)
-    stop_if_interrupted(train_log, partial)
-    image = replace(
-        image, spacing=model.config.spacing
-    )  # outputs carry the voxel size trained with (file or --spacing)
-    every = [out, weights_out, outputs.probabilities, outputs.preview, save_model_to]
-    with io.outputs_together(every):
-        written, segmentation, model = _write_densified(
-            estimated,
-            image,
-            annotation,
-            out,
-            weights_out,
-            outputs,
-            save_model_to,
-            (volumes, workers, scheduler, config.device),
-        )
+    stop_if_interrupted(train_log, job.options.partial)
+    image = replace(image, spacing=model.config.spacing)  # outputs carry the voxel size trained with
+    with io.outputs_together(job.every_output()):
+        written, segmentation, model = _write_densified(estimated, image, annotation, job)
     return DensifyReport(how, model, train_log, segmentation, written)
 
 
-def _write_densified(estimated, image, annotation, out, weights_out, outputs, save_model_to, where):
-    """Segment and write every output of a whole-volume densify; ``where``: volumes, workers, scheduler, device."""
-    volumes, workers, scheduler, device = where
-    model = estimated.model
-    if workers is None and scheduler is None:
-        model, segmentation = segment_estimated(estimated, image.data, annotation, device)
-        written = [io.write_volume(out, segmentation.labels, reference=image, overwrite=outputs.overwrite)]
+def _write_densified(estimated, image, annotation, job: _Job):
+    """Segment and write every output of a whole-volume densify."""
+    model, options = estimated.model, job.options
+    outputs = options.outputs
+    if not options.cluster.used:
+        model, segmentation = segment_estimated(estimated, image.data, annotation, job.config.device)
+        written = [io.write_volume(job.out, segmentation.labels, reference=image, overwrite=outputs.overwrite)]
     else:
         estimated.network = estimated.features = None  # the workers run the network and the forest on their blocks
-        model, segmentation = _segment_on_cluster(
-            model, volumes, image, annotation, out, outputs, workers, scheduler, device
-        )
-        written = [Path(out)] + ([Path(outputs.probabilities)] if outputs.probabilities is not None else [])
+        model, segmentation = _segment_on_cluster(model, image, annotation, job)
+        written = [Path(job.out)] + ([Path(outputs.probabilities)] if outputs.probabilities is not None else [])
         outputs = replace(outputs, probabilities=None)  # written already
-    if weights_out is not None:
+    if options.weights_out is not None:
         _, weights = loss_weights(annotation, model.classes, model.class_weights)
-        written.append(io.write_volume(weights_out, weights, reference=image, overwrite=outputs.overwrite))
+        written.append(io.write_volume(options.weights_out, weights, reference=image, overwrite=outputs.overwrite))
     written += outputs.write(image, segmentation, annotation.planes)
-    if save_model_to is not None:
-        written.append(save_model(save_model_to, model, outputs.overwrite))
+    if options.save_model_to is not None:
+        written.append(save_model(options.save_model_to, model, outputs.overwrite))
     return written, segmentation, model
 
 
 def _segment_on_cluster(
-    model: Model,
-    volumes,
-    image: io.Volume,
-    annotation: Annotation,
-    out,
-    outputs: Outputs,
-    workers,
-    scheduler,
-    device: str,
+    model: Model, image: io.Volume, annotation: Annotation, job: _Job
 ) -> tuple[Model, Segmentation]:
     """Densify's dense inference over a dask cluster, to the labels (and probabilities) one process gives.
 
@@ -188,53 +182,55 @@ def _segment_on_cluster(
     import shutil
     import tempfile
 
-    import zarr
-
-    from sparseseg.io.blocks import ArraySource, all_or_nothing
-    from sparseseg.large import cluster
-    from sparseseg.method.core import plan_of, write_decided
+    from sparseseg.io.blocks import all_or_nothing
 
     start = time.perf_counter()
-    final = io.locate(out).file
+    final = io.locate(job.out).file
     scratch = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".densify", dir=final.parent))
-    shape = image.data.shape[1:]
-    labels, probabilities = block_sinks(out, outputs, model, shape, image)
+    sinks = block_sinks(job.out, job.options.outputs, model, image.data.shape[1:], image)
     try:
-        with all_or_nothing(labels, probabilities):
-            save_model(scratch / "model", model)
-            plan = plan_of(model, ArraySource(image.data))
-            block = tuple(s.stop - s.start for s in plan.blocks[0])
-            store = scratch / "probabilities.zarr"
-            zarr.create_array(
-                store=str(store),
-                shape=(len(model.classes),) + shape,
-                chunks=(len(model.classes),) + block,
-                dtype="float32",
-                fill_value=0,
-            )
-            mask = (
-                annotation.mask if model.config.calibrate and model.estimate is None else None
-            )  # else: held-out offsets
-            with cluster.client(workers, scheduler) as dask_client:
-                annotated = cluster.probabilities_on_cluster(
-                    scratch / "model",
-                    io.open_source(volumes),
-                    plan,
-                    store,
-                    dask_client=dask_client,
-                    device=device,
-                    mask=mask,
-                )
-            if annotated is not None:
-                model = calibrate(model, [annotated], [annotation])
-            array = zarr.open_array(str(store), mode="r")
-            write = write_decided(model, labels, probabilities, ArraySource(image.data))
-            for zyx in plan.blocks:
-                write(zyx, np.asarray(array[(slice(None),) + zyx]))
+        with all_or_nothing(*sinks):
+            model, plan = _decide_on_cluster(model, image, annotation, job, (scratch, sinks))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    segmentation = Segmentation(io.read_labels(out).data, None, time.perf_counter() - start, plan.windows)
+    segmentation = Segmentation(io.read_labels(job.out).data, None, time.perf_counter() - start, plan.windows)
     return model, segmentation
+
+
+def _decide_on_cluster(model, image, annotation, job: _Job, where):
+    """The cluster's probabilities into a Zarr array in ``where``'s scratch folder, the calibration on the annotated
+    voxels, and the decided blocks into ``where``'s sinks; the calibrated model and the plan."""
+    import zarr
+
+    from sparseseg.io.blocks import ArraySource
+    from sparseseg.method.core import plan_of, write_decided
+
+    scratch, (labels, probabilities) = where
+    save_model(scratch / "model", model)
+    plan = plan_of(model, ArraySource(image.data))
+    block = tuple(s.stop - s.start for s in plan.blocks[0])
+    store = scratch / "probabilities.zarr"
+    k = len(model.classes)
+    shape = (k,) + image.data.shape[1:]
+    zarr.create_array(store=str(store), shape=shape, chunks=(k,) + block, dtype="float32", fill_value=0)
+    mask = annotation.mask if model.config.calibrate and model.estimate is None else None  # else: held-out offsets
+    with job.options.cluster.client() as dask_client:
+        annotated = cluster.probabilities_on_cluster(
+            scratch / "model",
+            io.open_source(job.volumes),
+            plan,
+            store,
+            dask_client=dask_client,
+            device=job.config.device,
+            mask=mask,
+        )
+    if annotated is not None:
+        model = calibrate(model, [annotated], [annotation])
+    array = zarr.open_array(str(store), mode="r")
+    write = write_decided(model, labels, probabilities, ArraySource(image.data))
+    for zyx in plan.blocks:
+        write(zyx, np.asarray(array[(slice(None),) + zyx]))
+    return model, plan
 
 
 def scan_for_slabs(source, labels: PathLike, config: Config, planes: list[str] | None, init: Model | None):
@@ -253,54 +249,55 @@ def scan_for_slabs(source, labels: PathLike, config: Config, planes: list[str] |
     return sparse, scan, config
 
 
-def _densify_slabs(
-    volumes, source, labels, out, config, planes, weights_out, outputs, save_model_to, start_model, progress, partial
-):
+def _densify_slabs(job: _Job, source) -> DensifyReport | None:
     """`densify` of a large volume in bounded memory (`sparseseg.large.bounded`); None where it needs the volume
     whole."""
-    scanned = scan_for_slabs(source, labels, config, planes, start_model)
+    scanned = scan_for_slabs(source, job.labels, job.config, job.options.planes, job.start_model)
     if scanned is None:
         return None
     sparse, scan, config = scanned
-    log.info("%s: %s; training on the slabs around the annotated planes", labels, scan.how)
+    log.info("%s: %s; training on the slabs around the annotated planes", job.labels, scan.how)
     if config.holdout or config.forest:
         log.info("a volume this large is densified by the network alone: no held-out estimate, no forest blend (yet)")
-    with stopping_on_ctrl_c(progress, partial) as stoppable:
-        model, train_log = bounded.fit_slabs(source, sparse, scan, config, stoppable, start_model)
+    with stopping_on_ctrl_c(job.progress, job.options.partial) as stoppable:
+        model, train_log = bounded.fit_slabs(source, sparse, scan, config, stoppable, job.start_model)
     train_log = stoppable.told(train_log)
-    stop_if_interrupted(train_log, partial)
-    with io.outputs_together([out, weights_out, outputs.probabilities, outputs.preview, save_model_to]):
-        model, written, windows, seconds = _write_slabs(
-            model, source, sparse, scan, (volumes, out, weights_out, outputs, save_model_to)
-        )
+    stop_if_interrupted(train_log, job.options.partial)
+    with io.outputs_together(job.every_output()):
+        model, written, windows, seconds = _write_slabs(model, source, (sparse, scan), job)
     return DensifyReport(scan.how, model, train_log, Segmentation(None, None, seconds, windows), written)
 
 
-def _write_slabs(model, source, sparse, scan, paths):
-    """Calibrate, segment and write every output of a slab densify; ``paths``: volumes, out, weights_out, outputs,
-    save_model_to. The calibrated model, the files written, the windows and the seconds."""
-    volumes, out, weights_out, outputs, save_model_to = paths
+def _write_slabs(model, source, scanned, job: _Job):
+    """Calibrate, segment and write every output of a slab densify; ``scanned``: the labels and their scan. The
+    calibrated model, the files written, the windows and the seconds."""
+    sparse, scan = scanned
+    options, outputs = job.options, job.options.outputs
     shape = tuple(source.shape[1:])
-    config = model.config
-    sink, probabilities = block_sinks(out, outputs, model, shape, source, spacing=model.config.spacing)
+    sink, probabilities = block_sinks(job.out, outputs, model, shape, source, spacing=model.config.spacing)
     try:  # segment_source finishes the sinks, or aborts them
-        model = bounded.calibrate_slabs(model, source, sparse, scan, config.device, sink.chunks)
+        model = bounded.calibrate_slabs(model, source, sparse, scan, model.config.device, sink.chunks)
     except BaseException:
         for made in (sink, probabilities):
             if made is not None:
                 made.abort()
         raise
-    windows, seconds = segment_source(model, source, sink, probabilities, device=config.device)
-    written = [Path(out)]
-    if weights_out is not None:
+    windows, seconds = segment_source(model, source, sink, probabilities, device=model.config.device)
+    written = [Path(job.out)]
+    if options.weights_out is not None:
         with io.create_sink(
-            weights_out, shape, np.float32, spacing=model.config.spacing, reference=source, overwrite=outputs.overwrite
+            options.weights_out,
+            shape,
+            np.float32,
+            spacing=model.config.spacing,
+            reference=source,
+            overwrite=outputs.overwrite,
         ) as weights:
             write_weights(sparse, scan, model.classes, model.class_weights, weights)
             written.append(weights.finish())
     written += [Path(outputs.probabilities)] if probabilities is not None else []
     if outputs.preview is not None:
-        written.append(outputs.write_preview(volumes, out, scan.planes, model.config.spacing))
-    if save_model_to is not None:
-        written.append(save_model(save_model_to, model, outputs.overwrite))
+        written.append(outputs.write_preview(job.volumes, job.out, scan.planes, model.config.spacing))
+    if options.save_model_to is not None:
+        written.append(save_model(options.save_model_to, model, outputs.overwrite))
     return model, written, windows, seconds

@@ -39,7 +39,7 @@ log = logging.getLogger("sparseseg")
 PathLike = str | os.PathLike
 
 
-@dataclass
+@dataclass(frozen=True)
 class Outputs:
     """Where the optional extra outputs of densify and predict go, and whether earlier outputs may be replaced."""
 

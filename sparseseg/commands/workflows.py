@@ -18,7 +18,7 @@ import numpy as np
 
 from sparseseg import io
 from sparseseg.commands import review
-from sparseseg.commands.densify import DensifyReport, densify, scan_for_slabs
+from sparseseg.commands.densify import DensifyOptions, DensifyReport, densify, scan_for_slabs
 from sparseseg.commands.outputs import (
     Outputs,
     block_sinks,
@@ -33,6 +33,7 @@ from sparseseg.errors import InputError
 from sparseseg.io.blocks import Source
 from sparseseg.io.paths import check_distinct
 from sparseseg.large import bounded
+from sparseseg.large.cluster import Cluster
 from sparseseg.large.slabs import LabelScan
 from sparseseg.method.annotation import Annotation
 from sparseseg.method.core import Model, calibrate, network_probabilities, resolve_device, segment_source, with_overlap
@@ -173,6 +174,23 @@ def _annotated_probabilities(
     return annotated, annotations
 
 
+@dataclass(frozen=True)
+class PredictOptions:
+    """What `predict` does besides reading the model and the volume and writing the labels.
+
+    ``device``: where to predict ('auto': CUDA when available), whatever the model was trained on; ``tta``: average
+    over flips (None: as trained); ``resume``: go on with the Zarr output an interrupted run left; ``overlap``: the
+    windows' overlap across the annotated planes (None: the model's; `sparseseg.method.core.with_overlap`).
+    """
+
+    outputs: Outputs = Outputs()
+    device: str = "auto"
+    tta: bool | None = None
+    cluster: Cluster = Cluster()
+    resume: bool = False
+    overlap: float | None = None
+
+
 @dataclass
 class PredictReport:
     """What `predict` did: the model, the sliding windows, the seconds of inference, the files written."""
@@ -187,79 +205,66 @@ def predict(
     folder: PathLike,
     volumes: Sequence[PathLike],
     out: PathLike,
-    *,
-    outputs: Outputs = Outputs(),
-    device: str = "auto",
-    tta: bool | None = None,
+    options: PredictOptions = PredictOptions(),
     progress: BlockProgress | None = None,
-    workers: int | None = None,
-    scheduler: str | None = None,
-    resume: bool = False,
-    overlap: float | None = None,
 ) -> PredictReport:
     """Apply a saved model to a new volume (the fully automatic setting) and write the segmentation.
 
     The volume is read and segmented block by block and the outputs are written as the blocks
-    come, so memory does not grow with the volume (only ``outputs.preview`` reads the volume
-    and the result whole). ``device`` is where to predict ('auto': CUDA when available),
-    whatever the model was trained on. ``overlap`` (None: the model's) is how much the windows
-    overlap across the annotated planes (`sparseseg.method.core.with_overlap`): on a large volume a
-    lower one is faster (0 runs a quarter of the windows of 0.75 along that axis); a model
-    saved before sparseseg trained with the planes at any depth of a patch loses IoU by it.
+    come, so memory does not grow with the volume (only ``options.outputs.preview`` reads the volume
+    and the result whole). On a large volume a lower ``options.overlap`` is faster (0 runs a quarter of the windows of
+    0.75 along that axis); a model saved before sparseseg trained with the planes at any depth of a patch loses IoU
+    by it.
 
     A Zarr or OME-Zarr output interrupted by Ctrl-C is kept, unfinished, in its hidden partial
-    folder (`sparseseg.errors.Interrupted` says where); the same call with ``resume`` takes it
+    folder (`sparseseg.errors.Interrupted` says where); the same call with ``options.resume`` takes it
     up and writes only the blocks it does not hold whole. It is taken up only by a run of the
     same model folder (its files' hash), volumes (paths, sizes, times), ``tta`` and sparseseg
     version, and refused for other formats. ``outputs.overwrite`` still says whether the
     finished output may replace an earlier one.
     """
-    if resume:
+    outputs = options.outputs
+    if options.resume:
         for path in (out, outputs.probabilities):
             if path is not None:
                 io.check_resumable(path)
-    if workers is not None or scheduler is not None:
-        from sparseseg.large import cluster
-
-        cluster.check_cluster(workers, scheduler)
+    options.cluster.check()
     outputs.check([folder, *volumes], [out])
-    resolve_device(device)
-    model = with_overlap(load_model(folder), overlap)
+    resolve_device(options.device)
+    model = with_overlap(load_model(folder), options.overlap)
     source = io.open_source(volumes)
     if source.shape[0] != model.in_channels:
         raise InputError(
             f"{source.path}: the model {folder} takes {model.in_channels} channel(s), got {source.shape[0]}"
         )
-    key = run_key(folder, volumes, model.config.tta if tta is None else tta)
-    shared = workers is not None or scheduler is not None
+    key = run_key(folder, volumes, model.config.tta if options.tta is None else options.tta)
+    shared = options.cluster.used
     with io.outputs_together([out, outputs.probabilities, outputs.preview]):
-        labels, probabilities = block_sinks(
-            out, outputs, model, source.shape[1:], source, key=key, resume=resume, shared=shared
+        sinks = block_sinks(
+            out, outputs, model, source.shape[1:], source, key=key, resume=options.resume, shared=shared
         )
         if not shared:
             windows, seconds = segment_source(
-                model, source, labels, probabilities, device=device, tta=tta, progress=progress
+                model, source, *sinks, device=options.device, tta=options.tta, progress=progress
             )
         else:
-            windows, seconds = _on_cluster(
-                model, folder, source, labels, probabilities, workers, scheduler, device, tta, progress
-            )
-        written = [Path(out)] + ([Path(outputs.probabilities)] if probabilities is not None else [])
+            windows, seconds = _on_cluster(model, folder, source, sinks, options, progress)
+        written = [Path(out)] + ([Path(outputs.probabilities)] if sinks[1] is not None else [])
         if outputs.preview is not None:
             written.append(outputs.write_preview(volumes, out))
     return PredictReport(model, windows, seconds, written)
 
 
-def _on_cluster(model, folder, source, labels, probabilities, workers, scheduler, device, tta, progress):
+def _on_cluster(model, folder, source, sinks, options: PredictOptions, progress):
     """Segment on a dask cluster (`sparseseg.large.cluster`) with ``model``, saved in ``folder``; the windows and the
     seconds."""
     from sparseseg.large import cluster
 
     start = time.perf_counter()
     try:
-        dask_client = cluster.client(workers, scheduler)
+        dask_client = options.cluster.client()
     except BaseException:
-        for sink in (labels, probabilities):
+        for sink in sinks:
             if sink is not None:
                 sink.release()
         raise
@@ -268,11 +273,10 @@ def _on_cluster(model, folder, source, labels, probabilities, workers, scheduler
             model,
             folder,
             source,
-            labels,
-            probabilities,
+            sinks,
             dask_client=dask_client,
-            device=device,
-            tta=tta,
+            device=options.device,
+            tta=options.tta,
             progress=progress,
         )
     return windows, time.perf_counter() - start
@@ -282,8 +286,11 @@ def _on_cluster(model, folder, source, labels, probabilities, workers, scheduler
 suggest, preview, evaluate = review.suggest, review.preview, review.evaluate
 
 __all__ = [
+    "Cluster",
+    "DensifyOptions",
     "DensifyReport",
     "Outputs",
+    "PredictOptions",
     "PredictReport",
     "densify",
     "evaluate",

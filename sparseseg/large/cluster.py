@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 from sparseseg.errors import InputError
@@ -62,6 +63,28 @@ def check_cluster(workers: int | None = None, scheduler: str | None = None) -> N
         need_dask()
 
 
+@dataclass(frozen=True)
+class Cluster:
+    """Where the dense inference runs: in this process (neither given), on a local dask cluster of ``workers``
+    processes, or on the cluster whose scheduler is at ``scheduler`` (``tcp://host:port``)."""
+
+    workers: int | None = None
+    scheduler: str | None = None
+
+    @property
+    def used(self) -> bool:
+        return self.workers is not None or self.scheduler is not None
+
+    def check(self) -> None:
+        """`check_cluster`, where a cluster is asked for."""
+        if self.used:
+            check_cluster(self.workers, self.scheduler)
+
+    def client(self):
+        """`client` of this cluster."""
+        return client(self.workers, self.scheduler)
+
+
 def need_dask() -> None:
     """Refuse workers and scheduler where dask.distributed is not installed (before any work)."""
     try:
@@ -100,8 +123,7 @@ def segment_on_cluster(
     model: Model,
     folder,
     source,
-    labels,
-    probabilities=None,
+    sinks: tuple,
     *,
     dask_client,
     device: str = "auto",
@@ -113,13 +135,14 @@ def segment_on_cluster(
     ``model`` plans the blocks and windows here (with the overlap it holds, e.g. from
     `sparseseg.method.core.with_overlap`); each worker loads ``folder`` once and follows that plan.
 
-    ``labels`` (and ``probabilities``) must be chunked sinks that workers can share (Zarr,
+    ``sinks``: the labels sink and the probabilities sink (or None), chunked sinks that workers can share (Zarr,
     OME-Zarr). They are finished here when every block is written, and aborted if one fails
     (kept on Ctrl-C where they are resumable, as in `sparseseg.method.core.segment_source`; a resumed
     output's blocks are not submitted again). Returns the sliding windows.
     """
     from dask.distributed import as_completed
 
+    labels, probabilities = sinks
     check_shared(labels)
     plan = plan_of(model, source, chunks=labels.chunks)
     folder = str(Path(folder).resolve())

@@ -182,8 +182,7 @@ def test_densify_files(files, tiny_config, listing):
         files.sparse,
         out,
         tiny_config(),
-        weights_out=weights,
-        outputs=workflows.Outputs(probabilities=probabilities),
+        workflows.DensifyOptions(weights_out=weights, outputs=workflows.Outputs(probabilities=probabilities)),
     )
     assert report.written == [out, weights, probabilities]
     written = io.read_labels(out).data
@@ -206,7 +205,7 @@ def test_densify_outputs_carry_the_voxel_size_trained_with(files, tiny_config):
         files.sparse,
         out,
         tiny_config(spacing=(2.0, 1.0, 1.0)),
-        outputs=workflows.Outputs(preview=picture),
+        workflows.DensifyOptions(outputs=workflows.Outputs(preview=picture)),
     )
     assert io.read_volume(out).spacing == (2.0, 1.0, 1.0)
     planes = [f"{a}={','.join(map(str, v))}" for a, v in files.planes.items() if v]
@@ -225,9 +224,10 @@ def test_densify_files_checks_outputs_before_training(files, tiny_config, listin
     before = listing(files.folder)
     out = files.folder / "seg.tif"
     with pytest.raises(InputError, match="differ"):
-        workflows.densify([files.volume], files.sparse, out, tiny_config(), weights_out=out)
+        workflows.densify([files.volume], files.sparse, out, tiny_config(), workflows.DensifyOptions(weights_out=out))
     with pytest.raises(InputError, match="does not exist"):
-        workflows.densify([files.volume], files.sparse, out, tiny_config(), save_model_to=files.folder / "a" / "b")
+        options = workflows.DensifyOptions(save_model_to=files.folder / "a" / "b")
+        workflows.densify([files.volume], files.sparse, out, tiny_config(), options)
     assert listing(files.folder) == before
 
 

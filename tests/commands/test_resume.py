@@ -69,9 +69,10 @@ def _volume(trained, tmp_path, target):
     return io.write_volume(tmp_path / "image.ome.zarr", trained.image)
 
 
-def _predict(trained, tmp_path, target, volume, **kwargs):
+def _predict(trained, tmp_path, target, volume, progress=None, resume=False):
     outputs = workflows.Outputs(probabilities=tmp_path / "prob.zarr")
-    return workflows.predict(trained.model, [volume], tmp_path / target, outputs=outputs, device="cpu", **kwargs)
+    options = workflows.PredictOptions(outputs=outputs, device="cpu", resume=resume)
+    return workflows.predict(trained.model, [volume], tmp_path / target, options, progress)
 
 
 def _labels(path):
@@ -138,7 +139,9 @@ def test_another_model_does_not_take_up_the_output(trained, tmp_path, small_bloc
     (other / "config.json").write_text(json.dumps(meta))
     before = listing(tmp_path)
     with pytest.raises(InputError, match="model") as caught:
-        workflows.predict(other, [trained.volume], tmp_path / "seg.zarr", device="cpu", resume=True)
+        workflows.predict(
+            other, [trained.volume], tmp_path / "seg.zarr", workflows.PredictOptions(device="cpu", resume=True)
+        )
     assert caught.value.param == "resume"
     assert listing(tmp_path) == before  # the partial output is left as it was
 
@@ -195,6 +198,6 @@ def test_a_zarr_output_is_chunked_in_whole_steps_of_the_model_windows(trained, t
     from sparseseg.method.core import output_chunks
     from sparseseg.method.modelfolder import load_model
 
-    workflows.predict(trained.model, [trained.volume], tmp_path / "seg.zarr", device="cpu")
+    workflows.predict(trained.model, [trained.volume], tmp_path / "seg.zarr", workflows.PredictOptions(device="cpu"))
     chunks = zarr.open_array(str(tmp_path / "seg.zarr"), mode="r").chunks
     assert chunks == output_chunks(load_model(trained.model), trained.shape[-3:])

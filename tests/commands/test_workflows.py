@@ -967,11 +967,13 @@ def test_interrupt_without_partial_writes_nothing(files, tiny_config, listing):
             files.sparse,
             out,
             tiny_config(iterations=5),
-            weights_out=files.folder / "w.tif",
-            outputs=workflows.Outputs(probabilities=files.folder / "p.tif", preview=files.folder / "p.png"),
-            save_model_to=files.folder / "model",
-            partial=False,
-            progress=progress,
+            workflows.DensifyOptions(
+                weights_out=files.folder / "w.tif",
+                outputs=workflows.Outputs(probabilities=files.folder / "p.tif", preview=files.folder / "p.png"),
+                save_model_to=files.folder / "model",
+                partial=False,
+            ),
+            progress,
         )
     assert progress.calls == 2
     assert listing(files.folder) == before  # no output, no model folder, no temporary file

@@ -77,7 +77,7 @@ def test_train_reads_a_large_volume_in_slabs_and_trains_what_the_whole_read_trai
         for v, at in zip(files.planes[axis], places):
             np.testing.assert_array_equal(np.take(data.image, at, axis=i + 1), np.take(volume.image, v, axis=i + 1))
             np.testing.assert_array_equal(np.take(data.weight, at, axis=i), np.take(volume.weight, v, axis=i))
-    out = workflows.predict(folder, [files.volume], files.folder / "seg.tif", device="cpu")
+    out = workflows.predict(folder, [files.volume], files.folder / "seg.tif", workflows.PredictOptions(device="cpu"))
     assert out.written == [files.folder / "seg.tif"]
     image = tifffile.imread(files.volume)[None].astype(np.float32)
     reference = core.segment(load_model(files.folder / "whole_model"), image)

@@ -29,7 +29,7 @@ def test_two_workers_give_the_single_process_labels(trained, tmp_path, monkeypat
         )
     core.segment_source(model, source, *sinks["one"])
     with cluster.client(workers=2) as dask_client:
-        cluster.segment_on_cluster(model, trained.model, source, *sinks["two"], dask_client=dask_client)
+        cluster.segment_on_cluster(model, trained.model, source, sinks["two"], dask_client=dask_client)
     assert (
         len(streaming.plan_volume(model.network, source, model.windows, model.config.patch, chunks=(8, 16, 16)).blocks)
         == 8
@@ -44,7 +44,12 @@ def test_two_workers_give_the_single_process_labels(trained, tmp_path, monkeypat
 def test_workers_need_a_chunked_output(trained, tmp_path, listing):
     before = listing(tmp_path)
     with pytest.raises(workflows.InputError, match="zarr"):
-        workflows.predict(trained.model, [trained.volume], tmp_path / "seg.tif", workers=1)
+        workflows.predict(
+            trained.model,
+            [trained.volume],
+            tmp_path / "seg.tif",
+            workflows.PredictOptions(cluster=workflows.Cluster(workers=1)),
+        )
     assert listing(tmp_path) == before
 
 
@@ -55,7 +60,11 @@ def test_densify_on_two_workers_gives_the_single_process_labels(files, tiny_conf
     for name, workers in (("one", None), ("two", 2)):
         outputs = workflows.Outputs(probabilities=files.folder / f"{name}_p.tif")
         reports[name] = workflows.densify(
-            [files.volume], files.sparse, files.folder / f"{name}.zarr", tiny_config(), outputs=outputs, workers=workers
+            [files.volume],
+            files.sparse,
+            files.folder / f"{name}.zarr",
+            tiny_config(),
+            workflows.DensifyOptions(outputs=outputs, cluster=workflows.Cluster(workers)),
         )
     np.testing.assert_array_equal(
         zarr.open(files.folder / "two.zarr", mode="r")[...], reports["one"].segmentation.labels
@@ -79,24 +88,28 @@ def test_resume_on_workers_submits_only_the_blocks_not_done(trained, tmp_path, m
 
     out = tmp_path / "seg.zarr"
     with pytest.raises(Interrupted):
-        workflows.predict(trained.model, [trained.volume], out, device="cpu", progress=stop)
+        workflows.predict(trained.model, [trained.volume], out, workflows.PredictOptions(device="cpu"), stop)
     real, left = cluster.blocks_to_write, []
     monkeypatch.setattr(cluster, "blocks_to_write", lambda *args: left.extend(real(*args)) or left)
-    workflows.predict(trained.model, [trained.volume], out, device="cpu", workers=2, resume=True)
+    options = workflows.PredictOptions(device="cpu", cluster=workflows.Cluster(workers=2), resume=True)
+    workflows.predict(trained.model, [trained.volume], out, options)
     assert len(left) == 7
     workflows.predict(
-        trained.model, [trained.volume], tmp_path / "ref.zarr", device="cpu"
+        trained.model, [trained.volume], tmp_path / "ref.zarr", workflows.PredictOptions(device="cpu")
     )  # uninterrupted, same blocks
     np.testing.assert_array_equal(zarr.open(out, mode="r")[...], zarr.open(tmp_path / "ref.zarr", mode="r")[...])
 
 
 @pytest.mark.filterwarnings("ignore::ResourceWarning", "ignore::pytest.PytestUnraisableExceptionWarning")
 def test_workers_follow_the_overlap_given_to_predict(trained, tmp_path):
-    def probabilities(name, **kwargs):
-        outputs = workflows.Outputs(probabilities=tmp_path / f"{name}_p.zarr")
-        workflows.predict(
-            trained.model, [trained.volume], tmp_path / f"{name}.zarr", outputs=outputs, device="cpu", **kwargs
+    def probabilities(name, workers=None, overlap=None):
+        options = workflows.PredictOptions(
+            outputs=workflows.Outputs(probabilities=tmp_path / f"{name}_p.zarr"),
+            device="cpu",
+            cluster=workflows.Cluster(workers),
+            overlap=overlap,
         )
+        workflows.predict(trained.model, [trained.volume], tmp_path / f"{name}.zarr", options)
         return zarr.open(tmp_path / f"{name}_p.zarr", mode="r")[...]
 
     one = probabilities("one", overlap=0.75)

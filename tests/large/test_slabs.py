@@ -100,8 +100,10 @@ def _densify(files, out, tiny_config, **overrides):
         files.sparse,
         out,
         config,
-        weights_out=out.with_name(out.stem + "_w.tif"),
-        outputs=workflows.Outputs(probabilities=out.with_name(out.stem + "_p.tif")),
+        workflows.DensifyOptions(
+            weights_out=out.with_name(out.stem + "_w.tif"),
+            outputs=workflows.Outputs(probabilities=out.with_name(out.stem + "_p.tif")),
+        ),
     )
 
 
