@@ -176,30 +176,34 @@ def sweep(
 
     setup_output(common.quiet)
     try:
-        ks = [int(v) for v in planes.split(",")]
+        plan = experiment.SweepPlan([int(v) for v in planes.split(",")], axes.lower(), repeats, stagger)
     except ValueError:
         raise InputError("expected plane counts such as 1,2,4", param="ks", value=planes) from None
     bars = {
         (k, r): TrainingProgress(config, common.silent, label=f"k={k}" + (f" run {r + 1}" if repeats > 1 else ""))
-        for k in ks
+        for k in plan.ks
         for r in range(repeats)
     }
     try:
         rows, written = experiment.sweep(
             volumes,
             gt,
-            ks,
-            axes.lower(),
+            plan,
             config,
             report=output,
             overwrite=common.overwrite,
             progress_for=lambda k, r: bars.get((k, r)),
-            repeats=repeats,
-            stagger=stagger,
         )
     finally:
         for bar in bars.values():
             bar.__exit__(None, None, None)
+    _print_sweep(rows, written, common)
+
+
+def _print_sweep(rows, written, common: Common) -> None:
+    """The sweep's runs, and their means where there are several per plane count, as tables (or JSON)."""
+    from sparseseg.commands import sweep as experiment
+
     header, body = experiment.sweep_table(rows)
     mean_header, means = experiment.sweep_means(rows)
     if common.as_json:
@@ -216,9 +220,9 @@ def sweep(
         for k, seed, fraction, seconds, *iou in body
     ]
     out.print(sweep_table("IoU on unannotated voxels against annotated planes per axis", header, runs))
-    if repeats > 1:
+    if any(n > 1 for _, n, *_ in means):
         means = [[str(k), str(n), *map(fmt, iou)] for k, n, *iou in means]
-        out.print(sweep_table(f"Mean over {repeats} runs per plane count", mean_header, means))
+        out.print(sweep_table(f"Mean over {means[0][1]} runs per plane count", mean_header, means))
     for path in written:
         err.print(f"wrote {path}")
 

@@ -45,77 +45,94 @@ class SweepRow:
     offset: float | None = None  # where the planes lie in their spacing (`sparseseg.commands.synthetic.evenly_spaced`)
 
 
+@dataclass(frozen=True)
+class SweepPlan:
+    """Which runs a sweep makes: ``ks`` evenly spaced planes per axis of ``axes``, each ``repeats`` times; with
+    ``stagger``, run r of N places the planes at offset (r + 0.5) / N of their spacing."""
+
+    ks: Sequence[int]
+    axes: str = AXES
+    repeats: int = 1
+    stagger: bool = False
+
+    def check(self, shape: tuple[int, int, int] | None = None) -> None:
+        """Refuse plane counts below 1 (or not below the volume's planes along an axis, given its ``shape``), fewer
+        than 1 run, and axes other than z, y and x."""
+        if not self.ks or min(self.ks) < 1:
+            raise InputError("give plane counts of at least 1, e.g. 1,2,4", param="ks", value=list(self.ks))
+        if self.repeats < 1:
+            raise InputError("give at least 1 training run per plane count", param="repeats", value=self.repeats)
+        axes = self.axes
+        if not axes or set(axes) - set(AXES) or len(set(axes)) != len(axes):
+            raise InputError("use letters from z, y, x, e.g. zyx or z", param="axes", value=axes)
+        for k in self.ks if shape is not None else ():
+            for a in axes:
+                size = shape[AXES.index(a)]
+                if k >= size:
+                    raise InputError(
+                        f"the volume has {size} planes along {a}; give fewer than {size}", param="ks", value=k
+                    )
+
+
 def sweep_arrays(
     image: np.ndarray,
     truth: np.ndarray,
-    ks: Sequence[int],
-    axes: str,
+    plan: SweepPlan,
     config: Config,
     progress_for: Callable[[int, int], Progress | None] = lambda k, repeat: None,
-    repeats: int = 1,
-    stagger: bool = False,
 ) -> list[SweepRow]:
     """Simulate a user who annotates k evenly spaced planes per axis, densify, and score the rest, for each k.
 
-    Each k is trained ``repeats`` times, with seeds ``config.seed``, ``config.seed + 1``, ...
+    Each k is trained ``plan.repeats`` times, with seeds ``config.seed``, ``config.seed + 1``, ...
     (drawn at random when ``config.seed`` is None), the same seeds for every k. The planes
-    are those of `sparseseg.commands.synthetic.evenly_spaced`; with ``stagger``, run r of N places
-    them at offset (r + 0.5) / N of their spacing (the same offset for every k), so that
-    the N runs of each k together annotate every part of the volume equally often. Where
+    are those of `sparseseg.commands.synthetic.evenly_spaced`, staggered as `SweepPlan` says. Where
     the planes hold one class only there is nothing to train on: that run is scored as
     predicting this class everywhere.
     """
-    from sparseseg.commands.synthetic import sparsify
-
+    plan.check(truth.shape)
     first = config.seed if config.seed is not None else secrets.randbits(30)
     rows = []
-    for k in ks:
-        for repeat in range(repeats):
-            start = time.perf_counter()
-            seed = first + repeat
-            offset = (repeat + 0.5) / repeats if stagger else None
-            sparse, planes = sparsify(truth, k, axes, unlabeled=config.unlabeled, offset=offset)
-            annotated = planes_mask(planes, truth.shape)
-            seen = np.unique(truth[annotated])
-            if len(seen) == 1:
-                log.warning(
-                    "k=%s, planes %s: only class %s is annotated; scored as %s everywhere",
-                    k,
-                    planes,
-                    int(seen[0]),
-                    int(seen[0]),
-                )
-                labels = np.full_like(truth, seen[0])
-            else:
-                annotation, _ = read_annotation(sparse, config.unlabeled, planes, name=f"k={k}")
-                labels = densify_arrays(image, annotation, replace(config, seed=seed), progress_for(k, repeat))[
-                    2
-                ].labels
-            scores = score(labels, truth, ~annotated)
-            rows.append(SweepRow(k, seed, planes, float(annotated.mean()), scores, time.perf_counter() - start, offset))
+    for k in plan.ks:
+        for repeat in range(plan.repeats):
+            offset = (repeat + 0.5) / plan.repeats if plan.stagger else None
+            seeded = replace(config, seed=first + repeat)
+            rows.append(_sweep_run(image, truth, (k, plan.axes, offset), seeded, progress_for(k, repeat)))
     return rows
+
+
+def _sweep_run(image, truth, where, config: Config, progress) -> SweepRow:
+    """One run of a sweep: ``where`` is k, the axes and the planes' offset."""
+    from sparseseg.commands.synthetic import sparsify
+
+    k, axes, offset = where
+    start = time.perf_counter()
+    sparse, planes = sparsify(truth, k, axes, unlabeled=config.unlabeled, offset=offset)
+    annotated = planes_mask(planes, truth.shape)
+    seen = np.unique(truth[annotated])
+    if len(seen) == 1:
+        log.warning(
+            "k=%s, planes %s: only class %s is annotated; scored as %s everywhere", k, planes, *[int(seen[0])] * 2
+        )
+        labels = np.full_like(truth, seen[0])
+    else:
+        annotation, _ = read_annotation(sparse, config.unlabeled, planes, name=f"k={k}")
+        labels = densify_arrays(image, annotation, config, progress)[2].labels
+    scores = score(labels, truth, ~annotated)
+    return SweepRow(k, config.seed, planes, float(annotated.mean()), scores, time.perf_counter() - start, offset)
 
 
 def sweep(
     volumes: Sequence[str | os.PathLike],
     gt: str | os.PathLike,
-    ks: Sequence[int],
-    axes: str = AXES,
+    plan: SweepPlan,
     config: Config = Config(),
     *,
     report: str | os.PathLike | None = None,
     overwrite: bool = False,
     progress_for: Callable[[int, int], Progress | None] = lambda k, repeat: None,
-    repeats: int = 1,
-    stagger: bool = False,
 ) -> tuple[list[SweepRow], list[Path]]:
     """`sweep_arrays` from files; with ``report`` (a folder), write sweep.csv, sweep.json and sweep.png there."""
-    if not ks or min(ks) < 1:
-        raise InputError("give plane counts of at least 1, e.g. 1,2,4", param="ks", value=list(ks))
-    if repeats < 1:
-        raise InputError("give at least 1 training run per plane count", param="repeats", value=repeats)
-    if not axes or set(axes) - set(AXES) or len(set(axes)) != len(axes):
-        raise InputError("use letters from z, y, x, e.g. zyx or z", param="axes", value=axes)
+    plan.check()
     if report is not None:
         report = Path(report)
         if not report.parent.is_dir():
@@ -130,14 +147,10 @@ def sweep(
     truth = io.read_labels(gt)
     check_class_ids(truth.data, str(truth.path))
     same_shape(truth, image.data.shape[1:])
-    for k in ks:
-        for a in axes:
-            size = image.data.shape[1 + AXES.index(a)]
-            if k >= size:
-                raise InputError(f"the volume has {size} planes along {a}; give fewer than {size}", param="ks", value=k)
+    plan.check(image.data.shape[1:])
     if report is not None:
         report.mkdir(exist_ok=True)
-    rows = sweep_arrays(image.data, truth.data, ks, axes, with_spacing(config, image), progress_for, repeats, stagger)
+    rows = sweep_arrays(image.data, truth.data, plan, with_spacing(config, image), progress_for)
     written = [] if report is None else _write_sweep_report(report, rows, overwrite)
     return rows, written
 

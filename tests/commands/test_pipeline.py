@@ -313,7 +313,7 @@ def test_densify_brats_crop(shared_data):
 def test_sweep_draws_one_seed_for_all_plane_counts(blobs_small, tiny_config):
     image, truth = blobs_small
     config = dataclasses.replace(tiny_config(iterations=1), seed=None)
-    rows = sweep.sweep_arrays(image[None], truth, [1, 2], "z", config, repeats=2)
+    rows = sweep.sweep_arrays(image[None], truth, sweep.SweepPlan([1, 2], "z", repeats=2), config)
     assert [r.k for r in rows] == [1, 1, 2, 2]
     first = rows[0].seed
     assert [r.seed for r in rows] == [first, first + 1, first, first + 1]
@@ -325,7 +325,9 @@ def test_sweep_draws_one_seed_for_all_plane_counts(blobs_small, tiny_config):
 
 def test_sweep_stagger_shifts_the_planes_from_run_to_run(blobs_small, tiny_config):
     image, truth = blobs_small
-    rows = sweep.sweep_arrays(image[None], truth, [1, 2], "z", tiny_config(iterations=1), repeats=2, stagger=True)
+    rows = sweep.sweep_arrays(
+        image[None], truth, sweep.SweepPlan([1, 2], "z", repeats=2, stagger=True), tiny_config(iterations=1)
+    )
     size = truth.shape[0]
     expected = [synthetic.evenly_spaced(size, k, offset) for k in (1, 2) for offset in (0.25, 0.75)]
     assert [r.offset for r in rows] == [0.25, 0.75, 0.25, 0.75]
@@ -337,7 +339,7 @@ def test_sweep_scores_a_one_class_annotation_as_that_class_everywhere(tiny_confi
     truth = np.zeros((8, 16, 16), dtype=np.uint8)
     truth[:2, 4:12, 4:12] = 1  # away from the one plane a sweep annotates (z = 4)
     image = truth.astype(np.float32)[None]
-    rows = sweep.sweep_arrays(image, truth, [1], "z", tiny_config(iterations=1))
+    rows = sweep.sweep_arrays(image, truth, sweep.SweepPlan([1], "z"), tiny_config(iterations=1))
     assert rows[0].planes["z"] == [4]
     assert rows[0].scores.mean("iou") == 0.0
     background = rows[0].scores.classes[0]
