@@ -22,10 +22,12 @@ from sparseseg.cli.options import (
     Device,
     Init,
     Output,
+    Overlap,
     PackageName,
     Planes,
     Preview,
     Probabilities,
+    Resume,
     Sample,
     SaveModel,
     Scheduler,
@@ -202,24 +204,8 @@ def predict(
     preview: Preview = None,
     workers: Workers = None,
     scheduler: Scheduler = None,
-    resume: Annotated[
-        bool,
-        typer.Option(
-            "--resume",
-            help="Go on with the .zarr or .ome.zarr output that an interrupted run of the same command left: only the "
-            "blocks it does not hold are predicted.",
-            rich_help_panel="Large volumes",
-        ),
-    ] = False,
-    overlap: Annotated[
-        Optional[float],
-        typer.Option(
-            help="Overlap of the windows across the annotated planes, 0 to below 1 [default: as trained: 0 for new "
-            "models, 0.75 for models trained before sparseseg put the planes at any depth of a patch].",
-            show_default=False,
-            rich_help_panel="Large volumes",
-        ),
-    ] = None,
+    resume: Resume = False,
+    overlap: Overlap = None,
 ) -> None:
     """Apply a saved model to a new volume (the fully automatic setting)."""
     from sparseseg.commands import workflows

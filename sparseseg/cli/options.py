@@ -145,6 +145,21 @@ Workers = optional(
     int, "Segment on a local dask cluster of this many worker processes (predict: output .zarr or .ome.zarr).", LARGE
 )
 Scheduler = optional(str, "Segment on the dask cluster at this address, e.g. tcp://10.0.0.5:8786.", LARGE)
+Resume = Annotated[
+    bool,
+    typer.Option(
+        "--resume",
+        help="Go on with the .zarr or .ome.zarr output that an interrupted run of the same command left: only the "
+        "blocks it does not hold are predicted.",
+        rich_help_panel=LARGE,
+    ),
+]
+Overlap = optional(
+    float,
+    "Overlap of the windows across the annotated planes, 0 to below 1 [default: as trained: 0 for new models, 0.75 "
+    "for models trained before sparseseg put the planes at any depth of a patch].",
+    LARGE,
+)
 Gt = Annotated[Path, typer.Option("--gt", help="Dense ground truth of the same shape.", show_default=False)]
 
 
