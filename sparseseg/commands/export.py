@@ -145,14 +145,7 @@ def export_model(
     name = _name(name, Path(model_dir))
     authors = _authors(authors)
     model = load_model(model_dir)
-    if model.forest is not None and model.blend < 1:
-        log.warning(
-            "export: %s blends the network (weight %.2f) with a pixel-classifier forest; sparseseg predict on "
-            "the package does the same, but other bioimage.io consumers run the network alone%s",
-            model_dir,
-            model.blend,
-            held_out_said(model),
-        )
+    _warn_if_blended(model, model_dir)
     spec = _spec()
     raw, spacing = _test_input(model, sample), _spacing(model)
     with tempfile.TemporaryDirectory(prefix="sparseseg-export-") as tmp:
@@ -163,6 +156,18 @@ def export_model(
             descr = spec.build_description(rdf)
             _check_valid(descr, license)
             return io.write_file(output, lambda path: spec.save_bioimageio_package(descr, output_path=path), overwrite)
+
+
+def _warn_if_blended(model, model_dir) -> None:
+    """Say where other bioimage.io consumers, who run the network alone, get less than sparseseg predict."""
+    if model.forest is not None and model.blend < 1:
+        log.warning(
+            "export: %s blends the network (weight %.2f) with a pixel-classifier forest; sparseseg predict on "
+            "the package does the same, but other bioimage.io consumers run the network alone%s",
+            model_dir,
+            model.blend,
+            held_out_said(model),
+        )
 
 
 def _spec():

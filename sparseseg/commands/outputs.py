@@ -162,8 +162,7 @@ def block_sinks(
     reference,
     *,
     spacing=None,
-    key: dict | None = None,
-    resume: bool = False,
+    resumable: io.Resumable | None = None,
     shared: bool = False,
 ):
     """The labels sink (and the probabilities sink, chunked alike) of a block-by-block segmentation of a (Z, Y, X)
@@ -171,7 +170,7 @@ def block_sinks(
 
     A chunked output is chunked in whole steps of the model's windows (`sparseseg.method.core.output_chunks`).
 
-    ``spacing``, else ``reference`` (the input), gives the voxel size; ``key`` and ``resume`` go to `io.create_sink`;
+    ``spacing``, else ``reference`` (the input), gives the voxel size; ``resumable`` goes to `io.create_sink`;
     ``shared``: several workers write them (a chunked output is needed). Where one cannot be
     made, those made are let go (a resumed one left as it was) before the error goes on.
     """
@@ -185,8 +184,7 @@ def block_sinks(
             reference=reference,
             overwrite=outputs.overwrite,
             chunks=output_chunks(model, shape),
-            key=key,
-            resume=resume,
+            resumable=resumable,
         )
         made.append(labels)
         probabilities = None
@@ -199,8 +197,7 @@ def block_sinks(
                 reference=reference,
                 overwrite=outputs.overwrite,
                 chunks=labels.chunks,
-                key=key,
-                resume=resume,
+                resumable=resumable,
             )
             made.append(probabilities)
         if shared:

@@ -58,23 +58,7 @@ def axes_of(model: Model, spacing, output: bool) -> list[dict]:
 
 def description(model: Model, spacing, name: str, authors: list[str], license: str, format_version: str) -> dict:
     """The rdf.yaml content, for bioimageio.spec to build."""
-    import torch
-
-    from sparseseg.method.torch_features import architecture
-
     classes = model.classes.tolist()
-    zyx = ["z", "y", "x"]
-    preprocessing = [
-        {"id": "clip", "kwargs": {"min_percentile": PERCENTILES[0], "max_percentile": PERCENTILES[1], "axes": zyx}},
-        {"id": "zero_mean_unit_variance", "kwargs": {"axes": zyx, "eps": EPS}},
-    ]
-    offsets = [float(o) for o in model.decision_offsets]
-    postprocessing = [{"id": "softmax", "kwargs": {"axis": "channel"}}]
-    if any(offsets):
-        postprocessing.insert(0, {"id": "scale_linear", "kwargs": {"axis": "channel", "offset": offsets}})
-    callable_name, kwargs = architecture(model.network, model.network_inputs)
-    module = "sparseseg.method.torch_features" if model.network_inputs.filters else "sparseseg.method.network"
-    pytorch_version = torch.__version__.split("+")[0]
     return {
         "type": "model",
         "format_version": format_version,
@@ -91,36 +75,63 @@ def description(model: Model, spacing, name: str, authors: list[str], license: s
         "documentation": {"source": README},
         "covers": [{"source": COVER}],
         "attachments": [{"source": CONFIG}] + ([{"source": FOREST}] if model.forest is not None else []),
-        "inputs": [
-            {
-                "id": INPUT_ID,
-                "description": "raw intensities, any value range (normalised per channel by the preprocessing)",
-                "axes": axes_of(model, spacing, output=False),
-                "test_tensor": {"source": TEST_INPUT},
-                "data": {"type": "float32"},
-                "preprocessing": preprocessing,
-            }
-        ],
-        "outputs": [
-            {
-                "id": OUTPUT_ID,
-                "description": "class probabilities with sparseseg's decision offsets: the label is the <id> of the "
-                "largest channel class_<id>",
-                "axes": axes_of(model, spacing, output=True),
-                "test_tensor": {"source": TEST_OUTPUT},
-                "data": {"type": "float32", "range": [0.0, 1.0]},
-                "postprocessing": postprocessing,
-            }
-        ],
-        "weights": {
-            "pytorch_state_dict": {
-                "source": WEIGHTS,
-                "architecture": {"callable": callable_name, "import_from": module, "kwargs": kwargs},
-                "pytorch_version": pytorch_version,
-            },
-            "torchscript": {"source": TORCHSCRIPT, "parent": "pytorch_state_dict", "pytorch_version": pytorch_version},
-        },
+        "inputs": [_input(model, spacing)],
+        "outputs": [_output(model, spacing)],
+        "weights": _weights(model),
         "config": {"bioimageio": {"reproducibility_tolerance": [TOLERANCE]}},
+    }
+
+
+def _input(model: Model, spacing) -> dict:
+    """The input tensor: raw intensities, clipped and normalised per channel."""
+    zyx = ["z", "y", "x"]
+    preprocessing = [
+        {"id": "clip", "kwargs": {"min_percentile": PERCENTILES[0], "max_percentile": PERCENTILES[1], "axes": zyx}},
+        {"id": "zero_mean_unit_variance", "kwargs": {"axes": zyx, "eps": EPS}},
+    ]
+    return {
+        "id": INPUT_ID,
+        "description": "raw intensities, any value range (normalised per channel by the preprocessing)",
+        "axes": axes_of(model, spacing, output=False),
+        "test_tensor": {"source": TEST_INPUT},
+        "data": {"type": "float32"},
+        "preprocessing": preprocessing,
+    }
+
+
+def _output(model: Model, spacing) -> dict:
+    """The output tensor: class probabilities, with the decision offsets added before the softmax."""
+    offsets = [float(o) for o in model.decision_offsets]
+    postprocessing = [{"id": "softmax", "kwargs": {"axis": "channel"}}]
+    if any(offsets):
+        postprocessing.insert(0, {"id": "scale_linear", "kwargs": {"axis": "channel", "offset": offsets}})
+    return {
+        "id": OUTPUT_ID,
+        "description": "class probabilities with sparseseg's decision offsets: the label is the <id> of the "
+        "largest channel class_<id>",
+        "axes": axes_of(model, spacing, output=True),
+        "test_tensor": {"source": TEST_OUTPUT},
+        "data": {"type": "float32", "range": [0.0, 1.0]},
+        "postprocessing": postprocessing,
+    }
+
+
+def _weights(model: Model) -> dict:
+    """The state dict (with the architecture to build it) and the TorchScript module."""
+    import torch
+
+    from sparseseg.method.torch_features import architecture
+
+    callable_name, kwargs = architecture(model.network, model.network_inputs)
+    module = "sparseseg.method.torch_features" if model.network_inputs.filters else "sparseseg.method.network"
+    pytorch_version = torch.__version__.split("+")[0]
+    return {
+        "pytorch_state_dict": {
+            "source": WEIGHTS,
+            "architecture": {"callable": callable_name, "import_from": module, "kwargs": kwargs},
+            "pytorch_version": pytorch_version,
+        },
+        "torchscript": {"source": TORCHSCRIPT, "parent": "pytorch_state_dict", "pytorch_version": pytorch_version},
     }
 
 

@@ -238,11 +238,10 @@ def predict(
             f"{source.path}: the model {folder} takes {model.in_channels} channel(s), got {source.shape[0]}"
         )
     key = run_key(folder, volumes, model.config.tta if options.tta is None else options.tta)
+    resumable = io.Resumable(key, options.resume)
     shared = options.cluster.used
     with io.outputs_together([out, outputs.probabilities, outputs.preview]):
-        sinks = block_sinks(
-            out, outputs, model, source.shape[1:], source, key=key, resume=options.resume, shared=shared
-        )
+        sinks = block_sinks(out, outputs, model, source.shape[1:], source, resumable=resumable, shared=shared)
         if not shared:
             windows, seconds = segment_source(
                 model, source, *sinks, device=options.device, tta=options.tta, progress=progress

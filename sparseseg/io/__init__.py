@@ -52,6 +52,7 @@ from sparseseg.io.locations import (
 from sparseseg.io.metadata import DEFAULT_UNIT
 from sparseseg.io.nifti import NiftiSink, NiftiSource
 from sparseseg.io.ome_zarr import NGFF_VERSION, PYRAMID_BLOCK_BYTES, OmeLabelsSink, OmeZarrSink
+from sparseseg.io.partial import Resumable
 from sparseseg.io.sinks import check_resumable, create_sink, write_volume
 from sparseseg.io.small import read_json, write_file, write_json, write_png, write_text
 from sparseseg.io.sources import ChannelStack, Volume, open_source, read_image, read_labels, read_volume
@@ -88,6 +89,7 @@ __all__ = [
     # writing
     "write_volume",
     "create_sink",
+    "Resumable",
     "FileSink",
     "TiffSink",
     "NiftiSink",

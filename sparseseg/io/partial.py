@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 from sparseseg.errors import InputError
@@ -25,6 +26,15 @@ from sparseseg.io.blocks import block_name
 RESUME_FILE = ".sparseseg-resume.json"
 #: The folder of the markers of the blocks written whole.
 DONE_DIR = ".sparseseg-done"
+
+
+@dataclass(frozen=True)
+class Resumable:
+    """How a Zarr-family output is kept when a run is interrupted: ``key``, a JSON-able fingerprint of what is computed
+    from what; ``resume``: take up the output an interrupted run of the same ``key`` left."""
+
+    key: dict
+    resume: bool = False
 
 
 def _read_key(folder: Path) -> dict | None:

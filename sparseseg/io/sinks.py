@@ -17,6 +17,7 @@ from sparseseg.io.hdf5 import Hdf5Sink
 from sparseseg.io.locations import NIFTI_SUFFIXES, TIFF_SUFFIXES, locate
 from sparseseg.io.nifti import NiftiSink
 from sparseseg.io.ome_zarr import OmeLabelsSink, OmeZarrSink
+from sparseseg.io.partial import Resumable
 from sparseseg.io.sources import Volume
 from sparseseg.io.tiff import TiffSink
 from sparseseg.io.zarr_store import ZarrSink
@@ -31,8 +32,7 @@ def create_sink(
     reference=None,
     overwrite: bool = False,
     chunks: Sequence[int] | None = None,
-    key: dict | None = None,
-    resume: bool = False,
+    resumable: Resumable | None = None,
 ) -> FileSink:
     """An output of ``shape`` (Z, Y, X) or (C, Z, Y, X) to write block by block (a `sparseseg.io.blocks.Sink`).
 
@@ -42,11 +42,11 @@ def create_sink(
     (z, y, x) sets the chunks of a chunked output (Zarr, OME-Zarr, HDF5). See `TiffSink`,
     `NiftiSink`, `ZarrSink`, `OmeZarrSink`, `OmeLabelsSink`, `Hdf5Sink`.
 
-    ``key`` (a JSON-able fingerprint of what is computed from what) makes a Zarr-family output
-    one that an interrupted run can keep and a later one take up; ``resume`` takes up the one
-    left for the same key (`sparseseg.io.partial`; an `InputError` where there is none, or for
-    another format). Other formats ignore ``key``.
+    ``resumable`` (`sparseseg.io.partial.Resumable`) makes a Zarr-family output one that an interrupted run can keep
+    and a later one take up; with its ``resume`` the one left for the same key is taken up (an `InputError` where
+    there is none, or for another format). Other formats ignore it.
     """
+    key, resume = (resumable.key, resumable.resume) if resumable is not None else (None, False)
     if resume:
         check_resumable(path)
     path = check_output(path, overwrite)
