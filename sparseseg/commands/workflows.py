@@ -118,6 +118,21 @@ def train_files(
     check_model_folder(folder, overwrite)
     resolve_device(config.device)
     start_model = load_model(init) if init is not None else None
+    opened, config = _open_pairs(pairs, config, start_model)
+    images, annotations, wholes = _training_arrays(opened, config, start_model)
+    with ctrl_c_stops_training(progress) as stoppable:  # a Ctrl-C in the calibration too still saves the model
+        model, train_log = fit(images, annotations, config, stoppable, start_model, wholes)
+        if model.config.calibrate:
+            log.info("segmenting the %d training volume(s) to calibrate the class offsets", len(opened))
+            model = calibrate(model, *_annotated_probabilities(model, opened))
+    train_log = stoppable.told(train_log)
+    if train_log.stopped_by == "interrupt":
+        log.warning("training interrupted after %d steps: saving the model so far", train_log.iterations)
+    return model, train_log, save_model(folder, model, overwrite)
+
+
+def _open_pairs(pairs, config: Config, start_model: Model | None) -> tuple[list[_TrainingPair], Config]:
+    """Each pair read whole or opened for its slabs, checked, and the config with the files' voxel size."""
     opened: list[_TrainingPair] = []
     for volumes, labels in pairs:
         pair = None
@@ -131,6 +146,12 @@ def train_files(
         check_training(config, pair.shape, start_model)
         log.info("%s: %s", labels, pair.how)
         opened.append(pair)
+    return opened, config
+
+
+def _training_arrays(opened: Sequence[_TrainingPair], config: Config, start_model: Model | None):
+    """What `fit` trains on: the images, annotations and `WholeVolume` (None: the image is the volume) of every pair,
+    a large one's as the stacks of slabs around its planes (`sparseseg.large.bounded.read_slabs`)."""
     smallest = tuple(min(p.shape[i] for p in opened) for i in range(3))  # what fit plans the patch for
     images, annotations, wholes = [], [], []
     for pair in opened:
@@ -145,15 +166,7 @@ def train_files(
             images += stacks
             annotations += stack_annotations
             wholes += [whole] * len(stacks)
-    with ctrl_c_stops_training(progress) as stoppable:  # a Ctrl-C in the calibration too still saves the model
-        model, train_log = fit(images, annotations, config, stoppable, start_model, wholes)
-        if model.config.calibrate:
-            log.info("segmenting the %d training volume(s) to calibrate the class offsets", len(opened))
-            model = calibrate(model, *_annotated_probabilities(model, opened))
-    train_log = stoppable.told(train_log)
-    if train_log.stopped_by == "interrupt":
-        log.warning("training interrupted after %d steps: saving the model so far", train_log.iterations)
-    return model, train_log, save_model(folder, model, overwrite)
+    return images, annotations, wholes
 
 
 def _annotated_probabilities(
