@@ -150,6 +150,46 @@ class OmeZarrSink(PartialSink):
         _remove(self.tmp)
 
 
+def _label_levels(letters: str, multiscale: dict, arrays: list) -> list[tuple]:
+    """The levels of labels over an OME-Zarr image's levels ``arrays``: (shape, chunks, coordinate transformations,
+    ratio to the level above) each.
+
+    A level's voxel i is voxel i * factor of level 0 (nearest, from its first voxel), so its scale is level 0's times
+    the factor and its translation level 0's (an image's own pyramid may be shifted by half a voxel where it was
+    averaged). The labels' pyramid stops at a level that is not every n-th voxel of the one above.
+    """
+    names = _ngff_axis_names(multiscale)
+    scale0 = _ngff_scale({"datasets": multiscale["datasets"][:1]}, 0) or [1.0] * len(names)
+    shift0 = next(
+        (
+            t.get("translation")
+            for t in multiscale["datasets"][0].get("coordinateTransformations") or []
+            if t.get("type") == "translation"
+        ),
+        None,
+    )
+    levels = []
+    above, factor = None, [1] * len(names)
+    for array in arrays:
+        zyx = tuple(n for a, n in zip(letters, array.shape) if a in "ZYX")
+        ratio = (1, 1, 1)
+        if above is not None:
+            exact = [a / n for a, n in zip(above, zyx)]
+            if not all(r >= 1 and abs(r - round(r)) <= 0.05 * r for r in exact):
+                break
+            ratio = tuple(int(round(r)) for r in exact)
+            spatial = iter(ratio)
+            factor = [f * next(spatial) if a in "ZYX" else f for a, f in zip(letters, factor)]
+        shape = tuple(1 if a in "TC" else n for a, n in zip(letters, array.shape))
+        chunks = tuple(1 if a in "TC" else min(int(c), 256) for a, c in zip(letters, array.chunks))
+        transforms = [{"type": "scale", "scale": [s * f for s, f in zip(scale0, factor)]}]
+        if shift0 is not None:
+            transforms.append({"type": "translation", "translation": list(shift0)})
+        levels.append((shape, chunks, transforms, ratio))
+        above = zyx
+    return levels
+
+
 class OmeLabelsSink(PartialSink):
     """NGFF labels written into an existing OME-Zarr image: ``IMAGE.ome.zarr/labels/NAME``.
 
@@ -193,37 +233,7 @@ class OmeLabelsSink(PartialSink):
             raise InputError(
                 f"{loc.path}: labels of shape {self.shape} do not fit the image {self.image} of shape {image_zyx}"
             )
-        # Each level: (shape, chunks, coordinate transformations, ratio to the level above). A level's voxel i is voxel
-        # i * factor of level 0 (nearest, from its first voxel), so its scale is level 0's times the factor and its
-        # translation level 0's (an image's own pyramid may be shifted by half a voxel where it was averaged).
-        scale0 = _ngff_scale({"datasets": multiscale["datasets"][:1]}, 0) or [1.0] * len(names)
-        shift0 = next(
-            (
-                t.get("translation")
-                for t in multiscale["datasets"][0].get("coordinateTransformations") or []
-                if t.get("type") == "translation"
-            ),
-            None,
-        )
-        self.levels = []
-        above, factor = None, [1] * len(names)
-        for array in arrays:
-            zyx = tuple(n for a, n in zip(self.letters, array.shape) if a in "ZYX")
-            ratio = (1, 1, 1)
-            if above is not None:
-                exact = [a / n for a, n in zip(above, zyx)]
-                if not all(r >= 1 and abs(r - round(r)) <= 0.05 * r for r in exact):
-                    break  # a level that is not every n-th voxel of the one above: the labels' pyramid stops there
-                ratio = tuple(int(round(r)) for r in exact)
-                spatial = iter(ratio)
-                factor = [f * next(spatial) if a in "ZYX" else f for a, f in zip(self.letters, factor)]
-            shape = tuple(1 if a in "TC" else n for a, n in zip(self.letters, array.shape))
-            chunks = tuple(1 if a in "TC" else min(int(c), 256) for a, c in zip(self.letters, array.chunks))
-            transforms = [{"type": "scale", "scale": [s * f for s, f in zip(scale0, factor)]}]
-            if shift0 is not None:
-                transforms.append({"type": "translation", "translation": list(shift0)})
-            self.levels.append((shape, chunks, transforms, ratio))
-            above = zyx
+        self.levels = _label_levels(self.letters, multiscale, arrays)
         self.chunks = tuple(c for a, c in zip(self.letters, self.levels[0][1]) if a in "ZYX")
         self.labels = self.image / "labels"
         self.made_labels = not self.labels.exists()
