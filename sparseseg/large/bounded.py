@@ -26,6 +26,7 @@ from sparseseg.method.fitting import fit, plan_training
 from sparseseg.method.planning import AXES, patch_shapes, size_multiple, thin_depths
 from sparseseg.method.preprocess import intensity_stats
 from sparseseg.method.progress import Progress
+from sparseseg.method.streaming import Wanted
 from sparseseg.method.training import TrainLog, WholeVolume, crop_shapes
 from sparseseg.method.uncertainty import PlaneEntropy
 
@@ -149,7 +150,7 @@ def annotated_probabilities(
         local = np.nonzero(mask)
         where.append(np.ravel_multi_index([i + s.start for i, s in zip(local, zyx)], scan.shape))
 
-    run_model(model, image, add, device, chunks=chunks, needed=lambda zyx: annotated(zyx)[1])
+    run_model(model, image, add, device, chunks=chunks, wanted=Wanted(needed=lambda zyx: annotated(zyx)[1]))
     order = np.argsort(np.concatenate(where), kind="stable")  # the voxels in the order of the whole volume's mask
     target = np.concatenate(targets)[order]
     return np.concatenate(probabilities, axis=1)[:, order], Annotation(

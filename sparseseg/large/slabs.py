@@ -109,8 +109,41 @@ def scan_labels(
     if labels.shape[0] != 1:
         raise InputError(f"{name}: a label volume must be 3D (Z, Y, X), got shape {tuple(labels.shape)}")
     shape = tuple(int(n) for n in labels.shape[1:])
-    full = {a: np.ones(n, dtype=bool) for a, n in zip(AXES, shape)}  # planes with every voxel annotated
-    occupied = {a: np.zeros(n, dtype=bool) for a, n in zip(AXES, shape)}  # planes with a non-zero voxel
+    full, occupied, seen_unlabeled = _plane_occupancy(labels, unlabeled, name)
+    if planes is not None and any(planes.values()):
+        within, found = planes, "given"
+    elif unlabeled is not None and seen_unlabeled:
+        within, found = None, "unlabeled"
+        planes = {a: np.flatnonzero(full[a]).tolist() for a in AXES}
+    else:
+        try:
+            planes = planes_from_occupied({a: np.flatnonzero(occupied[a]).tolist() for a in AXES}, shape)
+        except InputError as exc:
+            raise InputError(f"{name}: {exc}") from None
+        within, found = planes, "detected"
+    empty = np.zeros(0, np.int64)
+    scan = LabelScan(shape, unlabeled, planes, within, empty, empty, describe_how(found, unlabeled, planes))
+    totals: dict = {}
+    for zyx in z_blocks(shape):
+        block = _label_block(labels, zyx)
+        values, counts = np.unique(block[scan.mask(block, zyx)], return_counts=True)
+        for value, count in zip(values.tolist(), counts.tolist()):
+            totals[value] = totals.get(value, 0) + count
+    values = np.array(sorted(totals))
+    counts = np.array([totals[v] for v in sorted(totals)], dtype=np.int64)
+    if found == "unlabeled":
+        check_unlabeled_counts(values, counts, int(np.prod(shape)), unlabeled, name)
+    if not counts.sum():
+        raise InputError(f"{name}: no voxel is annotated; " + HOW_TO_SAY)
+    return LabelScan(shape, unlabeled, planes, within, values.astype(np.int64), counts, scan.how)
+
+
+def _plane_occupancy(labels: Source, unlabeled: int | None, name: str) -> tuple[dict, dict, bool]:
+    """The first pass of `scan_labels`, with the class checks: per axis, the planes with every voxel annotated and the
+    planes with a non-zero voxel; and whether any voxel is ``unlabeled``."""
+    shape = tuple(int(n) for n in labels.shape[1:])
+    full = {a: np.ones(n, dtype=bool) for a, n in zip(AXES, shape)}
+    occupied = {a: np.zeros(n, dtype=bool) for a, n in zip(AXES, shape)}
     low = high = None
     seen_unlabeled = False
     for zyx in z_blocks(shape):
@@ -127,39 +160,7 @@ def scan_labels(
             occupied[axis][s] |= (block != 0).any(axis=other)
     if low is not None:
         check_class_range(low, high, name)
-    if planes is not None and any(planes.values()):
-        within, found = planes, "given"
-    elif unlabeled is not None and seen_unlabeled:
-        within, found = None, "unlabeled"
-        planes = {a: np.flatnonzero(full[a]).tolist() for a in AXES}
-    else:
-        try:
-            planes = planes_from_occupied({a: np.flatnonzero(occupied[a]).tolist() for a in AXES}, shape)
-        except InputError as exc:
-            raise InputError(f"{name}: {exc}") from None
-        within, found = planes, "detected"
-    scan = LabelScan(
-        shape,
-        unlabeled,
-        planes,
-        within,
-        np.zeros(0, np.int64),
-        np.zeros(0, np.int64),
-        describe_how(found, unlabeled, planes),
-    )
-    totals: dict = {}
-    for zyx in z_blocks(shape):
-        block = _label_block(labels, zyx)
-        values, counts = np.unique(block[scan.mask(block, zyx)], return_counts=True)
-        for value, count in zip(values.tolist(), counts.tolist()):
-            totals[value] = totals.get(value, 0) + count
-    values = np.array(sorted(totals))
-    counts = np.array([totals[v] for v in sorted(totals)], dtype=np.int64)
-    if found == "unlabeled":
-        check_unlabeled_counts(values, counts, int(np.prod(shape)), unlabeled, name)
-    if not counts.sum():
-        raise InputError(f"{name}: no voxel is annotated; " + HOW_TO_SAY)
-    return LabelScan(shape, unlabeled, planes, within, values.astype(np.int64), counts, scan.how)
+    return full, occupied, seen_unlabeled
 
 
 def slab_runs(indices: Sequence[int], depth: int, size: int) -> list[tuple[int, int]]:

@@ -24,11 +24,9 @@ from sparseseg.method.holdout import blend_probabilities
 from sparseseg.method.inputs import NetworkInputs, raw_inputs
 from sparseseg.method.network import UNet3D, count_parameters
 from sparseseg.method.planning import (
-    inference_windows,
     window_chunks,
-    window_overlaps,
 )
-from sparseseg.method.streaming import BlockPlan, BlockProgress, plan_volume, run_blocks
+from sparseseg.method.streaming import BlockPlan, BlockProgress, Wanted, WindowSpec, plan_volume, run_blocks
 
 log = logging.getLogger("sparseseg")
 
@@ -129,26 +127,20 @@ def with_overlap(model: Model, overlap: float | None) -> Model:
 def plan_of(model: Model, source: Source, budget: float | None = None, chunks=None) -> BlockPlan:
     """How the model's windows cut ``source`` into blocks (`sparseseg.method.streaming.plan_volume`), overlapping as it
     says."""
-    return plan_volume(
-        model.network,
-        source,
-        model.windows,
-        model.config.patch,
-        budget,
-        chunks,
-        overlap=model.config.overlap,
-        wide_overlap=model.config.wide_overlap,
-        inputs=model.network_inputs,
-    )
+    return plan_volume(model.network, source, window_spec(model), budget, chunks, model.network_inputs)
+
+
+def window_spec(model: Model) -> WindowSpec:
+    """The model's sliding windows and their overlaps."""
+    return WindowSpec(model.windows, model.config.patch, model.config.overlap, model.config.wide_overlap)
 
 
 def output_chunks(model: Model, shape) -> tuple[int, int, int]:
     """Chunks (z, y, x) for a chunked output the model fills over a (Z, Y, X) ``shape``: whole steps of its windows
     (`sparseseg.method.planning.window_chunks`), so that blocks of whole chunks need no extra window."""
     shape = tuple(int(n) for n in shape)
-    windows = inference_windows(model.windows, model.config.patch, shape, model.network.size_multiple)
-    overlaps = window_overlaps(model.windows, model.config.overlap, model.config.wide_overlap)
-    return window_chunks(shape, windows, overlaps)
+    spec = window_spec(model)
+    return window_chunks(shape, spec.windows(shape, model.network.size_multiple), spec.overlaps())
 
 
 def run_model(
@@ -159,12 +151,10 @@ def run_model(
     tta: bool | None = None,
     progress: BlockProgress | None = None,
     chunks=None,
-    todo=None,
-    needed=None,
+    wanted: Wanted = Wanted(),
 ):
-    """The model's class probabilities, before `decide`, of every block of ``source`` (or of those ``todo(plan)`` keeps;
-    over the voxels ``needed(zyx)`` wants, where given: `sparseseg.method.streaming.run_blocks`), handed to
-    ``write(zyx, p)``."""
+    """The model's class probabilities, before `decide`, of every block of ``source`` that ``wanted`` keeps
+    (`sparseseg.method.streaming.run_blocks`), handed to ``write(zyx, p)``."""
     _check_channels(model, source.shape[0])
     return run_blocks(
         model.network,
@@ -174,8 +164,7 @@ def run_model(
         device=resolve_device(device),
         tta=model.config.tta if tta is None else tta,
         progress=progress,
-        todo=todo,
-        needed=needed,
+        wanted=wanted,
     )
 
 
@@ -259,7 +248,7 @@ def network_probabilities(
         sink.write,
         device=resolve_device(device),
         tta=model.config.tta if tta is None else tta,
-        needed=None if needed is None else needed.__getitem__,
+        wanted=Wanted(needed=None if needed is None else needed.__getitem__),
     )
     return sink.finish(), windows, time.perf_counter() - start
 
@@ -292,7 +281,7 @@ def segment_source(
             tta,
             progress,
             getattr(labels, "chunks", None),
-            lambda plan: blocks_to_write(plan.blocks, plan.layout, labels, probabilities),
+            Wanted(todo=lambda plan: blocks_to_write(plan.blocks, plan.layout, labels, probabilities)),
         )
     return windows, time.perf_counter() - start
 

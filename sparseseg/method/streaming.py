@@ -36,6 +36,37 @@ BlockProgress = Callable[[int, int], None]
 
 
 @dataclass(frozen=True)
+class WindowSpec:
+    """The sliding windows a model runs: ``shapes``, the training patches per annotated axis, and ``patch``, the
+    largest one (`sparseseg.method.planning.inference_windows`); they overlap by ``overlap`` across each pass's
+    annotated planes and by ``wide_overlap`` (None: ``overlap``) along its other axes
+    (`sparseseg.method.planning.window_overlaps`)."""
+
+    shapes: Mapping[str | None, Sequence[int]]
+    patch: Sequence[int]
+    overlap: float = 0.5
+    wide_overlap: float | None = None
+
+    def windows(self, shape: tuple[int, int, int], multiple) -> list[tuple[int, int, int]]:
+        """The windows over a volume of ``shape`` for a network of size ``multiple``."""
+        return inference_windows(self.shapes, self.patch, shape, multiple)
+
+    def overlaps(self) -> list[tuple[float, float, float]]:
+        wide = self.overlap if self.wide_overlap is None else self.wide_overlap
+        return window_overlaps(self.shapes, self.overlap, wide)
+
+
+@dataclass(frozen=True)
+class Wanted:
+    """What a block-by-block run computes: ``todo(plan)`` keeps the blocks still to be written (None: all; those of a
+    resumed output are not: `sparseseg.io.blocks.blocks_to_write`), ``needed(zyx)`` the voxels of a block wanted (bool,
+    the block's shape; None: all)."""
+
+    todo: Callable[[BlockPlan], Sequence[Block]] | None = None
+    needed: Callable[[Block], np.ndarray] | None = None
+
+
+@dataclass(frozen=True)
 class BlockPlan:
     """How a volume is cut for the network: the blocks, their halo, the normalisation and the sliding windows.
 
@@ -78,29 +109,17 @@ class BlockPlan:
 def plan_volume(
     network: torch.nn.Module,
     source: Source,
-    shapes: Mapping[str | None, Sequence[int]],
-    patch: Sequence[int],
+    spec: WindowSpec,
     budget: float | None = None,
     chunks: Sequence[int] | None = None,
-    *,
-    overlap: float = 0.5,
-    wide_overlap: float | None = None,
     inputs: NetworkInputs | None = None,
 ) -> BlockPlan:
-    """The `BlockPlan` of ``source``: blocks read (halo included) in about ``budget`` bytes, whole ``chunks`` of the
-    output
-    where it has chunks.
-
-    ``shapes`` are the training patches per annotated axis and ``patch`` the largest one
-    (see `sparseseg.method.planning.inference_windows`); ``budget`` is `BLOCK_BUDGET` unless given. With ``chunks``
-    every block is a whole
-    number of chunks, so that blocks written at once by several workers never share a chunk.
-    The windows overlap by ``overlap`` across each pass's annotated planes and by
-    ``wide_overlap`` (None: ``overlap``) along its other axes (`sparseseg.method.planning.window_overlaps`).
-    """
+    """The `BlockPlan` of ``source`` for the windows of ``spec``: blocks read (halo included) in about ``budget`` bytes
+    (`BLOCK_BUDGET` unless given), whole ``chunks`` of the output where it has chunks, so that blocks written at once
+    by several workers never share a chunk. ``inputs``: what the network reads (None: the raw channels)."""
     shape = tuple(source.shape[1:])
-    windows = inference_windows(shapes, patch, shape, network.size_multiple)
-    overlaps = window_overlaps(shapes, overlap, overlap if wide_overlap is None else wide_overlap)
+    windows = spec.windows(shape, network.size_multiple)
+    overlaps = spec.overlaps()
     inputs = inputs if inputs is not None else raw_inputs(source.shape[0])
     # input (and the features it is made of), probabilities, blend, weights
     per_voxel = 4 * ((2 if inputs.filters else 1) * inputs.count + 3 * network.head.out_channels + 1)
@@ -108,15 +127,9 @@ def plan_volume(
         shape, windows, overlaps, (BLOCK_BUDGET if budget is None else budget) / per_voxel, chunks
     )
     halo = tuple(0 if b >= s else h for b, s, h in zip(block, shape, block_halo(block, windows, overlaps)))
+    stats = intensity_stats(sample_planes(source))
     return BlockPlan(
-        plan_blocks(shape, block),
-        halo,
-        intensity_stats(sample_planes(source)),
-        dict(shapes),
-        tuple(patch),
-        windows,
-        overlaps,
-        inputs,
+        plan_blocks(shape, block), halo, stats, dict(spec.shapes), tuple(spec.patch), windows, overlaps, inputs
     )
 
 
@@ -182,26 +195,22 @@ def run_blocks(
     device: torch.device,
     tta: bool = False,
     progress: BlockProgress | None = None,
-    todo: Callable[[BlockPlan], Sequence[Block]] | None = None,
-    needed: Callable[[Block], np.ndarray] | None = None,
+    wanted: Wanted = Wanted(),
 ) -> list[tuple[int, int, int]]:
-    """Class probabilities (K, z, y, x) of every block of ``plan`` (`plan_volume` of ``source``), before any decision,
-    handed to ``write(zyx, p)``.
+    """Class probabilities (K, z, y, x) of every block of ``plan`` (`plan_volume` of ``source``) that ``wanted`` keeps,
+    before any decision, handed to ``write(zyx, p)``.
 
-    ``todo(plan)``, where given, says which blocks of the plan are still to be written (those
-    of a resumed output are not: see `sparseseg.io.blocks.blocks_to_write`); the others count as
-    done. ``needed(zyx)``, where given, says which voxels of a block are wanted (bool, the
-    block's shape): only the windows over them are run, so that those voxels get what a whole
-    run gives them and the others are not valid, and a block without any is not written.
-    Returns the windows of the volume.
+    Blocks ``wanted.todo`` leaves out count as done. Where ``wanted.needed`` says which voxels of a block are wanted,
+    only the windows over them are run, so that those voxels get what a whole run gives them and the others are not
+    valid, and a block without any is not written. Returns the windows of the volume.
     """
-    blocks = plan.blocks if todo is None else todo(plan)
+    blocks = plan.blocks if wanted.todo is None else wanted.todo(plan)
     total = int(np.prod(source.shape[1:]))
     done = total - sum(voxels(zyx) for zyx in blocks)
     for zyx in blocks:
-        wanted = None if needed is None else needed(zyx)
-        if wanted is None or wanted.any():
-            write(zyx, block_probabilities(network, source, zyx, plan, device=device, tta=tta, needed=wanted))
+        voxel_mask = None if wanted.needed is None else wanted.needed(zyx)
+        if voxel_mask is None or voxel_mask.any():
+            write(zyx, block_probabilities(network, source, zyx, plan, device=device, tta=tta, needed=voxel_mask))
         done += voxels(zyx)
         if progress:
             progress(done, total)

@@ -10,7 +10,7 @@ from sparseseg.commands import synthetic
 from sparseseg.io import blocks
 from sparseseg.method import core, fitting, streaming
 from sparseseg.method.annotation import read_annotation
-from sparseseg.method.streaming import plan_volume, release_freed_memory, run_blocks
+from sparseseg.method.streaming import WindowSpec, plan_volume, release_freed_memory, run_blocks
 
 
 def test_plan_blocks_tiles_the_volume_once():
@@ -89,15 +89,8 @@ def filter_model(blobs_small, sparse_small):
 def _probabilities(model, image, budget, wide_overlap=None):
     sink = blocks.ArraySink((len(model.classes),) + image.shape[1:], np.float32)
     source = Recording(image)
-    plan = plan_volume(
-        model.network,
-        source,
-        model.windows,
-        model.config.patch,
-        budget,
-        wide_overlap=wide_overlap,
-        inputs=model.network_inputs,
-    )
+    spec = WindowSpec(model.windows, model.config.patch, wide_overlap=wide_overlap)
+    plan = plan_volume(model.network, source, spec, budget, inputs=model.network_inputs)
     run_blocks(model.network, source, plan, sink.write, device=torch.device("cpu"))
     return sink.finish(), source.reads
 
