@@ -138,21 +138,18 @@ def export_model(
     InputError
         Bad input, or bioimageio.spec not installed; nothing is written then.
     """
-    output = Path(output)
-    sample = [Path(p) for p in sample] if sample else []
+    output, sample = Path(output), [Path(p) for p in sample] if sample else []
     io.check_output(output, overwrite, suffixes=(".zip",))
     check_distinct([model_dir, *sample], [output])
-    name = _name(name, Path(model_dir))
-    authors = _authors(authors)
+    name, authors = _name(name, Path(model_dir)), _authors(authors)
     model = load_model(model_dir)
     _warn_if_blended(model, model_dir)
     spec = _spec()
     raw, spacing = _test_input(model, sample), _spacing(model)
     with tempfile.TemporaryDirectory(prefix="sparseseg-export-") as tmp:
-        folder = Path(tmp)
-        _write_files(folder, model, raw, spacing)
+        _write_files(Path(tmp), model, raw, spacing)
         rdf = description(model, spacing, name, authors, license, spec.ModelDescr.implemented_format_version)
-        with spec.ValidationContext(root=folder, perform_io_checks=True, log_warnings=False, raise_errors=False):
+        with spec.ValidationContext(root=Path(tmp), perform_io_checks=True, log_warnings=False, raise_errors=False):
             descr = spec.build_description(rdf)
             _check_valid(descr, license)
             return io.write_file(output, lambda path: spec.save_bioimageio_package(descr, output_path=path), overwrite)

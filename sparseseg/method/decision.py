@@ -75,6 +75,23 @@ def mean_iou(pred: np.ndarray, target: np.ndarray, n_classes: int, foreground: n
     return float(np.mean(iou[keep])) if keep.any() else float("nan")
 
 
+def _check_offset_inputs(probabilities, target, foreground, rounds, max_voxels) -> None:
+    """`fit_offsets`'s input checks."""
+    if probabilities.ndim != 2 or probabilities.shape[0] < 2:
+        raise ValueError(f"probabilities must be (K, N) with K >= 2 classes, got shape {probabilities.shape}")
+    n_classes, n = probabilities.shape
+    if target.shape != (n,):
+        raise ValueError(f"target must hold one class per voxel, shape ({n},), got {target.shape}")
+    if n == 0:
+        raise ValueError("need at least one labelled voxel, got none")
+    if target.min() < 0 or target.max() >= n_classes:
+        raise ValueError(f"target classes must lie in 0..{n_classes - 1}, got {target.min()}..{target.max()}")
+    if foreground is not None and np.shape(foreground) != (n_classes,):
+        raise ValueError(f"foreground must be {n_classes} booleans, got shape {np.shape(foreground)}")
+    if rounds < 0 or max_voxels < 1:
+        raise ValueError(f"need rounds >= 0 and max_voxels >= 1, got {rounds} and {max_voxels}")
+
+
 def fit_offsets(
     probabilities: np.ndarray,
     target: np.ndarray,
@@ -107,19 +124,8 @@ def fit_offsets(
     ndarray, (K,)
         Offsets to add to the log-probabilities (`apply_offsets`).
     """
-    if probabilities.ndim != 2 or probabilities.shape[0] < 2:
-        raise ValueError(f"probabilities must be (K, N) with K >= 2 classes, got shape {probabilities.shape}")
+    _check_offset_inputs(probabilities, target, foreground, rounds, max_voxels)
     n_classes, n = probabilities.shape
-    if target.shape != (n,):
-        raise ValueError(f"target must hold one class per voxel, shape ({n},), got {target.shape}")
-    if n == 0:
-        raise ValueError("need at least one labelled voxel, got none")
-    if target.min() < 0 or target.max() >= n_classes:
-        raise ValueError(f"target classes must lie in 0..{n_classes - 1}, got {target.min()}..{target.max()}")
-    if foreground is not None and np.shape(foreground) != (n_classes,):
-        raise ValueError(f"foreground must be {n_classes} booleans, got shape {np.shape(foreground)}")
-    if rounds < 0 or max_voxels < 1:
-        raise ValueError(f"need rounds >= 0 and max_voxels >= 1, got {rounds} and {max_voxels}")
     stride = -(-n // max_voxels)
     logp = np.log(np.maximum(probabilities[:, ::stride], 1e-12)).astype(np.float32)
     target = np.asarray(target[::stride], dtype=np.int64)

@@ -94,6 +94,21 @@ def n_features(channels: int) -> int:
     return channels * len(SIGMAS) * FEATURES_PER_SIGMA
 
 
+def _one_scale(channel: np.ndarray, sigma: float, ratio, into: np.ndarray) -> None:
+    """The features of one channel at one scale into the first `FEATURES_PER_SIGMA` of ``into``'s last axis:
+    smoothed intensity, gradient magnitude, Hessian eigenvalues."""
+    smooth = filters.gaussian(channel, sigma=[sigma / r for r in ratio], preserve_range=False)
+    into[..., 0] = smooth
+    edges = sum((filters.sobel(smooth, axis=a) / r) ** 2 for a, r in enumerate(ratio))
+    into[..., 1] = np.sqrt(edges) / np.sqrt(3, dtype=np.float32)
+    gradient = np.gradient(smooth, *ratio)
+    del smooth, edges
+    hessian = [np.gradient(gradient[a], ratio[b], axis=b) for a, b in combinations_with_replacement(range(3), 2)]
+    del gradient
+    for k, eigenvalues in enumerate(hessian_matrix_eigvals(hessian)):
+        into[..., 2 + k] = eigenvalues
+
+
 def filter_features(image: np.ndarray, spacing: Sequence[float] | None = None) -> np.ndarray:
     """Multiscale filter features of a normalised image: intensity, edges and texture at each of `SIGMAS`.
 
@@ -137,23 +152,12 @@ def filter_features(image: np.ndarray, spacing: Sequence[float] | None = None) -
     features = np.empty(image.shape[1:] + (n_features(image.shape[0]),), dtype=np.float32)
     image = image.astype(np.float32, copy=False)
     jobs = [(c, s) for c in range(image.shape[0]) for s in range(len(SIGMAS))]
-
     watching = current()  # the pool's threads do not see the run's progress: each scale checks it
 
     def one_scale(job):
         checkpoint(watching)
         c, s = job
-        first = (c * len(SIGMAS) + s) * FEATURES_PER_SIGMA
-        smooth = filters.gaussian(image[c], sigma=[SIGMAS[s] / r for r in ratio], preserve_range=False)
-        features[..., first] = smooth
-        edges = sum((filters.sobel(smooth, axis=a) / r) ** 2 for a, r in enumerate(ratio))
-        features[..., first + 1] = np.sqrt(edges) / np.sqrt(3, dtype=np.float32)
-        gradient = np.gradient(smooth, *ratio)
-        del smooth, edges
-        hessian = [np.gradient(gradient[a], ratio[b], axis=b) for a, b in combinations_with_replacement(range(3), 2)]
-        del gradient
-        for k, eigenvalues in enumerate(hessian_matrix_eigvals(hessian)):
-            features[..., first + 2 + k] = eigenvalues
+        _one_scale(image[c], SIGMAS[s], ratio, features[..., (c * len(SIGMAS) + s) * FEATURES_PER_SIGMA :])
 
     # scipy's filters release the GIL: a scale per core at once (at most the five), each freeing its arrays as it goes
     with ThreadPoolExecutor(max_workers=min(len(SIGMAS), os.cpu_count() or 1)) as pool:
