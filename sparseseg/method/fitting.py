@@ -212,6 +212,16 @@ def _train_plan(config: Config, patch, pools, device: torch.device, seed: int) -
     )
 
 
+def _train_said(network, data, plan: TrainPlan, progress) -> TrainLog:
+    """`train`, said in the log first; CUDA running out of memory raised as `_out_of_memory` says."""
+    args = (plan.device, plan.patch, plan.thin, count_parameters(network), plan.seed)
+    log.info("training on %s: patch %s (thin %s), %d parameters, seed %d", *args)
+    try:
+        return train(network, data, plan, progress)
+    except torch.OutOfMemoryError as exc:
+        raise _out_of_memory() from exc
+
+
 def fit(
     images: Sequence[np.ndarray],
     annotations: Sequence[Annotation],
@@ -264,26 +274,8 @@ def fit(
     weights = class_weights_of(annotations, classes, config.class_power, whole)
     data = [TrainData(inputs_of(i), *loss_weights(a, classes, weights), a.planes) for i, a in enumerate(annotations)]
     plan = _train_plan(config, patch, pools, device, seed)
-    log.info(
-        "training on %s: patch %s (thin %s), %d parameters, seed %d",
-        device,
-        patch,
-        plan.thin,
-        count_parameters(network),
-        seed,
-    )
-    try:
-        train_log = train(network, data, plan, progress)
-    except torch.OutOfMemoryError as exc:
-        raise _out_of_memory() from exc
+    train_log = _train_said(network, data, plan, progress)
     train_log.warnings = warnings
-    model = Model(
-        network,
-        classes,
-        replace(config, seed=seed, patch=tuple(patch), filters=inputs.filters),
-        images[0].shape[0],
-        train_log.shapes,
-        weights,
-        inputs=inputs,
-    )
+    config = replace(config, seed=seed, patch=tuple(patch), filters=inputs.filters)
+    model = Model(network, classes, config, images[0].shape[0], train_log.shapes, weights, inputs=inputs)
     return model, train_log
