@@ -27,6 +27,7 @@ NUMPY_ONLY = [
     "method.forest",
     "method.forest_apply",
     "method.forest_file",
+    "method.forest_sample",
     "method.holdout",
     "method.inputs",
     "method.metrics",

@@ -171,12 +171,13 @@ def _first_forest(run: _Run) -> None:
     if not config.forest:
         return
     # here: scikit-learn takes a second to import
-    from sparseseg.method.forest import fit_forest
+    from sparseseg.method.forest import annotated_sample, fit_forest
     from sparseseg.method.forest_apply import forest_probabilities
 
     run.enter("forest")
     started = time.perf_counter()
-    run.forest = fit_forest(run.image, run.kept, seed=config.seed, features=run.features, spacing=config.spacing)
+    sample = annotated_sample(run.image, run.kept, seed=config.seed, features=run.features, spacing=config.spacing)
+    run.forest = fit_forest(run.image, run.kept, seed=config.seed, sample=sample)
     run.forest_seconds = time.perf_counter() - started
     whole = None
     if run.features is not None:

@@ -16,21 +16,14 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from numbers import Integral
 
 import numpy as np
 from sklearn.ensemble import RandomForestClassifier
 
 from sparseseg.errors import InputError
 from sparseseg.method.annotation import Annotation, planes_mask
-from sparseseg.method.features import (
-    VolumeFeatures,
-    as_source,
-    check_features,
-    features_at,
-    filter_spacing,
-    stats_of,
-)
+from sparseseg.method.features import VolumeFeatures
+from sparseseg.method.forest_sample import Sample, annotated_sample, check_integer, check_sample
 from sparseseg.method.progress import checkpoint
 
 log = logging.getLogger("sparseseg")
@@ -72,117 +65,6 @@ class Forest:
         return int(self.stats.shape[0])
 
 
-@dataclass(frozen=True)
-class Sample:
-    """Annotated voxels drawn to fit forests on, with their filter features (`annotated_sample`).
-
-    Attributes
-    ----------
-    indices : ndarray of int, (N,)
-        Their flat indices into the (Z, Y, X) volume, sorted.
-    ids : ndarray of int, (N,)
-        Their class ids (label values).
-    features : ndarray, (N, F) float32
-        Their `filter_features`, of the image normalised with ``stats``, for voxels of ``spacing``.
-    stats : ndarray, (C, 4)
-        The intensity statistics the image was normalised with: those a forest fitted on the sample keeps.
-    spacing : (float, float, float) or None
-        The voxel size the filters followed (None: isotropic).
-    """
-
-    indices: np.ndarray
-    ids: np.ndarray
-    features: np.ndarray
-    stats: np.ndarray
-    spacing: tuple[float, float, float] | None = None
-
-
-def annotated_sample(
-    image,
-    annotation: Annotation,
-    *,
-    seed: int,
-    max_samples: int = 200_000,
-    stats: np.ndarray | None = None,
-    features: VolumeFeatures | None = None,
-    spacing: Sequence[float] | None = None,
-) -> Sample:
-    """Draw annotated voxels to fit forests on, and compute their filter features.
-
-    Parameters
-    ----------
-    image : ndarray or `sparseseg.io.blocks.Source`, (C, Z, Y, X)
-        Raw intensities; normalised here (`sparseseg.method.preprocess.normalise_with` by ``stats``).
-    annotation : `sparseseg.method.annotation.Annotation`
-        The annotated voxels (``mask``) and their classes (``classes[target]``), of the image's (Z, Y, X) shape.
-    seed : int
-        Seed of the draw (0 <= seed < 2**32); the same seed draws the same voxels.
-    max_samples : int
-        At most this many annotated voxels, drawn at random without replacement; all of them where fewer.
-    stats : ndarray (C, 4), optional
-        Intensity statistics to normalise with (`sparseseg.method.preprocess.intensity_stats`), e.g. those of a whole
-        volume
-        when ``image`` is one slab of it. Default: those of the whole image (of `sparseseg.io.blocks.sample_planes` for
-        a
-        Source), which is what `sparseseg.method.preprocess.normalise` does.
-    features : VolumeFeatures, optional
-        The image's features (`volume_features`), computed once for several forests: then none are computed here,
-        and the sample keeps their statistics and voxel size (``stats`` must then be None, ``spacing`` None or theirs).
-    spacing : (float, float, float), optional
-        The voxel size (z, y, x): the filters' scales follow it (`filter_features`). None: isotropic voxels.
-
-    Raises
-    ------
-    InputError
-        A bad image, an annotation of another shape or with fewer than two annotated classes, or a bad number.
-
-    Notes
-    -----
-    Features are computed only around the drawn voxels, block by block (bounded memory): for annotated planes,
-    about `HALO` planes of context on each side of each plane.
-    """
-    source = as_source(image)
-    shape = source.shape[1:]
-    _check_annotation(annotation)
-    if annotation.mask.shape != shape or annotation.target.shape != shape:
-        raise InputError(f"must have the image's shape {shape}", param="annotation", value=annotation.mask.shape)
-    seed = _integer(seed, "seed", 0, 2**32 - 1)
-    max_samples = _integer(max_samples, "max_samples", 1)
-    spacing = filter_spacing(spacing)
-    if features is not None:
-        check_features(features, source, "features")
-        if stats is not None:
-            raise InputError(
-                "give stats or features, not both (features carry their statistics)",
-                param="stats",
-                value=np.shape(stats),
-            )
-        if spacing is not None and spacing != features.spacing:
-            raise InputError(
-                f"differs from the voxel size the features were computed for, {features.spacing}",
-                param="spacing",
-                value=spacing,
-            )
-        stats, spacing = features.stats, features.spacing
-    stats = stats_of(source, image, stats)
-
-    chosen = np.flatnonzero(annotation.mask)
-    ids = np.asarray(annotation.classes)[annotation.target.ravel()[chosen]]
-    if len(np.unique(ids)) < 2:
-        raise InputError(
-            "needs annotated voxels of at least two classes", param="annotation", value=np.unique(ids).tolist()
-        )
-    rng = np.random.default_rng(seed)
-    if len(chosen) > max_samples:
-        keep = np.sort(rng.choice(len(chosen), max_samples, replace=False))
-        chosen, ids = chosen[keep], ids[keep]
-    if features is None:
-        values = features_at(source, stats, chosen, spacing)
-    else:
-        values = features.values.reshape(-1, features.values.shape[-1])[chosen]
-    return Sample(chosen, ids, values, stats, spacing)
-
-
 def fit_forest(
     image,
     annotation: Annotation,
@@ -191,9 +73,7 @@ def fit_forest(
     max_samples: int = 200_000,
     n_estimators: int = 100,
     tree_samples: int = TREE_SAMPLES,
-    stats: np.ndarray | None = None,
     features: VolumeFeatures | None = None,
-    spacing: Sequence[float] | None = None,
     sample: Sample | None = None,
 ) -> Forest:
     """Fit a random forest on the filter features of (a random sample of) the annotated voxels.
@@ -204,8 +84,8 @@ def fit_forest(
         The raw (C, Z, Y, X) image and its annotation, as for `annotated_sample`.
     seed : int
         Seed of the voxel sample and of the forest (0 <= seed < 2**32); the same seed gives the same forest.
-    max_samples, stats, features, spacing
-        How the annotated voxels are drawn and their features computed: see `annotated_sample`.
+    max_samples, features
+        How many annotated voxels are drawn, and their features where computed already: see `annotated_sample`.
     n_estimators : int
         Number of trees.
     tree_samples : int
@@ -214,8 +94,8 @@ def fit_forest(
         to `TREE_SAMPLES`, past which the fit's time is bounded instead. Fewer fit faster and learn less.
     sample : Sample, optional
         The voxels to fit on, drawn from this image and annotation by `annotated_sample` (with this ``seed``, the
-        forest is the one fitted without it): then ``max_samples``, ``stats``, ``features`` and ``spacing`` are
-        not used.
+        forest is the one fitted without it): then ``max_samples`` and ``features`` are not used. A sample drawn
+        with other statistics or a voxel size (anisotropic filters) gives the forest those.
 
     Returns
     -------
@@ -227,32 +107,17 @@ def fit_forest(
     InputError
         A bad image, an annotation of another shape or with fewer than two annotated classes, or a bad number.
     """
-    n_estimators = _integer(n_estimators, "n_estimators", 1)
-    tree_samples = _integer(tree_samples, "tree_samples", 1)
+    n_estimators = check_integer(n_estimators, "n_estimators", 1)
+    tree_samples = check_integer(tree_samples, "tree_samples", 1)
     start = time.perf_counter()
     if sample is None:
-        sample = annotated_sample(
-            image, annotation, seed=seed, max_samples=max_samples, stats=stats, features=features, spacing=spacing
-        )
+        sample = annotated_sample(image, annotation, seed=seed, max_samples=max_samples, features=features)
     else:
-        _check_sample(sample, annotation)
-    seed = _integer(seed, "seed", 0, 2**32 - 1)
+        check_sample(sample, annotation)
+    seed = check_integer(seed, "seed", 0, 2**32 - 1)
     classifier = _fit_classifier(sample.features, sample.ids, n_estimators, tree_samples, seed)
     classes = np.asarray(classifier.classes_, dtype=np.int64)
-    lost = np.setdiff1d(annotation.classes, classes)
-    if len(lost):
-        log.warning(
-            "forest: classes %s have no voxel among the %d sampled; the forest never predicts them",
-            [int(c) for c in lost],
-            len(sample.ids),
-        )
-    log.info(
-        "forest: %d trees on %d voxels, %d features, %.1f s",
-        n_estimators,
-        len(sample.ids),
-        sample.features.shape[1],
-        time.perf_counter() - start,
-    )
+    _say_fitted(sample, np.setdiff1d(annotation.classes, classes), n_estimators, time.perf_counter() - start)
     return Forest(classifier, classes, sample.stats, sample.spacing)
 
 
@@ -299,20 +164,11 @@ def plane_folds(
         A sample not drawn from this annotation, a fold naming a plane that is not annotated, a fold whose planes
         hold none of the sampled voxels or all of them, or a bad number.
     """
-    _check_sample(sample, annotation)
-    seed = _integer(seed, "seed", 0, 2**32 - 1)
-    n_estimators = _integer(n_estimators, "n_estimators", 1)
-    tree_samples = _integer(tree_samples, "tree_samples", 1)
-    masks = []
-    for fold in folds:
-        if not isinstance(fold, dict) or not fold or not annotation.has_planes(fold):
-            raise InputError("must be annotated planes per axis, e.g. {'z': [12]}", param="folds", value=fold)
-        on = planes_mask(fold, annotation.mask.shape).ravel()[sample.indices]
-        if on.all() or not on.any():
-            raise InputError(
-                f"its planes hold {'all' if on.any() else 'none'} of the sampled voxels", param="folds", value=fold
-            )
-        masks.append(on)
+    check_sample(sample, annotation)
+    seed = check_integer(seed, "seed", 0, 2**32 - 1)
+    n_estimators = check_integer(n_estimators, "n_estimators", 1)
+    tree_samples = check_integer(tree_samples, "tree_samples", 1)
+    masks = [_fold_mask(sample, annotation, fold) for fold in folds]
     targets = annotation.target.ravel()[sample.indices]
     out = []
     for on in masks:
@@ -325,6 +181,28 @@ def plane_folds(
 
 
 # --- helpers ------------------------------------------------------------------------------------
+
+
+def _say_fitted(sample: Sample, lost: np.ndarray, trees: int, seconds: float) -> None:
+    """Log the forest fitted, and warn of annotated classes the sample lost."""
+    if len(lost):
+        message = "forest: classes %s have no voxel among the %d sampled; the forest never predicts them"
+        log.warning(message, [int(c) for c in lost], len(sample.ids))
+    voxels, features = sample.features.shape
+    log.info("forest: %d trees on %d voxels, %d features, %.1f s", trees, voxels, features, seconds)
+
+
+def _fold_mask(sample: Sample, annotation: Annotation, fold) -> np.ndarray:
+    """Which sampled voxels lie on the planes of ``fold``; a fold of no annotated plane, or whose planes hold none of
+    the sampled voxels or all of them, is refused."""
+    if not isinstance(fold, dict) or not fold or not annotation.has_planes(fold):
+        raise InputError("must be annotated planes per axis, e.g. {'z': [12]}", param="folds", value=fold)
+    on = planes_mask(fold, annotation.mask.shape).ravel()[sample.indices]
+    if on.all() or not on.any():
+        raise InputError(
+            f"its planes hold {'all' if on.any() else 'none'} of the sampled voxels", param="folds", value=fold
+        )
+    return on
 
 
 def _fit_classifier(
@@ -345,37 +223,6 @@ def _fit_classifier(
         if grown >= n_estimators:
             break
     return classifier
-
-
-def _check_annotation(annotation) -> None:
-    if not isinstance(annotation, Annotation):
-        raise InputError(
-            f"must be a sparseseg.method.annotation.Annotation, not {type(annotation).__name__}",
-            param="annotation",
-            value=type(annotation).__name__,
-        )
-
-
-def _check_sample(sample, annotation) -> None:
-    if not isinstance(sample, Sample):
-        raise InputError(
-            f"must be a sparseseg.method.forest.Sample, not {type(sample).__name__}",
-            param="sample",
-            value=type(sample).__name__,
-        )
-    _check_annotation(annotation)
-    indices = np.asarray(sample.indices)
-    if indices.size and (indices.max() >= annotation.mask.size or not annotation.mask.ravel()[indices].all()):
-        raise InputError(
-            "was not drawn from this annotation (a voxel of it is not annotated)", param="sample", value=len(indices)
-        )
-
-
-def _integer(value, name: str, low: int, high: int | None = None) -> int:
-    if not isinstance(value, Integral) or isinstance(value, bool) or value < low or (high is not None and value > high):
-        rule = f"must be a whole number >= {low}" + (f" and <= {high}" if high is not None else "")
-        raise InputError(rule, param=name, value=value)
-    return int(value)
 
 
 def class_rows(classes, fitted: np.ndarray) -> tuple[np.ndarray, int]:

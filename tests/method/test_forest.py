@@ -84,7 +84,8 @@ def test_thick_sections_are_not_smoothed_into_one_another():
 
 
 def test_anisotropic_blockwise_equals_whole(case, monkeypatch):
-    forest = F.fit_forest(case.image, case.annotation, seed=0, n_estimators=TREES, spacing=(4.0, 1.0, 1.0))
+    sample = F.annotated_sample(case.image, case.annotation, seed=0, spacing=(4.0, 1.0, 1.0))
+    forest = F.fit_forest(case.image, case.annotation, seed=0, n_estimators=TREES, sample=sample)
     assert forest.spacing == (4.0, 1.0, 1.0)
     whole = forest_probabilities(forest, case.image, [0, 1, 2])
     features = FE.volume_features(case.image, spacing=[4, 1, 1])
@@ -207,7 +208,8 @@ def test_a_source_or_an_indexable_array_gives_the_same(case):
 
 def test_fit_from_a_source_with_given_stats(case):
     stats = case.forest.stats
-    forest = F.fit_forest(ArraySource(case.image), case.annotation, seed=0, n_estimators=TREES, stats=stats)
+    sample = F.annotated_sample(ArraySource(case.image), case.annotation, seed=0, stats=stats)
+    forest = F.fit_forest(ArraySource(case.image), case.annotation, seed=0, n_estimators=TREES, sample=sample)
     assert forest.stats is not stats and np.array_equal(forest.stats, stats)
     p = forest_probabilities(forest, case.image, [0, 1, 2], region=(slice(0, 8), slice(0, 64), slice(0, 64)))
     assert np.allclose(p, case.whole[:, :8], atol=1e-6)  # the same voxels, features and seed: the same forest
@@ -268,9 +270,13 @@ def test_plane_folds_score_each_fold_s_planes_with_a_forest_fitted_without_them(
 
 
 def _fit(case, **changes):
+    """fit_forest with ``changes``; with stats or spacing (which only a sample takes), annotated_sample."""
     args = dict(image=case.image, annotation=case.annotation, seed=0, n_estimators=2, max_samples=500)
     args.update(changes)
     image, annotation = args.pop("image"), args.pop("annotation")
+    if "stats" in args or "spacing" in args:
+        args.pop("n_estimators")
+        return lambda: F.annotated_sample(image, annotation, **args)
     return lambda: F.fit_forest(image, annotation, **args)
 
 

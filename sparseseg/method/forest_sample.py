@@ -1,0 +1,172 @@
+"""The annotated voxels a forest learns from, drawn once with their filter features (`annotated_sample`), for the
+forest on all planes and the small forests of `sparseseg.method.forest.plane_folds` (no torch)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from numbers import Integral
+
+import numpy as np
+
+from sparseseg.errors import InputError
+from sparseseg.method.annotation import Annotation
+from sparseseg.method.features import (
+    VolumeFeatures,
+    as_source,
+    check_features,
+    features_at,
+    filter_spacing,
+    stats_of,
+)
+
+
+@dataclass(frozen=True)
+class Sample:
+    """Annotated voxels drawn to fit forests on, with their filter features (`annotated_sample`).
+
+    Attributes
+    ----------
+    indices : ndarray of int, (N,)
+        Their flat indices into the (Z, Y, X) volume, sorted.
+    ids : ndarray of int, (N,)
+        Their class ids (label values).
+    features : ndarray, (N, F) float32
+        Their `filter_features`, of the image normalised with ``stats``, for voxels of ``spacing``.
+    stats : ndarray, (C, 4)
+        The intensity statistics the image was normalised with: those a forest fitted on the sample keeps.
+    spacing : (float, float, float) or None
+        The voxel size the filters followed (None: isotropic).
+    """
+
+    indices: np.ndarray
+    ids: np.ndarray
+    features: np.ndarray
+    stats: np.ndarray
+    spacing: tuple[float, float, float] | None = None
+
+
+def annotated_sample(
+    image,
+    annotation: Annotation,
+    *,
+    seed: int,
+    max_samples: int = 200_000,
+    stats: np.ndarray | None = None,
+    features: VolumeFeatures | None = None,
+    spacing: Sequence[float] | None = None,
+) -> Sample:
+    """Draw annotated voxels to fit forests on, and compute their filter features.
+
+    Parameters
+    ----------
+    image : ndarray or `sparseseg.io.blocks.Source`, (C, Z, Y, X)
+        Raw intensities; normalised here (`sparseseg.method.preprocess.normalise_with` by ``stats``).
+    annotation : `sparseseg.method.annotation.Annotation`
+        The annotated voxels (``mask``) and their classes (``classes[target]``), of the image's (Z, Y, X) shape.
+    seed : int
+        Seed of the draw (0 <= seed < 2**32); the same seed draws the same voxels.
+    max_samples : int
+        At most this many annotated voxels, drawn at random without replacement; all of them where fewer.
+    stats : ndarray (C, 4), optional
+        Intensity statistics to normalise with (`sparseseg.method.preprocess.intensity_stats`), e.g. those of a whole
+        volume when ``image`` is one slab of it. Default: those of the whole image (of
+        `sparseseg.io.blocks.sample_planes` for a Source), as `sparseseg.method.preprocess.normalise` takes them.
+    features : VolumeFeatures, optional
+        The image's features (`volume_features`), computed once for several forests: then none are computed here,
+        and the sample keeps their statistics and voxel size (``stats`` must then be None, ``spacing`` None or theirs).
+    spacing : (float, float, float), optional
+        The voxel size (z, y, x): the filters' scales follow it (`filter_features`). None: isotropic voxels.
+
+    Raises
+    ------
+    InputError
+        A bad image, an annotation of another shape or with fewer than two annotated classes, or a bad number.
+
+    Notes
+    -----
+    Features are computed only around the drawn voxels, block by block (bounded memory): for annotated planes,
+    about `HALO` planes of context on each side of each plane.
+    """
+    source = as_source(image)
+    shape = source.shape[1:]
+    check_annotation(annotation)
+    if annotation.mask.shape != shape or annotation.target.shape != shape:
+        raise InputError(f"must have the image's shape {shape}", param="annotation", value=annotation.mask.shape)
+    seed = check_integer(seed, "seed", 0, 2**32 - 1)
+    max_samples = check_integer(max_samples, "max_samples", 1)
+    spacing = filter_spacing(spacing)
+    if features is not None:
+        stats, spacing = _from_features(features, source, stats, spacing)
+    stats = stats_of(source, image, stats)
+
+    chosen, ids = _draw(annotation, seed, max_samples)
+    if features is None:
+        values = features_at(source, stats, chosen, spacing)
+    else:
+        values = features.values.reshape(-1, features.values.shape[-1])[chosen]
+    return Sample(chosen, ids, values, stats, spacing)
+
+
+def _draw(annotation: Annotation, seed: int, max_samples: int) -> tuple[np.ndarray, np.ndarray]:
+    """At most ``max_samples`` annotated voxels drawn at random (flat indices, in order) and their class ids; an
+    annotation of fewer than two classes is refused."""
+    chosen = np.flatnonzero(annotation.mask)
+    ids = np.asarray(annotation.classes)[annotation.target.ravel()[chosen]]
+    if len(np.unique(ids)) < 2:
+        raise InputError(
+            "needs annotated voxels of at least two classes", param="annotation", value=np.unique(ids).tolist()
+        )
+    if len(chosen) > max_samples:
+        keep = np.sort(np.random.default_rng(seed).choice(len(chosen), max_samples, replace=False))
+        chosen, ids = chosen[keep], ids[keep]
+    return chosen, ids
+
+
+def _from_features(features: VolumeFeatures, source, stats, spacing) -> tuple[np.ndarray, tuple | None]:
+    """The statistics and voxel size that ``features`` carry; ``stats`` given too, or another ``spacing``, refused."""
+    check_features(features, source, "features")
+    if stats is not None:
+        raise InputError(
+            "give stats or features, not both (features carry their statistics)",
+            param="stats",
+            value=np.shape(stats),
+        )
+    if spacing is not None and spacing != features.spacing:
+        raise InputError(
+            f"differs from the voxel size the features were computed for, {features.spacing}",
+            param="spacing",
+            value=spacing,
+        )
+    return features.stats, features.spacing
+
+
+def check_annotation(annotation) -> None:
+    if not isinstance(annotation, Annotation):
+        raise InputError(
+            f"must be a sparseseg.method.annotation.Annotation, not {type(annotation).__name__}",
+            param="annotation",
+            value=type(annotation).__name__,
+        )
+
+
+def check_sample(sample, annotation) -> None:
+    if not isinstance(sample, Sample):
+        raise InputError(
+            f"must be a sparseseg.method.forest_sample.Sample, not {type(sample).__name__}",
+            param="sample",
+            value=type(sample).__name__,
+        )
+    check_annotation(annotation)
+    indices = np.asarray(sample.indices)
+    if indices.size and (indices.max() >= annotation.mask.size or not annotation.mask.ravel()[indices].all()):
+        raise InputError(
+            "was not drawn from this annotation (a voxel of it is not annotated)", param="sample", value=len(indices)
+        )
+
+
+def check_integer(value, name: str, low: int, high: int | None = None) -> int:
+    if not isinstance(value, Integral) or isinstance(value, bool) or value < low or (high is not None and value > high):
+        rule = f"must be a whole number >= {low}" + (f" and <= {high}" if high is not None else "")
+        raise InputError(rule, param=name, value=value)
+    return int(value)
