@@ -50,6 +50,29 @@ def forest_probabilities(
     InputError
         A bad image or one with other channels, ``classes`` that miss one of the forest's, a bad region.
     """
+    source = _checked_source(forest, image, features)
+    rows, n_rows = class_rows(classes, forest.classes)
+    shape = source.shape[1:]
+    region = region_of(region, shape)
+    start = time.perf_counter()
+    out = np.zeros((n_rows,) + tuple(s.stop - s.start for s in region), np.float32)
+    blocks = plan_feature_blocks(region, shape, forest.n_channels)
+    for zyx in blocks:
+        if features is None:
+            read, crop = with_halo(zyx, (HALO,) * 3, shape)
+            block = filter_bank.filter_features(normalise_with(source.read(read), forest.stats), forest.spacing)[crop]
+        else:
+            block = features.values[zyx]
+        p = forest.classifier.predict_proba(block.reshape(-1, block.shape[-1]))
+        where = tuple(slice(s.start - r.start, s.stop - r.start) for s, r in zip(zyx, region))
+        out[(rows,) + where] = p.T.reshape((len(rows),) + block.shape[:3])
+    seconds = time.perf_counter() - start
+    log.debug("forest: probabilities of %d voxels in %d block(s), %.1f s", out[0].size, len(blocks), seconds)
+    return out
+
+
+def _checked_source(forest: Forest, image, features: VolumeFeatures | None):
+    """``image`` as a source, after `forest_probabilities`' checks of the forest, the channels and the features."""
     if not isinstance(forest, Forest):
         raise InputError(
             f"must be a sparseseg.method.forest.Forest, not {type(forest).__name__}",
@@ -63,11 +86,6 @@ def forest_probabilities(
             param="image",
             value=source.shape,
         )
-    rows, n_rows = class_rows(classes, forest.classes)
-    shape = source.shape[1:]
-    region = region_of(region, shape)
-    start = time.perf_counter()
-    out = np.zeros((n_rows,) + tuple(s.stop - s.start for s in region), np.float32)
     if features is not None:
         check_features(features, source, "features")
         if not np.array_equal(features.stats, forest.stats):
@@ -80,20 +98,4 @@ def forest_probabilities(
                 param="features",
                 value=features.values.shape,
             )
-    blocks = plan_feature_blocks(region, shape, forest.n_channels)
-    for zyx in blocks:
-        if features is None:
-            read, crop = with_halo(zyx, (HALO,) * 3, shape)
-            block = filter_bank.filter_features(normalise_with(source.read(read), forest.stats), forest.spacing)[crop]
-        else:
-            block = features.values[zyx]
-        p = forest.classifier.predict_proba(block.reshape(-1, block.shape[-1]))
-        where = tuple(slice(s.start - r.start, s.stop - r.start) for s, r in zip(zyx, region))
-        out[(rows,) + where] = p.T.reshape((len(rows),) + block.shape[:3])
-    log.debug(
-        "forest: probabilities of %d voxels in %d block(s), %.1f s",
-        out[0].size,
-        len(blocks),
-        time.perf_counter() - start,
-    )
-    return out
+    return source

@@ -118,6 +118,40 @@ def check_version(meta: dict, where: str) -> int:
     return int(version)
 
 
+def _blend_fields(meta: dict, version: int) -> dict:
+    """The training settings, the blend, the forest and the estimate of a config of ``version`` (1 had none of the
+    last three)."""
+    f = {}
+    _field(meta, "config", lambda v: isinstance(v, dict), "must be an object of training settings")
+    f["config"] = Config.from_dict(meta["config"])
+    f["blend"] = (
+        1.0
+        if version == 1
+        else float(
+            _field(
+                meta,
+                "blend",
+                lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and 0 <= v <= 1,
+                "must be a number in [0, 1]",
+            )
+        )
+    )
+    forest_name = FOREST if version >= 3 else PICKLED_FOREST
+    f["forest"] = (
+        None
+        if version == 1
+        else _field(meta, "forest", lambda v: v is None or v == forest_name, f"must be null or {forest_name!r}")
+    )
+    if f["forest"] is None and f["blend"] != 1:
+        raise InputError(f"field 'blend' is {f['blend']} but 'forest' is null: nothing to blend the network with")
+    f["estimate"] = (
+        None
+        if version == 1
+        else _field(meta, "estimate", lambda v: v is None or isinstance(v, dict), "must be an object or null")
+    )
+    return f
+
+
 def check_fields(meta: dict, version: int) -> dict:
     """The fields of a config of ``version``, each checked for type and range (an `InputError` names the field)."""
     from sparseseg.config import MAX_PATCH
@@ -156,33 +190,7 @@ def check_fields(meta: dict, version: int) -> dict:
         ),
         f"must map z, y, x or cube to a patch [z, y, x] of sizes in 1..{MAX_PATCH}",
     )
-    _field(meta, "config", lambda v: isinstance(v, dict), "must be an object of training settings")
-    f["config"] = Config.from_dict(meta["config"])
-    f["blend"] = (
-        1.0
-        if version == 1
-        else float(
-            _field(
-                meta,
-                "blend",
-                lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and 0 <= v <= 1,
-                "must be a number in [0, 1]",
-            )
-        )
-    )
-    forest_name = FOREST if version >= 3 else PICKLED_FOREST
-    f["forest"] = (
-        None
-        if version == 1
-        else _field(meta, "forest", lambda v: v is None or v == forest_name, f"must be null or {forest_name!r}")
-    )
-    if f["forest"] is None and f["blend"] != 1:
-        raise InputError(f"field 'blend' is {f['blend']} but 'forest' is null: nothing to blend the network with")
-    f["estimate"] = (
-        None
-        if version == 1
-        else _field(meta, "estimate", lambda v: v is None or isinstance(v, dict), "must be an object or null")
-    )
+    f.update(_blend_fields(meta, version))
     try:
         f["inputs"] = inputs_from_dict(meta["inputs"] if version >= 4 else None, f["channels"])
     except InputError as exc:
