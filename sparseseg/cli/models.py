@@ -25,17 +25,14 @@ from sparseseg.cli.options import (
     Overlap,
     PackageName,
     Planes,
-    Preview,
-    Probabilities,
     Resume,
     Sample,
     SaveModel,
-    Scheduler,
+    Segmenting,
     Slices,
     Unlabeled,
     Volumes,
     WeightsOut,
-    Workers,
     add_options,
 )
 from sparseseg.cli.output import (
@@ -71,25 +68,22 @@ def _split_planes(volumes: list[Path], planes: list[str] | None) -> tuple[list[P
     "sparseseg densify vol.tif --slices more.tif -o seg2.tif --init model1 --save-model model2",
     "sparseseg densify big.tif --slices sparse.tif -o seg.zarr --workers 4   # the dense inference on 4 processes",
 )
-@add_options(TTA, training=True)
+@add_options(TTA, training=True, segmenting=True)
 def densify(
     volumes: Volumes,
     slices: Slices,
     output: Output,
     config: Config,
     common: Common,
+    segmenting: Segmenting,
     unlabeled: Unlabeled = UNLABELED,
     planes: Planes = None,
     weights_out: WeightsOut = None,
-    probabilities: Probabilities = None,
-    preview: Preview = None,
     save_model: SaveModel = None,
     init: Init = None,
     partial: Annotated[
         bool, typer.Option(help="On Ctrl-C, still segment with the model trained so far (exit code 130).")
     ] = True,
-    workers: Workers = None,
-    scheduler: Scheduler = None,
 ) -> None:
     """Train a 3D U-Net on a few annotated planes and segment the whole volume."""
     from sparseseg.commands import workflows
@@ -99,11 +93,11 @@ def densify(
     options = workflows.DensifyOptions(
         planes=planes,
         weights_out=weights_out,
-        outputs=workflows.Outputs(probabilities, preview, common.overwrite),
+        outputs=workflows.Outputs(segmenting.probabilities, segmenting.preview, common.overwrite),
         save_model_to=save_model,
         init=init,
         partial=partial,
-        cluster=workflows.Cluster(workers, scheduler),
+        cluster=workflows.Cluster(segmenting.workers, segmenting.scheduler),
     )
     with TrainingProgress(config, common.silent) as progress:
         report = workflows.densify(volumes, slices, output, config, options, progress)
@@ -182,7 +176,7 @@ def train(
     "sparseseg predict model big.zarr -o seg.zarr --resume   # after Ctrl-C: go on where it stopped",
     "sparseseg predict old_model big.zarr -o seg.zarr --overlap 0   # an older model: fewer windows, somewhat less IoU",
 )
-@add_options()
+@add_options(segmenting=True)
 def predict(
     model: Annotated[
         Path,
@@ -195,15 +189,12 @@ def predict(
     volumes: Volumes,
     output: Output,
     common: Common,
+    segmenting: Segmenting,
     device: Device = "auto",
     tta: Annotated[
         Optional[bool],
         typer.Option(help="Average predictions over flips (8x slower) [default: as trained].", show_default=False),
     ] = None,
-    probabilities: Probabilities = None,
-    preview: Preview = None,
-    workers: Workers = None,
-    scheduler: Scheduler = None,
     resume: Resume = False,
     overlap: Overlap = None,
 ) -> None:
@@ -212,10 +203,10 @@ def predict(
 
     setup_output(common.quiet)
     options = workflows.PredictOptions(
-        outputs=workflows.Outputs(probabilities, preview, common.overwrite),
+        outputs=workflows.Outputs(segmenting.probabilities, segmenting.preview, common.overwrite),
         device=device,
         tta=tta,
-        cluster=workflows.Cluster(workers, scheduler),
+        cluster=workflows.Cluster(segmenting.workers, segmenting.scheduler),
         resume=resume,
         overlap=overlap,
     )

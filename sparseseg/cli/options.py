@@ -303,8 +303,31 @@ COMMON = [
 ]
 
 
-def add_options(*extra: inspect.Parameter, training: bool = False):
-    """Add options to a command: `COMMON` (handed over as ``common``), ``extra``, and with ``training`` `TRAINING`.
+@dataclass(frozen=True)
+class Segmenting:
+    """The options of every command that segments: the extra outputs and the dask cluster."""
+
+    probabilities: Path | None = None
+    preview: Path | None = None
+    workers: int | None = None
+    scheduler: str | None = None
+
+
+#: The options of `Segmenting`, declared once.
+SEGMENTING = [
+    inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=alias)
+    for name, alias in (
+        ("probabilities", Probabilities),
+        ("preview", Preview),
+        ("workers", Workers),
+        ("scheduler", Scheduler),
+    )
+]
+
+
+def add_options(*extra: inspect.Parameter, training: bool = False, segmenting: bool = False):
+    """Add options to a command: `COMMON` (handed over as ``common``), ``extra``, with ``training`` `TRAINING`, and
+    with ``segmenting`` `SEGMENTING` (handed over as ``segmenting``).
 
     A command that takes the training options declares ``config: Config`` and ``unlabeled``,
     and receives a `Config` built from `TRAINING` and ``extra``; one that does not receives
@@ -314,12 +337,9 @@ def add_options(*extra: inspect.Parameter, training: bool = False):
     def decorate(command):
         signature = inspect.signature(command)
         hints = typing.get_type_hints(command, include_extras=True)  # the command's own annotations, resolved
-        own = [
-            p.replace(annotation=hints[p.name])
-            for p in signature.parameters.values()
-            if p.name not in ("config", "common")
-        ]
-        added = (TRAINING if training else []) + list(extra) + COMMON
+        made = ("config", "common", "segmenting")
+        own = [p.replace(annotation=hints[p.name]) for p in signature.parameters.values() if p.name not in made]
+        added = (SEGMENTING if segmenting else []) + (TRAINING if training else []) + list(extra) + COMMON
         to_config = [p.name for p in TRAINING + list(extra)] if training else []
 
         @functools.wraps(command)
@@ -329,6 +349,8 @@ def add_options(*extra: inspect.Parameter, training: bool = False):
                 kwargs["config"] = training_config(
                     kwargs["unlabeled"], **{name: kwargs.pop(name) for name in to_config}
                 )
+            if segmenting:
+                kwargs["segmenting"] = Segmenting(**{p.name: kwargs.pop(p.name) for p in SEGMENTING})
             return command(**kwargs)
 
         wrapper.__signature__ = signature.replace(parameters=own + added)

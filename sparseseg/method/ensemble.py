@@ -379,15 +379,16 @@ def fit_estimated(
 def densify_arrays(
     image: np.ndarray,
     annotation: Annotation,
-    config: Config,
+    config: Config = Config(),
     progress: Progress | None = None,
     init: Model | None = None,
 ) -> tuple[Model, TrainLog, Segmentation]:
     """Train on one sparsely annotated (C, Z, Y, X) image (`fit_estimated`) and segment all of it (on the training
     device).
 
-    The model's ``estimate`` holds the estimate, where one was made. ``progress`` hears the run and can stop or cancel
-    it (`sparseseg.method.progress`); a cancelled run raises `sparseseg.method.progress.Cancelled`.
+    ``config`` (default: `Config`'s defaults) and ``init`` (a warm start) as for `fit_estimated`. The model's
+    ``estimate`` holds the estimate, where one was made. ``progress`` hears the run and can stop or cancel it
+    (`sparseseg.method.progress`); a cancelled run raises `sparseseg.method.progress.Cancelled`.
     """
     estimated = fit_estimated(image, annotation, config, progress, init)
     model, segmentation = segment_estimated(estimated, image, annotation, config.device, progress)
