@@ -6,7 +6,8 @@ filter features, and then segments all of it. The public API, on arrays and on f
 - `read_annotation`: sparse labels (Z, Y, X) as an `Annotation` (the classes, the annotated voxels, the planes);
 - `densify_arrays`: train on a (C, Z, Y, X) image and its `Annotation` with a `Config`, and segment all of it;
 - `segment`: apply a trained `Model` to a new image; `save_model` and `load_model`: the model folder;
-- `densify`, `train_files` and `predict`: the same from paths to written files, as the command line runs them;
+- `densify`, `train_files` and `predict`: the same from paths to written files, as the command line runs them
+  (`DensifyOptions` and `PredictOptions` say what else to write and where to run);
 - `InputError`: what every function raises for bad input.
 
 The names are imported on first use, so that ``import sparseseg`` stays light (no torch).
@@ -31,6 +32,8 @@ _API = {
     "load_model": "sparseseg.method.modelfolder",
     "save_model": "sparseseg.method.modelfolder",
     "densify": "sparseseg.commands.workflows",
+    "DensifyOptions": "sparseseg.commands.workflows",
+    "PredictOptions": "sparseseg.commands.workflows",
     "train_files": "sparseseg.commands.workflows",
     "predict": "sparseseg.commands.workflows",
 }
