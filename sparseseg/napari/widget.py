@@ -274,6 +274,7 @@ class DensifyWidget(QWidget):
     def _finished(self, result) -> None:
         if self._runs.closed:
             return
+        self._timer.stop()  # a tick between this and `_stopped` would say the run's progress over the result
         self.result, self.model = result, result.model
         shown.show_result(self.viewer, result, self._scale)
         self._keep_painting()
@@ -290,6 +291,7 @@ class DensifyWidget(QWidget):
         """Say a cancel, a bad input or a bug in the status line; the last two in napari's notifications too."""
         if self._runs.closed:
             return
+        self._timer.stop()
         if isinstance(exc, Cancelled):
             self._say(f"cancelled after {self.progress.elapsed:.0f} s")
             return
