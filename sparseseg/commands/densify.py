@@ -31,13 +31,14 @@ from sparseseg.commands.review import open_labels
 from sparseseg.config import Config
 from sparseseg.large import bounded, cluster
 from sparseseg.large.cluster import Cluster
+from sparseseg.large.slab_volume import open_slabs
 from sparseseg.large.slabs import scan_labels, write_weights
 from sparseseg.method.annotation import Annotation, check_two_classes, parse_planes
 from sparseseg.method.core import Model, Segmentation, calibrate, resolve_device, segment_source
-from sparseseg.method.ensemble import fit_estimated
+from sparseseg.method.ensemble import fit_estimated, fit_volume
 from sparseseg.method.fitting import check_training, loss_weights
 from sparseseg.method.modelfolder import check_model_folder, load_model, save_model
-from sparseseg.method.progress import Progress
+from sparseseg.method.progress import Progress, as_progress, begin
 from sparseseg.method.segmenting import segment_estimated
 from sparseseg.method.training import TrainLog
 
@@ -257,11 +258,10 @@ def _densify_slabs(job: _Job, source) -> DensifyReport | None:
         return None
     sparse, scan, config = scanned
     log.info("%s: %s; training on the slabs around the annotated planes", job.labels, scan.how)
-    if config.holdout or config.forest:
-        log.info("a volume this large is densified by the network alone: no held-out estimate, no forest blend (yet)")
+    volume = open_slabs(source, sparse, scan, config, job.start_model)
     with stopping_on_ctrl_c(job.progress, job.options.partial) as stoppable:
-        model, train_log = bounded.fit_slabs(source, sparse, scan, config, stoppable, job.start_model)
-    train_log = stoppable.told(train_log)
+        estimated = fit_volume(volume, config, stoppable, job.start_model)
+    model, train_log = estimated.model, stoppable.told(estimated.train_log)
     stop_if_interrupted(train_log, job.options.partial)
     with io.outputs_together(job.every_output()):
         model, written, windows, seconds = _write_slabs(model, source, (sparse, scan), job)
@@ -276,7 +276,9 @@ def _write_slabs(model, source, scanned, job: _Job):
     shape = tuple(source.shape[1:])
     sink, probabilities = block_sinks(job.out, outputs, model, shape, source, spacing=model.config.spacing)
     try:  # segment_source finishes the sinks, or aborts them
-        model = bounded.calibrate_slabs(model, source, sparse, scan, model.config.device, sink.chunks)
+        begin(as_progress(job.progress), "segmenting")
+        if model.estimate is None:  # else: the offsets chosen on the held-out planes
+            model = bounded.calibrate_slabs(model, source, sparse, scan, model.config.device, sink.chunks)
     except BaseException:
         for made in (sink, probabilities):
             if made is not None:

@@ -22,12 +22,11 @@ from sparseseg.method import augment
 from sparseseg.method.annotation import Annotation
 from sparseseg.method.core import Model, calibrate, forest_part, mixed, resolve_device, run_model
 from sparseseg.method.decision import apply_offsets
-from sparseseg.method.fitting import fit, plan_training
+from sparseseg.method.fitting import plan_training
 from sparseseg.method.planning import AXES, patch_shapes, size_multiple, thin_depths
 from sparseseg.method.preprocess import intensity_stats
-from sparseseg.method.progress import Progress
 from sparseseg.method.streaming import Wanted
-from sparseseg.method.training import TrainLog, WholeVolume, crop_shapes
+from sparseseg.method.training import WholeVolume, crop_shapes
 from sparseseg.method.uncertainty import PlaneEntropy
 
 #: Volumes of more voxels than this are densified from slabs; smaller ones are read whole, as they always were.
@@ -100,25 +99,6 @@ def read_slabs(
         images.append(stack)
         annotations.append(annotation)
     return images, annotations, WholeVolume(scan.shape, stats, scan.classes, scan.counts)
-
-
-def fit_slabs(
-    image: Source,
-    labels: Source,
-    scan: LabelScan,
-    config: Config,
-    progress: Progress | None = None,
-    init: Model | None = None,
-) -> tuple[Model, TrainLog]:
-    """`sparseseg.method.fitting.fit` on the slabs of ``image`` around the annotated planes of ``scan``, one stack per
-    axis.
-
-    Each crop of training sees what it sees in the whole volume, the images are normalised
-    by the statistics of the block inference and the class weights come from all annotated
-    voxels; needs `fits_slabs`.
-    """
-    images, annotations, whole = read_slabs(image, labels, scan, config, init)
-    return fit(images, annotations, config, progress, init, whole)
 
 
 def annotated_probabilities(

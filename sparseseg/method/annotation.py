@@ -22,6 +22,7 @@ import numpy as np
 
 from sparseseg import UNLABELED
 from sparseseg.errors import InputError
+from sparseseg.method.plane_annotation import plane_index
 from sparseseg.method.planning import AXES
 
 #: Largest class id a label volume may hold (uint16 output).
@@ -61,6 +62,24 @@ class Annotation:
     def has_planes(self, planes: dict) -> bool:
         """Whether ``planes`` ({'z': [12], ...}) names only planes of this annotation, along the axes 'z', 'y', 'x'."""
         return all(axis in AXES and set(v) <= set(self.planes.get(axis, [])) for axis, v in planes.items())
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return self.mask.shape
+
+    def plane(self, axis: str, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """The (target, mask) of the plane ``axis=index``."""
+        where = plane_index(axis, index)
+        return self.target[where], self.mask[where]
+
+    def voxels(self) -> tuple[np.ndarray, np.ndarray]:
+        """The flat indices of the annotated voxels, sorted, and their targets."""
+        chosen = np.flatnonzero(self.mask)
+        return chosen, self.target.ravel()[chosen]
+
+    def annotated_at(self, indices: np.ndarray) -> np.ndarray:
+        """Whether each voxel at the flat ``indices`` is annotated."""
+        return self.mask.ravel()[np.asarray(indices)]
 
 
 def parse_planes(specs: list[str] | None, shape: tuple[int, int, int]) -> dict[str, list[int]]:

@@ -1,7 +1,7 @@
 """Densify with held-out planes: the network blended with a pixel classifier, and an estimate of the result.
 
-`fit_estimated` runs these steps on a volume held whole, each telling the progress its phase
-(`sparseseg.method.progress`); docs/method.md, step 6, says why each is as it is:
+`fit_volume` runs these steps on a volume held whole or as slabs (`sparseseg.method.volume`), each telling the
+progress its phase (`sparseseg.method.progress`); docs/method.md, step 6, says why each is as it is:
 
 1. ``_held_out``: one annotated plane per axis that has two or more is held out, drawn so that the classes are seen
    both on them and on the others (`sparseseg.method.holdout`).
@@ -35,29 +35,15 @@ import torch
 
 from sparseseg.config import Config
 from sparseseg.method.annotation import Annotation
-from sparseseg.method.core import (
-    Model,
-    Segmentation,
-    labels_dtype,
-    network_probabilities,
-    prior_of,
-    resolve_device,
-)
+from sparseseg.method.core import Model, Segmentation, labels_dtype, prior_of, resolve_device
 from sparseseg.method.deadline import CORRECTION_SHARE, REFIT_SHARE, Deadline, pass_steps
 from sparseseg.method.estimating import corrected_estimate, forest_on_planes, held_out_probabilities
-from sparseseg.method.features import BLOCK_BYTES, VolumeFeatures, volume_features
-from sparseseg.method.fitting import check_pairs, fit
-from sparseseg.method.holdout import (
-    Estimate,
-    choose_blend,
-    classes_on_planes,
-    held_out_planes,
-    planes_mask,
-    without_planes,
-)
+from sparseseg.method.features import BLOCK_BYTES, VolumeFeatures
+from sparseseg.method.holdout import Estimate, choose_blend, classes_on_planes, held_out_planes
 from sparseseg.method.progress import Progress, Shifted, as_progress, begin, watched
 from sparseseg.method.segmenting import Estimated, segment_estimated
 from sparseseg.method.training import TrainLog
+from sparseseg.method.volume import InMemory, TrainingVolume
 
 log = logging.getLogger("sparseseg")
 
@@ -71,12 +57,11 @@ FINE_TUNE_LR = 1 / 3
 class _Run:
     """What the steps of `fit_estimated` share: the inputs, the held-out planes, the clock and what was made."""
 
-    image: np.ndarray
-    annotation: Annotation
+    volume: TrainingVolume
     config: Config  # seeded
     shown: Config  # resolved for the device
     held: dict
-    kept: Annotation | None
+    kept: TrainingVolume | None  # the volume without the held-out planes
     progress: Progress
     classes: np.ndarray
     device: torch.device
@@ -122,14 +107,16 @@ def _shown(iou: float) -> str:
     return "-" if np.isnan(iou) else f"{iou:.3f}"
 
 
-def _held_out(annotation: Annotation, config: Config) -> tuple[dict, Annotation | None]:
-    """The planes held out and the annotation without them; none where ``config.holdout`` is off, where no axis has
+def _held_out(volume: TrainingVolume, config: Config) -> tuple[dict, TrainingVolume | None]:
+    """The planes held out and the volume without them; none where ``config.holdout`` is off, where no axis has
     two annotated planes, or where the other planes would hold one class only."""
     if not config.holdout:
         return {}, None
+    annotation = volume.annotation
     held = held_out_planes(annotation.planes, np.random.default_rng(config.seed), classes_on_planes(annotation))
-    kept = without_planes(annotation, held) if held else None
-    if kept is None or len(np.unique(kept.target[kept.mask])) < 2 or kept.mask.sum() == annotation.mask.sum():
+    kept = volume.without(held) if held else None
+    targets = kept.annotation.voxels()[1] if kept is not None else None
+    if kept is None or len(np.unique(targets)) < 2 or len(targets) == len(annotation.voxels()[0]):
         log.warning(
             "no estimate of the quality: it needs two annotated planes on an axis, to hold one out "
             "and keep two classes on the others"
@@ -144,19 +131,19 @@ def _limited(run: _Run, init: Model | None, after: float) -> Progress:
     and the network's pass."""
     if run.config.time_limit is None:
         return run.progress
-    steps = pass_steps(run.config, run.image.shape[1:], run.annotation.planes, init, run.device)
+    steps = pass_steps(run.config, run.volume.shape, run.volume.annotation.planes, init, run.device)
     return Deadline(run.progress, run.start + run.config.time_limit, after, steps)
 
 
-def _start(image, annotation: Annotation, config: Config, progress: Progress, init: Model | None) -> _Run:
+def _start(volume: TrainingVolume, config: Config, progress: Progress, init: Model | None) -> _Run:
     start = time.perf_counter()
-    check_pairs([image], [annotation], init)  # before any forest: a warm start that cannot take these classes
+    volume.check(init)  # before any forest: a warm start that cannot take these classes
     device = resolve_device(config.device)
     config = replace(config, seed=config.seed if config.seed is not None else secrets.randbits(31))
-    held, kept = _held_out(annotation, config)
-    classes = init.classes if init is not None else annotation.classes
+    held, kept = _held_out(volume, config)
+    classes = init.classes if init is not None else volume.annotation.classes
     shown = config.resolved(device.type == "cuda")
-    return _Run(image, annotation, config, shown, held, kept, progress, classes, device, start)
+    return _Run(volume, config, shown, held, kept, progress, classes, device, start)
 
 
 def _first_forest(run: _Run) -> None:
@@ -167,7 +154,7 @@ def _first_forest(run: _Run) -> None:
         run.enter("features")
         # for both forests, the segmentation and the network's inputs; where the network does not read them, only
         # where they fit in memory
-        run.features = volume_features(run.image, BLOCK_BYTES if not config.filters else math.inf, config.spacing)
+        run.features = run.volume.features(BLOCK_BYTES if not config.filters else math.inf, config.spacing)
     if not config.forest:
         return
     # here: scikit-learn takes a second to import
@@ -176,16 +163,17 @@ def _first_forest(run: _Run) -> None:
 
     run.enter("forest")
     started = time.perf_counter()
-    sample = annotated_sample(run.image, run.kept, seed=config.seed, features=run.features, spacing=config.spacing)
-    run.forest = fit_forest(run.image, run.kept, seed=config.seed, sample=sample)
+    image, kept = run.volume.image, run.kept.annotation
+    sample = annotated_sample(image, kept, seed=config.seed, features=run.features, spacing=config.spacing)
+    run.forest = fit_forest(image, kept, seed=config.seed, sample=sample)
     run.forest_seconds = time.perf_counter() - started
     whole = None
     if run.features is not None:
-        whole = forest_probabilities(run.forest, run.image, run.classes, features=run.features)
+        whole = forest_probabilities(run.forest, image, run.classes, features=run.features)
         run.progress.preview(run.classes.astype(labels_dtype(run.classes))[np.argmax(whole, axis=0)], "forest")
-    run.forest_planes = forest_on_planes(run.forest, run.image, run.classes, run.held, run.features, whole)
+    run.forest_planes = forest_on_planes(run.forest, image, run.classes, run.held, run.features, whole)
     run.predict_seconds = time.perf_counter() - started - run.forest_seconds
-    _, forests, *voxels, names = held_out_probabilities(None, None, run.forest_planes, run.annotation, run.held)
+    _, forests, *voxels, names = held_out_probabilities(None, None, run.forest_planes, run.volume.annotation, run.held)
     run.forest_alone = choose_blend(forests, None, *voxels, run.classes != 0, names, fit=config.calibrate)
     log.info("forest on the other planes: %.3f on the held-out planes, %.1f s", run.forest_alone.iou, run.elapsed())
     run.progress.estimated(run.forest_alone.iou, run.forest_alone.spread)
@@ -206,7 +194,7 @@ def _train_first(run: _Run, init: Model | None) -> tuple[Model, TrainLog]:
     steps = math.ceil(share * run.shown.iterations)
     progress = _limited(run, init, _after_training(run))
     config = replace(run.config, time_budget=budget, iterations=steps)
-    model, first = fit([run.image], [run.kept], config, progress, init, None, run.features)
+    model, first = run.kept.fit(config, progress, init, run.features)
     if isinstance(progress, Deadline) and progress.reached and not run.progress.stop_requested:
         first = replace(first, stopped_by="time")
     return model, first
@@ -221,17 +209,13 @@ def _estimate(run: _Run, model: Model, first: TrainLog, init: Model | None):
         log.info("the network made no training step: the forest alone segments")
         alone = run.forest_alone
         return replace(alone, blend=0.0, network_iou=float("nan"), forest_iou=alone.iou, planes=run.held), None
-    log.info("running the network over %s for the estimate", "the volume" if whole else "the held-out planes")
-    needed = None if whole else run.annotation.mask & planes_mask(run.held, run.annotation.mask.shape)
-    probabilities, windows, seconds = network_probabilities(
-        model, run.image, run.config.device, needed=needed, features=run.features
-    )
-    run.pass_seconds = seconds
+    network, kept, run.pass_seconds = run.volume.network_planes(model, run.held, run.config.device, run.features, whole)
+    log.info("the network ran over %s for the estimate", "the volume" if kept is not None else "the held-out planes")
     nets, forests, targets, planes, names = held_out_probabilities(
-        probabilities, prior_of(model), run.forest_planes, run.annotation, run.held
+        network, prior_of(model), run.forest_planes, run.volume.annotation, run.held
     )
     estimate = choose_blend(nets, forests, targets, planes, model.classes != 0, names, fit=run.config.calibrate)
-    return replace(estimate, planes=run.held), ((probabilities, windows) if whole else None)
+    return replace(estimate, planes=run.held), kept
 
 
 def _fits(run: _Run, seconds: float) -> bool:
@@ -257,12 +241,12 @@ def _forest_on_all_planes(run: _Run, estimate: Estimate, first: TrainLog, final:
         log.info("no time left to fit the forest on all planes: it keeps the other planes' fit")
     if not (corrects or refits):
         return estimate
-    config, annotation = run.config, run.annotation
-    sample = annotated_sample(run.image, annotation, seed=config.seed, features=run.features, spacing=config.spacing)
+    config, image, annotation = run.config, run.volume.image, run.volume.annotation
+    sample = annotated_sample(image, annotation, seed=config.seed, features=run.features, spacing=config.spacing)
     if corrects:
         estimate = corrected_estimate(estimate, sample, annotation, run.held, config)
     if refits:
-        run.forest = fit_forest(run.image, annotation, seed=config.seed, sample=sample)
+        run.forest = fit_forest(image, annotation, seed=config.seed, sample=sample)
     return estimate
 
 
@@ -294,7 +278,7 @@ def _fine_tune(run: _Run, model: Model, first: TrainLog) -> tuple[Model, TrainLo
         iterations=run.shown.iterations - first.iterations,
     )
     shifted = Shifted(run.progress, first.iterations, first.seconds)
-    return fit([run.image], [run.annotation], tune, shifted, model, None, run.features)
+    return run.volume.fit(tune, shifted, model, run.features)
 
 
 def _finished(run: _Run, model: Model, estimate: Estimate, train_log: TrainLog, tuned: bool, network) -> Estimated:
@@ -355,12 +339,22 @@ def fit_estimated(
     init : Model, optional
         A warm start, as for `sparseseg.method.fitting.fit`.
     """
+    return fit_volume(InMemory(image, annotation), config, progress, init)
+
+
+def fit_volume(
+    volume: TrainingVolume, config: Config, progress: Progress | None = None, init: Model | None = None
+) -> Estimated:
+    """`fit_estimated` on a volume held whole or as slabs (`sparseseg.method.volume`): the same steps on both.
+
+    The returned `Estimated` keeps the network's pass and the features only for a volume held whole.
+    """
     progress = as_progress(progress)
     with watched(progress):
-        run = _start(image, annotation, config, progress, init)
+        run = _start(volume, config, progress, init)
         if not run.held:
             run.enter("network")
-            model, train_log = fit([image], [annotation], run.config, _limited(run, init, 0.0), init)
+            model, train_log = volume.fit(run.config, _limited(run, init, 0.0), init, None)
             return Estimated(model, train_log, None)
         _first_forest(run)
         model, first = _train_first(run, init)

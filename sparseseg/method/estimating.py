@@ -12,8 +12,7 @@ from dataclasses import replace
 import numpy as np
 
 from sparseseg.config import Config
-from sparseseg.method.annotation import Annotation
-from sparseseg.method.holdout import Estimate, blend_probabilities, plane_correction, plane_voxels
+from sparseseg.method.holdout import Estimate, blend_probabilities, plane_correction
 from sparseseg.method.planning import AXES
 
 log = logging.getLogger("sparseseg")
@@ -50,24 +49,35 @@ def forest_on_planes(forest, image, classes, held: dict, features=None, whole: n
     return planes
 
 
+def take_planes(probabilities: np.ndarray, held: dict) -> dict:
+    """The (K, plane) probabilities of each plane of ``held`` out of (K, Z, Y, X) ``probabilities``, keyed (axis,
+    index)."""
+    return {
+        (axis, index): np.take(probabilities, index, axis=1 + AXES.index(axis))
+        for axis, indices in held.items()
+        for index in indices
+    }
+
+
 def held_out_probabilities(
-    network: np.ndarray | None, prior: np.ndarray | None, forest_planes: dict | None, annotation: Annotation, held: dict
+    network_planes: dict | None, prior: np.ndarray | None, forest_planes: dict | None, annotation, held: dict
 ):
-    """The probabilities of the held-out voxels, network's (prior-corrected by ``prior``; None: no network) and
-    forest's (from ``forest_planes``, `forest_on_planes`; None: no forest), their classes, plane numbers and the
-    planes' names."""
+    """The probabilities of the held-out voxels, network's (from ``network_planes``, keyed as `take_planes` keys
+    them, prior-corrected by ``prior``; None: no network) and forest's (from ``forest_planes``, `forest_on_planes`;
+    None: no forest), their classes, plane numbers and the planes' names. ``annotation``: an `Annotation` or a
+    `sparseseg.method.plane_annotation.PlaneAnnotation`."""
     nets, forests, targets, planes, names = [], [], [], [], []
     for axis, indices in held.items():
         for index in indices:
-            where, mask = plane_voxels(annotation, axis, index)
+            target, mask = annotation.plane(axis, index)
             if not mask.any():
                 continue
-            if network is not None:
-                p = network[(slice(None),) + where][:, mask].astype(np.float32)
+            if network_planes is not None:
+                p = network_planes[axis, index][:, mask].astype(np.float32)
                 nets.append(blend_probabilities(p, None, 1.0, prior))
             if forest_planes is not None:
                 forests.append(forest_planes[axis, index][:, mask])
-            targets.append(annotation.target[where][mask])
+            targets.append(target[mask])
             planes.append(np.full(int(mask.sum()), len(names)))
             names.append(f"{axis}={index}")
     join = np.concatenate
@@ -80,7 +90,7 @@ def held_out_probabilities(
     )
 
 
-def corrected_estimate(estimate: Estimate, sample, annotation: Annotation, held: dict, config: Config) -> Estimate:
+def corrected_estimate(estimate: Estimate, sample, annotation, held: dict, config: Config) -> Estimate:
     """The estimate with the forest's correction for what the held-out planes miss
     (`sparseseg.method.holdout.plane_correction`)."""
     from sparseseg.method.forest import plane_folds

@@ -296,22 +296,19 @@ def features_at(source, stats: np.ndarray, chosen: np.ndarray, spacing) -> np.nd
     ``spacing``.
 
     Blocks of the whole volume that hold a chosen voxel read only the bounding box of their chosen voxels, widened by
-    the halo: around an annotated plane, the plane and `HALO` planes each side.
+    the halo: around an annotated plane, the plane and `HALO` planes each side. Nothing of the volume's size is held.
     """
     shape = source.shape[1:]
-    marked = np.zeros(shape, dtype=bool)
-    marked.flat[chosen] = True
+    coords = np.stack(np.unravel_index(np.asarray(chosen), shape)) if len(chosen) else np.zeros((3, 0), np.intp)
     features = np.empty((len(chosen), n_features(source.shape[0])), dtype=np.float32)
     whole = tuple(slice(0, n) for n in shape)
     for zyx in plan_feature_blocks(whole, shape, source.shape[0]):
-        local = marked[zyx]
-        if not local.any():
+        inside = np.logical_and.reduce([(c >= s.start) & (c < s.stop) for c, s in zip(coords, zyx)])
+        if not inside.any():
             continue
-        hits = np.nonzero(local)
-        box = tuple(slice(s.start + h.min(), s.start + h.max() + 1) for s, h in zip(zyx, hits))
+        hits = coords[:, inside]
+        box = tuple(slice(int(h.min()), int(h.max()) + 1) for h in hits)
         read, _ = with_halo(box, (HALO,) * 3, shape)
         block = filter_features(normalise_with(source.read(read), stats), spacing)
-        at = tuple(h + s.start - r.start for h, s, r in zip(hits, zyx, read))
-        flat = np.ravel_multi_index(tuple(h + s.start for h, s in zip(hits, zyx)), shape)
-        features[np.searchsorted(chosen, flat)] = block[at]
+        features[inside] = block[tuple(h - r.start for h, r in zip(hits, read))]
     return features

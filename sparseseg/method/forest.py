@@ -21,9 +21,10 @@ import numpy as np
 from sklearn.ensemble import RandomForestClassifier
 
 from sparseseg.errors import InputError
-from sparseseg.method.annotation import Annotation, planes_mask
+from sparseseg.method.annotation import Annotation
 from sparseseg.method.features import VolumeFeatures
 from sparseseg.method.forest_sample import Sample, annotated_sample, check_integer, check_sample
+from sparseseg.method.plane_annotation import PlaneAnnotation, on_planes
 from sparseseg.method.progress import checkpoint
 
 log = logging.getLogger("sparseseg")
@@ -67,7 +68,7 @@ class Forest:
 
 def fit_forest(
     image,
-    annotation: Annotation,
+    annotation: Annotation | PlaneAnnotation,
     *,
     seed: int,
     max_samples: int = 200_000,
@@ -123,7 +124,7 @@ def fit_forest(
 
 def plane_folds(
     sample: Sample,
-    annotation: Annotation,
+    annotation: Annotation | PlaneAnnotation,
     folds: Sequence[dict],
     *,
     seed: int,
@@ -141,7 +142,7 @@ def plane_folds(
     ----------
     sample : Sample
         Drawn from ``annotation`` by `annotated_sample`.
-    annotation : `sparseseg.method.annotation.Annotation`
+    annotation : `sparseseg.method.annotation.Annotation` or `sparseseg.method.plane_annotation.PlaneAnnotation`
         The annotation the sample was drawn from; its ``classes`` order the rows of the probabilities.
     folds : sequence of dict
         The planes of each fold, per axis, e.g. ``[{'z': [12]}, {'z': [30], 'y': [7]}]``: annotated planes.
@@ -169,7 +170,7 @@ def plane_folds(
     n_estimators = check_integer(n_estimators, "n_estimators", 1)
     tree_samples = check_integer(tree_samples, "tree_samples", 1)
     masks = [_fold_mask(sample, annotation, fold) for fold in folds]
-    targets = annotation.target.ravel()[sample.indices]
+    targets = np.searchsorted(annotation.classes, sample.ids)
     out = []
     for on in masks:
         classifier = _fit_classifier(sample.features[~on], sample.ids[~on], n_estimators, tree_samples, seed)
@@ -192,12 +193,12 @@ def _say_fitted(sample: Sample, lost: np.ndarray, trees: int, seconds: float) ->
     log.info("forest: %d trees on %d voxels, %d features, %.1f s", trees, voxels, features, seconds)
 
 
-def _fold_mask(sample: Sample, annotation: Annotation, fold) -> np.ndarray:
+def _fold_mask(sample: Sample, annotation: Annotation | PlaneAnnotation, fold) -> np.ndarray:
     """Which sampled voxels lie on the planes of ``fold``; a fold of no annotated plane, or whose planes hold none of
     the sampled voxels or all of them, is refused."""
     if not isinstance(fold, dict) or not fold or not annotation.has_planes(fold):
         raise InputError("must be annotated planes per axis, e.g. {'z': [12]}", param="folds", value=fold)
-    on = planes_mask(fold, annotation.mask.shape).ravel()[sample.indices]
+    on = on_planes(sample.indices, fold, annotation.shape)
     if on.all() or not on.any():
         raise InputError(
             f"its planes hold {'all' if on.any() else 'none'} of the sampled voxels", param="folds", value=fold

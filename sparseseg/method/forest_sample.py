@@ -19,6 +19,7 @@ from sparseseg.method.features import (
     filter_spacing,
     stats_of,
 )
+from sparseseg.method.plane_annotation import PlaneAnnotation
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,7 @@ class Sample:
 
 def annotated_sample(
     image,
-    annotation: Annotation,
+    annotation: Annotation | PlaneAnnotation,
     *,
     seed: int,
     max_samples: int = 200_000,
@@ -62,7 +63,7 @@ def annotated_sample(
     ----------
     image : ndarray or `sparseseg.io.blocks.Source`, (C, Z, Y, X)
         Raw intensities; normalised here (`sparseseg.method.preprocess.normalise_with` by ``stats``).
-    annotation : `sparseseg.method.annotation.Annotation`
+    annotation : `sparseseg.method.annotation.Annotation` or `sparseseg.method.plane_annotation.PlaneAnnotation`
         The annotated voxels (``mask``) and their classes (``classes[target]``), of the image's (Z, Y, X) shape.
     seed : int
         Seed of the draw (0 <= seed < 2**32); the same seed draws the same voxels.
@@ -91,8 +92,8 @@ def annotated_sample(
     source = as_source(image)
     shape = source.shape[1:]
     check_annotation(annotation)
-    if annotation.mask.shape != shape or annotation.target.shape != shape:
-        raise InputError(f"must have the image's shape {shape}", param="annotation", value=annotation.mask.shape)
+    if tuple(annotation.shape) != tuple(shape):
+        raise InputError(f"must have the image's shape {shape}", param="annotation", value=annotation.shape)
     seed = check_integer(seed, "seed", 0, 2**32 - 1)
     max_samples = check_integer(max_samples, "max_samples", 1)
     spacing = filter_spacing(spacing)
@@ -108,11 +109,11 @@ def annotated_sample(
     return Sample(chosen, ids, values, stats, spacing)
 
 
-def _draw(annotation: Annotation, seed: int, max_samples: int) -> tuple[np.ndarray, np.ndarray]:
+def _draw(annotation: Annotation | PlaneAnnotation, seed: int, max_samples: int) -> tuple[np.ndarray, np.ndarray]:
     """At most ``max_samples`` annotated voxels drawn at random (flat indices, in order) and their class ids; an
     annotation of fewer than two classes is refused."""
-    chosen = np.flatnonzero(annotation.mask)
-    ids = np.asarray(annotation.classes)[annotation.target.ravel()[chosen]]
+    chosen, targets = annotation.voxels()
+    ids = np.asarray(annotation.classes)[targets]
     if len(np.unique(ids)) < 2:
         raise InputError(
             "needs annotated voxels of at least two classes", param="annotation", value=np.unique(ids).tolist()
@@ -142,9 +143,9 @@ def _from_features(features: VolumeFeatures, source, stats, spacing) -> tuple[np
 
 
 def check_annotation(annotation) -> None:
-    if not isinstance(annotation, Annotation):
+    if not isinstance(annotation, (Annotation, PlaneAnnotation)):
         raise InputError(
-            f"must be a sparseseg.method.annotation.Annotation, not {type(annotation).__name__}",
+            f"must be a sparseseg.method.annotation.Annotation or PlaneAnnotation, not {type(annotation).__name__}",
             param="annotation",
             value=type(annotation).__name__,
         )
@@ -159,7 +160,7 @@ def check_sample(sample, annotation) -> None:
         )
     check_annotation(annotation)
     indices = np.asarray(sample.indices)
-    if indices.size and (indices.max() >= annotation.mask.size or not annotation.mask.ravel()[indices].all()):
+    if indices.size and (indices.max() >= np.prod(annotation.shape) or not annotation.annotated_at(indices).all()):
         raise InputError(
             "was not drawn from this annotation (a voxel of it is not annotated)", param="sample", value=len(indices)
         )

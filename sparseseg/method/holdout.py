@@ -160,13 +160,14 @@ def held_out_planes(planes: dict, rng: np.random.Generator, present: dict | None
     return {a: [i] for a, i in zip(axes, choice)}
 
 
-def classes_on_planes(annotation: Annotation) -> dict:
-    """The class indices annotated on each annotated plane, keyed (axis, index)."""
+def classes_on_planes(annotation) -> dict:
+    """The class indices annotated on each annotated plane of an `Annotation` or a
+    `sparseseg.method.plane_annotation.PlaneAnnotation`, keyed (axis, index)."""
     found = {}
     for axis, indices in annotation.planes.items():
         for index in indices:
-            where, mask = plane_voxels(annotation, axis, index)
-            found[(axis, index)] = set(np.unique(annotation.target[where][mask]).tolist())
+            target, mask = annotation.plane(axis, index)
+            found[(axis, index)] = set(np.unique(target[mask]).tolist())
     return found
 
 
@@ -180,14 +181,6 @@ def without_planes(annotation: Annotation, held: dict) -> Annotation:
     mask = annotation.mask & ~planes_mask(held, annotation.mask.shape)
     planes = {a: [i for i in v if i not in held.get(a, [])] for a, v in annotation.planes.items()}
     return Annotation(annotation.classes, np.where(mask, annotation.target, 0), mask, planes)
-
-
-def plane_voxels(annotation: Annotation, axis: str, index: int) -> tuple[tuple, np.ndarray]:
-    """The plane ``axis=index`` as an index into (Z, Y, X) and the mask of its annotated voxels within it."""
-    where = [slice(None)] * 3
-    where[AXES.index(axis)] = index
-    where = tuple(where)
-    return where, annotation.mask[where]
 
 
 def _decided_iou(probabilities: np.ndarray, target: np.ndarray, foreground: np.ndarray, offsets: np.ndarray) -> float:

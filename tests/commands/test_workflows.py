@@ -1008,15 +1008,15 @@ def test_ctrl_c_while_the_forest_is_fitted_segments_with_the_forest(files, tiny_
 
 
 def test_ctrl_c_during_the_estimate_skips_the_fine_tuning(files, tiny_config, monkeypatch, sigint_default):
-    from sparseseg.method import ensemble, forest, segmenting
+    from sparseseg.method import ensemble, forest, segmenting, volume
 
-    pressing = _pressing_ctrl_c(ensemble.network_probabilities)
-    for module in (ensemble, segmenting):
+    pressing = _pressing_ctrl_c(volume.network_probabilities)
+    for module in (volume, segmenting):
         monkeypatch.setattr(module, "network_probabilities", pressing)
     monkeypatch.setattr(forest, "fit_forest", _pressing_ctrl_c(forest.fit_forest, press=False))
     out = files.folder / "seg.tif"
     report = workflows.densify([files.volume], files.sparse, out, tiny_config(iterations=5))
-    assert len(ensemble.network_probabilities.calls) == 2  # the held-out planes, then the result
+    assert len(volume.network_probabilities.calls) == 2  # the held-out planes, then the result
     assert len(forest.fit_forest.calls) == (2 if report.model.blend < 1 else 1)  # on all planes, where it is blended
     assert report.train_log.stopped_by == "interrupt"
     assert report.train_log.iterations == math.ceil(ensemble.FIRST_PART * 5)  # the first part only

@@ -155,6 +155,41 @@ def test_the_slab_path_gives_the_whole_paths_results(
         )
 
 
+def _write_case(files, shape, planes):
+    image, truth = synthetic.blobs(shape, seed=1)
+    sparse = synthetic.sparsify(truth, 2)[0] if planes is None else np.where(L.planes_mask(planes, shape), truth, 255)
+    tifffile.imwrite(files.volume, image)
+    tifffile.imwrite(files.sparse, sparse.astype(np.uint8))
+
+
+@pytest.mark.parametrize(
+    "shape, planes, budget",
+    [((12, 24, 24), None, None), ((20, 48, 48), APART, 20 * 48 * 48 * 44 / 4)],
+    ids=["one-block", "slabs-apart-in-blocks"],
+)
+def test_with_holdout_and_forest_the_slab_path_gives_the_whole_paths_labels_and_estimate(
+    files, tiny_config, monkeypatch, one_torch_thread, shape, planes, budget
+):
+    _write_case(files, shape, planes)
+    if budget is not None:
+        monkeypatch.setattr(streaming, "BLOCK_BUDGET", budget)
+    overrides = {"holdout": True, "forest": True, "filters": False, "thin": 4}  # on slabs the network reads no filters
+    whole = _densify(files, files.folder / "whole.tif", tiny_config, **overrides)
+    monkeypatch.setattr(bounded, "SLAB_THRESHOLD", 0)
+    monkeypatch.setattr(io, "read_image", lambda *a: pytest.fail("the slab path read the volume whole"))
+    sliced = _densify(files, files.folder / "slabs.tif", tiny_config, **overrides)
+    assert sliced.segmentation.labels is None  # written block by block
+    assert whole.model.estimate is not None and whole.model.forest is not None and 0 <= whole.model.blend < 1
+    assert sliced.model.estimate == whole.model.estimate
+    assert sliced.model.blend == whole.model.blend and sliced.model.forest is not None
+    np.testing.assert_array_equal(sliced.model.offsets, whole.model.offsets)
+    np.testing.assert_array_equal(sliced.train_log.losses, whole.train_log.losses)
+    for suffix in (".tif", "_w.tif", "_p.tif"):
+        np.testing.assert_array_equal(
+            io.read_volume(files.folder / f"slabs{suffix}").data, io.read_volume(files.folder / f"whole{suffix}").data
+        )
+
+
 def test_on_the_slab_path_the_network_reads_the_raw_channels_alone(files, tiny_config, monkeypatch, caplog):
     monkeypatch.setattr(bounded, "SLAB_THRESHOLD", 0)
     caplog.set_level("INFO", "sparseseg")

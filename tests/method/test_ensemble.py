@@ -6,9 +6,10 @@ import torch
 
 from sparseseg.commands import synthetic
 from sparseseg.config import Config
-from sparseseg.method import core, ensemble, estimating, fitting, segmenting
+from sparseseg.method import core, ensemble, estimating, fitting, segmenting, volume
 from sparseseg.method.annotation import read_annotation
 from sparseseg.method.metrics import score
+from sparseseg.method.plane_annotation import plane_index
 from sparseseg.method.progress import Quiet
 from sparseseg.method.training import weighted_loss
 
@@ -139,8 +140,8 @@ class _StopAtOnce(Quiet):
 def test_a_stop_before_the_first_step_segments_with_the_forest_alone_without_running_the_network(monkeypatch):
     image, _, annotation = _case()
     runs = []
-    real = ensemble.network_probabilities
-    for module in (ensemble, segmenting):
+    real = volume.network_probabilities
+    for module in (volume, segmenting):
         monkeypatch.setattr(module, "network_probabilities", lambda *a, **k: runs.append(1) or real(*a, **k))
     estimated = ensemble.fit_estimated(image, annotation, _config(iterations=20, forest=True), _StopAtOnce())
     model, estimate = estimated.model, estimated.estimate
@@ -203,13 +204,13 @@ def _network_runs(monkeypatch):
     """Patch the network_probabilities of the estimate and of the segmentation to record the ``needed`` of each run
     (None: the whole volume)."""
     runs = []
-    real = ensemble.network_probabilities
+    real = volume.network_probabilities
 
     def recorded(*args, needed=None, **kwargs):
         runs.append(needed)
         return real(*args, needed=needed, **kwargs)
 
-    for module in (ensemble, segmenting):
+    for module in (volume, segmenting):
         monkeypatch.setattr(module, "network_probabilities", recorded)
     return runs
 
@@ -221,8 +222,7 @@ def test_the_estimate_runs_the_network_on_the_held_out_planes_only(monkeypatch):
     (needed,) = calls
     expected = np.zeros(annotation.mask.shape, bool)
     for axis, (index,) in estimated.estimate.planes.items():
-        where, mask = estimating.plane_voxels(annotation, axis, index)
-        expected[where] = mask
+        expected[plane_index(axis, index)] = annotation.plane(axis, index)[1]
     np.testing.assert_array_equal(needed, expected)
     segmenting.segment_estimated(estimated, image, annotation, "cpu")
     assert len(calls) == 2 and calls[1] is None  # the segmentation runs it over the whole volume
@@ -341,8 +341,8 @@ def test_a_time_limit_ends_the_whole_run_in_time_without_fine_tuning(monkeypatch
 
     image, _, annotation = _case()
     fits = []
-    real = ensemble.fit
-    monkeypatch.setattr(ensemble, "fit", lambda *a, **k: fits.append(1) or real(*a, **k))
+    real = volume.fit
+    monkeypatch.setattr(volume, "fit", lambda *a, **k: fits.append(1) or real(*a, **k))
     started = time.perf_counter()
     model, log, segmentation = ensemble.densify_arrays(
         image, annotation, _config(iterations=10**6, time_limit=12.0, seed=1)
