@@ -38,6 +38,7 @@ NUMPY_ONLY = [
     "method.tiling",
     "method.uncertainty",
     "large.slabs",
+    "method.plane_annotation",
     "commands.plot",
     "commands.preview",
     "commands.synthetic",

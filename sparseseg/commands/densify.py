@@ -115,17 +115,17 @@ def densify(
     with the model trained so far (the report says ``interrupted``); see `DensifyOptions.partial`.
 
     With ``options.cluster`` the training stays here and the dense inference after it goes over a dask cluster (see
-    `_segment_on_cluster`): the same labels, written block by block; the report's segmentation then holds the labels
-    read back and no probabilities.
+    `_segment_on_cluster`): the same labels, written block by block; the report's segmentation then holds no
+    probabilities (and, for a volume read whole, the labels read back).
     """
     options.cluster.check()
     options.outputs.check([*volumes, labels, options.init], [out, options.weights_out], [options.save_model_to])
     if options.save_model_to is not None:
         check_model_folder(options.save_model_to, options.outputs.overwrite)
-    resolve_device(config.device)
+    config = replace(config, device=resolve_device(config.device).type)  # 'auto' decided once
     start_model = load_model(options.init) if options.init is not None else None
     job = _Job(volumes, labels, out, config, options, progress, start_model)
-    if not options.cluster.used and voxel_count(volumes) > bounded.SLAB_THRESHOLD:
+    if voxel_count(volumes) > bounded.SLAB_THRESHOLD:
         report = _densify_slabs(job, io.open_source(volumes))
         if report is not None:
             return report
@@ -157,7 +157,9 @@ def _write_densified(estimated, image, annotation, job: _Job):
         written = [io.write_volume(job.out, segmentation.labels, reference=image, overwrite=outputs.overwrite)]
     else:
         estimated.network = estimated.features = None  # the workers run the network and the forest on their blocks
-        model, segmentation = _segment_on_cluster(model, image, annotation, job)
+        on = annotation if model.config.calibrate and model.estimate is None else None  # else: held-out offsets
+        model, windows, seconds = _segment_on_cluster(model, io.open_source(job.volumes), on, job)
+        segmentation = Segmentation(io.read_labels(job.out).data, None, seconds, windows)
         written = [Path(job.out)] + ([Path(outputs.probabilities)] if outputs.probabilities is not None else [])
         outputs = replace(outputs, probabilities=None)  # written already
     if options.weights_out is not None:
@@ -169,15 +171,14 @@ def _write_densified(estimated, image, annotation, job: _Job):
     return written, segmentation, model
 
 
-def _segment_on_cluster(
-    model: Model, image: io.Volume, annotation: Annotation, job: _Job
-) -> tuple[Model, Segmentation]:
-    """Densify's dense inference over a dask cluster, to the labels (and probabilities) one process gives.
+def _segment_on_cluster(model: Model, source, on: Annotation | None, job: _Job):
+    """Densify's dense inference over a dask cluster, to the labels (and probabilities) one process gives: the
+    calibrated model, the windows and the seconds.
 
     The trained model goes to a temporary model folder beside ``out``, which each worker loads
     once; the workers write the network's probabilities of the blocks (the plan one process
-    uses) into a temporary float32 Zarr array beside ``out`` and return those of the annotated
-    voxels, on which the model is calibrated here; the blocks are then decided here, one at a
+    uses) into a temporary float32 Zarr array beside ``out`` and return those of the annotated voxels of ``on`` (None:
+    none), on which the model is calibrated here; the blocks are then decided here, one at a
     time, into the outputs. Both temporary folders are removed at the end, whatever happens.
     """
     import shutil
@@ -188,47 +189,40 @@ def _segment_on_cluster(
     start = time.perf_counter()
     final = io.locate(job.out).file
     scratch = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".densify", dir=final.parent))
-    sinks = block_sinks(job.out, job.options.outputs, model, image.data.shape[1:], image)
+    shape = tuple(source.shape[1:])
+    sinks = block_sinks(job.out, job.options.outputs, model, shape, source, spacing=model.config.spacing)
     try:
         with all_or_nothing(*sinks):
-            model, plan = _decide_on_cluster(model, image, annotation, job, (scratch, sinks))
+            model, plan = _decide_on_cluster(model, source, on, job, (scratch, sinks))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    segmentation = Segmentation(io.read_labels(job.out).data, None, time.perf_counter() - start, plan.windows)
-    return model, segmentation
+    return model, plan.windows, time.perf_counter() - start
 
 
-def _decide_on_cluster(model, image, annotation, job: _Job, where):
+def _decide_on_cluster(model, source, on: Annotation | None, job: _Job, where):
     """The cluster's probabilities into a Zarr array in ``where``'s scratch folder, the calibration on the annotated
-    voxels, and the decided blocks into ``where``'s sinks; the calibrated model and the plan."""
+    voxels of ``on``, and the decided blocks into ``where``'s sinks; the calibrated model and the plan."""
     import zarr
 
-    from sparseseg.io.blocks import ArraySource
     from sparseseg.method.core import plan_of, write_decided
 
     scratch, (labels, probabilities) = where
     save_model(scratch / "model", model)
-    plan = plan_of(model, ArraySource(image.data))
+    plan = plan_of(model, source)
     block = tuple(s.stop - s.start for s in plan.blocks[0])
     store = scratch / "probabilities.zarr"
     k = len(model.classes)
-    shape = (k,) + image.data.shape[1:]
+    shape = (k,) + tuple(source.shape[1:])
     zarr.create_array(store=str(store), shape=shape, chunks=(k,) + block, dtype="float32", fill_value=0)
-    mask = annotation.mask if model.config.calibrate and model.estimate is None else None  # else: held-out offsets
+    mask = None if on is None else on.mask
     with job.options.cluster.client() as dask_client:
         annotated = cluster.probabilities_on_cluster(
-            scratch / "model",
-            io.open_source(job.volumes),
-            plan,
-            store,
-            dask_client=dask_client,
-            device=job.config.device,
-            mask=mask,
+            scratch / "model", source, plan, store, dask_client=dask_client, device=job.config.device, mask=mask
         )
     if annotated is not None:
-        model = calibrate(model, [annotated], [annotation])
+        model = calibrate(model, [annotated], [on])
     array = zarr.open_array(str(store), mode="r")
-    write = write_decided(model, labels, probabilities, ArraySource(image.data))
+    write = write_decided(model, labels, probabilities, source)
     for zyx in plan.blocks:
         write(zyx, np.asarray(array[(slice(None),) + zyx]))
     return model, plan
@@ -268,16 +262,20 @@ def _densify_slabs(job: _Job, source) -> DensifyReport | None:
     return DensifyReport(scan.how, model, train_log, Segmentation(None, None, seconds, windows), written)
 
 
-def _write_slabs(model, source, scanned, job: _Job):
-    """Calibrate, segment and write every output of a slab densify; ``scanned``: the labels and their scan. The
-    calibrated model, the files written, the windows and the seconds."""
+def _segment_slabs(model, source, scanned, job: _Job):
+    """Calibrate where no estimate chose the offsets, and segment the volume block by block into the outputs, here or
+    on the cluster; ``scanned``: the labels and their scan. The calibrated model, the windows and the seconds."""
     sparse, scan = scanned
-    options, outputs = job.options, job.options.outputs
+    begin(as_progress(job.progress), "segmenting")
+    calibrates = model.estimate is None  # else: the offsets chosen on the held-out planes
+    if job.options.cluster.used:
+        if calibrates:
+            model = bounded.calibrate_slabs(model, source, sparse, scan, model.config.device)
+        return _segment_on_cluster(model, source, None, job)
     shape = tuple(source.shape[1:])
-    sink, probabilities = block_sinks(job.out, outputs, model, shape, source, spacing=model.config.spacing)
+    sink, probabilities = block_sinks(job.out, job.options.outputs, model, shape, source, spacing=model.config.spacing)
     try:  # segment_source finishes the sinks, or aborts them
-        begin(as_progress(job.progress), "segmenting")
-        if model.estimate is None:  # else: the offsets chosen on the held-out planes
+        if calibrates:
             model = bounded.calibrate_slabs(model, source, sparse, scan, model.config.device, sink.chunks)
     except BaseException:
         for made in (sink, probabilities):
@@ -285,6 +283,16 @@ def _write_slabs(model, source, scanned, job: _Job):
                 made.abort()
         raise
     windows, seconds = segment_source(model, source, sink, probabilities, device=model.config.device)
+    return model, windows, seconds
+
+
+def _write_slabs(model, source, scanned, job: _Job):
+    """Segment and write every output of a slab densify (`_segment_slabs`); ``scanned``: the labels and their scan.
+    The calibrated model, the files written, the windows and the seconds."""
+    sparse, scan = scanned
+    options, outputs = job.options, job.options.outputs
+    shape = tuple(source.shape[1:])
+    model, windows, seconds = _segment_slabs(model, source, scanned, job)
     written = [Path(job.out)]
     if options.weights_out is not None:
         with io.create_sink(
@@ -297,7 +305,7 @@ def _write_slabs(model, source, scanned, job: _Job):
         ) as weights:
             write_weights(sparse, scan, model.classes, model.class_weights, weights)
             written.append(weights.finish())
-    written += [Path(outputs.probabilities)] if probabilities is not None else []
+    written += [Path(outputs.probabilities)] if outputs.probabilities is not None else []
     if outputs.preview is not None:
         written.append(outputs.write_preview(job.volumes, job.out, scan.planes, model.config.spacing))
     if options.save_model_to is not None:

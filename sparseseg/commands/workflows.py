@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -116,7 +116,7 @@ def train_files(
         raise InputError("give at least one pair of volume(s) and labels", param="pairs", value="none")
     check_distinct([p for volumes, labels in pairs for p in (*volumes, labels)] + [init], [], [folder])
     check_model_folder(folder, overwrite)
-    resolve_device(config.device)
+    config = replace(config, device=resolve_device(config.device).type)  # 'auto' decided once
     start_model = load_model(init) if init is not None else None
     opened, config = _open_pairs(pairs, config, start_model)
     images, annotations, wholes = _training_arrays(opened, config, start_model)
@@ -243,7 +243,7 @@ def predict(
                 io.check_resumable(path)
     options.cluster.check()
     outputs.check([folder, *volumes], [out])
-    resolve_device(options.device)
+    options = replace(options, device=resolve_device(options.device).type)  # 'auto' decided once
     model = with_overlap(load_model(folder), options.overlap)
     source = io.open_source(volumes)
     if source.shape[0] != model.in_channels:
