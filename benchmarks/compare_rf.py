@@ -1,6 +1,6 @@
 """sparseseg vs the random-forest baseline, side by side on the real volumes in ../shared/data.
 
-usage: python benchmarks/compare_rf.py [--cases brats3,isbi,...] [--seeds 0,1] [--methods rf,sparseseg]
+usage: python benchmarks/compare_rf.py [--cases brats3,isbi,...] [--seeds 0,1] [--methods rf,sparseseg] [--slabs]
                                        [--time-budget 10m] [--out bench_out] [--extra "--opt val"] [--keep-models]
                                        [--quick] [--interrupt-after S]
 
@@ -21,7 +21,7 @@ into --out. The shared scripts are the yardstick: they are called from their pla
 With --interrupt-after S each densify gets a Ctrl-C (SIGINT) S seconds after it starts, as a user
 who stops it early would, and goes on to segment with what it has (densify's --partial): the
 anytime result, whose wall time counts until it is written (issue 15: the forest's IoU within
-about a minute).
+about a minute). With --slabs every case takes the path of a volume past 8 M voxels (its slabs).
 
 The case brats256 (not in the default list) is the GPU target's volume: the whole BraTS case pat0005
 (FLAIR + T1c NIfTI, 240x240x155 voxels of 1 mm) padded with air to 256^3, 2 planes per axis.
@@ -153,7 +153,16 @@ DEVELOPMENT = ["brats3", "brats4", "brats5", "brats6", "isbi", "vnc", "vnc2", "b
 console = Console()
 
 
-def sparseseg_cmd():
+#: `sparseseg` with every volume taken past the slab threshold: the slab path of a large volume, on any case.
+ON_SLABS = (
+    "import sys; from sparseseg.large import bounded; bounded.SLAB_THRESHOLD = 0; "
+    "from sparseseg.cli import main; sys.argv[0] = 'sparseseg'; main()"
+)
+
+
+def sparseseg_cmd(slabs=False):
+    if slabs:
+        return [sys.executable, "-c", ON_SLABS]
     exe = Path(sys.executable).parent / "sparseseg"
     return [str(exe)] if exe.exists() else [shutil.which("sparseseg") or "sparseseg"]
 
@@ -290,7 +299,7 @@ def run_case(name, case, args):
         if method == "rf":
             cmd = [sys.executable, str(BENCH / "rf_baseline.py"), ",".join(raws), sparse, str(pred)]
         else:
-            cmd = sparseseg_cmd() + [
+            cmd = sparseseg_cmd(args.slabs) + [
                 "densify",
                 *raws,
                 "--slices",
@@ -512,6 +521,7 @@ def main():
     ap.add_argument("--out", type=Path, default=Path("bench_out"))
     ap.add_argument("--extra", default="", help='extra sparseseg densify options, e.g. "--dice 0.5"')
     ap.add_argument("--quick", action="store_true", help="tiny crops, 20 s / 20 iterations: a smoke test")
+    ap.add_argument("--slabs", action="store_true", help="densify every case as a volume past 8 M voxels (the slabs)")
     ap.add_argument(
         "--interrupt-after",
         type=float,
