@@ -7,7 +7,7 @@ import zarr
 
 from sparseseg import io
 from sparseseg.commands import workflows
-from sparseseg.large import cluster
+from sparseseg.large import bounded, cluster
 from sparseseg.method import core, streaming
 from sparseseg.method.modelfolder import load_model
 
@@ -51,8 +51,12 @@ def test_workers_need_a_chunked_output(trained, tmp_path, listing):
 
 
 @pytest.mark.filterwarnings("ignore::ResourceWarning", "ignore::pytest.PytestUnraisableExceptionWarning")
-def test_densify_on_two_workers_gives_the_single_process_labels(files, tiny_config, monkeypatch):
+@pytest.mark.parametrize("slabs", [False, True], ids=["whole", "slabs"])
+def test_densify_on_two_workers_gives_the_single_process_labels(files, tiny_config, monkeypatch, slabs):
     monkeypatch.setattr(streaming, "BLOCK_BUDGET", 1.0)  # several blocks, so that both workers have some
+    if slabs:  # a volume past the threshold: trained on its slabs, with holdout and forest, on workers too
+        monkeypatch.setattr(bounded, "SLAB_THRESHOLD", 0)
+        monkeypatch.setattr(io, "read_image", lambda *a: pytest.fail("the slab path read the volume whole"))
     reports = {}
     for name, workers in (("one", None), ("two", 2)):
         outputs = workflows.Outputs(probabilities=files.folder / f"{name}_p.tif")
@@ -63,9 +67,10 @@ def test_densify_on_two_workers_gives_the_single_process_labels(files, tiny_conf
             tiny_config(),
             workflows.DensifyOptions(outputs=outputs, cluster=workflows.Cluster(workers)),
         )
-    np.testing.assert_array_equal(
-        zarr.open(files.folder / "two.zarr", mode="r")[...], reports["one"].segmentation.labels
-    )
+    one = zarr.open(files.folder / "one.zarr", mode="r")[...]
+    np.testing.assert_array_equal(zarr.open(files.folder / "two.zarr", mode="r")[...], one)
+    assert (reports["one"].segmentation.labels is None) == slabs and len(np.unique(one)) > 1
+    assert reports["two"].model.estimate is not None  # held-out planes at every size
     np.testing.assert_array_equal(
         io.read_volume(files.folder / "two_p.tif").data, io.read_volume(files.folder / "one_p.tif").data
     )
