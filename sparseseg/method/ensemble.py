@@ -55,7 +55,7 @@ FINE_TUNE_LR = 1 / 3
 
 @dataclass
 class _Run:
-    """What the steps of `fit_estimated` share: the inputs, the held-out planes, the clock and what was made."""
+    """What the steps of `fit_volume` share: the volume, the held-out planes, the clock and what was made."""
 
     volume: TrainingVolume
     config: Config  # seeded
