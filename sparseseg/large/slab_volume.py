@@ -17,10 +17,10 @@ from sparseseg.config import Config
 from sparseseg.io.blocks import Block, Source
 from sparseseg.large.bounded import read_slabs
 from sparseseg.large.slabs import LabelScan
-from sparseseg.method.annotation import Annotation, planes_mask
+from sparseseg.method.annotation import Annotation, plane_index, planes_mask
 from sparseseg.method.core import Model, run_model
 from sparseseg.method.fitting import check_pairs, fit
-from sparseseg.method.plane_annotation import PlaneAnnotation, plane_index
+from sparseseg.method.plane_annotation import PlaneAnnotation
 from sparseseg.method.planning import AXES
 from sparseseg.method.streaming import Wanted
 from sparseseg.method.training import TrainLog, WholeVolume

@@ -22,7 +22,6 @@ import numpy as np
 
 from sparseseg import UNLABELED
 from sparseseg.errors import InputError
-from sparseseg.method.plane_annotation import plane_index
 from sparseseg.method.planning import AXES
 
 #: Largest class id a label volume may hold (uint16 output).
@@ -101,6 +100,13 @@ def parse_planes(specs: list[str] | None, shape: tuple[int, int, int]) -> dict[s
                     raise InputError(f"--planes {part!r}: plane {index} is outside 0..{size - 1} along {axis}")
                 planes[axis].append(index)
     return {a: sorted(set(v)) for a, v in planes.items()}
+
+
+def plane_index(axis: str, index: int) -> tuple:
+    """The plane ``axis=index`` as an index into a (Z, Y, X) array."""
+    where = [slice(None)] * 3
+    where[AXES.index(axis)] = index
+    return tuple(where)
 
 
 def planes_mask(planes: dict[str, list[int]], shape: tuple[int, int, int]) -> np.ndarray:

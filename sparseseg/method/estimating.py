@@ -37,15 +37,14 @@ def forest_on_planes(forest, image, classes, held: dict, features=None, whole: n
     )
     if whole is None and (features is not None or slabs >= math.prod(shape)):
         whole = forest_probabilities(forest, image, classes, features=features)
+    if whole is not None:
+        return take_planes(whole, held)
     planes = {}
     for axis, indices in held.items():
-        k = 1 + AXES.index(axis)
         for index in indices:
-            if whole is not None:
-                planes[axis, index] = np.take(whole, index, axis=k)
-            else:
-                region = tuple(slice(index, index + 1) if a == axis else slice(None) for a in AXES)
-                planes[axis, index] = np.take(forest_probabilities(forest, image, classes, region), 0, axis=k)
+            region = tuple(slice(index, index + 1) if a == axis else slice(None) for a in AXES)
+            p = forest_probabilities(forest, image, classes, region)
+            planes[axis, index] = np.take(p, 0, axis=1 + AXES.index(axis))
     return planes
 
 

@@ -8,14 +8,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from sparseseg.method.annotation import planes_mask
 from sparseseg.method.planning import AXES
-
-
-def plane_index(axis: str, index: int) -> tuple:
-    """The plane ``axis=index`` as an index into a (Z, Y, X) array."""
-    where = [slice(None)] * 3
-    where[AXES.index(axis)] = index
-    return tuple(where)
 
 
 def on_planes(indices: np.ndarray, planes: dict, shape) -> np.ndarray:
@@ -90,12 +84,8 @@ class PlaneAnnotation:
             if index in held.get(axis, []):
                 continue
             k = AXES.index(axis)
-            flat_axes = [a for j, a in enumerate(AXES) if j != k]
-            across = np.zeros(mask.shape, bool)
-            for j, a in enumerate(flat_axes):
-                lines = [slice(None), slice(None)]
-                lines[j] = list(held.get(a, []))
-                across[tuple(lines)] = True
-            kept = mask & ~across
+            others = {a: list(v) for a, v in held.items() if a != axis}
+            one_deep = tuple(1 if j == k else n for j, n in enumerate(self.shape))
+            kept = mask & ~np.take(planes_mask(others, one_deep), 0, axis=k)
             sheets[axis, index] = (np.where(kept, target, 0), kept)
         return PlaneAnnotation(self.classes, self.shape, sheets)

@@ -7,7 +7,6 @@ and the blend are the same steps on both.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -89,8 +88,9 @@ class InMemory:
         return fit([self.image], [self.annotation], config, progress, init, None, features)
 
     def network_planes(self, model, held, device, features, whole) -> tuple[dict, tuple | None, float]:
-        start = time.perf_counter()
         needed = None if whole else self.annotation.mask & planes_mask(held, self.annotation.mask.shape)
-        probabilities, windows, _ = network_probabilities(model, self.image, device, needed=needed, features=features)
+        probabilities, windows, seconds = network_probabilities(
+            model, self.image, device, needed=needed, features=features
+        )
         kept = (probabilities, windows) if whole else None
-        return take_planes(probabilities, held), kept, time.perf_counter() - start
+        return take_planes(probabilities, held), kept, seconds

@@ -7,9 +7,8 @@ import torch
 from sparseseg.commands import synthetic
 from sparseseg.config import Config
 from sparseseg.method import core, ensemble, estimating, fitting, segmenting, volume
-from sparseseg.method.annotation import read_annotation
+from sparseseg.method.annotation import plane_index, read_annotation
 from sparseseg.method.metrics import score
-from sparseseg.method.plane_annotation import plane_index
 from sparseseg.method.progress import Quiet
 from sparseseg.method.training import weighted_loss
 

@@ -7,9 +7,9 @@ import pytest
 from sparseseg.commands import synthetic
 from sparseseg.io.blocks import ArraySource
 from sparseseg.method import forest as F
-from sparseseg.method.annotation import read_annotation
+from sparseseg.method.annotation import plane_index, read_annotation
 from sparseseg.method.holdout import classes_on_planes, without_planes
-from sparseseg.method.plane_annotation import PlaneAnnotation, on_planes, plane_index
+from sparseseg.method.plane_annotation import PlaneAnnotation, on_planes
 
 SHAPE = (12, 20, 24)
 
