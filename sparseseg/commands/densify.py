@@ -8,6 +8,7 @@ planes and segmented block by block (`sparseseg.large.bounded`), so that memory 
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -24,7 +25,6 @@ from sparseseg.commands.outputs import (
     read_pair,
     stop_if_interrupted,
     stopping_on_ctrl_c,
-    voxel_count,
     with_spacing,
 )
 from sparseseg.commands.review import open_labels
@@ -125,16 +125,17 @@ def densify(
     config = replace(config, device=resolve_device(config.device).type)  # 'auto' decided once
     start_model = load_model(options.init) if options.init is not None else None
     job = _Job(volumes, labels, out, config, options, progress, start_model)
-    if voxel_count(volumes) > bounded.SLAB_THRESHOLD:
-        report = _densify_slabs(job, io.open_source(volumes))
-        if report is not None:
-            return report
-    return _densify_whole(job)
+    with io.open_source(volumes) as source:  # opened once: read whole, or by slabs and blocks
+        if math.prod(source.shape[1:]) > bounded.SLAB_THRESHOLD:
+            report = _densify_slabs(job, source)
+            if report is not None:
+                return report
+        return _densify_whole(job, source)
 
 
-def _densify_whole(job: _Job) -> DensifyReport:
-    """`densify` of a volume read whole: `fit_estimated`, then `_write_densified`."""
-    image, annotation, how = read_pair(job.volumes, job.labels, job.config.unlabeled, job.options.planes)
+def _densify_whole(job: _Job, source) -> DensifyReport:
+    """`densify` of a volume read whole from ``source``: `fit_estimated`, then `_write_densified`."""
+    image, annotation, how = read_pair(source, job.labels, job.config.unlabeled, job.options.planes)
     config = with_spacing(job.config, image)
     check_training(config, image.data.shape[1:], job.start_model)
     log.info("%s: %s", job.labels, how)
@@ -144,13 +145,13 @@ def _densify_whole(job: _Job) -> DensifyReport:
     stop_if_interrupted(train_log, job.options.partial)
     image = replace(image, spacing=model.config.spacing)  # outputs carry the voxel size trained with
     with io.outputs_together(job.every_output()):
-        written, segmentation, model = _write_densified(estimated, image, annotation, job)
+        written, segmentation, model = _write_densified(estimated, (source, image), annotation, job)
     return DensifyReport(how, model, train_log, segmentation, written)
 
 
-def _write_densified(estimated, image, annotation, job: _Job):
-    """Segment and write every output of a whole-volume densify."""
-    model, options = estimated.model, job.options
+def _write_densified(estimated, read, annotation, job: _Job):
+    """Segment and write every output of a whole-volume densify; ``read``: the volume's Source and its image."""
+    (source, image), model, options = read, estimated.model, job.options
     outputs = options.outputs
     if not options.cluster.used:
         model, segmentation = segment_estimated(estimated, image.data, annotation, job.config.device)
@@ -158,7 +159,7 @@ def _write_densified(estimated, image, annotation, job: _Job):
     else:
         estimated.network = estimated.features = None  # the workers run the network and the forest on their blocks
         on = annotation if model.config.calibrate and model.estimate is None else None  # else: held-out offsets
-        model, windows, seconds = _segment_on_cluster(model, io.open_source(job.volumes), on, job)
+        model, windows, seconds = _segment_on_cluster(model, source, on, job)
         segmentation = Segmentation(io.read_labels(job.out).data, None, seconds, windows)
         written = [Path(job.out)] + ([Path(outputs.probabilities)] if outputs.probabilities is not None else [])
         outputs = replace(outputs, probabilities=None)  # written already

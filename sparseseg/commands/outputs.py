@@ -106,28 +106,17 @@ def with_spacing(config: Config, image: io.Volume) -> Config:
 
 
 def read_pair(
-    volumes: Sequence[PathLike], labels: PathLike, unlabeled: int, planes: list[str] | None = None
+    source, labels: PathLike, unlabeled: int, planes: list[str] | None = None
 ) -> tuple[io.Volume, Annotation, str]:
-    """Read an image and its sparse labels as an `Annotation`; also how its annotated voxels were found."""
-    image = io.read_image(volumes)
+    """The whole image of an open Source (`sparseseg.io.open_source`), float32 (C, Z, Y, X), and its sparse labels as
+    an `Annotation`; also how its annotated voxels were found."""
+    data = source.read(tuple(slice(0, n) for n in source.shape[1:]))
+    image = io.Volume(data, source.spacing, source.path, source.nifti, source.unit)
     sparse = io.read_labels(labels)
-    same_shape(sparse, image.data.shape[1:])
+    same_shape(sparse, data.shape[1:])
     plane_dict = parse_planes(planes, sparse.data.shape) if planes else None
     annotation, how = read_annotation(sparse.data, unlabeled, plane_dict, name=str(sparse.path))
     return image, annotation, how
-
-
-def voxel_count(volumes: Sequence[PathLike]) -> int:
-    """Voxels of the volume by its metadata; what the file's reader says on the way is said where it is read."""
-    logger = logging.getLogger("sparseseg")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        source = io.open_source(volumes)
-    finally:
-        logger.setLevel(level)
-    source.close()
-    return int(np.prod(source.shape[1:]))
 
 
 def stopping_on_ctrl_c(progress: Progress | None, partial: bool):

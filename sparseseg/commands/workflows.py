@@ -8,6 +8,7 @@ planes; `predict` reads, segments and writes block by block, so that memory does
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Sequence
@@ -25,7 +26,6 @@ from sparseseg.commands.outputs import (
     log,
     read_pair,
     run_key,
-    voxel_count,
     with_spacing,
 )
 from sparseseg.config import Config
@@ -63,19 +63,17 @@ class _TrainingPair:
     scan: LabelScan | None = None
 
 
-def _whole_pair(volumes: Sequence[PathLike], labels: PathLike, unlabeled: int) -> _TrainingPair:
-    image, annotation, how = read_pair(volumes, labels, unlabeled)
+def _whole_pair(source, labels: PathLike, unlabeled: int) -> _TrainingPair:
+    image, annotation, how = read_pair(source, labels, unlabeled)
+    source.close()
     return _TrainingPair(
         image.path, image.data.shape[1:], image.data.shape[0], image.spacing, how, image.data, annotation
     )
 
 
-def _slab_pair(
-    volumes: Sequence[PathLike], labels: PathLike, config: Config, init: Model | None
-) -> _TrainingPair | None:
-    """A large volume's pair opened and its labels scanned (`sparseseg.large.slabs.scan_labels`); None where it needs
-    the volume whole."""
-    source = io.open_source(volumes)
+def _slab_pair(source, labels: PathLike, config: Config, init: Model | None) -> _TrainingPair | None:
+    """A large volume's pair, its labels scanned (`sparseseg.large.slabs.scan_labels`); None where it needs the volume
+    whole."""
     shape = tuple(source.shape[1:])
     scanned = scan_for_slabs(source, labels, config, None, init)
     if scanned is None:
@@ -135,11 +133,11 @@ def _open_pairs(pairs, config: Config, start_model: Model | None) -> tuple[list[
     """Each pair read whole or opened for its slabs, checked, and the config with the files' voxel size."""
     opened: list[_TrainingPair] = []
     for volumes, labels in pairs:
-        pair = None
-        if voxel_count(volumes) > bounded.SLAB_THRESHOLD:
-            pair = _slab_pair(volumes, labels, config, start_model)
+        pair, source = None, io.open_source(volumes)
+        if math.prod(source.shape[1:]) > bounded.SLAB_THRESHOLD:
+            pair = _slab_pair(source, labels, config, start_model)
         if pair is None:
-            pair = _whole_pair(volumes, labels, config.unlabeled)
+            pair = _whole_pair(source, labels, config.unlabeled)
         if opened and pair.channels != opened[0].channels:
             raise InputError(f"{pair.path}: {pair.channels} channels, the first volume has {opened[0].channels}")
         config = with_spacing(config, pair)

@@ -1008,10 +1008,10 @@ def test_ctrl_c_while_the_forest_is_fitted_segments_with_the_forest(files, tiny_
 
 
 def test_ctrl_c_during_the_estimate_skips_the_fine_tuning(files, tiny_config, monkeypatch, sigint_default):
-    from sparseseg.method import ensemble, forest, segmenting, volume
+    from sparseseg.method import core, ensemble, forest, volume
 
     pressing = _pressing_ctrl_c(volume.network_probabilities)
-    for module in (volume, segmenting):
+    for module in (volume, core):
         monkeypatch.setattr(module, "network_probabilities", pressing)
     monkeypatch.setattr(forest, "fit_forest", _pressing_ctrl_c(forest.fit_forest, press=False))
     out = files.folder / "seg.tif"
@@ -1121,3 +1121,15 @@ def test_pickle_marker_class_would_run_code(tmp_path):
     """Guard for the weights-that-run-code case above: plain pickle really would create the marker."""
     pickle.loads(pickle.dumps(_RunsCode(tmp_path / "ran"))).close()
     assert (tmp_path / "ran").exists()
+
+
+def test_densify_opens_the_volume_once_and_reads_it_whole_from_there(files, tiny_config, monkeypatch):
+    from sparseseg import io
+    from sparseseg.commands import densify as densify_command
+
+    opened, real = [], io.open_source
+    monkeypatch.setattr(io, "open_source", lambda *a, **k: opened.append(a) or real(*a, **k))
+    monkeypatch.setattr(io, "read_image", lambda *a, **k: pytest.fail("the volume was read again"))
+    report = densify_command.densify([files.volume], files.sparse, files.folder / "seg.tif", tiny_config(iterations=2))
+    assert len(opened) == 1
+    assert report.segmentation.labels.shape == io.read_labels(files.sparse).data.shape
