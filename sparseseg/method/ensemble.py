@@ -158,18 +158,17 @@ def _first_forest(run: _Run) -> None:
     if not config.forest:
         return
     # here: scikit-learn takes a second to import
-    from sparseseg.method.forest import annotated_sample, fit_forest
-    from sparseseg.method.forest_apply import forest_probabilities
+    from sparseseg.method.forest import fit_forest
+    from sparseseg.method.forest_apply import features_probabilities
 
     run.enter("forest")
     started = time.perf_counter()
     image, kept = run.volume.image, run.kept.annotation
-    sample = annotated_sample(image, kept, seed=config.seed, features=run.features, spacing=config.spacing)
-    run.forest = fit_forest(image, kept, seed=config.seed, sample=sample)
+    run.forest = fit_forest(image, kept, seed=config.seed, sample=_sample(run, kept))
     run.forest_seconds = time.perf_counter() - started
     whole = None
     if run.features is not None:
-        whole = forest_probabilities(run.forest, image, run.classes, features=run.features)
+        whole = features_probabilities(run.forest, run.features, run.classes)
         run.progress.preview(run.classes.astype(labels_dtype(run.classes))[np.argmax(whole, axis=0)], "forest")
     run.forest_planes = forest_on_planes(run.forest, image, run.classes, run.held, run.features, whole)
     run.predict_seconds = time.perf_counter() - started - run.forest_seconds
@@ -177,6 +176,16 @@ def _first_forest(run: _Run) -> None:
     run.forest_alone = choose_blend(forests, None, *voxels, run.classes != 0, names, fit=config.calibrate)
     log.info("forest on the other planes: %.3f on the held-out planes, %.1f s", run.forest_alone.iou, run.elapsed())
     run.progress.estimated(run.forest_alone.iou, run.forest_alone.spread)
+
+
+def _sample(run: _Run, annotation):
+    """The annotated voxels a forest is fitted on, their features taken from the volume's where computed."""
+    from sparseseg.method.forest_sample import annotated_sample, features_sample
+
+    seed = run.config.seed
+    if run.features is not None:
+        return features_sample(run.features, annotation, seed=seed)
+    return annotated_sample(run.volume.image, annotation, seed=seed, spacing=run.config.spacing)
 
 
 def _after_training(run: _Run) -> float:
@@ -228,7 +237,7 @@ def _forest_on_all_planes(run: _Run, estimate: Estimate, first: TrainLog, final:
     seconds of segmentation."""
     if run.forest is None:
         return estimate
-    from sparseseg.method.forest import annotated_sample, fit_forest
+    from sparseseg.method.forest import fit_forest
 
     run.enter("forest")
     # training left time for the refit: it is skipped only where the run is late by half of it
@@ -242,7 +251,7 @@ def _forest_on_all_planes(run: _Run, estimate: Estimate, first: TrainLog, final:
     if not (corrects or refits):
         return estimate
     config, image, annotation = run.config, run.volume.image, run.volume.annotation
-    sample = annotated_sample(image, annotation, seed=config.seed, features=run.features, spacing=config.spacing)
+    sample = _sample(run, annotation)
     if corrects:
         estimate = corrected_estimate(estimate, sample, annotation, run.held, config)
     if refits:

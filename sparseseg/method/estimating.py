@@ -27,7 +27,7 @@ def forest_on_planes(forest, image, classes, held: dict, features=None, whole: n
     from it; otherwise plane by plane.
     """
     from sparseseg.method.features import HALO
-    from sparseseg.method.forest_apply import forest_probabilities
+    from sparseseg.method.forest_apply import features_probabilities, forest_probabilities
 
     shape = image.shape[1:]
     slabs = sum(
@@ -35,8 +35,10 @@ def forest_on_planes(forest, image, classes, held: dict, features=None, whole: n
         for axis, indices in held.items()
         for _ in indices
     )
-    if whole is None and (features is not None or slabs >= math.prod(shape)):
-        whole = forest_probabilities(forest, image, classes, features=features)
+    if whole is None and features is not None:
+        whole = features_probabilities(forest, features, classes)
+    if whole is None and slabs >= math.prod(shape):
+        whole = forest_probabilities(forest, image, classes)
     if whole is not None:
         return take_planes(whole, held)
     planes = {}

@@ -232,13 +232,20 @@ def stats_of(source, image, stats) -> np.ndarray:
     return stats
 
 
-def check_features(features, source, name: str) -> None:
+def is_features(features, name: str) -> VolumeFeatures:
+    """``features``, refused where they are not `VolumeFeatures`."""
     if not isinstance(features, VolumeFeatures):
         raise InputError(
             f"must be sparseseg.method.forest.VolumeFeatures, not {type(features).__name__}",
             param=name,
             value=type(features).__name__,
         )
+    return features
+
+
+def check_features(features, source, name: str) -> None:
+    """``features`` of ``source``'s image: `VolumeFeatures` of its shape and channels."""
+    is_features(features, name)
     expected = tuple(source.shape[1:]) + (n_features(source.shape[0]),)
     if features.values.shape != expected:
         raise InputError(f"must be the image's features, of shape {expected}", param=name, value=features.values.shape)

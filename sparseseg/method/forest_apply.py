@@ -11,7 +11,15 @@ import numpy as np
 from sparseseg.errors import InputError
 from sparseseg.io.blocks import Block, with_halo
 from sparseseg.method import features as filter_bank
-from sparseseg.method.features import HALO, VolumeFeatures, as_source, check_features, plan_feature_blocks, region_of
+from sparseseg.method.features import (
+    HALO,
+    VolumeFeatures,
+    as_source,
+    check_features,
+    is_features,
+    plan_feature_blocks,
+    region_of,
+)
 from sparseseg.method.forest import Forest, class_rows
 from sparseseg.method.preprocess import normalise_with
 
@@ -51,18 +59,41 @@ def forest_probabilities(
         A bad image or one with other channels, ``classes`` that miss one of the forest's, a bad region.
     """
     source = _checked_source(forest, image, features)
-    rows, n_rows = class_rows(classes, forest.classes)
+    if features is not None:
+        return features_probabilities(forest, features, classes, region)
     shape = source.shape[1:]
-    region = region_of(region, shape)
+
+    def features_of(zyx: Block) -> np.ndarray:
+        read, crop = with_halo(zyx, (HALO,) * 3, shape)
+        return filter_bank.filter_features(normalise_with(source.read(read), forest.stats), forest.spacing)[crop]
+
+    return _probabilities(forest, classes, region_of(region, shape), shape, features_of)
+
+
+def features_probabilities(
+    forest: Forest, features: VolumeFeatures, classes, region: Block | None = None
+) -> np.ndarray:
+    """The forest's class probabilities over a region of a volume whose features (`volume_features`) are computed:
+    `forest_probabilities` without the image.
+
+    ``features`` must carry the forest's statistics and voxel size; ``classes`` and ``region`` are as for
+    `forest_probabilities`, and so is what it returns.
+    """
+    _check_forest(forest)
+    _check_features(forest, features)
+    shape = features.values.shape[:3]
+    return _probabilities(forest, classes, region_of(region, shape), shape, lambda zyx: features.values[zyx])
+
+
+def _probabilities(forest: Forest, classes, region: Block, shape, features_of) -> np.ndarray:
+    """The forest's probabilities over ``region`` of a volume of (Z, Y, X) ``shape``, block by block; ``features_of``
+    gives a block's features."""
+    rows, n_rows = class_rows(classes, forest.classes)
     start = time.perf_counter()
     out = np.zeros((n_rows,) + tuple(s.stop - s.start for s in region), np.float32)
     blocks = plan_feature_blocks(region, shape, forest.n_channels)
     for zyx in blocks:
-        if features is None:
-            read, crop = with_halo(zyx, (HALO,) * 3, shape)
-            block = filter_bank.filter_features(normalise_with(source.read(read), forest.stats), forest.spacing)[crop]
-        else:
-            block = features.values[zyx]
+        block = features_of(zyx)
         p = forest.classifier.predict_proba(block.reshape(-1, block.shape[-1]))
         where = tuple(slice(s.start - r.start, s.stop - r.start) for s, r in zip(zyx, region))
         out[(rows,) + where] = p.T.reshape((len(rows),) + block.shape[:3])
@@ -71,14 +102,33 @@ def forest_probabilities(
     return out
 
 
-def _checked_source(forest: Forest, image, features: VolumeFeatures | None):
-    """``image`` as a source, after `forest_probabilities`' checks of the forest, the channels and the features."""
+def _check_forest(forest) -> None:
     if not isinstance(forest, Forest):
         raise InputError(
             f"must be a sparseseg.method.forest.Forest, not {type(forest).__name__}",
             param="forest",
             value=type(forest).__name__,
         )
+
+
+def _check_features(forest: Forest, features) -> None:
+    """``features`` normalised with the forest's statistics, for its voxel size."""
+    is_features(features, "features")
+    if not np.array_equal(features.stats, forest.stats):
+        raise InputError(
+            "were normalised with other statistics than the forest's", param="features", value=features.values.shape
+        )
+    if features.spacing != forest.spacing:
+        raise InputError(
+            f"were computed for voxels of {features.spacing}, the forest's are {forest.spacing}",
+            param="features",
+            value=features.values.shape,
+        )
+
+
+def _checked_source(forest: Forest, image, features: VolumeFeatures | None):
+    """``image`` as a source, after `forest_probabilities`' checks of the forest, the channels and the features."""
+    _check_forest(forest)
     source = as_source(image)
     if source.shape[0] != forest.n_channels:
         raise InputError(
@@ -88,14 +138,4 @@ def _checked_source(forest: Forest, image, features: VolumeFeatures | None):
         )
     if features is not None:
         check_features(features, source, "features")
-        if not np.array_equal(features.stats, forest.stats):
-            raise InputError(
-                "were normalised with other statistics than the forest's", param="features", value=features.values.shape
-            )
-        if features.spacing != forest.spacing:
-            raise InputError(
-                f"were computed for voxels of {features.spacing}, the forest's are {forest.spacing}",
-                param="features",
-                value=features.values.shape,
-            )
     return source

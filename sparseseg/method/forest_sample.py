@@ -17,6 +17,7 @@ from sparseseg.method.features import (
     check_features,
     features_at,
     filter_spacing,
+    is_features,
     stats_of,
 )
 from sparseseg.method.plane_annotation import PlaneAnnotation
@@ -91,22 +92,41 @@ def annotated_sample(
     """
     source = as_source(image)
     shape = source.shape[1:]
-    check_annotation(annotation)
-    if tuple(annotation.shape) != tuple(shape):
-        raise InputError(f"must have the image's shape {shape}", param="annotation", value=annotation.shape)
-    seed = check_integer(seed, "seed", 0, 2**32 - 1)
-    max_samples = check_integer(max_samples, "max_samples", 1)
+    _check_draw(annotation, shape, seed, max_samples)
     spacing = filter_spacing(spacing)
     if features is not None:
-        stats, spacing = _from_features(features, source, stats, spacing)
+        _check_given(features, source, stats, spacing)
+        return features_sample(features, annotation, seed=seed, max_samples=max_samples)
     stats = stats_of(source, image, stats)
-
     chosen, ids = _draw(annotation, seed, max_samples)
-    if features is None:
-        values = features_at(source, stats, chosen, spacing)
-    else:
-        values = features.values.reshape(-1, features.values.shape[-1])[chosen]
-    return Sample(chosen, ids, values, stats, spacing)
+    return Sample(chosen, ids, features_at(source, stats, chosen, spacing), stats, spacing)
+
+
+def features_sample(
+    features: VolumeFeatures, annotation: Annotation | PlaneAnnotation, *, seed: int, max_samples: int = 200_000
+) -> Sample:
+    """Draw annotated voxels to fit forests on, their features taken from the volume's (`volume_features`):
+    `annotated_sample` without the image. The sample keeps the features' statistics and voxel size.
+
+    Raises
+    ------
+    InputError
+        Features that are not `VolumeFeatures`, an annotation of another shape or with fewer than two annotated
+        classes, or a bad number.
+    """
+    values = is_features(features, "features").values
+    _check_draw(annotation, values.shape[:3], seed, max_samples)
+    chosen, ids = _draw(annotation, seed, max_samples)
+    stats = np.array(features.stats, dtype=np.float64)  # a copy: the forest keeps it
+    return Sample(chosen, ids, values.reshape(-1, values.shape[-1])[chosen], stats, features.spacing)
+
+
+def _check_draw(annotation, shape, seed, max_samples) -> None:
+    check_annotation(annotation)
+    if tuple(annotation.shape) != tuple(shape):
+        raise InputError(f"must have the image's shape {tuple(shape)}", param="annotation", value=annotation.shape)
+    check_integer(seed, "seed", 0, 2**32 - 1)
+    check_integer(max_samples, "max_samples", 1)
 
 
 def _draw(annotation: Annotation | PlaneAnnotation, seed: int, max_samples: int) -> tuple[np.ndarray, np.ndarray]:
@@ -124,8 +144,8 @@ def _draw(annotation: Annotation | PlaneAnnotation, seed: int, max_samples: int)
     return chosen, ids
 
 
-def _from_features(features: VolumeFeatures, source, stats, spacing) -> tuple[np.ndarray, tuple | None]:
-    """The statistics and voxel size that ``features`` carry; ``stats`` given too, or another ``spacing``, refused."""
+def _check_given(features: VolumeFeatures, source, stats, spacing) -> None:
+    """``features`` of the image's shape, without ``stats`` (they carry theirs) and for the voxel size ``spacing``."""
     check_features(features, source, "features")
     if stats is not None:
         raise InputError(
@@ -139,7 +159,6 @@ def _from_features(features: VolumeFeatures, source, stats, spacing) -> tuple[np
             param="spacing",
             value=spacing,
         )
-    return features.stats, features.spacing
 
 
 def check_annotation(annotation) -> None:

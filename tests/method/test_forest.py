@@ -14,7 +14,8 @@ from sparseseg.io.blocks import ArraySource, with_halo
 from sparseseg.method import features as FE
 from sparseseg.method import forest as F
 from sparseseg.method.annotation import Annotation, planes_mask
-from sparseseg.method.forest_apply import forest_probabilities
+from sparseseg.method.forest_apply import features_probabilities, forest_probabilities
+from sparseseg.method.forest_sample import features_sample
 from sparseseg.method.preprocess import intensity_stats, normalise, normalise_with
 
 SHAPE = (32, 64, 64)
@@ -174,6 +175,24 @@ def test_features_computed_once_give_the_same_forest_and_probabilities(case):
     np.testing.assert_allclose(
         forest_probabilities(forest, case.image, [0, 1, 2], region, features),
         case.whole[(slice(None),) + region],
+        atol=1e-6,
+    )
+
+
+def test_features_alone_give_what_the_image_and_its_features_give(case):
+    features = FE.volume_features(case.image)
+    sample = features_sample(features, case.annotation, seed=3, max_samples=500)
+    given = F.annotated_sample(case.image, case.annotation, seed=3, max_samples=500, features=features)
+    computed = F.annotated_sample(case.image, case.annotation, seed=3, max_samples=500)
+    for other in (given, computed):
+        np.testing.assert_array_equal(sample.indices, other.indices)
+        np.testing.assert_array_equal(sample.ids, other.ids)
+        np.testing.assert_array_equal(sample.stats, other.stats)
+    np.testing.assert_allclose(sample.features, computed.features, atol=1e-5)
+    region = (slice(3, 20), slice(None, 40), slice(50, 64))
+    np.testing.assert_allclose(
+        features_probabilities(case.forest, features, [2, 0, 1], region),
+        case.whole[[2, 0, 1]][(slice(None),) + region],
         atol=1e-6,
     )
 
@@ -361,6 +380,19 @@ BAD = [
     ),
     pytest.param(lambda c: _folds(c, seed=-1), "seed", id="folds-seed-negative"),
     pytest.param(lambda c: _folds(c, n_estimators=0), "n_estimators", id="folds-no-trees"),
+    pytest.param(lambda c: lambda: features_sample(c.image, c.annotation, seed=0), "features", id="sample-an-array"),
+    pytest.param(
+        lambda c: lambda: features_sample(_features(c), _other_shape(c), seed=0), "annotation", id="sample-other-shape"
+    ),
+    pytest.param(lambda c: lambda: features_sample(_features(c), c.annotation, seed=-1), "seed", id="sample-seed"),
+    pytest.param(
+        lambda c: lambda: features_probabilities(c.forest, _features(c, stats_from=2.0), [0, 1, 2]),
+        "features",
+        id="features-probabilities-other-stats",
+    ),
+    pytest.param(
+        lambda c: lambda: features_probabilities("forest", _features(c), [0, 1, 2]), "forest", id="features-no-forest"
+    ),
     pytest.param(lambda c: _predict(c, forest="forest"), "forest", id="predict-not-a-forest"),
     pytest.param(
         lambda c: _predict(c, features=_features(c, stats_from=2.0)), "features", id="predict-features-other-stats"
