@@ -180,9 +180,11 @@ def forest_part(model: Model, image, region=None, features=None) -> np.ndarray |
     ``features``: the image's (`sparseseg.method.features.volume_features`), where computed already."""
     if model.forest is None or model.blend == 1:
         return None
-    from sparseseg.method.forest_apply import forest_probabilities
+    from sparseseg.method.forest_apply import features_probabilities, forest_probabilities
 
-    return forest_probabilities(model.forest, image, model.classes, region, features)
+    if features is not None:
+        return features_probabilities(model.forest, features, model.classes, region)
+    return forest_probabilities(model.forest, image, model.classes, region)
 
 
 def mixed(model: Model, network: np.ndarray, forest: np.ndarray | None) -> np.ndarray:
@@ -304,12 +306,29 @@ def decide(model: Model, probabilities: np.ndarray) -> np.ndarray:
     return labels
 
 
-def segment(model: Model, image: np.ndarray, device: str = "auto", tta: bool | None = None) -> Segmentation:
+def segment(
+    model: Model,
+    image: np.ndarray,
+    device: str = "auto",
+    tta: bool | None = None,
+    *,
+    network: tuple[np.ndarray, list] | None = None,
+    features=None,
+) -> Segmentation:
     """Apply a model to a raw (C, Z, Y, X) image with the sliding window (blended with its forest, if any), and
-    `decide`."""
-    probabilities, windows, seconds = network_probabilities(model, image, device, tta)
-    probabilities = mixed(model, probabilities, forest_part(model, image))
-    return Segmentation(decide(model, probabilities), probabilities, seconds, windows)
+    `decide`.
+
+    ``network``: the network's probabilities and windows over the image, where computed already (then it does not
+    run). ``features``: the image's `sparseseg.method.features.VolumeFeatures`, where computed already, for the
+    forest and a network that reads them. Where the forest alone decides (blend 0), the network does not run.
+    """
+    start = time.perf_counter()
+    if network is None and model.forest is not None and model.blend == 0:
+        network = np.zeros((len(model.classes),) + image.shape[1:], np.float32), []
+    if network is None:
+        network = network_probabilities(model, image, device, tta, features=features)[:2]
+    probabilities = mixed(model, network[0], forest_part(model, image, features=features))
+    return Segmentation(decide(model, probabilities), probabilities, time.perf_counter() - start, network[1])
 
 
 def calibrate(model: Model, annotated: Sequence[np.ndarray], annotations: Sequence[Annotation]) -> Model:

@@ -3,21 +3,12 @@ over the volume (where it was not fine-tuned after the estimate) and the volume'
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import numpy as np
 
 from sparseseg.method.annotation import Annotation
-from sparseseg.method.core import (
-    Model,
-    Segmentation,
-    decide,
-    forest_part,
-    mixed,
-    network_probabilities,
-    segment_calibrated,
-)
+from sparseseg.method.core import Model, Segmentation, segment, segment_calibrated
 from sparseseg.method.features import VolumeFeatures
 from sparseseg.method.holdout import Estimate
 from sparseseg.method.progress import Progress, as_progress, begin, watched
@@ -60,15 +51,6 @@ def segment_estimated(
         model = estimated.model
         if estimated.estimate is None:
             return segment_calibrated(model, image, annotation, device)
-        start = time.perf_counter()
         kept, estimated.network = estimated.network, None
         features, estimated.features = estimated.features, None
-        if model.forest is not None and model.blend == 0:  # the forest alone: the network's weighs nothing
-            network, windows = np.zeros((len(model.classes),) + image.shape[1:], np.float32), []
-        else:
-            network, windows = (
-                kept if kept is not None else network_probabilities(model, image, device, features=features)[:2]
-            )
-        probabilities = mixed(model, network, forest_part(model, image, features=features))
-        labels = decide(model, probabilities)
-    return model, Segmentation(labels, probabilities, time.perf_counter() - start, windows)
+        return model, segment(model, image, device, network=kept, features=features)

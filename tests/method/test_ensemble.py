@@ -140,7 +140,7 @@ def test_a_stop_before_the_first_step_segments_with_the_forest_alone_without_run
     image, _, annotation = _case()
     runs = []
     real = volume.network_probabilities
-    for module in (volume, segmenting):
+    for module in (volume, core):
         monkeypatch.setattr(module, "network_probabilities", lambda *a, **k: runs.append(1) or real(*a, **k))
     estimated = ensemble.fit_estimated(image, annotation, _config(iterations=20, forest=True), _StopAtOnce())
     model, estimate = estimated.model, estimated.estimate
@@ -209,7 +209,7 @@ def _network_runs(monkeypatch):
         runs.append(needed)
         return real(*args, needed=needed, **kwargs)
 
-    for module in (volume, segmenting):
+    for module in (volume, core):
         monkeypatch.setattr(module, "network_probabilities", recorded)
     return runs
 
