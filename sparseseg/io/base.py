@@ -13,7 +13,7 @@ import numpy as np
 
 from sparseseg.errors import InputError
 from sparseseg.io.atomic import _undone_on_failure
-from sparseseg.io.locations import stamp
+from sparseseg.io.locations import locate, stamp
 
 
 def _norm(zyx, shape) -> tuple[slice, slice, slice]:
@@ -76,7 +76,8 @@ class FileSource(_Opened):
         self.spacing = tuple(float(s) for s in spacing) if spacing is not None else None
         self.unit = unit
         self._handle = None
-        self._stamp = _stamp(self.path)
+        self._location = locate(self.path)
+        self._stamp = _stamp(self._location)
 
     def _open(self):
         raise NotImplementedError
@@ -97,7 +98,7 @@ class FileSource(_Opened):
     def read_raw(self, zyx) -> np.ndarray:
         """The (C, z, y, x) block at ``zyx`` in the file's dtype; an `InputError` where the file changed or vanished
         since it was opened (a Zarr store deleted mid-run would otherwise read as its fill value)."""
-        if _stamp(self.path) != self._stamp:
+        if _stamp(self._location) != self._stamp:
             raise InputError(
                 f"'{self.path}': changed or vanished while it was being read; run again on a volume that "
                 "stays as it is until the run ends"
@@ -136,7 +137,7 @@ class FileSource(_Opened):
         self.close()
 
 
-def _stamp(path: Path) -> list | None:
+def _stamp(path) -> list | None:
     """`sparseseg.io.locations.stamp` (what says that an input is still the one read), or None where it is gone."""
     try:
         return stamp(path)

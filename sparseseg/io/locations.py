@@ -86,10 +86,14 @@ def locate(path: str | os.PathLike) -> Location:
 def suffix_of(path: str | os.PathLike) -> str:
     """The format suffix of ``path`` ('.tif', '.tiff', '.nii', '.nii.gz', '.zarr', '.ome.zarr', '.h5', '.hdf5'), lower
     case."""
-    suffix = locate(path).suffix
-    if not suffix:
-        raise InputError(f"{path}: unsupported file type (use one of {', '.join(SUFFIXES)})")
-    return suffix
+    return known_suffix(locate(path))
+
+
+def known_suffix(loc: Location) -> str:
+    """The format suffix of a location, as `suffix_of`; an `InputError` where sparseseg reads no such format."""
+    if not loc.suffix:
+        raise InputError(f"{loc.path}: unsupported file type (use one of {', '.join(SUFFIXES)})")
+    return loc.suffix
 
 
 def _need(module: str, path, what: str):
@@ -115,11 +119,12 @@ def _have(module: str, path, what: str) -> None:
         _need(module, path, what)
 
 
-def stamp(path: str | os.PathLike) -> list:
+def stamp(path: str | os.PathLike | Location) -> list:
     """What says that an input is the one an earlier run read: its absolute path, and the size and modification
     time of its file (of a Zarr array or group: of its metadata files; chunks are not looked at, nor the folder,
-    which labels written into an OME-Zarr image change)."""
-    loc = locate(path)
+    which labels written into an OME-Zarr image change). ``path`` may be located already."""
+    loc = path if isinstance(path, Location) else locate(path)
+    path = loc.path
     place = loc.file.joinpath(*loc.parts) if loc.zarr else loc.file
     files = (
         [place / m for m in ("zarr.json", ".zarray", ".zattrs", ".zgroup") if (place / m).is_file()]

@@ -19,7 +19,7 @@ import numpy as np
 from sparseseg.errors import InputError
 from sparseseg.io.base import FileSource
 from sparseseg.io.hdf5 import Hdf5Source
-from sparseseg.io.locations import NIFTI_SUFFIXES, TIFF_SUFFIXES, Location, locate, suffix_of
+from sparseseg.io.locations import NIFTI_SUFFIXES, TIFF_SUFFIXES, Location, known_suffix, locate
 from sparseseg.io.nifti import NiftiSource, _nifti_spacing, _read_nifti
 from sparseseg.io.tiff import TiffSource, _read_tiff
 from sparseseg.io.zarr_store import _open_zarr
@@ -119,7 +119,7 @@ class ChannelStack:
 def _input(path) -> Location:
     """The location of an input, checked: a known format, and there."""
     loc = locate(path)
-    suffix_of(path)
+    known_suffix(loc)
     if not loc.container:
         if loc.file.is_dir():
             raise InputError(f"{loc.path}: is a folder, not a file")
