@@ -4,8 +4,9 @@ which file, and whether a call climbs back up the layers (issue 43).
     python benchmarks/data_flow.py VOLUME.tif LABELS.tif [densify options, e.g. --iterations 4 --seed 0]
 
 The run is profiled in this process (`sys.setprofile`). The volume is its path, then what reading it gives (the `Volume`
-and its (C, Z, Y, X) array, a `Source`), then any (C, Z, Y, X) array of its shape, Source or training volume that a
-function given the volume returns. A call receives the volume when one of its arguments other than ``self`` is one of
+and its (C, Z, Y, X) array, a `Source`, any copy of the `Volume` with that array), then any array of its (C, Z, Y, X)
+shape (the normalised image), Source or training volume that a function given the volume returns; what is computed
+from it in another shape (features, probabilities, labels) is not the volume. A call receives the volume when one of its arguments other than ``self`` is one of
 those (or a list or tuple holding one). A *move* is such a call from one file into another; a package is *entered*
 when the move crosses packages; a *climb* is a move from a lower layer (io < method < large < commands < cli) into a
 higher one. The output goes to a temporary folder.
@@ -38,18 +39,21 @@ class Tracer:
             return str(value) == self.path
         if id(value) in self.tracked:
             return True
+        data = None if isinstance(value, np.ndarray) else getattr(value, "data", None)
+        if data is not None and id(data) in self.tracked:  # a copy of the Volume, its array the volume's
+            return True
         return depth < 1 and isinstance(value, (list, tuple)) and any(self.holds(v, 1) for v in value[:8])
 
     def _volume_like(self, value) -> bool:
         shaped = isinstance(value, np.ndarray) and value.ndim == 4
-        return shaped and (self.shape is None or value.shape[1:] == self.shape)
+        return shaped and (self.shape is None or value.shape == self.shape)
 
     def adopt(self, value, depth=0) -> None:
         data = None if isinstance(value, np.ndarray) else getattr(value, "data", None)
         if self._volume_like(value):
             self.tracked[id(value)] = value
         elif self._volume_like(data):
-            self.shape = self.shape or data.shape[1:]
+            self.shape = self.shape or data.shape
             self.tracked.update({id(value): value, id(data): data})
         elif callable(getattr(value, "read", None)) and len(getattr(value, "shape", ())) == 4:
             self.tracked[id(value)] = value
