@@ -6,10 +6,10 @@ which file, and whether a call climbs back up the layers (issue 43).
 The run is profiled in this process (`sys.setprofile`). The volume is its path, then what reading it gives (the `Volume`
 and its (C, Z, Y, X) array, a `Source`, any copy of the `Volume` with that array), then any array of its (C, Z, Y, X)
 shape (the normalised image), Source or training volume that a function given the volume returns; what is computed
-from it in another shape (features, probabilities, labels) is not the volume. A call receives the volume when one of its arguments other than ``self`` is one of
-those (or a list or tuple holding one). A *move* is such a call from one file into another; a package is *entered*
-when the move crosses packages; a *climb* is a move from a lower layer (io < method < large < commands < cli) into a
-higher one. The output goes to a temporary folder.
+from it in another shape (features, probabilities, labels) is not the volume. A call receives the volume when one of
+its arguments other than ``self`` is one of those (or a list or tuple holding one). A *move* is such a call from one
+file into another; a package is *entered* when the move crosses packages; a *climb* is a move from a lower layer (io <
+method < large < commands < cli) into a higher one. The output goes to a temporary folder.
 """
 
 import collections

@@ -213,16 +213,3 @@ def block_shape(
         fit = max(int(window[axis]), int(voxels // rest) // int(window[axis]) * int(window[axis]))
         block[axis] = min(block[axis], fit)
     return tuple(int(b) for b in block)
-
-
-def sample_planes(source: Source, voxels: int = 2**24) -> np.ndarray:
-    """Evenly spaced whole z-planes of ``source``, about ``voxels`` voxels per channel: all of it when it is no larger.
-
-    Returns (C, n, Y, X): what the intensity statistics are taken from (`sparseseg.method.preprocess.intensity_stats`).
-    """
-    _, z, y, x = source.shape
-    n = max(1, min(z, voxels // max(1, y * x)))
-    if n == z:
-        return source.read((slice(0, z), slice(0, y), slice(0, x)))
-    planes = np.unique(np.linspace(0, z - 1, n).round().astype(int))
-    return np.concatenate([source.read((slice(p, p + 1), slice(0, y), slice(0, x))) for p in planes], axis=1)

@@ -2,7 +2,7 @@
 
 Training reads only the slabs around the annotated planes (`sparseseg.large.slabs.read_stack`) and
 a sample of whole planes for the normalisation statistics, the sample the block inference
-takes them from (`sparseseg.io.blocks.sample_planes`). Calibration runs, block by block, only
+takes them from (`sparseseg.method.preprocess.sample_planes`). Calibration runs, block by block, only
 the sliding windows over annotated voxels: the very windows the segmentation runs there, so
 the offsets are those the whole volume's probabilities give. The segmentation then goes block
 by block into sinks (`sparseseg.method.core.segment_source`), as `predict` does. On a volume that is
@@ -16,7 +16,7 @@ import numpy as np
 
 from sparseseg.config import Config
 from sparseseg.errors import InputError
-from sparseseg.io.blocks import Source, sample_planes
+from sparseseg.io.blocks import Source
 from sparseseg.large.slabs import LabelScan, read_stack, z_blocks
 from sparseseg.method import augment
 from sparseseg.method.annotation import Annotation
@@ -24,7 +24,7 @@ from sparseseg.method.core import Model, calibrate, forest_part, mixed, resolve_
 from sparseseg.method.decision import apply_offsets
 from sparseseg.method.fitting import plan_training
 from sparseseg.method.planning import AXES, patch_shapes, size_multiple, thin_depths
-from sparseseg.method.preprocess import intensity_stats
+from sparseseg.method.preprocess import source_stats
 from sparseseg.method.streaming import Wanted
 from sparseseg.method.training import WholeVolume, crop_shapes
 from sparseseg.method.uncertainty import PlaneEntropy
@@ -92,7 +92,7 @@ def read_slabs(
     crops = training_crops(config, scan, init, shape)
     if None in crops:
         raise ValueError("the annotation has no whole plane to train across: train on the whole volume")
-    stats = intensity_stats(sample_planes(image))
+    stats = source_stats(image)
     images, annotations = [], []
     for axis, crop in crops.items():
         stack, annotation = read_stack(image, labels, scan, axis, crop[AXES.index(axis)])

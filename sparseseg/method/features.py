@@ -24,9 +24,9 @@ from skimage import filters
 from skimage.feature import hessian_matrix_eigvals
 
 from sparseseg.errors import InputError
-from sparseseg.io.blocks import ArraySource, Block, plan_blocks, sample_planes, with_halo
+from sparseseg.io.blocks import ArraySource, Block, plan_blocks, with_halo
 from sparseseg.method.planning import anisotropy
-from sparseseg.method.preprocess import intensity_stats, normalise_with
+from sparseseg.method.preprocess import intensity_stats, normalise_with, source_stats
 from sparseseg.method.progress import checkpoint, current
 
 #: The Gaussian scales of the features, in voxels of the finest axis: evenly spaced in log2 from 0.7 to 8 (0.7, 1.287,
@@ -220,8 +220,9 @@ def stats_of(source, image, stats) -> np.ndarray:
     """The given statistics, checked, or those of the whole image (of its sample planes for a Source)."""
     channels = source.shape[0]
     if stats is None:
-        sample = image if isinstance(image, np.ndarray) else sample_planes(source)
-        return intensity_stats(np.asarray(sample, dtype=np.float32))
+        if isinstance(image, np.ndarray):
+            return intensity_stats(np.asarray(image, dtype=np.float32))
+        return source_stats(source)  # Sources read float32
     stats = np.array(stats, dtype=np.float64)  # a copy: the forest keeps it
     if stats.shape != (channels, 4) or not np.isfinite(stats).all():
         raise InputError(

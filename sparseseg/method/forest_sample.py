@@ -72,8 +72,9 @@ def annotated_sample(
         At most this many annotated voxels, drawn at random without replacement; all of them where fewer.
     stats : ndarray (C, 4), optional
         Intensity statistics to normalise with (`sparseseg.method.preprocess.intensity_stats`), e.g. those of a whole
-        volume when ``image`` is one slab of it. Default: those of the whole image (of
-        `sparseseg.io.blocks.sample_planes` for a Source), as `sparseseg.method.preprocess.normalise` takes them.
+        volume when ``image`` is one slab of it. Default: those of the whole image
+        (`sparseseg.method.preprocess.source_stats` for a Source), as `sparseseg.method.preprocess.normalise` takes
+        them.
     features : VolumeFeatures, optional
         The image's features (`volume_features`), computed once for several forests: then none are computed here,
         and the sample keeps their statistics and voxel size (``stats`` must then be None, ``spacing`` None or theirs).

@@ -21,6 +21,25 @@ def intensity_stats(image: np.ndarray, low: float = 0.5, high: float = 99.5) -> 
     return stats
 
 
+def source_stats(source) -> np.ndarray:
+    """`intensity_stats` of a volume read block by block (`sparseseg.io.blocks.Source`), from `sample_planes`."""
+    return intensity_stats(sample_planes(source))
+
+
+def sample_planes(source, voxels: int = 2**24) -> np.ndarray:
+    """Evenly spaced whole z-planes of a (C, Z, Y, X) ``source`` (`sparseseg.io.blocks.Source`), about ``voxels``
+    voxels per channel: all of it when it is no larger.
+
+    Returns (C, n, Y, X): what `source_stats` takes the intensity statistics from.
+    """
+    _, z, y, x = source.shape
+    n = max(1, min(z, voxels // max(1, y * x)))
+    if n == z:
+        return source.read((slice(0, z), slice(0, y), slice(0, x)))
+    planes = np.unique(np.linspace(0, z - 1, n).round().astype(int))
+    return np.concatenate([source.read((slice(p, p + 1), slice(0, y), slice(0, x))) for p in planes], axis=1)
+
+
 def normalise_with(image: np.ndarray, stats: np.ndarray) -> np.ndarray:
     """Normalise a (C, Z, Y, X) image (or a block of one) by `intensity_stats`: clip, subtract the mean, divide by the
     std."""

@@ -22,10 +22,10 @@ import numpy as np
 import torch
 
 from sparseseg.errors import InputError
-from sparseseg.io.blocks import Block, Source, plan_blocks, sample_planes, with_halo
+from sparseseg.io.blocks import Block, Source, plan_blocks, with_halo
 from sparseseg.method.inputs import NetworkInputs, network_image, raw_inputs
 from sparseseg.method.planning import block_for_windows, block_halo, inference_windows, window_extent, window_overlaps
-from sparseseg.method.preprocess import intensity_stats, normalise_with
+from sparseseg.method.preprocess import normalise_with, source_stats
 from sparseseg.method.sliding_window import predict_probabilities
 
 #: Memory for one block read with its halo, and its buffers, in bytes, unless the caller says otherwise.
@@ -127,7 +127,7 @@ def plan_volume(
         shape, windows, overlaps, (BLOCK_BUDGET if budget is None else budget) / per_voxel, chunks
     )
     halo = tuple(0 if b >= s else h for b, s, h in zip(block, shape, block_halo(block, windows, overlaps)))
-    stats = intensity_stats(sample_planes(source))
+    stats = source_stats(source)
     return BlockPlan(
         plan_blocks(shape, block), halo, stats, dict(spec.shapes), tuple(spec.patch), windows, overlaps, inputs
     )

@@ -1,8 +1,9 @@
-"""Tests for sparseseg.method.preprocess: normalisation."""
+"""Tests for sparseseg.method.preprocess: normalisation, and the planes its statistics are taken from."""
 
 import numpy as np
 import pytest
 
+from sparseseg.io.blocks import ArraySource
 from sparseseg.method import preprocess
 
 
@@ -33,3 +34,11 @@ def test_normalise_constant_channel_gives_zeros():
 def test_normalise_needs_channels():
     with pytest.raises(ValueError):
         preprocess.normalise(np.zeros((3, 4, 5), dtype=np.float32))
+
+
+def test_sample_is_the_whole_volume_when_small_and_whole_planes_when_large():
+    data = np.random.default_rng(0).random((1, 6, 8, 8), dtype=np.float32)
+    np.testing.assert_array_equal(preprocess.sample_planes(ArraySource(data)), data)
+    sample = preprocess.sample_planes(ArraySource(data), voxels=2 * 64)
+    assert sample.shape == (1, 2, 8, 8)
+    np.testing.assert_array_equal(sample[:, 0], data[:, 0])

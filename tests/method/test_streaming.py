@@ -42,14 +42,6 @@ def test_block_shape_keeps_within_the_budget_in_whole_windows():
     assert blocks.block_shape((10, 20, 30), (8, 8, 8), 40, 2**30) == (10, 20, 30)  # small: one block
 
 
-def test_sample_is_the_whole_volume_when_small_and_whole_planes_when_large():
-    data = np.random.default_rng(0).random((1, 6, 8, 8), dtype=np.float32)
-    np.testing.assert_array_equal(blocks.sample_planes(blocks.ArraySource(data)), data)
-    sample = blocks.sample_planes(blocks.ArraySource(data), voxels=2 * 64)
-    assert sample.shape == (1, 2, 8, 8)
-    np.testing.assert_array_equal(sample[:, 0], data[:, 0])
-
-
 class Recording(blocks.ArraySource):
     """An array source that remembers the shape of every read."""
 
