@@ -6,6 +6,7 @@ module subclasses them.
 
 from __future__ import annotations
 
+import logging
 import zlib
 from pathlib import Path
 
@@ -62,6 +63,8 @@ class FileSource(_Opened):
 
     format = ""
     nifti = None
+    #: What the file's library said on opening: a warning at the first read, or part of the error where it fails.
+    said: list[str] = []
 
     def __init__(self, path, axes: str, file_shape, dtype, spacing=None, unit=None):
         self.path = Path(path)
@@ -117,7 +120,11 @@ class FileSource(_Opened):
         except InputError:
             raise
         except (OSError, ValueError, RuntimeError, KeyError, EOFError, zlib.error) as exc:
-            raise InputError(f"{self.path}: cannot read ({type(exc).__name__}: {exc})") from exc
+            said = _with([f"{type(exc).__name__}: {exc}"] + self.said)
+            raise InputError(f"{self.path}: cannot read ({said})") from exc
+        if self.said:  # the file reads: what its library said on opening is a warning, said once
+            logging.getLogger("sparseseg").warning("%s: read with warnings (%s)", self.path, _with(self.said))
+            self.said = []
         order = [a for a in self.axes if a != "T"]
         if "C" not in order:
             block, order = block[None], ["C"] + order
@@ -135,6 +142,11 @@ class FileSource(_Opened):
 
     def __exit__(self, *exc):
         self.close()
+
+
+def _with(messages: list[str]) -> str:
+    """Messages in one line, each once."""
+    return "; ".join(dict.fromkeys(m.strip()[:160] for m in messages if m.strip()))
 
 
 def _stamp(path) -> list | None:

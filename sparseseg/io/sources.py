@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from sparseseg.errors import InputError
-from sparseseg.io.base import FileSource
+from sparseseg.io.base import FileSource, _with
 from sparseseg.io.hdf5 import Hdf5Source
 from sparseseg.io.locations import NIFTI_SUFFIXES, TIFF_SUFFIXES, Location, known_suffix, locate
 from sparseseg.io.nifti import NiftiSource, _nifti_spacing, _read_nifti
@@ -77,10 +77,6 @@ def _library_messages():
         for lg, (handlers, propagate) in zip(loggers, saved):
             lg.handlers[:] = handlers
             lg.propagate = propagate
-
-
-def _with(messages: list[str]) -> str:
-    return "; ".join(dict.fromkeys(m.strip()[:160] for m in messages if m.strip()))
 
 
 class ChannelStack:
@@ -158,10 +154,9 @@ def _read_quietly(path, read):
 
 
 def _opened(loc: Location) -> FileSource:
-    """Open one source, folding what the libraries say into one line."""
+    """Open one source; what the libraries say on the way is said at its first read (`FileSource.said`)."""
     source, messages = _read_quietly(loc.path, lambda: _open_one(loc))
-    if messages:
-        logging.getLogger("sparseseg").warning("%s: read with warnings (%s)", loc.path, _with(messages))
+    source.said = messages
     return source
 
 
