@@ -60,7 +60,8 @@ def forest_probabilities(
     """
     source = _checked_source(forest, image, features)
     if features is not None:
-        return features_probabilities(forest, features, classes, region)
+        _check_features(forest, features)
+        return _of_features(forest, features, classes, region)
     shape = source.shape[1:]
 
     def features_of(zyx: Block) -> np.ndarray:
@@ -81,6 +82,10 @@ def features_probabilities(
     """
     _check_forest(forest)
     _check_features(forest, features)
+    return _of_features(forest, features, classes, region)
+
+
+def _of_features(forest: Forest, features: VolumeFeatures, classes, region: Block | None) -> np.ndarray:
     shape = features.values.shape[:3]
     return _probabilities(forest, classes, region_of(region, shape), shape, lambda zyx: features.values[zyx])
 

@@ -97,7 +97,7 @@ def annotated_sample(
     spacing = filter_spacing(spacing)
     if features is not None:
         _check_given(features, source, stats, spacing)
-        return features_sample(features, annotation, seed=seed, max_samples=max_samples)
+        return _of_features(features, annotation, seed, max_samples)
     stats = stats_of(source, image, stats)
     chosen, ids = _draw(annotation, seed, max_samples)
     return Sample(chosen, ids, features_at(source, stats, chosen, spacing), stats, spacing)
@@ -115,8 +115,12 @@ def features_sample(
         Features that are not `VolumeFeatures`, an annotation of another shape or with fewer than two annotated
         classes, or a bad number.
     """
-    values = is_features(features, "features").values
-    _check_draw(annotation, values.shape[:3], seed, max_samples)
+    _check_draw(annotation, is_features(features, "features").values.shape[:3], seed, max_samples)
+    return _of_features(features, annotation, seed, max_samples)
+
+
+def _of_features(features: VolumeFeatures, annotation, seed: int, max_samples: int) -> Sample:
+    values = features.values
     chosen, ids = _draw(annotation, seed, max_samples)
     stats = np.array(features.stats, dtype=np.float64)  # a copy: the forest keeps it
     return Sample(chosen, ids, values.reshape(-1, values.shape[-1])[chosen], stats, features.spacing)
