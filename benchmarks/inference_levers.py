@@ -33,6 +33,7 @@ from sparseseg.method.annotation import read_annotation
 from sparseseg.method.core import calibrate, decide
 from sparseseg.method.modelfolder import load_model
 from sparseseg.method.planning import window_overlaps
+from sparseseg.method.preprocess import source_stats
 from sparseseg.method.streaming import WindowSpec, plan_volume, run_blocks
 from sparseseg.method.tiling import tile_slices
 
@@ -82,7 +83,8 @@ def run_variant(case: Path, passes: str, overlap: float, wide: float) -> dict:
     network = model.network.eval()
     start = time.perf_counter()
     shapes = window_shapes(model, passes)
-    plan = plan_volume(network, source, WindowSpec(shapes, model.config.patch, overlap, wide))
+    spec = WindowSpec(shapes, model.config.patch, overlap, wide)
+    plan = plan_volume(network, source.shape, spec, source_stats(source))
     windows = run_blocks(network, source, plan, write, device=torch.device("cpu"))
     seconds = time.perf_counter() - start
     model = calibrate(model, [probabilities[:, annotation.mask]], [annotation])

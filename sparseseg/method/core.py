@@ -26,6 +26,7 @@ from sparseseg.method.network import UNet3D, count_parameters
 from sparseseg.method.planning import (
     window_chunks,
 )
+from sparseseg.method.preprocess import source_stats
 from sparseseg.method.streaming import BlockPlan, BlockProgress, Wanted, WindowSpec, plan_volume, run_blocks
 
 log = logging.getLogger("sparseseg")
@@ -124,10 +125,11 @@ def with_overlap(model: Model, overlap: float | None) -> Model:
     return replace(model, config=replace(model.config, overlap=float(overlap)))
 
 
-def plan_of(model: Model, source: Source, budget: float | None = None, chunks=None) -> BlockPlan:
+def plan_of(model: Model, source: Source, budget: float | None = None, chunks=None, stats=None) -> BlockPlan:
     """How the model's windows cut ``source`` into blocks (`sparseseg.method.streaming.plan_volume`), overlapping as it
-    says."""
-    return plan_volume(model.network, source, window_spec(model), budget, chunks, model.network_inputs)
+    says; normalised by ``stats``, else by the source's own (`sparseseg.method.preprocess.source_stats`)."""
+    stats = source_stats(source) if stats is None else stats
+    return plan_volume(model.network, source.shape, window_spec(model), stats, budget, chunks, model.network_inputs)
 
 
 def window_spec(model: Model) -> WindowSpec:
@@ -215,6 +217,20 @@ def write_decided(model: Model, labels: Sink, probabilities: Sink | None = None,
     return write
 
 
+def _features_of(features, image: np.ndarray):
+    """``features`` (`sparseseg.method.features.VolumeFeatures`), refused where they are not those of an image of
+    ``image``'s shape."""
+    from sparseseg.method.features import is_features
+
+    if is_features(features, "features").values.shape[:3] != image.shape[1:]:
+        raise InputError(
+            f"features over {features.values.shape[:3]} for an image over {image.shape[1:]}",
+            param="features",
+            value=features.values.shape[:3],
+        )
+    return features
+
+
 def network_probabilities(
     model: Model,
     image: np.ndarray,
@@ -239,9 +255,11 @@ def network_probabilities(
         raise InputError(f"must have the image's shape {image.shape[1:]}, got {needed.shape}", param="needed")
     start = time.perf_counter()
     sink, source = ArraySink((len(model.classes),) + image.shape[1:], np.float32), ArraySource(image)
-    # an image held whole whose network reads filter features: one block, its features computed once (or given)
-    plan = plan_of(model, source, math.inf if model.network_inputs.filters else None)
-    if features is not None and model.network_inputs.filters and np.array_equal(features.stats, plan.stats):
+    # an image held whole whose network reads filter features: one block, its features computed once (or given, with
+    # the statistics the image was normalised by for them)
+    stats = None if features is None else _features_of(features, image).stats
+    plan = plan_of(model, source, math.inf if model.network_inputs.filters else None, stats=stats)
+    if features is not None and model.network_inputs.filters:
         plan = replace(plan, features=features.values)
     windows = run_blocks(
         model.network,

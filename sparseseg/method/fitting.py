@@ -116,8 +116,10 @@ def _network_inputs(images, wholes, features, config: Config, init: Model | None
     if slabs and config.filters:
         log.info("the slabs of a large volume: the network reads the raw channels alone, without filter features")
         config = replace(config, filters=False)
-    normalised = [normalise(image) if w is None else normalise_with(image, w.stats) for image, w in zip(images, wholes)]
-    values = [None if f is None else f.values for f in _per_image_features(features, len(images))]
+    given = _per_image_features(features, len(images))
+    stats = [w.stats if w is not None else f.stats if f is not None else None for w, f in zip(wholes, given)]
+    normalised = [normalise(image) if s is None else normalise_with(image, s) for image, s in zip(images, stats)]
+    values = [None if f is None else f.values for f in given]
     if init is not None:
         inputs = init.network_inputs
     else:

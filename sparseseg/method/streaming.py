@@ -25,7 +25,7 @@ from sparseseg.errors import InputError
 from sparseseg.io.blocks import Block, Source, plan_blocks, with_halo
 from sparseseg.method.inputs import NetworkInputs, network_image, raw_inputs
 from sparseseg.method.planning import block_for_windows, block_halo, inference_windows, window_extent, window_overlaps
-from sparseseg.method.preprocess import normalise_with, source_stats
+from sparseseg.method.preprocess import normalise_with
 from sparseseg.method.sliding_window import predict_probabilities
 
 #: Memory for one block read with its halo, and its buffers, in bytes, unless the caller says otherwise.
@@ -108,26 +108,27 @@ class BlockPlan:
 
 def plan_volume(
     network: torch.nn.Module,
-    source: Source,
+    shape: Sequence[int],
     spec: WindowSpec,
+    stats: np.ndarray,
     budget: float | None = None,
     chunks: Sequence[int] | None = None,
     inputs: NetworkInputs | None = None,
 ) -> BlockPlan:
-    """The `BlockPlan` of ``source`` for the windows of ``spec``: blocks read (halo included) in about ``budget`` bytes
+    """The `BlockPlan` of a (C, Z, Y, X) volume of ``shape`` for the windows of ``spec``, normalised by ``stats``
+    (`sparseseg.method.preprocess.source_stats`): blocks read (halo included) in about ``budget`` bytes
     (`BLOCK_BUDGET` unless given), whole ``chunks`` of the output where it has chunks, so that blocks written at once
     by several workers never share a chunk. ``inputs``: what the network reads (None: the raw channels)."""
-    shape = tuple(source.shape[1:])
+    channels, shape = shape[0], tuple(shape[1:])
     windows = spec.windows(shape, network.size_multiple)
     overlaps = spec.overlaps()
-    inputs = inputs if inputs is not None else raw_inputs(source.shape[0])
+    inputs = inputs if inputs is not None else raw_inputs(channels)
     # input (and the features it is made of), probabilities, blend, weights
     per_voxel = 4 * ((2 if inputs.filters else 1) * inputs.count + 3 * network.head.out_channels + 1)
     block = block_for_windows(
         shape, windows, overlaps, (BLOCK_BUDGET if budget is None else budget) / per_voxel, chunks
     )
     halo = tuple(0 if b >= s else h for b, s, h in zip(block, shape, block_halo(block, windows, overlaps)))
-    stats = source_stats(source)
     return BlockPlan(
         plan_blocks(shape, block), halo, stats, dict(spec.shapes), tuple(spec.patch), windows, overlaps, inputs
     )

@@ -30,7 +30,7 @@ def test_two_workers_give_the_single_process_labels(trained, tmp_path, monkeypat
     core.segment_source(model, source, *sinks["one"])
     with cluster.client(workers=2) as dask_client:
         cluster.segment_on_cluster(model, trained.model, source, sinks["two"], dask_client=dask_client)
-    assert len(streaming.plan_volume(model.network, source, core.window_spec(model), chunks=(8, 16, 16)).blocks) == 8
+    assert len(core.plan_of(model, source, chunks=(8, 16, 16)).blocks) == 8
     for name in ("", "_p"):
         single = zarr.open(tmp_path / f"one{name}.zarr", mode="r")[...]
         several = zarr.open(tmp_path / f"two{name}.zarr", mode="r")[...]

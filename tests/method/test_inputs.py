@@ -78,6 +78,18 @@ def test_fit_builds_the_network_for_its_inputs_and_given_features_change_nothing
     assert raw.inputs == raw_inputs(1) and raw.network.encoders[0].block[0].in_channels == 1
 
 
+def test_the_network_pass_given_the_features_gives_what_it_computes_itself(volume):
+    from sparseseg.method.features import volume_features
+
+    image, annotation = volume
+    model, _ = fit([image], [annotation], Config(**SMALL, filters=True))
+    computed, _, _ = network_probabilities(model, image, "cpu")
+    given, _, _ = network_probabilities(model, image, "cpu", features=volume_features(image))
+    np.testing.assert_allclose(given, computed, atol=1e-5)
+    with pytest.raises(InputError, match="features over"):
+        network_probabilities(model, image, "cpu", features=volume_features(image[:, :10]))
+
+
 def test_a_warm_start_keeps_the_inputs_it_was_fitted_with(volume):
     image, annotation = volume
     model, _ = fit([image], [annotation], Config(**SMALL, filters=True))

@@ -10,6 +10,7 @@ from sparseseg.commands import synthetic
 from sparseseg.io import blocks
 from sparseseg.method import core, fitting, streaming
 from sparseseg.method.annotation import read_annotation
+from sparseseg.method.preprocess import source_stats
 from sparseseg.method.streaming import WindowSpec, plan_volume, release_freed_memory, run_blocks
 
 
@@ -82,7 +83,7 @@ def _probabilities(model, image, budget, wide_overlap=None):
     sink = blocks.ArraySink((len(model.classes),) + image.shape[1:], np.float32)
     source = Recording(image)
     spec = WindowSpec(model.windows, model.config.patch, wide_overlap=wide_overlap)
-    plan = plan_volume(model.network, source, spec, budget, inputs=model.network_inputs)
+    plan = plan_volume(model.network, source.shape, spec, source_stats(source), budget, inputs=model.network_inputs)
     run_blocks(model.network, source, plan, sink.write, device=torch.device("cpu"))
     return sink.finish(), source.reads
 
