@@ -110,22 +110,24 @@ def densify(
 
     A volume of more than `sparseseg.large.bounded.SLAB_THRESHOLD` voxels whose annotation holds whole planes is
     trained on the slabs around them and segmented block by block into the outputs (the report's segmentation then
-    holds no arrays, only its seconds and windows); only ``options.outputs.preview`` reads it whole. Every input and
-    output path is checked before training starts. Ctrl-C during training ends it early and the segmentation is made
-    with the model trained so far (the report says ``interrupted``); see `DensifyOptions.partial`.
+    holds no arrays, only its seconds and windows); only ``options.outputs.preview`` reads it whole. The input is
+    opened first (what it is, not its data), then every input and output path is checked, before training starts.
+    Ctrl-C during training ends it early and the segmentation is made with the model trained so far (the report says
+    ``interrupted``); see `DensifyOptions.partial`.
 
     With ``options.cluster`` the training stays here and the dense inference after it goes over a dask cluster (see
     `_segment_on_cluster`): the same labels, written block by block; the report's segmentation then holds no
     probabilities (and, for a volume read whole, the labels read back).
     """
     options.cluster.check()
-    options.outputs.check([*volumes, labels, options.init], [out, options.weights_out], [options.save_model_to])
-    if options.save_model_to is not None:
-        check_model_folder(options.save_model_to, options.outputs.overwrite)
-    config = replace(config, device=resolve_device(config.device).type)  # 'auto' decided once
-    start_model = load_model(options.init) if options.init is not None else None
-    job = _Job(volumes, labels, out, config, options, progress, start_model)
     with io.open_source(volumes) as source:  # opened once: read whole, or by slabs and blocks
+        inputs = [*source.locations, labels, options.init]
+        options.outputs.check(inputs, [out, options.weights_out], [options.save_model_to])
+        if options.save_model_to is not None:
+            check_model_folder(options.save_model_to, options.outputs.overwrite)
+        config = replace(config, device=resolve_device(config.device).type)  # 'auto' decided once
+        start_model = load_model(options.init) if options.init is not None else None
+        job = _Job(volumes, labels, out, config, options, progress, start_model)
         if math.prod(source.shape[1:]) > bounded.SLAB_THRESHOLD:
             report = _densify_slabs(job, source)
             if report is not None:
@@ -135,8 +137,9 @@ def densify(
 
 def _densify_whole(job: _Job, source) -> DensifyReport:
     """`densify` of a volume read whole from ``source``: `fit_estimated`, then `_write_densified`."""
-    image, annotation, how = read_pair(source, job.labels, job.config.unlabeled, job.options.planes)
-    config = with_spacing(job.config, image)
+    config = job.config
+    image, annotation, how = read_pair(source, job.labels, config.unlabeled, job.options.planes, config.spacing)
+    config = replace(config, spacing=image.spacing)
     check_training(config, image.data.shape[1:], job.start_model)
     log.info("%s: %s", job.labels, how)
     with stopping_on_ctrl_c(job.progress, job.options.partial) as stoppable:
@@ -154,8 +157,10 @@ def _write_densified(estimated, read, annotation, job: _Job):
     (source, image), model, options = read, estimated.model, job.options
     outputs = options.outputs
     if not options.cluster.used:
-        model, segmentation = segment_estimated(estimated, image.data, annotation, job.config.device)
-        written = [io.write_volume(job.out, segmentation.labels, reference=image, overwrite=outputs.overwrite)]
+        model, segmentation = segment_estimated(estimated, job.config.device)
+        written = [
+            io.write_volume(job.out, segmentation.labels, reference=image.reference, overwrite=outputs.overwrite)
+        ]
     else:
         estimated.network = estimated.features = None  # the workers run the network and the forest on their blocks
         on = annotation if model.config.calibrate and model.estimate is None else None  # else: held-out offsets
@@ -165,7 +170,9 @@ def _write_densified(estimated, read, annotation, job: _Job):
         outputs = replace(outputs, probabilities=None)  # written already
     if options.weights_out is not None:
         _, weights = loss_weights(annotation, model.classes, model.class_weights)
-        written.append(io.write_volume(options.weights_out, weights, reference=image, overwrite=outputs.overwrite))
+        written.append(
+            io.write_volume(options.weights_out, weights, reference=image.reference, overwrite=outputs.overwrite)
+        )
     written += outputs.write(image, segmentation, annotation.planes)
     if options.save_model_to is not None:
         written.append(save_model(options.save_model_to, model, outputs.overwrite))

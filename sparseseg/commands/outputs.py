@@ -49,11 +49,12 @@ class Outputs:
 
     def check(
         self,
-        inputs: Sequence[PathLike | None],
+        inputs: Sequence[PathLike | io.Location | None],
         volumes: Sequence[PathLike | None],
         folders: Sequence[PathLike | None] = (),
     ) -> None:
-        """Check every output before any work: ``volumes`` are the command's own volume outputs."""
+        """Check every output before any work: ``volumes`` are the command's own volume outputs; ``inputs`` the paths
+        read, or the locations of the inputs opened (`sparseseg.io.paths.check_distinct`)."""
         for path in [*volumes, self.probabilities]:
             if path is not None:
                 io.check_output(path, self.overwrite)
@@ -65,7 +66,9 @@ class Outputs:
         written = []
         if self.probabilities is not None:
             scaled = np.round(segmentation.probabilities * 255).astype(np.uint8)
-            written.append(io.write_volume(self.probabilities, scaled, reference=image, overwrite=self.overwrite))
+            written.append(
+                io.write_volume(self.probabilities, scaled, reference=image.reference, overwrite=self.overwrite)
+            )
         if self.preview is not None:
             from sparseseg.commands.preview import render_preview
 
@@ -91,27 +94,36 @@ class Outputs:
 
 
 def with_spacing(config: Config, image: io.Volume) -> Config:
-    """``config`` with the file's voxel size where the config gives none; a file's voxel size that is not three finite
-    numbers > 0 is an `InputError` naming the file (and --spacing as the way round it)."""
+    """``config`` with the file's voxel size (`file_spacing`) where the config gives none."""
     if config.spacing is None and image.spacing is not None:
-        spacing = tuple(image.spacing)
-        if len(spacing) != 3 or not all(math.isfinite(s) and s > 0 for s in spacing):
-            raise InputError(
-                f"'{getattr(image, 'path', 'the volume')}': its voxel size (z,y,x) "
-                f"{','.join(f'{s:g}' for s in spacing)} is not three positive numbers; give the right one "
-                "with --spacing"
-            )
-        return replace(config, spacing=spacing)
+        return replace(config, spacing=file_spacing(image))
     return config
 
 
+def file_spacing(image) -> tuple[float, float, float] | None:
+    """The voxel size a read volume's (or an open Source's) file gives, None where it gives none; one that is not three
+    finite numbers > 0 is an `InputError` naming the file (and --spacing as the way round it)."""
+    if image.spacing is None:
+        return None
+    spacing = tuple(image.spacing)
+    if len(spacing) != 3 or not all(math.isfinite(s) and s > 0 for s in spacing):
+        raise InputError(
+            f"'{getattr(image, 'path', 'the volume')}': its voxel size (z,y,x) "
+            f"{','.join(f'{s:g}' for s in spacing)} is not three positive numbers; give the right one "
+            "with --spacing"
+        )
+    return spacing
+
+
 def read_pair(
-    source, labels: PathLike, unlabeled: int, planes: list[str] | None = None
+    source, labels: PathLike, unlabeled: int, planes: list[str] | None = None, spacing=None
 ) -> tuple[io.Volume, Annotation, str]:
     """The whole image of an open Source (`sparseseg.io.open_source`), float32 (C, Z, Y, X), and its sparse labels as
-    an `Annotation`; also how its annotated voxels were found."""
+    an `Annotation`; also how its annotated voxels were found. The image's voxel size is ``spacing`` where given, else
+    its file's (`file_spacing`)."""
+    spacing = tuple(spacing) if spacing is not None else file_spacing(source)
     data = source.read(tuple(slice(0, n) for n in source.shape[1:]))
-    image = io.Volume(data, source.spacing, source.path, source.nifti, source.unit)
+    image = io.Volume(data, spacing, source.path, source.nifti, source.unit)
     sparse = io.read_labels(labels)
     same_shape(sparse, data.shape[1:])
     plane_dict = parse_planes(planes, sparse.data.shape) if planes else None

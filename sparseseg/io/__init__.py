@@ -34,7 +34,7 @@ renamed into place), one module a format (`tiff`, `nifti`, `zarr_store`, `ome_za
 
 from sparseseg.io import atomic, nifti, tiff
 from sparseseg.io.atomic import outputs_together
-from sparseseg.io.base import FileSink, FileSource
+from sparseseg.io.base import FileSink, FileSource, Reference
 from sparseseg.io.checks import check_output
 from sparseseg.io.hdf5 import Hdf5Sink, Hdf5Source
 from sparseseg.io.locations import (
@@ -75,6 +75,7 @@ __all__ = [
     "stamp",
     # reading
     "Volume",
+    "Reference",
     "read_volume",
     "read_image",
     "read_labels",

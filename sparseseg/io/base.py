@@ -14,7 +14,7 @@ import numpy as np
 
 from sparseseg.errors import InputError
 from sparseseg.io.atomic import _undone_on_failure
-from sparseseg.io.locations import locate, stamp
+from sparseseg.io.locations import Location, locate, stamp
 
 
 def _norm(zyx, shape) -> tuple[slice, slice, slice]:
@@ -84,6 +84,11 @@ class FileSource(_Opened):
 
     def _open(self):
         raise NotImplementedError
+
+    @property
+    def locations(self) -> tuple[Location, ...]:
+        """Where the volume read lies (one `sparseseg.io.locations.Location`), located once on opening."""
+        return (self._location,)
 
     @property
     def array(self):
@@ -238,16 +243,17 @@ def _default_chunks(shape) -> tuple[int, ...]:
     return (1,) * (len(shape) - 3) + spatial
 
 
-class _Reference:
-    """What an output takes from its input: voxel size, its unit, a NIfTI header."""
+class Reference:
+    """What an output takes from its input (``reference`` of `sparseseg.io.write_volume` and
+    `sparseseg.io.create_sink`): voxel size, its unit, a NIfTI header."""
 
     def __init__(self, spacing=None, unit=None, nifti=None):
         self.spacing = tuple(float(s) for s in spacing) if spacing is not None else None
         self.unit, self.nifti = unit, nifti
 
 
-def _reference(reference, spacing=None) -> _Reference:
-    return _Reference(
+def _reference(reference, spacing=None) -> Reference:
+    return Reference(
         spacing if spacing is not None else getattr(reference, "spacing", None),
         getattr(reference, "unit", None),
         getattr(reference, "nifti", None),

@@ -12,7 +12,7 @@ import shutil
 
 from sparseseg.errors import InputError
 from sparseseg.io.atomic import _file_mode, _into_place, _place, _room, _temp_file, _undone_on_failure
-from sparseseg.io.base import FileSink, FileSource, _default_chunks, _Reference
+from sparseseg.io.base import FileSink, FileSource, Reference, _default_chunks
 from sparseseg.io.locations import Location, _need
 from sparseseg.io.metadata import _MICROMETRES, DEFAULT_UNIT, _attrs_spacing, _file_axes, _named_axes
 
@@ -99,7 +99,7 @@ class Hdf5Sink(FileSink):
     removes the temporary file. One process writes an HDF5 output: the sink does not pickle.
     """
 
-    def __init__(self, loc: Location, shape, dtype, reference: _Reference, chunks=None):
+    def __init__(self, loc: Location, shape, dtype, reference: Reference, chunks=None):
         super().__init__(loc.path, shape, dtype)
         h5py = _need("h5py", loc.path, "writing HDF5")
         self.file, self.name = loc.file, "/" + loc.inner

@@ -11,7 +11,7 @@ import numpy as np
 
 from sparseseg.errors import InputError
 from sparseseg.io.atomic import _atomic
-from sparseseg.io.base import FileSink, FileSource, _Reference
+from sparseseg.io.base import FileSink, FileSource, Reference
 from sparseseg.io.metadata import _unit
 
 
@@ -80,7 +80,7 @@ class NiftiSink(FileSink):
     """A NIfTI output, held in memory and written on `finish` (medical volumes are small; NIfTI has no chunks to write
     blocks into)."""
 
-    def __init__(self, path, shape, dtype, reference: _Reference):
+    def __init__(self, path, shape, dtype, reference: Reference):
         super().__init__(path, shape, dtype)
         self.reference = reference
         self.data = np.zeros(self.shape, self.dtype)

@@ -11,7 +11,7 @@ import numpy as np
 
 from sparseseg.errors import InputError
 from sparseseg.io.atomic import _place, _remove, _undone_on_failure
-from sparseseg.io.base import _default_chunks, _Reference
+from sparseseg.io.base import Reference, _default_chunks
 from sparseseg.io.blocks import block_shape, plan_blocks
 from sparseseg.io.locations import Location, _need
 from sparseseg.io.metadata import _NGFF_UNITS, DEFAULT_UNIT, _named_axes
@@ -91,7 +91,7 @@ class OmeZarrSink(PartialSink):
         loc: Location,
         shape,
         dtype,
-        reference: _Reference,
+        reference: Reference,
         chunks=None,
         version: str = NGFF_VERSION,
         key=None,

@@ -59,13 +59,16 @@ def _overlap(a: io.Location, b: io.Location) -> bool:
 
 
 def check_distinct(
-    inputs: Iterable[PathLike | None], outputs: Iterable[PathLike | None], folders: Iterable[PathLike | None] = ()
+    inputs: Iterable[PathLike | io.Location | None],
+    outputs: Iterable[PathLike | None],
+    folders: Iterable[PathLike | None] = (),
 ) -> None:
     """Raise `InputError` if an output clashes with an input or with another output.
 
     Parameters
     ----------
-    inputs : paths read by the command (None entries are ignored).
+    inputs : paths read by the command, or the locations of the inputs opened
+        (`sparseseg.io.base.FileSource.locations`); None entries are ignored.
     outputs : files the command writes.
     folders : folders the command writes (a model folder, a report folder).
 
@@ -75,20 +78,21 @@ def check_distinct(
     into an input OME-Zarr image, ``IMAGE.ome.zarr/labels/NAME``: they go beside the image's
     arrays, which are never opened for writing.
     """
-    inputs = [Path(p) for p in inputs if p is not None]
+    inputs = [p if isinstance(p, io.Location) else io.locate(p) for p in inputs if p is not None]
     folders = [Path(p) for p in folders if p is not None]
     written = [Path(p) for p in outputs if p is not None] + folders
     for out in written:
         where = io.locate(out)
         for source in inputs:
-            clash = _changes(where, io.locate(source))
-            if clash == "same" or (out in folders and inside(io.locate(source).file, out)):
+            clash = _changes(where, source)
+            if clash == "same" or (out in folders and inside(source.file, out)):
                 raise InputError(
-                    f"{out}: is also an input ({source}); an input is never overwritten, give another output path"
+                    f"{out}: is also an input ({source.path}); an input is never overwritten, give another output path"
                 )
             if clash == "inside":
                 raise InputError(
-                    f"{out}: would write inside the input {source}; an input is never changed, give another output path"
+                    f"{out}: would write inside the input {source.path}; an input is never changed, give another "
+                    "output path"
                 )
     for i, out in enumerate(written):
         for other in written[i + 1 :]:

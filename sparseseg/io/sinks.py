@@ -11,7 +11,7 @@ import numpy as np
 from sparseseg.errors import InputError
 from sparseseg.io import nifti, tiff
 from sparseseg.io.atomic import _atomic
-from sparseseg.io.base import FileSink, _reference
+from sparseseg.io.base import FileSink, Reference, _reference
 from sparseseg.io.checks import check_output
 from sparseseg.io.hdf5 import Hdf5Sink
 from sparseseg.io.locations import NIFTI_SUFFIXES, TIFF_SUFFIXES, locate
@@ -85,7 +85,7 @@ def check_resumable(path: str | os.PathLike) -> None:
 
 
 def write_volume(
-    path: str | os.PathLike, data: np.ndarray, reference: Volume | None = None, overwrite: bool = False
+    path: str | os.PathLike, data: np.ndarray, reference: Volume | Reference | None = None, overwrite: bool = False
 ) -> Path:
     """Write a (Z, Y, X) or (C, Z, Y, X) array atomically, in the format of ``path``.
 

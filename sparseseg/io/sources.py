@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from sparseseg.errors import InputError
-from sparseseg.io.base import FileSource, _with
+from sparseseg.io.base import FileSource, Reference, _with
 from sparseseg.io.hdf5 import Hdf5Source
 from sparseseg.io.locations import NIFTI_SUFFIXES, TIFF_SUFFIXES, Location, known_suffix, locate
 from sparseseg.io.nifti import NiftiSource, _nifti_spacing, _read_nifti
@@ -48,6 +48,11 @@ class Volume:
     path: Path
     nifti: Any = None
     unit: str | None = None
+
+    @property
+    def reference(self) -> Reference:
+        """What an output written in kind takes from this volume (voxel size, unit, NIfTI header): not its data."""
+        return Reference(self.spacing, self.unit, self.nifti)
 
 
 @contextlib.contextmanager
@@ -94,6 +99,11 @@ class ChannelStack:
         self.shape = (sum(s.shape[0] for s in self.sources),) + tuple(first.shape[1:])
         self.path, self.spacing, self.unit, self.nifti = first.path, first.spacing, first.unit, first.nifti
         self.dtype = np.result_type(*(s.dtype for s in self.sources))
+
+    @property
+    def locations(self) -> tuple[Location, ...]:
+        """Where each channel's volume lies, in order."""
+        return tuple(loc for s in self.sources for loc in s.locations)
 
     def read(self, zyx) -> np.ndarray:
         return np.concatenate([s.read(zyx) for s in self.sources], axis=0)

@@ -15,7 +15,7 @@ import numpy as np
 
 from sparseseg.errors import InputError
 from sparseseg.io.atomic import _file_mode, _place, _room, _temp_file, _undone_on_failure
-from sparseseg.io.base import FileSink, FileSource, _Reference
+from sparseseg.io.base import FileSink, FileSource, Reference
 from sparseseg.io.locations import _installed
 from sparseseg.io.metadata import DEFAULT_UNIT, _channel_axis, _file_axes, _unit
 
@@ -244,7 +244,7 @@ class TiffSink(FileSink):
     (each process maps the same file), but a Zarr output is the one made for several writers.
     """
 
-    def __init__(self, path, shape, dtype, reference: _Reference):
+    def __init__(self, path, shape, dtype, reference: Reference):
         super().__init__(path, shape, dtype)
         _room(self.path, math.prod(self.shape) * self.dtype.itemsize)
         self.zcyx = _tiff_layout(self.shape, self.dtype, reference.spacing, reference.unit)[1]

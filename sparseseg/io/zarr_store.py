@@ -10,7 +10,7 @@ from typing import Any
 
 from sparseseg.errors import InputError
 from sparseseg.io.atomic import _place, _remove, _undone_on_failure
-from sparseseg.io.base import FileSource, _default_chunks, _Reference
+from sparseseg.io.base import FileSource, Reference, _default_chunks
 from sparseseg.io.locations import Location, _need
 from sparseseg.io.metadata import DEFAULT_UNIT, _attrs_spacing, _file_axes, _named_axes, _unit
 from sparseseg.io.ngff import _ngff, _ngff_axis_names, _ngff_scale, _ngff_version, _zarr_format, _zarr_meta
@@ -135,7 +135,7 @@ class ZarrSink(PartialSink):
     (`sparseseg.io.partial`).
     """
 
-    def __init__(self, loc: Location, shape, dtype, reference: _Reference, chunks=None, key=None, resume=False):
+    def __init__(self, loc: Location, shape, dtype, reference: Reference, chunks=None, key=None, resume=False):
         super().__init__(loc.path, shape, dtype)
         zarr = _need("zarr", loc.path, "writing Zarr")
         self.final = loc.file.joinpath(*loc.parts)

@@ -351,13 +351,8 @@ def fit_estimated(
     return fit_volume(InMemory(image, annotation), config, progress, init)
 
 
-def fit_volume(
-    volume: TrainingVolume, config: Config, progress: Progress | None = None, init: Model | None = None
-) -> Estimated:
-    """`fit_estimated` on a volume held whole or as slabs (`sparseseg.method.volume`): the same steps on both.
-
-    The returned `Estimated` keeps the network's pass and the features only for a volume held whole.
-    """
+def _fitted(volume: TrainingVolume, config: Config, progress: Progress | None, init: Model | None) -> Estimated:
+    """`fit_volume`'s steps."""
     progress = as_progress(progress)
     with watched(progress):
         run = _start(volume, config, progress, init)
@@ -379,6 +374,16 @@ def fit_volume(
         return _finished(run, model, estimate, first.then(second), second is not None, network)
 
 
+def fit_volume(
+    volume: TrainingVolume, config: Config, progress: Progress | None = None, init: Model | None = None
+) -> Estimated:
+    """`fit_estimated` on a volume held whole or as slabs (`sparseseg.method.volume`): the same steps on both.
+
+    The returned `Estimated` keeps the volume, and the network's pass and the features only for a volume held whole.
+    """
+    return replace(_fitted(volume, config, progress, init), volume=volume)
+
+
 def densify_arrays(
     image: np.ndarray,
     annotation: Annotation,
@@ -394,5 +399,5 @@ def densify_arrays(
     (`sparseseg.method.progress`); a cancelled run raises `sparseseg.method.progress.Cancelled`.
     """
     estimated = fit_estimated(image, annotation, config, progress, init)
-    model, segmentation = segment_estimated(estimated, image, annotation, config.device, progress)
+    model, segmentation = segment_estimated(estimated, config.device, progress)
     return model, estimated.train_log, segmentation

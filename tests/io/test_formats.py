@@ -625,6 +625,9 @@ def test_check_distinct_allows_only_labels_into_an_input_image(tmp_path):
         with pytest.raises(InputError, match="input") as info:
             paths.check_distinct(inputs, outputs)
         assert len(str(info.value).splitlines()) == 1
+        with pytest.raises(InputError, match="input") as located:  # the inputs' locations, as an opened Source gives
+            paths.check_distinct([io.locate(p) for p in inputs], outputs)
+        assert str(located.value) == str(info.value)
     with pytest.raises(InputError, match="two outputs"):
         paths.check_distinct([], [f"{tmp_path}/o.h5:/seg", f"{tmp_path}/o.h5:/prob"])
     with pytest.raises(InputError, match="two outputs"):

@@ -349,3 +349,12 @@ def test_suffix_of():
     assert io.suffix_of("x.tiff") == ".tiff"
     with pytest.raises(InputError):
         io.suffix_of("x.gz")
+
+
+def test_an_opened_source_says_where_its_volumes_lie(tmp_path):
+    for name in ("a.tif", "b.tif"):
+        io.write_volume(tmp_path / name, np.zeros((2, 4, 4), np.uint8))
+    with io.open_source(tmp_path / "a.tif") as one:
+        assert one.locations == (io.locate(tmp_path / "a.tif"),)
+    with io.open_source([tmp_path / "a.tif", tmp_path / "b.tif"]) as both:
+        assert both.locations == (io.locate(tmp_path / "a.tif"), io.locate(tmp_path / "b.tif"))

@@ -149,7 +149,7 @@ def test_a_stop_before_the_first_step_segments_with_the_forest_alone_without_run
     assert np.isnan(estimate.network_iou) and estimate.forest_iou == estimate.iou > 0.3
     assert estimate.correction == 0  # after a stop the small forests are not fitted
     np.testing.assert_allclose(model.offsets, 0)
-    labels = segmenting.segment_estimated(estimated, image, annotation, "cpu")[1].labels
+    labels = segmenting.segment_estimated(estimated, "cpu")[1].labels
     assert runs == []
     forest = np.argmax(core.forest_part(model, image), axis=0)
     np.testing.assert_array_equal(labels, model.classes[forest])
@@ -223,7 +223,7 @@ def test_the_estimate_runs_the_network_on_the_held_out_planes_only(monkeypatch):
     for axis, (index,) in estimated.estimate.planes.items():
         expected[plane_index(axis, index)] = annotation.plane(axis, index)[1]
     np.testing.assert_array_equal(needed, expected)
-    segmenting.segment_estimated(estimated, image, annotation, "cpu")
+    segmenting.segment_estimated(estimated, "cpu")
     assert len(calls) == 2 and calls[1] is None  # the segmentation runs it over the whole volume
 
 
@@ -233,9 +233,9 @@ def test_after_a_stop_the_segmentation_reuses_the_estimate_s_network_run(monkeyp
     estimated = ensemble.fit_estimated(image, annotation, _config(iterations=20, forest=False), _StopAfterTwo())
     assert estimated.network is not None and len(runs) == 1
     kept = estimated.network[0].copy()
-    _, reused = segmenting.segment_estimated(estimated, image, annotation, "cpu")
+    _, reused = segmenting.segment_estimated(estimated, "cpu")
     assert len(runs) == 1 and estimated.network is None  # handed over, not run again
-    _, again = segmenting.segment_estimated(estimated, image, annotation, "cpu")  # nothing kept now: run it
+    _, again = segmenting.segment_estimated(estimated, "cpu")  # nothing kept now: run it
     assert len(runs) == 2
     np.testing.assert_allclose(core.network_probabilities(estimated.model, image, "cpu")[0], kept, atol=1e-6)
     np.testing.assert_array_equal(reused.labels, again.labels)
@@ -350,3 +350,14 @@ def test_a_time_limit_ends_the_whole_run_in_time_without_fine_tuning(monkeypatch
     assert len(fits) == 1 and log.stopped_by == "time" and log.iterations > 0
     assert took < 12.0 * 1.5, took
     assert segmentation.labels.shape == image.shape[1:] and model.estimate is not None
+
+
+def test_the_estimated_keeps_the_volume_it_segments_and_refuses_slabs():
+    image, _, annotation = _case()
+    estimated = ensemble.fit_estimated(image, annotation, _config(iterations=2, forest=True))
+    assert estimated.volume.image is image and estimated.volume.annotation is annotation
+    _, segmentation = segmenting.segment_estimated(estimated, "cpu")
+    assert segmentation.labels.shape == image.shape[1:]
+    estimated.volume = None
+    with pytest.raises(core.InputError, match="held whole"):
+        segmenting.segment_estimated(estimated, "cpu")
