@@ -217,20 +217,6 @@ def write_decided(model: Model, labels: Sink, probabilities: Sink | None = None,
     return write
 
 
-def _features_of(features, image: np.ndarray):
-    """``features`` (`sparseseg.method.features.VolumeFeatures`), refused where they are not those of an image of
-    ``image``'s shape."""
-    from sparseseg.method.features import is_features
-
-    if is_features(features, "features").values.shape[:3] != image.shape[1:]:
-        raise InputError(
-            f"features over {features.values.shape[:3]} for an image over {image.shape[1:]}",
-            param="features",
-            value=features.values.shape[:3],
-        )
-    return features
-
-
 def network_probabilities(
     model: Model,
     image: np.ndarray,
@@ -257,7 +243,12 @@ def network_probabilities(
     sink, source = ArraySink((len(model.classes),) + image.shape[1:], np.float32), ArraySource(image)
     # an image held whole whose network reads filter features: one block, its features computed once (or given, with
     # the statistics the image was normalised by for them)
-    stats = None if features is None else _features_of(features, image).stats
+    stats = None
+    if features is not None:
+        from sparseseg.method.features import check_features
+
+        check_features(features, source, "features")
+        stats = features.stats
     plan = plan_of(model, source, math.inf if model.network_inputs.filters else None, stats=stats)
     if features is not None and model.network_inputs.filters:
         plan = replace(plan, features=features.values)

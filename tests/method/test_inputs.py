@@ -86,7 +86,7 @@ def test_the_network_pass_given_the_features_gives_what_it_computes_itself(volum
     computed, _, _ = network_probabilities(model, image, "cpu")
     given, _, _ = network_probabilities(model, image, "cpu", features=volume_features(image))
     np.testing.assert_allclose(given, computed, atol=1e-5)
-    with pytest.raises(InputError, match="features over"):
+    with pytest.raises(InputError, match="must be the image's features"):
         network_probabilities(model, image, "cpu", features=volume_features(image[:, :10]))
 
 
