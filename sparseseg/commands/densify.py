@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from sparseseg import io
 from sparseseg.commands.outputs import (
@@ -92,6 +93,7 @@ class _Job:
     options: DensifyOptions
     progress: Progress | None
     start_model: Model | None
+    device: torch.device  # decided once, from config.device
 
     def every_output(self) -> list:
         o = self.options
@@ -125,9 +127,10 @@ def densify(
         options.outputs.check(inputs, [out, options.weights_out], [options.save_model_to])
         if options.save_model_to is not None:
             check_model_folder(options.save_model_to, options.outputs.overwrite)
-        config = replace(config, device=resolve_device(config.device).type)  # 'auto' decided once
+        device = resolve_device(config.device)  # 'auto' decided once; the model's config records where it trained
+        config = replace(config, device=device.type)
         start_model = load_model(options.init) if options.init is not None else None
-        job = _Job(volumes, labels, out, config, options, progress, start_model)
+        job = _Job(volumes, labels, out, config, options, progress, start_model, device)
         if math.prod(source.shape[1:]) > bounded.SLAB_THRESHOLD:
             report = _densify_slabs(job, source)
             if report is not None:
@@ -157,7 +160,7 @@ def _write_densified(estimated, read, annotation, job: _Job):
     (source, image), model, options = read, estimated.model, job.options
     outputs = options.outputs
     if not options.cluster.used:
-        model, segmentation = segment_estimated(estimated, job.config.device)
+        model, segmentation = segment_estimated(estimated, job.device)
         written = [
             io.write_volume(job.out, segmentation.labels, reference=image.reference, overwrite=outputs.overwrite)
         ]
@@ -225,7 +228,7 @@ def _decide_on_cluster(model, source, on: Annotation | None, job: _Job, where):
     mask = None if on is None else on.mask
     with job.options.cluster.client() as dask_client:
         annotated = cluster.probabilities_on_cluster(
-            scratch / "model", source, plan, store, dask_client=dask_client, device=job.config.device, mask=mask
+            scratch / "model", source, plan, store, dask_client=dask_client, device=job.device.type, mask=mask
         )
     if annotated is not None:
         model = calibrate(model, [annotated], [on])
@@ -278,19 +281,19 @@ def _segment_slabs(model, source, scanned, job: _Job):
     calibrates = model.estimate is None  # else: the offsets chosen on the held-out planes
     if job.options.cluster.used:
         if calibrates:
-            model = bounded.calibrate_slabs(model, source, sparse, scan, model.config.device)
+            model = bounded.calibrate_slabs(model, source, sparse, scan, job.device)
         return _segment_on_cluster(model, source, None, job)
     shape = tuple(source.shape[1:])
     sink, probabilities = block_sinks(job.out, job.options.outputs, model, shape, source, spacing=model.config.spacing)
     try:  # segment_source finishes the sinks, or aborts them
         if calibrates:
-            model = bounded.calibrate_slabs(model, source, sparse, scan, model.config.device, sink.chunks)
+            model = bounded.calibrate_slabs(model, source, sparse, scan, job.device, sink.chunks)
     except BaseException:
         for made in (sink, probabilities):
             if made is not None:
                 made.abort()
         raise
-    windows, seconds = segment_source(model, source, sink, probabilities, device=model.config.device)
+    windows, seconds = segment_source(model, source, sink, probabilities, device=job.device)
     return model, windows, seconds
 
 

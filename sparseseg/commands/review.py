@@ -63,7 +63,7 @@ def suggest(
         raise InputError("give a model folder (to predict) or probabilities (from densify's probabilities output)")
     if top < 1:
         raise InputError("must be at least 1", param="top", value=top)
-    device = resolve_device(device).type  # 'auto' decided once
+    device = resolve_device(device)  # 'auto' decided once
     image = io.open_source(volumes)
     shape = tuple(image.shape[1:])
     if probabilities is not None:

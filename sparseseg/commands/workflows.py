@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from sparseseg import io
 from sparseseg.commands import review
@@ -114,7 +115,8 @@ def train_files(
         raise InputError("give at least one pair of volume(s) and labels", param="pairs", value="none")
     check_distinct([p for volumes, labels in pairs for p in (*volumes, labels)] + [init], [], [folder])
     check_model_folder(folder, overwrite)
-    config = replace(config, device=resolve_device(config.device).type)  # 'auto' decided once
+    device = resolve_device(config.device)  # 'auto' decided once; the model's config records where it trained
+    config = replace(config, device=device.type)
     start_model = load_model(init) if init is not None else None
     opened, config = _open_pairs(pairs, config, start_model)
     images, annotations, wholes = _training_arrays(opened, config, start_model)
@@ -122,7 +124,7 @@ def train_files(
         model, train_log = fit(images, annotations, config, stoppable, start_model, wholes)
         if model.config.calibrate:
             log.info("segmenting the %d training volume(s) to calibrate the class offsets", len(opened))
-            model = calibrate(model, *_annotated_probabilities(model, opened))
+            model = calibrate(model, *_annotated_probabilities(model, opened, device))
     train_log = stoppable.told(train_log)
     if train_log.stopped_by == "interrupt":
         log.warning("training interrupted after %d steps: saving the model so far", train_log.iterations)
@@ -168,17 +170,18 @@ def _training_arrays(opened: Sequence[_TrainingPair], config: Config, start_mode
 
 
 def _annotated_probabilities(
-    model: Model, opened: Sequence[_TrainingPair]
+    model: Model, opened: Sequence[_TrainingPair], device: torch.device
 ) -> tuple[list[np.ndarray], list[Annotation]]:
-    """The network's probabilities of the annotated voxels of each training pair, and their annotations."""
+    """The network's probabilities of the annotated voxels of each training pair, on ``device``, and their
+    annotations."""
     annotated, annotations = [], []
     for pair in opened:
         if pair.scan is None:
-            annotated.append(network_probabilities(model, pair.image, model.config.device)[0][:, pair.annotation.mask])
+            annotated.append(network_probabilities(model, pair.image, device)[0][:, pair.annotation.mask])
             annotations.append(pair.annotation)
         else:
             probabilities, annotation = bounded.annotated_probabilities(
-                model, pair.source, pair.labels, pair.scan, model.config.device
+                model, pair.source, pair.labels, pair.scan, device
             )
             annotated.append(probabilities)
             annotations.append(annotation)
@@ -241,7 +244,8 @@ def predict(
                 io.check_resumable(path)
     options.cluster.check()
     outputs.check([folder, *volumes], [out])
-    options = replace(options, device=resolve_device(options.device).type)  # 'auto' decided once
+    device = resolve_device(options.device)  # 'auto' decided once; a cluster's workers are told its name
+    options = replace(options, device=device.type)
     model = with_overlap(load_model(folder), options.overlap)
     source = io.open_source(volumes)
     if source.shape[0] != model.in_channels:
@@ -254,9 +258,7 @@ def predict(
     with io.outputs_together([out, outputs.probabilities, outputs.preview]):
         sinks = block_sinks(out, outputs, model, source.shape[1:], source, resumable=resumable, shared=shared)
         if not shared:
-            windows, seconds = segment_source(
-                model, source, *sinks, device=options.device, tta=options.tta, progress=progress
-            )
+            windows, seconds = segment_source(model, source, *sinks, device=device, tta=options.tta, progress=progress)
         else:
             windows, seconds = _on_cluster(model, folder, source, sinks, options, progress)
         written = [Path(out)] + ([Path(outputs.probabilities)] if sinks[1] is not None else [])

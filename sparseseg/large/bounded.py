@@ -20,7 +20,7 @@ from sparseseg.io.blocks import Source
 from sparseseg.large.slabs import LabelScan, read_stack, z_blocks
 from sparseseg.method import augment
 from sparseseg.method.annotation import Annotation
-from sparseseg.method.core import Model, calibrate, forest_part, mixed, resolve_device, run_model
+from sparseseg.method.core import Device, Model, calibrate, forest_part, mixed, resolve_device, run_model
 from sparseseg.method.decision import apply_offsets
 from sparseseg.method.fitting import plan_training
 from sparseseg.method.planning import AXES, patch_shapes, size_multiple, thin_depths
@@ -102,7 +102,7 @@ def read_slabs(
 
 
 def annotated_probabilities(
-    model: Model, image: Source, labels: Source, scan: LabelScan, device: str = "auto", chunks=None
+    model: Model, image: Source, labels: Source, scan: LabelScan, device: Device = "auto", chunks=None
 ) -> tuple[np.ndarray, Annotation]:
     """The network's probabilities on every annotated voxel of ``scan``, predicting only the windows over them.
 
@@ -139,7 +139,7 @@ def annotated_probabilities(
 
 
 def calibrate_slabs(
-    model: Model, image: Source, labels: Source, scan: LabelScan, device: str = "auto", chunks=None
+    model: Model, image: Source, labels: Source, scan: LabelScan, device: Device = "auto", chunks=None
 ) -> Model:
     """`sparseseg.method.core.calibrate` on every annotated voxel (`annotated_probabilities`); returns the calibrated
     model."""
@@ -149,7 +149,7 @@ def calibrate_slabs(
     return calibrate(model, [probabilities], [annotated])
 
 
-def model_uncertainty(model: Model, image: Source, device: str = "auto") -> dict[str, np.ndarray]:
+def model_uncertainty(model: Model, image: Source, device: Device = "auto") -> dict[str, np.ndarray]:
     """`sparseseg.method.uncertainty.plane_uncertainty` of the model's decided probabilities (with its forest, if any),
     block by block."""
     planes = PlaneEntropy(image.shape[1:])

@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass, replace
 
 import numpy as np
+import torch
 
 from sparseseg.config import Config
 from sparseseg.io.blocks import Block, Source
@@ -73,7 +74,9 @@ class Slabs:
     def fit(self, config: Config, progress, init: Model | None, features) -> tuple[Model, TrainLog]:
         return fit(list(self.stacks), list(self.stack_annotations), config, progress, init, self.whole)
 
-    def network_planes(self, model: Model, held: dict, device: str, features, whole: bool) -> tuple[dict, None, float]:
+    def network_planes(
+        self, model: Model, held: dict, device: torch.device, features, whole: bool
+    ) -> tuple[dict, None, float]:
         """The network's probabilities on the held-out planes, running only the windows over their annotated voxels,
         block by block; it never keeps a pass over the volume."""
         start = time.perf_counter()

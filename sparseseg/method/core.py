@@ -90,15 +90,30 @@ class Segmentation:
     windows: list[tuple[int, int, int]]
 
 
-def resolve_device(name: str) -> torch.device:
-    """'auto' -> CUDA when available, else CPU; 'cuda' without a GPU, or an unknown name, is an `InputError`."""
-    if name not in DEVICES:
-        raise InputError("must be " + ", ".join(DEVICES), param="device", value=name)
+#: Where to run: a name of `sparseseg.config.DEVICES` ('auto': CUDA when available), or a `torch.device` decided
+#: already (`resolve_device`), which is used as it is.
+Device = str | torch.device
+
+
+def resolve_device(device: Device) -> torch.device:
+    """The `torch.device` to run on: 'auto' -> CUDA when available, else CPU; a `torch.device` of type cpu or cuda
+    as it is. 'cuda' without a GPU, or anything else, is an `InputError`.
+
+    The commands call it once and hand the result down; the library's entry points call it on what they are given,
+    so a `torch.device` passes through unchanged."""
+    if isinstance(device, torch.device):
+        name = device.type
+        if name not in ("cpu", "cuda"):
+            raise InputError("must be a cpu or cuda torch.device", param="device", value=str(device))
+    elif device in DEVICES:
+        name = device
+    else:
+        raise InputError("must be " + ", ".join(DEVICES), param="device", value=str(device))
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise InputError("no CUDA GPU is available here (use cpu or auto)", param="device", value=name)
-    return torch.device(name)
+        raise InputError("no CUDA GPU is available here (use cpu or auto)", param="device", value=str(device))
+    return device if isinstance(device, torch.device) else torch.device(name)
 
 
 #: Voxels whose most probable class `decide` takes at once.
@@ -149,7 +164,7 @@ def run_model(
     model: Model,
     source: Source,
     write,
-    device: str,
+    device: Device,
     tta: bool | None = None,
     progress: BlockProgress | None = None,
     chunks=None,
@@ -220,7 +235,7 @@ def write_decided(model: Model, labels: Sink, probabilities: Sink | None = None,
 def network_probabilities(
     model: Model,
     image: np.ndarray,
-    device: str = "auto",
+    device: Device = "auto",
     tta: bool | None = None,
     needed: np.ndarray | None = None,
     features=None,
@@ -270,7 +285,7 @@ def segment_source(
     labels: Sink,
     probabilities: Sink | None = None,
     *,
-    device: str = "auto",
+    device: Device = "auto",
     tta: bool | None = None,
     progress: BlockProgress | None = None,
 ) -> tuple[list[tuple[int, int, int]], float]:
@@ -318,7 +333,7 @@ def decide(model: Model, probabilities: np.ndarray) -> np.ndarray:
 def segment(
     model: Model,
     image: np.ndarray,
-    device: str = "auto",
+    device: Device = "auto",
     tta: bool | None = None,
     *,
     network: tuple[np.ndarray, list] | None = None,
@@ -364,7 +379,7 @@ def calibrate(model: Model, annotated: Sequence[np.ndarray], annotations: Sequen
 
 
 def segment_calibrated(
-    model: Model, image: np.ndarray, annotation: Annotation, device: str = "auto"
+    model: Model, image: np.ndarray, annotation: Annotation, device: Device = "auto"
 ) -> tuple[Model, Segmentation]:
     """Segment the image the model was trained on, calibrating it on its annotation first; the model and its
     segmentation."""

@@ -1,25 +1,21 @@
 """Densify with held-out planes: the network blended with a pixel classifier, and an estimate of the result.
 
-`fit_volume` runs these steps on a volume held whole or as slabs (`sparseseg.method.volume`), each telling the
-progress its phase (`sparseseg.method.progress`); docs/method.md, step 6, says why each is as it is:
+`fit_volume` runs these steps on a volume held whole or as slabs (`sparseseg.method.volume`), telling the progress
+each phase (`sparseseg.method.progress`); docs/method.md, step 6, says why each is as it is:
 
-1. ``_held_out``: one annotated plane per axis that has two or more is held out, drawn so that the classes are seen
-   both on them and on the others (`sparseseg.method.holdout`).
-2. ``_first_forest`` (features, forest): the volume's filter features, and a random forest on them fitted on the other
-   planes; its segmentation of the volume and its score on the held-out planes are told at once, the first result.
-3. ``_train_first`` (network): the network on the other planes, for `FIRST_PART` of the time budget.
-4. ``_estimate``: on the held-out planes the network's weight against the forest is chosen, each weight with its best
-   class offsets; the best's mean foreground IoU estimates the IoU on the voxels nobody annotated. Without
-   fine-tuning to follow, the network's pass covers the volume and the segmentation reuses it; a network stopped
-   before its first step is not run (the forest alone segments).
-5. ``_forest_on_all_planes`` (forest): the estimate is corrected by what a forest loses without the held-out planes
+1. ``_held_out``: one annotated plane per axis that has two or more is held out (`sparseseg.method.holdout`).
+2. ``_first_forest``: the volume's filter features and a random forest fitted on the other planes; its segmentation
+   and its score on the held-out planes are told at once, the first result.
+3. ``_train_first``: the network on the other planes, for `FIRST_PART` of the time budget.
+4. ``_estimate``: on the held-out planes the network's weight against the forest is chosen, with its class offsets;
+   its mean foreground IoU estimates the IoU on the unannotated voxels. Without fine-tuning to follow, the network's
+   pass covers the volume and the segmentation reuses it.
+5. ``_forest_on_all_planes``: the estimate is corrected by what a forest loses without the held-out planes
    (`sparseseg.method.holdout.plane_correction`), and the forest is fitted anew on all planes.
-6. ``_fine_tune`` (network): the rest of the budget on all planes, at `FINE_TUNE_LR` of the learning rate; the
-   held-out offsets are then dropped (kept only for the network they were fitted for, deciding alone).
+6. ``_fine_tune``: the rest of the budget on all planes, at `FINE_TUNE_LR` of the learning rate.
 
-A stop (Ctrl-C, ``stop_requested``) goes on with what was trained, without the correction and the fine-tuning.
-``Config.time_limit`` bounds the whole run (`sparseseg.method.deadline`): training ends in time for what follows, no
-fine-tuning, and the correction only where it fits. A cancelled progress raises `sparseseg.method.progress.Cancelled`.
+A stop goes on with what was trained, without the correction and the fine-tuning. ``Config.time_limit`` bounds the
+whole run (`sparseseg.method.deadline`). A cancelled progress raises `sparseseg.method.progress.Cancelled`.
 """
 
 from __future__ import annotations
@@ -218,7 +214,7 @@ def _estimate(run: _Run, model: Model, first: TrainLog, init: Model | None):
         log.info("the network made no training step: the forest alone segments")
         alone = run.forest_alone
         return replace(alone, blend=0.0, network_iou=float("nan"), forest_iou=alone.iou, planes=run.held), None
-    network, kept, run.pass_seconds = run.volume.network_planes(model, run.held, run.config.device, run.features, whole)
+    network, kept, run.pass_seconds = run.volume.network_planes(model, run.held, run.device, run.features, whole)
     log.info("the network ran over %s for the estimate", "the volume" if kept is not None else "the held-out planes")
     nets, forests, targets, planes, names = held_out_probabilities(
         network, prior_of(model), run.forest_planes, run.volume.annotation, run.held
@@ -319,7 +315,7 @@ def _finished(run: _Run, model: Model, estimate: Estimate, train_log: TrainLog, 
     )
     network = network if network is not None and not tuned and blend > 0 else None
     needs_features = blend < 1 or (model.network_inputs.filters and network is None and blend > 0)
-    return Estimated(model, train_log, estimate, network, run.features if needs_features else None)
+    return Estimated(model, train_log, estimate, network, run.features if needs_features else None, device=run.device)
 
 
 def fit_estimated(
@@ -359,7 +355,7 @@ def _fitted(volume: TrainingVolume, config: Config, progress: Progress | None, i
         if not run.held:
             run.enter("network")
             model, train_log = volume.fit(run.config, _limited(run, init, 0.0), init, None)
-            return Estimated(model, train_log, None)
+            return Estimated(model, train_log, None, device=run.device)
         _first_forest(run)
         model, first = _train_first(run, init)
         estimate, network = _estimate(run, model, first, init)
@@ -379,7 +375,8 @@ def fit_volume(
 ) -> Estimated:
     """`fit_estimated` on a volume held whole or as slabs (`sparseseg.method.volume`): the same steps on both.
 
-    The returned `Estimated` keeps the volume, and the network's pass and the features only for a volume held whole.
+    The returned `Estimated` keeps the volume and the device trained on, and the network's pass and the features only
+    for a volume held whole.
     """
     return replace(_fitted(volume, config, progress, init), volume=volume)
 
@@ -399,5 +396,5 @@ def densify_arrays(
     (`sparseseg.method.progress`); a cancelled run raises `sparseseg.method.progress.Cancelled`.
     """
     estimated = fit_estimated(image, annotation, config, progress, init)
-    model, segmentation = segment_estimated(estimated, config.device, progress)
+    model, segmentation = segment_estimated(estimated, progress=progress)
     return model, estimated.train_log, segmentation

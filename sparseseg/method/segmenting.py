@@ -7,9 +7,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from sparseseg.errors import InputError
-from sparseseg.method.core import Model, Segmentation, segment, segment_calibrated
+from sparseseg.method.core import Device, Model, Segmentation, segment, segment_calibrated
 from sparseseg.method.features import VolumeFeatures
 from sparseseg.method.holdout import Estimate
 from sparseseg.method.progress import Progress, as_progress, begin, watched
@@ -33,22 +34,27 @@ class Estimated:
     features: VolumeFeatures | None = None
     #: The volume trained on (`sparseseg.method.volume`), as given: what `segment_estimated` segments.
     volume: TrainingVolume | None = None
+    #: The device the network was trained on: where `segment_estimated` runs unless told otherwise.
+    device: torch.device | None = None
 
 
 def segment_estimated(
-    estimated: Estimated, device: str = "auto", progress: Progress | None = None
+    estimated: Estimated, device: Device | None = None, progress: Progress | None = None
 ) -> tuple[Model, Segmentation]:
     """Segment the image `fit_estimated` trained on (``estimated.volume``): with the offsets chosen on the held-out
     planes, or (no estimate) calibrated on the annotation as `sparseseg.method.core.segment_calibrated` does.
 
-    The network's probabilities ``estimated.network`` and the volume's features
-    ``estimated.features`` are used where `fit_estimated` kept them, and handed over: both are
-    None afterwards (the blend works in place). ``progress`` hears the phase 'segmenting', and can cancel it.
-    A volume held as slabs is segmented block by block instead (`sparseseg.large.bounded`): an `InputError` here.
+    The network's probabilities ``estimated.network`` and the volume's features ``estimated.features`` are used
+    where `fit_estimated` kept them, and handed over: both are None afterwards (the blend works in place).
+    ``device``: where to run (None: ``estimated.device``, where it was trained). ``progress`` hears the phase
+    'segmenting', and can cancel it. A volume held as slabs is segmented block by block instead
+    (`sparseseg.large.bounded`): an `InputError` here.
     """
     volume = estimated.volume
     if not isinstance(volume, InMemory):
         raise InputError("only a volume held whole is segmented here", param="estimated", value=type(volume).__name__)
+    if device is None:
+        device = "auto" if estimated.device is None else estimated.device
     progress = as_progress(progress)
     with watched(progress):
         begin(progress, "segmenting")

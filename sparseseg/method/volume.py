@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
+import torch
 
 from sparseseg.config import Config
 from sparseseg.method.annotation import Annotation
@@ -57,7 +58,7 @@ class TrainingVolume(Protocol):
         """The network trained on the annotation (`sparseseg.method.fitting.fit`)."""
 
     def network_planes(
-        self, model: Model, held: dict, device: str, features: VolumeFeatures | None, whole: bool
+        self, model: Model, held: dict, device: torch.device, features: VolumeFeatures | None, whole: bool
     ) -> tuple[dict, tuple | None, float]:
         """The network's (K, plane) probabilities on the ``held`` planes (`sparseseg.method.estimating.take_planes`),
         its probabilities and windows over the whole volume where ``whole`` and it keeps them (else None), and the

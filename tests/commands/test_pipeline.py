@@ -23,6 +23,27 @@ def test_resolve_device():
     assert core.resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def test_resolve_device_passes_a_torch_device_through_and_refuses_others():
+    decided = torch.device("cpu")
+    assert core.resolve_device(decided) is decided
+    for bad in (torch.device("meta"), "gpu", 0):
+        with pytest.raises(InputError, match="device="):
+            core.resolve_device(bad)
+
+
+def test_densify_decides_the_device_once_and_hands_the_torch_device_down(files, tiny_config, monkeypatch):
+    from sparseseg.commands import densify
+
+    decided, given = [], []
+    real_resolve, real_segment = densify.resolve_device, densify.segment_estimated
+    monkeypatch.setattr(densify, "resolve_device", lambda d: decided.append(d) or real_resolve(d))
+    monkeypatch.setattr(densify, "segment_estimated", lambda e, d: given.append(d) or real_segment(e, d))
+    report = workflows.densify([files.volume], files.sparse, files.folder / "seg.tif", tiny_config(device="auto"))
+    here = "cuda" if torch.cuda.is_available() else "cpu"
+    assert decided == ["auto"] and given == [torch.device(here)] and isinstance(given[0], torch.device)
+    assert report.model.config.device == here  # the model records where it trained
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA GPU is available here")
 def test_cuda_without_gpu_is_bad_input():
     with pytest.raises(InputError, match="device=cuda"):

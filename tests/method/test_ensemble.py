@@ -356,7 +356,8 @@ def test_the_estimated_keeps_the_volume_it_segments_and_refuses_slabs():
     image, _, annotation = _case()
     estimated = ensemble.fit_estimated(image, annotation, _config(iterations=2, forest=True))
     assert estimated.volume.image is image and estimated.volume.annotation is annotation
-    _, segmentation = segmenting.segment_estimated(estimated, "cpu")
+    assert estimated.device == torch.device("cpu")  # where it trained: where it segments unless told
+    _, segmentation = segmenting.segment_estimated(estimated)
     assert segmentation.labels.shape == image.shape[1:]
     estimated.volume = None
     with pytest.raises(core.InputError, match="held whole"):
