@@ -8,8 +8,7 @@ each phase (`sparseseg.method.progress`); docs/method.md, step 6, says why each 
    and its score on the held-out planes are told at once, the first result.
 3. ``_train_first``: the network on the other planes, for `FIRST_PART` of the time budget.
 4. ``_estimate``: on the held-out planes the network's weight against the forest is chosen, with its class offsets;
-   its mean foreground IoU estimates the IoU on the unannotated voxels. Without fine-tuning to follow, the network's
-   pass covers the volume and the segmentation reuses it.
+   its mean foreground IoU estimates the IoU on the unannotated voxels (the network's pass is reused where it can).
 5. ``_forest_on_all_planes``: the estimate is corrected by what a forest loses without the held-out planes
    (`sparseseg.method.holdout.plane_correction`), and the forest is fitted anew on all planes.
 6. ``_fine_tune``: the rest of the budget on all planes, at `FINE_TUNE_LR` of the learning rate.
@@ -135,7 +134,8 @@ def _start(volume: TrainingVolume, config: Config, progress: Progress, init: Mod
     start = time.perf_counter()
     volume.check(init)  # before any forest: a warm start that cannot take these classes
     device = resolve_device(config.device)
-    config = replace(config, seed=config.seed if config.seed is not None else secrets.randbits(31))
+    seed = config.seed if config.seed is not None else secrets.randbits(31)
+    config = replace(config, seed=seed, device=device.type)  # what follows trains on the device decided here
     held, kept = _held_out(volume, config)
     classes = init.classes if init is not None else volume.annotation.classes
     shown = config.resolved(device.type == "cuda")

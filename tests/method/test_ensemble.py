@@ -354,9 +354,10 @@ def test_a_time_limit_ends_the_whole_run_in_time_without_fine_tuning(monkeypatch
 
 def test_the_estimated_keeps_the_volume_it_segments_and_refuses_slabs():
     image, _, annotation = _case()
-    estimated = ensemble.fit_estimated(image, annotation, _config(iterations=2, forest=True))
+    estimated = ensemble.fit_estimated(image, annotation, _config(iterations=2, forest=True, device="auto"))
     assert estimated.volume.image is image and estimated.volume.annotation is annotation
-    assert estimated.device == torch.device("cpu")  # where it trained: where it segments unless told
+    here = "cuda" if torch.cuda.is_available() else "cpu"  # 'auto' decided once; the model records the decision
+    assert estimated.device == torch.device(here) and estimated.model.config.device == here
     _, segmentation = segmenting.segment_estimated(estimated)
     assert segmentation.labels.shape == image.shape[1:]
     estimated.volume = None
