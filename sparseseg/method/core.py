@@ -243,7 +243,7 @@ def network_probabilities(
     """The network's class probabilities (K, Z, Y, X) for a raw (C, Z, Y, X) image, before `decide`.
 
     Returns the probabilities, the sliding windows used (one pass each, averaged) and the seconds taken.
-    ``device`` is where to run ('auto' by default, whatever the model was trained on). With
+    ``device`` is where to run (`Device`: 'auto' by default, whatever the model was trained on). With
     ``needed`` (bool, (Z, Y, X)) only the windows over those voxels are run: they get exactly
     what a run over the whole volume gives them, and the other voxels hold zeros. ``features``: the image's
     `sparseseg.method.features.VolumeFeatures`, where computed already (the image the network was trained on, whose
