@@ -144,7 +144,7 @@ def _start(volume: TrainingVolume, config: Config, progress: Progress, init: Mod
 
 def _first_forest(run: _Run) -> None:
     """The volume's features, and the forest on the other planes with its probabilities on the held-out planes and its
-    score there; where the features are held whole, its segmentation is shown at once."""
+    score there, told at once; then, where the features are held whole, its segmentation of the volume."""
     config = run.config
     if config.forest or config.filters:
         run.enter("features")
@@ -162,16 +162,15 @@ def _first_forest(run: _Run) -> None:
     image, kept = run.volume.image, run.kept.annotation
     run.forest = fit_forest(image, kept, seed=config.seed, sample=_sample(run, kept))
     run.forest_seconds = time.perf_counter() - started
-    whole = None
-    if run.features is not None:
-        whole = features_probabilities(run.forest, run.features, run.classes)
-        run.progress.preview(run.classes.astype(labels_dtype(run.classes))[np.argmax(whole, axis=0)], "forest")
-    run.forest_planes = forest_on_planes(run.forest, image, run.classes, run.held, run.features, whole)
-    run.predict_seconds = time.perf_counter() - started - run.forest_seconds
+    run.forest_planes = forest_on_planes(run.forest, image, run.classes, run.held, run.features)
     _, forests, *voxels, names = held_out_probabilities(None, None, run.forest_planes, run.volume.annotation, run.held)
     run.forest_alone = choose_blend(forests, None, *voxels, run.classes != 0, names, fit=config.calibrate)
     log.info("forest on the other planes: %.3f on the held-out planes, %.1f s", run.forest_alone.iou, run.elapsed())
-    run.progress.estimated(run.forest_alone.iou, run.forest_alone.spread)
+    run.progress.estimated(run.forest_alone.iou, run.forest_alone.spread)  # first: it takes a fraction of the pass
+    if run.features is not None:
+        whole = features_probabilities(run.forest, run.features, run.classes)
+        run.progress.preview(run.classes.astype(labels_dtype(run.classes))[np.argmax(whole, axis=0)], "forest")
+    run.predict_seconds = time.perf_counter() - started - run.forest_seconds
 
 
 def _sample(run: _Run, annotation):

@@ -18,13 +18,12 @@ from sparseseg.method.planning import AXES
 log = logging.getLogger("sparseseg")
 
 
-def forest_on_planes(forest, image, classes, held: dict, features=None, whole: np.ndarray | None = None) -> dict:
+def forest_on_planes(forest, image, classes, held: dict, features=None) -> dict:
     """The forest's probabilities (K, plane) on each held-out plane, keyed by (axis, index).
 
-    ``whole``: its probabilities over the whole volume, where computed already. A plane's probabilities need the
-    filters' context around it (`sparseseg.method.features.HALO` planes each side): where the volume's ``features``
-    are given, or those slabs add up to the volume or more, the whole volume is computed once and the planes taken
-    from it; otherwise plane by plane.
+    Where the volume's ``features`` are given, the planes' features are taken from them; otherwise a plane needs the
+    filters' context around it (`sparseseg.method.features.HALO` planes each side), and where those slabs add up to
+    the volume or more, the whole volume is computed once and the planes taken from it.
     """
     from sparseseg.method.features import HALO
     from sparseseg.method.forest_apply import features_probabilities, forest_probabilities
@@ -35,17 +34,16 @@ def forest_on_planes(forest, image, classes, held: dict, features=None, whole: n
         for axis, indices in held.items()
         for _ in indices
     )
-    if whole is None and features is not None:
-        whole = features_probabilities(forest, features, classes)
-    if whole is None and slabs >= math.prod(shape):
-        whole = forest_probabilities(forest, image, classes)
-    if whole is not None:
-        return take_planes(whole, held)
+    if features is None and slabs >= math.prod(shape):
+        return take_planes(forest_probabilities(forest, image, classes), held)
     planes = {}
     for axis, indices in held.items():
         for index in indices:
             region = tuple(slice(index, index + 1) if a == axis else slice(None) for a in AXES)
-            p = forest_probabilities(forest, image, classes, region)
+            if features is not None:
+                p = features_probabilities(forest, features, classes, region)
+            else:
+                p = forest_probabilities(forest, image, classes, region)
             planes[axis, index] = np.take(p, 0, axis=1 + AXES.index(axis))
     return planes
 

@@ -6,7 +6,7 @@ import torch
 
 from sparseseg.commands import synthetic
 from sparseseg.config import Config
-from sparseseg.method import core, ensemble, estimating, fitting, segmenting, volume
+from sparseseg.method import core, ensemble, estimating, features, fitting, segmenting, volume
 from sparseseg.method.annotation import plane_index, read_annotation
 from sparseseg.method.metrics import score
 from sparseseg.method.progress import Quiet
@@ -256,15 +256,14 @@ def test_the_forest_on_held_out_planes_equals_the_whole_volume_s(shape, held):
     forest = fit_forest(image, annotation, seed=0, n_estimators=10)
     classes = np.arange(3)
     whole = forest_probabilities(forest, image, classes)
-    planes = estimating.forest_on_planes(forest, image, classes, held)
-    assert set(planes) == {(axis, i) for axis, indices in held.items() for i in indices}
-    for (axis, index), plane in planes.items():
-        np.testing.assert_allclose(plane, np.take(whole, index, axis=1 + "zyx".index(axis)), atol=1e-6)
+    from_features = estimating.forest_on_planes(forest, image, classes, held, features.volume_features(image))
+    for planes in (estimating.forest_on_planes(forest, image, classes, held), from_features):
+        assert set(planes) == {(axis, i) for axis, indices in held.items() for i in indices}
+        for (axis, index), plane in planes.items():
+            np.testing.assert_allclose(plane, np.take(whole, index, axis=1 + "zyx".index(axis)), atol=1e-6)
 
 
 def test_the_volume_s_features_are_computed_once_and_change_nothing(monkeypatch):
-    from sparseseg.method import features
-
     image, _, annotation = _case()
     config = _config(iterations=3)
     filtered = []
@@ -314,7 +313,7 @@ def test_the_forests_segmentation_and_score_come_before_the_network_and_the_phas
     watcher = _Watcher()
     model, _, _ = ensemble.densify_arrays(image, annotation, _config(iterations=4), watcher)
     kinds = [t[0] for t in watcher.told]
-    assert kinds.index("preview") < kinds.index("step") and kinds.index("estimate") < kinds.index("step")
+    assert kinds.index("estimate") < kinds.index("preview") < kinds.index("step")  # the score needs only the planes
     assert ("preview", "forest", truth.shape, np.uint8) in watcher.told
     phases = [t[1] for t in watcher.told if t[0] == "phase"]
     assert phases == ["features", "forest", "network", "estimate", "forest", "network", "segmenting"]
