@@ -4,8 +4,8 @@
 each phase (`sparseseg.method.progress`); docs/method.md, step 6, says why each is as it is:
 
 1. ``_held_out``: one annotated plane per axis that has two or more is held out (`sparseseg.method.holdout`).
-2. ``_first_forest``: the volume's filter features and a random forest fitted on the other planes; its segmentation
-   and its score on the held-out planes are told at once, the first result.
+2. ``_first_forest``: the volume's filter features and a random forest fitted on the other planes; its score on the
+   held-out planes is told at once, then its segmentation of the volume: the first result.
 3. ``_train_first``: the network on the other planes, for `FIRST_PART` of the time budget.
 4. ``_estimate``: on the held-out planes the network's weight against the forest is chosen, with its class offsets;
    its mean foreground IoU estimates the IoU on the unannotated voxels (the network's pass is reused where it can).
